@@ -1,0 +1,67 @@
+"""The provider contract suite's table: one entry per provider.
+
+Each entry says how to start its emulator, which files the mount must show (computed from the emulator's
+catalog with vidfs's naming rules), and how to make its credentials or URLs expire quickly.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from vidfs.naming import name_entries
+
+
+@dataclass(frozen=True)
+class Expect:
+    size: int
+    mtime: float | None
+    sha256: str
+    source: str  # path of the served bytes on disk
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    expected: Callable[[dict[str, Any]], dict[str, Expect]]
+    short_lived_args: tuple[str, ...]  # emulator args making tokens/URLs expire within seconds
+    login_path: str  # regex of the request that obtains a token or URL (counted by the renewal test)
+    storage_path: str  # regex of the byte-serving requests (latency is injected there)
+    wrong_password: Callable[[dict[str, Any]], dict[str, Any]]  # a config table with bad credentials
+
+
+def _pixop_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
+    projects = catalog["projects"]
+    project_names = name_entries([(p["id"], p["name"], True, None) for p in projects])
+    out: dict[str, Expect] = {}
+    for project, project_dir in zip(projects, project_names, strict=True):
+        videos = [v for v in catalog["videos"] if v["projectId"] == project["id"] and v["visible"]]
+        raw: list[tuple[str, str, bool, str | None]] = []
+        for video in videos:
+            name = video["fileName"] or video["name"]
+            if video.get("parentId"):
+                stem, ext = posixpath.splitext(name)
+                name = f"{stem}.processed{ext}"
+            raw.append((video["id"], name, False, None))
+        for video, file_name in zip(videos, name_entries(raw), strict=True):
+            out[f"{project_dir}/{file_name}"] = Expect(
+                size=video["size"],
+                mtime=video["mtime_epoch"],
+                sha256=video["sha256"],
+                source=video["path_on_disk"],
+            )
+    return out
+
+
+CASES: dict[str, Case] = {
+    "pixop": Case(
+        name="pixop",
+        expected=_pixop_expected,
+        short_lived_args=("--jwt-lifetime", "2"),
+        login_path=r"^/accounts/v1/token",
+        storage_path=r"^/media/v1/download/",
+        wrong_password=lambda table: {**table, "password": "not-the-password"},
+    ),
+}

@@ -1,0 +1,242 @@
+"""The provider contract suite: every provider, mounted for real over its emulator, read by real programs."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Emulator, Mount, mount_config, start_emulator, stop_process, unmount, vidfs_cmd
+from tests.providers import CASES, Case, Expect
+from vidfs.demo import write_config
+
+INSTANCE = "site"
+
+
+def _sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class World:
+    def __init__(self, case: Case, emulator: Emulator, mount: Mount) -> None:
+        self.case = case
+        self.emulator = emulator
+        self.mount = mount
+        self.root = mount.path / INSTANCE
+        self.expected: dict[str, Expect] = case.expected(emulator.catalog(case.name))
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, media_dir: Path
+) -> Iterator[World]:
+    case = CASES[request.param]
+    workdir = tmp_path_factory.mktemp(f"contract-{case.name}")
+    emulator = start_emulator(workdir / "emulator", [case.name], media_dir)
+    try:
+        config = write_config(
+            workdir / "vidfs.toml", {INSTANCE: emulator.config(case.name)}, cache_dir=workdir / "cache"
+        )
+        mount = mount_config(config, workdir / "mnt", workdir / "mount.log")
+        try:
+            yield World(case, emulator, mount)
+        finally:
+            unmount(mount)
+    finally:
+        stop_process(emulator.process)
+
+
+def test_listing_shows_every_file_with_size_and_mtime(world: World) -> None:
+    seen: dict[str, os.stat_result] = {}
+    for dirpath, _dirs, files in os.walk(world.root):
+        for name in files:
+            path = Path(dirpath) / name
+            seen[str(path.relative_to(world.root))] = path.stat()
+    assert sorted(seen) == sorted(world.expected)
+    for rel, expect in world.expected.items():
+        assert seen[rel].st_size == expect.size, rel
+        if expect.mtime is not None:
+            assert int(seen[rel].st_mtime) == int(expect.mtime), rel
+        assert seen[rel].st_mode & 0o777 == 0o444
+    # `ls -l` agrees with stat.
+    listing = subprocess.run(
+        ["ls", "-lR", str(world.root)], capture_output=True, text=True, check=True
+    ).stdout
+    for rel, expect in world.expected.items():
+        assert re.search(rf"\s{expect.size}\s.*{re.escape(Path(rel).name)}$", listing, re.M), rel
+
+
+def test_cp_gives_identical_bytes(world: World, tmp_path: Path) -> None:
+    for index, (rel, expect) in enumerate(sorted(world.expected.items())):
+        target = tmp_path / f"copy-{index}"
+        subprocess.run(["cp", str(world.root / rel), str(target)], check=True, timeout=300)
+        assert _sha256(target) == expect.sha256, rel
+        target.unlink()
+
+
+def test_random_preads_match_the_source(world: World) -> None:
+    rng = random.Random(20261122)
+    files = sorted(world.expected.items())
+    handles: dict[str, tuple[int, Any]] = {}
+    try:
+        for _ in range(500):
+            rel, expect = rng.choice(files)
+            if rel not in handles:
+                handles[rel] = (os.open(world.root / rel, os.O_RDONLY), open(expect.source, "rb"))  # noqa: SIM115
+            fd, source = handles[rel]
+            offset = rng.randrange(0, max(1, expect.size))
+            length = rng.choice([1, 17, 4096, 65536, 131072, 1 << 20, rng.randrange(1, 3 << 20)])
+            got = os.pread(fd, length, offset)
+            source.seek(offset)
+            assert got == source.read(length), (rel, offset, length)
+    finally:
+        for fd, source in handles.values():
+            os.close(fd)
+            source.close()
+
+
+def test_ffprobe_reads_every_video(world: World) -> None:
+    if not shutil.which("ffprobe"):
+        pytest.skip("ffprobe missing")
+    from vidfs.emulator.media import moov_at_end
+
+    moov_end_seen = False
+    for rel, expect in sorted(world.expected.items()):
+        result = subprocess.run(
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-show_entries",
+                "format=duration",
+                "-of",
+                "csv=p=0",
+                str(world.root / rel),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if rel.endswith((".mp4", ".mov")) and "variant" not in expect.source:
+            assert result.returncode == 0, (rel, result.stderr)
+            assert float(result.stdout.strip()) > 0
+            moov_end_seen |= moov_at_end(Path(expect.source))
+    assert moov_end_seen, "the catalog must include a moov-at-end sample"
+
+
+def test_ffmpeg_seeks_and_decodes_a_frame(world: World, tmp_path: Path) -> None:
+    if not shutil.which("ffmpeg"):
+        pytest.skip("ffmpeg missing")
+    rel = max((r for r in world.expected if r.endswith(".mp4")), key=lambda r: world.expected[r].size)
+    path = world.root / rel
+    duration = float(
+        subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+    )
+    frame = tmp_path / "frame.png"
+    subprocess.run(
+        [
+            "ffmpeg",
+            "-v",
+            "error",
+            "-ss",
+            f"{duration / 2:.2f}",
+            "-i",
+            str(path),
+            "-frames:v",
+            "1",
+            "-y",
+            str(frame),
+        ],
+        check=True,
+        timeout=120,
+    )
+    assert frame.stat().st_size > 1000
+
+
+def test_write_type_calls_fail_with_erofs(world: World) -> None:
+    rel = sorted(world.expected)[0]
+    path = world.root / rel
+    some_dir = path.parent
+    attempts = {
+        "write": lambda: os.open(path, os.O_WRONLY),
+        "create": lambda: os.open(some_dir / "new-file", os.O_WRONLY | os.O_CREAT, 0o644),
+        "rename": lambda: os.rename(path, some_dir / "renamed"),
+        "unlink": lambda: os.unlink(path),
+        "mkdir": lambda: os.mkdir(some_dir / "new-dir"),
+        "rmdir": lambda: os.rmdir(some_dir),
+        "truncate": lambda: os.truncate(path, 0),
+    }
+    for what, call in attempts.items():
+        with pytest.raises(OSError) as info:
+            call()
+        assert info.value.errno == errno.EROFS, what
+
+
+def test_unknown_path_is_enoent(world: World) -> None:
+    for path in (world.root / "no-such-dir", world.root / "no-such-dir" / "x.mp4", world.mount.path / "nope"):
+        with pytest.raises(FileNotFoundError):
+            os.stat(path)
+
+
+def test_xattrs_name_provider_and_id(world: World) -> None:
+    rel = sorted(world.expected)[0]
+    names = os.listxattr(world.root / rel)
+    assert "user.vidfs.remote_id" in names
+    assert os.getxattr(world.root / rel, "user.vidfs.provider") == INSTANCE.encode()
+
+
+def test_auth_renewal_mid_read(world: World, tmp_path: Path, media_dir: Path) -> None:
+    """A long read spanning the token/URL expiry (lifetime of seconds) completes with identical bytes."""
+    case = world.case
+    emulator = start_emulator(tmp_path / "emulator", [case.name], media_dir, *case.short_lived_args)
+    try:
+        expected = case.expected(emulator.catalog(case.name))
+        rel, expect = max(expected.items(), key=lambda item: item[1].size)
+        # Slow storage down so the read lasts several token lifetimes.
+        emulator.post(
+            case.name, "faults", {"rules": [{"kind": "latency", "seconds": 0.4, "path": case.storage_path}]}
+        )
+        config = write_config(
+            tmp_path / "vidfs.toml", {INSTANCE: emulator.config(case.name)}, cache_dir=tmp_path / "cache"
+        )
+        mount = mount_config(config, tmp_path / "mnt", tmp_path / "mount.log")
+        try:
+            assert _sha256(mount.path / INSTANCE / rel) == expect.sha256
+        finally:
+            unmount(mount)
+        logins = [r for r in emulator.requests(case.name) if re.search(case.login_path, r["path"])]
+        assert len(logins) >= 2, "the token/URL was never renewed"
+    finally:
+        stop_process(emulator.process)
+
+
+def test_wrong_password_gives_one_clear_line(world: World, tmp_path: Path) -> None:
+    table = world.case.wrong_password(world.emulator.config(world.case.name))
+    config = write_config(tmp_path / "bad.toml", {INSTANCE: table}, cache_dir=tmp_path / "cache")
+    result = subprocess.run(
+        vidfs_cmd("check", str(config)), capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode != 0
+    assert "FAIL" in result.stdout and INSTANCE in result.stdout
+    assert "not-the-password" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

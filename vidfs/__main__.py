@@ -1,0 +1,5 @@
+import sys
+
+from vidfs.cli import main
+
+sys.exit(main())

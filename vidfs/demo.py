@@ -1,0 +1,193 @@
+"""`vidfs demo`: local emulators of every vendor, one mount over them, a tour, Ctrl-C to leave.
+
+The demo process only orchestrates: the emulators and the mount run as child processes (a mount is never
+read from the process that serves it), the tree is printed by walking the mount like any user would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from vidfs.errors import UsageError
+
+READY_TIMEOUT = 600.0  # the first run generates the sample videos with ffmpeg
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {type(value).__name__} as TOML")
+
+
+def write_config(
+    path: Path, providers: dict[str, dict[str, Any]], *, cache_dir: Path, extra: str = ""
+) -> Path:
+    lines = ["[cache]", f"dir = {toml_value(str(cache_dir))}", 'metadata_ttl = "5m"', ""]
+    for name, table in providers.items():
+        lines.append(f'[providers."{name}"]')
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())
+        lines.append("")
+    path.write_text("\n".join(lines) + extra)
+    path.chmod(0o600)
+    return path
+
+
+def start_emulators(
+    names: list[str], workdir: Path, extra_args: list[str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    ready_file = workdir / "emulator.json"
+    log = open(workdir / "emulator.log", "ab")  # noqa: SIM115 - owned by the child for its whole life
+    args = [sys.executable, "-m", "vidfs.emulator", "--ready-file", str(ready_file)]
+    for name in names:
+        args += ["--provider", name]
+    process = subprocess.Popen(
+        args + (extra_args or []), stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
+    )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not ready_file.exists():
+        if process.poll() is not None:
+            raise UsageError(
+                f"the emulator exited with status {process.returncode}; see {workdir / 'emulator.log'}"
+            )
+        if time.monotonic() > deadline:
+            process.terminate()
+            raise UsageError("the emulator did not start in time")
+        time.sleep(0.1)
+    return process, json.loads(ready_file.read_text())
+
+
+def _tree(root: Path, limit: int = 60) -> list[str]:
+    lines: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        depth = len(Path(dirpath).relative_to(root).parts)
+        indent = "  " * depth
+        if depth:
+            lines.append(f"{indent[:-2]}{Path(dirpath).name}/")
+        for name in sorted(filenames):
+            size = (Path(dirpath) / name).stat().st_size
+            lines.append(f"{indent}{name}  ({size / 1e6:.1f} MB)")
+            if len(lines) >= limit:
+                lines.append(f"{indent}…")
+                return lines
+    return lines
+
+
+def _first_video(root: Path) -> Path | None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith((".mp4", ".mov")):
+                return Path(dirpath) / name
+    return None
+
+
+def run_demo(mountpoint: Path | None, *, check: bool = False, providers: list[str] | None = None) -> int:
+    from vidfs.cli import unmount
+    from vidfs.emulator import known_emulators
+
+    names = providers or known_emulators()
+    workdir = Path(tempfile.mkdtemp(prefix="vidfs-demo-"))
+    made_mountpoint = mountpoint is None
+    mountpoint = (mountpoint or workdir / "mnt").resolve()
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    print(f"vidfs demo: starting emulators for {', '.join(names)} (the first run generates sample videos)…")
+    emulator, endpoints = start_emulators(names, workdir)
+    mount_process: subprocess.Popen[bytes] | None = None
+    try:
+        config = write_config(
+            workdir / "demo.toml",
+            {name: endpoints[name]["config"] for name in names},
+            cache_dir=workdir / "cache",
+        )
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, VIDFS_READY_FD=str(write_fd))
+        with open(workdir / "mount.log", "ab") as log:
+            mount_process = subprocess.Popen(
+                [sys.executable, "-m", "vidfs", "mount", str(config), str(mountpoint), "-v"],
+                env=env,
+                pass_fds=(write_fd,),
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        os.close(write_fd)
+        from vidfs.cli import _read_ready
+
+        message = _read_ready(read_fd, 60)
+        if not message.startswith("READY"):
+            print(
+                f"vidfs demo: the mount failed: {message or 'no answer'} (log: {workdir / 'mount.log'})",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"\nMounted the demo catalogs at {mountpoint}\n")
+        for line in _tree(mountpoint):
+            print("  " + line)
+        video = _first_video(mountpoint)
+        print("\nTry, in another shell:")
+        print(f"  ls -lR {mountpoint}")
+        if video is not None:
+            print(f"  ffprobe -hide_banner '{video}'")
+            print(f"  ffmpeg -ss 2 -i '{video}' -frames:v 1 /tmp/frame.png")
+            print(f"  getfattr -d '{video}'")
+        print(f"  cp -r {mountpoint} /tmp/vidfs-copy")
+        print(f"\nConfig: {config}   Logs: {workdir / 'mount.log'}")
+        if check:
+            if video is None:
+                print("vidfs demo: no video found in the mount", file=sys.stderr)
+                return 1
+            probe = subprocess.run(
+                ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(video)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            print(f"ffprobe {video.name}: duration {probe.stdout.strip() or probe.stderr.strip()}")
+            return 0 if probe.returncode == 0 else 1
+        print("Press Ctrl-C to unmount and stop.")
+        try:
+            signal.sigwait({signal.SIGINT, signal.SIGTERM}) if _block_signals() else None
+        except KeyboardInterrupt:
+            pass
+        return 0
+    finally:
+        if mount_process is not None:
+            unmount(mountpoint)
+            _stop(mount_process)
+        _stop(emulator)
+        if made_mountpoint:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _block_signals() -> bool:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    return True
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)

@@ -1,0 +1,99 @@
+"""The vidfs exception tree, and the one place where exceptions become errnos.
+
+    VidfsError                      base; every subclass carries `errno`
+    ├── ConfigError                 bad config file / secret (exit code 2; never reaches FUSE)
+    ├── UsageError                  bad command line (exit code 2)
+    ├── RemoteError                 a remote (API or storage) said no or broke
+    │   ├── NotFoundError           404 / vanished item                     → ENOENT
+    │   ├── AuthError               401/403 after one re-auth, bad password → EACCES
+    │   ├── StaleError              the file changed under a reader          → ESTALE
+    │   ├── RemoteIOError           5xx, network, protocol violations        → EIO
+    │   │   └── RemoteTimeoutError  no answer within the configured time    → EIO
+    │   └── InvalidRemoteData       the API answered something we can't use → EIO
+    └── ReadOnlyError               any write-type call                     → EROFS
+
+Messages never contain secrets: URLs are redacted with `redact_url()` before they go into a message.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+
+class VidfsError(Exception):
+    errno: int = _errno.EIO
+
+
+class ConfigError(VidfsError):
+    """A config problem; the message names the file, the table and the key."""
+
+    errno = _errno.EINVAL
+
+
+class UsageError(VidfsError):
+    errno = _errno.EINVAL
+
+
+class RemoteError(VidfsError):
+    errno = _errno.EIO
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class NotFoundError(RemoteError):
+    errno = _errno.ENOENT
+
+
+class AuthError(RemoteError):
+    errno = _errno.EACCES
+
+
+class StaleError(RemoteError):
+    errno = _errno.ESTALE
+
+
+class RemoteIOError(RemoteError):
+    errno = _errno.EIO
+
+
+class RemoteTimeoutError(RemoteIOError):
+    errno = _errno.EIO
+
+
+class InvalidRemoteData(RemoteError):
+    errno = _errno.EIO
+
+
+class ReadOnlyError(VidfsError):
+    errno = _errno.EROFS
+
+
+def to_errno(exc: BaseException) -> int:
+    """The single mapping from an exception to the errno a FUSE caller sees."""
+    if isinstance(exc, VidfsError):
+        return exc.errno
+    if isinstance(exc, OSError) and exc.errno:
+        return exc.errno
+    return _errno.EIO
+
+
+_SECRET_PARAMS = re.compile(
+    r"(token|key|sig|signature|secret|password|passwd|auth|credential|x-amz-|expires|policy|jwt)", re.I
+)
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs: user info dropped, secret-looking query values replaced."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable url>"
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    query = [(k, "***" if _SECRET_PARAMS.search(k) else v) for k, v in parse_qsl(parts.query, True)]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), ""))

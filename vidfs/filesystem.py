@@ -1,0 +1,223 @@
+"""The filesystem model: what `fuse_ops` calls. Open files, reads through the cache, attributes, xattrs.
+
+Everything here speaks in inodes, byte ranges and our exceptions; `fuse_ops` only translates to pyfuse3.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import trio
+
+from vidfs.errors import NotFoundError, StaleError, VidfsError
+from vidfs.http import HttpClient
+from vidfs.io.block_cache import BlockCache
+from vidfs.io.prefetch import Prefetcher
+from vidfs.io.source import FileKey, RemoteFile
+from vidfs.resolver import Resolver
+from vidfs.stats import Stats
+from vidfs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
+
+log = logging.getLogger("vidfs.fs")
+
+XATTR_PREFIX = "user.vidfs."
+VIDEO_CONTAINERS = (".mp4", ".m4v", ".mov", ".3gp", ".insv")
+
+
+@dataclass(frozen=True, slots=True)
+class Attributes:
+    inode: int
+    mode: int
+    size: int
+    mtime: float
+    nlink: int
+    uid: int
+    gid: int
+    block_size: int
+
+
+@dataclass(eq=False)
+class OpenFile:
+    node: Node
+    file: RemoteFile
+    prefetcher: Prefetcher
+
+
+class VideoFS:
+    def __init__(
+        self,
+        *,
+        tree: Tree,
+        cache: BlockCache,
+        http: HttpClient,
+        resolver: Resolver,
+        stats: Stats,
+        nursery: trio.Nursery,
+        readahead_max: int,
+        root_inode: int = ROOT_INODE,
+    ) -> None:
+        self.tree = tree
+        self.cache = cache
+        self.http = http
+        self.resolver = resolver
+        self.stats = stats
+        self._nursery = nursery
+        self.readahead_max = readahead_max
+        self.root_inode = root_inode  # the node shown at the mount root (--subtree moves it)
+        self.uid = os.getuid()
+        self.gid = os.getgid()
+        self._handles: dict[int, OpenFile] = {}
+        self._files: dict[FileKey, tuple[RemoteFile, int]] = {}
+        self._fingerprints: dict[int, str] = {}
+        self._probed: set[FileKey] = set()
+        self._next_fh = itertools.count(1)
+
+    # ---------------------------------------------------------------------------------- inode mapping
+    def to_node_inode(self, fuse_inode: int) -> int:
+        return self.root_inode if fuse_inode == ROOT_INODE else fuse_inode
+
+    def to_fuse_inode(self, node_inode: int) -> int:
+        return ROOT_INODE if node_inode == self.root_inode else node_inode
+
+    def attributes(self, node: Node) -> Attributes:
+        mtime = node.mtime or self.tree.mounted_at if node.inode == ROOT_INODE else node.mtime
+        return Attributes(
+            inode=self.to_fuse_inode(node.inode),
+            mode=DIR_MODE if node.is_dir else FILE_MODE,
+            size=0 if node.is_dir else node.size,
+            mtime=mtime,
+            nlink=2 if node.is_dir else 1,
+            uid=self.uid,
+            gid=self.gid,
+            block_size=self.cache.block_size,
+        )
+
+    # ------------------------------------------------------------------------------------ namespace
+    async def lookup(self, parent: int, name: str) -> Node:
+        if name == ".":
+            return self.tree.get(self.to_node_inode(parent))
+        if name == "..":
+            node = self.tree.get(self.to_node_inode(parent))
+            return self.tree.get(node.parent if node.inode != self.root_inode else node.inode)
+        node = await self.tree.lookup(self.to_node_inode(parent), name)
+        self.tree.remember(node)
+        return node
+
+    def getattr(self, inode: int) -> Attributes:
+        return self.attributes(self.tree.get(self.to_node_inode(inode)))
+
+    async def readdir(self, inode: int) -> list[Node]:
+        return await self.tree.children(self.to_node_inode(inode))
+
+    def forget(self, inode: int, count: int) -> None:
+        self.tree.forget(self.to_node_inode(inode), count)
+
+    # ------------------------------------------------------------------------------------ open/read
+    async def open(self, inode: int) -> tuple[int, bool]:
+        """Open a file; returns (handle, keep_cache)."""
+        node = self.tree.get(self.to_node_inode(inode))
+        video = node.video
+        provider = self.tree.provider_of(node)
+        assert node.instance is not None
+        key = FileKey(node.instance, video.remote_id, video.fingerprint)
+        shared = self._files.get(key)
+        if shared is None:
+            file = RemoteFile(
+                instance=node.instance,
+                provider=provider,
+                video=video,
+                size=node.size,
+                http=self.http,
+                resolver=self.resolver,
+                etag=node.etag,
+            )
+            self._files[key] = (file, 1)
+        else:
+            file = shared[0]
+            self._files[key] = (file, shared[1] + 1)
+        fh = next(self._next_fh)
+        prefetcher = Prefetcher(block_size=self.cache.block_size, max_window=self.readahead_max)
+        self._handles[fh] = OpenFile(node, file, prefetcher)
+        fingerprint = f"{video.fingerprint}|{node.size}"
+        keep_cache = self._fingerprints.get(node.inode) == fingerprint
+        self._fingerprints[node.inode] = fingerprint
+        if key not in self._probed and video.name.lower().endswith(VIDEO_CONTAINERS):
+            self._probed.add(key)
+            self._nursery.start_soon(self._warm_container, file)
+        self.stats.incr("files.opened")
+        return fh, keep_cache
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle = self._handles.get(fh)
+        if handle is None:
+            raise NotFoundError("stale file handle")
+        file = handle.file
+        ahead = handle.prefetcher.on_read(offset, size, file.size)
+        if ahead is not None:
+            self.cache.prefetch(file, *ahead)
+        try:
+            data = await self.cache.read(file, offset, size)
+        except (StaleError, NotFoundError):
+            self.tree.refresh_parent(handle.node)
+            raise
+        self.stats.incr("bytes.read", len(data))
+        return data
+
+    def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is None:
+            return
+        key = handle.file.key
+        file, count = self._files.get(key, (handle.file, 1))
+        if count <= 1:
+            self._files.pop(key, None)
+        else:
+            self._files[key] = (file, count - 1)
+
+    async def _warm_container(self, file: RemoteFile) -> None:
+        """MP4/MOV: fetch the head and, when the moov atom sits after the media data, the moov itself, so a
+        probe (ffprobe, a player's open) costs a couple of requests instead of a seek storm."""
+        try:
+            head_len = min(file.size, max(self.cache.block_size, 64 * 1024))
+            head = await self.cache.read(file, 0, head_len)
+            moov = find_moov(head, file.size)
+            if moov is not None and moov[0] >= head_len:
+                self.stats.incr("prefetch.moov_tail")
+                self.cache.prefetch(file, moov[0], min(file.size, moov[0] + moov[1]))
+        except VidfsError as exc:
+            log.debug("container warm-up of %s failed: %s", file.key.remote_id, exc)
+
+    # ---------------------------------------------------------------------------------------- xattrs
+    def xattrs(self, inode: int) -> Mapping[str, str]:
+        node = self.tree.get(self.to_node_inode(inode))
+        return {XATTR_PREFIX + key: value for key, value in node.xattrs.items()}
+
+    def statfs(self) -> dict[str, int]:
+        return {"block_size": self.cache.block_size, "files": len(self.tree.nodes)}
+
+
+def find_moov(head: bytes, file_size: int) -> tuple[int, int] | None:
+    """Walk top-level MP4 boxes from the head; return (offset, size) of `moov` if it can be located.
+
+    When `mdat` comes first, its header tells where the next box starts; we assume that box is `moov` (the
+    common layout of recordings that were not "fast-started")."""
+    offset = 0
+    while offset + 8 <= file_size:
+        if offset + 16 > len(head):
+            return (offset, file_size - offset) if offset >= len(head) else None
+        size, kind = struct.unpack(">I4s", head[offset : offset + 8])
+        if size == 1:
+            size = struct.unpack(">Q", head[offset + 8 : offset + 16])[0]
+        elif size == 0:
+            size = file_size - offset
+        if size < 8:
+            return None
+        if kind == b"moov":
+            return offset, size
+        offset += size
+    return None

@@ -1,0 +1,178 @@
+"""pyfuse3.Operations for vidfs: translation only.
+
+Each handler turns FUSE arguments into a call on `VideoFS`, and its answer (or exception) back into pyfuse3
+types. No caching and no HTTP here. Every handler runs under the mount's request timeout, so a stuck remote
+becomes EIO instead of a hung `ls`; exceptions become errnos in one place (`errors.to_errno`). Write-type
+calls are refused with EROFS (the mount is also `ro`, so the kernel usually refuses them first).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pyfuse3
+import trio
+
+from vidfs.errors import VidfsError, to_errno
+from vidfs.filesystem import Attributes, VideoFS
+
+log = logging.getLogger("vidfs.fuse")
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
+
+
+class VidfsOperations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, fs: VideoFS, *, request_timeout: float) -> None:
+        super().__init__()
+        self.fs = fs
+        self.request_timeout = request_timeout
+        self._logged: set[str] = set()
+
+    # --------------------------------------------------------------------------------- translation
+    @asynccontextmanager
+    async def _answer(self, what: str) -> AsyncIterator[None]:
+        try:
+            with trio.fail_after(self.request_timeout):
+                yield
+        except pyfuse3.FUSEError:
+            raise
+        except trio.TooSlowError:
+            self._log_once(f"{what}: no answer within {self.request_timeout:g}s")
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except VidfsError as exc:
+            self._log_once(f"{what}: {exc}")
+            raise pyfuse3.FUSEError(to_errno(exc)) from None
+        except Exception:
+            log.exception("%s: unexpected error", what)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    def _log_once(self, message: str) -> None:
+        # One line per distinct failure: a player retrying a broken read must not flood the journal.
+        if message in self._logged:
+            return
+        if len(self._logged) > 10_000:
+            self._logged.clear()
+        self._logged.add(message)
+        log.warning("%s", message)
+
+    def _entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
+        entry = pyfuse3.EntryAttributes()
+        entry.st_ino = attrs.inode
+        entry.st_mode = attrs.mode
+        entry.st_nlink = attrs.nlink
+        entry.st_size = attrs.size
+        entry.st_uid = attrs.uid
+        entry.st_gid = attrs.gid
+        entry.st_blksize = attrs.block_size
+        entry.st_blocks = (attrs.size + 511) // 512
+        ns = int(attrs.mtime * 1e9)
+        entry.st_mtime_ns = entry.st_ctime_ns = entry.st_atime_ns = ns
+        entry.generation = 0
+        # Attributes and names may be cached by the kernel for a short while; listings have their own TTL.
+        entry.entry_timeout = 1.0
+        entry.attr_timeout = 1.0
+        return entry
+
+    # ---------------------------------------------------------------------------------- namespace
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        async with self._answer(f"lookup {name!r}"):
+            node = await self.fs.lookup(parent_inode, os.fsdecode(name))
+            return self._entry(self.fs.attributes(node))
+
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        async with self._answer("getattr"):
+            return self._entry(self.fs.getattr(inode))
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for inode, count in inode_list:
+            self.fs.forget(inode, count)
+
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        async with self._answer("opendir"):
+            self.fs.getattr(inode)
+            return inode
+
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        async with self._answer("readdir"):
+            nodes = await self.fs.readdir(fh)
+            for index in range(start_id, len(nodes)):
+                node = nodes[index]
+                attrs = self.fs.attributes(node)
+                if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._entry(attrs), index + 1):
+                    return
+                self.fs.tree.remember(node)
+
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    # ------------------------------------------------------------------------------------ file data
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        if flags & _WRITE_FLAGS:
+            raise pyfuse3.FUSEError(errno.EROFS)
+        async with self._answer("open"):
+            fh, keep_cache = await self.fs.open(inode)
+            return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache, direct_io=False)
+
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        async with self._answer("read"):
+            return await self.fs.read(fh, off, size)
+
+    async def release(self, fh: int) -> None:
+        self.fs.release(fh)
+
+    async def flush(self, fh: int) -> None:
+        return None
+
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        info = self.fs.statfs()
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = data.f_frsize = info["block_size"]
+        data.f_blocks = data.f_bfree = data.f_bavail = 0
+        data.f_files = info["files"]
+        data.f_ffree = data.f_favail = 0
+        data.f_namemax = 255
+        return data
+
+    # --------------------------------------------------------------------------------------- xattrs
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        async with self._answer("getxattr"):
+            value = self.fs.xattrs(inode).get(os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        return value.encode()
+
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        async with self._answer("listxattr"):
+            return [name.encode() for name in sorted(self.fs.xattrs(inode))]
+
+    # ---------------------------------------------------------------------------- read-only refusals
+    async def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EROFS)
+
+    setattr = _refuse
+    setxattr = _refuse
+    removexattr = _refuse
+    mknod = _refuse
+    mkdir = _refuse
+    unlink = _refuse
+    rmdir = _refuse
+    symlink = _refuse
+    rename = _refuse
+    link = _refuse
+    write = _refuse
+    create = _refuse
+
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        return None  # nothing is ever dirty
+
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None

@@ -1,0 +1,278 @@
+"""The shared HTTP client: retries, per-host limits, redirects followed by us.
+
+Every request of every provider goes through `HttpClient`. It:
+- retries idempotent requests on transport errors and 5xx, and any request on 429, with full-jitter
+  exponential backoff that honours `Retry-After` (capped), for at most `retries` extra attempts;
+- limits concurrent requests per origin (a `trio.CapacityLimiter` per scheme://host:port) so a burst of
+  prefetches cannot starve listings of connections or hammer one vendor;
+- never lets httpx follow redirects: `follow_redirects=True` here means *we* follow them, and headers
+  given by the caller (credentials) are sent only while the target stays on the caller's origin;
+- keeps TLS verification on (a CA bundle may be added, there is no switch to turn it off);
+- counts every response in `Stats` under the caller's tag, and logs URLs only through `redact_url`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import ssl
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import trio
+
+from vidfs import __version__
+from vidfs.errors import (
+    AuthError,
+    NotFoundError,
+    RemoteError,
+    RemoteIOError,
+    RemoteTimeoutError,
+    redact_url,
+)
+from vidfs.stats import Stats
+
+log = logging.getLogger("vidfs.http")
+
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_REDIRECTS = 5
+MAX_RETRY_AFTER = 30.0
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    retries: int = 4
+    max_connections_per_host: int = 8
+    ca_bundle: str | None = None
+    user_agent: str = f"vidfs/{__version__}"
+    backoff_base: float = 0.2
+    backoff_cap: float = 5.0
+
+
+def origin_of(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def same_origin(a: str, b: str) -> bool:
+    return origin_of(a) == origin_of(b)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds: a number, or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def raise_for_status(response: httpx.Response, what: str) -> None:
+    """Map an error status to our exception tree (providers call this after their own re-auth logic)."""
+    status = response.status_code
+    if status < 400:
+        return
+    message = f"{what}: HTTP {status}"
+    if status in (404, 410):
+        raise NotFoundError(message, status=status)
+    if status in (401, 403):
+        raise AuthError(message, status=status)
+    raise RemoteIOError(message, status=status)
+
+
+class HttpClient:
+    """One `httpx.AsyncClient` shared by every provider of a mount."""
+
+    def __init__(self, settings: HttpSettings | None = None, stats: Stats | None = None) -> None:
+        self.settings = settings or HttpSettings()
+        self.stats = stats or Stats()
+        verify: ssl.SSLContext | bool = True
+        if self.settings.ca_bundle:
+            verify = ssl.create_default_context(cafile=self.settings.ca_bundle)
+        timeout = httpx.Timeout(
+            connect=self.settings.connect_timeout,
+            read=self.settings.read_timeout,
+            write=self.settings.read_timeout,
+            pool=max(self.settings.connect_timeout, self.settings.read_timeout) * 3,
+        )
+        self._client = httpx.AsyncClient(
+            verify=verify,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30),
+            follow_redirects=False,
+            headers={"User-Agent": self.settings.user_agent},
+            trust_env=False,
+        )
+        self._limiters: dict[tuple[str, str, int], trio.CapacityLimiter] = {}
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _limiter(self, url: str) -> trio.CapacityLimiter:
+        key = origin_of(url)
+        limiter = self._limiters.get(key)
+        if limiter is None:
+            limiter = self._limiters[key] = trio.CapacityLimiter(self.settings.max_connections_per_host)
+        return limiter
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.settings.backoff_cap, self.settings.backoff_base * (2**attempt))
+        return random.uniform(0, cap)  # full jitter: spreads retries of many readers apart
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        tag: str,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        auth: httpx.Auth | tuple[str, str] | None = None,
+        follow_redirects: bool = False,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """Send a request and read its whole body. Error statuses are returned, not raised, except that
+        retryable ones (5xx, 429) that persist beyond the retry budget raise RemoteIOError."""
+        attempts = self.settings.retries + 1 if retry else 1
+        retryable_method = method.upper() in IDEMPOTENT
+        last_error: str = ""
+        for attempt in range(attempts):
+            try:
+                response = await self._send(
+                    method, url, tag, headers, params, json, content, auth, follow_redirects
+                )
+            except (httpx.TransportError, RemoteIOError) as exc:
+                last_error = _describe(exc)
+                if not retryable_method or attempt + 1 >= attempts:
+                    break
+                self.stats.incr("http.retries")
+                log.debug("retrying %s %s after %s", method, redact_url(url), last_error)
+                await trio.sleep(self._backoff(attempt))
+                continue
+            status = response.status_code
+            retry_this = status == 429 or (status in RETRY_STATUSES and retryable_method)
+            if not retry_this or attempt + 1 >= attempts:
+                if retry_this:
+                    last_error = f"HTTP {status}"
+                    break
+                return response
+            delay = self._backoff(attempt)
+            hinted = retry_after_seconds(response.headers.get("Retry-After"))
+            if hinted is not None:
+                delay = min(MAX_RETRY_AFTER, max(delay, hinted))
+            self.stats.incr("http.retries")
+            log.debug("retrying %s %s after HTTP %s in %.2fs", method, redact_url(url), status, delay)
+            await trio.sleep(delay)
+        self.stats.incr("http.errors")
+        raise RemoteIOError(f"{method} {redact_url(url)}: {last_error} (after {attempts} attempts)")
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        tag: str,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        content: bytes | None,
+        auth: httpx.Auth | tuple[str, str] | None,
+        follow_redirects: bool,
+    ) -> httpx.Response:
+        first_url = url
+        for _hop in range(MAX_REDIRECTS + 1):
+            on_origin = same_origin(first_url, url)
+            async with self._limiter(url):
+                response = await self._client.request(
+                    method,
+                    url,
+                    headers=dict(headers or {}) if on_origin else None,
+                    params=params if on_origin else None,
+                    json=json,
+                    content=content,
+                    auth=auth if on_origin else None,
+                )
+            self.stats.count_request(tag, response.status_code)
+            if not (follow_redirects and response.status_code in REDIRECT_STATUSES):
+                return response
+            location = response.headers.get("Location")
+            if not location:
+                return response
+            url = urljoin(str(response.url), location)
+            params = None  # the Location already carries the query
+            if response.status_code == 303:
+                method, json, content = "GET", None, None
+        raise RemoteIOError(f"{method} {redact_url(first_url)}: too many redirects")
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        url: str,
+        *,
+        tag: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """A streamed request (for ranged reads). Redirects are followed by us, credentials kept on the
+        first origin only; no retries here: the range reader resumes from the bytes it has."""
+        first_url = url
+        async with self._limiter(url):
+            for _hop in range(MAX_REDIRECTS + 1):
+                send_headers = dict(headers or {}) if same_origin(first_url, url) else {}
+                if not same_origin(first_url, url):
+                    # Keep only the range-related headers when leaving the provider's origin.
+                    send_headers = {
+                        k: v for k, v in (headers or {}).items() if k.lower() in ("range", "if-range")
+                    }
+                request = self._client.build_request(method, url, headers=send_headers)
+                try:
+                    response = await self._client.send(request, stream=True)
+                except httpx.TimeoutException as exc:
+                    raise RemoteTimeoutError(f"{method} {redact_url(url)}: timed out") from exc
+                except httpx.TransportError as exc:
+                    raise RemoteIOError(f"{method} {redact_url(url)}: {_describe(exc)}") from exc
+                self.stats.count_request(tag, response.status_code)
+                location = response.headers.get("Location")
+                if response.status_code in REDIRECT_STATUSES and location:
+                    await response.aclose()
+                    url = urljoin(str(response.url), location)
+                    continue
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+        raise RemoteIOError(f"{method} {redact_url(first_url)}: too many redirects")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, RemoteError):
+        return str(exc)
+    name = type(exc).__name__
+    text = str(exc)
+    # httpx messages may embed the URL; keep only the class name and a short reason without query strings.
+    if "?" in text:
+        text = text.split("?", 1)[0]
+    return f"{name}: {text}" if text else name

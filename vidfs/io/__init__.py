@@ -1,0 +1,1 @@
+"""The read path: range reads, the block cache, prefetch, the disk store."""

@@ -1,0 +1,266 @@
+"""The block cache: memory LRU → disk store → one shared ranged fetch.
+
+How it works
+------------
+A file is cut into fixed-size blocks (`block_size`, 64 KiB by default). A block is identified by the
+file's `FileKey` (provider instance, remote id, fingerprint) and its index, so a file whose fingerprint
+changes can never be served with blocks of its old content.
+
+A read of `[offset, offset+size)` needs a few consecutive blocks. For each one, in order:
+1. the memory LRU (`cachetools.LRUCache` sized in bytes: one budget for every open file);
+2. a fetch already in flight for that block (single flight: N readers of one block → one request);
+3. the disk store, when configured;
+4. otherwise it is *missing*. Consecutive missing blocks are grouped into runs of at most
+   `max_request` bytes, and each run becomes one ranged GET.
+
+Fetches run in the mount's background nursery, not in the reader's task: a reader that gives up (timeout,
+interrupted syscall) does not cancel a download other readers are waiting for, and a prefetch outlives the
+read that triggered it. Each block of a run gets a `_Pending` (an event plus the outcome); readers wait on
+it, with the caller's deadline around them.
+
+Why small blocks: a random 64 KiB read must not cost a 1 MiB download (players and `ffprobe` jump around),
+while sequential readers still get large requests, because runs span many blocks and the prefetcher asks
+for whole windows at once.
+
+Backpressure: prefetches only start while the bytes in flight for prefetch stay under half the memory
+budget; otherwise they are skipped (the next read asks again). Demand reads are never refused. Nothing is
+buffered per open file: memory is bounded by the LRU budget plus what is in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import cachetools
+import trio
+
+from vidfs.errors import StaleError, VidfsError
+from vidfs.io.source import FileKey, RemoteFile
+from vidfs.stats import Stats
+
+log = logging.getLogger("vidfs.cache")
+
+BlockId = tuple[FileKey, int]
+
+
+class BlockStore(Protocol):
+    """A persistent second level (the disk cache)."""
+
+    async def get(self, key: FileKey, index: int, expected_len: int) -> bytes | None: ...
+
+    async def put(self, key: FileKey, index: int, data: bytes) -> None: ...
+
+    def invalidate(self, key: FileKey) -> None: ...
+
+
+@dataclass(eq=False)
+class _Pending:
+    event: trio.Event = field(default_factory=trio.Event)
+    data: bytes | None = None
+    error: BaseException | None = None
+
+    async def wait(self) -> bytes:
+        await self.event.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.data is not None
+        return self.data
+
+
+class BlockCache:
+    def __init__(
+        self,
+        *,
+        memory_bytes: int,
+        block_size: int,
+        nursery: trio.Nursery,
+        stats: Stats,
+        store: BlockStore | None = None,
+        max_request: int = 8 << 20,
+    ) -> None:
+        self.block_size = block_size
+        self.max_request_blocks = max(1, max_request // block_size)
+        self._memory: cachetools.LRUCache[BlockId, bytes] = cachetools.LRUCache(
+            maxsize=max(memory_bytes, block_size), getsizeof=len
+        )
+        self._pending: dict[BlockId, _Pending] = {}
+        self._nursery = nursery
+        self._stats = stats
+        self._store = store
+        self._prefetch_budget = max(memory_bytes // 2, block_size * self.max_request_blocks)
+        self._prefetch_in_flight = 0
+        self._last_scheduled = 0
+
+    # ----------------------------------------------------------------------------------------- reads
+    async def read(self, file: RemoteFile, offset: int, size: int) -> bytes:
+        end = min(offset + size, file.size)
+        if end <= offset:
+            return b""
+        first = offset // self.block_size
+        last = (end - 1) // self.block_size
+        parts = [
+            item if isinstance(item, bytes) else await item.wait()
+            for item in self._ensure(file, first, last, prefetch=False)
+        ]
+        base = first * self.block_size
+        if len(parts) == 1:
+            block = parts[0]
+            return block[offset - base : end - base]
+        joined = b"".join(parts)
+        return joined[offset - base : end - base]
+
+    def prefetch(self, file: RemoteFile, start: int, end: int) -> int:
+        """Start fetching `[start, end)` in the background; returns the bytes actually scheduled."""
+        end = min(end, file.size)
+        if end <= start:
+            return 0
+        first = start // self.block_size
+        last = (end - 1) // self.block_size
+        self._last_scheduled = 0
+        self._ensure(file, first, last, prefetch=True)
+        return self._last_scheduled
+
+    def _ensure(self, file: RemoteFile, first: int, last: int, *, prefetch: bool) -> list[bytes | _Pending]:
+        """Per block first..last: its bytes or the pending fetch; starts fetches for missing runs."""
+        items: list[bytes | _Pending] = []
+        run: list[int] = []
+        for index in range(first, last + 1):
+            block_id = (file.key, index)
+            data = self._memory.get(block_id)
+            if data is not None:
+                if not prefetch:
+                    self._stats.incr("cache.memory_hits")
+                items.append(data)
+                self._flush_run(file, run, prefetch)
+                continue
+            pending = self._pending.get(block_id)
+            if pending is not None:
+                if not prefetch:
+                    self._stats.incr("cache.joined_in_flight")
+                items.append(pending)
+                self._flush_run(file, run, prefetch)
+                continue
+            if (
+                prefetch
+                and self._prefetch_in_flight + (len(run) + 1) * self.block_size > self._prefetch_budget
+            ):
+                self._flush_run(file, run, prefetch)
+                self._stats.incr("prefetch.skipped_budget")
+                break
+            pending = self._pending[block_id] = _Pending()
+            items.append(pending)
+            run.append(index)
+            if len(run) >= self.max_request_blocks:
+                self._flush_run(file, run, prefetch)
+        self._flush_run(file, run, prefetch)
+        return items
+
+    def _flush_run(self, file: RemoteFile, run: list[int], prefetch: bool) -> None:
+        if not run:
+            return
+        indices = list(run)
+        run.clear()
+        nbytes = len(indices) * self.block_size
+        if prefetch:
+            self._prefetch_in_flight += nbytes
+            self._last_scheduled += nbytes
+            self._stats.incr("prefetch.bytes_scheduled", nbytes)
+        self._nursery.start_soon(self._fetch_run, file, indices, prefetch, nbytes)
+
+    async def _fetch_run(self, file: RemoteFile, indices: list[int], prefetch: bool, nbytes: int) -> None:
+        try:
+            missing = indices
+            if self._store is not None:
+                missing = await self._from_store(file, indices)
+            if missing:
+                start = missing[0] * self.block_size
+                end = (missing[-1] + 1) * self.block_size
+                self._stats.incr("cache.misses", len(missing))
+                data = await file.fetch(start, end)
+                expected = min(end, file.size) - start
+                if len(data) != expected:
+                    raise StaleError(f"{file.instance}: short read ({len(data)} of {expected} bytes)")
+                for position, index in enumerate(missing):
+                    block = data[position * self.block_size : (position + 1) * self.block_size]
+                    self._complete(file, index, block)
+                    if self._store is not None:
+                        await self._store.put(file.key, index, block)
+                self._stats.incr("bytes.fetched", len(data))
+        except (Exception, trio.Cancelled) as exc:
+            if isinstance(exc, StaleError):
+                self.invalidate(file.key)
+            for index in indices:
+                pending = self._pending.pop((file.key, index), None)
+                if pending is not None:
+                    pending.error = exc if isinstance(exc, VidfsError | OSError) else _wrap(exc)
+                    pending.event.set()
+            if isinstance(exc, trio.Cancelled):
+                raise
+            if not isinstance(exc, VidfsError):
+                log.exception("unexpected error fetching %s", file.key.remote_id)
+        finally:
+            if prefetch:
+                self._prefetch_in_flight -= nbytes
+
+    async def _from_store(self, file: RemoteFile, indices: list[int]) -> list[int]:
+        assert self._store is not None
+        missing: list[int] = []
+        for index in indices:
+            expected = min(self.block_size, file.size - index * self.block_size)
+            data = await self._store.get(file.key, index, expected)
+            if data is None:
+                missing.append(index)
+                continue
+            self._stats.incr("cache.disk_hits")
+            self._complete(file, index, data)
+        # Only the first contiguous stretch is fetched in one request; blocks after a hole are fetched
+        # as their own run so we never download bytes the disk already has.
+        if missing and missing[-1] - missing[0] + 1 != len(missing):
+            head: list[int] = [missing[0]]
+            for index in missing[1:]:
+                if index == head[-1] + 1:
+                    head.append(index)
+                else:
+                    rest = [i for i in missing if i > head[-1]]
+                    self._nursery.start_soon(self._fetch_run, file, rest, False, 0)
+                    break
+            return head
+        return missing
+
+    def _complete(self, file: RemoteFile, index: int, block: bytes) -> None:
+        block_id = (file.key, index)
+        try:
+            self._memory[block_id] = block
+        except ValueError:
+            pass  # larger than the whole budget: serve it, don't keep it
+        pending = self._pending.pop(block_id, None)
+        if pending is not None:
+            pending.data = block
+            pending.event.set()
+
+    # ------------------------------------------------------------------------------------ management
+    def contains(self, key: FileKey, index: int) -> bool:
+        return (key, index) in self._memory
+
+    def invalidate(self, key: FileKey) -> None:
+        for block_id in [block_id for block_id in self._memory if block_id[0] == key]:
+            self._memory.pop(block_id, None)
+        if self._store is not None:
+            self._store.invalidate(key)
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "memory_bytes": int(self._memory.currsize),
+            "memory_budget": int(self._memory.maxsize),
+            "memory_blocks": len(self._memory),
+            "in_flight_blocks": len(self._pending),
+            "prefetch_in_flight_bytes": self._prefetch_in_flight,
+        }
+
+
+def _wrap(exc: BaseException) -> VidfsError:
+    from vidfs.errors import RemoteIOError
+
+    return RemoteIOError(f"internal error: {type(exc).__name__}")

@@ -1,0 +1,76 @@
+"""Readahead per open file: sequential cursors with growing windows.
+
+How it works
+------------
+Each open handle keeps up to `max_cursors` (4) read cursors. A cursor remembers where the next sequential
+read should start (`next_offset`), how far ahead it has already asked for (`ahead`), and its window.
+
+On every read the prefetcher looks for a cursor that the read continues: the read starts within
+[`next_offset` - slack, `next_offset` + 2 blocks] (the kernel issues its own readahead requests
+concurrently, so they may arrive slightly out of order). If one matches, the read is sequential: the cursor
+advances and, once it has seen two sequential reads, its window doubles up to `max_window`. Otherwise a
+new cursor starts with a one-block window, replacing the least recently used one. So a player reading the
+middle of a file and an index reader at its end do not reset each other's windows.
+
+A cursor asks the block cache for `[next_offset, next_offset + window)` only when less than half its window
+is already requested, so requests come in large runs (several blocks per GET, several GETs in parallel)
+instead of one small request per read. A lone random read prefetches nothing: random access costs exactly
+the blocks it touches.
+
+The prefetcher only decides *what* to fetch; the block cache does the fetching under its global budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class Cursor:
+    next_offset: int
+    ahead: int
+    window: int
+    sequential_reads: int = 0
+    last_used: int = 0
+
+
+class Prefetcher:
+    def __init__(self, *, block_size: int, max_window: int, max_cursors: int = 4) -> None:
+        self.block_size = block_size
+        self.max_window = max(block_size, max_window)
+        self.max_cursors = max_cursors
+        self.cursors: list[Cursor] = []
+        self._clock = 0
+
+    def _match(self, offset: int) -> Cursor | None:
+        slack = max(4 * self.block_size, 512 * 1024)
+        for cursor in self.cursors:
+            if cursor.next_offset - slack <= offset <= cursor.next_offset + 2 * self.block_size:
+                return cursor
+        return None
+
+    def on_read(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
+        """Record a read; return the byte range to prefetch, if any."""
+        self._clock += 1
+        end = offset + size
+        cursor = self._match(offset)
+        if cursor is None:
+            cursor = Cursor(next_offset=end, ahead=end, window=self.block_size, last_used=self._clock)
+            if len(self.cursors) >= self.max_cursors:
+                self.cursors.remove(min(self.cursors, key=lambda c: c.last_used))
+            self.cursors.append(cursor)
+            return None
+        cursor.last_used = self._clock
+        cursor.next_offset = max(cursor.next_offset, end)
+        cursor.sequential_reads += 1
+        if cursor.sequential_reads >= 2:
+            cursor.window = min(self.max_window, cursor.window * 2)
+        cursor.ahead = max(cursor.ahead, cursor.next_offset)
+        target = min(file_size, cursor.next_offset + cursor.window)
+        if target - cursor.ahead < cursor.window // 2 and target < file_size:
+            return None
+        if target <= cursor.ahead:
+            return None
+        start = cursor.ahead
+        cursor.ahead = target
+        return start, target

@@ -1,0 +1,68 @@
+"""A remote video's bytes: one lease, ranged reads, one retry with a fresh lease after a refusal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vidfs.errors import AuthError
+from vidfs.http import HttpClient
+from vidfs.io.range_reader import LeaseRefused, read_range
+from vidfs.model import Video
+from vidfs.providers.base import Provider
+from vidfs.resolver import Resolver
+
+
+@dataclass(frozen=True, slots=True)
+class FileKey:
+    """What every cached block of a file is keyed by: a new fingerprint is a new file."""
+
+    instance: str
+    remote_id: str
+    fingerprint: str
+
+
+class RemoteFile:
+    """Fetches byte ranges of one video; shared by every open handle of the same inode and fingerprint."""
+
+    def __init__(
+        self,
+        *,
+        instance: str,
+        provider: Provider,
+        video: Video,
+        size: int,
+        http: HttpClient,
+        resolver: Resolver,
+        etag: str | None = None,
+    ) -> None:
+        self.instance = instance
+        self.provider = provider
+        self.video = video
+        self.size = size
+        self.etag = etag or video.etag
+        self.key = FileKey(instance, video.remote_id, video.fingerprint)
+        self._http = http
+        self._resolver = resolver
+        self._tag = f"{instance}:storage"
+
+    async def fetch(self, start: int, end: int) -> bytes:
+        end = min(end, self.size)
+        if end <= start:
+            return b""
+        lease = await self._resolver.lease(self.instance, self.provider, self.video)
+        for attempt in range(2):
+            try:
+                result = await read_range(
+                    self._http, lease, start, end, tag=self._tag, etag=self.etag, size=self.size
+                )
+            except LeaseRefused as refused:
+                if attempt:
+                    raise AuthError(
+                        f"{self.instance}: storage refused a fresh download URL", status=refused.status
+                    ) from None
+                lease = await self._resolver.refused(self.instance, self.provider, self.video, lease)
+                continue
+            if result.etag and not self.etag:
+                self.etag = result.etag
+            return result.data
+        raise AssertionError("unreachable")

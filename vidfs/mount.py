@@ -1,0 +1,165 @@
+"""Build everything a mount needs, run pyfuse3's main loop, and tear it all down.
+
+Order matters: the http client and providers live in an AsyncExitStack around one nursery (background
+fetches); pyfuse3 runs inside it. SIGINT/SIGTERM, or an external `fusermount3 -u`, end the main loop; the
+filesystem is unmounted and every provider closed before we return.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from vidfs.config import Config
+from vidfs.errors import UsageError
+from vidfs.filesystem import VideoFS
+from vidfs.fuse_ops import VidfsOperations
+from vidfs.http import HttpClient, HttpSettings
+from vidfs.io.block_cache import BlockCache
+from vidfs.metadata import MetadataCache
+from vidfs.providers.base import Provider, ProviderContext
+from vidfs.providers.registry import get_spec
+from vidfs.resolver import Resolver
+from vidfs.stats import Stats
+from vidfs.tree import Tree
+
+log = logging.getLogger("vidfs.mount")
+
+
+@dataclass(frozen=True)
+class MountRequest:
+    config: Config
+    mountpoint: Path
+    subtree: str | None = None
+    allow_other: bool | None = None  # None: as the config says
+    debug_fuse: bool = False
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd (Type=notify) about our state; a no-op outside systemd."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+    except OSError as exc:
+        log.debug("sd_notify failed: %s", exc)
+
+
+def http_settings(config: Config) -> HttpSettings:
+    options = config.http
+    return HttpSettings(
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        retries=options.retries,
+        max_connections_per_host=options.max_connections_per_host,
+        ca_bundle=str(options.ca_bundle) if options.ca_bundle else None,
+        user_agent=options.user_agent,
+    )
+
+
+def build_providers(config: Config, http: HttpClient) -> dict[str, Provider]:
+    providers: dict[str, Provider] = {}
+    for provider_config in config.providers:
+        spec = get_spec(provider_config.type)
+        if spec is None:  # config validation already refuses this; keep a clear message anyway
+            raise UsageError(f"unknown provider type {provider_config.type!r}")
+        state_dir = config.cache.dir / "state" / provider_config.name
+        context = ProviderContext(
+            instance=provider_config.name,
+            http=http,
+            state_dir=state_dir,
+            log=logging.getLogger(f"vidfs.provider.{provider_config.name}"),
+        )
+        providers[provider_config.name] = spec.factory(provider_config, context)
+    return providers
+
+
+async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = None) -> None:
+    config = request.config
+    stats = Stats()
+    mountpoint = request.mountpoint
+    if not mountpoint.is_dir():
+        raise UsageError(f"mount point {mountpoint} is not a directory")
+    async with AsyncExitStack() as stack:
+        http = HttpClient(http_settings(config), stats)
+        stack.push_async_callback(http.aclose)
+        providers = build_providers(config, http)
+        for provider in providers.values():
+            stack.push_async_callback(provider.aclose)
+        resolver = Resolver(stats)
+        metadata = MetadataCache(
+            ttl=config.cache.metadata_ttl,
+            negative_ttl=config.cache.negative_ttl,
+            http=http,
+            resolver=resolver,
+            stats=stats,
+        )
+        tree = Tree(providers, metadata)
+        async with trio.open_nursery() as background:
+            cache = BlockCache(
+                memory_bytes=config.cache.memory,
+                block_size=config.cache.block_size,
+                nursery=background,
+                stats=stats,
+            )
+            fs = VideoFS(
+                tree=tree,
+                cache=cache,
+                http=http,
+                resolver=resolver,
+                stats=stats,
+                nursery=background,
+                readahead_max=config.cache.readahead_max,
+            )
+            if request.subtree:
+                with trio.fail_after(config.mount.request_timeout):
+                    node = await tree.resolve_path(request.subtree)
+                if not node.is_dir:
+                    raise UsageError(f"--subtree {request.subtree}: not a directory")
+                fs.root_inode = node.inode
+            operations = VidfsOperations(fs, request_timeout=config.mount.request_timeout)
+            options = set(pyfuse3.default_options)
+            options |= {f"fsname={config.mount.fsname}", "subtype=vidfs", "ro", "noatime"}
+            allow_other = config.mount.allow_other if request.allow_other is None else request.allow_other
+            if allow_other:
+                options.add("allow_other")
+            if request.debug_fuse:
+                options.add("debug")
+            pyfuse3.init(operations, str(mountpoint), options)
+            log.info("mounted %s at %s (%d providers)", config.path, mountpoint, len(providers))
+            try:
+                async with trio.open_nursery() as loop:
+                    loop.start_soon(_stop_on_signal)
+                    summary = f"serving {len(providers)} provider(s) at {mountpoint}"
+                    sd_notify(f"READY=1\nSTATUS={summary}")
+                    if on_ready is not None:
+                        on_ready(summary)
+                    await pyfuse3.main()
+                    loop.cancel_scope.cancel()
+            finally:
+                sd_notify("STOPPING=1")
+                pyfuse3.close(unmount=True)
+                background.cancel_scope.cancel()
+    log.info("unmounted %s", mountpoint)
+
+
+async def _stop_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return

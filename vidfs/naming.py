@@ -1,0 +1,222 @@
+"""Deterministic display names for remote items.
+
+A remote name becomes a file or directory name by these rules, always in this order:
+
+1. Characters: `/` becomes `∕` (U+2215 DIVISION SLASH). Tabs and line breaks (`\\t \\n \\v \\f \\r`,
+   U+0085) become a space; NUL and every other control character (C0, DEL, C1) are dropped. Lone
+   surrogates (undecodable text some JSON APIs produce) become U+FFFD, so every name encodes as UTF-8.
+2. Leading and trailing whitespace is stripped; an empty result is replaced by the fallback (the remote id,
+   cleaned by the same rules, else `_`).
+3. A name starting with `.` (so also `.` and `..`) gets a `_` prefix: `.` → `_.`, `..` → `_..`,
+   `.hidden` → `_.hidden`. Nothing shown is special to the kernel, and nothing is hidden from `ls`.
+4. Files only: when the content type maps to a video extension (video/mp4 → `.mp4`, ...) and the name does
+   not already end in a known media extension, the extension is added. `Meeting 2024.01.15` with
+   video/mp4 becomes `Meeting 2024.01.15.mp4`; `clip.mkv` stays `clip.mkv` whatever the content type.
+5. A name over 255 bytes (UTF-8) is cut at a character boundary; the extension (a `.` and 1-15 ASCII
+   letters/digits, at least one a letter) is kept, so `<very long title>.mp4` still ends in `.mp4`.
+6. Duplicates are byte-identical names within one directory (files and directories share the namespace).
+   Unicode is NOT normalised and case is NOT folded: an NFC name and its NFD twin are two distinct names
+   and both appear as given. EVERY holder of a duplicated name gets ` [<id>]` before the extension
+   (`clip [6414].mp4`, `clip [6416].mp4`; at the end for directories); the id is cleaned like a name and,
+   when longer than 40 bytes, shortened to its start plus `~` and a hash. Should a suffixed name still
+   collide (with another item's plain name, or ids that clean to the same text), a short hash of the id
+   is added (`clip [6414] [1f0c2a9b].mp4`), then a counter. Names stay within 255 bytes.
+
+Everything is decided by the items' ids and names, never by listing order: the same set of items gets the
+same names whatever order the API returns them in. All functions are pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+__all__ = [
+    "CONTENT_TYPE_EXTENSIONS",
+    "MAX_NAME_BYTES",
+    "extension_for",
+    "name_entries",
+    "sanitize",
+    "split_ext",
+]
+
+MAX_NAME_BYTES = 255
+_MAX_EXT_CHARS = 16  # including the dot
+_MAX_TAG_BYTES = 40
+
+CONTENT_TYPE_EXTENSIONS: dict[str, str] = {
+    "video/mp4": ".mp4",
+    "video/quicktime": ".mov",
+    "video/x-matroska": ".mkv",
+    "video/webm": ".webm",
+    "video/mp2t": ".ts",
+    "video/x-msvideo": ".avi",
+    "video/mpeg": ".mpg",
+    "video/x-m4v": ".m4v",
+    "video/3gpp": ".3gp",
+    "video/ogg": ".ogv",
+    "video/x-flv": ".flv",
+    "video/x-ms-wmv": ".wmv",
+    "application/octet-stream": "",
+}
+
+# Extensions that count as "the name already has one" when deciding whether to add one from the type.
+_KNOWN_EXTENSIONS = frozenset(
+    {ext for ext in CONTENT_TYPE_EXTENSIONS.values() if ext}
+    | {
+        ".m2ts", ".mts", ".qt", ".mpeg", ".mpe", ".m2v", ".mxf", ".dv", ".vob", ".f4v", ".asf", ".rm",
+        ".rmvb", ".3g2", ".hevc", ".h264", ".h265", ".264", ".265", ".y4m", ".ivf", ".divx", ".ogg",
+        ".mp3", ".m4a", ".aac", ".wav", ".flac", ".opus", ".jpg", ".jpeg", ".png", ".gif", ".webp",
+        ".srt", ".vtt", ".json", ".xml", ".txt", ".pdf", ".zip", ".m3u8", ".mpd",
+    }
+)  # fmt: skip
+
+_EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,15}\Z")
+_SPACE_CONTROLS = frozenset("\t\n\v\f\r\x85")
+
+
+def _is_control(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code <= 0x9F
+
+
+def _clean_chars(raw: str) -> str:
+    out: list[str] = []
+    for ch in raw:
+        if ch == "/":
+            out.append("\u2215")
+        elif ch in _SPACE_CONTROLS:
+            out.append(" ")
+        elif _is_control(ch):
+            continue
+        elif "\ud800" <= ch <= "\udfff":
+            out.append("\ufffd")
+        else:
+            out.append(ch)
+    return "".join(out).strip()
+
+
+def _clean(raw: str, fallback: str) -> str:
+    name = _clean_chars(raw) or _clean_chars(fallback) or "_"
+    if name.startswith("."):
+        name = "_" + name
+    return name
+
+
+def split_ext(name: str) -> tuple[str, str]:
+    """(stem, extension) where the extension is `.` + 1-15 ASCII letters/digits with at least one letter
+    and a non-empty stem; else (name, "")."""
+    match = _EXT_RE.search(name)
+    if match is None or match.start() == 0:
+        return name, ""
+    ext = match.group()
+    if not any(c.isalpha() for c in ext):
+        return name, ""
+    return name[: match.start()], ext
+
+
+def extension_for(content_type: str | None) -> str:
+    """The extension for a content type ("" when unknown or generic); parameters are ignored."""
+    if not content_type:
+        return ""
+    base = content_type.split(";", 1)[0].strip().lower()
+    return CONTENT_TYPE_EXTENSIONS.get(base, "")
+
+
+def _has_known_extension(name: str) -> bool:
+    _stem, ext = split_ext(name)
+    return ext.lower() in _KNOWN_EXTENSIONS
+
+
+def _cut_bytes(text: str, limit: int) -> str:
+    """The longest prefix of `text` whose UTF-8 encoding fits in `limit` bytes."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[: max(limit, 0)].decode("utf-8", errors="ignore")
+
+
+def _compose(stem: str, tail: str) -> str:
+    """`stem + tail`, the stem cut so the whole fits in MAX_NAME_BYTES (tail: suffixes and extension)."""
+    budget = MAX_NAME_BYTES - len(tail.encode("utf-8"))
+    cut = _cut_bytes(stem, budget)
+    if cut != stem:
+        cut = cut.rstrip() or cut
+    return cut + tail
+
+
+def _fit(name: str, *, keep_ext: bool = True) -> str:
+    if len(name.encode("utf-8")) <= MAX_NAME_BYTES:
+        return name
+    stem, ext = split_ext(name) if keep_ext else (name, "")
+    return _compose(stem, ext)
+
+
+def sanitize(raw: str, *, fallback: str) -> str:
+    """One remote name made into a safe file name (rules 1-3 and 5 of the module docstring)."""
+    return _fit(_clean(raw, fallback))
+
+
+def _short_hash(remote_id: str, length: int = 8) -> str:
+    digest = hashlib.sha256(remote_id.encode("utf-8", errors="surrogatepass")).hexdigest()
+    return digest[:length]
+
+
+def _id_tag(remote_id: str) -> str:
+    tag = _clean_chars(remote_id)
+    if not tag:
+        return _short_hash(remote_id)
+    if len(tag.encode("utf-8")) > _MAX_TAG_BYTES:
+        tag = _cut_bytes(tag, _MAX_TAG_BYTES - 9).rstrip() + "~" + _short_hash(remote_id)
+    return tag
+
+
+def _base_name(raw_name: str, remote_id: str, is_dir: bool, content_type: str | None) -> str:
+    name = _clean(raw_name, remote_id)
+    if not is_dir:
+        ext = extension_for(content_type)
+        if ext and not _has_known_extension(name):
+            name += ext
+    return _fit(name, keep_ext=not is_dir)
+
+
+def _suffixed(base: str, is_dir: bool, remote_id: str, level: int) -> str:
+    """`base` with the duplicate suffix of `level` (1: id, 2: id + hash, 3+: id + hash + counter)."""
+    stem, ext = ("", "") if is_dir else split_ext(base)
+    if not ext:
+        stem = base
+    tail = f" [{_id_tag(remote_id)}]"
+    if level >= 2:
+        tail += f" [{_short_hash(remote_id)}]"
+    if level >= 3:
+        tail += f" [{level - 1}]"
+    return _compose(stem, tail + ext)
+
+
+def name_entries(items: Sequence[tuple[str, str, bool, str | None]]) -> list[str]:
+    """The unique names of one directory's children.
+
+    `items` are (remote_id, raw_name, is_dir, content_type or None) in listing order; the result has the
+    final names in the same order. The names depend on the set of items, not on their order.
+    """
+    bases = [_base_name(raw, rid, is_dir, ctype) for rid, raw, is_dir, ctype in items]
+    counts = Counter(bases)
+    names: list[str | None] = [base if counts[base] == 1 else None for base in bases]
+    taken = {name for name in names if name is not None}
+    # Holders of duplicated names, in an order that depends on the items only (not on listing order).
+    pending = sorted(
+        (i for i, name in enumerate(names) if name is None),
+        key=lambda i: (items[i][0], items[i][1], items[i][2], items[i][3] or "", bases[i]),
+    )
+    for i in pending:
+        remote_id, _raw, is_dir, _ctype = items[i]
+        level = 1
+        candidate = _suffixed(bases[i], is_dir, remote_id, level)
+        while candidate in taken:
+            level += 1
+            candidate = _suffixed(bases[i], is_dir, remote_id, level)
+        taken.add(candidate)
+        names[i] = candidate
+    return [name for name in names if name is not None]

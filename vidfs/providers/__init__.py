@@ -1,0 +1,1 @@
+"""Providers: one module per vendor API, behind the protocol in `base`."""

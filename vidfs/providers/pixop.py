@@ -1,0 +1,346 @@
+"""Pixop (Video Processing REST API v1): projects → videos, originals and processed versions.
+
+Layout: `/<instance>/<project name>/<file>`. Originals keep their uploaded file name; a processed video is
+named after its own file name with `.processed` before the extension (`interview_hd.processed.mp4`), so
+restored versions are told apart at a glance and sort next to each other; `user.vidfs.kind` says
+`original` or `processed` and `user.vidfs.parent_id` links a processed video to its source.
+
+Auth: `GET accounts/v1/token` with HTTP Basic gives a JWT valid 15 minutes. We read its `exp` and log in
+again ahead of it (20 % of its lifetime, at most a minute), and again at once on a 401
+(`ExpiredJWTTokenException` and friends); a second 401 is an auth error (EACCES).
+
+Listings follow HAL `_links.next`. The list entries lack sizes and status, so each video's details
+(`videos/v1/video/{id}`) are fetched, with bounded concurrency: `upload.fileSize` is the size (the engine
+HEADs the download when it is missing), `timeLastUpdated` the mtime; originals are files once uploaded,
+processed videos once `processingStatus` is DONE; the rest are listed as hidden items for `vidfs ls`.
+Bytes come from `media/v1/download/{original|processed}/{id}` on the same origin, with the JWT.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin
+
+import trio
+
+from vidfs.config import ProviderConfig, Secret
+from vidfs.errors import AuthError, InvalidRemoteData
+from vidfs.http import raise_for_status, same_origin
+from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.resolver import jwt_expiry
+
+ROOT_ID = "pixop:root"
+DETAIL_CONCURRENCY = 8
+DONE = "DONE"
+MAX_PAGES = 10_000
+
+
+def parse_time(value: object) -> float | None:
+    """Pixop dates are "YYYY-MM-DD hh:mm:ss", UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"):
+        try:
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
+class PixopProvider:
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        options = config.options
+        self.instance = context.instance
+        self._http = context.http
+        self._log = context.log
+        self._origin = str(options["base_url"]).rstrip("/") + "/"
+        self._email = str(options["email"])
+        password = options["password"]
+        self._password = password.reveal() if isinstance(password, Secret) else str(password)
+        self._team_id = options.get("team_id")
+        self._page_size = int(options.get("page_size") or 100)
+        self._token: str | None = None
+        self._token_expiry = 0.0
+        self._token_obtained = 0.0
+        self._login_lock = trio.Lock()
+        self._tag = f"{self.instance}:api"
+
+    def root(self) -> Folder:
+        return Folder(ROOT_ID, self.instance)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -------------------------------------------------------------------------------------------- auth
+    def _token_fresh(self) -> bool:
+        if self._token is None:
+            return False
+        lifetime = max(0.0, self._token_expiry - self._token_obtained)
+        margin = min(60.0, 0.2 * lifetime)
+        return time.time() < self._token_expiry - margin
+
+    async def _login(self, *, rejected: str | None = None) -> str:
+        async with self._login_lock:
+            if self._token_fresh() and self._token != rejected:
+                assert self._token is not None
+                return self._token
+            params = {"team-id": self._team_id} if self._team_id else None
+            response = await self._http.request(
+                "GET",
+                self._url("accounts/v1/token"),
+                tag=self._tag,
+                params=params,
+                auth=(self._email, self._password),
+                headers={"Accept": "application/json"},
+            )
+            if response.status_code in (401, 403):
+                raise AuthError(
+                    f"{self.instance}: Pixop login refused for {self._email}: {_failure(response)}"
+                )
+            raise_for_status(response, f"{self.instance}: Pixop login")
+            token = _json(response, "login").get("jwtToken")
+            if not isinstance(token, str) or not token:
+                raise InvalidRemoteData(f"{self.instance}: Pixop login answered without a jwtToken")
+            self._token = token
+            self._token_obtained = time.time()
+            self._token_expiry = jwt_expiry(token) or (self._token_obtained + 15 * 60)
+            self._log.info(
+                "%s: logged in to Pixop (token valid %.0fs)", self.instance, self._token_expiry - time.time()
+            )
+            return token
+
+    async def _token_now(self) -> str:
+        if self._token_fresh():
+            assert self._token is not None
+            return self._token
+        return await self._login()
+
+    def _url(self, path: str) -> str:
+        return urljoin(self._origin, path)
+
+    async def _api(self, url: str, *, params: Mapping[str, Any] | None = None, what: str) -> dict[str, Any]:
+        """GET a JSON document with the JWT; log in again once on 401."""
+        if not same_origin(url, self._origin):
+            raise InvalidRemoteData(f"{self.instance}: refusing to follow a link off the API origin")
+        token = await self._token_now()
+        for attempt in range(2):
+            response = await self._http.request(
+                "GET",
+                url,
+                tag=self._tag,
+                params=params,
+                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            )
+            if response.status_code == 401 and attempt == 0:
+                self._log.info(
+                    "%s: token refused (%s); logging in again", self.instance, _exception(response)
+                )
+                token = await self._login(rejected=token)
+                continue
+            if response.status_code in (401, 403):
+                raise AuthError(f"{self.instance}: {what}: {_failure(response)}", status=response.status_code)
+            raise_for_status(response, f"{self.instance}: {what}")
+            return _json(response, what)
+        raise AssertionError("unreachable")
+
+    async def _pages(self, path: str, params: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        url: str | None = self._url(path)
+        query: dict[str, Any] | None = {**params, "page-size": self._page_size}
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            if url is None:
+                break
+            document = await self._api(url, params=query, what=what)
+            embedded = _get(document, "_embedded", key) or []
+            if not isinstance(embedded, list):
+                raise InvalidRemoteData(f"{self.instance}: {what}: _embedded.{key} is not a list")
+            items.extend(item for item in embedded if isinstance(item, dict))
+            next_href = _get(document, "_links", "next", "href")
+            if not isinstance(next_href, str) or not next_href or next_href in seen or not embedded:
+                break
+            seen.add(next_href)
+            url, query = urljoin(url, next_href), None  # the href carries its own query
+        return items
+
+    # ----------------------------------------------------------------------------------------- listing
+    async def list(self, folder: Folder) -> Listing:
+        if folder.remote_id == ROOT_ID:
+            projects = await self._pages("videos/v1/projects", {}, "projects", "listing projects")
+            entries = tuple(
+                Folder(
+                    f"project:{project['id']}",
+                    str(project.get("name") or project["id"]),
+                    mtime=parse_time(project.get("timeLastUpdated")),
+                    extra=frozen_extra({"project_id": project["id"]}),
+                )
+                for project in projects
+                if project.get("id")
+            )
+            return Listing(entries)
+        project_id = folder.remote_id.removeprefix("project:")
+        summaries = await self._pages(
+            "videos/v1/videos", {"project-id": project_id}, "videos", f"listing project {folder.name!r}"
+        )
+        details: dict[str, dict[str, Any]] = {}
+
+        async def detail(video_id: str, limiter: trio.CapacityLimiter) -> None:
+            async with limiter:
+                document = await self._api(self._url(f"videos/v1/video/{video_id}"), what=f"video {video_id}")
+            video = document.get("video")
+            if isinstance(video, dict):
+                details[video_id] = video
+
+        limiter = trio.CapacityLimiter(DETAIL_CONCURRENCY)
+        async with trio.open_nursery() as nursery:
+            for summary in summaries:
+                if summary.get("id"):
+                    nursery.start_soon(detail, str(summary["id"]), limiter)
+        entries_out: list[Video] = []
+        hidden: list[HiddenItem] = []
+        for summary in summaries:
+            video_id = str(summary.get("id") or "")
+            if not video_id:
+                continue
+            info = details.get(video_id, {})
+            merged = {**summary, **info}
+            item = self._video(merged)
+            if isinstance(item, Video):
+                entries_out.append(item)
+            else:
+                hidden.append(item)
+        return Listing(tuple(entries_out), tuple(hidden))
+
+    def _video(self, video: dict[str, Any]) -> Video | HiddenItem:
+        video_id = str(video["id"])
+        parent_id = video.get("parentId")
+        processed = bool(parent_id)
+        upload: dict[str, Any] = video["upload"] if isinstance(video.get("upload"), dict) else {}
+        metadata: dict[str, Any] = _get(video, "ingestion", "metadata") or {}
+        processing_state: dict[str, Any] = _get(video, "processing", "processingState") or {}
+        processing_status = processing_state.get("processingStatus")
+        file_name = upload.get("fileName") or video.get("filename") or video.get("name") or video_id
+        name = str(file_name)
+        if processed:
+            stem, ext = posixpath.splitext(name)
+            container = _get(video, "processing", "processingParameters", "targetVideo", "container", "name")
+            if not ext and isinstance(container, str):
+                ext = f".{container}"
+            name = f"{stem}.processed{ext}"
+            status = str(processing_status or "UNKNOWN")
+            visible = status == DONE
+        else:
+            finished = upload.get("hasFinishedUploading")
+            status = str(_get(upload, "uploadState", "uploadStatus") or ("DONE" if finished else "UPLOADING"))
+            visible = finished is not False
+        if not visible:
+            return HiddenItem(video_id, name, status)
+        size = upload.get("fileSize")
+        try:
+            size = int(size) if size not in (None, "") else None
+        except (TypeError, ValueError):
+            size = None
+        duration = metadata.get("durationInMillis")
+        extra = frozen_extra(
+            {
+                "kind": "processed" if processed else "original",
+                "parent_id": parent_id,
+                "project_id": video.get("projectId"),
+                "name": video.get("name"),
+                "codec": metadata.get("codecName"),
+                "container": metadata.get("containerName"),
+                "width": metadata.get("frameWidth"),
+                "height": metadata.get("frameHeight"),
+                "duration": f"{duration / 1000:.3f}" if isinstance(duration, int | float) else None,
+                "frame_rate": metadata.get("averageFramerate"),
+                "total_frames": metadata.get("totalFrames"),
+                "status": processing_status if processed else status,
+                "ingestion_status": _get(video, "ingestion", "ingestionState", "ingestionStatus"),
+                "preset": _get(video, "processing", "processingParameters", "targetVideo", "preset", "name"),
+            }
+        )
+        return Video(
+            remote_id=video_id,
+            name=name,
+            size=size,
+            mtime=parse_time(video.get("timeLastUpdated")) or parse_time(video.get("dateCreated")),
+            content_type=upload.get("fileType") if isinstance(upload.get("fileType"), str) else None,
+            extra=extra,
+            handle={"kind": "processed" if processed else "original"},
+        )
+
+    # ----------------------------------------------------------------------------------------- resolve
+    async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
+        if previous is not None:
+            token = await self._login(
+                rejected=previous.headers.get("Authorization", "").removeprefix("Bearer ")
+            )
+        else:
+            token = await self._token_now()
+        kind = video.handle.get("kind", "original")
+        return StreamLease(
+            url=self._url(f"media/v1/download/{kind}/{video.remote_id}"),
+            headers={"Authorization": f"Bearer {token}"},
+            expires_at=self._token_expiry,
+            uses_provider_auth=True,
+        )
+
+
+def _json(response: Any, what: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidRemoteData(f"{what}: expected a JSON object")
+    return data
+
+
+def _exception(response: Any) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if isinstance(data, dict) and data.get("exception"):
+        return str(data["exception"])
+    return f"HTTP {response.status_code}"
+
+
+def _failure(response: Any) -> str:
+    """The seed's failure body `{"exception","errorMessage"}` as one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if isinstance(data, dict) and (data.get("exception") or data.get("errorMessage")):
+        return (
+            f"HTTP {response.status_code} {data.get('exception', '')}: {data.get('errorMessage', '')}".strip()
+        )
+    return f"HTTP {response.status_code}"
+
+
+SPEC = ProviderSpec(
+    type="pixop",
+    description="Pixop Video Processing REST API v1 (projects → videos, originals and processed)",
+    options={
+        "base_url": OptionSpec(str, required=True, help="origin of the accounts/videos/media services"),
+        "email": OptionSpec(str, required=True),
+        "password": OptionSpec(str, required=True, secret=True),
+        "team_id": OptionSpec(str),
+        "page_size": OptionSpec(int, default=100),
+    },
+    factory=PixopProvider,
+)
