@@ -73,16 +73,17 @@ class Emulator:
         return dict(self.endpoints[name]["config"])
 
     def control(self, name: str) -> str:
+        """The control API root of an emulated provider, ending in `/_emulator`."""
         return str(self.endpoints[name]["control_url"]).rstrip("/")
 
     def catalog(self, name: str) -> dict[str, Any]:
-        return httpx.get(f"{self.control(name)}/_emulator/catalog", timeout=30).json()
+        return httpx.get(f"{self.control(name)}/catalog", timeout=30).json()
 
     def requests(self, name: str) -> list[dict[str, Any]]:
-        return httpx.get(f"{self.control(name)}/_emulator/requests", timeout=30).json()
+        return httpx.get(f"{self.control(name)}/requests", timeout=30).json()
 
     def post(self, name: str, what: str, body: Any) -> Any:
-        response = httpx.post(f"{self.control(name)}/_emulator/{what}", json=body, timeout=30)
+        response = httpx.post(f"{self.control(name)}/{what}", json=body, timeout=30)
         response.raise_for_status()
         return response.json() if response.content else None
 

@@ -97,7 +97,7 @@ def test_minimal_config_and_defaults(tmp_path: Path, env: dict[str, str]) -> Non
     assert config.http == HttpOptions()
     assert config.http.user_agent == f"vidfs/{__version__}"
     assert config.cache == CacheOptions(dir=tmp_path / "home" / ".cache" / "vidfs")
-    assert (config.cache.memory, config.cache.disk, config.cache.block_size) == (256 * MiB, 10 * GiB, MiB)
+    assert (config.cache.memory, config.cache.disk, config.cache.block_size) == (256 * MiB, 10 * GiB, 64 * 1024)
     assert (config.cache.metadata_ttl, config.cache.negative_ttl) == (300.0, 10.0)
     assert config.cache.readahead_max == 64 * MiB
     assert config.warnings == ()
@@ -232,7 +232,7 @@ BAD = [
     ("[cache]\nmemory = true\n" + MINIMAL, "[cache] key 'memory': expected a size like \"256MiB\", got true"),
     ('[cache]\nmemory = "lots"\n' + MINIMAL, "[cache] key 'memory': expected a size like \"256MiB\", got \"lots\""),
     ("[cache]\nmemory = -1\n" + MINIMAL, "[cache] key 'memory': expected a size"),
-    ('[cache]\nmemory = "1KiB"\n' + MINIMAL, "[cache] key 'memory': must hold at least one block (1MiB)"),
+    ('[cache]\nmemory = "1KiB"\n' + MINIMAL, "[cache] key 'memory': must hold at least one block (64KiB)"),
     ('[cache]\nblock_size = "100KiB"\n' + MINIMAL, "[cache] key 'block_size': must be a power of two between"),
     ('[cache]\nblock_size = "32KiB"\n' + MINIMAL, "[cache] key 'block_size': must be a power of two between"),
     ('[cache]\nblock_size = "32MiB"\n' + MINIMAL, "[cache] key 'block_size': must be a power of two between"),

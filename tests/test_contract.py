@@ -211,13 +211,19 @@ def test_auth_renewal_mid_read(world: World, tmp_path: Path, media_dir: Path) ->
     emulator = start_emulator(tmp_path / "emulator", [case.name], media_dir, *case.short_lived_args)
     try:
         expected = case.expected(emulator.catalog(case.name))
-        rel, expect = max(expected.items(), key=lambda item: item[1].size)
+        # A few MB: long enough (one connection, latency per request) to span several lifetimes.
+        small = {rel: e for rel, e in expected.items() if e.size <= 8 << 20}
+        rel, expect = max(small.items(), key=lambda item: item[1].size)
         # Slow storage down so the read lasts several token lifetimes.
         emulator.post(
-            case.name, "faults", {"rules": [{"kind": "latency", "seconds": 0.4, "path": case.storage_path}]}
+            case.name, "faults", {"rules": [{"kind": "latency", "seconds": 0.5, "path": case.storage_path}]}
         )
+        # One connection per host: the ranged GETs come one after another, each paying the latency.
         config = write_config(
-            tmp_path / "vidfs.toml", {INSTANCE: emulator.config(case.name)}, cache_dir=tmp_path / "cache"
+            tmp_path / "vidfs.toml",
+            {INSTANCE: emulator.config(case.name)},
+            cache_dir=tmp_path / "cache",
+            extra="[http]\nmax_connections_per_host = 1\n",
         )
         mount = mount_config(config, tmp_path / "mnt", tmp_path / "mount.log")
         try:

@@ -96,7 +96,7 @@ class CacheOptions:
     dir: Path
     memory: int = 256 * MiB
     disk: int = 10 * GiB  # 0 = no disk cache
-    block_size: int = 1 * MiB  # a power of two, 64 KiB .. 16 MiB
+    block_size: int = 64 * KiB  # a power of two, 64 KiB .. 16 MiB: small so random reads stay cheap
     metadata_ttl: float = 300.0
     negative_ttl: float = 10.0
     readahead_max: int = 64 * MiB

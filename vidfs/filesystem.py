@@ -157,6 +157,8 @@ class VideoFS:
         if handle is None:
             raise NotFoundError("stale file handle")
         file = handle.file
+        if not self.cache.available(file.key, offset // self.cache.block_size):
+            handle.prefetcher.missed(offset)
         ahead = handle.prefetcher.on_read(offset, size, file.size)
         if ahead is not None:
             self.cache.prefetch(file, *ahead)

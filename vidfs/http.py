@@ -13,6 +13,7 @@ Every request of every provider goes through `HttpClient`. It:
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import logging
 import random
@@ -122,13 +123,16 @@ class HttpClient:
             headers={"User-Agent": self.settings.user_agent},
             trust_env=False,
         )
-        self._limiters: dict[tuple[str, str, int], trio.CapacityLimiter] = {}
+        self._limiters: dict[tuple[tuple[str, str, int], str], trio.CapacityLimiter] = {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    def _limiter(self, url: str) -> trio.CapacityLimiter:
-        key = origin_of(url)
+    def slot(self, url: str, kind: str = "data") -> trio.CapacityLimiter:
+        """The concurrency limit of one origin. API calls ("api") and byte transfers ("data") have separate
+        pools, so a listing or a login never waits behind a burst of downloads to the same host, and a
+        reader may hold a data slot while its URL is renewed through the API."""
+        key = (origin_of(url), kind)
         limiter = self._limiters.get(key)
         if limiter is None:
             limiter = self._limiters[key] = trio.CapacityLimiter(self.settings.max_connections_per_host)
@@ -202,7 +206,7 @@ class HttpClient:
         first_url = url
         for _hop in range(MAX_REDIRECTS + 1):
             on_origin = same_origin(first_url, url)
-            async with self._limiter(url):
+            async with self.slot(url, "api"):
                 response = await self._client.request(
                     method,
                     url,
@@ -232,11 +236,13 @@ class HttpClient:
         *,
         tag: str,
         headers: Mapping[str, str] | None = None,
+        slot_held: bool = False,
     ) -> AsyncIterator[httpx.Response]:
         """A streamed request (for ranged reads). Redirects are followed by us, credentials kept on the
-        first origin only; no retries here: the range reader resumes from the bytes it has."""
+        first origin only; no retries here: the range reader resumes from the bytes it has. The caller may
+        already hold the origin's data slot (`slot_held`)."""
         first_url = url
-        async with self._limiter(url):
+        async with contextlib.nullcontext() if slot_held else self.slot(url, "data"):
             for _hop in range(MAX_REDIRECTS + 1):
                 send_headers = dict(headers or {}) if same_origin(first_url, url) else {}
                 if not same_origin(first_url, url):

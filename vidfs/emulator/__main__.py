@@ -37,6 +37,18 @@ def _setting(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _settings_for(provider: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        scope, dot, rest = key.partition(".")
+        if dot and scope in EMULATORS:
+            if scope == provider:
+                out[rest] = value
+        else:
+            out[key] = value
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vidfs.emulator", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -64,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_setting,
         default=[],
         metavar="KEY=VALUE",
-        help="emulator setting, as POST /_emulator/settings would (value parsed as JSON if it can be)",
+        help="emulator setting, as POST /_emulator/settings would (value parsed as JSON if it can be); "
+        "PROVIDER.KEY=VALUE sets it for one provider only",
     )
     p.add_argument("--ready-file", type=Path, help="also write the ready JSON line to this file (atomically)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
@@ -108,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 catalog=args.catalog,
                 videos_per_project=args.videos_per_project,
                 seed=args.seed,
-                settings=dict(args.settings),
+                settings=_settings_for(name, args.settings),
                 verbose=args.verbose,
             )
             group.sites[name] = create_site(name, options)

@@ -344,7 +344,8 @@ def variant(
     A few runs of bytes inside ``mdat`` (positions derived from `tag`) are XOR-ed, so the size stays the
     same and the box structure stays valid (the picture may break, it need not stay playable). With
     `extra_bytes` >= 8 a ``free`` box of that size is appended, so the size changes too. The result is
-    cached under `out_dir` (default: ``<media dir>/variants``) by (source, tag, extra_bytes).
+    cached under `out_dir` (default: ``<media dir>/variants``) by (source, tag, extra_bytes), named
+    ``<stem>.variant-<hash><suffix>`` (the word "variant" in the path tells tests it may not be playable).
     """
     src = Path(path)
     if extra_bytes and extra_bytes < 8:
@@ -352,7 +353,7 @@ def variant(
     directory = Path(out_dir) if out_dir is not None else media_dir() / "variants"
     directory.mkdir(parents=True, exist_ok=True)
     tag_hash = hashlib.sha256(f"{tag}\0{extra_bytes}".encode()).hexdigest()[:12]
-    target = directory / f"{src.stem}.v-{tag_hash}{src.suffix}"
+    target = directory / f"{src.stem}.variant-{tag_hash}{src.suffix}"
     source_sha = sha256_of(src)
     stamp = target.with_name(target.name + ".source")
     if target.is_file() and stamp.is_file() and stamp.read_text().strip() == source_sha:

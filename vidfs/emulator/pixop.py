@@ -538,7 +538,7 @@ class PixopSite(Site):
     def _metadata(v: PixopVideo) -> JSON:
         info = media.probe(v.path)
         fmt = info.get("format", {})
-        vs = next((s for s in info.get("streams", []) if s.get("codec_type") == "video"), {})
+        vs: dict[str, Any] = next((s for s in info.get("streams", []) if s.get("codec_type") == "video"), {})
         num, _, den = str(vs.get("avg_frame_rate", "0/1")).partition("/")
         fps = round(float(num) / float(den or 1), 3) if float(den or 1) else 0.0
         duration = float(fmt.get("duration", vs.get("duration", 0)) or 0)
@@ -746,7 +746,10 @@ class PixopSite(Site):
             videos = [replace(v) for v in self.videos.values()]
         return {
             "provider": "pixop",
-            "projects": [{"id": p.id, "name": p.name, "timeLastUpdated": p.updated} for p in projects],
+            "projects": [
+                {"id": p.id, "name": p.name, "timeLastUpdated": fmt_time(p.updated), "mtime_epoch": p.updated}
+                for p in projects
+            ],
             "videos": [self._catalog_entry(v) for v in videos],
         }
 

@@ -7,7 +7,7 @@ table (method + regular expression on the path → handler), a request log, a fa
 
 ==========================================  ==============================================================
 ``GET  /_emulator/info``                    url, control_url, config (the vidfs TOML table)
-``GET  /_emulator/requests``                the request log (``?method=HEAD&path=<regex>`` filter it)
+``GET  /_emulator/requests``                the request log, a JSON list (``?method=HEAD&path=<regex>``)
 ``POST /_emulator/requests/clear``          empty the log
 ``GET  /_emulator/faults``                  rules with their ``fired`` counters and the RNG seed
 ``POST /_emulator/faults``                  ``{"rules": [...], "seed": 0}`` replaces every rule
@@ -76,7 +76,7 @@ from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any, ClassVar
+from typing import IO, Any, ClassVar, Self
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from vidfs.emulator import faults as fault_kinds
@@ -194,6 +194,9 @@ class Request(BaseHTTPRequestHandler):
     _aborted: bool = False
 
     # ---- stdlib plumbing -------------------------------------------------------------------------------
+    def version_string(self) -> str:
+        return self.server_version
+
     def setup(self) -> None:
         super().setup()
         try:
@@ -445,6 +448,10 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class Site:
     """One emulated origin. Subclass it per vendor (see the module docstring)."""
 
@@ -469,7 +476,8 @@ class Site:
         self._thread: threading.Thread | None = None
         self._closed = False
         handler_cls = type(f"{type(self).__name__}Request", (Request,), {"site": self})
-        self.server = _Server((host, port), handler_cls, bind_and_activate=False)
+        server_cls = _Server6 if ":" in host else _Server
+        self.server = server_cls((host, port), handler_cls, bind_and_activate=False)
         self.server.site = self
         try:
             self.server.server_bind()
@@ -576,6 +584,8 @@ class Site:
                 continue
             req.params = {k: unquote(v) for k, v in match.groupdict().items() if v is not None}
             route.handler(req)
+            if req._status == 0:  # a handler must answer: never leave the client waiting
+                raise RuntimeError(f"handler for {method} {req.path_only} sent no response")
             return
         if allowed:
             raise HttpError(
@@ -590,7 +600,7 @@ class Site:
                 req.send_json(200, {"name": self.name, **self.info()})
             elif path == "/_emulator/requests" and method == "GET":
                 entries = self.log.entries(method=req.arg("method"), path=req.arg("path"))
-                req.send_json(200, {"requests": entries})
+                req.send_json(200, entries)
             elif path == "/_emulator/requests/clear" and method == "POST":
                 req.send_json(200, {"cleared": self.log.clear()})
             elif path == "/_emulator/faults" and method == "GET":
@@ -625,7 +635,7 @@ class Site:
             req.send_json(400, {"error": str(exc)})
 
     # ---- lifecycle --------------------------------------------------------------------------------------
-    def start(self) -> Site:
+    def start(self) -> Self:
         """Serve in a background (daemon) thread. Idempotent; starts subsites too."""
         for sub in self.subsites:
             sub.start()
@@ -657,7 +667,7 @@ class Site:
         for sub in self.subsites:
             sub.close()
 
-    def __enter__(self) -> Site:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

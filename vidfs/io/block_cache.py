@@ -241,8 +241,9 @@ class BlockCache:
             pending.event.set()
 
     # ------------------------------------------------------------------------------------ management
-    def contains(self, key: FileKey, index: int) -> bool:
-        return (key, index) in self._memory
+    def available(self, key: FileKey, index: int) -> bool:
+        """Cached in memory or being fetched."""
+        return (key, index) in self._memory or (key, index) in self._pending
 
     def invalidate(self, key: FileKey) -> None:
         for block_id in [block_id for block_id in self._memory if block_id[0] == key]:

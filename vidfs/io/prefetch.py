@@ -49,6 +49,13 @@ class Prefetcher:
                 return cursor
         return None
 
+    def missed(self, offset: int) -> None:
+        """A read found its block neither cached nor in flight (a prefetch failed or was evicted): the
+        cursor must ask again from here instead of believing it is ahead."""
+        cursor = self._match(offset)
+        if cursor is not None:
+            cursor.ahead = min(cursor.ahead, offset)
+
     def on_read(self, offset: int, size: int, file_size: int) -> tuple[int, int] | None:
         """Record a read; return the byte range to prefetch, if any."""
         self._clock += 1

@@ -68,6 +68,7 @@ async def read_range(
     etag: str | None,
     size: int | None,
     attempts: int | None = None,
+    slot_held: bool = False,
 ) -> RangeResult:
     """The bytes `[start, end)` of the file behind `lease` (fewer only at end of file)."""
     if end <= start:
@@ -83,7 +84,15 @@ async def read_range(
             break
         try:
             known_etag, known_size, done = await _one_request(
-                http, lease, position, end, buffer, tag=tag, etag=known_etag, size=known_size
+                http,
+                lease,
+                position,
+                end,
+                buffer,
+                tag=tag,
+                etag=known_etag,
+                size=known_size,
+                slot_held=slot_held,
             )
             if done:
                 break
@@ -124,6 +133,7 @@ async def _one_request(
     tag: str,
     etag: str | None,
     size: int | None,
+    slot_held: bool,
 ) -> tuple[str | None, int | None, bool]:
     """One GET from `position`; appends to `buffer`. Returns (etag, size, complete)."""
     headers = dict(lease.headers)
@@ -132,7 +142,7 @@ async def _one_request(
     if strong:
         headers["If-Range"] = strong
     try:
-        async with http.stream("GET", lease.url, tag=tag, headers=headers) as response:
+        async with http.stream("GET", lease.url, tag=tag, headers=headers, slot_held=slot_held) as response:
             status = response.status_code
             if status in (401, 403, 410):
                 raise LeaseRefused(status)

@@ -50,19 +50,30 @@ class RemoteFile:
         if end <= start:
             return b""
         lease = await self._resolver.lease(self.instance, self.provider, self.video)
-        for attempt in range(2):
-            try:
-                result = await read_range(
-                    self._http, lease, start, end, tag=self._tag, etag=self.etag, size=self.size
-                )
-            except LeaseRefused as refused:
-                if attempt:
-                    raise AuthError(
-                        f"{self.instance}: storage refused a fresh download URL", status=refused.status
-                    ) from None
-                lease = await self._resolver.refused(self.instance, self.provider, self.video, lease)
-                continue
-            if result.etag and not self.etag:
-                self.etag = result.etag
-            return result.data
+        # Take the lease again once we hold a connection slot: waiting for the slot may outlast a short-lived
+        # URL or token, and a request must never leave with a lease that expired while it queued.
+        async with self._http.slot(lease.url, "data"):
+            lease = await self._resolver.lease(self.instance, self.provider, self.video)
+            for attempt in range(2):
+                try:
+                    result = await read_range(
+                        self._http,
+                        lease,
+                        start,
+                        end,
+                        tag=self._tag,
+                        etag=self.etag,
+                        size=self.size,
+                        slot_held=True,
+                    )
+                except LeaseRefused as refused:
+                    if attempt:
+                        raise AuthError(
+                            f"{self.instance}: storage refused a fresh download URL", status=refused.status
+                        ) from None
+                    lease = await self._resolver.refused(self.instance, self.provider, self.video, lease)
+                    continue
+                if result.etag and not self.etag:
+                    self.etag = result.etag
+                return result.data
         raise AssertionError("unreachable")
