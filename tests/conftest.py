@@ -133,9 +133,8 @@ def mount_config(config: Path, mountpoint: Path, log_file: Path, *extra: str) ->
         check=False,
     )
     if result.returncode != 0:
-        raise RuntimeError(
-            f"mount failed ({result.returncode}): {result.stderr}\n{log_file.read_text() if log_file.exists() else ''}"
-        )
+        log = log_file.read_text() if log_file.exists() else ""
+        raise RuntimeError(f"mount failed ({result.returncode}): {result.stderr}\n{log}")
     pid = int(result.stdout.split("pid ", 1)[1].split(";", 1)[0])
     return Mount(mountpoint, config, log_file, pid, list(extra))
 

@@ -97,7 +97,11 @@ def test_minimal_config_and_defaults(tmp_path: Path, env: dict[str, str]) -> Non
     assert config.http == HttpOptions()
     assert config.http.user_agent == f"vidfs/{__version__}"
     assert config.cache == CacheOptions(dir=tmp_path / "home" / ".cache" / "vidfs")
-    assert (config.cache.memory, config.cache.disk, config.cache.block_size) == (256 * MiB, 10 * GiB, 64 * 1024)
+    assert (config.cache.memory, config.cache.disk, config.cache.block_size) == (
+        256 * MiB,
+        10 * GiB,
+        64 * 1024,
+    )
     assert (config.cache.metadata_ttl, config.cache.negative_ttl) == (300.0, 10.0)
     assert config.cache.readahead_max == 64 * MiB
     assert config.warnings == ()
