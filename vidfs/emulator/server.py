@@ -7,10 +7,11 @@ table (method + regular expression on the path → handler), a request log, a fa
 
 ==========================================  ==============================================================
 ``GET  /_emulator/info``                    url, control_url, config (the vidfs TOML table)
-``GET  /_emulator/requests``                the request log, a JSON list (``?method=HEAD&path=<regex>``)
-``POST /_emulator/requests/clear``          empty the log
+``GET  /_emulator/requests``                the request log, a JSON list (``?method=HEAD&path=<regex>``);
+                                            a parent's includes its subsites' (``origin`` names the site)
+``POST /_emulator/requests/clear``          empty the log (and the subsites' logs)
 ``GET  /_emulator/faults``                  rules with their ``fired`` counters and the RNG seed
-``POST /_emulator/faults``                  ``{"rules": [...], "seed": 0}`` replaces every rule
+``POST /_emulator/faults``                  ``{"rules": [...], "seed": 0}`` replaces every rule (subsites too)
 ``GET  /_emulator/catalog``                 what the emulated vendor holds (emulator-specific JSON)
 ``GET|POST /_emulator/settings``            read / change emulator knobs (``{"jwt_lifetime": 3}``)
 ``POST /_emulator/mutate``                  emulator-specific changes (``{"action": "delete", ...}``)
@@ -599,17 +600,27 @@ class Site:
             if path in ("/_emulator", "/_emulator/info") and method == "GET":
                 req.send_json(200, {"name": self.name, **self.info()})
             elif path == "/_emulator/requests" and method == "GET":
-                entries = self.log.entries(method=req.arg("method"), path=req.arg("path"))
+                # A parent's log includes its subsites' (each entry names its `origin`), so one control URL
+                # shows every request of an emulated vendor, API and storage alike.
+                entries = []
+                for site in (self, *self.subsites):
+                    for entry in site.log.entries(method=req.arg("method"), path=req.arg("path")):
+                        entry["origin"] = site.name
+                        entries.append(entry)
+                entries.sort(key=lambda e: (e["time"], e["origin"], e["seq"]))
                 req.send_json(200, entries)
             elif path == "/_emulator/requests/clear" and method == "POST":
-                req.send_json(200, {"cleared": self.log.clear()})
+                cleared = sum(site.log.clear() for site in (self, *self.subsites))
+                req.send_json(200, {"cleared": cleared})
             elif path == "/_emulator/faults" and method == "GET":
                 req.send_json(200, self.faults.snapshot())
             elif path == "/_emulator/faults" and method == "POST":
                 body = req.json()
                 if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
                     raise ValueError('expected {"rules": [...]}')
-                self.faults.set_rules(body["rules"], body.get("seed"))
+                # Rules posted to a parent apply to its subsites too (each rule filters by path itself).
+                for site in (self, *self.subsites):
+                    site.faults.set_rules(body["rules"], body.get("seed"))
                 req.send_json(200, self.faults.snapshot())
             elif path == "/_emulator/catalog" and method == "GET":
                 req.send_json(200, self.catalog())
