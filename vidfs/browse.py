@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -105,3 +106,36 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def render_stats(document: dict[str, Any]) -> None:
+    """`vidfs stats` as tables: counters, requests by tag and status, caches."""
+    counters = document.get("counters", {})
+    memory = document.get("memory_cache", {})
+    disk = document.get("disk_cache", {})
+    hits = counters.get("cache.memory_hits", 0) + counters.get("cache.disk_hits", 0)
+    misses = counters.get("cache.misses", 0)
+    summary = [
+        ("uptime", f"{document.get('uptime_s', 0):.0f} s"),
+        ("peak RSS", f"{document.get('max_rss_kib', 0) / 1024:.1f} MiB"),
+        ("open files", str(document.get("open_files", 0))),
+        ("bytes read by clients", _mb(counters.get("bytes.read", 0))),
+        ("bytes fetched", _mb(counters.get("bytes.fetched", 0))),
+        ("block hits / misses", f"{hits} / {misses}"),
+        ("memory cache", f"{_mb(memory.get('memory_bytes', 0))} of {_mb(memory.get('memory_budget', 0))}"),
+        ("disk cache", f"{_mb(disk.get('bytes', 0))} of {_mb(disk.get('capacity', 0))}" if disk else "off"),
+        (
+            "URL leases resolved / renewed",
+            f"{counters.get('leases.resolved', 0)} / {counters.get('leases.renewed', 0)}",
+        ),
+        ("URL refreshed after refusal", str(counters.get("leases.refreshed_after_refusal", 0))),
+        ("HTTP retries / errors", f"{counters.get('http.retries', 0)} / {counters.get('http.errors', 0)}"),
+    ]
+    _table(("WHAT", "VALUE"), summary)
+    print()
+    rows = [(r["tag"], r["status"], str(r["count"])) for r in document.get("requests", [])]
+    _table(("REQUESTS", "STATUS", "COUNT"), rows)
+
+
+def _mb(value: float) -> str:
+    return f"{value / 1e6:.1f} MB"

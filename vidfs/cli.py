@@ -72,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", type=Path)
     common(check)
 
+    stats = sub.add_parser(
+        "stats", help="show a mounted vidfs's statistics (cache, requests, renewals, errors)"
+    )
+    stats.add_argument("mountpoint", type=Path)
+    stats.add_argument("--json", action="store_true", help="print the raw JSON")
+    common(stats)
+
     ls = sub.add_parser(
         "ls", help="browse a config's tree without mounting (shows items that are not files too)"
     )
@@ -104,6 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "demo": cmd_demo,
             "check": cmd_check,
             "ls": cmd_ls,
+            "stats": cmd_stats,
         }[args.command]
         return handler(args)
     except (ConfigError, UsageError) as exc:
@@ -261,6 +269,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     from vidfs.browse import run_check
 
     return trio.run(run_check, args.config)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from vidfs.filesystem import STATS_XATTR
+
+    try:
+        raw = os.getxattr(args.mountpoint, STATS_XATTR)
+    except OSError as exc:
+        raise UsageError(f"{args.mountpoint} is not a vidfs mount ({exc.strerror})") from None
+    document = json.loads(raw)
+    if args.json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+        return EXIT_OK
+    from vidfs.browse import render_stats
+
+    render_stats(document)
+    return EXIT_OK
 
 
 def cmd_ls(args: argparse.Namespace) -> int:

@@ -6,11 +6,13 @@ Everything here speaks in inodes, byte ranges and our exceptions; `fuse_ops` onl
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -26,6 +28,7 @@ from vidfs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
 log = logging.getLogger("vidfs.fs")
 
 XATTR_PREFIX = "user.vidfs."
+STATS_XATTR = "user.vidfs.stats"  # on the mount root: the daemon's statistics as JSON (`vidfs stats`)
 VIDEO_CONTAINERS = (".mp4", ".m4v", ".mov", ".3gp", ".insv")
 
 
@@ -60,6 +63,7 @@ class VideoFS:
         nursery: trio.Nursery,
         readahead_max: int,
         root_inode: int = ROOT_INODE,
+        store: Any = None,
     ) -> None:
         self.tree = tree
         self.cache = cache
@@ -68,6 +72,7 @@ class VideoFS:
         self.stats = stats
         self._nursery = nursery
         self.readahead_max = readahead_max
+        self.store = store
         self.root_inode = root_inode  # the node shown at the mount root (--subtree moves it)
         self.uid = os.getuid()
         self.gid = os.getgid()
@@ -197,7 +202,21 @@ class VideoFS:
     # ---------------------------------------------------------------------------------------- xattrs
     def xattrs(self, inode: int) -> Mapping[str, str]:
         node = self.tree.get(self.to_node_inode(inode))
-        return {XATTR_PREFIX + key: value for key, value in node.xattrs.items()}
+        values = {XATTR_PREFIX + key: value for key, value in node.xattrs.items()}
+        if inode == ROOT_INODE:
+            values[STATS_XATTR] = json.dumps(self.stats_document(), separators=(",", ":"))
+        return values
+
+    def stats_document(self) -> dict[str, Any]:
+        """What `vidfs stats` shows: the daemon's counters, cache levels and open files."""
+        document = self.stats.snapshot()
+        document["memory_cache"] = self.cache.statistics()
+        if self.store is not None and hasattr(self.store, "statistics"):
+            document["disk_cache"] = self.store.statistics()
+        document["leases"] = self.resolver.statistics()
+        document["open_files"] = len(self._handles)
+        document["inodes"] = len(self.tree.nodes)
+        return document
 
     def statfs(self) -> dict[str, int]:
         return {"block_size": self.cache.block_size, "files": len(self.tree.nodes)}

@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import trio
 
+from vidfs import snapshot
 from vidfs.errors import AuthError, NotFoundError, RemoteIOError, VidfsError, redact_url
 from vidfs.http import HttpClient
 from vidfs.io.range_reader import parse_content_range
@@ -61,6 +64,7 @@ class MetadataCache:
         self._probes: dict[tuple[str, str, str], Probe] = {}
         self._probe_locks: dict[tuple[str, str, str], trio.Lock] = {}
         self._head_limiter = trio.CapacityLimiter(head_concurrency)
+        self._dirty = trio.Event()
 
     # -------------------------------------------------------------------------------------- listings
     def age(self, instance: str, folder_id: str) -> float | None:
@@ -94,6 +98,7 @@ class MetadataCache:
                 cached.fetched_at = time.monotonic() - max(0.0, limit - self.negative_ttl)
                 return cached.listing
             self._listings[key] = _Cached(listing, time.monotonic())
+            self._dirty.set()
             return listing
 
     def invalidate(self, instance: str, folder_id: str) -> None:
@@ -124,6 +129,7 @@ class MetadataCache:
             async with self._head_limiter:
                 probe = await self._probe(instance, provider, video)
             self._probes[key] = probe
+            self._dirty.set()
             return probe
 
     def learn(self, instance: str, video: Video, size: int, etag: str | None) -> None:
@@ -172,6 +178,58 @@ class MetadataCache:
         raise RemoteIOError(
             f"{instance}: cannot learn the size of {redact_url(lease.url)} (HTTP {response.status_code})"
         )
+
+
+class SnapshotKeeper:
+    """Loads the persisted listings at mount time and writes them back (debounced) as they change."""
+
+    def __init__(self, metadata: MetadataCache, directory: Path, instances: list[str]) -> None:
+        self.metadata = metadata
+        self.directory = directory
+        self.instances = instances
+
+    def path(self, instance: str) -> Path:
+        return self.directory / f"{hashlib.sha256(instance.encode()).hexdigest()[:32]}.json"
+
+    def load(self) -> int:
+        loaded = 0
+        for instance in self.instances:
+            listings, probes = snapshot.load(self.path(instance))
+            for folder_id, listing in listings.items():
+                # Seeded as stale: the first access still asks the provider, the snapshot is the fallback.
+                self.metadata.seed(instance, folder_id, listing, age=self.metadata.ttl)
+                loaded += 1
+            for (remote_id, fingerprint), (size, etag) in probes.items():
+                self.metadata._probes.setdefault((instance, remote_id, fingerprint), Probe(size, etag))
+        return loaded
+
+    def save(self) -> None:
+        for instance in self.instances:
+            listings = {
+                fid: c.listing for (inst, fid), c in self.metadata._listings.items() if inst == instance
+            }
+            probes = {
+                (rid, fp): (p.size, p.etag)
+                for (inst, rid, fp), p in self.metadata._probes.items()
+                if inst == instance
+            }
+            if listings or probes:
+                snapshot.save(self.path(instance), listings, probes)
+
+    async def run(self, debounce: float = 2.0) -> None:
+        """Write the snapshot a little after each change, until cancelled (then once more)."""
+        try:
+            while True:
+                await self.metadata._dirty.wait()
+                self.metadata._dirty = trio.Event()
+                await trio.sleep(debounce)  # coalesce a burst of listings into one write
+                await trio.to_thread.run_sync(self.save)
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(self.save)
+                except OSError as exc:
+                    log.warning("could not save the listing snapshot: %s", exc)
 
 
 def describe(exc: VidfsError) -> str:

@@ -25,7 +25,7 @@ from vidfs.filesystem import VideoFS
 from vidfs.fuse_ops import VidfsOperations
 from vidfs.http import HttpClient, HttpSettings
 from vidfs.io.block_cache import BlockCache
-from vidfs.metadata import MetadataCache
+from vidfs.metadata import MetadataCache, SnapshotKeeper
 from vidfs.providers.base import Provider, ProviderContext
 from vidfs.providers.registry import get_spec
 from vidfs.resolver import Resolver
@@ -109,12 +109,32 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
             stats=stats,
         )
         tree = Tree(providers, metadata)
+        keeper = SnapshotKeeper(metadata, config.cache.dir / "meta", list(providers))
+        loaded = await trio.to_thread.run_sync(keeper.load)
+        log.info("listing snapshot: %d cached directories loaded", loaded)
+        store = None
+        if config.cache.disk > 0:
+            try:
+                from vidfs.io.disk_cache import DiskStore
+            except ImportError:  # pragma: no cover - transitional
+                DiskStore = None  # type: ignore[assignment,misc]
+        if config.cache.disk > 0 and DiskStore is not None:
+            store = DiskStore(
+                config.cache.dir / "blocks",
+                capacity=config.cache.disk,
+                block_size=config.cache.block_size,
+                stats=stats,
+            )
+            await store.open()
+            stack.push_async_callback(store.aclose)
         async with trio.open_nursery() as background:
+            background.start_soon(keeper.run)
             cache = BlockCache(
                 memory_bytes=config.cache.memory,
                 block_size=config.cache.block_size,
                 nursery=background,
                 stats=stats,
+                store=store,
             )
             fs = VideoFS(
                 tree=tree,
@@ -124,6 +144,7 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
                 stats=stats,
                 nursery=background,
                 readahead_max=config.cache.readahead_max,
+                store=store,
             )
             if request.subtree:
                 with trio.fail_after(config.mount.request_timeout):
