@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,7 +71,7 @@ def test_prefetch_range_is_issued_in_large_steps() -> None:
             issued.append(got)
         offset += 128 * KiB
     # Contiguous, non-overlapping, and far fewer requests than reads.
-    for (_, end), (start, _) in zip(issued, issued[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(issued):
         assert start >= end
     assert len(issued) < 20
 
