@@ -7,6 +7,7 @@ filesystem is unmounted and every provider closed before we return.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import signal
@@ -113,13 +114,14 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
         loaded = await trio.to_thread.run_sync(keeper.load)
         log.info("listing snapshot: %d cached directories loaded", loaded)
         store = None
+        disk_store_class = None
         if config.cache.disk > 0:
-            try:
-                from vidfs.io.disk_cache import DiskStore
-            except ImportError:  # pragma: no cover - transitional
-                DiskStore = None  # type: ignore[assignment,misc]
-        if config.cache.disk > 0 and DiskStore is not None:
-            store = DiskStore(
+            try:  # transitional: the disk store module lands separately
+                disk_store_class = importlib.import_module("vidfs.io.disk_cache").DiskStore
+            except ImportError:
+                log.warning("disk cache unavailable in this build; using memory only")
+        if disk_store_class is not None:
+            store = disk_store_class(
                 config.cache.dir / "blocks",
                 capacity=config.cache.disk,
                 block_size=config.cache.block_size,
