@@ -29,6 +29,7 @@ log = logging.getLogger("vidfs.fs")
 
 XATTR_PREFIX = "user.vidfs."
 STATS_XATTR = "user.vidfs.stats"  # on the mount root: the daemon's statistics as JSON (`vidfs stats`)
+CONTROL_XATTR = "user.vidfs.control"  # on the mount root: the path of the daemon's control socket
 VIDEO_CONTAINERS = (".mp4", ".m4v", ".mov", ".3gp", ".insv")
 
 
@@ -73,6 +74,7 @@ class VideoFS:
         self._nursery = nursery
         self.readahead_max = readahead_max
         self.store = store
+        self.control_path: str | None = None  # the control socket, published as an xattr on the root
         self.root_inode = root_inode  # the node shown at the mount root (--subtree moves it)
         self.uid = os.getuid()
         self.gid = os.getgid()
@@ -205,6 +207,8 @@ class VideoFS:
         values = {XATTR_PREFIX + key: value for key, value in node.xattrs.items()}
         if inode == ROOT_INODE:
             values[STATS_XATTR] = json.dumps(self.stats_document(), separators=(",", ":"))
+            if self.control_path:
+                values[CONTROL_XATTR] = self.control_path
         return values
 
     def stats_document(self) -> dict[str, Any]:

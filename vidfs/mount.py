@@ -21,6 +21,7 @@ import pyfuse3
 import trio
 
 from vidfs.config import Config
+from vidfs.control import ControlServer, socket_path
 from vidfs.errors import UsageError
 from vidfs.filesystem import VideoFS
 from vidfs.fuse_ops import VidfsOperations
@@ -154,6 +155,7 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
                 if not node.is_dir:
                     raise UsageError(f"--subtree {request.subtree}: not a directory")
                 fs.root_inode = node.inode
+            await background.start(ControlServer(fs, socket_path(config.cache.dir, mountpoint)).serve)
             operations = VidfsOperations(fs, request_timeout=config.mount.request_timeout)
             options = set(pyfuse3.default_options)
             options |= {f"fsname={config.mount.fsname}", "subtype=vidfs", "ro", "noatime"}

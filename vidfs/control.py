@@ -1,0 +1,129 @@
+"""The daemon's control socket: a private unix socket for `vidfs stats` and `vidfs prefetch --pin`.
+
+One JSON object per line in each direction. Requests: `{"op": "stats"}`, `{"op": "pin", "path": P}`,
+`{"op": "unpin", "path": P}` with P relative to the mount root. The socket lives in the cache dir
+(mode 0600, so only the mounting user can talk to it) and its path is published on the mount root as
+the xattr `user.vidfs.control`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from vidfs.errors import NotFoundError, VidfsError
+from vidfs.filesystem import VideoFS
+from vidfs.io.source import FileKey
+
+log = logging.getLogger("vidfs.control")
+
+MAX_REQUEST = 64 * 1024
+
+
+def socket_path(cache_dir: Path, mountpoint: Path) -> Path:
+    # Unix socket paths are limited to ~108 bytes: name it by a hash of the mount point.
+    digest = hashlib.sha256(str(mountpoint).encode()).hexdigest()[:16]
+    return cache_dir / "control" / f"{digest}.sock"
+
+
+class ControlServer:
+    def __init__(self, fs: VideoFS, path: Path) -> None:
+        self.fs = fs
+        self.path = path
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)
+        try:
+            await listener.bind(str(self.path))
+        finally:
+            os.umask(old_umask)
+        listener.listen(16)
+        self.fs.control_path = str(self.path)
+        task_status.started()
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    conn, _ = await listener.accept()
+                    nursery.start_soon(self._handle, conn)
+        finally:
+            listener.close()
+            try:
+                self.path.unlink()
+            except OSError:
+                pass
+
+    async def _handle(self, conn: trio.socket.SocketType) -> None:
+        with conn:
+            buffer = b""
+            while b"\n" not in buffer and len(buffer) < MAX_REQUEST:
+                chunk = await conn.recv(65536)
+                if not chunk:
+                    break
+                buffer += chunk
+            try:
+                request = json.loads(buffer.decode() or "{}")
+                with trio.fail_after(self.fs_timeout):
+                    answer = await self._answer(request)
+            except (ValueError, VidfsError, trio.TooSlowError) as exc:
+                answer = {"ok": False, "error": str(exc) or type(exc).__name__}
+            payload = memoryview(json.dumps(answer).encode() + b"\n")
+            while payload:
+                sent = await conn.send(payload)
+                payload = payload[sent:]
+
+    @property
+    def fs_timeout(self) -> float:
+        return 60.0
+
+    async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
+        op = request.get("op")
+        if op == "stats":
+            return {"ok": True, "stats": self.fs.stats_document()}
+        if op in ("pin", "unpin"):
+            store = self.fs.store
+            if store is None:
+                return {"ok": False, "error": "the disk cache is off: nothing can be pinned"}
+            node = await self._node(str(request.get("path", "")))
+            video = node.video
+            assert node.instance is not None
+            key = FileKey(node.instance, video.remote_id, video.fingerprint)
+            (store.pin if op == "pin" else store.unpin)(key)
+            return {"ok": True, "size": node.size}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def _node(self, path: str):  # type: ignore[no-untyped-def]
+        node = self.fs.tree.get(self.fs.root_inode)
+        for part in [p for p in path.split("/") if p]:
+            node = await self.fs.tree.lookup(node.inode, part)
+        if node.is_dir:
+            raise NotFoundError(f"{path}: a directory (pin its files)")
+        return node
+
+
+def call(path: str | Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
+    """Blocking client: send one request, read one answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        client.settimeout(timeout)
+        client.connect(str(path))
+        client.sendall(json.dumps(request).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    answer = json.loads(data.decode() or "{}")
+    return answer if isinstance(answer, dict) else {"ok": False, "error": "bad answer"}
