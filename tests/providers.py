@@ -20,6 +20,7 @@ class Expect:
     mtime: float | None
     sha256: str
     source: str  # path of the served bytes on disk
+    remote_id: str = ""  # the vendor's id (for the fault suite's mutations)
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,10 @@ class Case:
     login_path: str  # regex of the request that obtains a token or URL (counted by the renewal test)
     storage_path: str  # regex of the byte-serving requests (latency is injected there)
     wrong_password: Callable[[dict[str, Any]], dict[str, Any]]  # a config table with bad credentials
+    # The fault suite's hook: mutate(emulator, action, remote_id) with action one of "change_content" (new
+    # bytes, new ETag), "delete" (the video vanishes: 404), "expire_tokens" (every token/URL issued so far
+    # stops working). None: the provider's emulator cannot do it (those tests are skipped, with a reason).
+    mutate: Callable[[Any, str, str], None] | None = None
 
 
 def _pixop_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
@@ -51,6 +56,7 @@ def _pixop_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
                 mtime=video["mtime_epoch"],
                 sha256=video["sha256"],
                 source=video["path_on_disk"],
+                remote_id=video["id"],
             )
     return out
 
@@ -63,5 +69,6 @@ CASES: dict[str, Case] = {
         login_path=r"^/accounts/v1/token",
         storage_path=r"^/media/v1/download/",
         wrong_password=lambda table: {**table, "password": "not-the-password"},
+        mutate=lambda emulator, action, rid: emulator.post("pixop", "mutate", {"action": action, "video_id": rid}),
     ),
 }

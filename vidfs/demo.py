@@ -37,9 +37,16 @@ def toml_value(value: Any) -> str:
 
 
 def write_config(
-    path: Path, providers: dict[str, dict[str, Any]], *, cache_dir: Path, extra: str = ""
+    path: Path,
+    providers: dict[str, dict[str, Any]],
+    *,
+    cache_dir: Path,
+    extra: str = "",
+    cache: dict[str, Any] | None = None,
 ) -> Path:
-    lines = ["[cache]", f"dir = {toml_value(str(cache_dir))}", 'metadata_ttl = "5m"', ""]
+    """A private TOML config: a [cache] table (dir + `cache` overrides), then one table per provider."""
+    cache_table = {"dir": str(cache_dir), "metadata_ttl": "5m", **(cache or {})}
+    lines = ["[cache]", *(f"{key} = {toml_value(value)}" for key, value in cache_table.items()), ""]
     for name, table in providers.items():
         lines.append(f'[providers."{name}"]')
         lines.extend(f"{key} = {toml_value(value)}" for key, value in table.items())

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import httpx
 import trio
 
-from vidfs.errors import NotFoundError, RemoteIOError, StaleError, redact_url
+from vidfs.errors import NotFoundError, RemoteIOError, RemoteTimeoutError, StaleError, redact_url
 from vidfs.http import MAX_RETRY_AFTER, HttpClient, retry_after_seconds
 from vidfs.model import StreamLease
 
@@ -193,7 +193,8 @@ async def _one_request(
     except (httpx.TransportError, RemoteIOError) as exc:
         if isinstance(exc, RemoteIOError) and exc.status is not None:
             raise
-        raise _Retry(type(exc).__name__) from exc
+        timed_out = isinstance(exc, httpx.TimeoutException | RemoteTimeoutError)
+        raise _Retry("timed out" if timed_out else type(exc).__name__) from exc
 
 
 async def _read_body(response: httpx.Response, buffer: bytearray, *, skip: int, wanted: int) -> None:
@@ -215,6 +216,7 @@ async def _read_body(response: httpx.Response, buffer: bytearray, *, skip: int, 
             buffer += chunk
             taken += len(chunk)
     except httpx.HTTPError as exc:
-        raise _Retry(f"body broken after {taken} bytes ({type(exc).__name__})") from exc
+        reason = "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
+        raise _Retry(f"body broken after {taken} bytes ({reason})") from exc
     if taken < wanted:
         raise _Retry(f"body ended after {taken} of {wanted} bytes")

@@ -1,0 +1,208 @@
+"""Faults: nothing hangs, nothing is corrupt. Every provider in the contract table runs every test.
+
+Each test switches a fault on in the provider's emulator (on the byte-serving requests), reads through a
+fresh mount, and checks the outcome: byte-identical data, or the right errno within the mount's request
+timeout. Faults are switched off again at the end of each test.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Emulator, Mount, start_emulator, stop_process
+from tests.providers import CASES, Case, Expect
+from vidfs.demo import write_config
+
+INSTANCE = "p"
+REQUEST_TIMEOUT = 12
+FAULT_CONFIG = f"""
+[mount]
+request_timeout = {REQUEST_TIMEOUT}
+
+[http]
+retries = 4
+read_timeout = 2.0
+connect_timeout = 2.0
+"""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _read_all(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read()
+
+
+class Scene:
+    def __init__(self, case: Case, emulator: Emulator, workdir: Path) -> None:
+        self.case = case
+        self.emulator = emulator
+        self.workdir = workdir
+
+    def expected(self) -> dict[str, Expect]:
+        return self.case.expected(self.emulator.catalog(self.case.name))
+
+    def faults(self, *rules: dict[str, Any]) -> None:
+        body = [{"path": self.case.storage_path, **rule} for rule in rules]
+        self.emulator.post(self.case.name, "faults", {"rules": body, "seed": 7})
+
+    def fired(self) -> int:
+        snapshot = self.emulator.post(self.case.name, "faults", {"rules": [], "seed": 7})
+        return sum(rule.get("fired", 0) for rule in snapshot.get("rules", []))
+
+    def fired_now(self) -> int:
+        import httpx
+
+        data = httpx.get(f"{self.emulator.control(self.case.name)}/faults", timeout=30).json()
+        return sum(rule.get("fired", 0) for rule in data.get("rules", []))
+
+    def mid_file(self) -> tuple[str, Expect]:
+        """A file of a few MB: big enough for several requests, small enough to read often."""
+        files = {rel: e for rel, e in self.expected().items() if 1 << 20 <= e.size <= 8 << 20}
+        return max(files.items(), key=lambda item: (item[1].size, item[0]))
+
+    def big_file(self) -> tuple[str, Expect]:
+        return max(self.expected().items(), key=lambda item: (item[1].size, item[0]))
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def scene(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, media_dir: Path
+) -> Iterator[Scene]:
+    case = CASES[request.param]
+    workdir = tmp_path_factory.mktemp(f"faults-{case.name}")
+    emulator = start_emulator(workdir / "emulator", [case.name], media_dir)
+    try:
+        yield Scene(case, emulator, workdir)
+    finally:
+        stop_process(emulator.process)
+
+
+@pytest.fixture
+def mounted(scene: Scene, tmp_path: Path, mounts) -> Iterator[Mount]:  # type: ignore[no-untyped-def]
+    config = write_config(
+        tmp_path / "vidfs.toml",
+        {INSTANCE: scene.emulator.config(scene.case.name)},
+        cache_dir=tmp_path / "cache",
+        cache={"disk": "0", "memory": "64MiB"},
+        extra=FAULT_CONFIG,
+    )
+    mount = mounts(config)
+    try:
+        yield mount
+    finally:
+        scene.faults()  # switch every fault off
+
+
+TRANSIENT = {
+    "5xx burst": [
+        {"kind": "status", "status": 503, "count": 3},
+        {"kind": "status", "status": 502, "count": 2},
+    ],
+    "429 + Retry-After": [{"kind": "retry_after", "seconds": 1, "count": 2}],
+    "reset mid-body": [{"kind": "reset_after", "bytes": 100_000, "count": 3}],
+    "stall past the read timeout": [{"kind": "stall", "seconds": 4, "count": 1}],
+    "Range ignored": [{"kind": "ignore_range", "count": 2}],
+    "short body": [{"kind": "short_body", "bytes": 1000, "count": 2}],
+    "wrong Content-Range": [{"kind": "wrong_content_range", "shift": 4096, "count": 2}],
+    "latency": [{"kind": "latency", "seconds": 0.3, "count": 5}],
+}
+
+
+@pytest.mark.parametrize("fault", sorted(TRANSIENT))
+def test_transient_faults_give_identical_bytes(scene: Scene, mounted: Mount, fault: str) -> None:
+    rel, expect = scene.mid_file()
+    scene.faults(*TRANSIENT[fault])
+    data = _read_all(mounted.path / INSTANCE / rel)
+    assert len(data) == expect.size
+    assert _sha256(data) == expect.sha256
+    assert scene.fired_now() >= 1, "the fault never fired: the test proved nothing"
+
+
+def test_persistent_5xx_is_eio_within_the_timeout(scene: Scene, mounted: Mount) -> None:
+    rel, expect = scene.mid_file()
+    os.stat(mounted.path / INSTANCE / rel)  # the listing is cached before the storage breaks
+    scene.faults({"kind": "status", "status": 503})
+    with pytest.raises(OSError) as info:
+        _read_all(mounted.path / INSTANCE / rel)
+    assert info.value.errno == errno.EIO
+    assert "Traceback" not in mounted.log_text()
+
+
+def test_stall_longer_than_the_request_timeout_is_eio_not_a_hang(scene: Scene, mounted: Mount) -> None:
+    rel, _ = scene.mid_file()
+    os.stat(mounted.path / INSTANCE / rel)
+    scene.faults({"kind": "stall", "seconds": 120, "before_headers": True})
+    started = time.monotonic()
+    with pytest.raises(OSError) as info:
+        _read_all(mounted.path / INSTANCE / rel)
+    assert info.value.errno == errno.EIO
+    # Not a timing assertion on speed: the point is that the call returned at all, and the log says why.
+    assert time.monotonic() - started < 10 * REQUEST_TIMEOUT
+    assert "no answer within" in mounted.log_text() or "timed out" in mounted.log_text()
+
+
+def _need(scene: Scene) -> Any:
+    if scene.case.mutate is None:
+        pytest.skip(f"the {scene.case.name} emulator has no mutate hook in tests/providers.py")
+    return scene.case.mutate
+
+
+def test_changed_file_fails_with_estale_never_mixed_bytes(scene: Scene, mounted: Mount) -> None:
+    mutate = _need(scene)
+    rel, expect = scene.big_file()
+    path = mounted.path / INSTANCE / rel
+    with open(path, "rb", buffering=0) as handle:
+        head = handle.read(64 * 1024)
+        with open(expect.source, "rb") as source:
+            assert head == source.read(64 * 1024)
+        mutate(scene.emulator, "change_content", expect.remote_id)
+        with pytest.raises(OSError) as info:
+            os.pread(handle.fileno(), 256 * 1024, expect.size // 2)
+        assert info.value.errno == errno.ESTALE
+    # The listing is refreshed: a new open reads the new content, whole and identical.
+    changed = {e.remote_id: e for e in scene.expected().values()}[expect.remote_id]
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            data = _read_all(path)
+            if _sha256(data) == changed.sha256:
+                break
+        except OSError as exc:
+            assert exc.errno == errno.ESTALE, exc
+        assert time.monotonic() < deadline, "the changed file never became readable"
+        time.sleep(0.2)
+
+
+def test_vanished_video_is_enoent(scene: Scene, mounted: Mount) -> None:
+    mutate = _need(scene)
+    rel, expect = min(scene.expected().items(), key=lambda item: (item[1].size, item[0]))
+    path = mounted.path / INSTANCE / rel
+    os.stat(path)
+    mutate(scene.emulator, "delete", expect.remote_id)
+    with pytest.raises(OSError) as info:
+        _read_all(path)
+    assert info.value.errno == errno.ENOENT
+    deadline = time.monotonic() + 30
+    while path.exists():  # the listing was refreshed: the name disappears
+        assert time.monotonic() < deadline, "the vanished video is still listed"
+        time.sleep(0.2)
+
+
+def test_expired_tokens_are_renewed(scene: Scene, mounted: Mount) -> None:
+    mutate = _need(scene)
+    rel, expect = scene.mid_file()
+    path = mounted.path / INSTANCE / rel
+    os.stat(path)
+    mutate(scene.emulator, "expire_tokens", "")
+    assert _sha256(_read_all(path)) == expect.sha256
