@@ -168,7 +168,8 @@ class HttpClient:
                 )
             except (httpx.TransportError, RemoteIOError) as exc:
                 last_error = _describe(exc)
-                if not retryable_method or attempt + 1 >= attempts:
+                if not retryable_method or attempt + 1 >= attempts or _tls_failure(exc) is not None:
+                    attempts = attempt + 1
                     break
                 self.stats.incr("http.retries")
                 log.debug("retrying %s %s after %s", method, redact_url(url), last_error)
@@ -271,13 +272,32 @@ class HttpClient:
         raise RemoteIOError(f"{method} {redact_url(first_url)}: too many redirects")
 
 
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind a transport error, if any: those are not worth retrying."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, httpx.TimeoutException):
         return "timed out"
     if isinstance(exc, RemoteError):
         return str(exc)
+    tls = _tls_failure(exc)
+    if tls is not None:
+        reason = getattr(tls, "verify_message", None) or getattr(tls, "reason", None) or str(tls)
+        return f"TLS failure: {reason} (a private CA can be added with [http] ca_bundle)"
     name = type(exc).__name__
     text = str(exc)
+    if not text:
+        cause = exc.__cause__ or exc.__context__
+        text = str(cause) if cause is not None else ""
     # httpx messages may embed the URL; keep only the class name and a short reason without query strings.
     if "?" in text:
         text = text.split("?", 1)[0]

@@ -724,7 +724,9 @@ def _etag_list_matches(current: str, header: str) -> bool:
 
 def content_disposition(filename: str) -> str:
     """``attachment; filename="..."`` (+ ``filename*`` RFC 5987 when not plain ASCII)."""
-    ascii_name = filename.encode("ascii", "replace").decode("ascii").replace("?", "_")
+    # Control characters (NUL, newline...) can never go raw into a header: they take the RFC 5987 path.
+    printable = "".join(c if 32 <= ord(c) < 127 else "\ufffd" for c in filename)
+    ascii_name = printable.encode("ascii", "replace").decode("ascii").replace("?", "_")
     escaped = ascii_name.replace("\\", "\\\\").replace('"', '\\"')
     value = f'attachment; filename="{escaped}"'
     if ascii_name != filename:
