@@ -69,6 +69,6 @@ CASES: dict[str, Case] = {
         login_path=r"^/accounts/v1/token",
         storage_path=r"^/media/v1/download/",
         wrong_password=lambda table: {**table, "password": "not-the-password"},
-        mutate=lambda emulator, action, rid: emulator.post("pixop", "mutate", {"action": action, "video_id": rid}),
+        mutate=lambda emu, action, rid: emu.post("pixop", "mutate", {"action": action, "video_id": rid}),
     ),
 }

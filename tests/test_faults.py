@@ -130,7 +130,7 @@ def test_transient_faults_give_identical_bytes(scene: Scene, mounted: Mount, fau
 
 
 def test_persistent_5xx_is_eio_within_the_timeout(scene: Scene, mounted: Mount) -> None:
-    rel, expect = scene.mid_file()
+    rel, _ = scene.mid_file()
     os.stat(mounted.path / INSTANCE / rel)  # the listing is cached before the storage breaks
     scene.faults({"kind": "status", "status": 503})
     with pytest.raises(OSError) as info:
