@@ -206,3 +206,39 @@ def test_expired_tokens_are_renewed(scene: Scene, mounted: Mount) -> None:
     os.stat(path)
     mutate(scene.emulator, "expire_tokens", "")
     assert _sha256(_read_all(path)) == expect.sha256
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_remote_down_serves_cached_data_and_fails_uncached_reads(
+    name: str, tmp_path: Path, media_dir: Path, mounts: Any
+) -> None:
+    case = CASES[name]
+    emulator = start_emulator(tmp_path / "emulator", [name], media_dir)
+    try:
+        expected = case.expected(emulator.catalog(name))
+        config = write_config(
+            tmp_path / "vidfs.toml",
+            {INSTANCE: emulator.config(name)},
+            cache_dir=tmp_path / "cache",
+            cache={"disk": "0"},
+            extra=FAULT_CONFIG,
+        )
+        mount = mounts(config)
+        root = mount.path / INSTANCE
+        files = sorted(expected, key=lambda rel: (expected[rel].size, rel))
+        cached, uncached = files[0], files[-1]
+        data = _read_all(root / cached)
+        assert _sha256(data) == expected[cached].sha256
+        listing = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    finally:
+        stop_process(emulator.process)
+    # The remote is gone: the tree and the cached file are still there, an uncached read is EIO.
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == listing
+    assert _sha256(_read_all(root / cached)) == expected[cached].sha256
+    for _ in range(2):
+        with pytest.raises(OSError) as info:
+            with open(root / uncached, "rb") as handle:
+                handle.seek(expected[uncached].size // 2)
+                handle.read(65536)
+        assert info.value.errno == errno.EIO
+    assert "unreachable" in mount.log_text()

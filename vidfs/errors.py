@@ -8,7 +8,8 @@
     │   ├── AuthError               401/403 after one re-auth, bad password → EACCES
     │   ├── StaleError              the file changed under a reader          → ESTALE
     │   ├── RemoteIOError           5xx, network, protocol violations        → EIO
-    │   │   └── RemoteTimeoutError  no answer within the configured time    → EIO
+    │   │   ├── RemoteTimeoutError  no answer within the configured time    → EIO
+    │   │   └── UnreachableError    the host could not be reached just now  → EIO (at once)
     │   └── InvalidRemoteData       the API answered something we can't use → EIO
     └── ReadOnlyError               any write-type call                     → EROFS
 
@@ -61,6 +62,12 @@ class RemoteIOError(RemoteError):
 
 
 class RemoteTimeoutError(RemoteIOError):
+    errno = _errno.EIO
+
+
+class UnreachableError(RemoteIOError):
+    """The host failed to connect a moment ago: fail at once instead of retrying."""
+
     errno = _errno.EIO
 
 

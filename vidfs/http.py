@@ -35,6 +35,7 @@ from vidfs.errors import (
     RemoteError,
     RemoteIOError,
     RemoteTimeoutError,
+    UnreachableError,
     redact_url,
 )
 from vidfs.stats import Stats
@@ -46,6 +47,7 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 30.0
+UNREACHABLE_HOLD = 5.0  # seconds an unreachable origin fails fast before it is tried again
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,9 @@ class HttpClient:
             trust_env=False,
         )
         self._limiters: dict[tuple[tuple[str, str, int], str], trio.CapacityLimiter] = {}
+        # Origins that could not be connected to after a full retry budget: requests to them fail at once
+        # until this instant, so uncached reads fail fast while cached data is still served.
+        self._down_until: dict[tuple[str, str, int], float] = {}
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -137,6 +142,21 @@ class HttpClient:
         if limiter is None:
             limiter = self._limiters[key] = trio.CapacityLimiter(self.settings.max_connections_per_host)
         return limiter
+
+    def check_reachable(self, url: str) -> None:
+        until = self._down_until.get(origin_of(url))
+        if until is not None and time.monotonic() < until:
+            self.stats.incr("http.fast_failures")
+            raise UnreachableError(
+                f"{redact_url(url)}: the host is unreachable (retrying in {until - time.monotonic():.0f}s)"
+            )
+
+    def note_unreachable(self, url: str, cause: BaseException) -> None:
+        if isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout) or "ConnectError" in str(cause):
+            self._down_until[origin_of(url)] = time.monotonic() + UNREACHABLE_HOLD
+
+    def note_reachable(self, url: str) -> None:
+        self._down_until.pop(origin_of(url), None)
 
     def _backoff(self, attempt: int) -> float:
         cap = min(self.settings.backoff_cap, self.settings.backoff_base * (2**attempt))
@@ -161,13 +181,18 @@ class HttpClient:
         attempts = self.settings.retries + 1 if retry else 1
         retryable_method = method.upper() in IDEMPOTENT
         last_error: str = ""
+        self.check_reachable(url)
+        last_exc: BaseException | None = None
         for attempt in range(attempts):
             try:
                 response = await self._send(
                     method, url, tag, headers, params, json, content, auth, follow_redirects
                 )
+            except UnreachableError:
+                raise
             except (httpx.TransportError, RemoteIOError) as exc:
                 last_error = _describe(exc)
+                last_exc = exc
                 if not retryable_method or attempt + 1 >= attempts or _tls_failure(exc) is not None:
                     attempts = attempt + 1
                     break
@@ -175,6 +200,7 @@ class HttpClient:
                 log.debug("retrying %s %s after %s", method, redact_url(url), last_error)
                 await trio.sleep(self._backoff(attempt))
                 continue
+            self.note_reachable(url)
             status = response.status_code
             retry_this = status == 429 or (status in RETRY_STATUSES and retryable_method)
             if not retry_this or attempt + 1 >= attempts:
@@ -190,6 +216,8 @@ class HttpClient:
             log.debug("retrying %s %s after HTTP %s in %.2fs", method, redact_url(url), status, delay)
             await trio.sleep(delay)
         self.stats.incr("http.errors")
+        if last_exc is not None:
+            self.note_unreachable(url, last_exc)
         raise RemoteIOError(f"{method} {redact_url(url)}: {last_error} (after {attempts} attempts)")
 
     async def _send(
@@ -252,12 +280,14 @@ class HttpClient:
                         k: v for k, v in (headers or {}).items() if k.lower() in ("range", "if-range")
                     }
                 request = self._client.build_request(method, url, headers=send_headers)
+                self.check_reachable(url)
                 try:
                     response = await self._client.send(request, stream=True)
                 except httpx.TimeoutException as exc:
                     raise RemoteTimeoutError(f"{method} {redact_url(url)}: timed out") from exc
                 except httpx.TransportError as exc:
                     raise RemoteIOError(f"{method} {redact_url(url)}: {_describe(exc)}") from exc
+                self.note_reachable(url)
                 self.stats.count_request(tag, response.status_code)
                 location = response.headers.get("Location")
                 if response.status_code in REDIRECT_STATUSES and location:

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 import httpx
 import trio
 
-from vidfs.errors import NotFoundError, RemoteIOError, RemoteTimeoutError, StaleError, redact_url
+from vidfs.errors import (
+    NotFoundError,
+    RemoteIOError,
+    RemoteTimeoutError,
+    StaleError,
+    UnreachableError,
+    redact_url,
+)
 from vidfs.http import MAX_RETRY_AFTER, HttpClient, retry_after_seconds
 from vidfs.model import StreamLease
 
@@ -78,6 +85,7 @@ async def read_range(
     known_etag = etag
     known_size = size
     failure = ""
+    last_cause: BaseException | None = None
     for attempt in range(attempts):
         position = start + len(buffer)
         if position >= end:
@@ -99,6 +107,7 @@ async def read_range(
             failure = "body ended early"
         except _Retry as retry:
             failure = retry.reason
+            last_cause = retry.__cause__
             http.stats.incr("range.retries")
             if attempt + 1 < attempts:
                 await trio.sleep(retry.delay if retry.delay is not None else _backoff(http, attempt))
@@ -106,6 +115,8 @@ async def read_range(
         http.stats.incr("range.resumes")
     else:
         http.stats.incr("http.errors")
+        if last_cause is not None:
+            http.note_unreachable(lease.url, last_cause)
         raise RemoteIOError(
             f"GET {redact_url(lease.url)} bytes {start}-{end - 1}: {failure} (after {attempts} attempts)"
         )
@@ -191,7 +202,7 @@ async def _one_request(
                 return etag, size or total_len, True
             raise RemoteIOError(f"GET {redact_url(lease.url)}: HTTP {status}", status=status)
     except (httpx.TransportError, RemoteIOError) as exc:
-        if isinstance(exc, RemoteIOError) and exc.status is not None:
+        if isinstance(exc, UnreachableError) or (isinstance(exc, RemoteIOError) and exc.status is not None):
             raise
         timed_out = isinstance(exc, httpx.TimeoutException | RemoteTimeoutError)
         raise _Retry("timed out" if timed_out else type(exc).__name__) from exc
