@@ -236,9 +236,8 @@ def test_remote_down_serves_cached_data_and_fails_uncached_reads(
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == listing
     assert _sha256(_read_all(root / cached)) == expected[cached].sha256
     for _ in range(2):
-        with pytest.raises(OSError) as info:
-            with open(root / uncached, "rb") as handle:
-                handle.seek(expected[uncached].size // 2)
-                handle.read(65536)
+        with pytest.raises(OSError) as info, open(root / uncached, "rb") as handle:
+            handle.seek(expected[uncached].size // 2)
+            handle.read(65536)
         assert info.value.errno == errno.EIO
     assert "unreachable" in mount.log_text()
