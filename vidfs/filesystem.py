@@ -30,6 +30,7 @@ log = logging.getLogger("vidfs.fs")
 XATTR_PREFIX = "user.vidfs."
 STATS_XATTR = "user.vidfs.stats"  # on the mount root: the daemon's statistics as JSON (`vidfs stats`)
 CONTROL_XATTR = "user.vidfs.control"  # on the mount root: the path of the daemon's control socket
+MAX_MOOV_PREFETCH = 32 << 20  # a moov larger than this is read on demand
 VIDEO_CONTAINERS = (".mp4", ".m4v", ".mov", ".3gp", ".insv")
 
 
@@ -197,7 +198,7 @@ class VideoFS:
             moov = find_moov(head, file.size)
             if moov is not None and moov[0] >= head_len:
                 self.stats.incr("prefetch.moov_tail")
-                self.cache.prefetch(file, moov[0], min(file.size, moov[0] + moov[1]))
+                self.cache.prefetch(file, moov[0], min(file.size, moov[0] + min(moov[1], MAX_MOOV_PREFETCH)))
         except VidfsError as exc:
             log.debug("container warm-up of %s failed: %s", file.key.remote_id, exc)
 

@@ -182,12 +182,16 @@ class BlockCache:
                 expected = min(end, file.size) - start
                 if len(data) != expected:
                     raise StaleError(f"{file.instance}: short read ({len(data)} of {expected} bytes)")
-                for position, index in enumerate(missing):
-                    block = data[position * self.block_size : (position + 1) * self.block_size]
+                blocks = [
+                    (index, data[position * self.block_size : (position + 1) * self.block_size])
+                    for position, index in enumerate(missing)
+                ]
+                for index, block in blocks:  # readers first...
                     self._complete(file, index, block)
-                    if self._store is not None:
-                        await self._store.put(file.key, index, block)
                 self._stats.incr("bytes.fetched", len(data))
+                if self._store is not None:  # ...then the disk
+                    for index, block in blocks:
+                        await self._store.put(file.key, index, block)
         except (Exception, trio.Cancelled) as exc:
             if isinstance(exc, StaleError):
                 self.invalidate(file.key)
