@@ -35,6 +35,8 @@ class Case:
     # bytes, new ETag), "delete" (the video vanishes: 404), "expire_tokens" (every token/URL issued so far
     # stops working). None: the provider's emulator cannot do it (those tests are skipped, with a reason).
     mutate: Callable[[Any, str, str], None] | None = None
+    # False: nothing of the provider expires (plain HTTP with Basic auth), so the renewal test is skipped.
+    renewal: bool = True
 
 
 def _pixop_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
@@ -61,6 +63,34 @@ def _pixop_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
     return out
 
 
+def _cupix_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
+    # workspace / facility / record date / capture / video, each level named as the provider does.
+    out: dict[str, Expect] = {}
+    workspaces = catalog["workspaces"]
+    ws_names = name_entries([(f"ws:{w['id']}", w["name"], True, None) for w in workspaces])
+    for ws, ws_dir in zip(workspaces, ws_names, strict=True):
+        facilities = [f for f in catalog["facilities"] if f["workspace_id"] == ws["id"] and f["key"]]
+        fac_names = name_entries([(f"fac:{f['key']}", f["name"] or f["key"], True, None) for f in facilities])
+        for fac, fac_dir in zip(facilities, fac_names, strict=True):
+            records = [r for r in catalog["records"] if r["facility_key"] == fac["key"]]
+            rec_names = name_entries([(f"rec:{r['id']}", r["date"], True, None) for r in records])
+            for rec, rec_dir in zip(records, rec_names, strict=True):
+                captures = [c for c in catalog["captures"] if c["record_id"] == rec["id"]]
+                cap_names = name_entries([(f"cap:{c['id']}", c["name"], True, None) for c in captures])
+                for cap, cap_dir in zip(captures, cap_names, strict=True):
+                    videos = [v for v in catalog["videos"] if v["capture_id"] == cap["id"] and v["visible"]]
+                    file_names = name_entries([(str(v["id"]), v["name"], False, None) for v in videos])
+                    for video, file_name in zip(videos, file_names, strict=True):
+                        out[f"{ws_dir}/{fac_dir}/{rec_dir}/{cap_dir}/{file_name}"] = Expect(
+                            size=video["size"],
+                            mtime=video["mtime_epoch"],
+                            sha256=video["sha256"],
+                            source=video["path_on_disk"],
+                            remote_id=str(video["id"]),
+                        )
+    return out
+
+
 CASES: dict[str, Case] = {
     "pixop": Case(
         name="pixop",
@@ -69,6 +99,19 @@ CASES: dict[str, Case] = {
         login_path=r"^/accounts/v1/token",
         storage_path=r"^/media/v1/download/",
         wrong_password=lambda table: {**table, "password": "not-the-password"},
-        mutate=lambda emu, action, rid: emu.post("pixop", "mutate", {"action": action, "video_id": rid}),
+        mutate=lambda emulator, action, rid: emulator.post(
+            "pixop", "mutate", {"action": action, "video_id": rid}
+        ),
+    ),
+    "cupix": Case(
+        name="cupix",
+        expected=_cupix_expected,
+        short_lived_args=("--set", "cupix.url_lifetime=2"),
+        login_path=r"/videos/\d+/download",
+        storage_path=r"^/storage/",
+        wrong_password=lambda table: {**table, "token": "not-the-password"},
+        mutate=lambda emulator, action, rid: emulator.post(
+            "cupix", "mutate", {"action": action, "video_id": rid}
+        ),
     ),
 }

@@ -7,9 +7,9 @@ from vidfs.providers.base import ProviderSpec
 
 def _specs() -> dict[str, ProviderSpec]:
     # Imported here so that importing the registry stays cheap and free of cycles.
-    from vidfs.providers import pixop
+    from vidfs.providers import cupix, pixop
 
-    specs: list[ProviderSpec] = [pixop.SPEC]
+    specs: list[ProviderSpec] = [pixop.SPEC, cupix.SPEC]
     return {spec.type: spec for spec in specs}
 
 
