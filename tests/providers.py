@@ -63,6 +63,16 @@ def _pixop_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
     return out
 
 
+def _hourone_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
+    # One flat directory; the API has no timestamps (mtime = first seen by the mount: not checked here).
+    videos = [v for v in catalog["videos"] if v["visible"]]
+    names = name_entries([(v["id"], v["name"] or v["id"], False, v["content_type"]) for v in videos])
+    return {
+        name: Expect(size=v["size"], mtime=None, sha256=v["sha256"], source=v["path_on_disk"])
+        for v, name in zip(videos, names, strict=True)
+    }
+
+
 def _cupix_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
     # workspace / facility / record date / capture / video, each level named as the provider does.
     out: dict[str, Expect] = {}
@@ -102,6 +112,14 @@ CASES: dict[str, Case] = {
         mutate=lambda emulator, action, rid: emulator.post(
             "pixop", "mutate", {"action": action, "video_id": rid}
         ),
+    ),
+    "hourone": Case(
+        name="hourone",
+        expected=_hourone_expected,
+        short_lived_args=("--set", "hourone.url_lifetime=2"),
+        login_path=r"^/api/v1/videos/[0-9a-f-]{36}(\?|$)",
+        storage_path=r"^/storage/videos/",
+        wrong_password=lambda table: {**table, "api_key": "not-the-password"},
     ),
     "cupix": Case(
         name="cupix",

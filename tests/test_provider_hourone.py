@@ -1,0 +1,422 @@
+"""Hour One: the emulator's API and storage, the provider in-process, and real mounts (hidden statuses, URL
+renewal mid-read without the api-key ever reaching storage, rsync twice across a remount)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Emulator, start_emulator, stop_process, unmount, vidfs_cmd
+from tests.providers import CASES
+from vidfs.config import ProviderConfig, Secret
+from vidfs.emulator import media
+from vidfs.emulator.hourone import DEFAULT_API_KEY, STATUSES, HourOneSite
+from vidfs.errors import AuthError
+from vidfs.http import HttpClient
+from vidfs.model import Video
+from vidfs.providers.base import ProviderContext
+from vidfs.providers.hourone import STATE_FILE, HourOneProvider
+
+INSTANCE = "site"
+HIDDEN_STATUSES = ("started", "processing", "failed", "not_started", "stopped", "cancelled")
+VIDEO_BY_ID = r"^/api/v1/videos/[0-9a-f-]{36}(\?|$)"
+
+
+def _sha256(path: Path | str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _wait_until(predicate: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout}s")
+        time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[HourOneSite]:
+    media.ensure_all()
+    with HourOneSite(media_dir=media.media_dir()) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _clean(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "site" in request.fixturenames:
+        s: HourOneSite = request.getfixturevalue("site")
+        for each in (s, *s.subsites):
+            each.faults.clear()
+            each.log.clear()
+        s.update_settings({"url_lifetime": 3600, "url_style": "expires", "api_key": DEFAULT_API_KEY})
+
+
+@pytest.fixture
+def api(site: HourOneSite) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=site.url + "/api/v1", headers={"api-key": DEFAULT_API_KEY}, timeout=10) as c:
+        yield c
+
+
+def _provider(site: HourOneSite, http: HttpClient, state_dir: Path, **options: Any) -> HourOneProvider:
+    table: dict[str, Any] = {**site.config(), "metadata_concurrency": 8, "team_id": None, **options}
+    table["api_key"] = Secret("literal", str(table["api_key"]))
+    config = ProviderConfig(INSTANCE, "hourone", table, Path("test.toml"))
+    context = ProviderContext(INSTANCE, http, state_dir, logging.getLogger("test.hourone"))
+    return HourOneProvider(config, context)
+
+
+def _api_calls(http: HttpClient) -> int:
+    """API requests the provider sent (counted client-side: the emulator logs a request after answering)."""
+    return sum(count for (tag, _status), count in http.stats.requests.items() if tag == f"{INSTANCE}:api")
+
+
+def _visible(catalog: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in catalog["videos"] if v["visible"]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the emulator
+
+
+def test_api_key_is_required(site: HourOneSite) -> None:
+    with httpx.Client(base_url=site.url + "/api/v1", timeout=10) as c:
+        missing = c.get("/videos")
+        assert missing.status_code == 403 and missing.json() == {"detail": "Not authenticated"}
+        wrong = c.get("/videos", headers={"api-key": "nope"})
+        assert wrong.status_code == 401 and isinstance(wrong.json()["detail"], str)
+        other_workspace = c.get("/videos", headers={"api-key": DEFAULT_API_KEY, "workspace-id": "ws-x"})
+        assert other_workspace.status_code == 403
+
+
+def test_list_is_a_plain_array_with_every_status(api: httpx.Client, site: HourOneSite) -> None:
+    videos = api.get("/videos").json()
+    assert isinstance(videos, list)
+    assert {v["status"] for v in videos} == set(STATUSES)
+    for v in videos:
+        assert {"id", "name", "status", "progress", "req_id", "draft_id", "video_player_url"} <= set(v)
+        assert -1 <= v["progress"] <= 100
+        if v["download_url"]:
+            assert v["status"] in ("ready", "published")
+            assert not v["download_url"].startswith(site.url)  # storage is another origin
+    names = [v["name"] for v in videos]
+    assert None in names
+    assert any(names.count(n) == 2 for n in names if n)
+    assert any(v["status"] == "ready" and not v["download_url"] for v in videos)
+
+
+def test_get_metadata_and_fastapi_errors(api: httpx.Client) -> None:
+    video = next(v for v in api.get("/videos").json() if v["download_url"])
+    one = api.get(f"/videos/{video['id']}").json()
+    assert one["id"] == video["id"] and one["download_url"]
+    assert "scenes" not in one  # "Get Video By Id" has fewer fields than the list
+    meta = api.get(f"/videos/{video['id']}/metadata").json()
+    assert meta["duration"] > 0
+    assert {"scene_index", "start_time", "duration"} <= set(meta["scenes_metadata"][0])
+    bad = api.get("/videos/not-a-uuid")
+    assert bad.status_code == 422
+    (error,) = bad.json()["detail"]
+    assert error["loc"] == ["path", "video_id"] and error["msg"] and error["type"]
+    assert api.get("/videos/00000000-0000-0000-0000-000000000000").status_code == 404
+    created = api.post("/videos", json={"name": "x"})
+    assert created.status_code == 422 and created.json()["detail"][0]["loc"][0] == "body"
+    made = api.post("/videos", json={"name": "New", "source_draft_id": "d1"}).json()
+    assert made["status"] == "not_started" and made["download_url"] is None
+
+
+def test_download_urls_expire_and_are_signed(api: httpx.Client, site: HourOneSite) -> None:
+    site.update_settings({"url_lifetime": 1})
+    video = next(v for v in api.get("/videos").json() if v["download_url"])
+    url = video["download_url"]
+    with httpx.Client(timeout=10) as storage:
+        ok = storage.get(url, headers={"Range": "bytes=0-9"})
+        assert ok.status_code == 206 and len(ok.content) == 10
+        tampered = re.sub(r"Signature=[0-9a-f]", "Signature=x", url)
+        assert storage.head(tampered).status_code == 403
+        _wait_until(lambda: storage.head(url).status_code == 403, "the signed URL expires")
+        refused = storage.get(url)
+        assert refused.status_code == 403 and b"AccessDenied" in refused.content
+    site.update_settings({"url_lifetime": 3600})
+    fresh = api.get(f"/videos/{video['id']}").json()["download_url"]
+    with httpx.Client(timeout=10) as storage:
+        assert storage.head(fresh).status_code == 200
+        site.mutate({"action": "expire_urls"})
+        assert storage.head(fresh).status_code == 403
+
+
+def test_opaque_urls_hide_their_expiry(api: httpx.Client, site: HourOneSite) -> None:
+    site.update_settings({"url_style": "opaque"})
+    url = next(v for v in api.get("/videos").json() if v["download_url"])["download_url"]
+    assert "Expires" not in url and "sig=" in url
+    assert httpx.head(url, timeout=10).status_code == 200
+
+
+def test_faults_posted_to_the_api_reach_storage_and_storage_counts_api_keys(
+    api: httpx.Client, site: HourOneSite
+) -> None:
+    url = next(v for v in api.get("/videos").json() if v["download_url"])["download_url"]
+    rule = {"kind": "status", "status": 503, "path": r"^/storage/videos/"}
+    httpx.post(f"{site.control_url}/faults", json={"rules": [rule]}, timeout=10).raise_for_status()
+    assert httpx.head(url, timeout=10).status_code == 503
+    assert api.get("/videos").status_code == 200  # the API paths do not match the rule
+    httpx.post(f"{site.control_url}/faults", json={"rules": []}, timeout=10).raise_for_status()
+    before = site.catalog()["storage"]["requests_with_api_key"]
+    assert httpx.head(url, headers={"api-key": "leak"}, timeout=10).status_code == 200
+    assert site.catalog()["storage"]["requests_with_api_key"] == before + 1
+    merged = httpx.get(f"{site.control_url}/requests", timeout=10).json()
+    assert {e["origin"] for e in merged} == {"hourone", "hourone-storage"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the provider, in-process
+
+
+async def test_listing_files_hidden_items_and_xattrs(site: HourOneSite, tmp_path: Path) -> None:
+    http = HttpClient()
+    try:
+        provider = _provider(site, http, tmp_path / "state")
+        listing = await provider.list(provider.root())
+    finally:
+        await http.aclose()
+    catalog = site.catalog()
+    assert sorted(v.remote_id for v in listing.entries) == sorted(v["id"] for v in _visible(catalog))
+    statuses = {h.status for h in listing.hidden}
+    assert set(HIDDEN_STATUSES) <= statuses
+    assert "ready (no download_url yet)" in statuses
+    by_id = {v["id"]: v for v in catalog["videos"]}
+    for video in listing.entries:
+        assert isinstance(video, Video) and video.size is None and video.mtime
+        assert video.handle == {}  # the signed URL never lands in the (persisted) listing
+        expected = by_id[video.remote_id]
+        assert video.name == (expected["name"] or expected["id"])
+        assert video.content_type == "video/mp4"
+        extra = dict(video.extra)
+        assert extra["status"] in ("ready", "published") and extra["progress"] == "100"
+        assert extra["draft_id"] == expected["draft_id"]
+        assert extra["video_player_url"] == expected["video_player_url"]
+        assert float(extra["duration"]) == pytest.approx(expected["duration"], abs=0.01)
+
+
+async def test_durations_are_fetched_once_per_video(site: HourOneSite, tmp_path: Path) -> None:
+    http = HttpClient()
+    try:
+        provider = _provider(site, http, tmp_path / "state")
+        await provider.list(provider.root())
+        files = len(_visible(site.catalog()))
+        assert _api_calls(http) == 1 + files  # GET /videos, then one metadata call per file
+        _wait_until(lambda: site.log.count(path=r"/metadata$") == files, "the metadata calls are logged")
+        await provider.list(provider.root())
+        assert _api_calls(http) == 2 + files  # only GET /videos again
+    finally:
+        await http.aclose()
+
+
+async def test_resolve_never_sends_the_key_and_renews_once_after_a_refusal(
+    site: HourOneSite, tmp_path: Path
+) -> None:
+    http = HttpClient()
+    try:
+        provider = _provider(site, http, tmp_path / "state")
+        listing = await provider.list(provider.root())
+        video = next(v for v in listing.entries if isinstance(v, Video))
+        calls = _api_calls(http)
+        lease = await provider.resolve(video)
+        assert dict(lease.headers) == {} and not lease.uses_provider_auth
+        assert lease.expires_at is not None  # Expires= in the URL
+        assert _api_calls(http) == calls  # the listing's URL is still fresh: no API call
+        site.mutate({"action": "expire_urls"})
+        fresh = await provider.resolve(video, previous=lease)
+        assert _api_calls(http) == calls + 1  # exactly one GET /videos/{id}
+        _wait_until(
+            lambda: (
+                [e["path"] for e in site.log.entries(path=VIDEO_BY_ID)]
+                == [f"/api/v1/videos/{video.remote_id}"]
+            ),
+            "GET /videos/{id} is logged",
+        )
+        assert fresh.url != lease.url and dict(fresh.headers) == {}
+        response = await http.request("HEAD", fresh.url, tag="t")
+        assert response.status_code == 200
+    finally:
+        await http.aclose()
+
+
+async def test_opaque_url_lease_has_no_expiry(site: HourOneSite, tmp_path: Path) -> None:
+    site.update_settings({"url_style": "opaque"})
+    http = HttpClient()
+    try:
+        provider = _provider(site, http, tmp_path / "state")
+        listing = await provider.list(provider.root())
+        video = next(v for v in listing.entries if isinstance(v, Video))
+        assert (await provider.resolve(video)).expires_at is None
+    finally:
+        await http.aclose()
+
+
+async def test_first_seen_times_survive_a_new_provider(site: HourOneSite, tmp_path: Path) -> None:
+    http = HttpClient()
+    try:
+        one = _provider(site, http, tmp_path / "state")
+        first = {v.remote_id: v.mtime for v in (await one.list(one.root())).entries}
+        document = json.loads((tmp_path / "state" / STATE_FILE).read_text())
+        assert set(document["first_seen"]) == set(first)
+        assert all(float(int(m)) == m for m in first.values() if m is not None)  # whole seconds
+        two = _provider(site, http, tmp_path / "state")
+        again = {v.remote_id: v.mtime for v in (await two.list(two.root())).entries}
+        assert again == first
+        assert not list((tmp_path / "state").glob(".*.tmp"))  # written atomically
+    finally:
+        await http.aclose()
+
+
+async def test_wrong_api_key_is_one_clear_auth_error(site: HourOneSite, tmp_path: Path) -> None:
+    http = HttpClient()
+    try:
+        provider = _provider(site, http, tmp_path / "state", api_key="not-the-key")
+        with pytest.raises(AuthError) as info:
+            await provider.list(provider.root())
+    finally:
+        await http.aclose()
+    message = str(info.value)
+    assert "api-key" in message and "401" in message and "not-the-key" not in message
+    assert "\n" not in message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# real mounts
+
+
+@pytest.fixture(scope="module")
+def emulator(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
+    emu = start_emulator(tmp_path_factory.mktemp("hourone-emulator"), ["hourone"], media_dir)
+    try:
+        yield emu
+    finally:
+        stop_process(emu.process)
+
+
+def test_unfinished_videos_are_absent(emulator: Emulator, make_config: Any, mounts: Any) -> None:
+    catalog = emulator.catalog("hourone")
+    expected = CASES["hourone"].expected(catalog)
+    config = make_config({INSTANCE: emulator.config("hourone")})
+    mount = mounts(config)
+    shown = sorted(os.listdir(mount.path / INSTANCE))
+    assert shown == sorted(expected)
+    hidden = [v for v in catalog["videos"] if v["status"] in HIDDEN_STATUSES]
+    assert {v["status"] for v in hidden} == set(HIDDEN_STATUSES)
+    for video in hidden:
+        assert not any(name.startswith(video["name"]) for name in shown), video["name"]
+    # Every rendered file carries the API's facts as xattrs.
+    for name in shown:
+        path = mount.path / INSTANCE / name
+        attrs = set(os.listxattr(path))
+        for key in ("status", "progress", "draft_id", "video_player_url", "duration", "remote_id"):
+            assert f"user.vidfs.{key}" in attrs, (name, key)
+        assert float(os.getxattr(path, "user.vidfs.duration")) > 0
+    # `vidfs ls` names the items that are not files, with their status.
+    result = subprocess.run(
+        vidfs_cmd("ls", str(config), INSTANCE), capture_output=True, text=True, timeout=120, check=True
+    )
+    for video in hidden:
+        assert re.search(rf"{video['status']}\s+{re.escape(video['name'])}", result.stdout), video
+
+
+@pytest.mark.parametrize("style", ["opaque", "expires"])
+def test_url_expiring_mid_read_is_renewed(
+    style: str, tmp_path: Path, media_dir: Path, make_config: Any, mounts: Any
+) -> None:
+    emu = start_emulator(
+        tmp_path / "emulator",
+        ["hourone"],
+        media_dir,
+        "--set",
+        "hourone.url_lifetime=2",
+        "--set",
+        f"hourone.url_style={style}",
+    )
+    try:
+        catalog = emu.catalog("hourone")
+        expected = CASES["hourone"].expected(catalog)
+        rel, expect = max(
+            ((r, e) for r, e in expected.items() if e.size <= 8 << 20), key=lambda item: item[1].size
+        )
+        video_id = next(v["id"] for v in _visible(catalog) if v["path_on_disk"] == expect.source)
+        # Slow storage (the rule is posted to the API's control URL and reaches the storage subsite) and one
+        # connection per origin: the read outlives several URL lifetimes.
+        emu.post("hourone", "faults", {"rules": [{"kind": "latency", "seconds": 0.5, "path": "^/storage/"}]})
+        config = make_config(
+            {INSTANCE: emu.config("hourone")}, extra="[http]\nmax_connections_per_host = 1\n"
+        )
+        mount = mounts(config)
+        assert _sha256(mount.path / INSTANCE / rel) == expect.sha256
+        unmount(mount)
+        log = emu.requests("hourone")
+        storage = [e for e in log if e["origin"] == "hourone-storage"]
+        assert storage and all("api-key" not in e["headers"] for e in storage)
+        assert all("workspace-id" not in e["headers"] for e in storage)
+        assert emu.catalog("hourone")["storage"]["requests_with_api_key"] == 0
+        renewals = [e for e in log if e["origin"] == "hourone" and re.search(VIDEO_BY_ID, e["path"])]
+        assert any(video_id in e["path"] for e in renewals), "the URL was never renewed"
+        assert all(e["headers"].get("api-key") for e in renewals)
+        if style == "opaque":
+            # Nothing in the URL tells its expiry: storage refused it during the read (a GET, not the HEAD
+            # of the listing) and the read went on with a new URL.
+            gets = [e for e in storage if e["method"] == "GET" and video_id in e["path"]]
+            refused = [e["seq"] for e in gets if e["status"] == 403]
+            assert refused, "storage never refused the URL mid-read"
+            assert any(e["status"] == 206 and e["seq"] > max(refused) for e in gets)
+    finally:
+        stop_process(emu.process)
+
+
+def _rsync_transferred(source: Path, target: Path) -> int:
+    result = subprocess.run(
+        ["rsync", "-a", "--itemize-changes", "--stats", f"{source}/", f"{target}/"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    match = re.search(r"Number of regular files transferred: ([\d,]+)", result.stdout)
+    assert match, result.stdout
+    return int(match.group(1).replace(",", ""))
+
+
+@pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync missing")
+def test_rsync_twice_across_a_remount_copies_nothing(
+    emulator: Emulator, make_config: Any, mounts: Any, tmp_path: Path
+) -> None:
+    expected = CASES["hourone"].expected(emulator.catalog("hourone"))
+    config = make_config({INSTANCE: emulator.config("hourone")})
+    target = tmp_path / "copy"
+    first = mounts(config)
+    mtimes = {name: (first.path / INSTANCE / name).stat().st_mtime for name in expected}
+    assert _rsync_transferred(first.path / INSTANCE, target) == len(expected)
+    unmount(first)
+    state = tmp_path / "cache" / "state" / INSTANCE / STATE_FILE
+    assert state.is_file()
+    second = mounts(config)  # same mount point, same cache dir
+    assert {name: (second.path / INSTANCE / name).stat().st_mtime for name in expected} == mtimes
+    assert _rsync_transferred(second.path / INSTANCE, target) == 0
+    for name, expect in expected.items():
+        assert _sha256(target / name) == expect.sha256, name

@@ -1,0 +1,400 @@
+"""Hour One (MakeReals) API v1: the rendered videos of one account, as one flat directory.
+
+Layout: `/<instance>/<video name>.mp4`. `GET /videos` is a plain JSON array (no pagination, no folders), so
+the instance directory holds every rendered video. A video is a file when its `status` is `ready` or
+`published` *and* it has a `download_url`; every other one (`started`, `processing`, `failed`,
+`not_started`, `stopped`, `cancelled`, or ready without a URL yet) is a hidden item with its status, shown
+by `vidfs ls`. Names come from `name` (optional and not unique: duplicates get ` [<id>]` from the naming
+rules), else the id; the extension comes from the download URL's path (`.mp4`, `.mov`, ...), else `.mp4`.
+
+Auth: every API call carries the `api-key` header (plus `workspace-id` / `team-id` when configured), and
+only ever to the `base_url` origin. There is no login and nothing to renew: 401/403 is an auth error.
+
+Downloads: `download_url` points at another origin (signed storage). The lease carries no headers at all,
+so the api-key never reaches storage. The URL is kept in memory only (never in `Video.handle`, which the
+engine persists in its listing snapshot): whether it expires is undocumented, so its expiry is read from
+the URL when it says (`Expires=`, `X-Amz-*`, ...) and is otherwise None. When storage refuses it
+(401/403/410) the engine calls `resolve(previous=...)` and we fetch `GET /videos/{id}` once for a fresh URL.
+
+Quirks handled:
+- The API has no timestamps at all. The mtime is *when this vidfs cache first saw the video as a file*,
+  in whole seconds, persisted in `<cache dir>/state/<instance>/first_seen.json` (written atomically under
+  an flock, merged so concurrent mounts agree, never pruned). A second `rsync -a` therefore copies
+  nothing, also after a remount with the same cache dir. A new cache dir means new mtimes.
+- No sizes either: `Video.size` is None and the engine learns it with a HEAD on the storage URL.
+- `duration` lives at `GET /videos/{id}/metadata`. The engine reads xattrs synchronously from
+  `Video.extra`, so durations are fetched during the listing, concurrently (bounded by
+  `metadata_concurrency`, within a time budget), only for file videos whose duration is not known yet, and
+  kept per video id for the provider's lifetime (a rendered video's duration does not change). A failed or
+  slow metadata call never fails the listing: that file just lacks `user.vidfs.duration` until the next
+  listing.
+- 422 answers are FastAPI's `{"detail": [{"loc", "msg", "type"}]}`; 401/403 are `{"detail": "..."}`.
+
+xattrs (`user.vidfs.*`): status, progress, draft_id, video_player_url, duration (seconds), name (the raw
+API name, when there is one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import posixpath
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import httpx
+import trio
+
+from vidfs.config import ProviderConfig, Secret
+from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
+from vidfs.http import raise_for_status, same_origin
+from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.naming import CONTENT_TYPE_EXTENSIONS
+from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.resolver import expiry_from_url
+
+ROOT_ID = "hourone:root"
+FILE_STATUSES = frozenset({"ready", "published"})
+DEFAULT_CONTENT_TYPE = "video/mp4"
+METADATA_CONCURRENCY = 8
+METADATA_BUDGET = 15.0  # seconds a listing may spend on missing durations
+MAX_URL_MARGIN = 60.0
+STATE_FILE = "first_seen.json"
+STATE_FORMAT = 1
+
+_TYPE_BY_EXTENSION: dict[str, str] = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
+
+
+def content_type_for(download_url: str) -> str:
+    """The content type told by the download URL's path extension, else video/mp4."""
+    try:
+        path = unquote(urlsplit(download_url).path)
+    except ValueError:
+        return DEFAULT_CONTENT_TYPE
+    ext = posixpath.splitext(path)[1].lower()
+    return _TYPE_BY_EXTENSION.get(ext, DEFAULT_CONTENT_TYPE)
+
+
+def display_name(video: Mapping[str, Any]) -> str:
+    """`name` when it is a non-blank string, else the id."""
+    name = video.get("name")
+    if isinstance(name, str) and name.strip():
+        return name
+    return str(video["id"])
+
+
+def is_file(video: Mapping[str, Any]) -> bool:
+    status = str(video.get("status") or "").lower()
+    url = video.get("download_url")
+    return status in FILE_STATUSES and isinstance(url, str) and bool(url.strip())
+
+
+def _hidden_status(video: Mapping[str, Any]) -> str:
+    status = str(video.get("status") or "unknown").lower()
+    if status in FILE_STATUSES:
+        return f"{status} (no download_url yet)"
+    return status
+
+
+@dataclass(frozen=True, slots=True)
+class _Url:
+    url: str
+    obtained_at: float
+
+    def fresh(self, now: float) -> bool:
+        expires = expiry_from_url(self.url)
+        if expires is None:
+            return True  # nothing says it expires: storage will tell (401/403/410 → resolve again)
+        margin = min(MAX_URL_MARGIN, 0.2 * max(0.0, expires - self.obtained_at))
+        return now < expires - margin
+
+
+class FirstSeen:
+    """When this cache first saw each video as a file (epoch seconds), persisted as a small JSON file.
+
+    The file is read once, then rewritten (atomically, under an flock, merged with what is on disk so two
+    mounts sharing a cache dir agree: the first writer wins) whenever new ids show up.
+    """
+
+    def __init__(self, path: Path, log: logging.Logger) -> None:
+        self.path = path
+        self._log = log
+        self._times: dict[str, int] = {}
+        self._loaded = False
+        self._lock = trio.Lock()
+        self._warned = False
+
+    async def stamp(self, ids: Iterable[str]) -> dict[str, int]:
+        """The first-seen time of each id; new ids get "now" and are persisted before returning."""
+        wanted = list(dict.fromkeys(ids))
+        async with self._lock:
+            if not self._loaded:
+                self._times.update(await trio.to_thread.run_sync(self._read))
+                self._loaded = True
+            missing = [i for i in wanted if i not in self._times]
+            if missing:
+                now = int(time.time())
+                self._times.update(await trio.to_thread.run_sync(self._merge_and_write, missing, now))
+            return {i: self._times[i] for i in wanted}
+
+    def _read(self) -> dict[str, int]:
+        try:
+            document = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            self._log.warning("ignoring an unreadable state file %s: %s", self.path, exc)
+            return {}
+        times = document.get("first_seen") if isinstance(document, dict) else None
+        if not isinstance(times, dict):
+            return {}
+        return {str(k): int(v) for k, v in times.items() if isinstance(v, int | float)}
+
+    def _merge_and_write(self, missing: list[str], now: int) -> dict[str, int]:
+        fallback = {**self._times, **dict.fromkeys(missing, now)}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with open(self.path.parent / f".{STATE_FILE}.lock", "a") as lock:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                merged = {**self._times, **self._read()}  # what another mount wrote wins
+                for video_id in missing:
+                    merged.setdefault(video_id, now)
+                self._write(merged)
+                return merged
+        except OSError as exc:
+            if not self._warned:
+                self._warned = True
+                self._log.warning(
+                    "cannot persist first-seen times in %s (%s): mtimes will change on remount",
+                    self.path,
+                    exc,
+                )
+            return fallback
+
+    def _write(self, times: Mapping[str, int]) -> None:
+        document = {"format": STATE_FORMAT, "first_seen": dict(sorted(times.items()))}
+        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{STATE_FILE}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(document, handle, separators=(",", ":"))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+
+
+class HourOneProvider:
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        options = config.options
+        self.instance = context.instance
+        self._http = context.http
+        self._log = context.log
+        self._base = str(options["base_url"]).rstrip("/")
+        key = options["api_key"]
+        api_key = key.reveal() if isinstance(key, Secret) else str(key)
+        headers = {"api-key": api_key, "Accept": "application/json"}
+        if options.get("workspace_id"):
+            headers["workspace-id"] = str(options["workspace_id"])
+        if options.get("team_id"):
+            headers["team-id"] = str(options["team_id"])
+        self._headers = headers
+        concurrency = options.get("metadata_concurrency")
+        self._metadata_concurrency = METADATA_CONCURRENCY if concurrency is None else int(concurrency)
+        self._tag = f"{self.instance}:api"
+        self._urls: dict[str, _Url] = {}
+        self._durations: dict[str, str] = {}
+        self.first_seen = FirstSeen(context.state_dir / STATE_FILE, context.log)
+
+    def root(self) -> Folder:
+        return Folder(ROOT_ID, self.instance)
+
+    async def aclose(self) -> None:
+        return None
+
+    # --------------------------------------------------------------------------------------------- api
+    async def _api(self, path: str, what: str) -> Any:
+        """GET a JSON document from the API with the api-key (never off the base_url origin)."""
+        url = f"{self._base}{path}"
+        if not same_origin(url, self._base):  # pragma: no cover - paths are ours
+            raise InvalidRemoteData(f"{self.instance}: refusing to send the api-key off the API origin")
+        response = await self._http.request("GET", url, tag=self._tag, headers=self._headers)
+        status = response.status_code
+        if status in (401, 403):
+            raise AuthError(
+                f"{self.instance}: Hour One refused the api-key ({what}: {_failure(response)})", status=status
+            )
+        if status == 404:
+            raise NotFoundError(f"{self.instance}: {what}: {_failure(response)}", status=status)
+        if status == 422:
+            raise InvalidRemoteData(f"{self.instance}: {what}: {_failure(response)}", status=status)
+        raise_for_status(response, f"{self.instance}: {what}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise InvalidRemoteData(f"{self.instance}: {what}: the answer is not JSON") from exc
+
+    # ----------------------------------------------------------------------------------------- listing
+    async def list(self, folder: Folder) -> Listing:
+        if folder.remote_id != ROOT_ID:
+            raise NotFoundError(f"{self.instance}: Hour One has no folder {folder.name!r}")
+        data = await self._api("/videos", "listing videos")
+        if not isinstance(data, list):
+            raise InvalidRemoteData(f"{self.instance}: listing videos: expected a JSON array")
+        now = time.time()
+        files: list[dict[str, Any]] = []
+        hidden: list[HiddenItem] = []
+        seen: set[str] = set()
+        for item in data:
+            if not isinstance(item, dict) or item.get("id") in (None, ""):
+                continue
+            video_id = str(item["id"])
+            if video_id in seen:
+                continue
+            seen.add(video_id)
+            if is_file(item):
+                files.append(item)
+                self._remember_url(video_id, str(item["download_url"]).strip(), now)
+            else:
+                hidden.append(HiddenItem(video_id, display_name(item), _hidden_status(item)))
+        first_seen = await self.first_seen.stamp(str(v["id"]) for v in files)
+        await self._fetch_durations([str(v["id"]) for v in files])
+        entries = tuple(self._video(item, first_seen[str(item["id"])]) for item in files)
+        return Listing(entries, tuple(hidden))
+
+    def _remember_url(self, video_id: str, url: str, now: float) -> None:
+        known = self._urls.get(video_id)
+        if known is None or known.url != url:
+            self._urls[video_id] = _Url(url, now)
+
+    def _video(self, item: Mapping[str, Any], mtime: int) -> Video:
+        video_id = str(item["id"])
+        raw_name = item.get("name")
+        extra = frozen_extra(
+            {
+                "status": str(item.get("status") or "").lower(),
+                "progress": item.get("progress"),
+                "draft_id": item.get("draft_id"),
+                "video_player_url": item.get("video_player_url"),
+                "duration": self._durations.get(video_id),
+                "name": raw_name if isinstance(raw_name, str) else None,
+            }
+        )
+        return Video(
+            remote_id=video_id,
+            name=display_name(item),
+            size=None,  # the API tells no size: the engine HEADs the download URL
+            mtime=float(mtime),
+            content_type=content_type_for(str(item["download_url"])),
+            extra=extra,
+        )
+
+    async def _fetch_durations(self, ids: Sequence[str]) -> None:
+        missing = [i for i in ids if i not in self._durations]
+        if not missing or self._metadata_concurrency <= 0:
+            return
+        limiter = trio.CapacityLimiter(self._metadata_concurrency)
+
+        async def one(video_id: str) -> None:
+            async with limiter:
+                try:
+                    document = await self._api(f"/videos/{video_id}/metadata", f"metadata of {video_id}")
+                except VidfsError as exc:
+                    self._log.debug("%s: no duration for %s: %s", self.instance, video_id, exc)
+                    return
+            duration = document.get("duration") if isinstance(document, dict) else None
+            if isinstance(duration, int | float) and not isinstance(duration, bool) and duration >= 0:
+                self._durations[video_id] = f"{float(duration):.3f}"
+
+        with trio.move_on_after(METADATA_BUDGET) as scope:
+            async with trio.open_nursery() as nursery:
+                for video_id in missing:
+                    nursery.start_soon(one, video_id)
+        if scope.cancelled_caught:
+            self._log.info(
+                "%s: video metadata is slow; some durations come with a later listing", self.instance
+            )
+
+    # ----------------------------------------------------------------------------------------- resolve
+    async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
+        known = self._urls.get(video.remote_id)
+        now = time.time()
+        if known is not None and known.fresh(now) and (previous is None or known.url != previous.url):
+            return self._lease(known.url, now)
+        # Expired, refused by storage, or never seen by this process (e.g. a listing from the snapshot).
+        item = await self._api(f"/videos/{video.remote_id}", f"video {video.remote_id}")
+        if not isinstance(item, dict):
+            raise InvalidRemoteData(f"{self.instance}: video {video.remote_id}: expected a JSON object")
+        if not is_file(item):
+            raise NotFoundError(
+                f"{self.instance}: video {video.remote_id} is not downloadable now ({_hidden_status(item)})"
+            )
+        url = str(item["download_url"]).strip()
+        now = time.time()
+        self._urls[video.remote_id] = _Url(url, now)
+        if previous is not None and url == previous.url:
+            self._log.info(
+                "%s: Hour One gave the same download URL again for %s", self.instance, video.remote_id
+            )
+        return self._lease(url, now)
+
+    def _lease(self, url: str, now: float) -> StreamLease:
+        expires = expiry_from_url(url)
+        if expires is not None and expires <= now:
+            # Already past its expiry by our clock (skew?): let storage decide instead of renewing in a loop.
+            self._log.debug(
+                "%s: %s looks expired on arrival; ignoring its expiry", self.instance, redact_url(url)
+            )
+            expires = None
+        # No headers: the api-key is for the API origin only, never for storage.
+        return StreamLease(url=url, headers={}, expires_at=expires)
+
+
+def _failure(response: httpx.Response) -> str:
+    """FastAPI's error body as one short line: `{"detail": "..."}` or `{"detail": [{"loc","msg","type"}]}`."""
+    status = f"HTTP {response.status_code}"
+    try:
+        data = response.json()
+    except ValueError:
+        return status
+    detail = data.get("detail") if isinstance(data, dict) else None
+    if isinstance(detail, str) and detail:
+        return f"{status} {detail[:200]}"
+    if isinstance(detail, list):
+        parts = []
+        for error in detail[:3]:
+            if not isinstance(error, dict):
+                continue
+            loc = ".".join(str(p) for p in error.get("loc") or [])
+            parts.append(f"{loc}: {error.get('msg', '')}".strip(": "))
+        if parts:
+            return f"{status} {'; '.join(parts)[:200]}"
+    return status
+
+
+SPEC = ProviderSpec(
+    type="hourone",
+    description="Hour One / MakeReals API v1 (rendered videos, one flat directory)",
+    options={
+        "base_url": OptionSpec(str, required=True, help="API root, e.g. https://api.makereals.com/api/v1"),
+        "api_key": OptionSpec(str, required=True, secret=True, help="sent as the api-key header"),
+        "workspace_id": OptionSpec(str, help="sent as the workspace-id header"),
+        "team_id": OptionSpec(str, help="sent as the team-id header"),
+        "metadata_concurrency": OptionSpec(
+            int,
+            default=METADATA_CONCURRENCY,
+            help="parallel GET /videos/{id}/metadata calls (0: no durations)",
+        ),
+    },
+    factory=HourOneProvider,
+)
