@@ -93,7 +93,8 @@ class VideoFS:
         return ROOT_INODE if node_inode == self.root_inode else node_inode
 
     def attributes(self, node: Node) -> Attributes:
-        mtime = node.mtime or self.tree.mounted_at if node.inode == ROOT_INODE else node.mtime
+        # A folder the API gives no time for shows the mount time (stable while mounted), never 1970.
+        mtime = node.mtime or (self.tree.mounted_at if node.is_dir else 0.0)
         return Attributes(
             inode=self.to_fuse_inode(node.inode),
             mode=DIR_MODE if node.is_dir else FILE_MODE,

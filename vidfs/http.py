@@ -175,6 +175,7 @@ class HttpClient:
         auth: httpx.Auth | tuple[str, str] | None = None,
         follow_redirects: bool = False,
         retry: bool = True,
+        pool: str | None = "api",
     ) -> httpx.Response:
         """Send a request and read its whole body. Error statuses are returned, not raised, except that
         retryable ones (5xx, 429) that persist beyond the retry budget raise RemoteIOError."""
@@ -186,7 +187,7 @@ class HttpClient:
         for attempt in range(attempts):
             try:
                 response = await self._send(
-                    method, url, tag, headers, params, json, content, auth, follow_redirects
+                    method, url, tag, headers, params, json, content, auth, follow_redirects, pool
                 )
             except UnreachableError:
                 raise
@@ -231,11 +232,13 @@ class HttpClient:
         content: bytes | None,
         auth: httpx.Auth | tuple[str, str] | None,
         follow_redirects: bool,
+        pool: str | None,
     ) -> httpx.Response:
         first_url = url
         for _hop in range(MAX_REDIRECTS + 1):
             on_origin = same_origin(first_url, url)
-            async with self.slot(url, "api"):
+            # pool None: the caller already holds a slot of this origin (see RemoteFile.fetch).
+            async with contextlib.nullcontext() if pool is None else self.slot(url, pool):
                 response = await self._client.request(
                     method,
                     url,

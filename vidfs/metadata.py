@@ -137,20 +137,24 @@ class MetadataCache:
 
     async def _probe(self, instance: str, provider: Provider, video: Video) -> Probe:
         lease = await self._resolver.lease(instance, provider, video)
-        for attempt in range(2):
-            try:
-                return await self._head(instance, lease)
-            except AuthError:
-                if attempt:
-                    raise
-                lease = await self._resolver.refused(instance, provider, video, lease)
+        # As for ranged reads: hold a storage slot first, then take the lease, so a short-lived URL cannot
+        # expire while the HEAD waits for a connection.
+        async with self._http.slot(lease.url, "data"):
+            lease = await self._resolver.lease(instance, provider, video)
+            for attempt in range(2):
+                try:
+                    return await self._head(instance, lease)
+                except AuthError:
+                    if attempt:
+                        raise
+                    lease = await self._resolver.refused(instance, provider, video, lease)
         raise AssertionError("unreachable")
 
     async def _head(self, instance: str, lease: StreamLease) -> Probe:
         tag = f"{instance}:storage"
         self._stats.incr("metadata.heads")
         response = await self._http.request(
-            "HEAD", lease.url, tag=tag, headers=lease.headers, follow_redirects=True
+            "HEAD", lease.url, tag=tag, headers=lease.headers, follow_redirects=True, pool=None
         )
         etag = response.headers.get("ETag")
         length = response.headers.get("Content-Length")
@@ -165,7 +169,9 @@ class MetadataCache:
         # HEAD refused or without a length: ask for one byte and read the total from Content-Range.
         headers = dict(lease.headers)
         headers["Range"] = "bytes=0-0"
-        response = await self._http.request("GET", lease.url, tag=tag, headers=headers, follow_redirects=True)
+        response = await self._http.request(
+            "GET", lease.url, tag=tag, headers=headers, follow_redirects=True, pool=None
+        )
         if response.status_code in (401, 403, 410):
             raise AuthError(
                 f"GET {redact_url(lease.url)}: HTTP {response.status_code}", status=response.status_code

@@ -7,7 +7,6 @@ filesystem is unmounted and every provider closed before we return.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from vidfs.filesystem import VideoFS
 from vidfs.fuse_ops import VidfsOperations
 from vidfs.http import HttpClient, HttpSettings
 from vidfs.io.block_cache import BlockCache
+from vidfs.io.disk_cache import DiskStore
 from vidfs.metadata import MetadataCache, SnapshotKeeper
 from vidfs.providers.base import Provider, ProviderContext
 from vidfs.providers.registry import get_spec
@@ -80,6 +80,7 @@ def build_providers(config: Config, http: HttpClient) -> dict[str, Provider]:
         if spec is None:  # config validation already refuses this; keep a clear message anyway
             raise UsageError(f"unknown provider type {provider_config.type!r}")
         state_dir = config.cache.dir / "state" / provider_config.name
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         context = ProviderContext(
             instance=provider_config.name,
             http=http,
@@ -115,14 +116,8 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
         loaded = await trio.to_thread.run_sync(keeper.load)
         log.info("listing snapshot: %d cached directories loaded", loaded)
         store = None
-        disk_store_class = None
         if config.cache.disk > 0:
-            try:  # transitional: the disk store module lands separately
-                disk_store_class = importlib.import_module("vidfs.io.disk_cache").DiskStore
-            except ImportError:
-                log.warning("disk cache unavailable in this build; using memory only")
-        if disk_store_class is not None:
-            store = disk_store_class(
+            store = DiskStore(
                 config.cache.dir / "blocks",
                 capacity=config.cache.disk,
                 block_size=config.cache.block_size,

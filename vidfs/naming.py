@@ -70,6 +70,7 @@ _KNOWN_EXTENSIONS = frozenset(
         ".rmvb", ".3g2", ".hevc", ".h264", ".h265", ".264", ".265", ".y4m", ".ivf", ".divx", ".ogg",
         ".mp3", ".m4a", ".aac", ".wav", ".flac", ".opus", ".jpg", ".jpeg", ".png", ".gif", ".webp",
         ".srt", ".vtt", ".json", ".xml", ".txt", ".pdf", ".zip", ".m3u8", ".mpd",
+        ".insv", ".insp", ".lrv", ".360",
     }
 )  # fmt: skip
 

@@ -594,6 +594,23 @@ class Site:
             )
         raise HttpError(404, f"no such resource: {req.path_only}")
 
+    def _fault_boards(self) -> list[Faults]:
+        """This site's switchboard and its subsites' (once each: a subsite may share its parent's)."""
+        boards: list[Faults] = []
+        for site in (self, *self.subsites):
+            if all(site.faults is not b for b in boards):
+                boards.append(site.faults)
+        return boards
+
+    def _faults_snapshot(self) -> JSON:
+        """The rules with `fired` summed over every switchboard of this vendor."""
+        boards = self._fault_boards()
+        snapshot = boards[0].snapshot()
+        for board in boards[1:]:
+            for rule, other in zip(snapshot["rules"], board.snapshot()["rules"], strict=False):
+                rule["fired"] = rule.get("fired", 0) + other.get("fired", 0)
+        return snapshot
+
     def _control(self, req: Request) -> None:
         path, method = req.path_only.rstrip("/"), req.command
         try:
@@ -613,15 +630,16 @@ class Site:
                 cleared = sum(site.log.clear() for site in (self, *self.subsites))
                 req.send_json(200, {"cleared": cleared})
             elif path == "/_emulator/faults" and method == "GET":
-                req.send_json(200, self.faults.snapshot())
+                req.send_json(200, self._faults_snapshot())
             elif path == "/_emulator/faults" and method == "POST":
                 body = req.json()
                 if not isinstance(body, dict) or not isinstance(body.get("rules"), list):
                     raise ValueError('expected {"rules": [...]}')
                 # Rules posted to a parent apply to its subsites too (each rule filters by path itself).
-                for site in (self, *self.subsites):
-                    site.faults.set_rules(body["rules"], body.get("seed"))
-                req.send_json(200, self.faults.snapshot())
+                snapshot = self._faults_snapshot()  # the counters of the rules being replaced
+                for board in self._fault_boards():
+                    board.set_rules(body["rules"], body.get("seed"))
+                req.send_json(200, snapshot)
             elif path == "/_emulator/catalog" and method == "GET":
                 req.send_json(200, self.catalog())
             elif path == "/_emulator/settings" and method == "GET":

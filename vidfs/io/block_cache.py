@@ -209,16 +209,27 @@ class BlockCache:
                 self._prefetch_in_flight -= nbytes
 
     async def _from_store(self, file: RemoteFile, indices: list[int]) -> list[int]:
-        assert self._store is not None
+        store = self._store
+        assert store is not None
+        found: dict[int, bytes] = {}
+
+        async def look(index: int) -> None:
+            expected = min(self.block_size, file.size - index * self.block_size)
+            data = await store.get(file.key, index, expected)
+            if data is not None:
+                found[index] = data
+
+        # Lookups in parallel: a hit is a thread hop, and a run may span a hundred blocks.
+        async with trio.open_nursery() as nursery:
+            for index in indices:
+                nursery.start_soon(look, index)
         missing: list[int] = []
         for index in indices:
-            expected = min(self.block_size, file.size - index * self.block_size)
-            data = await self._store.get(file.key, index, expected)
-            if data is None:
+            if index not in found:
                 missing.append(index)
                 continue
             self._stats.incr("cache.disk_hits")
-            self._complete(file, index, data)
+            self._complete(file, index, found[index])
         # Only the first contiguous stretch is fetched in one request; blocks after a hole are fetched
         # as their own run so we never download bytes the disk already has.
         if missing and missing[-1] - missing[0] + 1 != len(missing):

@@ -1,0 +1,335 @@
+"""Crash safety of the disk block store, through real mounts over the Pixop emulator.
+
+1. `kill -9` of the mount daemon in the middle of parallel reads, torn blocks planted on disk, remount on the
+   same cache: every file reads back byte-identical, the damaged blocks are fetched again and the intact
+   ones are not.
+2. Remount with the emulator stopped: what was cached is served, what was not fails with EIO, in bounded
+   time.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import vidfs
+from tests.conftest import Emulator, Mount, start_emulator, stop_process
+from tests.providers import CASES, Expect
+from vidfs.demo import write_config
+from vidfs.io.disk_cache import HEADER
+
+WIRED = "DiskStore" in (Path(vidfs.__file__).parent / "mount.py").read_text()
+pytestmark = pytest.mark.skipif(not WIRED, reason="the disk store is not wired into vidfs/mount.py yet")
+
+INSTANCE = "site"
+STORAGE = re.compile(r"^/media/v1/download/\w+/([^/?]+)")
+BIG = "big_reel.mp4"
+BLOCK_SIZE = 64 << 10
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def mounted(path: Path) -> bool:
+    """Is something mounted at `path`? (`os.path.ismount` says no for a dead FUSE mount: stat fails.)"""
+    target = str(path).replace(" ", "\\040")
+    with open("/proc/self/mounts") as handle:
+        return any(line.split()[1] == target for line in handle)
+
+
+def force_unmount(path: Path) -> None:
+    for args in (["fusermount3", "-u", str(path)], ["fusermount3", "-uz", str(path)]):
+        if not mounted(path):
+            return
+        subprocess.run(args, capture_output=True, check=False, timeout=60)
+    wait_until(lambda: not mounted(path), f"{path} to be unmounted", 30)
+
+
+class Cached:
+    """Block files found under a cache directory: remote id → block index → path."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.blocks: dict[str, dict[int, Path]] = {}
+        self.block_size = 0
+        for key_file in cache_dir.rglob("key.json"):
+            document = json.loads(key_file.read_text())
+            self.block_size = int(document["block_size"])
+            indices = self.blocks.setdefault(document["remote_id"], {})
+            for path in key_file.parent.glob("*.blk"):
+                indices[int(path.stem)] = path
+
+    def count(self) -> int:
+        return sum(len(indices) for indices in self.blocks.values())
+
+
+def cached_bytes(cache_dir: Path) -> int:
+    total = 0
+    for path in cache_dir.rglob("*.blk"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # evicted or replaced meanwhile
+            pass
+    return total
+
+
+def make_config(tmp_path: Path, emulator: Emulator, extra: str = "") -> Path:
+    config = write_config(
+        tmp_path / "vidfs.toml",
+        {INSTANCE: emulator.config("pixop")},
+        cache_dir=tmp_path / "cache",
+        extra=extra,
+    )
+    # Small blocks whatever the default: many block files, so the crash hits some mid-write.
+    config.write_text(
+        config.read_text().replace("[cache]\n", f'[cache]\nblock_size = "{BLOCK_SIZE // 1024}KiB"\n', 1)
+    )
+    return config
+
+
+def payload(path: Path) -> bytes:
+    return path.read_bytes()[HEADER.size :]
+
+
+def source_range(path: str, offset: int, size: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(size)
+
+
+def fetched_blocks(emulator: Emulator, sizes: dict[str, int], block_size: int) -> dict[str, set[int]]:
+    """Per remote id, the blocks covered by the storage GETs in the emulator's request log."""
+    fetched: dict[str, set[int]] = {}
+    for entry in emulator.requests("pixop"):
+        match = STORAGE.match(entry["path"])
+        if entry["method"] != "GET" or match is None:
+            continue
+        remote_id = match.group(1)
+        size = sizes[remote_id]
+        spec = entry["headers"].get("range")
+        if spec is None:
+            start, end = 0, size - 1
+        else:
+            first, _, last = spec.removeprefix("bytes=").partition("-")
+            start, end = int(first), int(last) if last else size - 1
+            if start == 0 and end == 0:
+                continue  # a size probe, not a block fetch
+        fetched.setdefault(remote_id, set()).update(range(start // block_size, end // block_size + 1))
+    return fetched
+
+
+@pytest.fixture
+def emulator(tmp_path: Path, media_dir: Path) -> Iterator[Emulator]:
+    started = start_emulator(tmp_path / "emulator", ["pixop"], media_dir)
+    try:
+        yield started
+    finally:
+        stop_process(started.process)
+
+
+class World:
+    """The emulator's catalog, seen three ways: files the mount shows, videos by id, sources by id."""
+
+    def __init__(self, emulator: Emulator) -> None:
+        catalog = emulator.catalog("pixop")
+        self.expected: dict[str, Expect] = CASES["pixop"].expected(catalog)
+        self.videos: dict[str, dict[str, Any]] = {v["id"]: v for v in catalog["videos"] if v["visible"]}
+        self.sizes = {video_id: int(v["size"]) for video_id, v in self.videos.items()}
+
+    def video_id(self, file_name: str) -> str:
+        (found,) = [
+            i for i, v in self.videos.items() if v["fileName"] == file_name and v["kind"] == "original"
+        ]
+        return found
+
+    def rel(self, file_name: str) -> str:
+        (found,) = [rel for rel in self.expected if rel.endswith("/" + file_name)]
+        return found
+
+    def source_block(self, video_id: str, index: int, block_size: int) -> bytes:
+        return source_range(self.videos[video_id]["path_on_disk"], index * block_size, block_size)
+
+
+def read_stats(mount: Mount) -> dict[str, Any]:
+    return json.loads(os.getxattr(mount.path, "user.vidfs.stats"))
+
+
+# ------------------------------------------------------------------------------------------------- tests
+def test_kill_9_during_reads_then_torn_blocks_are_refetched_and_intact_ones_are_not(
+    tmp_path: Path, emulator: Emulator, mounts: Any
+) -> None:
+    world = World(emulator)
+    expected = world.expected
+    cache_dir = tmp_path / "cache"
+    config = make_config(tmp_path, emulator)
+    # Slow storage so the readers are surely still busy when the daemon dies.
+    emulator.post(
+        "pixop",
+        "faults",
+        {"rules": [{"kind": "latency", "path": STORAGE.pattern, "methods": ["GET"], "seconds": 0.2}]},
+    )
+    mount = mounts(config)
+    root = mount.path / INSTANCE
+    big = root / world.rel(BIG)
+    readers = [
+        subprocess.Popen(["dd", f"if={big}", "of=/dev/null", "bs=1M"], stderr=subprocess.DEVNULL),
+        subprocess.Popen(["dd", f"if={big}", "of=/dev/null", "bs=1M", "skip=30"], stderr=subprocess.DEVNULL),
+        *(
+            subprocess.Popen(["cat", str(root / rel)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for rel in expected
+            if rel != world.rel(BIG)
+        ),
+    ]
+    try:
+        wait_until(lambda: cached_bytes(cache_dir) >= 10 << 20, "10 MiB of blocks in the disk cache")
+        assert any(reader.poll() is None for reader in readers), "the readers finished before the kill"
+        os.kill(mount.pid, signal.SIGKILL)
+        wait_until(lambda: not alive(mount.pid), "the daemon to die")
+    finally:
+        for reader in readers:
+            if reader.poll() is None:
+                reader.kill()
+            reader.wait(timeout=30)
+    force_unmount(mount.path)
+    emulator.post("pixop", "faults", {"rules": []})
+
+    # What the crash left: every block file under its final name is whole and holds the right bytes.
+    cached = Cached(cache_dir)
+    block_size = cached.block_size
+    assert block_size == BLOCK_SIZE
+    assert cached.count() >= 100
+    for remote_id, indices in cached.blocks.items():
+        for index, path in indices.items():
+            assert payload(path) == world.source_block(remote_id, index, block_size), (remote_id, index)
+    # Simulate torn writes: truncate one block of the big file, flip a data byte in another.
+    big_id = world.video_id(BIG)
+    big_blocks = sorted(cached.blocks[big_id])
+    assert len(big_blocks) >= 4
+    truncated, flipped = big_blocks[len(big_blocks) // 3], big_blocks[2 * len(big_blocks) // 3]
+    truncated_path = cached.blocks[big_id][truncated]
+    os.truncate(truncated_path, truncated_path.stat().st_size // 2)
+    flipped_path = cached.blocks[big_id][flipped]
+    with open(flipped_path, "r+b") as handle:
+        handle.seek(HEADER.size + 100)
+        byte = handle.read(1)[0]
+        handle.seek(HEADER.size + 100)
+        handle.write(bytes([byte ^ 0x40]))
+    leftover = truncated_path.parent / ".tmp999.0123456789ab"  # a write the crash interrupted
+    leftover.write_bytes(b"partial")
+    intact = {
+        remote_id: set(indices) - ({truncated, flipped} if remote_id == big_id else set())
+        for remote_id, indices in cached.blocks.items()
+    }
+
+    emulator.post("pixop", "requests/clear", {})
+    again = mounts(config)
+    assert not leftover.exists(), "the leftover temp file survived the remount"
+    for rel, expect in expected.items():
+        assert sha256(again.path / INSTANCE / rel) == expect.sha256, rel
+
+    fetched = fetched_blocks(emulator, world.sizes, block_size)
+    assert {truncated, flipped} <= fetched.get(big_id, set()), "the torn blocks were not fetched again"
+    for remote_id, kept in intact.items():
+        refetched = kept & fetched.get(remote_id, set())
+        assert not refetched, f"{remote_id}: cached blocks fetched again: {sorted(refetched)[:10]}"
+    document = read_stats(again)
+    if "disk_cache" in document:
+        assert document["disk_cache"]["torn_detected"] >= 2, document["disk_cache"]
+    else:
+        assert "damaged" in again.log_text()
+
+
+def test_cached_ranges_are_served_with_the_emulator_stopped(
+    tmp_path: Path, emulator: Emulator, mounts: Any
+) -> None:
+    world = World(emulator)
+    expected = world.expected
+    cache_dir = tmp_path / "cache"
+    config = make_config(tmp_path, emulator, extra="[http]\nretries = 1\nconnect_timeout = 2\n")
+    big_rel, big_id = world.rel(BIG), world.video_id(BIG)
+    small_rel, small_id = world.rel("interview.mp4"), world.video_id("interview.mp4")
+    big_source = world.videos[big_id]["path_on_disk"]
+    mount = mounts(config)
+    root = mount.path / INSTANCE
+    with open(root / big_rel, "rb") as handle:
+        assert os.pread(handle.fileno(), 3 << 20, 0) == source_range(big_source, 0, 3 << 20)
+        tail = expected[big_rel].size - (1 << 20)
+        assert os.pread(handle.fileno(), 1 << 20, tail) == source_range(big_source, tail, 1 << 20)
+    assert sha256(root / small_rel) == expected[small_rel].sha256
+    subprocess.run(["fusermount3", "-u", str(mount.path)], check=True, timeout=60)
+    wait_until(lambda: not alive(mount.pid), "the daemon to finish writing its cache and exit", 60)
+
+    cached = Cached(cache_dir)
+    block_size = cached.block_size
+    assert block_size == BLOCK_SIZE
+    big_cached = set(cached.blocks[big_id])
+    assert {0, 1, (expected[big_rel].size - 1) // block_size} <= big_cached
+    middle = (expected[big_rel].size // block_size) // 2
+    uncached = next(i for i in range(middle, expected[big_rel].size // block_size) if i not in big_cached)
+    stop_process(emulator.process)
+
+    again = mounts(config)
+    root = again.path / INSTANCE
+    try:
+        os.stat(root / big_rel)
+    except OSError as exc:
+        pytest.xfail(f"the listing is not available offline after a remount ({exc.strerror})")
+    with open(root / big_rel, "rb") as handle:
+        for index in sorted(big_cached):
+            data = os.pread(handle.fileno(), block_size, index * block_size)
+            assert data == world.source_block(big_id, index, block_size), index
+    if len(cached.blocks.get(small_id, {})) * block_size >= expected[small_rel].size:
+        assert sha256(root / small_rel) == expected[small_rel].sha256
+
+    # An uncached block: EIO, within a bound (a child process, so a hang cannot hang the test run).
+    probe = (
+        "import errno, os, sys\n"
+        "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+        "try:\n"
+        "    os.pread(fd, int(sys.argv[2]), int(sys.argv[3]))\n"
+        "except OSError as exc:\n"
+        "    print(errno.errorcode[exc.errno])\n"
+        "else:\n"
+        "    print('OK')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(root / big_rel), str(block_size), str(uncached * block_size)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert result.stdout.strip() == errno.errorcode[errno.EIO], result.stdout + result.stderr
