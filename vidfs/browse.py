@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from vidfs.config import load_config
-from vidfs.errors import VidfsError
+from vidfs.errors import VidfsError, leaf_error
 from vidfs.http import HttpClient
 from vidfs.metadata import MetadataCache
 from vidfs.mount import build_providers, http_settings
@@ -43,9 +43,9 @@ async def run_check(config_path: Path) -> int:
                 failed = True
                 rows.append((name, kind, "FAIL", "-", f"no answer within {config.mount.request_timeout:g}s"))
                 continue
-            except VidfsError as exc:
+            except (VidfsError, BaseExceptionGroup) as exc:
                 failed = True
-                rows.append((name, kind, "FAIL", "-", str(exc)))
+                rows.append((name, kind, "FAIL", "-", str(leaf_error(exc))))
                 continue
             took = time.monotonic() - started
             names = ", ".join(entry.name for entry in listing.entries[:3])

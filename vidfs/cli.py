@@ -16,7 +16,7 @@ from pathlib import Path
 import trio
 
 from vidfs import __version__
-from vidfs.errors import ConfigError, UsageError, VidfsError
+from vidfs.errors import ConfigError, UsageError, VidfsError, leaf_error
 
 log = logging.getLogger("vidfs")
 
@@ -87,6 +87,25 @@ def build_parser() -> argparse.ArgumentParser:
         "path", nargs="?", default="", help="a path below the mount root, e.g. my-provider/project"
     )
     common(ls)
+
+    prefetch = sub.add_parser(
+        "prefetch",
+        help="warm a mount's disk cache: read files or directories through it, in parallel, resumably",
+    )
+    prefetch.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="files or directories in a mount"
+    )
+    prefetch.add_argument("-j", "--jobs", type=int, default=4, help="files read in parallel (default 4)")
+    pinning = prefetch.add_mutually_exclusive_group()
+    pinning.add_argument("--pin", action="store_true", help="also pin the files: never evicted from disk")
+    pinning.add_argument("--unpin", action="store_true", help="only unpin the files (reads nothing)")
+    prefetch.add_argument(
+        "--force", action="store_true", help="read again files an earlier run completed (ignore the state)"
+    )
+    prefetch.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or per-file lines, only the summary"
+    )
+    common(prefetch)
     return parser
 
 
@@ -112,6 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "check": cmd_check,
             "ls": cmd_ls,
             "stats": cmd_stats,
+            "prefetch": cmd_prefetch,
         }[args.command]
         return handler(args)
     except (ConfigError, UsageError) as exc:
@@ -124,6 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BaseExceptionGroup as group:
+        leaf = leaf_error(group)
+        if not isinstance(leaf, VidfsError):
+            raise
+        _report_ready_failure(str(leaf))
+        print(f"vidfs: error: {leaf}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(leaf, ConfigError | UsageError) else EXIT_FAILURE
 
 
 # ---------------------------------------------------------------------------------------------- mount
@@ -294,6 +321,19 @@ def cmd_ls(args: argparse.Namespace) -> int:
     from vidfs.browse import run_ls
 
     return trio.run(run_ls, args.config, args.path)
+
+
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    from vidfs.prefetch_cmd import run_prefetch
+
+    return run_prefetch(
+        args.paths,
+        jobs=args.jobs,
+        pin=args.pin,
+        unpin=args.unpin,
+        progress=not args.no_progress,
+        force=args.force,
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

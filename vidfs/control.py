@@ -27,10 +27,22 @@ log = logging.getLogger("vidfs.control")
 MAX_REQUEST = 64 * 1024
 
 
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes, NUL included
+
+
 def socket_path(cache_dir: Path, mountpoint: Path) -> Path:
-    # Unix socket paths are limited to ~108 bytes: name it by a hash of the mount point.
-    digest = hashlib.sha256(str(mountpoint).encode()).hexdigest()[:16]
-    return cache_dir / "control" / f"{digest}.sock"
+    """Named by a hash of the mount point, in the cache dir; when that path is too long for a unix socket,
+    in `$XDG_RUNTIME_DIR/vidfs` or a private `/tmp/vidfs-<uid>` instead."""
+    name = f"{hashlib.sha256(str(mountpoint).encode()).hexdigest()[:16]}.sock"
+    candidates = [cache_dir / "control"]
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        candidates.append(Path(runtime) / "vidfs")
+    candidates.append(Path(f"/tmp/vidfs-{os.getuid()}"))
+    for directory in candidates:
+        if len(os.fsencode(directory / name)) <= MAX_SOCKET_PATH:
+            return directory / name
+    return candidates[-1] / name
 
 
 class ControlServer:
@@ -39,18 +51,27 @@ class ControlServer:
         self.path = path
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
         listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
         try:
-            await listener.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
-        listener.listen(16)
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if self.path.parent.stat().st_uid != os.getuid():
+                raise OSError(f"{self.path.parent} belongs to another user")
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+            old_umask = os.umask(0o177)
+            try:
+                await listener.bind(str(self.path))
+            finally:
+                os.umask(old_umask)
+            listener.listen(16)
+        except OSError as exc:
+            # The mount works without it; only `vidfs prefetch --pin` needs the socket.
+            log.warning("no control socket (%s): pinning is unavailable for this mount", exc)
+            listener.close()
+            task_status.started()
+            return
         self.fs.control_path = str(self.path)
         task_status.started()
         try:

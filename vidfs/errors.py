@@ -79,8 +79,18 @@ class ReadOnlyError(VidfsError):
     errno = _errno.EROFS
 
 
+def leaf_error(exc: BaseException) -> BaseException:
+    """The error that matters inside (nested) exception groups from concurrent tasks: the first of ours,
+    else the first leaf."""
+    while isinstance(exc, BaseExceptionGroup):
+        ours = exc.subgroup(lambda e: isinstance(e, VidfsError))
+        exc = (ours or exc).exceptions[0]
+    return exc
+
+
 def to_errno(exc: BaseException) -> int:
     """The single mapping from an exception to the errno a FUSE caller sees."""
+    exc = leaf_error(exc)
     if isinstance(exc, VidfsError):
         return exc.errno
     if isinstance(exc, OSError) and exc.errno:

@@ -174,7 +174,15 @@ class VideoFS:
         try:
             data = await self.cache.read(file, offset, size)
         except (StaleError, NotFoundError):
+            # The file changed or vanished: forget what we knew (listing, size, URL) so the next open
+            # starts afresh; this handle keeps failing rather than mixing old and new bytes.
             self.tree.refresh_parent(handle.node)
+            if handle.node.instance is not None:
+                self.tree.metadata.forget_probe(handle.node.instance, file.video)
+                self.resolver.forget(handle.node.instance, file.video.remote_id)
+            shared = self._files.get(file.key)
+            if shared is not None and shared[0] is file:
+                del self._files[file.key]  # new opens get a fresh RemoteFile (new size and ETag)
             raise
         self.stats.incr("bytes.read", len(data))
         return data
@@ -184,11 +192,13 @@ class VideoFS:
         if handle is None:
             return
         key = handle.file.key
-        file, count = self._files.get(key, (handle.file, 1))
-        if count <= 1:
-            self._files.pop(key, None)
+        shared = self._files.get(key)
+        if shared is None or shared[0] is not handle.file:
+            return  # that file was retired (it changed); a newer one may hold the key
+        if shared[1] <= 1:
+            del self._files[key]
         else:
-            self._files[key] = (file, count - 1)
+            self._files[key] = (shared[0], shared[1] - 1)
 
     async def _warm_container(self, file: RemoteFile) -> None:
         """MP4/MOV: fetch the head and, when the moov atom sits after the media data, the moov itself, so a

@@ -18,7 +18,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from vidfs.errors import VidfsError, to_errno
+from vidfs.errors import VidfsError, leaf_error, to_errno
 from vidfs.filesystem import Attributes, VideoFS
 
 log = logging.getLogger("vidfs.fuse")
@@ -51,6 +51,14 @@ class VidfsOperations(pyfuse3.Operations):
         except VidfsError as exc:
             self._log_once(f"{what}: {exc}")
             raise pyfuse3.FUSEError(to_errno(exc)) from None
+        except BaseExceptionGroup as group:  # concurrent tasks failed: answer for the one that matters
+            leaf = leaf_error(group)
+            if not isinstance(leaf, VidfsError | trio.TooSlowError):
+                log.exception("%s: unexpected error", what)
+            self._log_once(f"{what}: {leaf}")
+            raise pyfuse3.FUSEError(
+                errno.EIO if isinstance(leaf, trio.TooSlowError) else to_errno(leaf)
+            ) from None
         except Exception:
             log.exception("%s: unexpected error", what)
             raise pyfuse3.FUSEError(errno.EIO) from None

@@ -20,7 +20,7 @@ from pathlib import Path
 import trio
 
 from vidfs import snapshot
-from vidfs.errors import AuthError, NotFoundError, RemoteIOError, VidfsError, redact_url
+from vidfs.errors import AuthError, NotFoundError, RemoteIOError, UnreachableError, VidfsError, redact_url
 from vidfs.http import HttpClient
 from vidfs.io.range_reader import parse_content_range
 from vidfs.model import Folder, Listing, StreamLease, Video
@@ -132,6 +132,10 @@ class MetadataCache:
             self._dirty.set()
             return probe
 
+    def forget_probe(self, instance: str, video: Video) -> None:
+        """The file changed: what HEAD told about it is no longer true."""
+        self._probes.pop((instance, video.remote_id, video.fingerprint), None)
+
     def learn(self, instance: str, video: Video, size: int, etag: str | None) -> None:
         self._probes.setdefault((instance, video.remote_id, video.fingerprint), Probe(size, etag))
 
@@ -153,9 +157,16 @@ class MetadataCache:
     async def _head(self, instance: str, lease: StreamLease) -> Probe:
         tag = f"{instance}:storage"
         self._stats.incr("metadata.heads")
-        response = await self._http.request(
-            "HEAD", lease.url, tag=tag, headers=lease.headers, follow_redirects=True, pool=None
-        )
+        try:
+            response = await self._http.request(
+                "HEAD", lease.url, tag=tag, headers=lease.headers, follow_redirects=True, pool=None
+            )
+        except UnreachableError:
+            raise
+        except RemoteIOError as exc:
+            # Some storage refuses HEAD, or a burst of 5xx used the retry budget: try the ranged GET.
+            log.debug("%s: HEAD failed (%s); asking for one byte instead", instance, exc)
+            return await self._one_byte(instance, lease, tag)
         etag = response.headers.get("ETag")
         length = response.headers.get("Content-Length")
         if response.status_code == 200 and length is not None and length.isdigit():
@@ -166,7 +177,10 @@ class MetadataCache:
             )
         if response.status_code == 404:
             raise NotFoundError(f"HEAD {redact_url(lease.url)}: HTTP 404", status=404)
-        # HEAD refused or without a length: ask for one byte and read the total from Content-Range.
+        return await self._one_byte(instance, lease, tag)
+
+    async def _one_byte(self, instance: str, lease: StreamLease, tag: str) -> Probe:
+        """HEAD refused or without a length: ask for one byte and read the total from Content-Range."""
         headers = dict(lease.headers)
         headers["Range"] = "bytes=0-0"
         response = await self._http.request(

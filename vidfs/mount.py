@@ -61,6 +61,15 @@ def sd_notify(message: str) -> None:
         log.debug("sd_notify failed: %s", exc)
 
 
+def fsname(config: Config) -> str:
+    """What `mount` and `df` show as the source: `vidfs:<config file name>` unless the config sets one.
+    (A bare word would be shown as a path relative to the mounting process's working directory.)"""
+    if config.mount.fsname != "vidfs":
+        return config.mount.fsname
+    stem = "".join(c if c.isalnum() or c in "._-" else "_" for c in config.path.name)
+    return f"vidfs:{stem}"
+
+
 def http_settings(config: Config) -> HttpSettings:
     options = config.http
     return HttpSettings(
@@ -153,7 +162,7 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
             await background.start(ControlServer(fs, socket_path(config.cache.dir, mountpoint)).serve)
             operations = VidfsOperations(fs, request_timeout=config.mount.request_timeout)
             options = set(pyfuse3.default_options)
-            options |= {f"fsname={config.mount.fsname}", "subtype=vidfs", "ro", "noatime"}
+            options |= {f"fsname={fsname(config)}", "subtype=vidfs", "ro", "noatime"}
             allow_other = config.mount.allow_other if request.allow_other is None else request.allow_other
             if allow_other:
                 options.add("allow_other")

@@ -80,6 +80,10 @@ class _Directory:
     names: dict[str, int] = field(default_factory=dict)
     hidden: tuple[HiddenItem, ...] = ()
     built_from: object = None  # the Listing object these names were built from
+    retry_at: float | None = None  # some sizes could not be learned: build again after this instant
+
+    def current(self, listing: object) -> bool:
+        return self.built_from is listing and (self.retry_at is None or time.monotonic() < self.retry_at)
 
 
 class Tree:
@@ -169,12 +173,12 @@ class Tree:
         provider = self.providers[node.instance]
         listing = await self.metadata.listing(node.instance, provider, node.entry, max_age=max_age)
         directory = self._dirs.get(inode)
-        if directory is not None and directory.built_from is listing:
+        if directory is not None and directory.current(listing):
             return directory
         lock = self._build_locks.setdefault(inode, trio.Lock())
         async with lock:
             directory = self._dirs.get(inode)
-            if directory is not None and directory.built_from is listing:
+            if directory is not None and directory.current(listing):
                 return directory
             directory = await self._build(node, provider, listing.entries, listing.hidden)
             directory.built_from = listing
@@ -222,6 +226,8 @@ class Tree:
             ]
         )
         directory = _Directory(hidden=tuple(hidden) + tuple(failed))
+        if failed:  # a transient failure must not hide a file for the whole listing TTL
+            directory.retry_at = time.monotonic() + self.metadata.negative_ttl
         for entry, name in zip(shown, names, strict=True):
             node = self._node_for(instance, entry, parent.inode, name)
             if isinstance(entry, Video):

@@ -11,6 +11,7 @@ from types import ModuleType
 
 #: provider name → module exposing ``create_site(options: EmulatorOptions) -> Site``. One line per vendor.
 EMULATORS: dict[str, str] = {
+    "valt": "vidfs.emulator.valt",
     "pixop": "vidfs.emulator.pixop",
     "hourone": "vidfs.emulator.hourone",
     "cupix": "vidfs.emulator.cupix",

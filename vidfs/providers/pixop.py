@@ -28,7 +28,7 @@ from urllib.parse import urljoin
 import trio
 
 from vidfs.config import ProviderConfig, Secret
-from vidfs.errors import AuthError, InvalidRemoteData
+from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
 from vidfs.http import raise_for_status, same_origin
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
@@ -197,9 +197,19 @@ class PixopProvider:
         )
         details: dict[str, dict[str, Any]] = {}
 
+        errors: list[VidfsError] = []
+
         async def detail(video_id: str, limiter: trio.CapacityLimiter) -> None:
-            async with limiter:
-                document = await self._api(self._url(f"videos/v1/video/{video_id}"), what=f"video {video_id}")
+            try:
+                async with limiter:
+                    document = await self._api(
+                        self._url(f"videos/v1/video/{video_id}"), what=f"video {video_id}"
+                    )
+            except NotFoundError:
+                return  # deleted between the list and the details: simply not there
+            except VidfsError as exc:
+                errors.append(exc)
+                return
             video = document.get("video")
             if isinstance(video, dict):
                 details[video_id] = video
@@ -209,11 +219,13 @@ class PixopProvider:
             for summary in summaries:
                 if summary.get("id"):
                     nursery.start_soon(detail, str(summary["id"]), limiter)
+        if errors:  # one clear error (the first), not a group of them
+            raise errors[0]
         entries_out: list[Video] = []
         hidden: list[HiddenItem] = []
         for summary in summaries:
             video_id = str(summary.get("id") or "")
-            if not video_id:
+            if not video_id or video_id not in details:
                 continue
             info = details.get(video_id, {})
             merged = {**summary, **info}

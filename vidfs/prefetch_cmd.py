@@ -1,0 +1,481 @@
+"""`vidfs prefetch PATH…`: warm a mount's disk cache by reading files through the mount, in parallel.
+
+How
+---
+Every file named, or found below a directory named, is read sequentially from start to end through the
+mount, `--jobs` files at a time (worker threads). The daemon serves those reads the usual way, so the
+blocks land in its disk cache (and its prefetcher sees sequential readers). Before and after a file is
+read its clean pages are dropped from the kernel page cache (`posix_fadvise(DONTNEED)`): a read answered
+by the page cache would never reach vidfs, and a prefetch of a whole catalog should not fill the RAM.
+
+Progress: a tqdm bar (bytes, rate, files) on a terminal; one plain line per file otherwise, or with
+`--no-progress`. A summary line ends the run. Exit status: 0 all done, 1 some files failed (each named on
+stderr), 2 a path that is not inside a vidfs mount.
+
+Resuming
+--------
+When a file has been read to its end, one JSON line is appended to a state file in the cache dir of the
+user running the command: `$XDG_CACHE_HOME/vidfs/prefetch/<hash of the mount point>.jsonl` (default
+`~/.cache/vidfs/prefetch/`), with the file's path below the mount root, its size and its mtime. A later run
+skips files whose (path, size, mtime) are recorded, so a file that changed remotely is read again. A run
+interrupted in the middle of a file reads that file again from its start; that costs little, because the
+blocks already in the disk cache are served locally. A record means "was read completely", not "is still
+cached": if the disk cache evicted the file or was wiped since, `--force` reads everything again; `--pin`
+keeps files from being evicted in the first place.
+
+Pinning
+-------
+`--pin` asks the daemon, over its control socket (whose path the mount root publishes in the xattr
+`user.vidfs.control`), to pin each file before reading it; pins are per file, so blocks stored afterwards
+are protected too. Files skipped as already prefetched are pinned as well. `--unpin` only unpins and reads
+nothing. Both need the mount's disk cache; when it is off (`[cache] disk = "0"`) the command says so and
+stops. The control socket belongs to the user who mounted (mode 0600).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import os
+import stat
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from vidfs.errors import UsageError
+from vidfs.filesystem import CONTROL_XATTR, STATS_XATTR
+
+CHUNK = 1 << 20
+
+EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+# ------------------------------------------------------------------------------------------ targets
+@dataclass(frozen=True)
+class MountInfo:
+    root: Path
+    control: str | None  # the control socket's path, if the daemon has one
+    disk_cache: bool  # whether the daemon has a disk store (`disk_cache` in its stats)
+
+
+@dataclass(frozen=True)
+class Item:
+    mount: MountInfo
+    path: Path
+    rel: str  # below the mount root, "/"-separated: what the control socket expects
+    size: int
+    mtime_ns: int
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.rel, self.size, self.mtime_ns)
+
+
+def find_mount(path: Path, known: dict[Path, MountInfo]) -> MountInfo:
+    """The vidfs mount that holds `path`, or UsageError."""
+    probe = Path(os.path.realpath(path))
+    while not os.path.ismount(probe) and probe != probe.parent:
+        probe = probe.parent
+    if probe in known:
+        return known[probe]
+    try:
+        document = json.loads(os.getxattr(probe, STATS_XATTR))
+    except (OSError, ValueError):
+        raise UsageError(f"{path} is not inside a vidfs mount") from None
+    try:
+        control: str | None = os.getxattr(probe, CONTROL_XATTR).decode()
+    except OSError:
+        control = None
+    info = MountInfo(root=probe, control=control, disk_cache="disk_cache" in document)
+    known[probe] = info
+    return info
+
+
+def disk_stats(info: MountInfo) -> dict[str, Any]:
+    """The daemon's disk cache counters now (empty when it has none or cannot be asked)."""
+    try:
+        document = json.loads(os.getxattr(info.root, STATS_XATTR))
+    except (OSError, ValueError):
+        return {}
+    disk = document.get("disk_cache")
+    return disk if isinstance(disk, dict) else {}
+
+
+def collect(paths: Sequence[Path]) -> tuple[list[Item], list[str]]:
+    """Expand the arguments into regular files (directories recursively, sorted, no duplicates)."""
+    mounts: dict[Path, MountInfo] = {}
+    items: dict[Path, Item] = {}
+    problems: list[str] = []
+
+    def add(file_path: Path, info: MountInfo, st: os.stat_result) -> None:
+        real = Path(os.path.realpath(file_path))
+        rel = real.relative_to(info.root).as_posix()
+        items.setdefault(real, Item(info, real, rel, st.st_size, st.st_mtime_ns))
+
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise UsageError(f"{path}: {exc.strerror or exc}") from None
+        info = find_mount(path, mounts)
+        if stat.S_ISREG(st.st_mode):
+            add(path, info, st)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            problems.append(f"{path}: not a regular file or directory, skipped")
+            continue
+
+        def onerror(exc: OSError) -> None:
+            problems.append(f"{exc.filename}: {exc.strerror or exc}")
+
+        for dirpath, dirnames, filenames in os.walk(path, onerror=onerror):
+            dirnames.sort()
+            for name in sorted(filenames):
+                file_path = Path(dirpath) / name
+                try:
+                    file_st = os.stat(file_path)
+                except OSError as exc:
+                    problems.append(f"{file_path}: {exc.strerror or exc}")
+                    continue
+                if stat.S_ISREG(file_st.st_mode):
+                    add(file_path, info, file_st)
+    return list(items.values()), problems
+
+
+# ------------------------------------------------------------------------------------------- state
+def state_dir(environ: dict[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_CACHE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".cache")
+    return Path(base) / "vidfs" / "prefetch"
+
+
+class State:
+    """Which files of one mount were read to their end: an append-only JSON-lines file."""
+
+    def __init__(self, directory: Path, mount_root: Path) -> None:
+        digest = hashlib.sha256(str(mount_root).encode()).hexdigest()[:16]
+        self.path = directory / f"{digest}.jsonl"
+        self.mount_root = mount_root
+        self._lock = threading.Lock()
+
+    def load(self) -> set[tuple[str, int, int]]:
+        done: set[tuple[str, int, int]] = set()
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return done
+        for line in text.splitlines():
+            try:
+                record = json.loads(line)
+                done.add((str(record["path"]), int(record["size"]), int(record["mtime_ns"])))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a crash: ignore it
+        return done
+
+    def record(self, item: Item) -> None:
+        line = json.dumps(
+            {
+                "mount": str(self.mount_root),
+                "path": item.rel,
+                "size": item.size,
+                "mtime_ns": item.mtime_ns,
+                "at": round(time.time(), 3),
+            },
+            ensure_ascii=False,
+        )
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+
+
+# ------------------------------------------------------------------------------------------ control
+class PinError(Exception):
+    pass
+
+
+def control_op(info: MountInfo, op: str, rel: str) -> dict[str, Any]:
+    from vidfs import control
+
+    if info.control is None:
+        raise PinError(f"{info.root}: the daemon publishes no control socket")
+    try:
+        answer = control.call(info.control, {"op": op, "path": rel})
+    except PermissionError:
+        raise PinError(
+            f"{info.control}: permission denied (only the user who mounted {info.root} can {op})"
+        ) from None
+    except OSError as exc:
+        raise PinError(f"cannot reach the daemon of {info.root}: {exc.strerror or exc}") from None
+    if not answer.get("ok"):
+        raise PinError(f"{rel}: {answer.get('error', 'refused')}")
+    return answer
+
+
+# ---------------------------------------------------------------------------------------- reading
+class ShortRead(Exception):
+    pass
+
+
+def _drop_page_cache(fd: int) -> None:
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except (OSError, AttributeError):
+        pass
+
+
+def read_through(item: Item, on_bytes: Callable[[int], None], stop: threading.Event) -> int:
+    """Read a file to its end; report progress as it goes. Returns the bytes read."""
+    buffer = bytearray(CHUNK)
+    total = 0
+    with open(item.path, "rb", buffering=0) as handle:
+        _drop_page_cache(handle.fileno())
+        while not stop.is_set():
+            count = handle.readinto(buffer)
+            if not count:
+                break
+            total += count
+            on_bytes(count)
+        _drop_page_cache(handle.fileno())
+    if stop.is_set():
+        raise InterruptedError("interrupted")
+    if total != item.size:
+        raise ShortRead(f"read {total} bytes, the file has {item.size}")
+    return total
+
+
+# --------------------------------------------------------------------------------------- progress
+def _size(value: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+@dataclass
+class Progress:
+    """A tqdm bar on a terminal, plain lines otherwise. Thread-safe."""
+
+    total_bytes: int
+    total_files: int
+    bar: bool
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    files_done: int = 0
+    _tqdm: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        if self.bar:
+            from tqdm import tqdm
+
+            try:  # a terminal that reports no size (0x0, e.g. script(1)) would get no bar at all
+                size = os.get_terminal_size(self.err.fileno())
+                sized = size.columns > 0 and size.lines > 0
+            except (OSError, ValueError):
+                sized = False
+            self._tqdm = tqdm(
+                total=self.total_bytes,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc="prefetch",
+                file=self.err,
+                dynamic_ncols=sized,
+                ncols=None if sized else 100,
+                nrows=None if sized else 24,
+                mininterval=0.2,
+            )
+            self._tqdm.set_postfix_str(f"files 0/{self.total_files}")
+
+    def advance(self, count: int) -> None:
+        if self._tqdm is not None:
+            self._tqdm.update(count)
+
+    def done(self, item: Item, count: int, elapsed: float) -> None:
+        with self._lock:
+            self.files_done += 1
+            if self._tqdm is not None:
+                self._tqdm.set_postfix_str(f"files {self.files_done}/{self.total_files}")
+            else:
+                rate = count / elapsed if elapsed > 0 else 0.0
+                counter = f"[{self.files_done}/{self.total_files}]"
+                print(
+                    f"{counter} {_size(count):>10}  {_size(rate)}/s  {item.path}", file=self.out, flush=True
+                )
+
+    def failed(self, item: Item, message: str) -> None:
+        self.message(f"vidfs: error: {item.path}: {message}")
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            if self._tqdm is not None:
+                self._tqdm.write(text, file=self.err)
+            else:
+                print(text, file=self.err, flush=True)
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+
+
+# --------------------------------------------------------------------------------------------- run
+def _mounts(items: Iterable[Item]) -> list[MountInfo]:
+    seen: dict[Path, MountInfo] = {}
+    for item in items:
+        seen.setdefault(item.mount.root, item.mount)
+    return list(seen.values())
+
+
+def run_prefetch(
+    paths: Sequence[Path],
+    *,
+    jobs: int = 4,
+    pin: bool = False,
+    unpin: bool = False,
+    progress: bool = True,
+    force: bool = False,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    if jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    if pin and unpin:
+        raise UsageError("--pin and --unpin exclude each other")
+    items, problems = collect(paths)
+    for problem in problems:
+        print(f"vidfs: error: {problem}", file=err)
+    mounts = _mounts(items)
+
+    if pin or unpin:
+        for info in mounts:
+            if not info.disk_cache:
+                print(
+                    f"vidfs: error: {info.root}: the disk cache is off in this mount's config "
+                    '([cache] disk = "0"): nothing can be pinned; nothing was read',
+                    file=err,
+                )
+                return EXIT_FAILURE
+    else:
+        for info in mounts:
+            if not info.disk_cache:
+                print(
+                    f"vidfs: warning: {info.root}: the disk cache is off in this mount's config "
+                    '([cache] disk = "0"): prefetching only fills the small memory cache, which other '
+                    "reads and a remount evict",
+                    file=err,
+                )
+
+    if unpin:
+        failed = 0
+        for item in items:
+            try:
+                control_op(item.mount, "unpin", item.rel)
+            except PinError as exc:
+                failed += 1
+                print(f"vidfs: error: {exc}", file=err)
+        print(f"unpinned {len(items) - failed} file(s)" + (f", {failed} failed" if failed else ""), file=out)
+        return EXIT_FAILURE if failed or problems else EXIT_OK
+
+    directory = state_dir()
+    states = {info.root: State(directory, info.root) for info in mounts}
+    done = {root: state.load() for root, state in states.items()}
+    to_read = [i for i in items if force or i.key not in done[i.mount.root]]
+    reading = set(to_read)
+    skipped = [i for i in items if i not in reading]
+    failures = len(problems)
+    pinned = 0
+    if skipped:
+        print(
+            f"skipping {len(skipped)} file(s) already prefetched ({_size(sum(i.size for i in skipped))}; "
+            "--force reads them again)",
+            file=out,
+            flush=True,
+        )
+    if pin:
+        for item in skipped:
+            try:
+                control_op(item.mount, "pin", item.rel)
+                pinned += 1
+            except PinError as exc:
+                failures += 1
+                print(f"vidfs: error: cannot pin: {exc}", file=err)
+
+    busy_before = {info.root: disk_stats(info).get("skipped_busy", 0) for info in mounts}
+    bar = progress and err.isatty()
+    meter = Progress(sum(i.size for i in to_read), len(to_read), bar, out=out, err=err)
+    stop = threading.Event()
+    started = time.monotonic()
+    read_bytes = 0
+    read_files = 0
+    lock = threading.Lock()
+
+    def work(item: Item) -> None:
+        nonlocal pinned, read_bytes, read_files
+        if pin:
+            control_op(item.mount, "pin", item.rel)
+            with lock:
+                pinned += 1
+        begin = time.monotonic()
+        count = read_through(item, meter.advance, stop)
+        states[item.mount.root].record(item)
+        with lock:
+            read_bytes += count
+            read_files += 1
+        if progress:
+            meter.done(item, count, time.monotonic() - begin)
+
+    interrupted = False
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="prefetch") as pool:
+        futures = {pool.submit(work, item): item for item in to_read}
+        try:
+            for future in concurrent.futures.as_completed(futures):
+                raised = future.exception()
+                if raised is None:
+                    continue
+                failures += 1
+                if isinstance(raised, PinError):
+                    meter.message(f"vidfs: error: cannot pin: {raised}")
+                elif isinstance(raised, OSError):
+                    meter.failed(futures[future], raised.strerror or str(raised))
+                else:
+                    meter.failed(futures[future], str(raised) or type(raised).__name__)
+        except KeyboardInterrupt:
+            interrupted = True
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+    meter.close()
+    elapsed = time.monotonic() - started
+    if interrupted:
+        print(
+            f"vidfs: interrupted after {read_files} file(s); run the same command again to resume",
+            file=err,
+        )
+        return 130
+    for info in mounts:
+        skipped_busy = disk_stats(info).get("skipped_busy", 0) - busy_before[info.root]
+        if skipped_busy > 0 and not pin:
+            print(
+                f"vidfs: note: {info.root}: the disk cache let {skipped_busy} block(s) pass unstored because "
+                "its write queue was full (the network outran the disk); they are fetched again when read. "
+                "--pin stores files whole; fewer --jobs helps; --force reads everything again",
+                file=err,
+            )
+    rate = read_bytes / elapsed if elapsed > 0 else 0.0
+    summary = f"prefetched {read_files} file(s), {_size(read_bytes)} in {elapsed:.1f}s ({_size(rate)}/s)"
+    if skipped:
+        summary += f"; {len(skipped)} skipped as already prefetched"
+    if pin:
+        summary += f"; {pinned} pinned"
+    if failures:
+        summary += f"; {failures} failed"
+    print(summary, file=out, flush=True)
+    return EXIT_FAILURE if failures else EXIT_OK

@@ -1,0 +1,490 @@
+"""IVS VALT (REST API v3): rooms → records → videos, downloaded through short-lived signed URLs.
+
+Layout: `/<instance>/<room>/<record>/<video file>`. VALT users think in rooms (the place a session was
+recorded) and records (one session, one video per camera), so the tree is the VALT web UI's: a directory per
+room, a directory per record inside it, and the record's videos as files. Records without a room go to
+`(no room)`. Two records of one room with the same name (a recurring class) are told apart by their id
+(`Skills check [102]`, `Skills check [103]`); `ls -t` sorts them by date since a record's mtime is its
+`created` time (also the mtime of its videos; a room's is its newest record's).
+
+A video's file name is the one VALT gives the download: the `filename` parameter of the signed URL (e.g.
+`Skills check Ceiling cam 05-07-2025 10-18-AM.mp4`), which VALT form-encodes and then percent-encodes again
+(`Just%2Ba%2Broom...`), so it is decoded twice. When the URL has no `filename`, the record's name plus the
+URL's extension is used. Videos of one record sharing a name get ` [<video id>]` before the extension.
+
+xattrs (`user.vidfs.*`): `room`, `room_id`, `record`, `record_id`, `video_id`, `author`, `cameras` (names,
+comma-separated), `duration` (seconds, as VALT reports it), `markers` (count; files only, since markers come
+with the record details), `type`.
+
+API quirks handled:
+- `POST /login` JSON → `{"data":{"access_token":"<32 hex>"}}`; the token goes in `?access_token=` on every
+  call (only to the API origin); its lifetime is undocumented, so we log in again once on a 401, whichever
+  of the two documented bodies it has (`No API key provided`, `Bad credentials.`); a second 401 is EACCES.
+  A refused login answers `{"data":"Invalid username or password"}`.
+- `POST /records` pages with `offset`/`limit` and says nothing about totals, and a server may cap `limit`
+  silently: we page until a page brings no new record. One fetch serves the root and the room listings for
+  a couple of seconds (`RECORDS_REUSE`), so `ls -R` costs one pass over the records, not one per room.
+- Record ids are integers (VALT 5) or UUIDs (VALT 6); a record's `videos` (key unknown, we also try
+  `video_ids`) are ids or objects with `id`.
+- `GET /records/download/{rec}/{vid}` answers `{"data":{"url"}}` (the wiki's table) or `{"url"}` (its
+  sample): both are accepted. The URL is on another origin (the distribution host) and carries its own JWT
+  (`access_token`, `exp - iat` = 30 min); its `exp` is the lease's expiry, the engine renews ahead of it and
+  once more on a 401. Nothing of ours is ever sent there: the URL is used exactly as the API gave it.
+- No sizes anywhere: videos are listed with `size=None`; the engine HEADs the signed URL (bounded
+  concurrency) and keeps the size for the mount's life. Listing a record resolves each video's URL (for its
+  name); those URLs are reused by the HEAD and the first reads while fresh.
+- 404 is `application/problem+json` `{"detail":"Not Found"}`: a vanished record or video is ENOENT.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit
+
+import trio
+
+from vidfs.config import ProviderConfig, Secret
+from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
+from vidfs.http import raise_for_status
+from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.naming import CONTENT_TYPE_EXTENSIONS, split_ext
+from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.resolver import expiry_from_url
+
+ROOT_ID = "valt:root"
+ROOM_PREFIX = "room:"
+NO_ROOM_ID = "valt:no-room"
+NO_ROOM_NAME = "(no room)"
+RECORDS_REUSE = 2.0  # seconds one POST /records pass serves further listings
+DOWNLOAD_CONCURRENCY = 8
+MAX_PAGES = 10_000
+VIDEO_KEYS = ("videos", "video_ids", "videoIds")
+_EXT_TYPES = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
+
+
+def _get(data: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, Mapping):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _id(value: Any) -> str | None:
+    """An integer (VALT 5) or UUID/string (VALT 6) id as text; None when absent or unusable."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and value.strip() and "/" not in value:
+        return value.strip()
+    return None
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def display_name_from_url(url: str) -> str | None:
+    """The `filename` parameter of a VALT download URL, decoded (VALT encodes it twice)."""
+    for key, value in parse_qsl(urlsplit(url).query, keep_blank_values=True):
+        if key.lower() == "filename" and value.strip():
+            return unquote_plus(value).strip() or None
+    return None
+
+
+def url_extension(url: str) -> str:
+    """`.mp4` from `.../1_rec_1.mp4?...`; "" when the path has none."""
+    path = urlsplit(url).path
+    _stem, ext = split_ext(path.rsplit("/", 1)[-1])
+    return ext.lower()
+
+
+def video_ids(details: Mapping[str, Any]) -> list[str]:
+    """A record's video ids: a list of ids or of objects with `id` (the exact key is undocumented)."""
+    for key in VIDEO_KEYS:
+        raw = details.get(key)
+        if not isinstance(raw, list):
+            continue
+        ids: list[str] = []
+        for item in raw:
+            video_id = _id(item.get("id")) if isinstance(item, Mapping) else _id(item)
+            if video_id is not None and video_id not in ids:
+                ids.append(video_id)
+        return ids
+    return []
+
+
+def unique_video_names(items: list[tuple[str, str]]) -> list[str]:
+    """(video id, raw name) → names; names shared within the record get ` [<video id>]` before the
+    extension (decided by id, so the listing order does not matter)."""
+    counts = Counter(name for _vid, name in items)
+    out: list[str] = []
+    for video_id, name in items:
+        if counts[name] > 1:
+            stem, ext = split_ext(name)
+            name = f"{stem} [{video_id}]{ext}"
+        out.append(name)
+    return out
+
+
+def record_extra(record: Mapping[str, Any]) -> dict[str, object | None]:
+    """xattr values of a record (shared by its directory and its videos)."""
+    cameras = record.get("cameras")
+    camera_names: str | None = None
+    if isinstance(cameras, Mapping):
+        camera_names = ", ".join(str(cameras[k]) for k in sorted(cameras, key=str) if cameras[k])
+    elif isinstance(cameras, list):
+        camera_names = ", ".join(
+            str(c.get("name") if isinstance(c, Mapping) else c) for c in cameras if c is not None
+        )
+    author = record.get("author")
+    return {
+        "record_id": _id(record.get("id")),
+        "record": record.get("name"),
+        "room": _get(record, "room", "name"),
+        "room_id": _id(_get(record, "room", "id")),
+        "author": author.get("name") if isinstance(author, Mapping) else author,
+        "cameras": camera_names,
+        "duration": record.get("duration"),
+        "type": record.get("type"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Url:
+    url: str
+    expires_at: float | None
+    obtained_at: float
+
+    def reusable(self, now: float) -> bool:
+        """Fresh enough to hand out as a new lease: half its lifetime (at most a minute) still ahead."""
+        if self.expires_at is None:
+            return now - self.obtained_at < 60.0
+        lifetime = max(0.0, self.expires_at - self.obtained_at)
+        return now < self.expires_at - min(60.0, 0.5 * lifetime)
+
+
+class ValtProvider:
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        options = config.options
+        self.instance = context.instance
+        self._http = context.http
+        self._log = context.log
+        self._base = str(options["base_url"]).rstrip("/")
+        self._username = str(options["username"])
+        password = options["password"]
+        self._password = password.reveal() if isinstance(password, Secret) else str(password)
+        self._page_size = max(1, int(options.get("page_size") or 50))
+        self._token: str | None = None
+        self._login_lock = trio.Lock()
+        self._records_lock = trio.Lock()
+        self._records: list[dict[str, Any]] | None = None
+        self._records_at = 0.0
+        self._urls: dict[str, _Url] = {}
+        self._tag = f"{self.instance}:api"
+
+    def root(self) -> Folder:
+        return Folder(ROOT_ID, self.instance)
+
+    async def aclose(self) -> None:
+        return None
+
+    # -------------------------------------------------------------------------------------------- auth
+    async def _login(self, *, rejected: str | None = None) -> str:
+        async with self._login_lock:
+            if self._token is not None and self._token != rejected:
+                return self._token
+            response = await self._http.request(
+                "POST",
+                self._base + "/login",
+                tag=self._tag,
+                json={"username": self._username, "password": self._password},
+                headers={"Accept": "application/json"},
+            )
+            if response.status_code in (400, 401, 403):
+                raise AuthError(
+                    f"{self.instance}: VALT login refused for user {self._username!r}: {_failure(response)}",
+                    status=response.status_code,
+                )
+            raise_for_status(response, f"{self.instance}: VALT login")
+            data = _json(response, f"{self.instance}: VALT login")
+            token = _get(data, "data", "access_token") or data.get("access_token")
+            if not isinstance(token, str) or not token:
+                raise InvalidRemoteData(f"{self.instance}: VALT login answered without an access_token")
+            self._token = token
+            self._log.info("%s: logged in to VALT as %s", self.instance, self._username)
+            return token
+
+    async def _api(self, method: str, path: str, *, what: str, json: Any = None) -> dict[str, Any]:
+        """A JSON call with `?access_token=`; one new login on a 401."""
+        token = self._token or await self._login()
+        for attempt in range(2):
+            response = await self._http.request(
+                method,
+                self._base + path,
+                tag=self._tag,
+                params={"access_token": token},
+                json=json,
+                headers={"Accept": "application/json"},
+            )
+            if response.status_code == 401 and attempt == 0:
+                self._log.info("%s: token refused (%s); logging in again", self.instance, _failure(response))
+                token = await self._login(rejected=token)
+                continue
+            if response.status_code in (401, 403):
+                raise AuthError(f"{self.instance}: {what}: {_failure(response)}", status=response.status_code)
+            if response.status_code in (404, 410):
+                raise NotFoundError(
+                    f"{self.instance}: {what}: {_failure(response)}", status=response.status_code
+                )
+            raise_for_status(response, f"{self.instance}: {what}")
+            return _json(response, f"{self.instance}: {what}")
+        raise AssertionError("unreachable")
+
+    # ----------------------------------------------------------------------------------------- records
+    async def _all_records(self) -> list[dict[str, Any]]:
+        """Every record, paging with offset/limit until a page brings nothing new; reused briefly."""
+        async with self._records_lock:
+            now = time.monotonic()
+            if self._records is not None and now - self._records_at < RECORDS_REUSE:
+                return self._records
+            records: list[dict[str, Any]] = []
+            seen: set[str] = set()
+            offset = 0
+            for _ in range(MAX_PAGES):
+                document = await self._api(
+                    "POST",
+                    "/records",
+                    json={"offset": offset, "limit": self._page_size},
+                    what="listing records",
+                )
+                page = _get(document, "data", "records")
+                if page is None:
+                    page = document.get("records", document.get("data"))
+                if not isinstance(page, list):
+                    raise InvalidRemoteData(f"{self.instance}: listing records: data.records is not a list")
+                fresh = 0
+                for item in page:
+                    record_id = _id(item.get("id")) if isinstance(item, dict) else None
+                    if record_id is None or record_id in seen:
+                        continue
+                    seen.add(record_id)
+                    records.append(item)
+                    fresh += 1
+                if not fresh:
+                    break
+                offset += len(page)
+            self._records, self._records_at = records, time.monotonic()
+            return records
+
+    @staticmethod
+    def _room_key(record: Mapping[str, Any]) -> tuple[str, str]:
+        """(folder id, room name) of a record's room."""
+        room_id = _id(_get(record, "room", "id"))
+        if room_id is None:
+            return NO_ROOM_ID, NO_ROOM_NAME
+        name = _get(record, "room", "name")
+        return ROOM_PREFIX + room_id, str(name) if name else f"Room {room_id}"
+
+    # ----------------------------------------------------------------------------------------- listing
+    async def list(self, folder: Folder) -> Listing:
+        if folder.remote_id == ROOT_ID:
+            return await self._list_rooms()
+        if folder.remote_id == NO_ROOM_ID or folder.remote_id.startswith(ROOM_PREFIX):
+            return await self._list_room(folder)
+        return await self._list_record(folder)
+
+    async def _list_rooms(self) -> Listing:
+        rooms: dict[str, tuple[str, float | None, int]] = {}
+        for record in await self._all_records():
+            key, name = self._room_key(record)
+            created = _epoch(record.get("created"))
+            _, newest, count = rooms.get(key, (name, None, 0))
+            if created is not None and (newest is None or created > newest):
+                newest = created
+            rooms[key] = (name, newest, count + 1)
+        return Listing(
+            tuple(
+                Folder(
+                    key,
+                    name,
+                    mtime=newest,
+                    extra=frozen_extra(
+                        {
+                            "room_id": key.removeprefix(ROOM_PREFIX) if key != NO_ROOM_ID else None,
+                            "records": n,
+                        }
+                    ),
+                )
+                for key, (name, newest, n) in rooms.items()
+            )
+        )
+
+    async def _list_room(self, folder: Folder) -> Listing:
+        entries: list[Folder] = []
+        for record in await self._all_records():
+            if self._room_key(record)[0] != folder.remote_id:
+                continue
+            record_id = _id(record.get("id"))
+            assert record_id is not None  # _all_records keeps only records with an id
+            entries.append(
+                Folder(
+                    record_id,
+                    str(record.get("name") or ""),
+                    mtime=_epoch(record.get("created")),
+                    extra=frozen_extra(record_extra(record)),
+                )
+            )
+        if not entries:  # rooms exist only through their records: this one is gone
+            raise NotFoundError(f"{self.instance}: room {folder.name!r} has no records any more")
+        return Listing(tuple(entries))
+
+    async def _list_record(self, folder: Folder) -> Listing:
+        record_id = folder.remote_id
+        document = await self._api("GET", f"/records/{quote(record_id, safe='')}", what=f"record {record_id}")
+        details = document.get("data") if isinstance(document.get("data"), dict) else document
+        assert isinstance(details, dict)
+        ids = video_ids(details)
+        urls: dict[str, str] = {}
+        hidden: list[HiddenItem] = []
+        failures: list[VidfsError] = []
+
+        async def fetch(video_id: str, limiter: trio.CapacityLimiter) -> None:
+            async with limiter:
+                try:
+                    urls[video_id] = await self._download_url(record_id, video_id)
+                except NotFoundError as exc:
+                    hidden.append(HiddenItem(f"{record_id}/{video_id}", video_id, f"no download: {exc}"))
+                except VidfsError as exc:  # raised below: a nursery would wrap it in an ExceptionGroup
+                    failures.append(exc)
+
+        limiter = trio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
+        async with trio.open_nursery() as nursery:
+            for video_id in ids:
+                nursery.start_soon(fetch, video_id, limiter)
+        if failures:
+            raise failures[0]
+        record_name = str(details.get("name") or folder.name or record_id)
+        ready = [video_id for video_id in ids if video_id in urls]
+        raw_names = []
+        for video_id in ready:
+            url = urls[video_id]
+            raw_names.append((video_id, display_name_from_url(url) or record_name + url_extension(url)))
+        mtime = _epoch(details.get("created")) or folder.mtime
+        markers = details.get("markers")
+        marker_count = len(markers) if isinstance(markers, list) else None
+        base_extra = record_extra(details)
+        entries: list[Video] = []
+        for video_id, name in zip(ready, unique_video_names(raw_names), strict=True):
+            remote_id = f"{record_id}/{video_id}"
+            ext = split_ext(name)[1].lower() or url_extension(urls[video_id])
+            entries.append(
+                Video(
+                    remote_id=remote_id,
+                    name=name,
+                    size=None,  # VALT never tells: the engine HEADs the signed URL
+                    mtime=mtime,
+                    content_type=_EXT_TYPES.get(ext),
+                    extra=frozen_extra(
+                        {
+                            **base_extra,
+                            "record_id": record_id,
+                            "video_id": video_id,
+                            "markers": marker_count,
+                        }
+                    ),
+                    handle={"record": record_id, "video": video_id},
+                )
+            )
+        hidden.sort(key=lambda item: item.remote_id)
+        return Listing(tuple(entries), tuple(hidden))
+
+    # ----------------------------------------------------------------------------------------- resolve
+    async def _download_url(self, record_id: str, video_id: str) -> str:
+        document = await self._api(
+            "GET",
+            f"/records/download/{quote(record_id, safe='')}/{quote(video_id, safe='')}",
+            what=f"download URL of record {record_id} video {video_id}",
+        )
+        url = _get(document, "data", "url")
+        if not isinstance(url, str):
+            url = document.get("url")
+        if not isinstance(url, str) or not url.strip():
+            raise InvalidRemoteData(
+                f"{self.instance}: download of record {record_id} video {video_id}: no url in the answer"
+            )
+        url = urljoin(self._base + "/", url.strip())
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise InvalidRemoteData(f"{self.instance}: download URL {redact_url(url)} is not http(s)")
+        self._urls[f"{record_id}/{video_id}"] = _Url(url, expiry_from_url(url), time.time())
+        return url
+
+    async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
+        cached = self._urls.get(video.remote_id)
+        if previous is None and cached is not None and cached.reusable(time.time()):
+            return StreamLease(url=cached.url, expires_at=cached.expires_at)
+        record_id = video.handle.get("record")
+        video_id = video.handle.get("video")
+        if not record_id or not video_id:
+            record_id, _, video_id = video.remote_id.partition("/")
+        url = await self._download_url(record_id, video_id)
+        return StreamLease(url=url, expires_at=expiry_from_url(url))
+
+
+def _json(response: Any, what: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidRemoteData(f"{what}: expected a JSON object")
+    return data
+
+
+def _failure(response: Any) -> str:
+    """VALT's error bodies as one line: `{"error":{"code","message"}}`, `{"data":"..."}` (login) or
+    problem+json `{"title","detail"}`."""
+    status = f"HTTP {response.status_code}"
+    try:
+        data = response.json()
+    except ValueError:
+        return status
+    if not isinstance(data, dict):
+        return status
+    message = _get(data, "error", "message")
+    if not isinstance(message, str):
+        message = data.get("data") if isinstance(data.get("data"), str) else None
+    if not isinstance(message, str):
+        message = data.get("detail") if isinstance(data.get("detail"), str) else data.get("message")
+    if isinstance(message, str) and message.strip():
+        return f"{message.strip()[:200]} ({status})"
+    return status
+
+
+SPEC = ProviderSpec(
+    type="valt",
+    description="IVS VALT REST API v3 (rooms → records → videos, signed download URLs)",
+    options={
+        "base_url": OptionSpec(str, required=True, help="the API root, e.g. https://valt.example.com/api/v3"),
+        "username": OptionSpec(str, required=True),
+        "password": OptionSpec(str, required=True, secret=True),
+        "page_size": OptionSpec(int, default=50, help="records per POST /records page"),
+    },
+    factory=ValtProvider,
+)
