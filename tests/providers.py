@@ -68,7 +68,9 @@ def _hourone_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
     videos = [v for v in catalog["videos"] if v["visible"]]
     names = name_entries([(v["id"], v["name"] or v["id"], False, v["content_type"]) for v in videos])
     return {
-        name: Expect(size=v["size"], mtime=None, sha256=v["sha256"], source=v["path_on_disk"])
+        name: Expect(
+            size=v["size"], mtime=None, sha256=v["sha256"], source=v["path_on_disk"], remote_id=v["id"]
+        )
         for v, name in zip(videos, names, strict=True)
     }
 
@@ -180,6 +182,11 @@ CASES: dict[str, Case] = {
         login_path=r"^/api/v1/videos/[0-9a-f-]{36}(\?|$)",
         storage_path=r"^/storage/videos/",
         wrong_password=lambda table: {**table, "api_key": "not-the-password"},
+        mutate=lambda emu, action, rid: emu.post(
+            "hourone",
+            "mutate",
+            {"action": "expire_urls"} if action == "expire_tokens" else {"action": action, "video_id": rid},
+        ),
     ),
     "cupix": Case(
         name="cupix",

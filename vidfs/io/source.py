@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidfs.errors import AuthError
+from vidfs.errors import AuthError, NotFoundError
 from vidfs.http import HttpClient
 from vidfs.io.range_reader import LeaseRefused, read_range
 from vidfs.model import Video
@@ -72,6 +72,17 @@ class RemoteFile:
                             f"{self.instance}: storage refused a fresh download URL", status=refused.status
                         ) from None
                     lease = await self._resolver.refused(self.instance, self.provider, self.video, lease)
+                    continue
+                except NotFoundError:
+                    if attempt:
+                        raise
+                    # Signed URLs may move (a re-render, a new upload): ask the provider where the bytes are
+                    # now; a file that changed is then caught by its size/ETag (ESTALE), a vanished one 404s
+                    # again (ENOENT).
+                    fresh = await self._resolver.refused(self.instance, self.provider, self.video, lease)
+                    if fresh.url == lease.url:
+                        raise
+                    lease = fresh
                     continue
                 if result.etag and not self.etag:
                     self.etag = result.etag
