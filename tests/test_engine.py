@@ -48,7 +48,7 @@ def test_independent_cursors_do_not_reset_each_other() -> None:
     size = 1000 * MiB
     starts = [0, 300 * MiB, 600 * MiB, 900 * MiB]
     positions = list(starts)
-    for _ in range(10):  # four interleaved sequential readers
+    for _ in range(20):  # four interleaved sequential readers, 2.5 MiB each
         for i in range(4):
             p.on_read(positions[i], 128 * KiB, size)
             positions[i] += 128 * KiB

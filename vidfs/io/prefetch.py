@@ -8,8 +8,8 @@ read should start (`next_offset`), how far ahead it has already asked for (`ahea
 On every read the prefetcher looks for a cursor that the read continues: the read starts within
 [`next_offset` - slack, `next_offset` + 2 blocks] (the kernel issues its own readahead requests
 concurrently, so they may arrive slightly out of order). If one matches, the read is sequential: the cursor
-advances and, once it has seen two sequential reads, its window doubles up to `max_window`. Otherwise a
-new cursor starts with a one-block window, replacing the least recently used one. So a player reading the
+advances and its window grows to twice the bytes it has read sequentially, up to `max_window`. Otherwise
+a new cursor starts with a one-block window, replacing the least recently used one. So a player reading the
 middle of a file and an index reader at its end do not reset each other's windows.
 
 A cursor asks the block cache for `[next_offset, next_offset + window)` only when less than half its window
@@ -25,8 +25,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# The window is this many times the bytes read sequentially so far (like the kernel's own readahead): a
+# reader that has consumed 256 KiB gets 512 KiB ahead, one that has consumed 32 MiB gets the cap.
+GROWTH = 2
+
+
 @dataclass(slots=True)
 class Cursor:
+    start: int
     next_offset: int
     ahead: int
     window: int
@@ -62,7 +68,9 @@ class Prefetcher:
         end = offset + size
         cursor = self._match(offset)
         if cursor is None:
-            cursor = Cursor(next_offset=end, ahead=end, window=self.block_size, last_used=self._clock)
+            cursor = Cursor(
+                start=offset, next_offset=end, ahead=end, window=self.block_size, last_used=self._clock
+            )
             if len(self.cursors) >= self.max_cursors:
                 self.cursors.remove(min(self.cursors, key=lambda c: c.last_used))
             self.cursors.append(cursor)
@@ -70,8 +78,11 @@ class Prefetcher:
         cursor.last_used = self._clock
         cursor.next_offset = max(cursor.next_offset, end)
         cursor.sequential_reads += 1
-        if cursor.sequential_reads >= 2:
-            cursor.window = min(self.max_window, cursor.window * 2)
+        # Growth follows the bytes consumed, not the number of reads: ffprobe reading 600 KiB of packets
+        # gets about that much ahead, `cp` of a big file reaches the cap within a few requests, and random
+        # readers (who never match a cursor) get nothing.
+        consumed = cursor.next_offset - cursor.start
+        cursor.window = max(cursor.window, min(self.max_window, max(self.block_size, GROWTH * consumed)))
         cursor.ahead = max(cursor.ahead, cursor.next_offset)
         target = min(file_size, cursor.next_offset + cursor.window)
         if target - cursor.ahead < cursor.window // 2 and target < file_size:

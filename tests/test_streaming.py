@@ -1,0 +1,65 @@
+"""Video-aware open: ffprobe costs a couple of requests, and nothing at all after a remount."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import mount_config, start_emulator, stop_process, unmount
+from tests.providers import CASES
+from vidfs.demo import write_config
+from vidfs.emulator.media import moov_at_end
+
+
+def _ffprobe(path: Path) -> float:
+    result = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return float(result.stdout)
+
+
+def test_ffprobe_of_a_moov_at_end_file_is_cheap_and_then_free(tmp_path: Path, media_dir: Path) -> None:
+    if not shutil.which("ffprobe"):
+        pytest.skip("ffprobe missing")
+    case = CASES["pixop"]
+    emulator = start_emulator(tmp_path / "emulator", ["pixop"], media_dir)
+    try:
+        expected = case.expected(emulator.catalog("pixop"))
+        rel, expect = max(
+            ((r, e) for r, e in expected.items() if moov_at_end(Path(e.source))),
+            key=lambda item: item[1].size,
+        )
+        config = write_config(
+            tmp_path / "vidfs.toml", {"p": emulator.config("pixop")}, cache_dir=tmp_path / "cache"
+        )
+
+        def storage_gets() -> list[dict[str, object]]:
+            return [
+                r for r in emulator.requests("pixop") if r["method"] == "GET" and "/media/" in str(r["path"])
+            ]
+
+        for attempt in range(2):
+            mount = mount_config(config, tmp_path / "mnt", tmp_path / f"mount{attempt}.log")
+            try:
+                before = len(storage_gets())
+                assert _ffprobe(mount.path / "p" / rel) > 0
+                gets = storage_gets()[before:]
+            finally:
+                unmount(mount)
+            served = sum(int(str(r["bytes_sent"])) for r in gets)
+            if attempt == 0:
+                # The head and the moov: a handful of requests, a sliver of the file.
+                assert 1 <= len(gets) <= 6, gets
+                assert served <= max(0.05 * expect.size, 2 << 20), served
+            else:
+                # The disk cache kept those blocks across the remount: ffprobe needs no request at all.
+                assert gets == []
+    finally:
+        stop_process(emulator.process)
