@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # The window is this many times the bytes read sequentially so far (like the kernel's own readahead): a
 # reader that has consumed 256 KiB gets 512 KiB ahead, one that has consumed 32 MiB gets the cap.
 GROWTH = 2
