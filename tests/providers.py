@@ -143,6 +143,39 @@ def _valt_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
     return out
 
 
+def _aipix_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
+    # camera (pretty_name, else camera-<id>) / stream type / archive name, each level named by vidfs's
+    # rules with the ids vidfs.providers.aipix uses (camera id, "<camera id>/<stream type>", archive id).
+    archives = [a for a in catalog["archives"] if a["visible"]]
+    cameras = {str(a["camera_id"]): a["camera_dir"] for a in archives}
+    camera_names = name_entries([(cid, raw, True, None) for cid, raw in cameras.items()])
+    camera_dirs = dict(zip(cameras, camera_names, strict=True))
+    out: dict[str, Expect] = {}
+    for cid, camera_dir in camera_dirs.items():
+        streams = sorted({a["stream_type"] for a in archives if str(a["camera_id"]) == cid})
+        stream_dirs = name_entries([(f"{cid}/{stream}", stream, True, None) for stream in streams])
+        for stream, stream_dir in zip(streams, stream_dirs, strict=True):
+            files = [a for a in archives if str(a["camera_id"]) == cid and a["stream_type"] == stream]
+            names = name_entries([(str(a["id"]), a["name"], False, a["content_type"]) for a in files])
+            for archive, name in zip(files, names, strict=True):
+                out[f"{camera_dir}/{stream_dir}/{name}"] = Expect(
+                    size=archive["size"],
+                    mtime=archive["mtime_epoch"],
+                    sha256=archive["sha256"],
+                    source=archive["path_on_disk"],
+                    remote_id=str(archive["id"]),
+                )
+    return out
+
+
+def _aipix_mutate(emulator: Any, action: str, remote_id: str) -> None:
+    # delete / change_content act on the stored file: every archive sharing its name sees it.
+    body: dict[str, Any] = {"action": action}
+    if action in ("delete", "change_content"):
+        body = {"action": "delete_file" if action == "delete" else action, "id": int(remote_id)}
+    emulator.post("aipix", "mutate", body)
+
+
 def _valt_mutate(emulator: Any, action: str, remote_id: str) -> None:
     if action == "change_content":
         import pytest
@@ -198,5 +231,16 @@ CASES: dict[str, Case] = {
         mutate=lambda emulator, action, rid: emulator.post(
             "cupix", "mutate", {"action": action, "video_id": rid}
         ),
+    ),
+    "aipix": Case(
+        name="aipix",
+        expected=_aipix_expected,
+        # The archive URLs never expire: the token does (2 s), and the files are served from the API's own
+        # origin behind it (as in the seed), so a long read must log in again.
+        short_lived_args=("--jwt-lifetime", "2", "--set", "aipix.storage_origin=api"),
+        login_path=r"^/api/v1/token(\?|$)",
+        storage_path=r"^/storage/",
+        wrong_password=lambda table: {**table, "password": "not-the-password"},
+        mutate=_aipix_mutate,
     ),
 }

@@ -22,8 +22,10 @@ from vidfs.demo import write_config
 from vidfs.providers.registry import get_spec
 
 INSTANCE = "sec"
-# Request headers that carry a provider credential somewhere in our providers.
+# Request headers that carry a provider credential somewhere in our providers (and must not reach another
+# origin). X-UUID (AIPIX) is a device id, not a secret: it stays home but may be kept in the state dir.
 CREDENTIAL_HEADERS = ("authorization", "x-cupix-auth", "api-key", "x-uuid", "cookie")
+SECRET_HEADERS = ("authorization", "x-cupix-auth", "api-key", "cookie")
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
@@ -51,7 +53,7 @@ def _api_credentials(emulator: Emulator, name: str) -> set[str]:
     for entry in emulator.requests(name):
         if entry.get("origin", name) != name:
             continue
-        for header in CREDENTIAL_HEADERS:
+        for header in SECRET_HEADERS:
             value = entry["headers"].get(header)
             if value:
                 values.add(value.split(" ", 1)[-1])  # "Bearer xyz" → "xyz"; Basic credentials too
@@ -123,10 +125,7 @@ def test_credentials_stay_on_the_provider_origin(session: tuple[str, Emulator, P
     foreign = [e for e in emulator.requests(name) if e.get("origin", name) != name]
     for entry in foreign:
         for header in CREDENTIAL_HEADERS:
-            assert (
-                header not in entry["headers"]
-                or entry["headers"][header].split(" ", 1)[-1] not in credentials
-            ), f"{header} reached {entry.get('origin')}"
+            assert header not in entry["headers"], f"{header} reached {entry.get('origin')}"
         for credential in credentials:
             assert credential not in entry["path"], f"a provider credential reached {entry.get('origin')}"
 

@@ -15,6 +15,7 @@ EMULATORS: dict[str, str] = {
     "pixop": "vidfs.emulator.pixop",
     "hourone": "vidfs.emulator.hourone",
     "cupix": "vidfs.emulator.cupix",
+    "aipix": "vidfs.emulator.aipix",
 }
 
 

@@ -7,9 +7,9 @@ from vidfs.providers.base import ProviderSpec
 
 def _specs() -> dict[str, ProviderSpec]:
     # Imported here so that importing the registry stays cheap and free of cycles.
-    from vidfs.providers import cupix, hourone, pixop, valt
+    from vidfs.providers import aipix, cupix, hourone, pixop, valt
 
-    specs: list[ProviderSpec] = [pixop.SPEC, cupix.SPEC, hourone.SPEC, valt.SPEC]
+    specs: list[ProviderSpec] = [pixop.SPEC, cupix.SPEC, hourone.SPEC, valt.SPEC, aipix.SPEC]
     return {spec.type: spec for spec in specs}
 
 

@@ -1,0 +1,717 @@
+"""AIPIX VMS: the CCTV archive downloads of an account, by camera and stream.
+
+Layout: `/<instance>/<camera>/<stream type>/<file>`, e.g.
+`cctv/City , st. Street 1/high/City , st. Street 1, file.20190920-161320-162227.mp4`. The camera directory is
+the camera's `pretty_name` (`GET /cameras/{id}`), else `camera-<id>`; the stream directory is the stream's
+`type` (`high`/`low`). File names are the API's `name`, spaces and commas kept. Names repeat (the seed's
+ids 6414 and 6416: two downloads of one interval): the engine's naming rules then add ` [<id>]`, decided by
+id, so both stay visible and keep their names across listings and remounts.
+No date level: archives are deleted about three hours after creation, so the list is short-lived and the
+file names already carry the footage date and time. mtime is the archive's `to` (the end of the footage,
+as a recorder's file would have), falling back to `created_at`; `user.vidfs.created_at` keeps the latter.
+xattrs: `from`, `to`, `camera_id`, `camera`, `stream_id`, `stream_type`, `has_sound`, `width`, `height`,
+`created_at`, `updated_at`, `type`, `status`.
+
+Auth: `POST /token {"login","password"}` → `access_token`, sent as `Authorization: Bearer` with `X-Client`
+(the `client` option, default `web`) and `X-UUID`, a device id generated once per provider instance and kept
+in `<state_dir>/device-uuid` (0600, written atomically, race-free with `link`), so the VMS always sees the
+same device across mounts rather than a new one per mount (AIPIX limits sessions: its 419, "session limit
+exceeded", is explained in the error). The token lifetime is undocumented: when
+the token is a JWT its `exp` is honoured (renewed ahead of it), else we log in again on a 401.
+
+Listing: the whole archive is one scan, `GET /downloads?per_page&page&from&to` over `[now - window, now +
+1 day]` (UTC, `YYYY-MM-DD HH:MM:SS`; the day of margin absorbs clock skew; the dates filter the *creation*
+date of the archive). Page 1 tells `meta.last_page`; the other pages are fetched concurrently (at most 8 at a
+time), and items are de-duplicated by id. Page links are not followed: some versions point them at
+`/users/downloads`. Camera names are fetched once per scan (at most 8 at a time; a failure keeps the last
+known name). One scan answers every directory, each once: the engine caches each listing itself, so a
+second `list()` of a directory means it wants fresh data (its TTL ran out, or a 404 invalidated it) and
+starts a new scan; a scan also ages out after `scan_cache` (60 s). So `ls -lR` (the root, then every camera
+and stream directory, with the engine's HEADs in between) costs one scan when it takes less than a minute,
+and a vanished archive disappears at the next look. Concurrent callers share one scan in flight.
+Items with `is_file_exists: false` (deleted archives) are hidden items (`vidfs ls`) of their stream
+directory, else of the nearest directory shown (a camera, the root).
+A 422 names the rejected fields.
+
+Bytes: an item's `url` ending in `/` is a storage base joined with the URL-encoded `name`; any other `url` is
+the file itself. No size in the API: the engine HEADs. Storage on another origin gets no credentials; storage
+on the API's own origin gets the Bearer, X-Client and X-UUID (a 401 there logs in again). URLs do not expire.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import trio
+
+from vidfs.config import ProviderConfig, Secret, parse_duration
+from vidfs.errors import (
+    AuthError,
+    ConfigError,
+    InvalidRemoteData,
+    NotFoundError,
+    RemoteIOError,
+    redact_url,
+)
+from vidfs.http import raise_for_status, same_origin
+from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.resolver import jwt_expiry
+
+ROOT_ID = "aipix:root"
+CLIENTS = ("ios-cctv", "android-cctv", "thick-legal", "web")
+PAGE_CONCURRENCY = 8
+CAMERA_CONCURRENCY = 8
+MAX_PAGES = 10_000
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+TO_MARGIN = 86_400.0  # `to` = now + 1 day: an archive made "now" by a server whose clock runs ahead is kept
+DEVICE_FILE = "device-uuid"
+MAX_TOKEN_MARGIN = 60.0
+UNKNOWN_CAMERA = "unknown"
+
+_CONTENT_TYPES = {
+    "mp4": "video/mp4",
+    "mov": "video/quicktime",
+    "mkv": "video/x-matroska",
+    "avi": "video/x-msvideo",
+    "ts": "video/mp2t",
+    "webm": "video/webm",
+}
+
+
+def format_date(epoch: float) -> str:
+    """The API's date format, UTC."""
+    return datetime.fromtimestamp(epoch, UTC).strftime(DATE_FORMAT)
+
+
+def parse_time(value: object) -> float | None:
+    """`from`/`to` ("YYYY-MM-DD HH:MM:SS", UTC) and `created_at`/`updated_at` (ISO 8601 with Z)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        return datetime.strptime(text, DATE_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def file_url(url: str, name: str) -> str:
+    """A `url` ending in `/` is a storage base for the URL-encoded `name`; any other is the file itself."""
+    return url + quote(name, safe="") if url.endswith("/") else url
+
+
+def field_messages(response: httpx.Response) -> str:
+    """A Laravel error body (`{"message", "errors": {"field": ["..."]}}`) as one line."""
+    try:
+        data = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if not isinstance(data, dict):
+        return f"HTTP {response.status_code}"
+    errors = data.get("errors")
+    parts: list[str] = []
+    if isinstance(errors, Mapping):
+        for key, messages in errors.items():
+            text = " ".join(str(m) for m in messages) if isinstance(messages, list) else str(messages)
+            parts.append(f"{key}: {text}")
+    detail = "; ".join(parts) or str(data.get("message") or "").strip()
+    return f"HTTP {response.status_code}" + (f": {_one_line(detail)}" if detail else "")
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class _Scan:
+    """One scan of the archive, as listings per folder id."""
+
+    listings: dict[str, Listing]
+    videos: dict[str, Video]
+    gone: set[str]
+    started: float = 0.0
+    finished: float = 0.0
+    pages: int = 0
+    items: int = 0
+    served: set[str] = field(default_factory=set)  # folder ids already answered from this scan
+
+
+class AipixProvider:
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        options = config.options
+        self.instance = context.instance
+        self._http = context.http
+        self._log = context.log
+        self._state_dir = context.state_dir
+        where = f"{config.source}: [providers.{config.name}]"
+        self._base = str(options["base_url"]).rstrip("/")
+        self._login_name = str(options["login"])
+        password = options["password"]
+        self._password = password.reveal() if isinstance(password, Secret) else str(password)
+        window = options.get("window")
+        self._window = parse_duration(window if window is not None else "30d", where=f"{where} key 'window'")
+        if self._window <= 0:
+            raise ConfigError(f"{where} key 'window': must be longer than 0")
+        scan_cache = options.get("scan_cache")
+        self._scan_ttl = parse_duration(
+            scan_cache if scan_cache is not None else "60s", where=f"{where} key 'scan_cache'"
+        )
+        client = str(options.get("client") or "web")
+        if client not in CLIENTS:
+            raise ConfigError(f"{where} key 'client': expected one of {', '.join(CLIENTS)}, got {client!r}")
+        self._client = client
+        per_page = int(options["per_page"]) if options.get("per_page") is not None else 100
+        if per_page < 1:
+            raise ConfigError(f"{where} key 'per_page': must be at least 1")
+        self._per_page = per_page
+        self._token: str | None = None
+        self._token_expiry: float | None = None
+        self._token_obtained = 0.0
+        self._login_lock = trio.Lock()
+        self._device_id: str | None = None
+        self._scan: _Scan | None = None
+        self._scan_lock = trio.Lock()
+        self._camera_names: dict[str, str] = {}
+        self._tag = f"{self.instance}:api"
+
+    def root(self) -> Folder:
+        return Folder(ROOT_ID, self.instance)
+
+    async def aclose(self) -> None:
+        return None
+
+    # ------------------------------------------------------------------------------------ device id
+    @property
+    def device_file(self) -> Path:
+        return self._state_dir / DEVICE_FILE
+
+    def device_id(self) -> str:
+        """The X-UUID: generated once, kept in the state dir so every mount is the same device."""
+        if self._device_id is not None:
+            return self._device_id
+        path = self.device_file
+        corrupt = False
+        try:
+            existing = path.read_text(encoding="utf-8").strip()
+            self._device_id = str(uuid.UUID(existing))
+            return self._device_id
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            corrupt = True
+            self._log.warning(
+                "%s: device id in %s unreadable (%s); making a new one", self.instance, path, exc
+            )
+        fresh = str(uuid.uuid4())
+        try:
+            self._device_id = _store_device_id(path, fresh, replace=corrupt)
+        except OSError as exc:
+            self._log.warning(
+                "%s: cannot keep the device id in %s (%s); this session uses a temporary one",
+                self.instance,
+                path,
+                exc,
+            )
+            self._device_id = fresh
+        return self._device_id
+
+    # ------------------------------------------------------------------------------------------- auth
+    def _token_fresh(self) -> bool:
+        if self._token is None:
+            return False
+        if self._token_expiry is None:
+            return True  # lifetime unknown: used until refused
+        lifetime = max(0.0, self._token_expiry - self._token_obtained)
+        margin = min(MAX_TOKEN_MARGIN, 0.2 * lifetime)
+        return time.time() < self._token_expiry - margin
+
+    def _device_headers(self) -> dict[str, str]:
+        return {"Accept": "application/json", "X-Client": self._client, "X-UUID": self.device_id()}
+
+    def _auth_headers(self, token: str) -> dict[str, str]:
+        return {**self._device_headers(), "Authorization": f"Bearer {token}"}
+
+    def _session_limit(self, response: httpx.Response) -> AuthError:
+        return AuthError(
+            f"{self.instance}: AIPIX session limit exceeded (HTTP 419{_detail(response)}): the account "
+            f"{self._login_name} has too many active sessions or devices; end one in the VMS, or raise the "
+            f"limit (this filesystem is one device, its id kept in {self.device_file})",
+            status=419,
+        )
+
+    async def _login(self, *, rejected: str | None = None) -> str:
+        async with self._login_lock:
+            if self._token_fresh() and self._token != rejected:
+                assert self._token is not None
+                return self._token
+            response = await self._http.request(
+                "POST",
+                f"{self._base}/token",
+                tag=self._tag,
+                json={"login": self._login_name, "password": self._password},
+                headers=self._device_headers(),
+            )
+            status = response.status_code
+            if status == 419:
+                raise self._session_limit(response)
+            if status in (400, 401, 403, 422):
+                detail = field_messages(response)
+                raise AuthError(
+                    f"{self.instance}: AIPIX login refused for {self._login_name}: {detail}", status=status
+                )
+            raise_for_status(response, f"{self.instance}: AIPIX login")
+            document = _json(response, f"{self.instance}: AIPIX login")
+            token = document.get("access_token")
+            if not isinstance(token, str) and isinstance(document.get("data"), Mapping):
+                token = document["data"].get("access_token")
+            if not isinstance(token, str) or not token:
+                raise InvalidRemoteData(f"{self.instance}: AIPIX login answered without an access_token")
+            now = time.time()
+            expiry = jwt_expiry(token)
+            expires_in = document.get("expires_in")
+            if expiry is None and isinstance(expires_in, int | float) and expires_in > 0:
+                expiry = now + float(expires_in)
+            self._token, self._token_obtained, self._token_expiry = token, now, expiry
+            self._log.info(
+                "%s: logged in to AIPIX as %s (token %s)",
+                self.instance,
+                self._login_name,
+                f"valid {expiry - now:.0f}s" if expiry is not None else "lifetime unknown",
+            )
+            return token
+
+    async def _token_now(self) -> str:
+        if self._token_fresh():
+            assert self._token is not None
+            return self._token
+        return await self._login()
+
+    async def _get(self, url: str, *, params: Mapping[str, Any] | None = None, what: str) -> httpx.Response:
+        """GET on the API with the session headers; log in again once on 401. Other statuses are returned."""
+        token = await self._token_now()
+        for attempt in range(2):
+            response = await self._http.request(
+                "GET", url, tag=self._tag, params=params, headers=self._auth_headers(token)
+            )
+            if response.status_code == 401 and attempt == 0:
+                self._log.info("%s: AIPIX token refused (%s); logging in again", self.instance, what)
+                token = await self._login(rejected=token)
+                continue
+            if response.status_code == 419:
+                raise self._session_limit(response)
+            if response.status_code in (401, 403):
+                raise AuthError(
+                    f"{self.instance}: {what}: {field_messages(response)}", status=response.status_code
+                )
+            return response
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------------------------------- scan
+    async def _page(self, number: int, params: Mapping[str, Any]) -> dict[str, Any]:
+        what = f"archive list page {number}"
+        response = await self._get(f"{self._base}/downloads", params={**params, "page": number}, what=what)
+        if response.status_code == 422:
+            raise RemoteIOError(
+                f"{self.instance}: AIPIX rejected the {what} query: {field_messages(response)}", status=422
+            )
+        raise_for_status(response, f"{self.instance}: {what}")
+        document = _json(response, f"{self.instance}: {what}")
+        if not isinstance(document.get("data"), list):
+            raise InvalidRemoteData(f"{self.instance}: {what}: `data` is not a list")
+        return document
+
+    async def _fetch_items(self) -> tuple[list[dict[str, Any]], int]:
+        """Every archive item of the window: page 1, then the rest concurrently once last_page is known."""
+        now = time.time()
+        params = {
+            "per_page": self._per_page,
+            "from": format_date(now - self._window),
+            "to": format_date(now + TO_MARGIN),
+        }
+        first = await self._page(1, params)
+        pages: dict[int, list[Any]] = {1: first["data"]}
+        meta: Mapping[str, Any] = first["meta"] if isinstance(first.get("meta"), Mapping) else {}
+        last_page = meta.get("last_page")
+        if isinstance(last_page, int) and not isinstance(last_page, bool) and last_page >= 1:
+            last = min(last_page, MAX_PAGES)
+            limiter = trio.CapacityLimiter(PAGE_CONCURRENCY)
+
+            async def fetch(number: int) -> None:
+                async with limiter:
+                    pages[number] = (await self._page(number, params))["data"]
+
+            async with trio.open_nursery() as nursery:
+                for number in range(2, last + 1):
+                    nursery.start_soon(fetch, number)
+        else:  # no usable meta: walk the pages one by one until one says it is the last, or is empty
+            document, number = first, 1
+            while number < MAX_PAGES and document["data"]:
+                links = document.get("links")
+                if isinstance(links, Mapping) and "next" in links and not links["next"]:
+                    break
+                number += 1
+                document = await self._page(number, params)
+                pages[number] = document["data"]
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for number in sorted(pages):
+            for item in pages[number]:
+                if not isinstance(item, dict) or item.get("id") is None:
+                    continue
+                key = str(item["id"])
+                if key in seen:  # the list moved between pages: keep the first copy
+                    continue
+                seen.add(key)
+                items.append(item)
+        total = meta.get("total")
+        if isinstance(total, int) and total != len(items):
+            self._log.info(
+                "%s: the archive list changed during the scan (%d items, meta.total %d)",
+                self.instance,
+                len(items),
+                total,
+            )
+        return items, len(pages)
+
+    async def _camera_name(self, camera_id: str) -> str | None:
+        """The camera's `pretty_name`, None when it has none; a failure keeps the last known name."""
+        what = f"camera {camera_id}"
+        try:
+            response = await self._get(f"{self._base}/cameras/{quote(camera_id, safe='')}", what=what)
+        except (RemoteIOError, AuthError) as exc:
+            if isinstance(exc, AuthError) and exc.status != 403:
+                raise  # the session is gone (401 after a new login, 419): the whole scan fails
+            self._log.warning("%s: %s: %s", self.instance, what, exc)
+            return self._camera_names.get(camera_id)
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            self._log.warning("%s: %s: HTTP %d", self.instance, what, response.status_code)
+            return self._camera_names.get(camera_id)
+        try:
+            document = response.json()
+        except ValueError:
+            return self._camera_names.get(camera_id)
+        data = document.get("data") if isinstance(document, dict) else None
+        camera = data if isinstance(data, dict) else document
+        pretty = camera.get("pretty_name") if isinstance(camera, dict) else None
+        if isinstance(pretty, str) and pretty.strip():
+            return pretty.strip()
+        return None
+
+    async def _scan_now(self) -> _Scan:
+        started = time.monotonic()
+        items, pages = await self._fetch_items()
+        camera_ids = sorted({_camera_key(item) for item in items} - {UNKNOWN_CAMERA})
+        names: dict[str, str] = {}
+        limiter = trio.CapacityLimiter(CAMERA_CONCURRENCY)
+
+        async def camera(camera_id: str) -> None:
+            async with limiter:
+                pretty = await self._camera_name(camera_id)
+            names[camera_id] = pretty if pretty is not None else f"camera-{camera_id}"
+
+        async with trio.open_nursery() as nursery:
+            for camera_id in camera_ids:
+                nursery.start_soon(camera, camera_id)
+        self._camera_names.update(names)
+        names[UNKNOWN_CAMERA] = "unknown camera"
+        scan = self._build(items, names)
+        scan.started, scan.finished = started, time.monotonic()
+        scan.pages = pages
+        scan.items = len(items)
+        self._log.info(
+            "%s: scanned the AIPIX archive: %d items (%d files) in %d pages, %d cameras, %.2fs",
+            self.instance,
+            len(items),
+            len(scan.videos),
+            pages,
+            len(camera_ids),
+            time.monotonic() - started,
+        )
+        return scan
+
+    def _build(self, items: list[dict[str, Any]], camera_names: Mapping[str, str]) -> _Scan:
+        videos: dict[str, Video] = {}
+        gone: set[str] = set()
+        tree: dict[str, dict[str, list[Video]]] = {}
+        hidden: dict[str, list[HiddenItem]] = {}
+        for item in items:
+            camera_id = _camera_key(item)
+            stream_type = _stream_key(item)
+            entry = self._entry(item, camera_names.get(camera_id))
+            if isinstance(entry, Video):
+                videos[entry.remote_id] = entry
+                tree.setdefault(camera_id, {}).setdefault(stream_type, []).append(entry)
+            else:
+                gone.add(entry.remote_id)
+                hidden.setdefault(f"{camera_id}/{stream_type}", []).append(entry)
+        listings: dict[str, Listing] = {}
+        root_entries: list[Folder] = []
+        root_hidden: list[HiddenItem] = []
+        for camera_id, streams in sorted(tree.items()):
+            stream_entries: list[Folder] = []
+            camera_hidden: list[HiddenItem] = []
+            for stream_type, files in sorted(streams.items()):
+                folder_id = f"{camera_id}/{stream_type}"
+                mtime = _newest(files)
+                stream_entries.append(
+                    Folder(
+                        folder_id,
+                        stream_type,
+                        mtime=mtime,
+                        extra=frozen_extra({"camera_id": _id_value(camera_id), "stream_type": stream_type}),
+                    )
+                )
+                listings[folder_id] = Listing(tuple(files), tuple(hidden.pop(folder_id, ())))
+            for folder_id in [k for k in hidden if k.split("/", 1)[0] == camera_id]:
+                stream_type = folder_id.split("/", 1)[1]
+                camera_hidden += [
+                    HiddenItem(h.remote_id, f"{stream_type}/{h.name}", h.status)
+                    for h in hidden.pop(folder_id)
+                ]
+            listings[camera_id] = Listing(tuple(stream_entries), tuple(camera_hidden))
+            display = camera_names.get(camera_id, f"camera-{camera_id}")
+            root_entries.append(
+                Folder(
+                    camera_id,
+                    display,
+                    mtime=_newest(stream_entries),
+                    extra=frozen_extra({"camera_id": _id_value(camera_id), "camera": display}),
+                )
+            )
+        for folder_id, items_hidden in sorted(hidden.items()):
+            camera_id, stream_type = folder_id.split("/", 1)
+            camera = camera_names.get(camera_id, f"camera-{camera_id}")
+            root_hidden += [
+                HiddenItem(h.remote_id, f"{camera}/{stream_type}/{h.name}", h.status) for h in items_hidden
+            ]
+        listings[ROOT_ID] = Listing(tuple(root_entries), tuple(root_hidden))
+        return _Scan(listings, videos, gone)
+
+    def _entry(self, item: Mapping[str, Any], camera: str | None) -> Video | HiddenItem:
+        remote_id = str(item["id"])
+        name = str(item.get("name") or "").strip() or f"archive-{remote_id}"
+        if item.get("is_file_exists") is False:
+            return HiddenItem(remote_id, name, "file deleted")  # is_file_exists: false
+        url = item.get("url")
+        if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https"):
+            return HiddenItem(remote_id, name, "no download url")
+        stream: Mapping[str, Any] = item["stream"] if isinstance(item.get("stream"), Mapping) else {}
+        kind = item.get("type")
+        content_type = _CONTENT_TYPES.get(kind.lower()) if isinstance(kind, str) else None
+        mtime = parse_time(item.get("to")) or parse_time(item.get("created_at"))
+        extra = frozen_extra(
+            {
+                "from": item.get("from"),
+                "to": item.get("to"),
+                "camera_id": stream.get("camera_id"),
+                "camera": camera,
+                "stream_id": stream.get("id"),
+                "stream_type": stream.get("type"),
+                "has_sound": stream.get("has_sound"),
+                "width": stream.get("width"),
+                "height": stream.get("height"),
+                "created_at": item.get("created_at"),
+                "updated_at": item.get("updated_at"),
+                "type": kind,
+                "status": item.get("status") if isinstance(item.get("status"), str | int) else None,
+            }
+        )
+        return Video(
+            remote_id=remote_id,
+            name=name,
+            size=None,
+            mtime=mtime or parse_time(item.get("updated_at")),
+            content_type=content_type,
+            extra=extra,
+            handle={"url": file_url(url, name)},
+        )
+
+    def _usable(self, scan: _Scan | None, folder_id: str) -> bool:
+        return (
+            scan is not None
+            and folder_id not in scan.served
+            and time.monotonic() - scan.finished < self._scan_ttl
+        )
+
+    async def _scan_for(self, folder_id: str | None) -> _Scan:
+        """A scan for one directory listing: the current one if it has not answered this directory yet and
+        is younger than `scan_cache`, else a new one. `None`: a scan started after this call (fresh data).
+        Concurrent callers share one scan in flight."""
+        asked = time.monotonic()
+        scan = self._scan
+        if folder_id is not None and self._usable(scan, folder_id):
+            assert scan is not None
+            scan.served.add(folder_id)
+            return scan
+        async with self._scan_lock:
+            scan = self._scan
+            reusable = scan is not None and (
+                scan.started >= asked or (folder_id is not None and self._usable(scan, folder_id))
+            )
+            if not reusable:
+                scan = self._scan = await self._scan_now()
+            assert scan is not None
+            if folder_id is not None:
+                scan.served.add(folder_id)
+            return scan
+
+    # ------------------------------------------------------------------------------------ protocol
+    async def list(self, folder: Folder) -> Listing:
+        scan = await self._scan_for(folder.remote_id)
+        listing = scan.listings.get(folder.remote_id)
+        if listing is None:
+            raise NotFoundError(f"{self.instance}: {folder.name!r} is no longer in the AIPIX archive")
+        return listing
+
+    async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
+        url = video.handle.get("url", "")
+        if previous is not None and not same_origin(url, self._base):
+            # The storage refused a plain URL: the archive may be gone or have moved. Look again.
+            scan = await self._scan_for(None)
+            fresh = scan.videos.get(video.remote_id)
+            if fresh is None:
+                raise NotFoundError(
+                    f"{self.instance}: archive {video.remote_id} is gone from {redact_url(url)}"
+                )
+            url = fresh.handle.get("url", url)
+        if not url:
+            raise InvalidRemoteData(f"{self.instance}: archive {video.remote_id} has no download url")
+        if not same_origin(url, self._base):
+            return StreamLease(url=url)  # another origin: no credentials; the URL does not expire
+        if previous is not None:
+            token = await self._login(
+                rejected=previous.headers.get("Authorization", "").removeprefix("Bearer ") or None
+            )
+        else:
+            token = await self._token_now()
+        headers = self._auth_headers(token)
+        headers.pop("Accept", None)
+        return StreamLease(url=url, headers=headers, expires_at=self._token_expiry, uses_provider_auth=True)
+
+
+def _store_device_id(path: Path, value: str, *, replace: bool) -> str:
+    """Write `value` to `path` atomically (0600). Without `replace`, an id another process stored first
+    wins (link refuses to overwrite), so two mounts starting together agree on one device."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                winner = path.read_text(encoding="utf-8").strip()
+                return str(uuid.UUID(winner))
+            except OSError:  # a filesystem without hard links
+                os.replace(tmp, path)
+        _fsync_dir(path.parent)
+        return value
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _camera_key(item: Mapping[str, Any]) -> str:
+    stream = item.get("stream")
+    camera_id = stream.get("camera_id") if isinstance(stream, Mapping) else None
+    if camera_id is None or isinstance(camera_id, bool) or str(camera_id).strip() == "":
+        return UNKNOWN_CAMERA
+    return str(camera_id).strip()
+
+
+def _stream_key(item: Mapping[str, Any]) -> str:
+    stream = item.get("stream")
+    if not isinstance(stream, Mapping):
+        return "unknown stream"
+    kind = stream.get("type")
+    if isinstance(kind, str) and kind.strip():
+        return kind.strip()
+    if stream.get("id") is not None:
+        return f"stream-{stream['id']}"
+    return "unknown stream"
+
+
+def _id_value(key: str) -> str | None:
+    return None if key == UNKNOWN_CAMERA else key
+
+
+def _newest(entries: list[Video] | list[Folder]) -> float | None:
+    times = [e.mtime for e in entries if e.mtime is not None and math.isfinite(e.mtime)]
+    return max(times) if times else None
+
+
+def _json(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidRemoteData(f"{what}: expected a JSON object")
+    return data
+
+
+def _detail(response: httpx.Response) -> str:
+    text = field_messages(response)
+    prefix = f"HTTP {response.status_code}"
+    return text[len(prefix) :] if text.startswith(prefix) else ""
+
+
+SPEC = ProviderSpec(
+    type="aipix",
+    description="AIPIX VMS CCTV archive downloads (camera → stream → file)",
+    options={
+        "base_url": OptionSpec(str, required=True, help="the API root, e.g. https://vms.example.com/api/v1"),
+        "login": OptionSpec(str, required=True),
+        "password": OptionSpec(str, required=True, secret=True),
+        "window": OptionSpec((str, int, float), default="30d", help="how far back the archive list reaches"),
+        "client": OptionSpec(
+            str, default="web", help="X-Client: ios-cctv | android-cctv | thick-legal | web"
+        ),
+        "per_page": OptionSpec(int, default=100, help="archive items asked per page"),
+        "scan_cache": OptionSpec(
+            (str, int, float), default="60s", help="how long one archive scan may serve directories"
+        ),
+    },
+    factory=AipixProvider,
+)
