@@ -31,6 +31,7 @@ import trio
 from vidfs import __version__
 from vidfs.errors import (
     AuthError,
+    InvalidRemoteData,
     NotFoundError,
     RemoteError,
     RemoteIOError,
@@ -87,6 +88,17 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    """The response body as a JSON object, or InvalidRemoteData saying what was being asked."""
+    try:
+        data = response.json()
+    except ValueError as exc:
+        raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
+    if not isinstance(data, dict):
+        raise InvalidRemoteData(f"{what}: expected a JSON object")
+    return data
 
 
 def raise_for_status(response: httpx.Response, what: str) -> None:

@@ -93,18 +93,22 @@ def expiry_from_url(url: str) -> float | None:
     return None
 
 
+def still_fresh(obtained_at: float, expires_at: float | None, now: float) -> bool:
+    """Whether something that expires (a URL, a token) is still worth using: not within the last 20 % of
+    its lifetime (at most a minute before it ends). Unknown expiry: used until refused."""
+    if expires_at is None:
+        return True
+    margin = min(MAX_MARGIN, 0.2 * max(0.0, expires_at - obtained_at))
+    return now < expires_at - margin
+
+
 @dataclass
 class _Entry:
     lease: StreamLease
     obtained_at: float
 
     def fresh(self, now: float) -> bool:
-        expires = self.lease.expires_at
-        if expires is None:
-            return True
-        lifetime = max(0.0, expires - self.obtained_at)
-        margin = min(MAX_MARGIN, 0.2 * lifetime)
-        return now < expires - margin
+        return still_fresh(self.obtained_at, self.lease.expires_at, now)
 
 
 class Resolver:

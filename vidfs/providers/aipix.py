@@ -64,8 +64,9 @@ from vidfs.errors import (
     RemoteIOError,
     redact_url,
 )
-from vidfs.http import raise_for_status, same_origin
+from vidfs.http import json_object, raise_for_status, same_origin
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.providers.auth import Token, TokenKeeper
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
 from vidfs.resolver import jwt_expiry
 
@@ -183,10 +184,7 @@ class AipixProvider:
         if per_page < 1:
             raise ConfigError(f"{where} key 'per_page': must be at least 1")
         self._per_page = per_page
-        self._token: str | None = None
-        self._token_expiry: float | None = None
-        self._token_obtained = 0.0
-        self._login_lock = trio.Lock()
+        self._tokens = TokenKeeper(self._login)
         self._device_id: str | None = None
         self._scan: _Scan | None = None
         self._scan_lock = trio.Lock()
@@ -235,15 +233,6 @@ class AipixProvider:
         return self._device_id
 
     # ------------------------------------------------------------------------------------------- auth
-    def _token_fresh(self) -> bool:
-        if self._token is None:
-            return False
-        if self._token_expiry is None:
-            return True  # lifetime unknown: used until refused
-        lifetime = max(0.0, self._token_expiry - self._token_obtained)
-        margin = min(MAX_TOKEN_MARGIN, 0.2 * lifetime)
-        return time.time() < self._token_expiry - margin
-
     def _device_headers(self) -> dict[str, str]:
         return {"Accept": "application/json", "X-Client": self._client, "X-UUID": self.device_id()}
 
@@ -258,63 +247,52 @@ class AipixProvider:
             status=419,
         )
 
-    async def _login(self, *, rejected: str | None = None) -> str:
-        async with self._login_lock:
-            if self._token_fresh() and self._token != rejected:
-                assert self._token is not None
-                return self._token
-            response = await self._http.request(
-                "POST",
-                f"{self._base}/token",
-                tag=self._tag,
-                json={"login": self._login_name, "password": self._password},
-                headers=self._device_headers(),
+    async def _login(self) -> Token:
+        response = await self._http.request(
+            "POST",
+            f"{self._base}/token",
+            tag=self._tag,
+            json={"login": self._login_name, "password": self._password},
+            headers=self._device_headers(),
+        )
+        status = response.status_code
+        if status == 419:
+            raise self._session_limit(response)
+        if status in (400, 401, 403, 422):
+            detail = field_messages(response)
+            raise AuthError(
+                f"{self.instance}: AIPIX login refused for {self._login_name}: {detail}", status=status
             )
-            status = response.status_code
-            if status == 419:
-                raise self._session_limit(response)
-            if status in (400, 401, 403, 422):
-                detail = field_messages(response)
-                raise AuthError(
-                    f"{self.instance}: AIPIX login refused for {self._login_name}: {detail}", status=status
-                )
-            raise_for_status(response, f"{self.instance}: AIPIX login")
-            document = _json(response, f"{self.instance}: AIPIX login")
-            token = document.get("access_token")
-            if not isinstance(token, str) and isinstance(document.get("data"), Mapping):
-                token = document["data"].get("access_token")
-            if not isinstance(token, str) or not token:
-                raise InvalidRemoteData(f"{self.instance}: AIPIX login answered without an access_token")
-            now = time.time()
-            expiry = jwt_expiry(token)
-            expires_in = document.get("expires_in")
-            if expiry is None and isinstance(expires_in, int | float) and expires_in > 0:
-                expiry = now + float(expires_in)
-            self._token, self._token_obtained, self._token_expiry = token, now, expiry
-            self._log.info(
-                "%s: logged in to AIPIX as %s (token %s)",
-                self.instance,
-                self._login_name,
-                f"valid {expiry - now:.0f}s" if expiry is not None else "lifetime unknown",
-            )
-            return token
-
-    async def _token_now(self) -> str:
-        if self._token_fresh():
-            assert self._token is not None
-            return self._token
-        return await self._login()
+        raise_for_status(response, f"{self.instance}: AIPIX login")
+        document = json_object(response, f"{self.instance}: AIPIX login")
+        token = document.get("access_token")
+        if not isinstance(token, str) and isinstance(document.get("data"), Mapping):
+            token = document["data"].get("access_token")
+        if not isinstance(token, str) or not token:
+            raise InvalidRemoteData(f"{self.instance}: AIPIX login answered without an access_token")
+        now = time.time()
+        expiry = jwt_expiry(token)
+        expires_in = document.get("expires_in")
+        if expiry is None and isinstance(expires_in, int | float) and expires_in > 0:
+            expiry = now + float(expires_in)
+        self._log.info(
+            "%s: logged in to AIPIX as %s (token %s)",
+            self.instance,
+            self._login_name,
+            f"valid {expiry - now:.0f}s" if expiry is not None else "lifetime unknown",
+        )
+        return Token(token, expiry, now)
 
     async def _get(self, url: str, *, params: Mapping[str, Any] | None = None, what: str) -> httpx.Response:
         """GET on the API with the session headers; log in again once on 401. Other statuses are returned."""
-        token = await self._token_now()
+        token = await self._tokens.get()
         for attempt in range(2):
             response = await self._http.request(
                 "GET", url, tag=self._tag, params=params, headers=self._auth_headers(token)
             )
             if response.status_code == 401 and attempt == 0:
                 self._log.info("%s: AIPIX token refused (%s); logging in again", self.instance, what)
-                token = await self._login(rejected=token)
+                token = await self._tokens.renew(rejected=token)
                 continue
             if response.status_code == 419:
                 raise self._session_limit(response)
@@ -334,7 +312,7 @@ class AipixProvider:
                 f"{self.instance}: AIPIX rejected the {what} query: {field_messages(response)}", status=422
             )
         raise_for_status(response, f"{self.instance}: {what}")
-        document = _json(response, f"{self.instance}: {what}")
+        document = json_object(response, f"{self.instance}: {what}")
         if not isinstance(document.get("data"), list):
             raise InvalidRemoteData(f"{self.instance}: {what}: `data` is not a list")
         return document
@@ -600,14 +578,16 @@ class AipixProvider:
         if not same_origin(url, self._base):
             return StreamLease(url=url)  # another origin: no credentials; the URL does not expire
         if previous is not None:
-            token = await self._login(
-                rejected=previous.headers.get("Authorization", "").removeprefix("Bearer ") or None
+            token = await self._tokens.renew(
+                previous.headers.get("Authorization", "").removeprefix("Bearer ") or None
             )
         else:
-            token = await self._token_now()
+            token = await self._tokens.get()
         headers = self._auth_headers(token)
         headers.pop("Accept", None)
-        return StreamLease(url=url, headers=headers, expires_at=self._token_expiry, uses_provider_auth=True)
+        return StreamLease(
+            url=url, headers=headers, expires_at=self._tokens.expires_at, uses_provider_auth=True
+        )
 
 
 def _store_device_id(path: Path, value: str, *, replace: bool) -> str:
@@ -679,16 +659,6 @@ def _id_value(key: str) -> str | None:
 def _newest(entries: list[Video] | list[Folder]) -> float | None:
     times = [e.mtime for e in entries if e.mtime is not None and math.isfinite(e.mtime)]
     return max(times) if times else None
-
-
-def _json(response: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
-    if not isinstance(data, dict):
-        raise InvalidRemoteData(f"{what}: expected a JSON object")
-    return data
 
 
 def _detail(response: httpx.Response) -> str:

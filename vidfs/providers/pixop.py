@@ -29,8 +29,9 @@ import trio
 
 from vidfs.config import ProviderConfig, Secret
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
-from vidfs.http import raise_for_status, same_origin
+from vidfs.http import json_object, raise_for_status, same_origin
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.providers.auth import Token, TokenKeeper
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
 from vidfs.resolver import jwt_expiry
 
@@ -72,10 +73,7 @@ class PixopProvider:
         self._password = password.reveal() if isinstance(password, Secret) else str(password)
         self._team_id = options.get("team_id")
         self._page_size = int(options.get("page_size") or 100)
-        self._token: str | None = None
-        self._token_expiry = 0.0
-        self._token_obtained = 0.0
-        self._login_lock = trio.Lock()
+        self._tokens = TokenKeeper(self._login)
         self._tag = f"{self.instance}:api"
 
     def root(self) -> Folder:
@@ -85,48 +83,26 @@ class PixopProvider:
         return None
 
     # -------------------------------------------------------------------------------------------- auth
-    def _token_fresh(self) -> bool:
-        if self._token is None:
-            return False
-        lifetime = max(0.0, self._token_expiry - self._token_obtained)
-        margin = min(60.0, 0.2 * lifetime)
-        return time.time() < self._token_expiry - margin
-
-    async def _login(self, *, rejected: str | None = None) -> str:
-        async with self._login_lock:
-            if self._token_fresh() and self._token != rejected:
-                assert self._token is not None
-                return self._token
-            params = {"team-id": self._team_id} if self._team_id else None
-            response = await self._http.request(
-                "GET",
-                self._url("accounts/v1/token"),
-                tag=self._tag,
-                params=params,
-                auth=(self._email, self._password),
-                headers={"Accept": "application/json"},
-            )
-            if response.status_code in (401, 403):
-                raise AuthError(
-                    f"{self.instance}: Pixop login refused for {self._email}: {_failure(response)}"
-                )
-            raise_for_status(response, f"{self.instance}: Pixop login")
-            token = _json(response, "login").get("jwtToken")
-            if not isinstance(token, str) or not token:
-                raise InvalidRemoteData(f"{self.instance}: Pixop login answered without a jwtToken")
-            self._token = token
-            self._token_obtained = time.time()
-            self._token_expiry = jwt_expiry(token) or (self._token_obtained + 15 * 60)
-            self._log.info(
-                "%s: logged in to Pixop (token valid %.0fs)", self.instance, self._token_expiry - time.time()
-            )
-            return token
-
-    async def _token_now(self) -> str:
-        if self._token_fresh():
-            assert self._token is not None
-            return self._token
-        return await self._login()
+    async def _login(self) -> Token:
+        params = {"team-id": self._team_id} if self._team_id else None
+        response = await self._http.request(
+            "GET",
+            self._url("accounts/v1/token"),
+            tag=self._tag,
+            params=params,
+            auth=(self._email, self._password),
+            headers={"Accept": "application/json"},
+        )
+        if response.status_code in (401, 403):
+            raise AuthError(f"{self.instance}: Pixop login refused for {self._email}: {_failure(response)}")
+        raise_for_status(response, f"{self.instance}: Pixop login")
+        token = json_object(response, "login").get("jwtToken")
+        if not isinstance(token, str) or not token:
+            raise InvalidRemoteData(f"{self.instance}: Pixop login answered without a jwtToken")
+        now = time.time()
+        expires_at = jwt_expiry(token) or (now + 15 * 60)
+        self._log.info("%s: logged in to Pixop (token valid %.0fs)", self.instance, expires_at - now)
+        return Token(token, expires_at, now)
 
     def _url(self, path: str) -> str:
         return urljoin(self._origin, path)
@@ -135,7 +111,7 @@ class PixopProvider:
         """GET a JSON document with the JWT; log in again once on 401."""
         if not same_origin(url, self._origin):
             raise InvalidRemoteData(f"{self.instance}: refusing to follow a link off the API origin")
-        token = await self._token_now()
+        token = await self._tokens.get()
         for attempt in range(2):
             response = await self._http.request(
                 "GET",
@@ -148,12 +124,12 @@ class PixopProvider:
                 self._log.info(
                     "%s: token refused (%s); logging in again", self.instance, _exception(response)
                 )
-                token = await self._login(rejected=token)
+                token = await self._tokens.renew(rejected=token)
                 continue
             if response.status_code in (401, 403):
                 raise AuthError(f"{self.instance}: {what}: {_failure(response)}", status=response.status_code)
             raise_for_status(response, f"{self.instance}: {what}")
-            return _json(response, what)
+            return json_object(response, what)
         raise AssertionError("unreachable")
 
     async def _pages(self, path: str, params: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
@@ -297,28 +273,18 @@ class PixopProvider:
     # ----------------------------------------------------------------------------------------- resolve
     async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
         if previous is not None:
-            token = await self._login(
-                rejected=previous.headers.get("Authorization", "").removeprefix("Bearer ")
+            token = await self._tokens.renew(
+                previous.headers.get("Authorization", "").removeprefix("Bearer ")
             )
         else:
-            token = await self._token_now()
+            token = await self._tokens.get()
         kind = video.handle.get("kind", "original")
         return StreamLease(
             url=self._url(f"media/v1/download/{kind}/{video.remote_id}"),
             headers={"Authorization": f"Bearer {token}"},
-            expires_at=self._token_expiry,
+            expires_at=self._tokens.expires_at,
             uses_provider_auth=True,
         )
-
-
-def _json(response: Any, what: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
-    if not isinstance(data, dict):
-        raise InvalidRemoteData(f"{what}: expected a JSON object")
-    return data
 
 
 def _exception(response: Any) -> str:

@@ -49,9 +49,10 @@ import trio
 
 from vidfs.config import ProviderConfig, Secret
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
-from vidfs.http import raise_for_status
+from vidfs.http import json_object, raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.naming import CONTENT_TYPE_EXTENSIONS, split_ext
+from vidfs.providers.auth import Token, TokenKeeper
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
 from vidfs.resolver import expiry_from_url
 
@@ -191,8 +192,7 @@ class ValtProvider:
         password = options["password"]
         self._password = password.reveal() if isinstance(password, Secret) else str(password)
         self._page_size = max(1, int(options.get("page_size") or 50))
-        self._token: str | None = None
-        self._login_lock = trio.Lock()
+        self._tokens = TokenKeeper(self._login)  # VALT tokens have no known lifetime: used until refused
         self._records_lock = trio.Lock()
         self._records: list[dict[str, Any]] | None = None
         self._records_at = 0.0
@@ -206,34 +206,30 @@ class ValtProvider:
         return None
 
     # -------------------------------------------------------------------------------------------- auth
-    async def _login(self, *, rejected: str | None = None) -> str:
-        async with self._login_lock:
-            if self._token is not None and self._token != rejected:
-                return self._token
-            response = await self._http.request(
-                "POST",
-                self._base + "/login",
-                tag=self._tag,
-                json={"username": self._username, "password": self._password},
-                headers={"Accept": "application/json"},
+    async def _login(self) -> Token:
+        response = await self._http.request(
+            "POST",
+            self._base + "/login",
+            tag=self._tag,
+            json={"username": self._username, "password": self._password},
+            headers={"Accept": "application/json"},
+        )
+        if response.status_code in (400, 401, 403):
+            raise AuthError(
+                f"{self.instance}: VALT login refused for user {self._username!r}: {_failure(response)}",
+                status=response.status_code,
             )
-            if response.status_code in (400, 401, 403):
-                raise AuthError(
-                    f"{self.instance}: VALT login refused for user {self._username!r}: {_failure(response)}",
-                    status=response.status_code,
-                )
-            raise_for_status(response, f"{self.instance}: VALT login")
-            data = _json(response, f"{self.instance}: VALT login")
-            token = _get(data, "data", "access_token") or data.get("access_token")
-            if not isinstance(token, str) or not token:
-                raise InvalidRemoteData(f"{self.instance}: VALT login answered without an access_token")
-            self._token = token
-            self._log.info("%s: logged in to VALT as %s", self.instance, self._username)
-            return token
+        raise_for_status(response, f"{self.instance}: VALT login")
+        data = json_object(response, f"{self.instance}: VALT login")
+        token = _get(data, "data", "access_token") or data.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise InvalidRemoteData(f"{self.instance}: VALT login answered without an access_token")
+        self._log.info("%s: logged in to VALT as %s", self.instance, self._username)
+        return Token(token)
 
     async def _api(self, method: str, path: str, *, what: str, json: Any = None) -> dict[str, Any]:
         """A JSON call with `?access_token=`; one new login on a 401."""
-        token = self._token or await self._login()
+        token = await self._tokens.get()
         for attempt in range(2):
             response = await self._http.request(
                 method,
@@ -245,7 +241,7 @@ class ValtProvider:
             )
             if response.status_code == 401 and attempt == 0:
                 self._log.info("%s: token refused (%s); logging in again", self.instance, _failure(response))
-                token = await self._login(rejected=token)
+                token = await self._tokens.renew(rejected=token)
                 continue
             if response.status_code in (401, 403):
                 raise AuthError(f"{self.instance}: {what}: {_failure(response)}", status=response.status_code)
@@ -254,7 +250,7 @@ class ValtProvider:
                     f"{self.instance}: {what}: {_failure(response)}", status=response.status_code
                 )
             raise_for_status(response, f"{self.instance}: {what}")
-            return _json(response, f"{self.instance}: {what}")
+            return json_object(response, f"{self.instance}: {what}")
         raise AssertionError("unreachable")
 
     # ----------------------------------------------------------------------------------------- records
@@ -445,16 +441,6 @@ class ValtProvider:
             record_id, _, video_id = video.remote_id.partition("/")
         url = await self._download_url(record_id, video_id)
         return StreamLease(url=url, expires_at=expiry_from_url(url))
-
-
-def _json(response: Any, what: str) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError as exc:
-        raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
-    if not isinstance(data, dict):
-        raise InvalidRemoteData(f"{what}: expected a JSON object")
-    return data
 
 
 def _failure(response: Any) -> str:
