@@ -50,12 +50,8 @@ included.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import calendar
-import hashlib
 import hmac
-import json
 import math
 import secrets
 import shutil
@@ -69,7 +65,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from vidfs.emulator import media
+from vidfs.emulator import jwt, media
 from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, Site, serve_file
 
 DEFAULT_LOGIN = "user@mail.com"
@@ -120,14 +116,6 @@ def parse_date(text: str) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return parsed.timestamp()
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def laravel_422(errors: Mapping[str, list[str]]) -> HttpError:
@@ -395,22 +383,11 @@ class AipixSite(Site):
                 "jti": f"{self.tokens_issued}-{secrets.token_hex(4)}",
                 "gen": self.token_generation,
             }
-        header = {"alg": "HS256", "typ": "JWT"}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(payload).encode())}"
-        signature = hmac.new(self._secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-        return f"{signing_input}.{_b64url(signature)}"
+        return jwt.encode(payload, self._secret)
 
     def verify_token(self, token: str) -> dict[str, Any]:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise unauthenticated()
-        try:
-            payload = json.loads(_b64url_decode(parts[1]))
-            signature = _b64url_decode(parts[2])
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise unauthenticated() from None
-        expected = hmac.new(self._secret, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, signature) or not isinstance(payload, dict):
+        payload = jwt.decode(token, self._secret)
+        if payload is None:
             raise unauthenticated()
         with self._lock:
             generation = self.token_generation

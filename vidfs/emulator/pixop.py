@@ -26,9 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import calendar
-import hashlib
 import hmac
-import json
 import secrets
 import shutil
 import tempfile
@@ -41,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from vidfs.emulator import media
+from vidfs.emulator import jwt, media
 from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, Site, serve_file
 
 DEFAULT_EMAIL = "demo@example.com"
@@ -76,14 +74,6 @@ def fmt_time(epoch: float) -> str:
 
 def failure(status: int, exception: str, message: str) -> HttpError:
     return HttpError(status, message, body={"exception": exception, "errorMessage": message})
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass
@@ -287,29 +277,15 @@ class PixopSite(Site):
                 "jti": jti,
                 "gen": self.token_generation,
             }
-        header = {"alg": "HS256", "typ": "JWT"}
-        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(payload).encode())}"
-        signature = hmac.new(self._secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-        return f"{signing_input}.{_b64url(signature)}"
+        return jwt.encode(payload, self._secret)
 
     def verify_token(self, token: str) -> dict[str, Any]:
         """Claims of a valid token, or the HttpError Pixop answers."""
         invalid = failure(
             401, "InvalidJWTTokenFoundException", "The JWT token supplied could not be interpreted"
         )
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise invalid
-        try:
-            header = json.loads(_b64url_decode(parts[0]))
-            payload = json.loads(_b64url_decode(parts[1]))
-            signature = _b64url_decode(parts[2])
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise invalid from None
-        if not isinstance(header, dict) or not isinstance(payload, dict) or header.get("alg") != "HS256":
-            raise invalid
-        expected = hmac.new(self._secret, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
-        if not hmac.compare_digest(expected, signature):
+        payload = jwt.decode(token, self._secret)
+        if payload is None:
             raise invalid
         if "exp" not in payload:
             raise failure(401, "EternalJWTTokenException", "The JWT token does not have a TTL")
