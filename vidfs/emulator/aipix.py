@@ -54,8 +54,6 @@ import calendar
 import hmac
 import math
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -185,9 +183,7 @@ class AipixSite(Site):
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
-        self.samples = {name: media.ensure_media(name, media_dir) for name in SAMPLES_USED}
-        for path in self.samples.values():
-            media.sha256_of(path)
+        self.samples = media.ensure_samples(SAMPLES_USED, media_dir)
         super().__init__("aipix", host=host, port=port, seed=seed, verbose=verbose)
         self._lock = threading.RLock()
         self.login = DEFAULT_LOGIN
@@ -206,7 +202,6 @@ class AipixSite(Site):
         # The storage: key (the decoded path after /storage/) → (file on disk, Last-Modified). An archive's
         # `is_file_exists` is whether its key is stored: archives sharing a name share the file and its fate.
         self.stored: dict[str, tuple[Path, int]] = {}
-        self._work_dir = Path(tempfile.mkdtemp(prefix="vidfs-aipix-"))
         self._mutations = 0
         try:
             self.storage = StorageSite(self, host=host, seed=seed, verbose=verbose)
@@ -656,10 +651,6 @@ class AipixSite(Site):
     def error_body(self, status: int, message: str) -> Any:
         return {"message": message}
 
-    def close(self) -> None:
-        super().close()
-        shutil.rmtree(self._work_dir, ignore_errors=True)
-
     def config(self) -> JSON:
         with self._lock:
             return {
@@ -819,7 +810,7 @@ class AipixSite(Site):
             current = self.stored[key][0]
             self._mutations += 1
             tag = f"{key}:{self._mutations}"
-        new_path = media.variant(current, tag, out_dir=self._work_dir, extra_bytes=extra_bytes)
+        new_path = media.variant(current, tag, out_dir=self.work_dir, extra_bytes=extra_bytes)
         media.sha256_of(new_path)
         with self._lock:
             self.stored[key] = (new_path, int(time.time()))

@@ -61,8 +61,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -262,13 +260,10 @@ class CupixSite(Site):
         verbose: bool = False,
     ) -> None:
         # media first: generating it can take a while and must not hold a bound port meanwhile
-        self.samples = {name: media.ensure_media(name, media_dir) for name in SAMPLES_USED}
-        for path in self.samples.values():
-            media.sha256_of(path)
+        self.samples = media.ensure_samples(SAMPLES_USED, media_dir)
         super().__init__("cupix", host=host, port=port, seed=seed, verbose=verbose)
         self._lock = threading.RLock()
         self._secret = secrets.token_bytes(32)
-        self._work_dir = Path(tempfile.mkdtemp(prefix="vidfs-cupix-"))
         self.token = DEFAULT_TOKEN
         self.page_size = int(page_size)
         self.max_page_size = DEFAULT_MAX_PAGE_SIZE
@@ -852,7 +847,7 @@ class CupixSite(Site):
                 current = replace(self.videos[vid])
                 self._mutations += 1
                 tag = f"cupix:{vid}:{self._mutations}"
-            new_path = media.variant(current.path, tag, out_dir=self._work_dir, extra_bytes=extra)
+            new_path = media.variant(current.path, tag, out_dir=self.work_dir, extra_bytes=extra)
             media.sha256_of(new_path)
             with self._lock:
                 v = self.videos[vid]
@@ -863,10 +858,6 @@ class CupixSite(Site):
             f"unknown action {action!r}; known: fail, clear_failures, set_state, change_content, delete, "
             "expire_tokens"
         )
-
-    def close(self) -> None:
-        super().close()
-        shutil.rmtree(self._work_dir, ignore_errors=True)
 
 
 def _positive(name: str, value: Any) -> int:

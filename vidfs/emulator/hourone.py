@@ -48,8 +48,6 @@ import hashlib
 import hmac
 import math
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -167,14 +165,10 @@ class HourOneSite(Site):
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
-        self.samples = {name: media.ensure_media(name, media_dir) for name in SAMPLES_USED}
-        for path in self.samples.values():
-            media.sha256_of(path)
-            media.probe(path)
+        self.samples = media.ensure_samples(SAMPLES_USED, media_dir)
         super().__init__("hourone", host=host, port=port, seed=seed, verbose=verbose)
         self._lock = threading.RLock()
         self._secret = secrets.token_bytes(32)
-        self._work_dir = Path(tempfile.mkdtemp(prefix="vidfs-hourone-"))
         self.api_key = DEFAULT_API_KEY
         self.workspace_id = WORKSPACE_ID
         self.team_id = TEAM_ID
@@ -603,14 +597,10 @@ class HourOneSite(Site):
                 self._mutations += 1
                 tag = f"{v.id}:{self._mutations}"
                 v.path = media.variant(
-                    v.path, tag, out_dir=self._work_dir, extra_bytes=int(change.get("extra_bytes", 0))
+                    v.path, tag, out_dir=self.work_dir, extra_bytes=int(change.get("extra_bytes", 0))
                 )
                 v.render += 1
             return self._catalog_entry(replace(v))
-
-    def close(self) -> None:
-        super().close()
-        shutil.rmtree(self._work_dir, ignore_errors=True)
 
 
 def create_site(options: EmulatorOptions) -> HourOneSite:

@@ -33,7 +33,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -240,6 +240,16 @@ _probe_cache: dict[tuple[str, int, int, int], dict[str, Any]] = {}
 def _key(path: str | os.PathLike[str]) -> tuple[str, int, int, int]:
     st = os.stat(path)
     return (os.path.realpath(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def ensure_samples(names: Iterable[str], directory: Path | None = None) -> dict[str, Path]:
+    """Every named sample, generated if needed, with its checksum and ffprobe facts computed once (so an
+    emulator's first request does not pay for them)."""
+    samples = {name: ensure_media(name, directory) for name in names}
+    for path in samples.values():
+        sha256_of(path)
+        probe(path)
+    return samples
 
 
 def sha256_of(path: str | os.PathLike[str]) -> str:

@@ -28,8 +28,6 @@ import binascii
 import calendar
 import hmac
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -156,7 +154,6 @@ class PixopSite(Site):
         self.tokens_issued = 0
         self._secret = secrets.token_bytes(32)
         self._lock = threading.RLock()
-        self._work_dir = Path(tempfile.mkdtemp(prefix="vidfs-pixop-"))
         self._mutations = 0
         self.projects: dict[str, Project] = {}
         self.videos: dict[str, PixopVideo] = {}
@@ -782,7 +779,7 @@ class PixopSite(Site):
             with self._lock:
                 self._mutations += 1
                 tag = f"{video_id}:{self._mutations}"
-            new_path = media.variant(current.path, tag, out_dir=self._work_dir, extra_bytes=extra)
+            new_path = media.variant(current.path, tag, out_dir=self.work_dir, extra_bytes=extra)
             media.sha256_of(new_path)
             with self._lock:
                 v = self.videos[video_id]
@@ -831,10 +828,6 @@ class PixopSite(Site):
         project = self.projects.get(v.project_id)
         if project is not None:
             project.updated = max(project.updated, v.updated)
-
-    def close(self) -> None:
-        super().close()
-        shutil.rmtree(self._work_dir, ignore_errors=True)
 
 
 def create_site(options: EmulatorOptions) -> PixopSite:

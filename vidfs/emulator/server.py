@@ -65,10 +65,12 @@ import errno
 import json
 import os
 import re
+import shutil
 import socket
 import socketserver
 import struct
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -476,6 +478,7 @@ class Site:
         self._conn_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._work_dir: Path | None = None
         handler_cls = type(f"{type(self).__name__}Request", (Request,), {"site": self})
         server_cls = _Server6 if ":" in host else _Server
         self.server = server_cls((host, port), handler_cls, bind_and_activate=False)
@@ -695,6 +698,15 @@ class Site:
         self.server.server_close()
         for sub in self.subsites:
             sub.close()
+        if self._work_dir is not None:
+            shutil.rmtree(self._work_dir, ignore_errors=True)
+
+    @property
+    def work_dir(self) -> Path:
+        """A private scratch directory (changed-content variants...), removed when the site closes."""
+        if self._work_dir is None:
+            self._work_dir = Path(tempfile.mkdtemp(prefix=f"vidfs-{self.name}-"))
+        return self._work_dir
 
     def __enter__(self) -> Self:
         return self.start()

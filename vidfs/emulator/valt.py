@@ -52,8 +52,6 @@ import calendar
 import hmac
 import json
 import secrets
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -188,10 +186,7 @@ class ValtSite(Site):
         seed: int = 0,
         verbose: bool = False,
     ) -> None:
-        self.samples = {name: media.ensure_media(name, media_dir) for name in SAMPLES_USED}
-        for path in self.samples.values():
-            media.sha256_of(path)
-            media.probe(path)
+        self.samples = media.ensure_samples(SAMPLES_USED, media_dir)
         super().__init__("valt", host=host, port=port, seed=seed, verbose=verbose)
         self._lock = threading.RLock()
         self.username = DEFAULT_USERNAME
@@ -209,7 +204,6 @@ class ValtSite(Site):
         self.api_token_leaks = 0
         self._secret = secrets.token_bytes(32)
         self._mutations = 0
-        self._work_dir = Path(tempfile.mkdtemp(prefix="vidfs-valt-"))
         self.records: dict[str, Record] = {}
         try:
             self.distribution = DistributionSite(self, host=host, seed=seed, verbose=verbose)
@@ -589,7 +583,7 @@ class ValtSite(Site):
                 tag = f"{record_id}/{video_id}:{self._mutations}"
                 source = video.path
             extra = int(change.get("extra_bytes", 0))
-            new_path = media.variant(source, tag, out_dir=self._work_dir, extra_bytes=extra)
+            new_path = media.variant(source, tag, out_dir=self.work_dir, extra_bytes=extra)
             media.sha256_of(new_path)
             with self._lock:
                 video.path = new_path
@@ -607,10 +601,6 @@ class ValtSite(Site):
                 raise KeyError(str(video_id))
             record.videos = [v for v in record.videos if v is not video]
             return {"deleted": {"record_id": record.id, "video_id": video.id}}
-
-    def close(self) -> None:
-        super().close()
-        shutil.rmtree(self._work_dir, ignore_errors=True)
 
 
 def create_site(options: EmulatorOptions) -> ValtSite:
