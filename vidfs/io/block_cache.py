@@ -30,6 +30,7 @@ buffered per open file: memory is bounded by the LRU budget plus what is in flig
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -176,21 +177,17 @@ class BlockCache:
                 missing = await self._from_store(file, indices)
             if missing:
                 start = missing[0] * self.block_size
-                end = (missing[-1] + 1) * self.block_size
+                end = min((missing[-1] + 1) * self.block_size, file.size)
                 self._stats.incr("cache.misses", len(missing))
-                data = await file.fetch(start, end)
-                expected = min(end, file.size) - start
-                if len(data) != expected:
-                    raise StaleError(f"{file.instance}: short read ({len(data)} of {expected} bytes)")
-                blocks = [
-                    (index, data[position * self.block_size : (position + 1) * self.block_size])
-                    for position, index in enumerate(missing)
-                ]
-                for index, block in blocks:  # readers first...
-                    self._complete(file, index, block)
-                self._stats.incr("bytes.fetched", len(data))
-                if self._store is not None:  # ...then the disk
-                    for index, block in blocks:
+                assembler = _Assembler(start, end, self.block_size, lambda i, b: self._complete(file, i, b))
+                await file.fetch(start, end, sink=assembler.add)
+                if assembler.position != end:
+                    raise StaleError(
+                        f"{file.instance}: short read ({assembler.position - start} of {end - start} bytes)"
+                    )
+                self._stats.incr("bytes.fetched", end - start)
+                if self._store is not None:  # readers had their blocks as they arrived; now the disk
+                    for index, block in assembler.done:
                         await self._store.put(file.key, index, block)
         except (Exception, trio.Cancelled) as exc:
             if isinstance(exc, StaleError):
@@ -274,6 +271,41 @@ class BlockCache:
             "in_flight_blocks": len(self._pending),
             "prefetch_in_flight_bytes": self._prefetch_in_flight,
         }
+
+
+class _Assembler:
+    """Cuts a streamed range into blocks and hands each one out the moment it is whole, so the reader of
+    the first block of an 8 MiB request does not wait for the last."""
+
+    def __init__(self, start: int, end: int, block_size: int, on_block: Callable[[int, bytes], None]) -> None:
+        self.position = start
+        self.end = end
+        self.block_size = block_size
+        self.on_block = on_block
+        self.done: list[tuple[int, bytes]] = []
+        self._partial = bytearray()
+
+    def add(self, offset: int, chunk: bytes) -> None:
+        if offset != self.position:  # never happens with read_range; refuse rather than misplace bytes
+            raise StaleError(f"bytes arrived at {offset}, expected {self.position}")
+        view = memoryview(chunk)
+        while view:
+            index = self.position // self.block_size
+            block_end = min((index + 1) * self.block_size, self.end)
+            take = min(len(view), block_end - self.position)
+            if not self._partial and take == block_end - index * self.block_size:
+                block = bytes(view[:take])  # a whole block in one piece: one copy
+            else:
+                self._partial += view[:take]
+                block = b""
+            self.position += take
+            view = view[take:]
+            if self.position == block_end:
+                if not block:
+                    block = bytes(self._partial)
+                    self._partial.clear()
+                self.done.append((index, block))
+                self.on_block(index, block)
 
 
 def _wrap(exc: BaseException) -> VidfsError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -44,9 +45,33 @@ class LeaseRefused(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RangeResult:
-    data: bytes
+    data: bytes  # empty when a sink took the bytes
     etag: str | None
     total: int | None
+    received: int = 0
+
+
+Sink = Callable[[int, bytes], None]
+
+
+class _Receiver:
+    """Where a body goes as it arrives: a buffer, or a sink called with (file offset, bytes) so the caller
+    can hand out the first blocks of a large request before the last ones have arrived."""
+
+    __slots__ = ("buffer", "count", "sink", "start")
+
+    def __init__(self, start: int, sink: Sink | None) -> None:
+        self.start = start
+        self.count = 0
+        self.sink = sink
+        self.buffer = bytearray()
+
+    def add(self, chunk: bytes) -> None:
+        if self.sink is not None:
+            self.sink(self.start + self.count, chunk)
+        else:
+            self.buffer += chunk
+        self.count += len(chunk)
 
 
 def _strong(etag: str | None) -> str | None:
@@ -76,18 +101,20 @@ async def read_range(
     size: int | None,
     attempts: int | None = None,
     slot_held: bool = False,
+    sink: Sink | None = None,
 ) -> RangeResult:
-    """The bytes `[start, end)` of the file behind `lease` (fewer only at end of file)."""
+    """The bytes `[start, end)` of the file behind `lease` (fewer only at end of file), returned, or passed
+    to `sink` in order as they arrive."""
     if end <= start:
         return RangeResult(b"", etag, size)
     attempts = attempts if attempts is not None else http.settings.retries + 1
-    buffer = bytearray()
+    buffer = _Receiver(start, sink)
     known_etag = etag
     known_size = size
     failure = ""
     last_cause: BaseException | None = None
     for attempt in range(attempts):
-        position = start + len(buffer)
+        position = start + buffer.count
         if position >= end:
             break
         try:
@@ -120,7 +147,7 @@ async def read_range(
         raise RemoteIOError(
             f"GET {redact_url(lease.url)} bytes {start}-{end - 1}: {failure} (after {attempts} attempts)"
         )
-    return RangeResult(bytes(buffer), known_etag, known_size)
+    return RangeResult(bytes(buffer.buffer), known_etag, known_size, buffer.count)
 
 
 class _Retry(Exception):
@@ -139,7 +166,7 @@ async def _one_request(
     lease: StreamLease,
     position: int,
     end: int,
-    buffer: bytearray,
+    buffer: _Receiver,
     *,
     tag: str,
     etag: str | None,
@@ -208,7 +235,7 @@ async def _one_request(
         raise _Retry("timed out" if timed_out else type(exc).__name__) from exc
 
 
-async def _read_body(response: httpx.Response, buffer: bytearray, *, skip: int, wanted: int) -> None:
+async def _read_body(response: httpx.Response, buffer: _Receiver, *, skip: int, wanted: int) -> None:
     """Append up to `wanted` bytes after skipping `skip`; short bodies keep what arrived."""
     taken = 0
     try:
@@ -221,10 +248,10 @@ async def _read_body(response: httpx.Response, buffer: bytearray, *, skip: int, 
                 skip = 0
             room = wanted - taken
             if len(chunk) >= room:
-                buffer += chunk[:room]
+                buffer.add(chunk[:room])
                 taken += room
                 return
-            buffer += chunk
+            buffer.add(chunk)
             taken += len(chunk)
     except httpx.HTTPError as exc:
         reason = "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from vidfs.errors import AuthError, NotFoundError
 from vidfs.http import HttpClient
-from vidfs.io.range_reader import LeaseRefused, read_range
+from vidfs.io.range_reader import LeaseRefused, Sink, read_range
 from vidfs.model import Video
 from vidfs.providers.base import Provider
 from vidfs.resolver import Resolver
@@ -45,10 +45,20 @@ class RemoteFile:
         self._resolver = resolver
         self._tag = f"{instance}:storage"
 
-    async def fetch(self, start: int, end: int) -> bytes:
+    async def fetch(self, start: int, end: int, sink: Sink | None = None) -> bytes:
+        """The bytes `[start, end)` (clipped to the file), or, with `sink`, those bytes passed to it in order
+        as they arrive (then b"" is returned)."""
         end = min(end, self.size)
         if end <= start:
             return b""
+        received = 0
+
+        def counted(offset: int, chunk: bytes) -> None:
+            nonlocal received
+            received += len(chunk)
+            assert sink is not None
+            sink(offset, chunk)
+
         lease = await self._resolver.lease(self.instance, self.provider, self.video)
         # Take the lease again once we hold a connection slot: waiting for the slot may outlast a short-lived
         # URL or token, and a request must never leave with a lease that expired while it queued.
@@ -59,12 +69,13 @@ class RemoteFile:
                     result = await read_range(
                         self._http,
                         lease,
-                        start,
+                        start + received,  # after a refused lease, go on from what already arrived
                         end,
                         tag=self._tag,
                         etag=self.etag,
                         size=self.size,
                         slot_held=True,
+                        sink=counted if sink is not None else None,
                     )
                 except LeaseRefused as refused:
                     if attempt:
