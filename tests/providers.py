@@ -103,6 +103,28 @@ def _cupix_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
     return out
 
 
+def _http_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
+    # The served tree as is: every directory's children named by vidfs's rules (ids = paths).
+    children: dict[str, list[tuple[str, str, bool]]] = {}
+    for directory in catalog["dirs"]:
+        parent, _, name = directory.rpartition("/")
+        children.setdefault(parent, []).append((directory, name, True))
+    files = {f["path"]: f for f in catalog["files"]}
+    for path in files:
+        parent, _, name = path.rpartition("/")
+        children.setdefault(parent, []).append((path, name, False))
+    shown: dict[str, str] = {"": ""}
+    for parent in sorted(children, key=lambda p: p.count("/") + bool(p)):
+        items = children[parent]
+        names = name_entries([(rid, name, is_dir, None) for rid, name, is_dir in items])
+        for (rid, _name, _is_dir), name in zip(items, names, strict=True):
+            shown[rid] = f"{shown[parent]}/{name}" if shown[parent] else name
+    return {
+        shown[path]: Expect(size=f["size"], mtime=f["mtime"], sha256=f["sha256"], source=f["path_on_disk"])
+        for path, f in files.items()
+    }
+
+
 def _valt_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
     # room / record / video; a video is named by its URL's `filename` (else record name + extension), and
     # videos of one record sharing a name get " [<video id>]" first, as vidfs.providers.valt does.
@@ -231,6 +253,15 @@ CASES: dict[str, Case] = {
         mutate=lambda emulator, action, rid: emulator.post(
             "cupix", "mutate", {"action": action, "video_id": rid}
         ),
+    ),
+    "http": Case(
+        name="http",
+        expected=_http_expected,
+        short_lived_args=(),
+        login_path=r"^/pub/$",
+        storage_path=r"^/pub/.*[^/]$",
+        wrong_password=lambda table: {**table, "password": "not-the-password"},
+        renewal=False,
     ),
     "aipix": Case(
         name="aipix",

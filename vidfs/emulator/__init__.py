@@ -13,6 +13,7 @@ from types import ModuleType
 EMULATORS: dict[str, str] = {
     "valt": "vidfs.emulator.valt",
     "pixop": "vidfs.emulator.pixop",
+    "http": "vidfs.emulator.http_index",
     "hourone": "vidfs.emulator.hourone",
     "cupix": "vidfs.emulator.cupix",
     "aipix": "vidfs.emulator.aipix",

@@ -7,9 +7,9 @@ from vidfs.providers.base import ProviderSpec
 
 def _specs() -> dict[str, ProviderSpec]:
     # Imported here so that importing the registry stays cheap and free of cycles.
-    from vidfs.providers import aipix, cupix, hourone, pixop, valt
+    from vidfs.providers import aipix, cupix, hourone, http_index, pixop, valt
 
-    specs: list[ProviderSpec] = [pixop.SPEC, cupix.SPEC, hourone.SPEC, valt.SPEC, aipix.SPEC]
+    specs: list[ProviderSpec] = [pixop.SPEC, cupix.SPEC, hourone.SPEC, valt.SPEC, aipix.SPEC, http_index.SPEC]
     return {spec.type: spec for spec in specs}
 
 

@@ -1,0 +1,375 @@
+"""Plain web directories (`type = "http"`): an nginx or Apache autoindex page mounted as a tree.
+
+Layout: `/<instance>/<dir>/<file>`, exactly the directories and files the index pages link to, below the
+configured `url` (a directory: a missing trailing `/` is added). Names are the URL-decoded last segment of
+each link's `href` (`Caf%C3%A9%20%231.mp4` → `Café #1.mp4`), never the link text, which nginx cuts to 50
+characters (`..>`) and Apache may replace with a description.
+
+Understood index formats:
+- nginx `autoindex` HTML: `<a href="name">name</a>   22-Nov-2026 10:00   12345` lines in a `<pre>`
+  (`autoindex_exact_size on`: sizes in bytes; `off` gives `12M`-style sizes, which are treated as unknown);
+- nginx `autoindex_format json`: `[{"name", "type": "file"|"directory", "mtime": RFC 1123, "size"}]`;
+- Apache mod_autoindex: "fancy" tables (`<tr><td><a href>…</td><td>2026-11-22 10:00</td><td>12M</td>`),
+  fancy `<pre>` lines and plain `<ul><li>` lists. Apache rounds sizes (`12M`, `4.0K`), so those are unknown.
+Dates are read as UTC (nginx's default; Apache shows server local time, usually UTC on servers). A size the
+index does not give exactly is left unknown and the engine learns it with a HEAD.
+
+Which links count: only children of the listed directory on the same origin (scheme, host, port) and
+below the base URL — one path segment deeper, ending in `/` for a directory. Parent links (`../`, an
+absolute `/parent/`), sorting links (`?C=N;O=D`), fragments, other schemes and links to other hosts are
+ignored, so a page can never lead the mount outside the configured tree.
+
+Auth: optional HTTP Basic (`username` + `password`), sent only to the base URL's origin (the shared http
+client drops it on a redirect to another origin); a 401/403 is an auth error (EACCES) and `vidfs check`
+says so in one line. Download URLs do not expire: a lease is the file's URL plus the Basic header.
+
+xattrs: `user.vidfs.url` (the file's URL, without credentials), `user.vidfs.path` (the decoded path below
+the base URL), `user.vidfs.index_size` when the index showed an approximate size (`12M`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
+
+from vidfs.config import ProviderConfig, Secret
+from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, redact_url
+from vidfs.http import origin_of, raise_for_status
+from vidfs.model import Folder, Listing, StreamLease, Video, frozen_extra
+from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+
+ROOT_ID = ""  # folder ids are paths below the base URL as they appear in URLs (percent-encoded), "" = base
+
+_MONTHS = {
+    m: i
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
+    )
+}
+# nginx: 22-Nov-2026 10:00 ; Apache: 2026-11-22 10:00 ; both optionally with :ss
+_NGINX_DATE = re.compile(r"(\d{1,2})-([A-Za-z]{3})-(\d{4})\s+(\d{1,2}):(\d{2})(?::(\d{2}))?")
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})[ T](\d{1,2}):(\d{2})(?::(\d{2}))?")
+_SIZE_TOKEN = re.compile(r"^(?:-|\d+|\d+(?:\.\d+)?\s?[KMGTPE]i?B?)$", re.I)
+
+
+# ------------------------------------------------------------------------------------------- parsing
+@dataclass
+class IndexEntry:
+    """One link of an index page, resolved and checked."""
+
+    href: str  # the link as written (after HTML unescaping), fragment removed
+    url: str  # absolute URL
+    segment: str  # the path segment below the listed directory, percent-encoded, `/`-terminated for dirs
+    name: str  # decoded display name (last path segment)
+    is_dir: bool
+    size: int | None = None
+    size_text: str | None = None  # an approximate size as shown ("12M"), when not exact
+    mtime: float | None = None
+
+
+@dataclass
+class _Link:
+    href: str
+    tail: list[str] = field(default_factory=list)
+
+
+class _IndexParser(HTMLParser):
+    """Collects every `<a href>` with the text that follows it up to the next link or table row."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.links: list[_Link] = []
+        self._current: _Link | None = None
+        self._in_anchor = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            href = dict(attrs).get("href")
+            if href is not None:
+                self._current = _Link(href)
+                self.links.append(self._current)
+                self._in_anchor = True
+            return
+        if tag == "tr":
+            self._current = None
+        elif tag in ("td", "th") and self._current is not None:
+            self._current.tail.append("\t")  # a cell boundary
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._in_anchor = False
+        elif tag in ("tr", "li", "pre", "table", "ul"):
+            self._current = None
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None and not self._in_anchor:
+            self._current.tail.append(data)
+            if "\n" in data and not any(t == "\t" for t in self._current.tail):
+                # <pre> formats: one entry per line; what follows the line break belongs to no link.
+                before = "".join(self._current.tail).split("\n", 1)[0]
+                self._current.tail = [before]
+                self._current = None
+
+
+def _utc(year: int, month: int, day: int, hour: int, minute: int, second: int) -> float | None:
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def parse_index_date(text: str) -> tuple[float | None, int]:
+    """(epoch seconds, end position) of the first nginx- or Apache-style date in `text`."""
+    found: list[tuple[int, float | None, int]] = []
+    m = _NGINX_DATE.search(text)
+    if m:
+        month = _MONTHS.get(m.group(2).lower())
+        when = None
+        if month:
+            when = _utc(
+                int(m.group(3)),
+                month,
+                int(m.group(1)),
+                int(m.group(4)),
+                int(m.group(5)),
+                int(m.group(6) or 0),
+            )
+        found.append((m.start(), when, m.end()))
+    m = _ISO_DATE.search(text)
+    if m:
+        when = _utc(*(int(m.group(i) or 0) for i in range(1, 7)))
+        found.append((m.start(), when, m.end()))
+    if not found:
+        return None, 0
+    _start, when, end = min(found, key=lambda item: item[0])
+    return when, end
+
+
+def parse_tail(text: str) -> tuple[float | None, int | None, str | None]:
+    """(mtime, exact size, approximate size text) from the text following a link."""
+    mtime, end = parse_index_date(text)
+    rest = text[end:] if mtime is not None else text
+    for token in rest.replace("\xa0", " ").replace("\t", " ").split():
+        if _SIZE_TOKEN.match(token):
+            if token == "-":
+                return mtime, None, None
+            if token.isdigit():
+                return mtime, int(token), None
+            return mtime, None, token
+    return mtime, None, None
+
+
+_SEGMENT_SAFE = "!$&'()*+,;=:@~-._"
+
+
+def canonical_path(path: str) -> str:
+    """A URL path with every segment percent-encoded the same way (`%c3%a9`, `é` → `%C3%A9`), so two
+    spellings of one link give one remote id. `%2F` inside a segment stays encoded."""
+    return "/".join(
+        quote(unquote(part, errors="surrogateescape"), safe=_SEGMENT_SAFE, errors="surrogateescape")
+        for part in path.split("/")
+    )
+
+
+def _below(url: str, directory_url: str) -> str | None:
+    """The single path segment (with a trailing `/` for a directory) by which `url` lies directly below
+    `directory_url`, or None when it is not a direct child on the same origin."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or parts.query or parts.username or parts.password:
+        return None
+    if origin_of(url) != origin_of(directory_url):
+        return None
+    base_path = canonical_path(urlsplit(directory_url).path)
+    path = canonical_path(parts.path)
+    if not path.startswith(base_path) or len(path) <= len(base_path):
+        return None
+    segment = path[len(base_path) :]
+    stem = segment[:-1] if segment.endswith("/") else segment
+    if not stem or "/" in stem or unquote(stem) in (".", ".."):
+        return None
+    return segment
+
+
+def parse_index(body: str | bytes, page_url: str, content_type: str | None = None) -> list[IndexEntry]:
+    """The entries of one autoindex page (HTML or nginx JSON) fetched from `page_url` (a directory URL)."""
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if (content_type and "json" in content_type.lower()) or body.lstrip().startswith("["):
+        try:
+            return _parse_json(json.loads(body), page_url)
+        except ValueError:
+            pass
+    parser = _IndexParser()
+    parser.feed(body)
+    parser.close()
+    entries: dict[str, IndexEntry] = {}
+    for link in parser.links:
+        href = urldefrag(link.href.strip())[0]
+        if not href or href.startswith("?"):
+            continue
+        url = urljoin(page_url, href)
+        segment = _below(url, page_url)
+        if segment is None:
+            continue
+        is_dir = segment.endswith("/")
+        raw = segment[:-1] if is_dir else segment
+        mtime, size, size_text = parse_tail("".join(link.tail))
+        entry = IndexEntry(
+            href=href,
+            url=url,
+            segment=segment,
+            name=unquote(raw, errors="replace"),
+            is_dir=is_dir,
+            size=None if is_dir else size,
+            size_text=None if is_dir else size_text,
+            mtime=mtime,
+        )
+        key = segment
+        known = entries.get(key)
+        if known is None:
+            entries[key] = entry
+        else:  # Apache links the icon and the name: keep what either occurrence told
+            known.mtime = known.mtime if known.mtime is not None else entry.mtime
+            known.size = known.size if known.size is not None else entry.size
+            known.size_text = known.size_text or entry.size_text
+    return list(entries.values())
+
+
+def _parse_json(data: Any, page_url: str) -> list[IndexEntry]:
+    if not isinstance(data, list):
+        raise ValueError("not an nginx JSON index")
+    out: list[IndexEntry] = []
+    for item in data:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            continue
+        name = item["name"]
+        is_dir = item.get("type") == "directory"
+        if item.get("type") not in ("file", "directory") or not name or "/" in name or name in (".", ".."):
+            continue  # symlinks to nowhere ("other") and odd names
+        href = quote(name, safe="") + ("/" if is_dir else "")
+        url = urljoin(page_url, href)
+        segment = _below(url, page_url)
+        if segment is None:
+            continue
+        mtime = None
+        if isinstance(item.get("mtime"), str):
+            try:
+                mtime = parsedate_to_datetime(item["mtime"]).timestamp()
+            except (TypeError, ValueError, IndexError):
+                mtime = None
+        size = item.get("size")
+        out.append(
+            IndexEntry(
+                href=href,
+                url=url,
+                segment=segment,
+                name=name,
+                is_dir=is_dir,
+                size=size if isinstance(size, int) and not isinstance(size, bool) and not is_dir else None,
+                mtime=mtime,
+            )
+        )
+    return out
+
+
+# ------------------------------------------------------------------------------------------- provider
+class HttpIndexProvider:
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        options = config.options
+        self.instance = context.instance
+        self._http = context.http
+        self._log = context.log
+        url = str(options["url"]).strip()
+        parts = urlsplit(url)
+        where = f"{config.source}: [providers.{config.name}] key 'url'"
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{where}: expected an http:// or https:// URL, got {redact_url(url)!r}")
+        if parts.username or parts.password:
+            raise ConfigError(f"{where}: put credentials in 'username' and 'password', not in the URL")
+        if parts.query or parts.fragment:
+            raise ConfigError(f"{where}: the URL of a directory takes no query or fragment")
+        self._base = url if url.endswith("/") else url + "/"
+        username = options.get("username")
+        password = options.get("password")
+        if (username is None) != (password is None):
+            raise ConfigError(
+                f"{config.source}: [providers.{config.name}] 'username' and 'password' go together"
+            )
+        self._headers: dict[str, str] = {}
+        if username is not None:
+            secret = password.reveal() if isinstance(password, Secret) else str(password)
+            token = base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {token}"
+        self._tag = f"{self.instance}:api"
+
+    def root(self) -> Folder:
+        return Folder(ROOT_ID, self.instance)
+
+    async def aclose(self) -> None:
+        return None
+
+    def _url(self, remote_id: str) -> str:
+        return self._base + remote_id
+
+    async def list(self, folder: Folder) -> Listing:
+        url = self._url(folder.remote_id)
+        response = await self._http.request(
+            "GET",
+            url,
+            tag=self._tag,
+            headers={**self._headers, "Accept": "text/html, application/json;q=0.9, */*;q=0.5"},
+            follow_redirects=True,
+        )
+        what = f"{self.instance}: index {redact_url(url)}"
+        if response.status_code in (401, 403):
+            detail = "credentials refused" if self._headers else "the server asks for credentials"
+            raise AuthError(f"{what}: HTTP {response.status_code} ({detail})", status=response.status_code)
+        raise_for_status(response, what)
+        final = str(response.url)
+        if not final.endswith("/") or origin_of(final) != origin_of(self._base):
+            final = url  # resolve links against the directory we asked for, never another origin
+        try:
+            entries = parse_index(response.content, final, response.headers.get("Content-Type"))
+        except (ValueError, AssertionError) as exc:
+            raise InvalidRemoteData(f"{what}: not an index page ({type(exc).__name__})") from None
+        return Listing(tuple(self._entries(folder.remote_id, entries)))
+
+    def _entries(self, prefix: str, entries: Iterable[IndexEntry]) -> Iterable[Folder | Video]:
+        for entry in entries:
+            remote_id = prefix + entry.segment
+            path = unquote(remote_id.rstrip("/"), errors="replace")
+            if entry.is_dir:
+                yield Folder(remote_id, entry.name, mtime=entry.mtime, extra=frozen_extra({"path": path}))
+                continue
+            yield Video(
+                remote_id=remote_id,
+                name=entry.name,
+                size=entry.size,
+                mtime=entry.mtime,
+                extra=frozen_extra(
+                    {"url": redact_url(self._url(remote_id)), "path": path, "index_size": entry.size_text}
+                ),
+            )
+
+    async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
+        return StreamLease(url=self._url(video.remote_id), headers=dict(self._headers))
+
+
+SPEC = ProviderSpec(
+    type="http",
+    description="a plain web directory: nginx or Apache autoindex pages (HTML, or nginx JSON)",
+    options={
+        "url": OptionSpec(str, required=True, help="the directory URL (a trailing / is added if missing)"),
+        "username": OptionSpec(str, help="HTTP Basic user, sent only to the url's origin"),
+        "password": OptionSpec(str, secret=True, help="HTTP Basic password (a secret)"),
+    },
+    factory=HttpIndexProvider,
+)
