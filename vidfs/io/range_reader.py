@@ -33,6 +33,7 @@ from vidfs.model import StreamLease
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
 READ_CHUNK = 1 << 20
+DRAIN_LIMIT = 64 * 1024  # bytes past the wanted range we still read to keep the connection alive
 
 
 class LeaseRefused(Exception):
@@ -236,10 +237,20 @@ async def _one_request(
 
 
 async def _read_body(response: httpx.Response, buffer: _Receiver, *, skip: int, wanted: int) -> None:
-    """Append up to `wanted` bytes after skipping `skip`; short bodies keep what arrived."""
+    """Append up to `wanted` bytes after skipping `skip`; short bodies keep what arrived.
+
+    The body is read to its end when only a little is left (a 206 that is exactly the range asked for):
+    a response read to its end gives its connection back to the pool, an abandoned one closes it, and a new
+    connection costs a round trip."""
     taken = 0
+    surplus = 0
     try:
         async for chunk in response.aiter_raw(READ_CHUNK):
+            if taken >= wanted:
+                surplus += len(chunk)
+                if surplus > DRAIN_LIMIT:
+                    return  # much more than we asked for (Range ignored): cheaper to close
+                continue
             if skip:
                 if len(chunk) <= skip:
                     skip -= len(chunk)
@@ -250,10 +261,12 @@ async def _read_body(response: httpx.Response, buffer: _Receiver, *, skip: int, 
             if len(chunk) >= room:
                 buffer.add(chunk[:room])
                 taken += room
-                return
+                continue
             buffer.add(chunk)
             taken += len(chunk)
     except httpx.HTTPError as exc:
+        if taken >= wanted:
+            return  # everything wanted arrived; only the drain failed
         reason = "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
         raise _Retry(f"body broken after {taken} bytes ({reason})") from exc
     if taken < wanted:
