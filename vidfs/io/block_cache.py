@@ -107,10 +107,11 @@ class BlockCache:
         ]
         base = first * self.block_size
         if len(parts) == 1:
-            block = parts[0]
-            return block[offset - base : end - base]
-        joined = b"".join(parts)
-        return joined[offset - base : end - base]
+            return parts[0][offset - base : end - base]
+        # Cut the first and last blocks as views and join once: one copy per read (this runs per 128 KiB).
+        head = memoryview(parts[0])[offset - base :]
+        tail = memoryview(parts[-1])[: end - (last * self.block_size)]
+        return b"".join([head, *parts[1:-1], tail])
 
     def prefetch(self, file: RemoteFile, start: int, end: int) -> int:
         """Start fetching `[start, end)` in the background; returns the bytes actually scheduled."""
@@ -283,7 +284,7 @@ class _Assembler:
         self.block_size = block_size
         self.on_block = on_block
         self.done: list[tuple[int, bytes]] = []
-        self._partial = bytearray()
+        self._pieces: list[memoryview] = []  # of the block being assembled; joined (one copy) when whole
 
     def add(self, offset: int, chunk: bytes) -> None:
         if offset != self.position:  # never happens with read_range; refuse rather than misplace bytes
@@ -293,17 +294,12 @@ class _Assembler:
             index = self.position // self.block_size
             block_end = min((index + 1) * self.block_size, self.end)
             take = min(len(view), block_end - self.position)
-            if not self._partial and take == block_end - index * self.block_size:
-                block = bytes(view[:take])  # a whole block in one piece: one copy
-            else:
-                self._partial += view[:take]
-                block = b""
+            self._pieces.append(view[:take])
             self.position += take
             view = view[take:]
             if self.position == block_end:
-                if not block:
-                    block = bytes(self._partial)
-                    self._partial.clear()
+                block = b"".join(self._pieces)
+                self._pieces.clear()
                 self.done.append((index, block))
                 self.on_block(index, block)
 

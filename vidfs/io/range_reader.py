@@ -32,7 +32,6 @@ from vidfs.http import MAX_RETRY_AFTER, HttpClient, retry_after_seconds
 from vidfs.model import StreamLease
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
-READ_CHUNK = 1 << 20
 DRAIN_LIMIT = 64 * 1024  # bytes past the wanted range we still read to keep the connection alive
 
 
@@ -245,7 +244,8 @@ async def _read_body(response: httpx.Response, buffer: _Receiver, *, skip: int, 
     taken = 0
     surplus = 0
     try:
-        async for chunk in response.aiter_raw(READ_CHUNK):
+        # No chunk size: httpx would re-chunk (copy) every network read; the block assembler cuts anyway.
+        async for chunk in response.aiter_raw():
             if taken >= wanted:
                 surplus += len(chunk)
                 if surplus > DRAIN_LIMIT:
