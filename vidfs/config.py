@@ -94,7 +94,7 @@ class MountOptions:
 @dataclass(frozen=True)
 class CacheOptions:
     dir: Path
-    memory: int = 48 * MiB  # blocks in RAM; the page cache and the disk cache keep the rest
+    memory: int = 32 * MiB  # blocks in RAM; the page cache and the disk cache keep the rest
     disk: int = 10 * GiB  # 0 = no disk cache
     block_size: int = 64 * KiB  # a power of two, 64 KiB .. 16 MiB: small so random reads stay cheap
     metadata_ttl: float = 300.0

@@ -135,7 +135,7 @@ _PERSON = b"vidfs-block-v1"
 READ_THREADS = 4
 WRITE_TASKS = 2
 WRITE_BATCH = 16  # blocks per worker-thread call
-QUEUE_BYTES = 32 << 20  # blocks waiting to be written (kept in memory meanwhile)
+QUEUE_BYTES = 16 << 20  # blocks waiting to be written (kept in memory meanwhile)
 TOUCH_FLUSH = 4096  # hits remembered before their times are written back as mtimes
 CLOSE_TIMEOUT = 30.0
 
