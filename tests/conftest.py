@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,15 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Shared across runs when set (CI sets it once); else the user cache like the demo.
     configured = os.environ.get("VIDFS_MEDIA_DIR")
     return Path(configured) if configured else Path.home() / ".cache" / "vidfs" / "emulator-media"
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 60.0, poll: float = 0.05) -> None:
+    """Wait for a condition, polling, with a deadline (the one way tests wait for something)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(poll)
 
 
 def _wait_for_file(path: Path, process: subprocess.Popen[bytes], what: str, timeout: float) -> None:

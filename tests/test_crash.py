@@ -17,15 +17,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import vidfs
-from tests.conftest import Emulator, Mount, start_emulator, stop_process
+from tests.conftest import Emulator, Mount, start_emulator, stop_process, wait_until
 from tests.providers import CASES, Expect
 from vidfs.demo import write_config
 from vidfs.io.disk_cache import HEADER
@@ -40,14 +39,6 @@ BLOCK_SIZE = 64 << 10
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
-
-
 def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as handle:
@@ -214,10 +205,10 @@ def test_kill_9_during_reads_then_torn_blocks_are_refetched_and_intact_ones_are_
         ),
     ]
     try:
-        wait_until(lambda: cached_bytes(cache_dir) >= 10 << 20, "10 MiB of blocks in the disk cache")
+        wait_until(lambda: cached_bytes(cache_dir) >= 10 << 20, "10 MiB of blocks in the disk cache", 120)
         assert any(reader.poll() is None for reader in readers), "the readers finished before the kill"
         os.kill(mount.pid, signal.SIGKILL)
-        wait_until(lambda: not alive(mount.pid), "the daemon to die")
+        wait_until(lambda: not alive(mount.pid), "the daemon to die", 120)
     finally:
         for reader in readers:
             if reader.poll() is None:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Emulator, Mount, start_emulator, stop_process
+from tests.conftest import Emulator, Mount, start_emulator, stop_process, wait_until
 from tests.providers import CASES, Case, Expect
 from vidfs.demo import write_config
 
@@ -143,12 +142,10 @@ def test_stall_longer_than_the_request_timeout_is_eio_not_a_hang(scene: Scene, m
     rel, _ = scene.mid_file()
     os.stat(mounted.path / INSTANCE / rel)
     scene.faults({"kind": "stall", "seconds": 120, "before_headers": True})
-    started = time.monotonic()
+    # The stalled server would answer correctly after 120 s: EIO proves the request timeout cut it short.
     with pytest.raises(OSError) as info:
         _read_all(mounted.path / INSTANCE / rel)
     assert info.value.errno == errno.EIO
-    # Not a timing assertion on speed: the point is that the call returned at all, and the log says why.
-    assert time.monotonic() - started < 10 * REQUEST_TIMEOUT
     assert "no answer within" in mounted.log_text() or "timed out" in mounted.log_text()
 
 
@@ -172,16 +169,15 @@ def test_changed_file_fails_with_estale_never_mixed_bytes(scene: Scene, mounted:
         assert info.value.errno == errno.ESTALE
     # The listing is refreshed: a new open reads the new content, whole and identical.
     changed = {e.remote_id: e for e in scene.expected().values()}[expect.remote_id]
-    deadline = time.monotonic() + 30
-    while True:
+
+    def reads_new_content() -> bool:
         try:
-            data = _read_all(path)
-            if _sha256(data) == changed.sha256:
-                break
+            return _sha256(_read_all(path)) == changed.sha256
         except OSError as exc:
-            assert exc.errno == errno.ESTALE, exc
-        assert time.monotonic() < deadline, "the changed file never became readable"
-        time.sleep(0.2)
+            assert exc.errno == errno.ESTALE, exc  # until the kernel's cached attributes expire
+            return False
+
+    wait_until(reads_new_content, "the changed file to read whole and new", 30)
 
 
 def test_vanished_video_is_enoent(scene: Scene, mounted: Mount) -> None:
@@ -193,10 +189,7 @@ def test_vanished_video_is_enoent(scene: Scene, mounted: Mount) -> None:
     with pytest.raises(OSError) as info:
         _read_all(path)
     assert info.value.errno == errno.ENOENT
-    deadline = time.monotonic() + 30
-    while path.exists():  # the listing was refreshed: the name disappears
-        assert time.monotonic() < deadline, "the vanished video is still listed"
-        time.sleep(0.2)
+    wait_until(lambda: not path.exists(), "the vanished video to leave the listing", 30)
 
 
 def test_expired_tokens_are_renewed(scene: Scene, mounted: Mount) -> None:

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process, unmount, vidfs_cmd
+from tests.conftest import Emulator, start_emulator, stop_process, unmount, vidfs_cmd, wait_until
 from tests.providers import CASES
 from vidfs.config import ProviderConfig, Secret
 from vidfs.emulator import media
@@ -40,14 +39,6 @@ def _sha256(path: Path | str) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _wait_until(predicate: Any, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -153,7 +144,7 @@ def test_download_urls_expire_and_are_signed(api: httpx.Client, site: HourOneSit
         assert ok.status_code == 206 and len(ok.content) == 10
         tampered = re.sub(r"Signature=[0-9a-f]", "Signature=x", url)
         assert storage.head(tampered).status_code == 403
-        _wait_until(lambda: storage.head(url).status_code == 403, "the signed URL expires")
+        wait_until(lambda: storage.head(url).status_code == 403, "the signed URL expires")
         refused = storage.get(url)
         assert refused.status_code == 403 and b"AccessDenied" in refused.content
     site.update_settings({"url_lifetime": 3600})
@@ -224,7 +215,7 @@ async def test_durations_are_fetched_once_per_video(site: HourOneSite, tmp_path:
         await provider.list(provider.root())
         files = len(_visible(site.catalog()))
         assert _api_calls(http) == 1 + files  # GET /videos, then one metadata call per file
-        _wait_until(lambda: site.log.count(path=r"/metadata$") == files, "the metadata calls are logged")
+        wait_until(lambda: site.log.count(path=r"/metadata$") == files, "the metadata calls are logged")
         await provider.list(provider.root())
         assert _api_calls(http) == 2 + files  # only GET /videos again
     finally:
@@ -247,7 +238,7 @@ async def test_resolve_never_sends_the_key_and_renews_once_after_a_refusal(
         site.mutate({"action": "expire_urls"})
         fresh = await provider.resolve(video, previous=lease)
         assert _api_calls(http) == calls + 1  # exactly one GET /videos/{id}
-        _wait_until(
+        wait_until(
             lambda: (
                 [e["path"] for e in site.log.entries(path=VIDEO_BY_ID)]
                 == [f"/api/v1/videos/{video.remote_id}"]

@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import subprocess
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +23,7 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd
+from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd, wait_until
 from tests.providers import CASES
 from vidfs.config import ProviderConfig
 from vidfs.demo import write_config
@@ -162,14 +161,6 @@ def requests_of(emulator: Emulator, *, method: str | None = None, path: str | No
     response = httpx.get(f"{emulator.control('valt')}/requests", params=params, timeout=30)
     response.raise_for_status()
     return list(response.json())
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -625,7 +616,7 @@ def test_ls_l_shows_true_sizes_with_one_head_per_video(
         second.update(ls_l())
         return details_calls() > first
 
-    wait_for(refreshed, "the record listing to be refreshed")
+    wait_until(refreshed, "the record listing to be refreshed")
     assert second == {name: e.size for name, e in files.items()}
     heads = requests_of(emulator, method="HEAD", path="^/distribution/")
     for path in paths:
@@ -713,12 +704,12 @@ def test_a_vanished_record_gives_enoent(valt_emulator: Emulator, tmp_path: Path,
                 return True
             return False
 
-        wait_for(gone, "the deleted record to disappear from the mount")
+        wait_until(gone, "the deleted record to disappear from the mount")
         with pytest.raises(FileNotFoundError):
             os.open(path, os.O_RDONLY)
         # the room's listing drops the record too, once it is refreshed
         record_dir = mount.path / INSTANCE / rel.rsplit("/", 1)[0]
-        wait_for(lambda: not record_dir.exists(), "the deleted record's directory to disappear")
+        wait_until(lambda: not record_dir.exists(), "the deleted record's directory to disappear")
         # an already open file: bytes not cached yet are ENOENT now (the distribution host says 404)
         with pytest.raises(OSError) as info:
             os.pread(fd, 1 << 16, expect.size // 2)
