@@ -152,7 +152,7 @@ class VideoFS:
         fh = next(self._next_fh)
         prefetcher = Prefetcher(block_size=self.cache.block_size, max_window=self.readahead_max)
         self._handles[fh] = OpenFile(node, file, prefetcher)
-        fingerprint = f"{video.fingerprint}|{node.size}"
+        fingerprint = f"{video.fingerprint}|{node.size}|{node.etag}"
         keep_cache = self._fingerprints.get(node.inode) == fingerprint
         self._fingerprints[node.inode] = fingerprint
         if key not in self._probed and video.name.lower().endswith(VIDEO_CONTAINERS):
@@ -183,6 +183,9 @@ class VideoFS:
             shared = self._files.get(file.key)
             if shared is not None and shared[0] is file:
                 del self._files[file.key]  # new opens get a fresh RemoteFile (new size and ETag)
+            # ...and the kernel must drop its cached pages of this inode at the next open, even when the
+            # provider's fingerprint cannot tell the change (no ETag, no update time in the API).
+            self._fingerprints.pop(handle.node.inode, None)
             raise
         self.stats.incr("bytes.read", len(data))
         return data
