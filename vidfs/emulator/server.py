@@ -184,6 +184,7 @@ class Request(BaseHTTPRequestHandler):
     server_version = "vidfs-emulator"
     sys_version = ""
     site: ClassVar[Site]
+    _entry: JSON | None = None  # this request's log entry (see _dispatch)
 
     # per-request state (reset in _dispatch)
     path_only: str = "/"
@@ -213,6 +214,8 @@ class Request(BaseHTTPRequestHandler):
 
     def send_response(self, code: int, message: str | None = None) -> None:
         self._status = code
+        if self._entry is not None:
+            self._entry["status"] = code  # visible in the log before the client has the answer
         super().send_response(code, message)
 
     def end_headers(self) -> None:
@@ -281,8 +284,13 @@ class Request(BaseHTTPRequestHandler):
 
     def write(self, data: bytes) -> None:
         """Write body bytes (counted in the request log)."""
+        self._count(len(data))  # before the write: the log never trails what the client has
         self.wfile.write(data)
-        self._bytes += len(data)
+
+    def _count(self, sent: int) -> None:
+        self._bytes += sent
+        if self._entry is not None:
+            self._entry["bytes_sent"] = self._bytes
 
     def send_file_range(self, fh: IO[bytes], offset: int, length: int) -> int:
         """Send `length` bytes of `fh` from `offset`: os.sendfile on the socket, else 1 MiB chunks.
@@ -311,7 +319,7 @@ class Request(BaseHTTPRequestHandler):
             if n == 0:
                 break
             sent += n
-            self._bytes += n
+            self._count(n)
         if sent < length:
             self.close_connection = True
         return sent
@@ -346,6 +354,23 @@ class Request(BaseHTTPRequestHandler):
         self.query = parse_qs(split.query, keep_blank_values=True)
         control = self.path_only == "/_emulator" or self.path_only.startswith("/_emulator/")
         error: str | None = None
+        # The log entry exists from the request's start (completed below): a client that got its answer
+        # always finds its request in the log, with its status.
+        self._entry = None
+        if not control:
+            self._entry = {
+                "time": started,
+                "duration": None,
+                "method": self.command,
+                "path": self.path,
+                "headers": _header_dict(self.headers),
+                "status": None,
+                "bytes_sent": 0,
+                "faults": [],
+                "error": None,
+                "client_port": self.client_address[1] if self.client_address else None,
+            }
+            self.site.log.append(self._entry)
         try:
             if control:
                 self.site._control(self)
@@ -369,20 +394,13 @@ class Request(BaseHTTPRequestHandler):
         finally:
             if not self._aborted:
                 self._drain_body()
-            if not control:
-                self.site.log.append(
-                    {
-                        "time": started,
-                        "duration": round(time.monotonic() - t0, 6),
-                        "method": self.command,
-                        "path": self.path,
-                        "headers": _header_dict(self.headers),
-                        "status": self._status,
-                        "bytes_sent": self._bytes,
-                        "faults": list(self.faults_fired),
-                        "error": error,
-                        "client_port": self.client_address[1] if self.client_address else None,
-                    }
+            if self._entry is not None:
+                self._entry.update(
+                    duration=round(time.monotonic() - t0, 6),
+                    status=self._status,
+                    bytes_sent=self._bytes,
+                    faults=list(self.faults_fired),
+                    error=error,
                 )
 
     def _answer_error(self, exc: HttpError) -> None:
