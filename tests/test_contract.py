@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import random
 import re
@@ -15,19 +14,20 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Emulator, Mount, mount_config, start_emulator, stop_process, unmount, vidfs_cmd
+from tests.conftest import (
+    Emulator,
+    Mount,
+    mount_config,
+    sha256_file,
+    start_emulator,
+    stop_process,
+    unmount,
+    vidfs_cmd,
+)
 from tests.providers import CASES, Case, Expect
 from vidfs.demo import write_config
 
 INSTANCE = "site"
-
-
-def _sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class World:
@@ -83,7 +83,7 @@ def test_cp_gives_identical_bytes(world: World, tmp_path: Path) -> None:
     for index, (rel, expect) in enumerate(sorted(world.expected.items())):
         target = tmp_path / f"copy-{index}"
         subprocess.run(["cp", str(world.root / rel), str(target)], check=True, timeout=300)
-        assert _sha256(target) == expect.sha256, rel
+        assert sha256_file(target) == expect.sha256, rel
         target.unlink()
 
 
@@ -229,7 +229,7 @@ def test_auth_renewal_mid_read(world: World, tmp_path: Path, media_dir: Path) ->
         )
         mount = mount_config(config, tmp_path / "mnt", tmp_path / "mount.log")
         try:
-            assert _sha256(mount.path / INSTANCE / rel) == expect.sha256
+            assert sha256_file(mount.path / INSTANCE / rel) == expect.sha256
         finally:
             unmount(mount)
         logins = [r for r in emulator.requests(case.name) if re.search(case.login_path, r["path"])]

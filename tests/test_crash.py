@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -24,7 +23,7 @@ from typing import Any
 import pytest
 
 import vidfs
-from tests.conftest import Emulator, Mount, start_emulator, stop_process, wait_until
+from tests.conftest import Emulator, Mount, sha256_file, start_emulator, stop_process, wait_until
 from tests.providers import CASES, Expect
 from vidfs.demo import write_config
 from vidfs.io.disk_cache import HEADER
@@ -45,14 +44,6 @@ def alive(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def mounted(path: Path) -> bool:
@@ -249,7 +240,7 @@ def test_kill_9_during_reads_then_torn_blocks_are_refetched_and_intact_ones_are_
     again = mounts(config)
     assert not leftover.exists(), "the leftover temp file survived the remount"
     for rel, expect in expected.items():
-        assert sha256(again.path / INSTANCE / rel) == expect.sha256, rel
+        assert sha256_file(again.path / INSTANCE / rel) == expect.sha256, rel
 
     fetched = fetched_blocks(emulator, world.sizes, block_size)
     assert {truncated, flipped} <= fetched.get(big_id, set()), "the torn blocks were not fetched again"
@@ -279,7 +270,7 @@ def test_cached_ranges_are_served_with_the_emulator_stopped(
         assert os.pread(handle.fileno(), 3 << 20, 0) == source_range(big_source, 0, 3 << 20)
         tail = expected[big_rel].size - (1 << 20)
         assert os.pread(handle.fileno(), 1 << 20, tail) == source_range(big_source, tail, 1 << 20)
-    assert sha256(root / small_rel) == expected[small_rel].sha256
+    assert sha256_file(root / small_rel) == expected[small_rel].sha256
     subprocess.run(["fusermount3", "-u", str(mount.path)], check=True, timeout=60)
     wait_until(lambda: not alive(mount.pid), "the daemon to finish writing its cache and exit", 60)
 
@@ -303,7 +294,7 @@ def test_cached_ranges_are_served_with_the_emulator_stopped(
             data = os.pread(handle.fileno(), block_size, index * block_size)
             assert data == world.source_block(big_id, index, block_size), index
     if len(cached.blocks.get(small_id, {})) * block_size >= expected[small_rel].size:
-        assert sha256(root / small_rel) == expected[small_rel].sha256
+        assert sha256_file(root / small_rel) == expected[small_rel].sha256
 
     # An uncached block: EIO, within a bound (a child process, so a hang cannot hang the test run).
     probe = (

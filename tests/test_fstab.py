@@ -12,13 +12,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process
+from tests.conftest import Emulator, start_emulator, stop_process, wait_until
 from vidfs.demo import write_config
 from vidfs.mount_helper import HelperUsage, Invocation, mount_arguments, parse_args
 
@@ -74,11 +73,10 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_gone(pid: int, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while _alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
+    try:
+        wait_until(lambda: not _alive(pid), f"process {pid} to end", timeout)
+    except AssertionError:
+        return False
     return True
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 import trio
 
-from tests.conftest import Emulator, start_emulator, stop_process
+from tests.conftest import Emulator, sha256_file, start_emulator, stop_process
 from tests.providers import CASES
 from vidfs.config import ProviderConfig, Secret
 from vidfs.emulator.http_index import apache_size
@@ -283,10 +282,6 @@ def emulator(tmp_path: Path, media_dir: Path, request: pytest.FixtureRequest) ->
         stop_process(emu.process)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def test_subtree_mounts_the_provider_at_the_root(emulator: Emulator, make_config: Any, mounts: Any) -> None:
     config = make_config({"site": emulator.config("http")})
     mount = mounts(config, "--subtree", "site")
@@ -295,7 +290,7 @@ def test_subtree_mounts_the_provider_at_the_root(emulator: Emulator, make_config
     assert sorted(os.listdir(mount.path)) == top  # the provider's directory itself, not /site
     assert not (mount.path / "site").exists()
     nested = "Archive 1987/nested/deep clip.mov"
-    assert _sha256(mount.path / nested) == expected[nested].sha256
+    assert sha256_file(mount.path / nested) == expected[nested].sha256
     assert os.getxattr(mount.path / nested, "user.vidfs.path") == nested.encode()
 
 
@@ -313,7 +308,7 @@ def test_apache_index_sizes_come_from_head(emulator: Emulator, make_config: Any,
     big = "big reel.mp4"
     shown = apache_size(expected[big].size).strip().encode()
     assert shown.endswith(b"M") and os.getxattr(mount.path / "site" / big, "user.vidfs.index_size") == shown
-    assert _sha256(mount.path / "site" / "Café #1.mp4") == expected["Café #1.mp4"].sha256
+    assert sha256_file(mount.path / "site" / "Café #1.mp4") == expected["Café #1.mp4"].sha256
 
 
 @pytest.mark.parametrize("emulator", [{"index_format": "nginx_json", "auth": "false"}], indirect=True)

@@ -3,7 +3,6 @@ renewal mid-read without the api-key ever reaching storage, rsync twice across a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process, unmount, vidfs_cmd, wait_until
+from tests.conftest import Emulator, sha256_file, start_emulator, stop_process, unmount, vidfs_cmd, wait_until
 from tests.providers import CASES
 from vidfs.config import ProviderConfig, Secret
 from vidfs.emulator import media
@@ -31,14 +30,6 @@ from vidfs.providers.hourone import STATE_FILE, HourOneProvider
 INSTANCE = "site"
 HIDDEN_STATUSES = ("started", "processing", "failed", "not_started", "stopped", "cancelled")
 VIDEO_BY_ID = r"^/api/v1/videos/[0-9a-f-]{36}(\?|$)"
-
-
-def _sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -359,7 +350,7 @@ def test_url_expiring_mid_read_is_renewed(
             {INSTANCE: emu.config("hourone")}, extra="[http]\nmax_connections_per_host = 1\n"
         )
         mount = mounts(config)
-        assert _sha256(mount.path / INSTANCE / rel) == expect.sha256
+        assert sha256_file(mount.path / INSTANCE / rel) == expect.sha256
         unmount(mount)
         log = emu.requests("hourone")
         storage = [e for e in log if e["origin"] == "hourone-storage"]
@@ -410,4 +401,4 @@ def test_rsync_twice_across_a_remount_copies_nothing(
     assert {name: (second.path / INSTANCE / name).stat().st_mtime for name in expected} == mtimes
     assert _rsync_transferred(second.path / INSTANCE, target) == 0
     for name, expect in expected.items():
-        assert _sha256(target / name) == expect.sha256, name
+        assert sha256_file(target / name) == expect.sha256, name

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd, wait_until
+from tests.conftest import Emulator, sha256_file, start_emulator, stop_process, vidfs_cmd, wait_until
 from tests.providers import CASES
 from vidfs.config import ProviderConfig
 from vidfs.demo import write_config
@@ -145,14 +144,6 @@ def make_jwt(claims: dict[str, Any]) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
     return f"{part({'alg': 'HS256', 'typ': 'JWT'})}.{part(claims)}.c2ln"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def requests_of(emulator: Emulator, *, method: str | None = None, path: str | None = None) -> list[Any]:
@@ -638,7 +629,7 @@ def test_a_read_spanning_the_url_expiry_gives_identical_bytes(
         mount = mounts(config)
         copy = tmp_path / "copy.mp4"
         subprocess.run(["cp", str(mount.path / INSTANCE / rel), str(copy)], check=True, timeout=300)
-        assert sha256(copy) == expect.sha256
+        assert sha256_file(copy) == expect.sha256
 
         downloads = requests_of(emulator, path=r"^/api/v3/records/download/101/1\?")
         assert len(downloads) >= 2, "the signed URL was never renewed"
@@ -670,7 +661,7 @@ def test_the_data_download_shape_through_a_mount(
             continue
         path = mount.path / INSTANCE / rel
         assert path.stat().st_size == expect.size
-        assert sha256(path) == expect.sha256, rel
+        assert sha256_file(path) == expect.sha256, rel
 
 
 def test_wrong_password_gives_one_clear_line(valt_emulator: Emulator, tmp_path: Path) -> None:
