@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from vidfs.demo import write_config
+from vidfs.commands.demo import write_config
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 600.0  # the first emulator start generates the sample media

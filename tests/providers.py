@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vidfs.naming import name_entries
+from vidfs.catalog.naming import name_entries
 
 
 @dataclass(frozen=True)
@@ -130,7 +130,7 @@ def _valt_expected(catalog: dict[str, Any]) -> dict[str, Expect]:
     # videos of one record sharing a name get " [<video id>]" first, as vidfs.providers.valt does.
     from collections import Counter
 
-    from vidfs.naming import split_ext
+    from vidfs.catalog.naming import split_ext
 
     def room_key(record: dict[str, Any]) -> str:
         return f"room:{record['room']['id']}" if record["room"] else "valt:no-room"

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd
 from vidfs import __version__
-from vidfs.demo import write_config
+from vidfs.commands.demo import write_config
 
 VERBS = ["mount", "umount", "demo", "check", "ls", "stats"]
 

@@ -10,18 +10,9 @@ from typing import Any
 import pytest
 
 from vidfs import __version__
-from vidfs.config import (
-    CacheOptions,
-    Config,
-    HttpOptions,
-    MountOptions,
-    Secret,
-    config_from_dict,
-    config_warnings,
-    load_config,
-    parse_duration,
-    parse_size,
-)
+from vidfs.config.loader import config_from_dict, config_warnings, load_config
+from vidfs.config.types import CacheOptions, Config, HttpSettings, MountOptions, Secret
+from vidfs.config.units import parse_duration, parse_size
 from vidfs.errors import ConfigError
 from vidfs.providers import registry
 from vidfs.providers.base import OptionSpec, ProviderSpec
@@ -94,7 +85,7 @@ def test_minimal_config_and_defaults(tmp_path: Path, env: dict[str, str]) -> Non
     assert config.path == path
     assert config.mount == MountOptions()
     assert config.mount.allow_other is False and config.mount.request_timeout == 30.0
-    assert config.http == HttpOptions()
+    assert config.http == HttpSettings()
     assert config.http.user_agent == f"vidfs/{__version__}"
     assert config.cache == CacheOptions(dir=tmp_path / "home" / ".cache" / "vidfs")
     assert (config.cache.memory, config.cache.disk, config.cache.block_size) == (
@@ -167,7 +158,7 @@ url = "https://example.com/"
         negative_ttl=2.0,
         readahead_max=128 * MiB,
     )
-    assert config.http == HttpOptions(
+    assert config.http == HttpSettings(
         connect_timeout=5.0,
         read_timeout=60.0,
         retries=0,

@@ -25,7 +25,7 @@ from tests.conftest import (
     vidfs_cmd,
 )
 from tests.providers import CASES, Case, Expect
-from vidfs.demo import write_config
+from vidfs.commands.demo import write_config
 
 INSTANCE = "site"
 

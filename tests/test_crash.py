@@ -25,8 +25,8 @@ import pytest
 import vidfs
 from tests.conftest import Emulator, Mount, sha256_file, start_emulator, stop_process, wait_until
 from tests.providers import CASES, Expect
-from vidfs.demo import write_config
-from vidfs.io.disk_cache import HEADER
+from vidfs.commands.demo import write_config
+from vidfs.io.disk_store import HEADER
 
 WIRED = "DiskStore" in (Path(vidfs.__file__).parent / "mount.py").read_text()
 pytestmark = pytest.mark.skipif(not WIRED, reason="the disk store is not wired into vidfs/mount.py yet")

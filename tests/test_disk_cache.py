@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.lowlevel
 
-from vidfs.io.disk_cache import HEADER, DiskStore, dir_name
-from vidfs.io.source import FileKey
+from vidfs.io.disk_store import HEADER, DiskStore, dir_name
+from vidfs.io.remote_file import FileKey
 from vidfs.stats import Stats
 
 BS = 4096

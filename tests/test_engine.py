@@ -11,15 +11,17 @@ from pathlib import Path
 import pytest
 import trio
 
+from vidfs.config.types import HttpSettings
 from vidfs.emulator.server import Request, Site, serve_file
 from vidfs.errors import StaleError
-from vidfs.http import HttpClient, HttpSettings
+from vidfs.http.client import HttpClient
 from vidfs.io.block_cache import BlockCache
-from vidfs.io.prefetch import Prefetcher
+from vidfs.io.leases import Resolver
 from vidfs.io.range_reader import read_range
-from vidfs.io.source import RemoteFile
+from vidfs.io.readahead import Readahead
+from vidfs.io.remote_file import RemoteFile
 from vidfs.model import Folder, Listing, StreamLease, Video
-from vidfs.resolver import Resolver, expiry_from_url, jwt_expiry
+from vidfs.providers.auth import expiry_from_url, jwt_expiry
 from vidfs.stats import Stats
 
 KiB = 1024
@@ -28,7 +30,7 @@ MiB = 1024 * KiB
 
 # ------------------------------------------------------------------------------------------ prefetch
 def test_window_grows_while_sequential_and_resets_on_seek() -> None:
-    p = Prefetcher(block_size=64 * KiB, max_window=1 * MiB)
+    p = Readahead(block_size=64 * KiB, max_window=1 * MiB)
     size = 100 * MiB
     assert p.on_read(0, 128 * KiB, size) is None  # a new cursor prefetches nothing yet
     windows = []
@@ -44,7 +46,7 @@ def test_window_grows_while_sequential_and_resets_on_seek() -> None:
 
 
 def test_independent_cursors_do_not_reset_each_other() -> None:
-    p = Prefetcher(block_size=64 * KiB, max_window=4 * MiB, max_cursors=4)
+    p = Readahead(block_size=64 * KiB, max_window=4 * MiB, max_cursors=4)
     size = 1000 * MiB
     starts = [0, 300 * MiB, 600 * MiB, 900 * MiB]
     positions = list(starts)
@@ -61,7 +63,7 @@ def test_independent_cursors_do_not_reset_each_other() -> None:
 
 
 def test_prefetch_range_is_issued_in_large_steps() -> None:
-    p = Prefetcher(block_size=64 * KiB, max_window=8 * MiB)
+    p = Readahead(block_size=64 * KiB, max_window=8 * MiB)
     size = 100 * MiB
     issued = []
     offset = 0

@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import Emulator, Mount, start_emulator, stop_process, wait_until
 from tests.providers import CASES, Case, Expect
-from vidfs.demo import write_config
+from vidfs.commands.demo import write_config
 
 INSTANCE = "p"
 REQUEST_TIMEOUT = 12

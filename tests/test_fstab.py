@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Emulator, start_emulator, stop_process, wait_until
-from vidfs.demo import write_config
-from vidfs.mount_helper import HelperUsage, Invocation, mount_arguments, parse_args
+from vidfs.commands.demo import write_config
+from vidfs.commands.mount_helper import HelperUsage, Invocation, mount_arguments, parse_args
 
 INSTANCE = "site"
 SBIN_HELPER = Path("/sbin/mount.fuse.vidfs")
@@ -247,7 +247,7 @@ def test_helper_translates_options() -> None:
 
 
 def test_helper_exit_codes(tmp_path: Path) -> None:
-    helper = [sys.executable, "-m", "vidfs.mount_helper"]
+    helper = [sys.executable, "-m", "vidfs.commands.mount_helper"]
     bad = subprocess.run([*helper, "c.toml", str(tmp_path), "-o", "bogus"], capture_output=True, text=True)
     assert bad.returncode == 1 and "unknown mount option 'bogus'" in bad.stderr
     fake = subprocess.run(

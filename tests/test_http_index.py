@@ -13,11 +13,11 @@ import trio
 
 from tests.conftest import Emulator, sha256_file, start_emulator, stop_process
 from tests.providers import CASES
-from vidfs.config import ProviderConfig, Secret
+from vidfs.config.types import HttpSettings, ProviderConfig, Secret
 from vidfs.emulator.http_index import apache_size
 from vidfs.emulator.server import Request, Site, start_sites
 from vidfs.errors import AuthError, ConfigError
-from vidfs.http import HttpClient, HttpSettings
+from vidfs.http.client import HttpClient
 from vidfs.model import Folder, Video
 from vidfs.providers.base import ProviderContext
 from vidfs.providers.http_index import HttpIndexProvider, canonical_path, parse_index

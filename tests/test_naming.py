@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from vidfs.naming import MAX_NAME_BYTES, extension_for, name_entries, sanitize, split_ext
+from vidfs.catalog.naming import MAX_NAME_BYTES, extension_for, name_entries, sanitize, split_ext
 
 
 def nbytes(name: str) -> int:

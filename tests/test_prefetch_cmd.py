@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd
-from vidfs.demo import toml_value
-from vidfs.prefetch_cmd import Item, MountInfo, State
+from vidfs.commands.demo import toml_value
+from vidfs.commands.prefetch import Item, MountInfo, State
 
 INSTANCE = "site"
 

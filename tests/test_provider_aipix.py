@@ -24,10 +24,10 @@ import pytest
 
 from tests.conftest import Emulator, start_emulator, stop_process, unmount, vidfs_cmd
 from tests.providers import CASES
-from vidfs.config import ProviderConfig
+from vidfs.config.types import HttpSettings, ProviderConfig
 from vidfs.emulator.aipix import DEFAULT_LOGIN, DEFAULT_PASSWORD, AipixSite
 from vidfs.errors import AuthError, ConfigError, RemoteIOError
-from vidfs.http import HttpClient, HttpSettings
+from vidfs.http.client import HttpClient
 from vidfs.model import Folder, Video
 from vidfs.providers.aipix import DEVICE_FILE, AipixProvider, file_url
 from vidfs.providers.base import ProviderContext

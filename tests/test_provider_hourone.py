@@ -18,11 +18,11 @@ import pytest
 
 from tests.conftest import Emulator, sha256_file, start_emulator, stop_process, unmount, vidfs_cmd, wait_until
 from tests.providers import CASES
-from vidfs.config import ProviderConfig, Secret
+from vidfs.config.types import ProviderConfig, Secret
 from vidfs.emulator import media
 from vidfs.emulator.hourone import DEFAULT_API_KEY, STATUSES, HourOneSite
 from vidfs.errors import AuthError
-from vidfs.http import HttpClient
+from vidfs.http.client import HttpClient
 from vidfs.model import Video
 from vidfs.providers.base import ProviderContext
 from vidfs.providers.hourone import STATE_FILE, HourOneProvider

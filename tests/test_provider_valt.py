@@ -24,13 +24,14 @@ import trio
 
 from tests.conftest import Emulator, sha256_file, start_emulator, stop_process, vidfs_cmd, wait_until
 from tests.providers import CASES
-from vidfs.config import ProviderConfig
-from vidfs.demo import write_config
+from vidfs.commands.demo import write_config
+from vidfs.config.types import HttpSettings, ProviderConfig
 from vidfs.emulator import media
 from vidfs.emulator.valt import DEFAULT_PASSWORD, DEFAULT_USERNAME, ValtSite
 from vidfs.errors import AuthError, NotFoundError, RemoteIOError
-from vidfs.http import HttpClient, HttpSettings, same_origin
+from vidfs.http.client import HttpClient, same_origin
 from vidfs.model import Folder, Listing, Video
+from vidfs.providers.auth import expiry_from_url, jwt_claims
 from vidfs.providers.base import ProviderContext
 from vidfs.providers.valt import (
     NO_ROOM_NAME,
@@ -39,7 +40,6 @@ from vidfs.providers.valt import (
     unique_video_names,
     video_ids,
 )
-from vidfs.resolver import expiry_from_url, jwt_claims
 
 T = TypeVar("T")
 INSTANCE = "site"

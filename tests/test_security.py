@@ -18,7 +18,7 @@ import pytest
 
 from tests.conftest import Emulator, mount_config, start_emulator, stop_process, unmount, vidfs_cmd
 from tests.providers import CASES
-from vidfs.demo import write_config
+from vidfs.commands.demo import write_config
 from vidfs.providers.registry import get_spec
 
 INSTANCE = "sec"

@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import mount_config, start_emulator, stop_process, unmount, vidfs_cmd
 from tests.providers import CASES, Expect
-from vidfs.demo import write_config
+from vidfs.commands.demo import write_config
 
 READERS = 64
 MEMORY = 64 << 20

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import mount_config, start_emulator, stop_process, unmount
 from tests.providers import CASES
-from vidfs.demo import write_config
+from vidfs.commands.demo import write_config
 from vidfs.emulator.media import moov_at_end
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Emulator, start_emulator, stop_process
-from vidfs.demo import toml_value
+from vidfs.commands.demo import toml_value
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_UNIT = REPO / "systemd" / "vidfs@.service"

@@ -1,1 +1,9 @@
-"""The read path: range reads, the block cache, prefetch, the disk store."""
+"""The read path: from a FUSE read to bytes.
+
+readahead.py    per open file: sequential cursors with growing windows (what to fetch ahead)
+block_cache.py  memory LRU → disk store → one shared ranged fetch per block (single flight)
+disk_store.py   the persistent, size-capped, crash-safe block store
+remote_file.py  one remote video's byte ranges, with a URL lease
+range_reader.py ranged GETs that never return wrong bytes
+leases.py       download URLs per video, renewed ahead of expiry
+"""

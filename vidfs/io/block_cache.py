@@ -38,10 +38,10 @@ import cachetools
 import trio
 
 from vidfs.errors import StaleError, VidfsError
-from vidfs.io.source import FileKey, RemoteFile
+from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.stats import Stats
 
-log = logging.getLogger("vidfs.cache")
+log = logging.getLogger(__name__)
 
 BlockId = tuple[FileKey, int]
 

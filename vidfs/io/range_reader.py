@@ -28,7 +28,7 @@ from vidfs.errors import (
     UnreachableError,
     redact_url,
 )
-from vidfs.http import MAX_RETRY_AFTER, HttpClient, retry_after_seconds
+from vidfs.http.client import MAX_RETRY_AFTER, HttpClient, retry_after_seconds
 from vidfs.model import StreamLease
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)

@@ -55,7 +55,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 import trio
 
-from vidfs.config import ProviderConfig, Secret, parse_duration
+from vidfs.config.types import ProviderConfig, Secret
+from vidfs.config.units import parse_duration
 from vidfs.errors import (
     AuthError,
     ConfigError,
@@ -64,11 +65,10 @@ from vidfs.errors import (
     RemoteIOError,
     redact_url,
 )
-from vidfs.http import json_object, raise_for_status, same_origin
+from vidfs.http.client import json_object, raise_for_status, same_origin
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
-from vidfs.providers.auth import Token, TokenKeeper
+from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
-from vidfs.resolver import jwt_expiry
 
 ROOT_ID = "aipix:root"
 CLIENTS = ("ios-cctv", "android-cctv", "thick-legal", "web")

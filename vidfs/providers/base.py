@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from vidfs.model import Folder, Listing, StreamLease, Video
 
 if TYPE_CHECKING:
-    from vidfs.config import ProviderConfig
-    from vidfs.http import HttpClient
+    from vidfs.config.types import ProviderConfig
+    from vidfs.http.client import HttpClient
 
 
 class Provider(Protocol):

@@ -46,12 +46,12 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import trio
 
-from vidfs.config import ProviderConfig, Secret
+from vidfs.config.types import ProviderConfig, Secret
 from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, NotFoundError, RemoteIOError, redact_url
-from vidfs.http import REDIRECT_STATUSES, raise_for_status
+from vidfs.http.client import REDIRECT_STATUSES, raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.providers.auth import expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
-from vidfs.resolver import expiry_from_url
 
 ROOT_ID = "cupix:root"
 AUTH_HEADER = "X-CUPIX-AUTH"

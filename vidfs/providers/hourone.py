@@ -53,13 +53,13 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import trio
 
-from vidfs.config import ProviderConfig, Secret
+from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS
+from vidfs.config.types import ProviderConfig, Secret
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
-from vidfs.http import raise_for_status, same_origin
+from vidfs.http.client import raise_for_status, same_origin
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
-from vidfs.naming import CONTENT_TYPE_EXTENSIONS
+from vidfs.providers.auth import expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
-from vidfs.resolver import expiry_from_url
 
 ROOT_ID = "hourone:root"
 FILE_STATUSES = frozenset({"ready", "published"})

@@ -40,9 +40,9 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
-from vidfs.config import ProviderConfig, Secret
+from vidfs.config.types import ProviderConfig, Secret
 from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, redact_url
-from vidfs.http import origin_of, raise_for_status
+from vidfs.http.client import origin_of, raise_for_status
 from vidfs.model import Folder, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
 

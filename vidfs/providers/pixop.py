@@ -27,13 +27,12 @@ from urllib.parse import urljoin
 
 import trio
 
-from vidfs.config import ProviderConfig, Secret
+from vidfs.config.types import ProviderConfig, Secret
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
-from vidfs.http import json_object, raise_for_status, same_origin
+from vidfs.http.client import json_object, raise_for_status, same_origin
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
-from vidfs.providers.auth import Token, TokenKeeper
+from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
-from vidfs.resolver import jwt_expiry
 
 ROOT_ID = "pixop:root"
 DETAIL_CONCURRENCY = 8

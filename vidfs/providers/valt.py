@@ -47,14 +47,13 @@ from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit
 
 import trio
 
-from vidfs.config import ProviderConfig, Secret
+from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS, split_ext
+from vidfs.config.types import ProviderConfig, Secret
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
-from vidfs.http import json_object, raise_for_status
+from vidfs.http.client import json_object, raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
-from vidfs.naming import CONTENT_TYPE_EXTENSIONS, split_ext
-from vidfs.providers.auth import Token, TokenKeeper
+from vidfs.providers.auth import Token, TokenKeeper, expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
-from vidfs.resolver import expiry_from_url
 
 ROOT_ID = "valt:root"
 ROOM_PREFIX = "room:"

@@ -18,10 +18,10 @@ from typing import Any
 import pyfuse3
 import trio
 
-from vidfs.errors import VidfsError, leaf_error, to_errno
-from vidfs.filesystem import Attributes, VideoFS
+from vidfs.errors import NotFoundError, VidfsError, leaf_error, to_errno
+from vidfs.fs.videofs import Attributes, VideoFS
 
-log = logging.getLogger("vidfs.fuse")
+log = logging.getLogger(__name__)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 
@@ -93,7 +93,13 @@ class VidfsOperations(pyfuse3.Operations):
     # ---------------------------------------------------------------------------------- namespace
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         async with self._answer(f"lookup {name!r}"):
-            node = await self.fs.lookup(parent_inode, os.fsdecode(name))
+            try:
+                node = await self.fs.lookup(parent_inode, os.fsdecode(name))
+            except NotFoundError as exc:
+                # An answer, not a failure: shells, players and file managers probe for names (subtitles,
+                # .hidden, desktop.ini) all the time, and a warning each would bury the real ones.
+                log.debug("lookup %r: %s", name, exc)
+                raise pyfuse3.FUSEError(errno.ENOENT) from None
             return self._entry(self.fs.attributes(node))
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:

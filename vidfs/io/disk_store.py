@@ -114,10 +114,10 @@ from pathlib import Path
 
 import trio
 
-from vidfs.io.source import FileKey
+from vidfs.io.remote_file import FileKey
 from vidfs.stats import Stats
 
-log = logging.getLogger("vidfs.disk")
+log = logging.getLogger(__name__)
 
 MAGIC = b"VFSB"
 FORMAT_VERSION = 1

@@ -19,10 +19,10 @@ from typing import Any
 import trio
 
 from vidfs.errors import NotFoundError, VidfsError
-from vidfs.filesystem import VideoFS
-from vidfs.io.source import FileKey
+from vidfs.fs.videofs import VideoFS
+from vidfs.io.remote_file import FileKey
 
-log = logging.getLogger("vidfs.control")
+log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
 
@@ -132,19 +132,3 @@ class ControlServer:
         if node.is_dir:
             raise NotFoundError(f"{path}: a directory (pin its files)")
         return node
-
-
-def call(path: str | Path, request: dict[str, Any], timeout: float = 60.0) -> dict[str, Any]:
-    """Blocking client: send one request, read one answer."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
-        client.settimeout(timeout)
-        client.connect(str(path))
-        client.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = client.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    answer = json.loads(data.decode() or "{}")
-    return answer if isinstance(answer, dict) else {"ok": False, "error": "bad answer"}

@@ -34,6 +34,7 @@ stops. The control socket belongs to the user who mounted (mode 0600).
 
 from __future__ import annotations
 
+import argparse
 import concurrent.futures
 import hashlib
 import json
@@ -47,12 +48,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from vidfs.commands.process import control_call
 from vidfs.errors import UsageError
-from vidfs.filesystem import CONTROL_XATTR, STATS_XATTR
+from vidfs.fs.videofs import CONTROL_XATTR, STATS_XATTR
 
 CHUNK = 1 << 20
+HELP = "warm a mount's disk cache: read files or directories through it, in parallel, resumably"
 
 EXIT_OK, EXIT_FAILURE = 0, 1
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or directories in a mount")
+    parser.add_argument("-j", "--jobs", type=int, default=4, help="files read in parallel (default 4)")
+    pinning = parser.add_mutually_exclusive_group()
+    pinning.add_argument("--pin", action="store_true", help="also pin the files: never evicted from disk")
+    pinning.add_argument("--unpin", action="store_true", help="only unpin the files (reads nothing)")
+    parser.add_argument(
+        "--force", action="store_true", help="read again files an earlier run completed (ignore the state)"
+    )
+    parser.add_argument(
+        "--no-progress", action="store_true", help="no progress bar or per-file lines, only the summary"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_prefetch(
+        args.paths,
+        jobs=args.jobs,
+        pin=args.pin,
+        unpin=args.unpin,
+        progress=not args.no_progress,
+        force=args.force,
+    )
 
 
 # ------------------------------------------------------------------------------------------ targets
@@ -200,12 +228,10 @@ class PinError(Exception):
 
 
 def control_op(info: MountInfo, op: str, rel: str) -> dict[str, Any]:
-    from vidfs import control
-
     if info.control is None:
         raise PinError(f"{info.root}: the daemon publishes no control socket")
     try:
-        answer = control.call(info.control, {"op": op, "path": rel})
+        answer = control_call(info.control, {"op": op, "path": rel})
     except PermissionError:
         raise PinError(
             f"{info.control}: permission denied (only the user who mounted {info.root} can {op})"

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 
 import trio
 
+from vidfs.catalog.listings import MetadataCache
+from vidfs.catalog.naming import name_entries
 from vidfs.errors import NotFoundError, RemoteError, VidfsError
-from vidfs.metadata import MetadataCache
 from vidfs.model import Folder, HiddenItem, Video
-from vidfs.naming import name_entries
 from vidfs.providers.base import Provider
 
-log = logging.getLogger("vidfs.tree")
+log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
 FILE_MODE = stat.S_IFREG | 0o444

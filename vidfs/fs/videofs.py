@@ -17,15 +17,15 @@ from typing import Any
 import trio
 
 from vidfs.errors import NotFoundError, StaleError, VidfsError
-from vidfs.http import HttpClient
+from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
+from vidfs.http.client import HttpClient
 from vidfs.io.block_cache import BlockCache
-from vidfs.io.prefetch import Prefetcher
-from vidfs.io.source import FileKey, RemoteFile
-from vidfs.resolver import Resolver
+from vidfs.io.leases import Resolver
+from vidfs.io.readahead import Readahead
+from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.stats import Stats
-from vidfs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
 
-log = logging.getLogger("vidfs.fs")
+log = logging.getLogger(__name__)
 
 XATTR_PREFIX = "user.vidfs."
 STATS_XATTR = "user.vidfs.stats"  # on the mount root: the daemon's statistics as JSON (`vidfs stats`)
@@ -50,7 +50,7 @@ class Attributes:
 class OpenFile:
     node: Node
     file: RemoteFile
-    prefetcher: Prefetcher
+    prefetcher: Readahead
 
 
 class VideoFS:
@@ -150,7 +150,7 @@ class VideoFS:
             file = shared[0]
             self._files[key] = (file, shared[1] + 1)
         fh = next(self._next_fh)
-        prefetcher = Prefetcher(block_size=self.cache.block_size, max_window=self.readahead_max)
+        prefetcher = Readahead(block_size=self.cache.block_size, max_window=self.readahead_max)
         self._handles[fh] = OpenFile(node, file, prefetcher)
         fingerprint = f"{video.fingerprint}|{node.size}|{node.etag}"
         keep_cache = self._fingerprints.get(node.inode) == fingerprint

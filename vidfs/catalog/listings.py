@@ -11,24 +11,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import trio
 
-from vidfs import snapshot
-from vidfs.errors import AuthError, NotFoundError, RemoteIOError, UnreachableError, VidfsError, redact_url
-from vidfs.http import HttpClient
+from vidfs.errors import AuthError, NotFoundError, RemoteIOError, UnreachableError, redact_url
+from vidfs.http.client import HttpClient
+from vidfs.io.leases import Resolver
 from vidfs.io.range_reader import parse_content_range
 from vidfs.model import Folder, Listing, StreamLease, Video
 from vidfs.providers.base import Provider
-from vidfs.resolver import Resolver
 from vidfs.stats import Stats
 
-log = logging.getLogger("vidfs.metadata")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,59 +195,3 @@ class MetadataCache:
         raise RemoteIOError(
             f"{instance}: cannot learn the size of {redact_url(lease.url)} (HTTP {response.status_code})"
         )
-
-
-class SnapshotKeeper:
-    """Loads the persisted listings at mount time and writes them back (debounced) as they change."""
-
-    def __init__(self, metadata: MetadataCache, directory: Path, instances: list[str]) -> None:
-        self.metadata = metadata
-        self.directory = directory
-        self.instances = instances
-
-    def path(self, instance: str) -> Path:
-        return self.directory / f"{hashlib.sha256(instance.encode()).hexdigest()[:32]}.json"
-
-    def load(self) -> int:
-        loaded = 0
-        for instance in self.instances:
-            listings, probes = snapshot.load(self.path(instance))
-            for folder_id, listing in listings.items():
-                # Seeded as stale: the first access still asks the provider, the snapshot is the fallback.
-                self.metadata.seed(instance, folder_id, listing, age=self.metadata.ttl)
-                loaded += 1
-            for (remote_id, fingerprint), (size, etag) in probes.items():
-                self.metadata._probes.setdefault((instance, remote_id, fingerprint), Probe(size, etag))
-        return loaded
-
-    def save(self) -> None:
-        for instance in self.instances:
-            listings = {
-                fid: c.listing for (inst, fid), c in self.metadata._listings.items() if inst == instance
-            }
-            probes = {
-                (rid, fp): (p.size, p.etag)
-                for (inst, rid, fp), p in self.metadata._probes.items()
-                if inst == instance
-            }
-            if listings or probes:
-                snapshot.save(self.path(instance), listings, probes)
-
-    async def run(self, debounce: float = 2.0) -> None:
-        """Write the snapshot a little after each change, until cancelled (then once more)."""
-        try:
-            while True:
-                await self.metadata._dirty.wait()
-                self.metadata._dirty = trio.Event()
-                await trio.sleep(debounce)  # coalesce a burst of listings into one write
-                await trio.to_thread.run_sync(self.save)
-        finally:
-            with trio.CancelScope(shield=True):
-                try:
-                    await trio.to_thread.run_sync(self.save)
-                except OSError as exc:
-                    log.warning("could not save the listing snapshot: %s", exc)
-
-
-def describe(exc: VidfsError) -> str:
-    return str(exc) or type(exc).__name__

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vidfs.errors import AuthError, NotFoundError
-from vidfs.http import HttpClient
+from vidfs.http.client import HttpClient
+from vidfs.io.leases import Resolver
 from vidfs.io.range_reader import LeaseRefused, Sink, read_range
 from vidfs.model import Video
 from vidfs.providers.base import Provider
-from vidfs.resolver import Resolver
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ class Cursor:
     last_used: int = 0
 
 
-class Prefetcher:
+class Readahead:
     def __init__(self, *, block_size: int, max_window: int, max_cursors: int = 4) -> None:
         self.block_size = block_size
         self.max_window = max(block_size, max_window)

@@ -19,22 +19,18 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from vidfs.config import Config
-from vidfs.control import ControlServer, socket_path
+from vidfs.catalog.snapshot import SnapshotKeeper
+from vidfs.config.types import Config
+from vidfs.daemon.control import ControlServer, socket_path
+from vidfs.engine import open_engine
 from vidfs.errors import UsageError
-from vidfs.filesystem import VideoFS
-from vidfs.fuse_ops import VidfsOperations
-from vidfs.http import HttpClient, HttpSettings
+from vidfs.fs.operations import VidfsOperations
+from vidfs.fs.videofs import VideoFS
 from vidfs.io.block_cache import BlockCache
-from vidfs.io.disk_cache import DiskStore
-from vidfs.metadata import MetadataCache, SnapshotKeeper
-from vidfs.providers.base import Provider, ProviderContext
-from vidfs.providers.registry import get_spec
-from vidfs.resolver import Resolver
+from vidfs.io.disk_store import DiskStore
 from vidfs.stats import Stats
-from vidfs.tree import Tree
 
-log = logging.getLogger("vidfs.mount")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -70,36 +66,6 @@ def fsname(config: Config) -> str:
     return f"vidfs:{stem}"
 
 
-def http_settings(config: Config) -> HttpSettings:
-    options = config.http
-    return HttpSettings(
-        connect_timeout=options.connect_timeout,
-        read_timeout=options.read_timeout,
-        retries=options.retries,
-        max_connections_per_host=options.max_connections_per_host,
-        ca_bundle=str(options.ca_bundle) if options.ca_bundle else None,
-        user_agent=options.user_agent,
-    )
-
-
-def build_providers(config: Config, http: HttpClient) -> dict[str, Provider]:
-    providers: dict[str, Provider] = {}
-    for provider_config in config.providers:
-        spec = get_spec(provider_config.type)
-        if spec is None:  # config validation already refuses this; keep a clear message anyway
-            raise UsageError(f"unknown provider type {provider_config.type!r}")
-        state_dir = config.cache.dir / "state" / provider_config.name
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        context = ProviderContext(
-            instance=provider_config.name,
-            http=http,
-            state_dir=state_dir,
-            log=logging.getLogger(f"vidfs.provider.{provider_config.name}"),
-        )
-        providers[provider_config.name] = spec.factory(provider_config, context)
-    return providers
-
-
 async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = None) -> None:
     config = request.config
     stats = Stats()
@@ -107,20 +73,14 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
     if not mountpoint.is_dir():
         raise UsageError(f"mount point {mountpoint} is not a directory")
     async with AsyncExitStack() as stack:
-        http = HttpClient(http_settings(config), stats)
-        stack.push_async_callback(http.aclose)
-        providers = build_providers(config, http)
-        for provider in providers.values():
-            stack.push_async_callback(provider.aclose)
-        resolver = Resolver(stats)
-        metadata = MetadataCache(
-            ttl=config.cache.metadata_ttl,
-            negative_ttl=config.cache.negative_ttl,
-            http=http,
-            resolver=resolver,
-            stats=stats,
+        engine = await stack.enter_async_context(open_engine(config, stats))
+        http, providers, resolver, metadata, tree = (
+            engine.http,
+            engine.providers,
+            engine.resolver,
+            engine.metadata,
+            engine.tree,
         )
-        tree = Tree(providers, metadata)
         keeper = SnapshotKeeper(metadata, config.cache.dir / "meta", list(providers))
         loaded = await trio.to_thread.run_sync(keeper.load)
         log.info("listing snapshot: %d cached directories loaded", loaded)

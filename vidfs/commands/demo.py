@@ -6,6 +6,7 @@ read from the process that serves it), the tree is printed by walking the mount 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -17,9 +18,24 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vidfs.commands.process import read_ready, start_daemon, unmount
 from vidfs.errors import UsageError
 
+HELP = "mount the built-in demo catalogs (local emulators) and show them"
+
 READY_TIMEOUT = 600.0  # the first run generates the sample videos with ffmpeg
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "mountpoint", type=Path, nargs="?", help="where to mount (default: a new temporary directory)"
+    )
+    parser.add_argument("--check", action="store_true", help="mount, list, ffprobe one video, unmount, exit")
+    parser.add_argument("--provider", action="append", help="only these emulated providers (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_demo(args.mountpoint, check=args.check, providers=args.provider)
 
 
 def toml_value(value: Any) -> str:
@@ -107,7 +123,6 @@ def _first_video(root: Path) -> Path | None:
 
 
 def run_demo(mountpoint: Path | None, *, check: bool = False, providers: list[str] | None = None) -> int:
-    from vidfs.cli import unmount
     from vidfs.emulator import known_emulators
 
     names = providers or known_emulators()
@@ -124,21 +139,10 @@ def run_demo(mountpoint: Path | None, *, check: bool = False, providers: list[st
             {name: endpoints[name]["config"] for name in names},
             cache_dir=workdir / "cache",
         )
-        read_fd, write_fd = os.pipe()
-        env = dict(os.environ, VIDFS_READY_FD=str(write_fd))
-        with open(workdir / "mount.log", "ab") as log:
-            mount_process = subprocess.Popen(
-                [sys.executable, "-m", "vidfs", "mount", str(config), str(mountpoint), "-v"],
-                env=env,
-                pass_fds=(write_fd,),
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        os.close(write_fd)
-        from vidfs.cli import _read_ready
-
-        message = _read_ready(read_fd, 60)
+        mount_process, read_fd = start_daemon(
+            ["mount", str(config), str(mountpoint), "-v"], log_file=workdir / "mount.log"
+        )
+        message = read_ready(read_fd, 60)
         if not message.startswith("READY"):
             print(
                 f"vidfs demo: the mount failed: {message or 'no answer'} (log: {workdir / 'mount.log'})",

@@ -21,14 +21,13 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 import trio
 
-from vidfs import __version__
+from vidfs.config.types import HttpSettings
 from vidfs.errors import (
     AuthError,
     InvalidRemoteData,
@@ -41,7 +40,7 @@ from vidfs.errors import (
 )
 from vidfs.stats import Stats
 
-log = logging.getLogger("vidfs.http")
+log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -49,18 +48,6 @@ IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
 MAX_REDIRECTS = 5
 MAX_RETRY_AFTER = 30.0
 UNREACHABLE_HOLD = 5.0  # seconds an unreachable origin fails fast before it is tried again
-
-
-@dataclass(frozen=True)
-class HttpSettings:
-    connect_timeout: float = 10.0
-    read_timeout: float = 20.0
-    retries: int = 4
-    max_connections_per_host: int = 8
-    ca_bundle: str | None = None
-    user_agent: str = f"vidfs/{__version__}"
-    backoff_base: float = 0.2
-    backoff_cap: float = 5.0
 
 
 def origin_of(url: str) -> tuple[str, str, int]:

@@ -9,6 +9,7 @@ sizes, times and the xattr metadata the provider exposes anyway.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -17,9 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from vidfs.catalog.listings import MetadataCache, Probe
 from vidfs.model import Folder, HiddenItem, Listing, Video
 
-log = logging.getLogger("vidfs.snapshot")
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 
@@ -113,3 +117,55 @@ def load(path: Path) -> tuple[dict[str, Listing], dict[tuple[str, str], tuple[in
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring an unreadable listing snapshot %s: %s", path, exc)
         return {}, {}
+
+
+class SnapshotKeeper:
+    """Loads the persisted listings at mount time and writes them back (debounced) as they change."""
+
+    def __init__(self, metadata: MetadataCache, directory: Path, instances: list[str]) -> None:
+        self.metadata = metadata
+        self.directory = directory
+        self.instances = instances
+
+    def path(self, instance: str) -> Path:
+        return self.directory / f"{hashlib.sha256(instance.encode()).hexdigest()[:32]}.json"
+
+    def load(self) -> int:
+        loaded = 0
+        for instance in self.instances:
+            listings, probes = load(self.path(instance))
+            for folder_id, listing in listings.items():
+                # Seeded as stale: the first access still asks the provider, the snapshot is the fallback.
+                self.metadata.seed(instance, folder_id, listing, age=self.metadata.ttl)
+                loaded += 1
+            for (remote_id, fingerprint), (size, etag) in probes.items():
+                self.metadata._probes.setdefault((instance, remote_id, fingerprint), Probe(size, etag))
+        return loaded
+
+    def save(self) -> None:
+        for instance in self.instances:
+            listings = {
+                fid: c.listing for (inst, fid), c in self.metadata._listings.items() if inst == instance
+            }
+            probes = {
+                (rid, fp): (p.size, p.etag)
+                for (inst, rid, fp), p in self.metadata._probes.items()
+                if inst == instance
+            }
+            if listings or probes:
+                save(self.path(instance), listings, probes)
+
+    async def run(self, debounce: float = 2.0) -> None:
+        """Write the snapshot a little after each change, until cancelled (then once more)."""
+        try:
+            while True:
+                await self.metadata._dirty.wait()
+                self.metadata._dirty = trio.Event()
+                await trio.sleep(debounce)  # coalesce a burst of listings into one write
+                await trio.to_thread.run_sync(self.save)
+        finally:
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(self.save)
+                except OSError as exc:
+                    log.warning("could not save the listing snapshot: %s", exc)

@@ -1,0 +1,68 @@
+"""`vidfs stats MOUNTPOINT [--json]`: a mounted vidfs's statistics, read from the root's xattr."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vidfs.commands.output import megabytes, print_table
+from vidfs.errors import UsageError
+from vidfs.fs.videofs import STATS_XATTR
+
+HELP = "show a mounted vidfs's statistics (cache, requests, renewals, errors)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mountpoint", type=Path)
+    parser.add_argument("--json", action="store_true", help="print the raw JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        raw = os.getxattr(args.mountpoint, STATS_XATTR)
+    except OSError as exc:
+        raise UsageError(f"{args.mountpoint} is not a vidfs mount ({exc.strerror})") from None
+    document = json.loads(raw)
+    if args.json:
+        print(json.dumps(document, indent=2, sort_keys=True))
+    else:
+        render_stats(document)
+    return 0
+
+
+def render_stats(document: dict[str, Any]) -> None:
+    """`vidfs stats` as tables: counters, requests by tag and status, caches."""
+    counters = document.get("counters", {})
+    memory = document.get("memory_cache", {})
+    disk = document.get("disk_cache", {})
+    hits = counters.get("cache.memory_hits", 0) + counters.get("cache.disk_hits", 0)
+    misses = counters.get("cache.misses", 0)
+    disk_text = "off"
+    if disk:
+        disk_text = f"{megabytes(disk.get('bytes', 0))} of {megabytes(disk.get('capacity', 0))}"
+    summary = [
+        ("uptime", f"{document.get('uptime_s', 0):.0f} s"),
+        ("peak RSS", f"{document.get('max_rss_kib', 0) / 1024:.1f} MiB"),
+        ("open files", str(document.get("open_files", 0))),
+        ("bytes read by clients", megabytes(counters.get("bytes.read", 0))),
+        ("bytes fetched", megabytes(counters.get("bytes.fetched", 0))),
+        ("block hits / misses", f"{hits} / {misses}"),
+        (
+            "memory cache",
+            f"{megabytes(memory.get('memory_bytes', 0))} of {megabytes(memory.get('memory_budget', 0))}",
+        ),
+        ("disk cache", disk_text),
+        (
+            "URL leases resolved / renewed",
+            f"{counters.get('leases.resolved', 0)} / {counters.get('leases.renewed', 0)}",
+        ),
+        ("URL refreshed after refusal", str(counters.get("leases.refreshed_after_refusal", 0))),
+        ("HTTP retries / errors", f"{counters.get('http.retries', 0)} / {counters.get('http.errors', 0)}"),
+    ]
+    print_table(("WHAT", "VALUE"), summary)
+    print()
+    rows = [(r["tag"], r["status"], str(r["count"])) for r in document.get("requests", [])]
+    print_table(("REQUESTS", "STATUS", "COUNT"), rows)

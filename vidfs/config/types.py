@@ -1,0 +1,94 @@
+"""The config's types: frozen values that the loader builds and the rest of vidfs reads.
+
+This module is a leaf (it imports nothing of vidfs but `__version__`), so providers, the engine and the
+loader can all import it without cycles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vidfs import __version__
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
+
+MIN_BLOCK_SIZE = 64 * KiB
+MAX_BLOCK_SIZE = 16 * MiB
+
+
+@dataclass(frozen=True, repr=False)
+class Secret:
+    """A secret value. `repr()`/`str()` show only where it came from: `Secret(env:NAME)`."""
+
+    source: str  # "env:NAME" | "file:/abs/path" | "credential:NAME" | "literal"
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class MountOptions:
+    allow_other: bool = False
+    request_timeout: float = 30.0  # seconds: every FUSE request is answered within it
+    fsname: str = "vidfs"
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    dir: Path
+    memory: int = 32 * MiB  # blocks in RAM; the page cache and the disk cache keep the rest
+    disk: int = 10 * GiB  # 0 = no disk cache
+    block_size: int = 64 * KiB  # a power of two, 64 KiB .. 16 MiB: small so random reads stay cheap
+    metadata_ttl: float = 300.0
+    negative_ttl: float = 10.0
+    readahead_max: int = 64 * MiB
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """`[http]`: what the shared HTTP client does (vidfs.http.client); backoff is not configurable."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    retries: int = 4
+    max_connections_per_host: int = 8
+    ca_bundle: Path | None = None
+    user_agent: str = f"vidfs/{__version__}"
+    backoff_base: float = 0.2
+    backoff_cap: float = 5.0
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str  # the table key: the directory name at the mount root
+    type: str
+    options: Mapping[str, Any] = field(hash=False)  # validated, defaults filled, secrets as Secret
+    source: Path  # the config file it came from
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path
+    mount: MountOptions
+    cache: CacheOptions
+    http: HttpSettings
+    providers: tuple[ProviderConfig, ...]
+    warnings: tuple[str, ...] = ()
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        for provider in self.providers:
+            if provider.name == name:
+                return provider
+        return None
