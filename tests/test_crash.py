@@ -22,14 +22,10 @@ from typing import Any
 
 import pytest
 
-import vidfs
 from tests.conftest import Emulator, Mount, sha256_file, start_emulator, stop_process, wait_until
 from tests.providers import CASES, Expect
 from vidfs.commands.demo import write_config
 from vidfs.io.disk_store import HEADER
-
-WIRED = "DiskStore" in (Path(vidfs.__file__).parent / "mount.py").read_text()
-pytestmark = pytest.mark.skipif(not WIRED, reason="the disk store is not wired into vidfs/mount.py yet")
 
 INSTANCE = "site"
 STORAGE = re.compile(r"^/media/v1/download/\w+/([^/?]+)")
