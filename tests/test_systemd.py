@@ -322,9 +322,13 @@ def run_exec_start(
         **env,
         "NOTIFY_SOCKET": notify.address,
         "CREDENTIALS_DIRECTORY": str(credentials),
-        "INVOCATION_ID": uuid.uuid4().hex,  # as systemd sets it: logs switch to the journald format
+        "INVOCATION_ID": uuid.uuid4().hex,  # as systemd sets it
     }
     with open(log, "wb") as log_handle:
+        # systemd names the journal stream it gives the service: with stderr that stream, logs take the
+        # journald format (vidfs compares the name with its stderr, so the log file stands in for it).
+        stream = os.fstat(log_handle.fileno())
+        child_env["JOURNAL_STREAM"] = f"{stream.st_dev}:{stream.st_ino}"
         process = subprocess.Popen(
             [*prefix, *argv],
             env=child_env,
