@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd
+from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd, wait_until
 from vidfs import __version__
 from vidfs.commands.demo import write_config
 
@@ -115,7 +117,9 @@ def test_stats_of_a_mount(tmp_path: Path, pixop: Emulator, mounts) -> None:  # t
 
 
 def test_demo_check_mounts_lists_and_probes(tmp_path: Path, media_dir: Path) -> None:
-    env = dict(os.environ, VIDFS_MEDIA_DIR=str(media_dir))
+    private_tmp = tmp_path / "tmp"  # where the demo makes its work dir: nothing may be left there
+    private_tmp.mkdir()
+    env = dict(os.environ, VIDFS_MEDIA_DIR=str(media_dir), TMPDIR=str(private_tmp))
     result = subprocess.run(
         vidfs_cmd("demo", str(tmp_path / "demo-mnt"), "--check"),
         capture_output=True,
@@ -128,3 +132,38 @@ def test_demo_check_mounts_lists_and_probes(tmp_path: Path, media_dir: Path) -> 
     assert "Mounted the demo catalogs" in result.stdout
     assert "ffprobe" in result.stdout and "duration" in result.stdout
     assert not os.path.ismount(tmp_path / "demo-mnt")
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_demo_prints_its_tour_at_once_and_ctrl_c_leaves_nothing(tmp_path: Path, media_dir: Path) -> None:
+    """Under a service manager or into a log, stdout is a pipe: the tour must show while the demo runs (not
+    at exit); Ctrl-C at the prompt unmounts, exits 0, and the work dir is gone though a mount point was
+    given."""
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    env = dict(os.environ, VIDFS_MEDIA_DIR=str(media_dir), TMPDIR=str(private_tmp))
+    env.pop("PYTHONUNBUFFERED", None)  # as under a service manager: Python's own default, block buffering
+    mountpoint = tmp_path / "demo-mnt"
+    lines: list[str] = []
+    with open(tmp_path / "demo.err", "wb") as errors:
+        process = subprocess.Popen(
+            vidfs_cmd("demo", str(mountpoint), "--provider", "pixop"),
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            env=env,
+            start_new_session=True,
+        )
+    assert process.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(line.decode() for line in process.stdout or []))
+    reader.start()
+    try:
+        wait_until(lambda: any("Press Ctrl-C" in line for line in lines), "the demo's prompt", 120)
+        assert any("Mounted the demo catalogs" in line for line in lines)
+        assert os.path.ismount(mountpoint) and os.listdir(mountpoint) == ["pixop"]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 0, (tmp_path / "demo.err").read_text()
+    finally:
+        stop_process(process)  # SIGTERM: the demo cleans up on it too
+        reader.join(timeout=60)
+    assert not os.path.ismount(mountpoint)
+    assert list(private_tmp.iterdir()) == []

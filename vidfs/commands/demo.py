@@ -2,11 +2,18 @@
 
 The demo process only orchestrates: the emulators and the mount run as child processes (a mount is never
 read from the process that serves it), the tree is printed by walking the mount like any user would.
+
+The tour is printed line by line as it happens (stdout is line-buffered here, so under a service manager
+or into a log file it shows at once, not at exit). Ctrl-C (or SIGTERM, SIGHUP) at the prompt unmounts,
+stops the emulators and exits 0. The work dir (`$TMPDIR/vidfs-demo-*`: config, cache, logs, and the mount
+point when none is given) is removed on the way out, whether or not a mount point was given; only a mount
+that could not be unmounted keeps it, rather than deleting through a live mount.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vidfs.commands.process import read_ready, start_daemon, unmount
+from vidfs.daemon.mount import mounted_types
 from vidfs.errors import UsageError
 
 HELP = "mount the built-in demo catalogs (local emulators) and show them"
@@ -126,14 +134,16 @@ def run_demo(mountpoint: Path | None, *, check: bool = False, providers: list[st
     from vidfs.emulator import known_emulators
 
     names = providers or known_emulators()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # each line of the tour shows when it is printed
     workdir = Path(tempfile.mkdtemp(prefix="vidfs-demo-"))
-    made_mountpoint = mountpoint is None
     mountpoint = (mountpoint or workdir / "mnt").resolve()
-    mountpoint.mkdir(parents=True, exist_ok=True)
-    print(f"vidfs demo: starting emulators for {', '.join(names)} (the first run generates sample videos)…")
-    emulator, endpoints = start_emulators(names, workdir)
     mount_process: subprocess.Popen[bytes] | None = None
+    emulator: subprocess.Popen[bytes] | None = None
     try:
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        print(f"vidfs demo: starting emulators for {', '.join(names)} (a first run makes sample videos)…")
+        emulator, endpoints = start_emulators(names, workdir)
         config = write_config(
             workdir / "demo.toml",
             {name: endpoints[name]["config"] for name in names},
@@ -175,23 +185,28 @@ def run_demo(mountpoint: Path | None, *, check: bool = False, providers: list[st
             print(f"ffprobe {video.name}: duration {probe.stdout.strip() or probe.stderr.strip()}")
             return 0 if probe.returncode == 0 else 1
         print("Press Ctrl-C to unmount and stop.")
-        try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM}) if _block_signals() else None
-        except KeyboardInterrupt:
-            pass
+        _wait_for_a_stop_signal()
         return 0
     finally:
         if mount_process is not None:
             unmount(mountpoint)
             _stop(mount_process)
-        _stop(emulator)
-        if made_mountpoint:
+        if emulator is not None:
+            _stop(emulator)
+        if mountpoint.is_relative_to(workdir) and mounted_types(mountpoint):
+            print(f"vidfs demo: {mountpoint} is still mounted; keeping {workdir}", file=sys.stderr)
+        else:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _block_signals() -> bool:
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
-    return True
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+
+
+def _wait_for_a_stop_signal() -> None:
+    """Until Ctrl-C, SIGTERM or SIGHUP. They stay blocked afterwards: a second Ctrl-C while the demo cleans
+    up is held, not raised in the middle of it, and dies with the process."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    signal.sigwait(STOP_SIGNALS)
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:

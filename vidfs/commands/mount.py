@@ -11,6 +11,7 @@ import trio
 
 from vidfs.commands.process import read_ready, report_ready, start_daemon
 from vidfs.config.loader import load_config
+from vidfs.daemon.mount import MountRequest, claim_mountpoint, ignore_stop_signals, serve
 from vidfs.errors import UsageError
 
 HELP = "mount a config's providers at a directory (foreground)"
@@ -41,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         print(f"vidfs: warning: {warning}", file=sys.stderr)
     mountpoint = args.mountpoint.resolve()
+    # One mount per mount point: a live mount there is refused (exit 2), a dead one cleaned. Checked here,
+    # before a daemon is started, and by the daemon again right before it mounts.
+    for cleaned in claim_mountpoint(mountpoint):
+        print(f"vidfs: warning: {cleaned}", file=sys.stderr)
     if not mountpoint.is_dir():
         raise UsageError(f"mount point {args.mountpoint} does not exist or is not a directory")
     if args.daemon:
@@ -49,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
         if args.log_file is None:
             child_args += ["--log-file", str(log_file)]
         return spawn_and_wait(child_args, log_file=log_file)
-    from vidfs.daemon.mount import MountRequest, serve
-
     request = MountRequest(
         config=config,
         mountpoint=mountpoint,
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         allow_other=args.allow_other,
         debug_fuse=args.fuse_debug,
     )
+    ignore_stop_signals()  # `serve` watches SIGINT, SIGTERM and SIGHUP itself while it runs
     trio.run(serve, request, report_ready)
     return EXIT_OK
 

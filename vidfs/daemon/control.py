@@ -1,33 +1,64 @@
 """The daemon's control socket: a private unix socket for `vidfs stats` and `vidfs prefetch --pin`.
 
+Protocol
+--------
 One JSON object per line in each direction. Requests: `{"op": "stats"}`, `{"op": "pin", "path": P}`,
-`{"op": "unpin", "path": P}` with P relative to the mount root. The socket lives in the cache dir
-(mode 0600, so only the mounting user can talk to it) and its path is published on the mount root as
-the xattr `user.vidfs.control`.
+`{"op": "unpin", "path": P}` with P relative to the mount root. Every answer has `"ok"`; a refusal has
+`"error"`. The socket lives in the cache dir (mode 0600, so only the mounting user can talk to it) and its
+path is published on the mount root as the xattr `user.vidfs.control`.
+
+No client can harm the mount
+----------------------------
+The server is a supervised service and each connection a supervised task (`vidfs.daemon.supervisor`), and
+the handler itself expects the ways a client misbehaves, answers them, and counts them (`control.*` in
+`vidfs stats`, the first of each kind logged at info level):
+
+- the request is read up to its newline, but never more than `MAX_REQUEST` bytes (a 4 MiB line is refused
+  after 64 KiB: `too_long`) and never for longer than `REQUEST_DEADLINE` (a client that connects and sends
+  nothing is answered and dropped: `silent`);
+- anything but one JSON object is refused (`bad_requests`);
+- finding the answer is bounded by `ANSWER_DEADLINE`, sending it by `SEND_DEADLINE` (a client that never
+  reads cannot hold a connection either: `send_timeouts`);
+- a client that left before its answer (`BrokenPipeError`, `ConnectionResetError`; trio's
+  `BrokenResourceError`) is simply gone (`client_gone`);
+- at most `MAX_CONNECTIONS` connections are served at once; more wait in the listen backlog (the accept
+  loop waits for a free slot), so a crowd costs bounded memory and file descriptors;
+- an unexpected error while answering is answered as an internal error and reported to the supervisor
+  (logged once with its traceback, counted under `services.control-connection.failures`).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
+from vidfs.daemon.supervisor import Supervisor
 from vidfs.errors import NotFoundError, VidfsError
+from vidfs.fs.tree import Node
 from vidfs.fs.videofs import VideoFS
 from vidfs.io.remote_file import FileKey
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST = 64 * 1024
-
-
+MAX_REQUEST = 64 * 1024  # bytes of one request line
+MAX_CONNECTIONS = 32  # served at once
+BACKLOG = 128
+REQUEST_DEADLINE = 5.0  # seconds from accept to the request's newline (or EOF)
+ANSWER_DEADLINE = 60.0  # a pin may list a few directories
+SEND_DEADLINE = 10.0
+ACCEPT_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_RETRY = 0.5  # after one of those from accept: wait for descriptors or memory to be freed
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes, NUL included
+CONNECTION_TASKS = "control-connection"
 
 
 def socket_path(cache_dir: Path, mountpoint: Path) -> Path:
@@ -45,70 +76,145 @@ def socket_path(cache_dir: Path, mountpoint: Path) -> Path:
     return candidates[-1] / name
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request that cannot be answered as asked: the counter it is counted under, and what to say."""
+
+    kind: str
+    message: str
+
+
 class ControlServer:
-    def __init__(self, fs: VideoFS, path: Path) -> None:
+    def __init__(self, fs: VideoFS, path: Path, supervisor: Supervisor) -> None:
         self.fs = fs
         self.path = path
+        self.supervisor = supervisor
+        self.stats = supervisor.stats
+        self._slots = trio.Semaphore(MAX_CONNECTIONS)
+        self._noted: set[str] = set()
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listener = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if self.path.parent.stat().st_uid != os.getuid():
-                raise OSError(f"{self.path.parent} belongs to another user")
-            try:
-                self.path.unlink()
-            except FileNotFoundError:
-                pass
-            old_umask = os.umask(0o177)
-            try:
-                await listener.bind(str(self.path))
-            finally:
-                os.umask(old_umask)
-            listener.listen(16)
+            listener = await self._listen()
         except OSError as exc:
-            # The mount works without it; only `vidfs prefetch --pin` needs the socket.
+            # The mount works without it; only `vidfs stats` over the socket and `prefetch --pin` need it.
             log.warning("no control socket (%s): pinning is unavailable for this mount", exc)
-            listener.close()
             task_status.started()
             return
         self.fs.control_path = str(self.path)
         task_status.started()
         try:
-            async with trio.open_nursery() as nursery:
-                while True:
-                    conn, _ = await listener.accept()
-                    nursery.start_soon(self._handle, conn)
+            async with listener, trio.open_nursery() as nursery:
+                connections = self.supervisor.bind(nursery).tasks(CONNECTION_TASKS)
+                while True:  # until cancelled; each pass waits for a free slot, then for a client
+                    stream = await self._accept(listener)
+                    if stream is not None:
+                        connections.start_soon(self._connection, stream)
         finally:
-            listener.close()
+            self.fs.control_path = None
             try:
                 self.path.unlink()
             except OSError:
                 pass
 
-    async def _handle(self, conn: trio.socket.SocketType) -> None:
-        with conn:
-            buffer = b""
-            while b"\n" not in buffer and len(buffer) < MAX_REQUEST:
-                chunk = await conn.recv(65536)
-                if not chunk:
-                    break
-                buffer += chunk
+    async def _listen(self) -> trio.SocketListener:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.path.parent.stat().st_uid != os.getuid():
+            raise OSError(f"{self.path.parent} belongs to another user")
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            old_umask = os.umask(0o177)
             try:
-                request = json.loads(buffer.decode() or "{}")
-                with trio.fail_after(self.fs_timeout):
-                    answer = await self._answer(request)
-            except (ValueError, VidfsError, trio.TooSlowError) as exc:
-                answer = {"ok": False, "error": str(exc) or type(exc).__name__}
-            payload = memoryview(json.dumps(answer).encode() + b"\n")
-            while payload:
-                sent = await conn.send(payload)
-                payload = payload[sent:]
+                await sock.bind(str(self.path))
+            finally:
+                os.umask(old_umask)
+            sock.listen(BACKLOG)
+        except OSError:
+            sock.close()
+            raise
+        return trio.SocketListener(sock)
 
-    @property
-    def fs_timeout(self) -> float:
-        return 60.0
+    async def _accept(self, listener: trio.SocketListener) -> trio.SocketStream | None:
+        """The next client, holding one of the slots (its task gives it back); None after a passing
+        shortage of file descriptors or memory, which is waited out rather than ending the server."""
+        await self._slots.acquire()
+        try:
+            return await listener.accept()
+        except BaseException as exc:
+            self._slots.release()
+            if not (isinstance(exc, OSError) and exc.errno in ACCEPT_SHORTAGES):
+                raise
+            self._refused(Refusal("accept_errors", f"cannot accept a connection: {exc.strerror}"))
+        await trio.sleep(ACCEPT_RETRY)
+        return None
 
+    # ---------------------------------------------------------------------------------- a connection
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        self.stats.incr("control.connections")
+        try:
+            async with stream:
+                await self._converse(stream)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._refused(Refusal("client_gone", "a client left before its answer"))
+        finally:
+            self._slots.release()
+
+    async def _converse(self, stream: trio.SocketStream) -> None:
+        request = await self._read_request(stream)
+        if isinstance(request, Refusal):
+            self._refused(request)
+            answer = {"ok": False, "error": request.message}
+        else:
+            answer = await self._respond(request)
+        payload = json.dumps(answer, separators=(",", ":")).encode() + b"\n"
+        with trio.move_on_after(SEND_DEADLINE) as sending:
+            await stream.send_all(payload)
+        if sending.cancelled_caught:
+            late = Refusal("send_timeouts", f"a client did not take its answer in {SEND_DEADLINE:g} s")
+            self._refused(late)
+            return
+        self.stats.incr("control.answered")
+
+    async def _read_request(self, stream: trio.SocketStream) -> dict[str, Any] | Refusal:
+        """The first line (or everything up to EOF), bounded in bytes and time, as a JSON object."""
+        buffer = bytearray()
+        with trio.move_on_after(REQUEST_DEADLINE):
+            while len(buffer) <= MAX_REQUEST:  # each pass adds at least one byte or returns
+                chunk = await stream.receive_some(MAX_REQUEST + 1 - len(buffer))
+                if not chunk or b"\n" in chunk:
+                    buffer += chunk
+                    return _parse(bytes(buffer).partition(b"\n")[0])
+                buffer += chunk
+            return Refusal("too_long", f"a request is at most {MAX_REQUEST} bytes")
+        return Refusal("silent", f"no request within {REQUEST_DEADLINE:g} s")
+
+    async def _respond(self, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            with trio.fail_after(ANSWER_DEADLINE):
+                return await self._answer(request)
+        except (VidfsError, trio.TooSlowError) as exc:
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
+        except Exception as exc:
+            self.supervisor.report(CONNECTION_TASKS, exc, action="answered as an internal error")
+            return {"ok": False, "error": f"internal error ({type(exc).__name__}); see the mount's log"}
+
+    def _refused(self, refusal: Refusal) -> None:
+        self.stats.incr(f"control.{refusal.kind}")
+        self._note(refusal.kind, refusal.message)
+
+    def _note(self, kind: str, message: str) -> None:
+        """The first of each kind at info level (with where it is counted), the rest at debug level."""
+        if kind in self._noted:
+            log.debug("control socket: %s", message)
+            return
+        self._noted.add(kind)
+        log.info("control socket: %s (counted in control.%s; not logged again)", message, kind)
+
+    # ------------------------------------------------------------------------------------- answers
     async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         op = request.get("op")
         if op == "stats":
@@ -117,7 +223,10 @@ class ControlServer:
             store = self.fs.store
             if store is None:
                 return {"ok": False, "error": "the disk cache is off: nothing can be pinned"}
-            node = await self._node(str(request.get("path", "")))
+            path = request.get("path")
+            if not isinstance(path, str):
+                return {"ok": False, "error": "pin and unpin need a path (a string)"}
+            node = await self._node(path)
             video = node.video
             assert node.instance is not None
             key = FileKey(node.instance, video.remote_id, video.fingerprint)
@@ -125,10 +234,26 @@ class ControlServer:
             return {"ok": True, "size": node.size}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    async def _node(self, path: str):  # type: ignore[no-untyped-def]
+    async def _node(self, path: str) -> Node:
         node = self.fs.tree.get(self.fs.root_inode)
-        for part in [p for p in path.split("/") if p]:
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise NotFoundError(f"{path}: a path inside the mount, without '..'")
+        for part in parts:
             node = await self.fs.tree.lookup(node.inode, part)
         if node.is_dir:
             raise NotFoundError(f"{path}: a directory (pin its files)")
         return node
+
+    def statistics(self) -> dict[str, int]:
+        return {"serving": MAX_CONNECTIONS - self._slots.value, "max_connections": MAX_CONNECTIONS}
+
+
+def _parse(line: bytes) -> dict[str, Any] | Refusal:
+    try:
+        request = json.loads(line.decode())
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested deeper than the parser goes
+        return Refusal("bad_requests", "a request is one JSON object on one line")
+    if not isinstance(request, dict):
+        return Refusal("bad_requests", "a request is one JSON object on one line")
+    return request

@@ -1,36 +1,75 @@
 """Build everything a mount needs, run pyfuse3's main loop, and tear it all down.
 
-Order matters: the http client and providers live in an AsyncExitStack around one nursery (background
-fetches); pyfuse3 runs inside it. SIGINT/SIGTERM, or an external `fusermount3 -u`, end the main loop; the
-filesystem is unmounted and every provider closed before we return.
+The order of building, and (reversed) of tearing down
+-----------------------------------------------------
+1. The stop signals (SIGINT, SIGTERM, SIGHUP) are watched first and until the very end (`StopSignals`). A
+   signal during the start stops the start; while serving, it ends the FUSE main loop
+   (`pyfuse3.terminate()`); during the teardown (a second Ctrl-C, the SIGHUP systemd sends after SIGTERM)
+   it is noted and ignored, so the teardown always finishes, the mount point is left clean, and the
+   process exits 0 without a traceback. (`vidfs mount` ignores these signals before and after `serve`:
+   there is nothing to stop then.)
+2. The engine: HTTP client, providers, listing cache, tree, and while serving the catalog's own background
+   work (listing refreshes, the snapshot writer). Closed last: everything below uses it.
+3. The disk store, when `[cache] disk` is set. Closed after the background work that writes to it.
+4. The supervised nursery (`vidfs.daemon.supervisor`): the block cache's fetches, `VideoFS`'s container
+   warm-ups, the control server and its connections run in it, each failure logged once and counted, never
+   ending the mount. It is cancelled right after the kernel mount is gone and before the store and the
+   engine close, so no fetch outlives the HTTP client.
+5. The block cache and `VideoFS`, handed `tasks(...)` guards where they take a nursery; the `--subtree` root.
+6. The control server, a service started before the kernel mount, so the root's xattr names its socket
+   from the first `getxattr` on.
+7. The kernel mount: the mount point is claimed once more (`claim_mountpoint`: a live mount there is
+   refused, a dead one cleaned), `pyfuse3.init`, READY to systemd and to the parent, and
+   `pyfuse3.main()`, which only an unmount (`fusermount3 -u`, `umount`) or a stop signal ends.
+   `pyfuse3.close(unmount=True)` follows in every case, first of all the teardown: no reader is left waiting
+   on a filesystem whose parts are being closed.
+
+One mount per mount point
+-------------------------
+`claim_mountpoint` reads `/proc/self/mountinfo`. Something live mounted exactly there (vidfs or not) is
+refused with one line (`UsageError`, exit 2): stacking a second vidfs on the first would hide it and share
+its cache dir. Something mounted there that answers `statvfs` with ENOTCONN or ECONNABORTED is a FUSE mount
+whose daemon died (a crash, `kill -9`); it is detached (`fusermount3 -u -z`) and the mount goes ahead. An
+autofs trigger (systemd's `x-systemd.automount`) is not in the way: mounting over it is how it works.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import re
+import shutil
 import signal
 import socket
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pyfuse3
 import trio
 
-from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.config.types import Config
 from vidfs.daemon.control import ControlServer, socket_path
-from vidfs.engine import open_engine
+from vidfs.daemon.supervisor import ServiceNursery, Supervisor
+from vidfs.engine import Engine, open_engine
 from vidfs.errors import UsageError
 from vidfs.fs.operations import VidfsOperations
 from vidfs.fs.videofs import VideoFS
 from vidfs.io.block_cache import BlockCache
-from vidfs.io.disk_store import DiskStore
+from vidfs.io.store import DiskStore, running
 from vidfs.stats import Stats
 
 log = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+DEAD_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})  # a FUSE mount whose daemon is gone
+NOT_IN_THE_WAY = frozenset({"autofs"})  # an automount trigger: mounting over it is how it works
+MAX_STACKED = 8  # dead mounts cleaned from one mount point, at most
+_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
 @dataclass(frozen=True)
@@ -67,88 +106,205 @@ def fsname(config: Config) -> str:
 
 
 async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = None) -> None:
-    config = request.config
+    """Mount `request` and serve it until unmounted or stopped by a signal (see the module's essay)."""
     stats = Stats()
-    mountpoint = request.mountpoint
-    if not mountpoint.is_dir():
-        raise UsageError(f"mount point {mountpoint} is not a directory")
-    async with AsyncExitStack() as stack:
-        engine = await stack.enter_async_context(open_engine(config, stats))
-        http, providers, resolver, metadata, tree = (
-            engine.http,
-            engine.providers,
-            engine.resolver,
-            engine.metadata,
-            engine.tree,
-        )
-        keeper = SnapshotKeeper(metadata, config.cache.dir / "meta", list(providers))
-        loaded = await trio.to_thread.run_sync(keeper.load)
-        log.info("listing snapshot: %d cached directories loaded", loaded)
-        store = None
-        if config.cache.disk > 0:
-            store = DiskStore(
-                config.cache.dir / "blocks",
-                capacity=config.cache.disk,
-                block_size=config.cache.block_size,
-                stats=stats,
-            )
-            await store.open()
-            stack.push_async_callback(store.aclose)
-        async with trio.open_nursery() as background:
-            background.start_soon(keeper.run)
-            cache = BlockCache(
-                memory_bytes=config.cache.memory,
-                block_size=config.cache.block_size,
-                nursery=background,
-                stats=stats,
-                store=store,
-            )
-            fs = VideoFS(
-                tree=tree,
-                cache=cache,
-                http=http,
-                resolver=resolver,
-                stats=stats,
-                nursery=background,
-                readahead_max=config.cache.readahead_max,
-                store=store,
-            )
-            if request.subtree:
-                with trio.fail_after(config.mount.request_timeout):
-                    node = await tree.resolve_path(request.subtree)
-                if not node.is_dir:
-                    raise UsageError(f"--subtree {request.subtree}: not a directory")
-                fs.root_inode = node.inode
-            await background.start(ControlServer(fs, socket_path(config.cache.dir, mountpoint)).serve)
-            operations = VidfsOperations(fs, request_timeout=config.mount.request_timeout)
-            options = set(pyfuse3.default_options)
-            options |= {f"fsname={fsname(config)}", "subtype=vidfs", "ro", "noatime"}
-            allow_other = config.mount.allow_other if request.allow_other is None else request.allow_other
-            if allow_other:
-                options.add("allow_other")
-            if request.debug_fuse:
-                options.add("debug")
-            pyfuse3.init(operations, str(mountpoint), options)
-            log.info("mounted %s at %s (%d providers)", config.path, mountpoint, len(providers))
+    supervisor = Supervisor(stats)
+    stats.add_section("services", supervisor.statistics)
+    async with watch_stop_signals() as stop, AsyncExitStack() as stack:
+        if not request.mountpoint.is_dir():
+            raise UsageError(f"mount point {request.mountpoint} is not a directory")
+        engine = await stack.enter_async_context(open_engine(request.config, stats, serving=True))
+        store = await _open_disk_store(request.config, stats, stack)
+        async with trio.open_nursery() as nursery:
+            services = supervisor.bind(nursery)
+            fs = await _build_fs(request, engine, store, services)
+            control = ControlServer(fs, socket_path(request.config.cache.dir, request.mountpoint), supervisor)
+            stats.add_section("control", control.statistics)
+            await services.start_service("control", control.serve)
             try:
-                async with trio.open_nursery() as loop:
-                    loop.start_soon(_stop_on_signal)
-                    summary = f"serving {len(providers)} provider(s) at {mountpoint}"
-                    sd_notify(f"READY=1\nSTATUS={summary}")
-                    if on_ready is not None:
-                        on_ready(summary)
-                    await pyfuse3.main()
-                    loop.cancel_scope.cancel()
+                await _mount_and_serve(request, fs, stop, on_ready)
             finally:
-                sd_notify("STOPPING=1")
-                pyfuse3.close(unmount=True)
-                background.cancel_scope.cancel()
-    log.info("unmounted %s", mountpoint)
+                nursery.cancel_scope.cancel()
+    if stop.mounted:
+        log.info("unmounted %s", request.mountpoint)
+    else:
+        log.info("stopped before mounting %s", request.mountpoint)
 
 
-async def _stop_on_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("received %s: unmounting", signal.Signals(signum).name)
+async def _open_disk_store(config: Config, stats: Stats, stack: AsyncExitStack) -> DiskStore | None:
+    store = None
+    if config.cache.disk > 0:
+        store = DiskStore(
+            config.cache.dir / "blocks",
+            capacity=config.cache.disk,
+            block_size=config.cache.block_size,
+            stats=stats,
+        )
+        await stack.enter_async_context(running(store))  # a service: writes what is queued when closed
+    return store
+
+
+async def _build_fs(
+    request: MountRequest, engine: Engine, store: DiskStore | None, services: ServiceNursery
+) -> VideoFS:
+    """The block cache and VideoFS, whose background work runs as supervised tasks. Both were written
+    against a nursery and only call its `start_soon`, which a `TaskGuard` provides."""
+    config, stats, tree = request.config, engine.stats, engine.tree
+    cache = BlockCache(
+        memory_bytes=config.cache.memory,
+        block_size=config.cache.block_size,
+        nursery=cast(trio.Nursery, services.tasks("block-fetch")),
+        stats=stats,
+        store=store,
+    )
+    fs = VideoFS(
+        tree=tree,
+        cache=cache,
+        http=engine.http,
+        resolver=engine.resolver,
+        stats=stats,
+        nursery=cast(trio.Nursery, services.tasks("container-warmup")),
+        readahead_max=config.cache.readahead_max,
+        store=store,
+    )
+    if request.subtree:
+        with trio.fail_after(config.mount.request_timeout):
+            node = await tree.resolve_path(request.subtree)
+        if not node.is_dir:
+            raise UsageError(f"--subtree {request.subtree}: not a directory")
+        tree.pin(node)
+        fs.root_inode = node.inode
+    return fs
+
+
+async def _mount_and_serve(
+    request: MountRequest, fs: VideoFS, stop: StopSignals, on_ready: Callable[[str], None] | None
+) -> None:
+    """The kernel mount, READY, and the FUSE main loop; unmounted on the way out, whatever ended it."""
+    # Again: another mount may have been made there while we started.
+    for cleaned in claim_mountpoint(request.mountpoint):
+        log.warning("%s", cleaned)
+    operations = VidfsOperations(fs, request_timeout=request.config.mount.request_timeout)
+    pyfuse3.init(operations, str(request.mountpoint), fuse_options(request))
+    try:
+        stop.now_serving()
+        providers = len(request.config.providers)
+        log.info("mounted %s at %s (%d providers)", request.config.path, request.mountpoint, providers)
+        summary = f"serving {providers} provider(s) at {request.mountpoint}"
+        sd_notify(f"READY=1\nSTATUS={summary}")
+        if on_ready is not None:
+            on_ready(summary)
+        await pyfuse3.main()
+    finally:
+        sd_notify("STOPPING=1")
+        pyfuse3.close(unmount=True)
+
+
+def fuse_options(request: MountRequest) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options |= {f"fsname={fsname(request.config)}", "subtype=vidfs", "ro", "noatime"}
+    config = request.config
+    allow_other = config.mount.allow_other if request.allow_other is None else request.allow_other
+    if allow_other:
+        options.add("allow_other")
+    if request.debug_fuse:
+        options.add("debug")
+    return options
+
+
+# ------------------------------------------------------------------------------------------ stop signals
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP for the whole life of `serve`: the first one stops the start (before the
+    kernel mount) or ends the FUSE main loop (after it); later ones only say that we are already stopping."""
+
+    def __init__(self, start: trio.CancelScope) -> None:
+        self._start = start
+        self.mounted = False
+        self.received: str | None = None
+
+    def now_serving(self) -> None:
+        """The kernel mount exists: from now on a signal ends the main loop instead of the start."""
+        self.mounted = True
+        if self.received is not None:  # it came while pyfuse3.init ran: end the loop before it begins
             pyfuse3.terminate()
-            return
+
+    async def watch(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            task_status.started()
+            async for signum in signals:  # until `serve` ends (cancelled)
+                name = signal.Signals(signum).name
+                if self.received is not None:
+                    log.debug("received %s again: already stopping", name)
+                    continue
+                self.received = name
+                if self.mounted:
+                    log.info("received %s: unmounting", name)
+                    pyfuse3.terminate()
+                else:
+                    log.info("received %s before the mount was ready: stopping", name)
+                    self._start.cancel()
+
+
+@asynccontextmanager
+async def watch_stop_signals() -> AsyncIterator[StopSignals]:
+    async with trio.open_nursery() as nursery:
+        stop = StopSignals(nursery.cancel_scope)
+        await nursery.start(stop.watch)
+        try:
+            yield stop
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+def ignore_stop_signals() -> None:
+    """Before and after `serve` there is nothing to stop: a stop signal then (one sent while the last parts
+    close, or just before the process exits) must not kill the process or raise KeyboardInterrupt. `serve`
+    watches them itself, and trio restores these dispositions when it stops watching."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+
+
+# ----------------------------------------------------------------------------------- the mount point
+def mounted_types(mountpoint: Path) -> list[str]:
+    """The file system types mounted exactly at `mountpoint`, bottom to top."""
+    target = os.fsencode(mountpoint)
+    found = []
+    with open("/proc/self/mountinfo", "rb") as handle:
+        for line in handle:
+            fields, _, tail = line.partition(b" - ")
+            point = _MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), fields.split()[4])
+            if point == target:
+                found.append(os.fsdecode(tail.split()[0]))
+    return found
+
+
+def claim_mountpoint(mountpoint: Path) -> list[str]:
+    """Nothing live may be mounted at `mountpoint`: a live one is refused (UsageError), a dead one cleaned.
+    Returns what was cleaned, one line each, for the caller to tell."""
+    cleaned: list[str] = []
+    for _ in range(MAX_STACKED):
+        types = [t for t in mounted_types(mountpoint) if t not in NOT_IN_THE_WAY]
+        if not types:
+            return cleaned
+        try:
+            os.statvfs(mountpoint)
+        except OSError as exc:
+            if exc.errno not in DEAD_ERRNOS:
+                raise UsageError(f"mount point {mountpoint}: {exc.strerror}") from None
+            _detach_dead_mount(mountpoint, types[-1])
+            cleaned.append(f"cleaned a dead {types[-1]} mount at {mountpoint} (its daemon had ended)")
+            continue
+        raise UsageError(
+            f"{mountpoint} is already a mount point ({types[-1]}); unmount it first "
+            f"(fusermount3 -u {mountpoint}) or choose another directory"
+        )
+    raise UsageError(f"{mountpoint}: more than {MAX_STACKED} dead mounts could not all be cleaned")
+
+
+def _detach_dead_mount(mountpoint: Path, fstype: str) -> None:
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    command = [tool, "-u", "-z", str(mountpoint)] if tool else ["umount", "-l", str(mountpoint)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode != 0:
+        reason = result.stderr.strip() or f"{command[0]} exited with {result.returncode}"
+        raise UsageError(f"{mountpoint}: a dead {fstype} mount is in the way and cannot be cleaned: {reason}")
