@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark: vidfs vs curl (the limit) vs rclone mount vs httpdirfs, over nginx at a given RTT.
-# Usage: sudo bench/run.sh [--runs 3] [--rtt-ms 20] [--quick] [--peers vidfs,curl,...]   (see bench/run.py)
+# The benchmark: vidfs vs curl (the limit) vs rclone mount vs httpdirfs, over nginx at given RTTs.
+# Usage: sudo bench/run.sh [--runs 3] [--rtt-ms 20,0] [--quick] [--peers vidfs,curl,...]   (see bench/run.py)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 python="${VIDFS_PYTHON:-$repo/.venv/bin/python}"
@@ -9,6 +9,17 @@ if [ ! -x "$python" ]; then
   exit 2
 fi
 if [ "$(id -u)" -ne 0 ]; then
-  exec sudo --preserve-env=VIDFS_PYTHON,XDG_CACHE_HOME "$python" "$repo/bench/run.py" "$@"
+  exec sudo --preserve-env=VIDFS_PYTHON,XDG_CACHE_HOME "$0" "$@"
 fi
-exec "$python" "$repo/bench/run.py" "$@"
+# The chart needs matplotlib (the `bench` extra): install it into the venv once, unless told not to.
+case " $* " in
+  *" --no-install "* | *" --no-chart "*) ;;
+  *)
+    if ! "$python" -c "import matplotlib" 2>/dev/null; then
+      echo "bench: installing matplotlib into the venv (the bench extra) …" >&2
+      "$python" -m pip install -q "matplotlib>=3.6" >&2 || echo "bench: no matplotlib: no chart" >&2
+    fi
+    ;;
+esac
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+exec "$python" -m bench.run "$@"
