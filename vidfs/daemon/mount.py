@@ -56,7 +56,7 @@ from vidfs.config.types import Config
 from vidfs.daemon.control import ControlServer, socket_path
 from vidfs.daemon.supervisor import ServiceNursery, Supervisor
 from vidfs.engine import Engine, open_engine
-from vidfs.errors import UsageError
+from vidfs.errors import UsageError, VidfsError
 from vidfs.fs.operations import VidfsOperations
 from vidfs.fs.videofs import VideoFS
 from vidfs.io.block_cache import BlockCache
@@ -185,7 +185,10 @@ async def _mount_and_serve(
     for cleaned in claim_mountpoint(request.mountpoint):
         log.warning("%s", cleaned)
     operations = VidfsOperations(fs, request_timeout=request.config.mount.request_timeout)
-    pyfuse3.init(operations, str(request.mountpoint), fuse_options(request))
+    try:
+        pyfuse3.init(operations, str(request.mountpoint), fuse_options(request))
+    except RuntimeError as exc:  # libfuse wrote its reason to stderr (the log) already
+        raise VidfsError(f"cannot mount at {request.mountpoint}: {exc}") from None
     try:
         stop.now_serving()
         providers = len(request.config.providers)
