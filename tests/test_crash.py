@@ -1,19 +1,22 @@
 """Crash safety of the disk block store, through real mounts over the Pixop emulator.
 
 1. `kill -9` of the mount daemon in the middle of parallel reads, torn blocks planted on disk, remount on the
-   same cache: every file reads back byte-identical, the damaged blocks are fetched again and the intact
-   ones are not.
+   same cache: every block the index names is intact; then a half-written block, a flipped byte and a
+   torn extent are planted: every file reads back byte-identical, the damaged blocks are fetched again and
+   the intact ones are not.
 2. Remount with the emulator stopped: what was cached is served, what was not fails with EIO, in bounded
    time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +28,7 @@ import pytest
 from tests.conftest import Emulator, Mount, sha256_file, start_emulator, stop_process, wait_until
 from tests.providers import CASES, Expect
 from vidfs.commands.demo import write_config
-from vidfs.io.disk_store import HEADER
+from vidfs.io.store.layout import EXTENT_BLOCKS, Layout
 
 INSTANCE = "site"
 STORAGE = re.compile(r"^/media/v1/download/\w+/([^/?]+)")
@@ -58,30 +61,51 @@ def force_unmount(path: Path) -> None:
 
 
 class Cached:
-    """Block files found under a cache directory: remote id → block index → path."""
+    """What the disk store's index names after a run: remote id → block index → (data file, length)."""
 
     def __init__(self, cache_dir: Path) -> None:
-        self.blocks: dict[str, dict[int, Path]] = {}
+        self.blocks: dict[str, dict[int, tuple[Path, int]]] = {}
         self.block_size = 0
-        for key_file in cache_dir.rglob("key.json"):
-            document = json.loads(key_file.read_text())
-            self.block_size = int(document["block_size"])
-            indices = self.blocks.setdefault(document["remote_id"], {})
-            for path in key_file.parent.glob("*.blk"):
-                indices[int(path.stem)] = path
+        self.paths: dict[str, Path] = {}
+        root = cache_dir / "blocks"
+        with contextlib.closing(sqlite3.connect(root / "index.sqlite3")) as db:
+            files = db.execute("SELECT name, remote_id, block_size, size FROM files").fetchall()
+            extents = db.execute("SELECT name, number, mask FROM extents").fetchall()
+        by_name = {name: (remote_id, block_size, size) for name, remote_id, block_size, size in files}
+        for name, number, mask in extents:
+            remote_id, block_size, size = by_name[name]
+            self.block_size = block_size
+            path = Path(Layout(root).data_path(name))
+            self.paths[remote_id] = path
+            indices = self.blocks.setdefault(remote_id, {})
+            for slot in range(EXTENT_BLOCKS):
+                if (mask & ((1 << 64) - 1)) >> slot & 1:
+                    index = number * EXTENT_BLOCKS + slot
+                    indices[index] = (path, min(block_size, size - index * block_size))
 
     def count(self) -> int:
         return sum(len(indices) for indices in self.blocks.values())
 
+    def payload(self, remote_id: str, index: int) -> bytes:
+        path, length = self.blocks[remote_id][index]
+        with open(path, "rb") as handle:
+            return os.pread(handle.fileno(), length, index * self.block_size)
+
 
 def cached_bytes(cache_dir: Path) -> int:
+    """Bytes the store's data files hold on disk (holes not counted)."""
     total = 0
-    for path in cache_dir.rglob("*.blk"):
+    for path in (cache_dir / "blocks").rglob("*.dat"):
         try:
-            total += path.stat().st_size
-        except FileNotFoundError:  # evicted or replaced meanwhile
+            total += path.stat().st_blocks * 512
+        except FileNotFoundError:  # emptied meanwhile
             pass
     return total
+
+
+def damage(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as handle:
+        os.pwrite(handle.fileno(), data, offset)
 
 
 def make_config(tmp_path: Path, emulator: Emulator, extra: str = "") -> Path:
@@ -96,10 +120,6 @@ def make_config(tmp_path: Path, emulator: Emulator, extra: str = "") -> Path:
         config.read_text().replace("[cache]\n", f'[cache]\nblock_size = "{BLOCK_SIZE // 1024}KiB"\n', 1)
     )
     return config
-
-
-def payload(path: Path) -> bytes:
-    return path.read_bytes()[HEADER.size :]
 
 
 def source_range(path: str, offset: int, size: int) -> bytes:
@@ -204,50 +224,57 @@ def test_kill_9_during_reads_then_torn_blocks_are_refetched_and_intact_ones_are_
     force_unmount(mount.path)
     emulator.post("pixop", "faults", {"rules": []})
 
-    # What the crash left: every block file under its final name is whole and holds the right bytes.
+    # What the crash left: every block the index names holds the right bytes (data first, index after).
     cached = Cached(cache_dir)
     block_size = cached.block_size
     assert block_size == BLOCK_SIZE
     assert cached.count() >= 100
     for remote_id, indices in cached.blocks.items():
-        for index, path in indices.items():
-            assert payload(path) == world.source_block(remote_id, index, block_size), (remote_id, index)
-    # Simulate torn writes: truncate one block of the big file, flip a data byte in another.
+        for index in indices:
+            assert cached.payload(remote_id, index) == world.source_block(remote_id, index, block_size), (
+                remote_id,
+                index,
+            )
+    # Simulate what a power cut can leave: a half-written block, a flipped byte in the middle of an extent,
+    # a torn extent (its second half never reached the disk), and a data file never indexed.
     big_id = world.video_id(BIG)
     big_blocks = sorted(cached.blocks[big_id])
-    assert len(big_blocks) >= 4
-    truncated, flipped = big_blocks[len(big_blocks) // 3], big_blocks[2 * len(big_blocks) // 3]
-    truncated_path = cached.blocks[big_id][truncated]
-    os.truncate(truncated_path, truncated_path.stat().st_size // 2)
-    flipped_path = cached.blocks[big_id][flipped]
-    with open(flipped_path, "r+b") as handle:
-        handle.seek(HEADER.size + 100)
-        byte = handle.read(1)[0]
-        handle.seek(HEADER.size + 100)
-        handle.write(bytes([byte ^ 0x40]))
-    leftover = truncated_path.parent / ".tmp999.0123456789ab"  # a write the crash interrupted
+    assert len(big_blocks) >= 6
+    path = cached.paths[big_id]
+    torn_extent = big_blocks[-1] // EXTENT_BLOCKS
+    in_extent = [i for i in big_blocks if i // EXTENT_BLOCKS == torn_extent]
+    torn_from = in_extent[len(in_extent) // 2]  # from here to the extent's end, zeros
+    damage(path, torn_from * block_size, bytes(((torn_extent + 1) * EXTENT_BLOCKS - torn_from) * block_size))
+    torn = {i for i in big_blocks if torn_from <= i < (torn_extent + 1) * EXTENT_BLOCKS}
+    before_torn = [i for i in big_blocks if i < torn_from]
+    half, flipped = before_torn[0], before_torn[len(before_torn) // 2]
+    assert half != flipped
+    damage(path, half * block_size + block_size // 2, bytes(block_size // 2))
+    offset = flipped * block_size + block_size // 2
+    with open(path, "rb") as handle:
+        byte = os.pread(handle.fileno(), 1, offset)[0]
+    damage(path, offset, bytes([byte ^ 0x40]))
+    damaged = {half, flipped} | torn
+    leftover = path.parent / ("0" * 32 + ".dat")  # written, then the crash came before the index said so
     leftover.write_bytes(b"partial")
     intact = {
-        remote_id: set(indices) - ({truncated, flipped} if remote_id == big_id else set())
+        remote_id: set(indices) - (damaged if remote_id == big_id else set())
         for remote_id, indices in cached.blocks.items()
     }
 
     emulator.post("pixop", "requests/clear", {})
     again = mounts(config)
-    assert not leftover.exists(), "the leftover temp file survived the remount"
+    assert not leftover.exists(), "the data file never indexed survived the remount"
     for rel, expect in expected.items():
         assert sha256_file(again.path / INSTANCE / rel) == expect.sha256, rel
 
     fetched = fetched_blocks(emulator, world.sizes, block_size)
-    assert {truncated, flipped} <= fetched.get(big_id, set()), "the torn blocks were not fetched again"
+    assert damaged <= fetched.get(big_id, set()), "the damaged blocks were not fetched again"
     for remote_id, kept in intact.items():
         refetched = kept & fetched.get(remote_id, set())
         assert not refetched, f"{remote_id}: cached blocks fetched again: {sorted(refetched)[:10]}"
-    document = read_stats(again)
-    if "disk_cache" in document:
-        assert document["disk_cache"]["torn_detected"] >= 2, document["disk_cache"]
-    else:
-        assert "damaged" in again.log_text()
+    assert read_stats(again)["disk_cache"]["torn_detected"] == len(damaged)
+    assert "damaged" in again.log_text()
 
 
 def test_cached_ranges_are_served_with_the_emulator_stopped(

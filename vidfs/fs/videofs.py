@@ -19,7 +19,7 @@ import trio
 from vidfs.errors import NotFoundError, StaleError, VidfsError
 from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
 from vidfs.http.client import HttpClient
-from vidfs.io.block_cache import BlockCache
+from vidfs.io.block_cache import BlockCache, BlockStore
 from vidfs.io.leases import Resolver
 from vidfs.io.readahead import Readahead
 from vidfs.io.remote_file import FileKey, RemoteFile
@@ -65,7 +65,7 @@ class VideoFS:
         nursery: trio.Nursery,
         readahead_max: int,
         root_inode: int = ROOT_INODE,
-        store: Any = None,
+        store: BlockStore | None = None,
     ) -> None:
         self.tree = tree
         self.cache = cache
@@ -230,7 +230,7 @@ class VideoFS:
         """What `vidfs stats` shows: the daemon's counters, cache levels and open files."""
         document = self.stats.snapshot()
         document["memory_cache"] = self.cache.statistics()
-        if self.store is not None and hasattr(self.store, "statistics"):
+        if self.store is not None:
             document["disk_cache"] = self.store.statistics()
         document["leases"] = self.resolver.statistics()
         document["open_files"] = len(self._handles)

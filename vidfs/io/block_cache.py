@@ -29,8 +29,9 @@ buffered per open file: memory is bounded by the LRU budget plus what is in flig
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -47,13 +48,26 @@ BlockId = tuple[FileKey, int]
 
 
 class BlockStore(Protocol):
-    """A persistent second level (the disk cache)."""
+    """A persistent second level (the disk cache, `vidfs.io.store.DiskStore`). Its errors never reach us:
+    a store that cannot read finds nothing, one that cannot write stores nothing."""
 
-    async def get(self, key: FileKey, index: int, expected_len: int) -> bytes | None: ...
+    async def get_run(self, key: FileKey, first: int, last: int, file_size: int) -> dict[int, bytes]:
+        """The cached blocks among first..last, checked, by index."""
+        ...
 
-    async def put(self, key: FileKey, index: int, data: bytes) -> None: ...
+    async def put_run(self, key: FileKey, first: int, blocks: Sequence[bytes], file_size: int) -> None:
+        """Store blocks first.. (consecutive). May wait while the disk is behind (backpressure)."""
+        ...
 
     def invalidate(self, key: FileKey) -> None: ...
+
+    def pin(self, key: FileKey) -> None: ...
+
+    def unpin(self, key: FileKey) -> None: ...
+
+    def pinned(self) -> set[FileKey]: ...
+
+    def statistics(self) -> dict[str, int]: ...
 
 
 @dataclass(eq=False)
@@ -171,29 +185,30 @@ class BlockCache:
             self._stats.incr("prefetch.bytes_scheduled", nbytes)
         self._nursery.start_soon(self._fetch_run, file, indices, prefetch, nbytes)
 
-    async def _fetch_run(self, file: RemoteFile, indices: list[int], prefetch: bool, nbytes: int) -> None:
+    async def _fetch_run(
+        self, file: RemoteFile, indices: list[int], prefetch: bool, nbytes: int, *, look: bool = True
+    ) -> None:
+        """Fetch consecutive blocks (first from the disk store when `look`) and answer their waiters. When the
+        store has some of them, the stretches after the first hole become fetches of their own, each
+        answering its own waiters and holding its share of the prefetch budget."""
+        owned = indices  # the blocks whose waiters this task answers
         try:
             missing = indices
-            if self._store is not None:
-                missing = await self._from_store(file, indices)
-            if missing:
-                start = missing[0] * self.block_size
-                end = min((missing[-1] + 1) * self.block_size, file.size)
-                self._stats.incr("cache.misses", len(missing))
-                assembler = _Assembler(start, end, self.block_size, lambda i, b: self._complete(file, i, b))
-                await file.fetch(start, end, sink=assembler.add)
-                if assembler.position != end:
-                    raise StaleError(
-                        f"{file.instance}: short read ({assembler.position - start} of {end - start} bytes)"
+            if self._store is not None and look:
+                stretches = await self._from_store(file, indices)
+                missing = owned = stretches[0] if stretches else []
+                for stretch in stretches[1:]:
+                    share = len(stretch) * self.block_size if prefetch else 0
+                    nbytes -= share
+                    self._nursery.start_soon(
+                        functools.partial(self._fetch_run, file, stretch, prefetch, share, look=False)
                     )
-                self._stats.incr("bytes.fetched", end - start)
-                if self._store is not None:  # readers had their blocks as they arrived; now the disk
-                    for index, block in assembler.done:
-                        await self._store.put(file.key, index, block)
+            if missing:
+                await self._download(file, missing)
         except (Exception, trio.Cancelled) as exc:
             if isinstance(exc, StaleError):
                 self.invalidate(file.key)
-            for index in indices:
+            for index in owned:
                 pending = self._pending.pop((file.key, index), None)
                 if pending is not None:
                     pending.error = exc if isinstance(exc, VidfsError | OSError) else _wrap(exc)
@@ -206,41 +221,48 @@ class BlockCache:
             if prefetch:
                 self._prefetch_in_flight -= nbytes
 
-    async def _from_store(self, file: RemoteFile, indices: list[int]) -> list[int]:
+    async def _download(self, file: RemoteFile, missing: list[int]) -> None:
+        start = missing[0] * self.block_size
+        end = min((missing[-1] + 1) * self.block_size, file.size)
+        self._stats.incr("cache.misses", len(missing))
+        assembler = _Assembler(start, end, self.block_size, lambda i, b: self._complete(file, i, b))
+        await file.fetch(start, end, sink=assembler.add)
+        if assembler.position != end:
+            raise StaleError(
+                f"{file.instance}: short read ({assembler.position - start} of {end - start} bytes)"
+            )
+        self._stats.incr("bytes.fetched", end - start)
+        if self._store is not None:  # readers had their blocks as they arrived; now the disk
+            blocks = [block for _index, block in assembler.done]
+            try:
+                await self._store.put_run(file.key, missing[0], blocks, file.size)
+            except Exception:  # the store never raises; should it, the readers are served already
+                log.exception("disk cache: storing blocks of %s failed", file.key.remote_id)
+
+    async def _from_store(self, file: RemoteFile, indices: list[int]) -> list[list[int]]:
+        """Serve what the disk store has of `indices` (consecutive); the rest as stretches of consecutive
+        blocks to download."""
         store = self._store
         assert store is not None
-        found: dict[int, bytes] = {}
-
-        async def look(index: int) -> None:
-            expected = min(self.block_size, file.size - index * self.block_size)
-            data = await store.get(file.key, index, expected)
-            if data is not None:
-                found[index] = data
-
-        # Lookups in parallel: a hit is a thread hop, and a run may span a hundred blocks.
-        async with trio.open_nursery() as nursery:
-            for index in indices:
-                nursery.start_soon(look, index)
-        missing: list[int] = []
+        try:
+            found = await store.get_run(file.key, indices[0], indices[-1], file.size)
+        except Exception:  # the store never raises; should it, that is a miss, never a failed read
+            log.exception("disk cache: reading blocks of %s failed", file.key.remote_id)
+            found = {}
+        if found:
+            self._stats.incr("cache.disk_hits", len(found))
+        stretches: list[list[int]] = []
+        previous = -2
         for index in indices:
-            if index not in found:
-                missing.append(index)
+            data = found.get(index)
+            if data is not None:
+                self._complete(file, index, data)
                 continue
-            self._stats.incr("cache.disk_hits")
-            self._complete(file, index, found[index])
-        # Only the first contiguous stretch is fetched in one request; blocks after a hole are fetched
-        # as their own run so we never download bytes the disk already has.
-        if missing and missing[-1] - missing[0] + 1 != len(missing):
-            head: list[int] = [missing[0]]
-            for index in missing[1:]:
-                if index == head[-1] + 1:
-                    head.append(index)
-                else:
-                    rest = [i for i in missing if i > head[-1]]
-                    self._nursery.start_soon(self._fetch_run, file, rest, False, 0)
-                    break
-            return head
-        return missing
+            if index != previous + 1:
+                stretches.append([])
+            stretches[-1].append(index)
+            previous = index
+        return stretches
 
     def _complete(self, file: RemoteFile, index: int, block: bytes) -> None:
         block_id = (file.key, index)

@@ -1,0 +1,574 @@
+"""`DiskStore`: the store as a trio service (see the package essay for the design)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import trio
+
+from vidfs.io.remote_file import FileKey
+from vidfs.io.store.disk import BatchOutcome, ReadOutcome, apply_batch, read_stretches
+from vidfs.io.store.index import Change, Contents, Deleted, Index, open_index
+from vidfs.io.store.layout import (
+    Layout,
+    data_files,
+    discard_old_format,
+    file_name,
+    prepare_root,
+    remove_set_aside,
+    take_lock,
+)
+from vidfs.io.store.ledger import Ledger, Plan
+from vidfs.io.store.model import Extent, FileEntry, WriteOp
+from vidfs.stats import Stats
+
+log = logging.getLogger("vidfs.io.store")
+
+READ_THREADS = 4
+QUEUE_BYTES = 32 << 20  # accepted blocks waiting for their write (kept in memory meanwhile)
+BATCH_BYTES = 16 << 20  # data per writer-thread call
+TOUCH_INTERVAL = 30.0  # recency is saved this often (and at close)
+CLOSE_TIMEOUT = 30.0
+PAUSE_FIRST, PAUSE_LONGEST = 0.5, 8.0  # writes paused on a full or read-only disk, retried this often
+RETRY_FIRST, RETRY_LONGEST = 1.0, 60.0  # an index that cannot be opened: tried again this often
+PUT_ROUNDS = 64  # make-room / load rounds of one put (each round loads one file's extents)
+LOG_EVERY = 1000  # repeated errors of one kind: logged the first time, then every LOG_EVERY
+
+FULL = "full"
+READ_ONLY = "read_only"
+COUNTERS = (
+    "hits", "misses", "reads", "torn_detected", "rejected", "write_errors", "read_errors", "other_errors",
+    "skipped_unwritable", "waits", FULL, READ_ONLY,
+)  # fmt: skip
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+_SQLITE_FULL, _SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM = 13, 8, 14, 3
+_CONDITION_TEXT = {
+    FULL: "the file system under %s is full (%s): blocks are not stored until there is room again",
+    READ_ONLY: "the cache dir %s cannot be written (%s): blocks are not stored until it can",
+}
+
+
+def condition_of(exc: BaseException) -> str | None:
+    """Which lasting condition an error shows: the disk is full, or read-only; None for anything else."""
+    if isinstance(exc, OSError):
+        return FULL if exc.errno in _FULL_ERRNOS else READ_ONLY if exc.errno in _READ_ONLY_ERRNOS else None
+    if isinstance(exc, sqlite3.Error):
+        code = (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
+        if code == _SQLITE_FULL:
+            return FULL
+        if code in (_SQLITE_READONLY, _SQLITE_CANTOPEN, _SQLITE_PERM):
+            return READ_ONLY
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
+
+
+class Opening(Enum):
+    OPEN = "open"
+    RETRY = "retry"  # the file system refused: try again later
+    DISABLED = "disabled"  # another vidfs process holds the cache dir
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    lock: int
+    index: Index
+    contents: Contents
+    notes: list[str]
+
+
+def _open_blocking(layout: Layout, block_size: int) -> _Opened | None:
+    """Lock, set aside an old format, open the index, reconcile it with the data files (O(files))."""
+    prepare_root(layout)
+    lock = take_lock(layout)
+    if lock is None:
+        return None
+    try:
+        notes: list[str] = []
+        if discard_old_format(layout):
+            notes.append(
+                "discarded a cache in the old one-file-per-block format (its blocks are fetched again)"
+            )
+        index, reset = open_index(layout)
+        if reset is not None:
+            notes.append(f"started afresh: {reset}")
+        contents = index.load(block_size)
+        on_disk = data_files(layout)
+        known = {row.name for row in contents.files}
+        gone = [row.name for row in contents.files if row.name not in on_disk]
+        stale = [*contents.others, *gone]  # another block size (never read again), or data vanished
+        if stale:
+            index.apply([Deleted(name) for name in stale])
+            contents = index.load(block_size)
+            notes.append(f"dropped {len(stale)} file(s) of another block size or whose data was gone")
+        for name, path in on_disk.items():
+            if name not in known or name in stale:  # written, never indexed (a crash), or just dropped
+                os.unlink(path)
+        return _Opened(lock, index, contents, notes)
+    except BaseException:
+        os.close(lock)
+        raise
+
+
+class DiskStore:
+    """Implements `vidfs.io.block_cache.BlockStore`. Start it with ``await nursery.start(store.run)``: until
+    then, and if its directory cannot be used, it stores nothing and finds nothing."""
+
+    def __init__(self, root: Path, *, capacity: int, block_size: int, stats: Stats) -> None:
+        if block_size <= 0:
+            raise ValueError(f"block_size must be positive, got {block_size}")
+        if capacity < block_size:
+            raise ValueError(f"disk cache capacity {capacity} is smaller than one block ({block_size})")
+        self.root = Path(root)
+        self.capacity = capacity
+        self.block_size = block_size
+        self._stats = stats
+        self._ledger = Ledger(self.root, block_size=block_size, capacity=capacity)
+        self._layout = self._ledger.layout
+        self._queue_limit = max(QUEUE_BYTES, 4 * block_size)
+        self._index: Index | None = None
+        self._lock_fd: int | None = None
+        self._ready = False
+        self._closing = False
+        self._in_flight = False
+        self._carried: list[Change] = []
+        self._work = trio.lowlevel.ParkingLot()  # the writer waits here for operations
+        self._room = trio.lowlevel.ParkingLot()  # puts wait here for room in the write queue
+        self._idle = trio.lowlevel.ParkingLot()  # `drain` waits here
+        self._read_limiter = trio.CapacityLimiter(READ_THREADS)
+        self._write_limiter = trio.CapacityLimiter(1)
+        self._condition: str | None = None  # FULL or READ_ONLY while writes are paused
+        self._paused_until = 0.0
+        self._pause = PAUSE_FIRST
+        self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+
+    # ---------------------------------------------------------------------------------- the service
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the store, report started, write until cancelled; then write what is queued (bounded by
+        CLOSE_TIMEOUT) and close. Never raises but `Cancelled`: a store that cannot open is retried."""
+        try:
+            state = await self._open()
+            task_status.started()
+            delay = RETRY_FIRST
+            while state is Opening.RETRY:
+                await trio.sleep(delay)
+                delay = min(delay * 2, RETRY_LONGEST)
+                state = await self._open()
+            if state is Opening.OPEN:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._tidy)
+                    await self._writer()
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._close()
+
+    async def _open(self) -> Opening:
+        try:
+            opened = await trio.to_thread.run_sync(_open_blocking, self._layout, self.block_size)
+        except (
+            Exception
+        ) as exc:  # OSError, sqlite3.Error, or damage we did not foresee: never the mount's end
+            if self._counts["read_errors"] == 0:
+                log.warning(
+                    "disk cache at %s cannot be opened (%s); trying again later", self.root, describe(exc)
+                )
+            self._counts["read_errors"] += 1
+            return Opening.RETRY
+        if opened is None:
+            log.warning(
+                "disk cache %s is in use by another vidfs process: this mount runs without it", self.root
+            )
+            return Opening.DISABLED
+        self._lock_fd, self._index = opened.lock, opened.index
+        for note in opened.notes:
+            log.warning("disk cache %s: %s", self.root, note)
+        contents = opened.contents
+        self._ledger.install(contents.files, contents.pins, contents.clock)
+        self._ready = True
+        await self._evict_to_capacity()
+        log.info(
+            "disk cache at %s: %d file(s), %d bytes of %d",
+            self.root,
+            len(self._ledger.files),
+            self._ledger.total,
+            self.capacity,
+        )
+        return Opening.OPEN
+
+    async def _evict_to_capacity(self) -> None:
+        """The capacity may have shrunk since the last run."""
+        for _ in range(PUT_ROUNDS * 16):
+            room = self._make_room(0, None)
+            if not isinstance(room, FileEntry):
+                break
+            if not await self._load(room):
+                break
+        if self._ledger.total > self.capacity:
+            log.warning(
+                "disk cache %s: pinned files hold more than the capacity of %d bytes",
+                self.root,
+                self.capacity,
+            )
+
+    async def _tidy(self) -> None:
+        try:
+            await trio.to_thread.run_sync(remove_set_aside, self._layout)
+        except OSError as exc:
+            log.debug("disk cache: cannot remove set-aside data: %s", exc)
+
+    async def _close(self) -> None:
+        if self._ready:
+            self._closing = True
+            self._room.unpark_all()
+            with trio.move_on_after(CLOSE_TIMEOUT) as scope:
+                for _ in range(1000):
+                    ledger = self._ledger
+                    if not (ledger.ops or ledger.pins_dirty or ledger.touched or self._carried):
+                        break
+                    if not await self._write_batch(touches=True):
+                        break
+            if scope.cancelled_caught:
+                log.warning("disk cache: writes still pending after %gs; giving up on them", CLOSE_TIMEOUT)
+            self._ready = False
+            self._idle.unpark_all()
+        if self._index is not None:
+            index, self._index = self._index, None
+            try:
+                await trio.to_thread.run_sync(index.close)
+            except sqlite3.Error as exc:
+                log.debug("disk cache: closing the index: %s", exc)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def drain(self) -> None:
+        """Wait until every queued operation is written (tests, and `vidfs` tools that need it on disk)."""
+        while self._ready and (self._ledger.ops or self._ledger.pins_dirty or self._in_flight):
+            await self._idle.park()
+
+    # -------------------------------------------------------------------------------------- reading
+    async def get_run(self, key: FileKey, first: int, last: int, file_size: int) -> dict[int, bytes]:
+        """The blocks first..last of the file that are cached (checked), by index; one worker-thread hop."""
+        count = last - first + 1
+        if not self._ready or count <= 0:
+            return {}
+        ledger = self._ledger
+        entry = ledger.files.get(file_name(key, self.block_size))
+        if entry is not None and entry.size != file_size:  # the same fingerprint, another size: not ours
+            ledger.remove_file(entry)
+            self._work.unpark()
+            entry = None
+        if (
+            entry is None
+            or (entry.extents is None and not await self._load(entry))
+            or not ledger.current(entry)
+        ):
+            self._counts["misses"] += count
+            return {}
+        plan = ledger.plan_read(entry, first, last)
+        found = plan.found
+        if plan.stretches:
+            outcome = await trio.to_thread.run_sync(
+                read_stretches,
+                entry.path,
+                self.block_size,
+                entry.seed,
+                plan.stretches,
+                limiter=self._read_limiter,
+            )
+            self._counts["reads"] += 1
+            self._take_reads(entry, plan, outcome)
+        if found:
+            ledger.touch(entry, first, last)
+        self._counts["hits"] += len(found)
+        self._counts["misses"] += count - len(found)
+        return found
+
+    def _take_reads(self, entry: FileEntry, plan: Plan, outcome: ReadOutcome) -> None:
+        found, refs = plan.found, plan.refs
+        damaged: list[tuple[Extent, int]] = []
+        position = 0
+        for blocks in outcome.blocks:
+            for data in blocks:
+                extent, index, value = refs[position]
+                position += 1
+                if data is not None:
+                    found[index] = data
+                elif self._ledger.still_damaged(entry, extent, index, value):
+                    damaged.append((extent, index))
+        if damaged:
+            self._drop_damaged(entry, damaged)
+        if outcome.error is not None:
+            self._read_failed(entry, outcome.error, refs[position:])
+
+    def _drop_damaged(self, entry: FileEntry, damaged: list[tuple[Extent, int]]) -> None:
+        self._ledger.drop_blocks(entry, damaged)
+        self._counts["torn_detected"] += len(damaged)
+        self._stats.incr("disk.torn_detected", len(damaged))
+        log.warning(
+            "disk cache: %d damaged block(s) of %s (first: %d) were dropped; fetching them again",
+            len(damaged),
+            entry.key.remote_id,
+            damaged[0][1],
+        )
+        self._work.unpark()
+
+    def _read_failed(self, entry: FileEntry, exc: OSError, unread: list[tuple[Extent, int, int]]) -> None:
+        ledger = self._ledger
+        current = [
+            (extent, index)
+            for extent, index, value in unread
+            if ledger.still_damaged(entry, extent, index, value)
+        ]
+        if not current:
+            return  # evicted meanwhile: nothing to say
+        self._counts["read_errors"] += 1
+        self._stats.incr("disk.read_errors")
+        if exc.errno == errno.ENOENT:
+            log.warning("disk cache: the data of %s is gone; fetching it again", entry.key.remote_id)
+            ledger.remove_file(entry)
+        else:  # EIO and the like: those blocks may sit on a bad spot; store them anew
+            self._log_counted("read_errors", "disk cache: cannot read %s: %s", entry.path, describe(exc))
+            ledger.drop_blocks(entry, current)
+        self._work.unpark()
+
+    async def _load(self, entry: FileEntry) -> bool:
+        """Read a file's extents from the index (once; concurrent callers wait for the first)."""
+        for _ in range(3):
+            if entry.extents is not None:
+                return True
+            if entry.loading is not None:
+                await entry.loading.wait()
+                continue
+            index = self._index
+            if index is None:
+                return False
+            event = entry.loading = trio.Event()
+            try:
+                rows = await trio.to_thread.run_sync(index.extents, entry.name, limiter=self._read_limiter)
+            except (sqlite3.Error, OSError) as exc:
+                self._counts["read_errors"] += 1
+                self._log_counted("read_errors", "disk cache: cannot read the index: %s", describe(exc))
+                return False
+            finally:
+                entry.loading = None
+                event.set()
+            if entry.extents is None:
+                self._ledger.install_extents(entry, rows)
+        return entry.extents is not None
+
+    # -------------------------------------------------------------------------------------- writing
+    async def put_run(self, key: FileKey, first: int, blocks: Sequence[bytes], file_size: int) -> None:
+        """Store blocks first.. of a file. Waits while the write queue is full (the caller is a background
+        fetch whose readers have their bytes already); returns at once when the disk refuses writes."""
+        if not blocks or not self._accepting(len(blocks)):
+            return
+        await self._wait_for_room(sum(len(block) for block in blocks))
+        batch = list(blocks)
+        for _ in range(PUT_ROUNDS):
+            if not self._accepting(len(blocks)):
+                return
+            ledger = self._ledger
+            entry = ledger.entry_for(key, file_size)
+            if entry.size != file_size:
+                ledger.remove_file(entry)
+                continue
+            if entry.extents is None:
+                if not await self._load(entry):
+                    return
+                continue
+            fresh = ledger.fresh_blocks(entry, first, batch)
+            ledger.touch(entry, first, first + len(batch) - 1)
+            if not fresh:
+                return
+            room = self._make_room(sum(len(data) for _index, data in fresh), entry)
+            if room is True:
+                ledger.accept(entry, fresh)
+                self._work.unpark()
+                return
+            if room is False:
+                self._counts["rejected"] += len(fresh)
+                return
+            if not await self._load(room):
+                return
+
+    def _accepting(self, blocks: int) -> bool:
+        if not self._ready or self._closing:
+            return False
+        if self._condition is not None and trio.current_time() < self._paused_until:
+            self._counts["skipped_unwritable"] += blocks
+            return False
+        return True
+
+    async def _wait_for_room(self, nbytes: int) -> None:
+        """Backpressure: the disk is behind; the fetching task waits, readers do not."""
+        ledger = self._ledger
+        if ledger.queued_bytes == 0 or ledger.queued_bytes + nbytes <= self._queue_limit:
+            return
+        self._counts["waits"] += 1
+        while ledger.queued_bytes > 0 and ledger.queued_bytes + nbytes > self._queue_limit:
+            if not self._ready or self._closing:
+                return
+            await self._room.park()
+
+    def _make_room(self, need: int, keep: FileEntry | None) -> FileEntry | bool:
+        before = self._ledger.evictions
+        room = self._ledger.make_room(need, keep)
+        evicted = self._ledger.evictions - before
+        if evicted:
+            self._stats.incr("disk.evictions", evicted)
+            self._work.unpark()
+        return room
+
+    def invalidate(self, key: FileKey) -> None:
+        entry = self._ledger.files.get(file_name(key, self.block_size))
+        if entry is not None:
+            self._ledger.remove_file(entry)
+            self._work.unpark()
+
+    def pin(self, key: FileKey) -> None:
+        self._ledger.pin(key)
+        self._work.unpark()
+
+    def unpin(self, key: FileKey) -> None:
+        self._ledger.unpin(key)
+        self._work.unpark()
+
+    def pinned(self) -> set[FileKey]:
+        return set(self._ledger.pins.values())
+
+    # ----------------------------------------------------------------------------------- the writer
+    async def _writer(self) -> None:
+        """Runs the queued operations in order, a batch per worker-thread call; saves recency now and then."""
+        ledger = self._ledger
+        last_touch = trio.current_time()
+        while True:
+            if not (ledger.ops or ledger.pins_dirty or self._carried):
+                with trio.move_on_after(TOUCH_INTERVAL):
+                    await self._work.park()
+            touches = trio.current_time() - last_touch >= TOUCH_INTERVAL
+            if touches:
+                last_touch = trio.current_time()
+            await self._write_batch(touches=touches)
+
+    async def _write_batch(self, *, touches: bool) -> bool:
+        """One batch; False when the index could not be written."""
+        ledger, index = self._ledger, self._index
+        if index is None:
+            return False
+        batch = ledger.take_batch(BATCH_BYTES)
+        touch = ledger.take_touches() if touches else None
+        if touch is not None:
+            batch.append(touch)
+        if not batch and not self._carried:
+            return True
+        carried, self._carried = self._carried, []
+        self._in_flight = True
+        try:
+            outcome = await trio.to_thread.run_sync(
+                apply_batch, index, batch, self.block_size, carried, self._layout.data_path,
+                limiter=self._write_limiter,
+            )  # fmt: skip
+        except trio.Cancelled:  # before the thread started: nothing was done, put it all back
+            ledger.ops.extendleft(reversed(batch))
+            self._carried = carried
+            raise
+        except Exception as exc:  # a bug: logged, the mount goes on
+            log.exception("disk cache: a batch of writes failed")
+            outcome = BatchOutcome(index_error=OSError(errno.EIO, describe(exc)))
+            for op in batch:
+                if isinstance(op, WriteOp) and op.error is None:
+                    op.error = outcome.index_error
+        finally:
+            self._in_flight = False
+        wrote = False
+        for op in batch:
+            if isinstance(op, WriteOp):
+                ledger.finish_write(op)
+                wrote = True
+        self._carried = outcome.carried
+        self._judge(outcome, wrote)
+        self._room.unpark_all()
+        self._idle.unpark_all()
+        return outcome.index_error is None
+
+    def _judge(self, outcome: BatchOutcome, wrote: bool) -> None:
+        """Count the batch's errors; pause writes on a full or read-only disk, resume when writes work."""
+        errors: list[BaseException] = [*outcome.write_errors]
+        if outcome.index_error is not None:
+            errors.append(outcome.index_error)
+        lasting = [(condition, exc) for exc in errors if (condition := condition_of(exc)) is not None]
+        if lasting:
+            self._pause_writes(*lasting[0])
+        elif wrote and self._condition is not None:
+            log.warning("disk cache: writing again under %s", self.root)
+            self._condition = None
+            self._pause = PAUSE_FIRST
+        if outcome.write_errors:
+            self._counts["write_errors"] += len(outcome.write_errors)
+            self._stats.incr("disk.write_errors", len(outcome.write_errors))
+        if errors and not lasting:
+            self._log_counted(
+                "write_errors", "disk cache: cannot write under %s: %s", self.root, describe(errors[0])
+            )
+        for exc in outcome.other_errors:
+            self._counts["other_errors"] += 1
+            self._log_counted(
+                "other_errors", "disk cache: cannot free space under %s: %s", self.root, describe(exc)
+            )
+
+    def _pause_writes(self, condition: str, exc: BaseException) -> None:
+        self._paused_until = trio.current_time() + self._pause
+        self._pause = min(self._pause * 2, PAUSE_LONGEST)
+        if self._condition != condition:
+            self._condition = condition
+            self._counts[condition] += 1
+            self._stats.incr(f"disk.{condition}")
+            log.warning("disk cache: " + _CONDITION_TEXT[condition], self.root, describe(exc))
+        ledger = self._ledger
+        for op in [op for op in ledger.ops if isinstance(op, WriteOp)]:  # no use trying: drop them now
+            self._counts["skipped_unwritable"] += sum(len(blocks) for _first, blocks in op.runs)
+            ledger.failed_to_queue(op)
+
+    def _log_counted(self, kind: str, message: str, *args: object) -> None:
+        count = self._counts[kind]
+        if count <= 1 or count % LOG_EVERY == 0:
+            log.warning(message + " (%d so far)", *args, count)
+
+    # ------------------------------------------------------------------------------------- statistics
+    def statistics(self) -> dict[str, int]:
+        ledger = self._ledger
+        return {
+            "bytes": ledger.total,
+            "blocks": ledger.blocks,
+            "files": len(ledger.files),
+            "capacity": self.capacity,
+            "evictions": ledger.evictions,
+            "pinned_bytes": ledger.pinned_bytes(),
+            "pinned_files": len(ledger.pins),
+            "queued_bytes": ledger.queued_bytes,
+            "unwritable": int(self._condition is not None),
+            **self._counts,
+        }
+
+
+@asynccontextmanager
+async def running(store: DiskStore) -> AsyncIterator[DiskStore]:
+    """`store` running in a nursery of its own for the body of an ``async with`` (for an AsyncExitStack)."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        try:
+            yield store
+        finally:
+            nursery.cancel_scope.cancel()
