@@ -296,8 +296,11 @@ def test_chaos_control_socket_abuse_never_reaches_the_mount(
     document = control_call(path, {"op": "stats"})["stats"]
     counters = document["counters"]
     assert counters.get("control.connections", 0) >= ROUNDS * AT_ONCE
-    for kind in ("client_gone", "too_long", "silent"):  # each abuse was seen for what it is
+    for kind in ("too_long", "silent"):  # each of these abuses was seen for what it is
         assert counters.get(f"control.{kind}", 0) >= ROUNDS * AT_ONCE // 4, kind
+    # A client that closes at once is usually gone before its answer is sent, but the answer may also
+    # make it into the socket buffer first: both are fine, neither harms the mount.
+    assert counters.get("control.client_gone", 0) > 0
     services = document["services"]
     assert services["control"]["running"] == 1 and services["control"]["failures"] == 0
     assert services["control-connection"]["failures"] == 0  # every abuse was an expected condition
