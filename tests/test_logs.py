@@ -172,7 +172,7 @@ def test_mount_logs_journal_priorities_under_systemd(
 
     warnings = [text for priority, text in records if priority == 4]
     assert len(warnings) == 1, records  # logged once, with its cause
-    assert "readdir" in warnings[0] and "Archive" in warnings[0] and "503" in warnings[0], warnings
+    assert "opendir" in warnings[0] and "Archive" in warnings[0] and "503" in warnings[0], warnings
     infos = [text for priority, text in records if priority == 6]
     assert any(text.startswith("vidfs.daemon.mount: mounted ") for text in infos), records
     assert any(text.startswith("vidfs.daemon.mount: unmounted ") for text in infos), records

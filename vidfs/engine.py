@@ -1,10 +1,14 @@
 """The engine factory: one place that turns a `Config` into the parts that answer for a catalog.
 
 `open_engine(config)` builds, in order, the shared HTTP client, one provider per `[providers.NAME]` table
-(found by its `type` in the provider registry), the URL-lease resolver, the listing cache and the tree of
-inodes over them, and closes them in reverse order on exit. `vidfs mount` adds the block caches and the
-FUSE layer on top (`vidfs.daemon.mount`); `vidfs check` and `vidfs ls` use the engine as it is, so every
-command sees the same tree with the same names.
+(found by its `type` in the provider registry), the URL-lease resolver, the listing cache, the size probes
+and the tree of inodes over them, and closes them in reverse order on exit. `vidfs mount` adds the block
+caches and the FUSE layer on top (`vidfs.daemon.mount`); `vidfs check` and `vidfs ls` use the engine as it
+is, so every command sees the same tree with the same names.
+
+With `serving=True` (a mount) the engine also runs the catalog's background work in a nursery of its own:
+listing refreshes that outlive the FUSE request that started them, and the snapshot writer; the persisted
+snapshot is loaded first, so the first `ls` after a remount answers from it at once.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
-from vidfs.catalog.listings import MetadataCache
+import trio
+
+from vidfs.catalog.listings import ListingCache
+from vidfs.catalog.probes import SizeProbes
+from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.config.types import Config
 from vidfs.errors import UsageError
 from vidfs.fs.tree import Tree
@@ -24,6 +32,8 @@ from vidfs.providers.base import Provider, ProviderContext
 from vidfs.providers.registry import get_spec
 from vidfs.stats import Stats
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True, slots=True)
 class Engine:
@@ -32,7 +42,8 @@ class Engine:
     http: HttpClient
     providers: dict[str, Provider]
     resolver: Resolver
-    metadata: MetadataCache
+    listings: ListingCache
+    probes: SizeProbes
     tree: Tree
 
 
@@ -55,7 +66,9 @@ def build_providers(config: Config, http: HttpClient) -> dict[str, Provider]:
 
 
 @asynccontextmanager
-async def open_engine(config: Config, stats: Stats | None = None) -> AsyncIterator[Engine]:
+async def open_engine(
+    config: Config, stats: Stats | None = None, *, serving: bool = False
+) -> AsyncIterator[Engine]:
     stats = stats or Stats()
     async with AsyncExitStack() as stack:
         http = HttpClient(config.http, stats)
@@ -64,12 +77,22 @@ async def open_engine(config: Config, stats: Stats | None = None) -> AsyncIterat
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
         resolver = Resolver(stats)
-        metadata = MetadataCache(
-            ttl=config.cache.metadata_ttl,
-            negative_ttl=config.cache.negative_ttl,
-            http=http,
-            resolver=resolver,
-            stats=stats,
+        listings = ListingCache(
+            ttl=config.cache.metadata_ttl, negative_ttl=config.cache.negative_ttl, stats=stats
         )
-        tree = Tree(providers, metadata)
-        yield Engine(config, stats, http, providers, resolver, metadata, tree)
+        probes = SizeProbes(http=http, resolver=resolver, stats=stats)
+        tree = Tree(providers, listings, probes)
+        engine = Engine(config, stats, http, providers, resolver, listings, probes, tree)
+        if not serving:
+            yield engine
+            return
+        keeper = SnapshotKeeper(listings, probes, config.cache.dir / "meta", providers, stats)
+        loaded = keeper.install(await trio.to_thread.run_sync(keeper.read))
+        log.info("listing snapshot: %d cached directories loaded", loaded)
+        async with trio.open_nursery() as background:
+            listings.attach(background)
+            await background.start(keeper.run)
+            try:
+                yield engine
+            finally:
+                background.cancel_scope.cancel()

@@ -1,17 +1,22 @@
-"""The vidfs exception tree, and the one place where exceptions become errnos.
+"""The vidfs exception tree, and the one place where exceptions become errnos and log levels.
 
-    VidfsError                      base; every subclass carries `errno`
+    VidfsError                      base; every class carries `errno` and `log_level`
     ├── ConfigError                 bad config file / secret (exit code 2; never reaches FUSE)
     ├── UsageError                  bad command line (exit code 2)
-    ├── RemoteError                 a remote (API or storage) said no or broke
-    │   ├── NotFoundError           404 / vanished item                     → ENOENT
-    │   ├── AuthError               401/403 after one re-auth, bad password → EACCES
-    │   ├── StaleError              the file changed under a reader          → ESTALE
-    │   ├── RemoteIOError           5xx, network, protocol violations        → EIO
-    │   │   ├── RemoteTimeoutError  no answer within the configured time    → EIO
-    │   │   └── UnreachableError    the host could not be reached just now  → EIO (at once)
-    │   └── InvalidRemoteData       the API answered something we can't use → EIO
-    └── ReadOnlyError               any write-type call                     → EROFS
+    ├── NotDirectoryError           a path goes through a file               → ENOTDIR  (debug)
+    ├── IsDirectoryError            a directory opened as a file             → EISDIR   (debug)
+    └── RemoteError                 a remote (API or storage) said no or broke
+        ├── NotFoundError           404 / vanished item / unknown name      → ENOENT   (debug)
+        ├── AuthError               401/403 after one re-auth, bad password → EACCES   (warning)
+        ├── StaleError              the file changed under a reader          → ESTALE   (warning)
+        ├── RemoteIOError           5xx, network, protocol violations        → EIO      (warning)
+        │   ├── RemoteTimeoutError  no answer within the configured time    → EIO
+        │   └── UnreachableError    the host could not be reached just now  → EIO (at once)
+        └── InvalidRemoteData       the API answered something we can't use → EIO      (warning)
+
+The log level says how a failure is reported where it reaches a FUSE caller (once per distinct message):
+a name that does not exist is an answer, not a failure (shells, players and file managers probe for
+names all the time), so it is a DEBUG line; what a user must act on is a WARNING.
 
 Messages never contain secrets: URLs are redacted with `redact_url()` before they go into a message.
 """
@@ -19,12 +24,14 @@ Messages never contain secrets: URLs are redacted with `redact_url()` before the
 from __future__ import annotations
 
 import errno as _errno
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 
 class VidfsError(Exception):
     errno: int = _errno.EIO
+    log_level: int = logging.WARNING
 
 
 class ConfigError(VidfsError):
@@ -47,6 +54,7 @@ class RemoteError(VidfsError):
 
 class NotFoundError(RemoteError):
     errno = _errno.ENOENT
+    log_level = logging.DEBUG
 
 
 class AuthError(RemoteError):
@@ -75,8 +83,18 @@ class InvalidRemoteData(RemoteError):
     errno = _errno.EIO
 
 
-class ReadOnlyError(VidfsError):
-    errno = _errno.EROFS
+class NotDirectoryError(VidfsError):
+    """A path that goes through a file: `ls file/`, `stat file/x`."""
+
+    errno = _errno.ENOTDIR
+    log_level = logging.DEBUG
+
+
+class IsDirectoryError(VidfsError):
+    """A directory asked for as a file (opened for reading, pinned)."""
+
+    errno = _errno.EISDIR
+    log_level = logging.DEBUG
 
 
 def leaf_error(exc: BaseException) -> BaseException:
@@ -96,6 +114,12 @@ def to_errno(exc: BaseException) -> int:
     if isinstance(exc, OSError) and exc.errno:
         return exc.errno
     return _errno.EIO
+
+
+def log_level(exc: BaseException) -> int:
+    """How loudly a failure that reaches a FUSE caller is logged."""
+    exc = leaf_error(exc)
+    return exc.log_level if isinstance(exc, VidfsError) else logging.ERROR
 
 
 _SECRET_PARAMS = re.compile(

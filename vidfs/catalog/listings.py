@@ -1,197 +1,291 @@
-"""Listings and sizes, cached.
+"""The listing cache: one directory's children per (provider instance, folder id), and always an answer.
 
-- Listings are kept per (provider instance, folder id) and are fresh for `ttl` seconds. A refresh is single
-  flight: concurrent `ls` of one directory cause one provider call. When a refresh fails with a remote
-  I/O error and an older listing exists, the older one is served (browsing keeps working while the vendor
-  is down); auth and not-found errors are not hidden.
-- Sizes the API does not give are learned with a HEAD (a one-byte ranged GET when HEAD is refused), with
-  bounded concurrency, and kept per (instance, id, fingerprint) for the life of the mount: a second
-  listing does not HEAD again.
+How it answers
+--------------
+A listing is *fresh* for `ttl` seconds after it was fetched. Then:
+
+- **fresh**: returned at once (`metadata.hits`).
+- **stale** (older than `ttl`, or loaded from the snapshot at mount time): returned at once, and a refresh
+  is started in the background (stale-while-revalidate). The next access after the refresh sees the new
+  listing. So `ls` never waits for a vendor when anything is known, which is what browsing an archive of
+  100,000 videos after a remount, or while the vendor is down, needs.
+- **unknown** (never listed): the caller waits for the fetch.
+- **a fresher answer is wanted** (`max_age`, used when a name is not in a listing older than
+  `negative_ttl`: the item may be new): the caller waits for the refresh, and gets the stale listing if
+  the refresh fails.
+
+Fetches run in a background nursery (`attach()`), not in the task of the FUSE request that wanted them: a
+request gives up after `request_timeout` (its caller's deadline), but the fetch runs to its end and fills
+the cache, so a directory whose listing is slower than the request timeout can still be listed (the next
+`ls` finds it). Fetches are single flight: any number of waiters, one provider call. A fetch itself is
+bounded by `fetch_timeout`.
+
+When listings fail
+------------------
+A failed fetch is retried with backoff (jittered, doubling, capped), never on each access: until its retry
+time, a directory that has a listing serves it, one that has none fails at once with the last error.
+Errors that say the vendor is unreachable (connection refused, timeouts) mark the whole provider instance
+as *down*: while it is, no listing of that instance is fetched except one probe per backoff period; stale
+listings are served at once. One warning is logged when an instance goes down and one line when it comes
+back, not one per directory. Auth and not-found errors are never hidden by stale data.
+
+Memory: one entry per directory ever listed (the cache itself), nothing per waiter once a fetch is done.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-import time
-from dataclasses import dataclass
+import math
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import trio
 
-from vidfs.errors import AuthError, NotFoundError, RemoteIOError, UnreachableError, redact_url
-from vidfs.http.client import HttpClient
-from vidfs.io.leases import Resolver
-from vidfs.io.range_reader import parse_content_range
-from vidfs.model import Folder, Listing, StreamLease, Video
+from vidfs.errors import AuthError, NotFoundError, RemoteIOError, RemoteTimeoutError, UnreachableError
+from vidfs.model import Folder, Listing
 from vidfs.providers.base import Provider
 from vidfs.stats import Stats
 
 log = logging.getLogger(__name__)
 
+Key = tuple[str, str]  # (provider instance, folder id)
 
-@dataclass(frozen=True, slots=True)
-class Probe:
-    size: int
-    etag: str | None
+BACKOFF_FIRST = 1.0
+BACKOFF_CAP = 60.0
+FETCH_TIMEOUT = 600.0
+
+
+def backoff_delay(failures: int, *, first: float = BACKOFF_FIRST, cap: float = BACKOFF_CAP) -> float:
+    """Seconds before retry number `failures` (1, 2, …): doubling from `first`, capped, ±25 % jitter."""
+    base = min(cap, first * 2 ** max(0, failures - 1))
+    return base * random.uniform(0.75, 1.25)
+
+
+@dataclass(slots=True, eq=False)
+class _Fetch:
+    """One `provider.list()` in flight; its waiters wait on `done`. Without a background nursery the first
+    waiter runs it (`runner`) in its own task."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    listing: Listing | None = None
+    error: BaseException | None = None
+    runner: Callable[[], Awaitable[None]] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Entry:
+    listing: Listing | None = None
+    fetched_at: float = -math.inf  # trio.current_time() of the fetch (snapshot entries: stale from the start)
+    fetch: _Fetch | None = None
+    failures: int = 0
+    retry_at: float = 0.0  # no new fetch before this instant after a failure
+    last_error: BaseException | None = None
 
 
 @dataclass(slots=True)
-class _Cached:
-    listing: Listing
-    fetched_at: float
+class _Health:
+    """Whether a provider instance answers at all (connection-level failures only), and the limit on its
+    concurrent fetches (a walk after a remount must not start a fetch per directory at once)."""
+
+    limiter: trio.CapacityLimiter
+    failures: int = 0
+    retry_at: float = 0.0
+    last_error: BaseException | None = None
+
+    def down(self) -> bool:
+        return self.failures > 0
 
 
-class MetadataCache:
+def _unreachable(exc: BaseException) -> bool:
+    return isinstance(exc, UnreachableError | RemoteTimeoutError | trio.TooSlowError) or (
+        isinstance(exc, RemoteIOError) and exc.status is None and "Connect" in str(exc)
+    )
+
+
+class ListingCache:
     def __init__(
         self,
         *,
         ttl: float,
         negative_ttl: float,
-        http: HttpClient,
-        resolver: Resolver,
         stats: Stats,
-        head_concurrency: int = 8,
+        fetch_timeout: float = FETCH_TIMEOUT,
+        concurrency: int = 4,
     ) -> None:
         self.ttl = ttl
+        self.concurrency = concurrency
         self.negative_ttl = negative_ttl
-        self._http = http
-        self._resolver = resolver
+        self.fetch_timeout = fetch_timeout
         self._stats = stats
-        self._listings: dict[tuple[str, str], _Cached] = {}
-        self._locks: dict[tuple[str, str], trio.Lock] = {}
-        self._probes: dict[tuple[str, str, str], Probe] = {}
-        self._probe_locks: dict[tuple[str, str, str], trio.Lock] = {}
-        self._head_limiter = trio.CapacityLimiter(head_concurrency)
-        self._dirty = trio.Event()
+        self._entries: dict[Key, _Entry] = {}
+        self._health: dict[str, _Health] = {}
+        self._nursery: trio.Nursery | None = None
+        self._dirty: set[Key] = set()  # listings changed since the snapshot writer last took them
+        self.changed = trio.Event()  # set on every change (the snapshot writer replaces it)
 
-    # -------------------------------------------------------------------------------------- listings
-    def age(self, instance: str, folder_id: str) -> float | None:
-        cached = self._listings.get((instance, folder_id))
-        return None if cached is None else time.monotonic() - cached.fetched_at
+    def attach(self, nursery: trio.Nursery) -> None:
+        """Run fetches in `nursery` from now on (without one they run in the caller's task)."""
+        self._nursery = nursery
 
+    # ------------------------------------------------------------------------------------- answers
     async def listing(
         self, instance: str, provider: Provider, folder: Folder, *, max_age: float | None = None
     ) -> Listing:
         key = (instance, folder.remote_id)
-        limit = self.ttl if max_age is None else max_age
-        cached = self._listings.get(key)
-        if cached is not None and time.monotonic() - cached.fetched_at < limit:
+        entry = self._entries.get(key)
+        if entry is None:
+            entry = self._entries[key] = _Entry()
+        now = trio.current_time()
+        age = now - entry.fetched_at
+        if entry.listing is not None and age < (self.ttl if max_age is None else max_age):
             self._stats.incr("metadata.hits")
-            return cached.listing
-        lock = self._locks.setdefault(key, trio.Lock())
-        async with lock:
-            cached = self._listings.get(key)
-            if cached is not None and time.monotonic() - cached.fetched_at < limit:
-                return cached.listing
-            self._stats.incr("metadata.refreshes")
-            try:
-                listing = await provider.list(folder)
-            except (RemoteIOError, trio.TooSlowError) as exc:
-                if cached is None:
-                    raise
-                self._stats.incr("metadata.stale_served")
+            return entry.listing
+        fetch = self._start(key, entry, provider, folder, now)
+        in_background = self._nursery is not None
+        if entry.listing is not None and (fetch is None or (in_background and max_age is None)):
+            self._stats.incr("metadata.stale_served")
+            return entry.listing
+        if fetch is None:  # nothing known and retrying is not due yet
+            assert entry.last_error is not None
+            raise entry.last_error
+        return await self._wait(fetch, entry)
+
+    async def _wait(self, fetch: _Fetch, entry: _Entry) -> Listing:
+        runner, fetch.runner = fetch.runner, None
+        if runner is not None:
+            await runner()
+        await fetch.done.wait()
+        if fetch.listing is not None:
+            return fetch.listing
+        assert fetch.error is not None
+        if entry.listing is not None and isinstance(fetch.error, RemoteIOError | trio.TooSlowError):
+            self._stats.incr("metadata.stale_served")
+            return entry.listing
+        raise fetch.error
+
+    def _start(
+        self, key: Key, entry: _Entry, provider: Provider, folder: Folder, now: float
+    ) -> _Fetch | None:
+        """The fetch in flight for `key`, or a new one if one is due; None while backing off."""
+        if entry.fetch is not None:
+            return entry.fetch
+        health = self._instance(key[0])
+        if now < entry.retry_at or (health.down() and now < health.retry_at):
+            if entry.last_error is None and health.last_error is not None:
+                entry.last_error = health.last_error
+            return None
+        probe = health.down()
+        if probe:
+            health.retry_at = now + backoff_delay(health.failures + 1)  # one probe per period
+        fetch = entry.fetch = _Fetch()
+        self._stats.incr("metadata.refreshes")
+        run = functools.partial(self._run, key, entry, fetch, provider, folder, probe)
+        if self._nursery is not None:
+            self._nursery.start_soon(run)
+        else:  # no background nursery (vidfs ls, check): the first waiter runs it
+            fetch.runner = run
+        return fetch
+
+    def _instance(self, instance: str) -> _Health:
+        health = self._health.get(instance)
+        if health is None:
+            health = self._health[instance] = _Health(trio.CapacityLimiter(self.concurrency))
+        return health
+
+    async def _run(
+        self, key: Key, entry: _Entry, fetch: _Fetch, provider: Provider, folder: Folder, probe: bool
+    ) -> None:
+        health = self._instance(key[0])
+        try:
+            async with health.limiter:
+                if health.down() and not probe and health.last_error is not None:
+                    raise health.last_error  # it went down while this fetch queued: do not ask
+                with trio.fail_after(self.fetch_timeout):
+                    listing = await provider.list(folder)
+        except (Exception, trio.Cancelled) as exc:
+            fetch.error = exc if not isinstance(exc, trio.Cancelled) else RemoteIOError("listing cancelled")
+            self._failed(key, entry, folder, exc)
+            if isinstance(exc, trio.Cancelled):
+                raise
+        else:
+            fetch.listing = listing
+            self._store(key, entry, listing)
+        finally:
+            entry.fetch = None
+            fetch.done.set()
+
+    def _store(self, key: Key, entry: _Entry, listing: Listing) -> None:
+        entry.listing, entry.fetched_at = listing, trio.current_time()
+        entry.failures, entry.retry_at, entry.last_error = 0, 0.0, None
+        health = self._health.get(key[0])
+        if health is not None and health.down():
+            log.warning("%s: listings answer again", key[0])
+            health.failures, health.retry_at, health.last_error = 0, 0.0, None
+        self.mark_dirty(key)
+
+    def _failed(self, key: Key, entry: _Entry, folder: Folder, exc: BaseException) -> None:
+        self._stats.incr("metadata.fetch_failures")
+        entry.failures += 1
+        entry.last_error = exc if isinstance(exc, Exception) else RemoteIOError(str(exc))
+        entry.retry_at = trio.current_time() + backoff_delay(entry.failures)
+        if isinstance(exc, AuthError | NotFoundError):
+            entry.retry_at = trio.current_time() + self.negative_ttl
+        if _unreachable(exc):
+            health = self._instance(key[0])
+            health.last_error = entry.last_error
+            entry.retry_at = max(entry.retry_at, health.retry_at)
+            if not health.down():
                 log.warning(
-                    "%s: listing %r failed (%s); serving the cached listing", instance, folder.name, exc
+                    "%s: listings fail (%s); serving cached listings, retrying in the background",
+                    key[0],
+                    exc,
                 )
-                cached.fetched_at = time.monotonic() - max(0.0, limit - self.negative_ttl)
-                return cached.listing
-            self._listings[key] = _Cached(listing, time.monotonic())
-            self._dirty.set()
-            return listing
+            health.failures += 1
+            health.retry_at = trio.current_time() + backoff_delay(health.failures)
+        else:
+            log.debug("%s: listing %r failed: %s", key[0], folder.name, exc)
+
+    # ------------------------------------------------------------------------------------ management
+    def age(self, instance: str, folder_id: str) -> float | None:
+        entry = self._entries.get((instance, folder_id))
+        if entry is None or entry.listing is None:
+            return None
+        return trio.current_time() - entry.fetched_at
 
     def invalidate(self, instance: str, folder_id: str) -> None:
-        self._listings.pop((instance, folder_id), None)
+        """The next access asks the vendor (and waits for it); the old listing stays as a fallback."""
+        entry = self._entries.get((instance, folder_id))
+        if entry is not None:
+            entry.fetched_at = -math.inf
+            entry.retry_at = 0.0
 
-    def seed(self, instance: str, folder_id: str, listing: Listing, age: float) -> None:
-        """Install a persisted listing (from a snapshot), `age` seconds old."""
-        self._listings.setdefault((instance, folder_id), _Cached(listing, time.monotonic() - age))
+    def seed(self, instance: str, folder_id: str, listing: Listing) -> None:
+        """Install a persisted listing (from the snapshot): stale, so the first access refreshes it."""
+        entry = self._entries.setdefault((instance, folder_id), _Entry())
+        if entry.listing is None:
+            entry.listing = listing
 
-    def snapshot(self) -> dict[tuple[str, str], Listing]:
-        return {key: cached.listing for key, cached in self._listings.items()}
+    def get(self, instance: str, folder_id: str) -> Listing | None:
+        entry = self._entries.get((instance, folder_id))
+        return None if entry is None else entry.listing
 
-    # ----------------------------------------------------------------------------------------- sizes
-    def known_probe(self, instance: str, video: Video) -> Probe | None:
-        return self._probes.get((instance, video.remote_id, video.fingerprint))
+    # The snapshot writer's view: which listings changed since it last looked.
+    def mark_dirty(self, key: Key) -> None:
+        self._dirty.add(key)
+        self.changed.set()
 
-    async def probe(self, instance: str, provider: Provider, video: Video) -> Probe:
-        """Size and ETag of a video whose API entry lacks the size (cached for the mount's life)."""
-        key = (instance, video.remote_id, video.fingerprint)
-        known = self._probes.get(key)
-        if known is not None:
-            return known
-        lock = self._probe_locks.setdefault(key, trio.Lock())
-        async with lock:
-            known = self._probes.get(key)
-            if known is not None:
-                return known
-            async with self._head_limiter:
-                probe = await self._probe(instance, provider, video)
-            self._probes[key] = probe
-            self._dirty.set()
-            return probe
+    def has_dirty(self) -> bool:
+        return bool(self._dirty)
 
-    def forget_probe(self, instance: str, video: Video) -> None:
-        """The file changed: what HEAD told about it is no longer true."""
-        self._probes.pop((instance, video.remote_id, video.fingerprint), None)
+    def take_dirty(self) -> set[Key]:
+        dirty, self._dirty = self._dirty, set()
+        return dirty
 
-    def learn(self, instance: str, video: Video, size: int, etag: str | None) -> None:
-        self._probes.setdefault((instance, video.remote_id, video.fingerprint), Probe(size, etag))
-
-    async def _probe(self, instance: str, provider: Provider, video: Video) -> Probe:
-        lease = await self._resolver.lease(instance, provider, video)
-        # As for ranged reads: hold a storage slot first, then take the lease, so a short-lived URL cannot
-        # expire while the HEAD waits for a connection.
-        async with self._http.slot(lease.url, "data"):
-            lease = await self._resolver.lease(instance, provider, video)
-            for attempt in range(2):
-                try:
-                    return await self._head(instance, lease)
-                except AuthError:
-                    if attempt:
-                        raise
-                    lease = await self._resolver.refused(instance, provider, video, lease)
-        raise AssertionError("unreachable")
-
-    async def _head(self, instance: str, lease: StreamLease) -> Probe:
-        tag = f"{instance}:storage"
-        self._stats.incr("metadata.heads")
-        try:
-            response = await self._http.request(
-                "HEAD", lease.url, tag=tag, headers=lease.headers, follow_redirects=True, pool=None
-            )
-        except UnreachableError:
-            raise
-        except RemoteIOError as exc:
-            # Some storage refuses HEAD, or a burst of 5xx used the retry budget: try the ranged GET.
-            log.debug("%s: HEAD failed (%s); asking for one byte instead", instance, exc)
-            return await self._one_byte(instance, lease, tag)
-        etag = response.headers.get("ETag")
-        length = response.headers.get("Content-Length")
-        if response.status_code == 200 and length is not None and length.isdigit():
-            return Probe(int(length), etag)
-        if response.status_code in (401, 403, 410):
-            raise AuthError(
-                f"HEAD {redact_url(lease.url)}: HTTP {response.status_code}", status=response.status_code
-            )
-        if response.status_code == 404:
-            raise NotFoundError(f"HEAD {redact_url(lease.url)}: HTTP 404", status=404)
-        return await self._one_byte(instance, lease, tag)
-
-    async def _one_byte(self, instance: str, lease: StreamLease, tag: str) -> Probe:
-        """HEAD refused or without a length: ask for one byte and read the total from Content-Range."""
-        headers = dict(lease.headers)
-        headers["Range"] = "bytes=0-0"
-        response = await self._http.request(
-            "GET", lease.url, tag=tag, headers=headers, follow_redirects=True, pool=None
-        )
-        if response.status_code in (401, 403, 410):
-            raise AuthError(
-                f"GET {redact_url(lease.url)}: HTTP {response.status_code}", status=response.status_code
-            )
-        parsed = parse_content_range(response.headers.get("Content-Range"))
-        if response.status_code == 206 and parsed is not None and parsed[2] is not None:
-            return Probe(parsed[2], response.headers.get("ETag"))
-        if response.status_code == 200 and response.headers.get("Content-Length", "").isdigit():
-            return Probe(int(response.headers["Content-Length"]), response.headers.get("ETag"))
-        raise RemoteIOError(
-            f"{instance}: cannot learn the size of {redact_url(lease.url)} (HTTP {response.status_code})"
-        )
+    def statistics(self) -> dict[str, int]:
+        return {
+            "directories": sum(1 for e in self._entries.values() if e.listing is not None),
+            "fetching": sum(1 for e in self._entries.values() if e.fetch is not None),
+            "instances_down": sum(1 for h in self._health.values() if h.down()),
+        }

@@ -1,171 +1,301 @@
-"""The persisted listing snapshot: a remount lists at once and browsing works while the remote is down.
+"""The persisted listing snapshot: a remount lists at once, and browsing works while a vendor is down.
 
-After listings change, the metadata of each provider instance is written (atomically, debounced) to
-`<cache dir>/meta/<instance>.json`: every cached listing and every size learned by HEAD. At mount time it is
-loaded back as *stale* entries: the first access still asks the provider, but when the provider cannot be
-reached the snapshot is served (see `MetadataCache.listing`). No secrets are stored: only names, ids,
-sizes, times and the xattr metadata the provider exposes anyway.
+Layout (format 2), one directory per provider instance, one file per directory listing:
+
+    <cache dir>/meta/<hash of the instance>/
+        L-<hash of the folder id>.json     one listing: {"format", "folder", "entries", "hidden"}
+        probes.json                        sizes learned from storage: [[id, fingerprint, size, etag], ...]
+
+Writing: `SnapshotKeeper.run` is a service. After listings or probes change it waits a little (debounced,
+and at least a few times as long as the last save took, so a walk of 100,000 entries is not slowed by
+its own snapshot), copies *in the trio thread* what changed (the listing and probe tables are only ever
+touched from the trio thread), and writes those files in a worker thread, atomically (temp file, rename).
+Only the listings that changed are written again. A failed write (disk full, read-only cache dir) is
+logged once per distinct cause, counted in stats (`snapshot.save_failures`), and tried again later; it
+never ends the mount. On shutdown everything pending is written once more.
+
+Loading: at mount time every file is read (a worker thread) and installed as *stale* listings and known
+probes: the first `ls` answers from them at once, and a refresh runs in the background (see
+`listings.py`). A file that cannot be read or parsed is skipped with one warning; a format-1 snapshot
+(`meta/<hash>.json`) is ignored and removed.
+
+No secrets are stored: only names, ids, sizes, times, opaque provider handles (never URLs or tokens: see
+`model.Video.handle`) and the xattr metadata the provider exposes anyway.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import trio
 
-from vidfs.catalog.listings import MetadataCache, Probe
+from vidfs.catalog.listings import Key, ListingCache
+from vidfs.catalog.probes import Probe, SizeProbes
 from vidfs.model import Folder, HiddenItem, Listing, Video
+from vidfs.stats import Stats
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+PROBES_FILE = "probes.json"
+LISTING_PREFIX = "L-"
+DEBOUNCE = 2.0
+SAVE_COST_FACTOR = 5.0  # wait at least this many times the last save's duration between saves
 
 
-def _entry_to_json(entry: Folder | Video) -> dict[str, Any]:
+# ----------------------------------------------------------------------------------------- encoding
+def _entry_to_json(entry: Folder | Video) -> list[Any]:
     if isinstance(entry, Folder):
-        return {
-            "t": "d",
-            "id": entry.remote_id,
-            "name": entry.name,
-            "mtime": entry.mtime,
-            "extra": dict(entry.extra),
-        }
-    return {
-        "t": "f",
-        "id": entry.remote_id,
-        "name": entry.name,
-        "size": entry.size,
-        "mtime": entry.mtime,
-        "etag": entry.etag,
-        "ctype": entry.content_type,
-        "extra": dict(entry.extra),
-        "handle": dict(entry.handle),
-    }
+        return ["d", entry.remote_id, entry.name, entry.mtime, dict(entry.extra)]
+    return [
+        "f",
+        entry.remote_id,
+        entry.name,
+        entry.size,
+        entry.mtime,
+        entry.etag,
+        entry.content_type,
+        dict(entry.extra),
+        dict(entry.handle),
+    ]
 
 
-def _entry_from_json(data: Mapping[str, Any]) -> Folder | Video:
-    from types import MappingProxyType
+def _frozen(values: Any) -> Mapping[str, str]:
+    return MappingProxyType({str(k): str(v) for k, v in (values or {}).items()})
 
-    extra = MappingProxyType({str(k): str(v) for k, v in (data.get("extra") or {}).items()})
-    if data["t"] == "d":
-        return Folder(str(data["id"]), str(data["name"]), mtime=data.get("mtime"), extra=extra)
+
+def _entry_from_json(data: list[Any]) -> Folder | Video:
+    if data[0] == "d":
+        _, remote_id, name, mtime, extra = data
+        return Folder(str(remote_id), str(name), mtime=mtime, extra=_frozen(extra))
+    _, remote_id, name, size, mtime, etag, ctype, extra, handle = data
     return Video(
-        remote_id=str(data["id"]),
-        name=str(data["name"]),
-        size=data.get("size"),
-        mtime=data.get("mtime"),
-        etag=data.get("etag"),
-        content_type=data.get("ctype"),
-        extra=extra,
-        handle=MappingProxyType({str(k): str(v) for k, v in (data.get("handle") or {}).items()}),
+        remote_id=str(remote_id),
+        name=str(name),
+        size=size,
+        mtime=mtime,
+        etag=etag,
+        content_type=ctype,
+        extra=_frozen(extra),
+        handle=_frozen(handle),
     )
 
 
-def listing_to_json(listing: Listing) -> dict[str, Any]:
+def listing_to_json(folder_id: str, listing: Listing) -> dict[str, Any]:
     return {
-        "entries": [_entry_to_json(e) for e in listing.entries],
-        "hidden": [{"id": h.remote_id, "name": h.name, "status": h.status} for h in listing.hidden],
-    }
-
-
-def listing_from_json(data: Mapping[str, Any]) -> Listing:
-    return Listing(
-        tuple(_entry_from_json(e) for e in data.get("entries", [])),
-        tuple(HiddenItem(str(h["id"]), str(h["name"]), str(h["status"])) for h in data.get("hidden", [])),
-    )
-
-
-def save(
-    path: Path, listings: Mapping[str, Listing], probes: Mapping[tuple[str, str], tuple[int, str | None]]
-) -> None:
-    document = {
         "format": FORMAT,
-        "listings": {folder_id: listing_to_json(listing) for folder_id, listing in listings.items()},
-        "probes": [[rid, fp, size, etag] for (rid, fp), (size, etag) in probes.items()],
+        "folder": folder_id,
+        "entries": [_entry_to_json(e) for e in listing.entries],
+        "hidden": [[h.remote_id, h.name, h.status] for h in listing.hidden],
     }
+
+
+def listing_from_json(data: Mapping[str, Any]) -> tuple[str, Listing]:
+    if data.get("format") != FORMAT:
+        raise ValueError(f"format {data.get('format')!r}")
+    listing = Listing(
+        tuple(_entry_from_json(e) for e in data["entries"]),
+        tuple(HiddenItem(str(r), str(n), str(s)) for r, n, s in data.get("hidden", [])),
+    )
+    return str(data["folder"]), listing
+
+
+# ------------------------------------------------------------------------------------------- files
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _write_json(path: Path, document: object) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".snapshot-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, separators=(",", ":"))
+            json.dump(document, handle, separators=(",", ":"), ensure_ascii=False)
         os.replace(temp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temp)
-        except OSError:
-            pass
         raise
 
 
-def load(path: Path) -> tuple[dict[str, Listing], dict[tuple[str, str], tuple[int, str | None]]]:
+@dataclass
+class Loaded:
+    """What one instance's snapshot held."""
+
+    listings: dict[str, Listing] = field(default_factory=dict)
+    probes: dict[tuple[str, str], Probe] = field(default_factory=dict)
+    skipped: int = 0
+
+
+def load_instance(directory: Path) -> Loaded:
+    loaded = Loaded()
     try:
-        document = json.loads(path.read_text())
-        if document.get("format") != FORMAT:
-            return {}, {}
-        listings = {str(k): listing_from_json(v) for k, v in document.get("listings", {}).items()}
-        probes = {(str(r), str(f)): (int(s), e) for r, f, s, e in document.get("probes", [])}
-        return listings, probes
+        names = sorted(os.listdir(directory))
     except FileNotFoundError:
-        return {}, {}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.warning("ignoring an unreadable listing snapshot %s: %s", path, exc)
-        return {}, {}
+        return loaded
+    for name in names:
+        path = directory / name
+        try:
+            data = json.loads(path.read_bytes())
+            if name == PROBES_FILE:
+                for rid, fp, size, etag in data["probes"]:
+                    loaded.probes[(str(rid), str(fp))] = Probe(int(size), etag)
+            elif name.startswith(LISTING_PREFIX):
+                folder_id, listing = listing_from_json(data)
+                loaded.listings[folder_id] = listing
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            loaded.skipped += 1
+            log.warning("ignoring an unreadable snapshot file %s: %s", path, exc)
+    return loaded
+
+
+# ------------------------------------------------------------------------------------------ keeper
+@dataclass
+class _Pending:
+    """What one save writes: copies made in the trio thread."""
+
+    listings: dict[Path, tuple[Key, Listing]] = field(default_factory=dict)
+    probes: dict[Path, list[list[Any]]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.listings or self.probes)
 
 
 class SnapshotKeeper:
-    """Loads the persisted listings at mount time and writes them back (debounced) as they change."""
+    """Loads the persisted listings at mount time and writes them back as they change (a service)."""
 
-    def __init__(self, metadata: MetadataCache, directory: Path, instances: list[str]) -> None:
-        self.metadata = metadata
+    def __init__(
+        self,
+        listings: ListingCache,
+        probes: SizeProbes,
+        directory: Path,
+        instances: Iterable[str],
+        stats: Stats,
+    ) -> None:
+        self.listings = listings
+        self.probes = probes
         self.directory = directory
-        self.instances = instances
+        self.instances = list(instances)
+        self._stats = stats
+        self._saved_probe_version = 0
+        self._last_cost = 0.0
+        self._failures: set[str] = set()  # causes already logged
 
-    def path(self, instance: str) -> Path:
-        return self.directory / f"{hashlib.sha256(instance.encode()).hexdigest()[:32]}.json"
+    def instance_dir(self, instance: str) -> Path:
+        return self.directory / _hash(instance)
 
-    def load(self) -> int:
-        loaded = 0
-        for instance in self.instances:
-            listings, probes = load(self.path(instance))
-            for folder_id, listing in listings.items():
-                # Seeded as stale: the first access still asks the provider, the snapshot is the fallback.
-                self.metadata.seed(instance, folder_id, listing, age=self.metadata.ttl)
-                loaded += 1
-            for (remote_id, fingerprint), (size, etag) in probes.items():
-                self.metadata._probes.setdefault((instance, remote_id, fingerprint), Probe(size, etag))
-        return loaded
+    # ------------------------------------------------------------------------------------ loading
+    def read(self) -> dict[str, Loaded]:
+        """Read every instance's snapshot (blocking: run it in a worker thread)."""
+        self._remove_format_1()
+        return {instance: load_instance(self.instance_dir(instance)) for instance in self.instances}
 
-    def save(self) -> None:
-        for instance in self.instances:
-            listings = {
-                fid: c.listing for (inst, fid), c in self.metadata._listings.items() if inst == instance
-            }
-            probes = {
-                (rid, fp): (p.size, p.etag)
-                for (inst, rid, fp), p in self.metadata._probes.items()
-                if inst == instance
-            }
-            if listings or probes:
-                save(self.path(instance), listings, probes)
+    def install(self, loaded: Mapping[str, Loaded]) -> int:
+        """Seed the caches with what `read()` found (in the trio thread); returns the listings installed."""
+        count = 0
+        for instance, found in loaded.items():
+            for folder_id, listing in found.listings.items():
+                self.listings.seed(instance, folder_id, listing)
+                count += 1
+            for (remote_id, fingerprint), probe in found.probes.items():
+                self.probes.seed(instance, remote_id, fingerprint, probe)
+        self.listings.take_dirty()  # what was just loaded need not be written back
+        self._saved_probe_version = self.probes.version
+        return count
 
-    async def run(self, debounce: float = 2.0) -> None:
-        """Write the snapshot a little after each change, until cancelled (then once more)."""
+    def _remove_format_1(self) -> None:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(self.directory):
+                if name.endswith(".json") and len(name) == 37:
+                    log.info("removing a listing snapshot of an older format: %s", name)
+                    os.unlink(self.directory / name)
+
+    # ------------------------------------------------------------------------------------ writing
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Write changes a little after they happen, until cancelled (then once more)."""
+        task_status.started()
         try:
             while True:
-                await self.metadata._dirty.wait()
-                self.metadata._dirty = trio.Event()
-                await trio.sleep(debounce)  # coalesce a burst of listings into one write
-                await trio.to_thread.run_sync(self.save)
+                await self._changed()
+                await trio.sleep(max(DEBOUNCE, SAVE_COST_FACTOR * self._last_cost))
+                await self.save()
         finally:
             with trio.CancelScope(shield=True):
-                try:
-                    await trio.to_thread.run_sync(self.save)
-                except OSError as exc:
-                    log.warning("could not save the listing snapshot: %s", exc)
+                await self.save()
+
+    async def _changed(self) -> None:
+        while not (self.listings.has_dirty() or self.probes.version != self._saved_probe_version):
+            async with trio.open_nursery() as nursery:
+
+                async def wait_for(event: trio.Event) -> None:
+                    await event.wait()
+                    nursery.cancel_scope.cancel()
+
+                self.listings.changed = trio.Event()
+                self.probes.changed = trio.Event()
+                nursery.start_soon(wait_for, self.listings.changed)
+                nursery.start_soon(wait_for, self.probes.changed)
+
+    async def save(self) -> None:
+        pending = self._collect()
+        if not pending:
+            return
+        started = time.monotonic()
+        try:
+            await trio.to_thread.run_sync(self._write, pending)
+        except OSError as exc:
+            self._stats.incr("snapshot.save_failures")
+            self._requeue(pending)
+            cause = exc.strerror or type(exc).__name__
+            if cause not in self._failures:
+                self._failures.add(cause)
+                log.warning(
+                    "cannot save the listing snapshot under %s: %s (will retry)", self.directory, cause
+                )
+            self._last_cost = max(self._last_cost, 6.0)  # back off a little before trying again
+            return
+        self._failures.clear()
+        self._last_cost = time.monotonic() - started
+        self._stats.incr("snapshot.saves")
+
+    def _collect(self) -> _Pending:
+        pending = _Pending()
+        for instance, folder_id in self.listings.take_dirty():
+            listing = self.listings.get(instance, folder_id)
+            if listing is not None and instance in self.instances:
+                path = self.instance_dir(instance) / f"{LISTING_PREFIX}{_hash(folder_id)}.json"
+                pending.listings[path] = ((instance, folder_id), listing)
+        if self.probes.version != self._saved_probe_version:
+            self._saved_probe_version = self.probes.version
+            for instance in self.instances:
+                rows = [[r, f, p.size, p.etag] for (r, f), p in self.probes.export(instance).items()]
+                if rows:
+                    pending.probes[self.instance_dir(instance) / PROBES_FILE] = rows
+        return pending
+
+    def _requeue(self, pending: _Pending) -> None:
+        for key, _listing in pending.listings.values():
+            self.listings.mark_dirty(key)
+        if pending.probes:
+            self._saved_probe_version = -1
+
+    @staticmethod
+    def _write(pending: _Pending) -> None:
+        for path, ((_instance, folder_id), listing) in pending.listings.items():
+            _write_json(path, listing_to_json(folder_id, listing))
+        for path, rows in pending.probes.items():
+            _write_json(path, {"format": FORMAT, "probes": rows})
+
+
+__all__ = ["Key", "Loaded", "SnapshotKeeper", "listing_from_json", "listing_to_json", "load_instance"]

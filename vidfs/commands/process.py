@@ -1,9 +1,9 @@
 """Starting a mount daemon, hearing back from it, and talking to it (`mount --daemon`, the demo, prefetch).
 
 A daemon is started with the write end of a pipe in `$VIDFS_READY_FD`; it writes one line, `READY <summary>`
-once the mount answers or `ERROR <message>` when it cannot mount, and closes it.
-Once it serves, `control_call()` talks to its control socket (one JSON line each way). The parent waits for that
+once the mount answers or `ERROR <message>` when it cannot mount, and closes it. The parent waits for that
 line (bounded), so `vidfs mount --daemon` returns only when the mount is usable, or fails with the reason.
+Once it serves, `control_call()` talks to its control socket (one JSON line each way).
 """
 
 from __future__ import annotations

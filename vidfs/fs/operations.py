@@ -18,7 +18,7 @@ from typing import Any
 import pyfuse3
 import trio
 
-from vidfs.errors import NotFoundError, VidfsError, leaf_error, to_errno
+from vidfs.errors import VidfsError, leaf_error, log_level, to_errno
 from vidfs.fs.videofs import Attributes, VideoFS
 
 log = logging.getLogger(__name__)
@@ -46,31 +46,29 @@ class VidfsOperations(pyfuse3.Operations):
         except pyfuse3.FUSEError:
             raise
         except trio.TooSlowError:
-            self._log_once(f"{what}: no answer within {self.request_timeout:g}s")
+            self._log_once(logging.WARNING, f"{what}: no answer within {self.request_timeout:g}s")
             raise pyfuse3.FUSEError(errno.EIO) from None
-        except VidfsError as exc:
-            self._log_once(f"{what}: {exc}")
-            raise pyfuse3.FUSEError(to_errno(exc)) from None
-        except BaseExceptionGroup as group:  # concurrent tasks failed: answer for the one that matters
-            leaf = leaf_error(group)
-            if not isinstance(leaf, VidfsError | trio.TooSlowError):
-                log.exception("%s: unexpected error", what)
-            self._log_once(f"{what}: {leaf}")
-            raise pyfuse3.FUSEError(
-                errno.EIO if isinstance(leaf, trio.TooSlowError) else to_errno(leaf)
-            ) from None
+        except (VidfsError, BaseExceptionGroup) as exc:  # a group: concurrent tasks failed
+            leaf = leaf_error(exc)
+            if isinstance(leaf, trio.TooSlowError):
+                self._log_once(logging.WARNING, f"{what}: no answer within {self.request_timeout:g}s")
+                raise pyfuse3.FUSEError(errno.EIO) from None
+            if not isinstance(leaf, VidfsError):
+                log.error("%s: unexpected error", what, exc_info=leaf)
+            self._log_once(log_level(leaf), f"{what}: {leaf}")
+            raise pyfuse3.FUSEError(to_errno(leaf)) from None
         except Exception:
             log.exception("%s: unexpected error", what)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
-    def _log_once(self, message: str) -> None:
+    def _log_once(self, level: int, message: str) -> None:
         # One line per distinct failure: a player retrying a broken read must not flood the journal.
-        if message in self._logged:
+        if not log.isEnabledFor(level) or message in self._logged:
             return
         if len(self._logged) > 10_000:
             self._logged.clear()
         self._logged.add(message)
-        log.warning("%s", message)
+        log.log(level, "%s", message)
 
     def _entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
         entry = pyfuse3.EntryAttributes()
@@ -93,14 +91,10 @@ class VidfsOperations(pyfuse3.Operations):
     # ---------------------------------------------------------------------------------- namespace
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
         async with self._answer(f"lookup {name!r}"):
-            try:
-                node = await self.fs.lookup(parent_inode, os.fsdecode(name))
-            except NotFoundError as exc:
-                # An answer, not a failure: shells, players and file managers probe for names (subtitles,
-                # .hidden, desktop.ini) all the time, and a warning each would bury the real ones.
-                log.debug("lookup %r: %s", name, exc)
-                raise pyfuse3.FUSEError(errno.ENOENT) from None
-            return self._entry(self.fs.attributes(node))
+            node = await self.fs.lookup(parent_inode, os.fsdecode(name))
+            entry = self._entry(self.fs.attributes(node))
+            self.fs.remember(node)
+            return entry
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         async with self._answer("getattr"):
@@ -112,21 +106,18 @@ class VidfsOperations(pyfuse3.Operations):
 
     async def opendir(self, inode: int, ctx: Any = None) -> int:
         async with self._answer("opendir"):
-            self.fs.getattr(inode)
-            return inode
+            return await self.fs.opendir(inode)
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         async with self._answer("readdir"):
-            nodes = await self.fs.readdir(fh)
-            for index in range(start_id, len(nodes)):
-                node = nodes[index]
+            for position, node in enumerate(self.fs.readdir(fh, start_id), start_id + 1):
                 attrs = self.fs.attributes(node)
-                if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._entry(attrs), index + 1):
+                if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._entry(attrs), position):
                     return
-                self.fs.tree.remember(node)
+                self.fs.remember(node)  # readdirplus: the kernel now holds a lookup of it
 
     async def releasedir(self, fh: int) -> None:
-        return None
+        self.fs.releasedir(fh)
 
     # ------------------------------------------------------------------------------------ file data
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:

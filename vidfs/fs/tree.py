@@ -1,11 +1,20 @@
-"""Inodes: a stable number for every remote item, a name in its directory, and kernel lookup counts.
+"""Inodes: a stable number for every remote item, a name in its directory, and what the kernel holds.
 
-Inode numbers are a hash of (provider instance, kind, remote id), so the same video keeps its inode across
-listings and remounts (rsync and players that remember inodes stay happy). A collision (two keys, one
-hash) is resolved by re-hashing with a counter; it is deterministic for a given order of discovery.
+Numbers. An inode is a hash of (provider instance, kind, remote id), so the same video keeps its inode
+across listings and remounts (rsync and players that remember inodes stay happy). Should two items ever
+hash alike (about one chance in 10⁹ for 100,000 items), the later one is re-hashed with a counter.
 
-Directory contents come from `MetadataCache` listings; display names from `naming.name_entries`, decided
-by remote id, so they do not depend on the order the API lists things in.
+Names. A directory's children come from its listing (`vidfs.catalog.listings`); their display names from
+`naming.name_entries`, decided by remote id, not by the order the API lists things in. Sizes the listing
+lacks are learned by `vidfs.catalog.probes` while the directory is built; an item whose size cannot be
+learned just now is hidden, and the directory is built again after `negative_ttl`.
+
+Memory. A built directory holds one `Node` per child. The table the kernel's requests go through,
+`nodes`, holds only what the kernel knows (its lookup count, from `lookup` and `readdirplus` replies, is
+above zero), what an open file holds, and the roots. When the kernel forgets a node and no open file
+holds it, it leaves `nodes`, and a directory it forgets also drops its built children (they are built
+again from the cached listing, without a request, if the kernel asks again). So a long mount over a
+large catalog does not grow with every name ever looked up.
 """
 
 from __future__ import annotations
@@ -19,10 +28,11 @@ from dataclasses import dataclass, field
 
 import trio
 
-from vidfs.catalog.listings import MetadataCache
+from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.naming import name_entries
-from vidfs.errors import NotFoundError, RemoteError, VidfsError
-from vidfs.model import Folder, HiddenItem, Video
+from vidfs.catalog.probes import SizeProbes
+from vidfs.errors import IsDirectoryError, NotDirectoryError, NotFoundError, VidfsError
+from vidfs.model import Entry, Folder, HiddenItem, Video
 from vidfs.providers.base import Provider
 
 log = logging.getLogger(__name__)
@@ -38,16 +48,33 @@ def stable_inode(instance: str, kind: str, remote_id: str, salt: int = 0) -> int
     return value if value > ROOT_INODE else value + 2
 
 
-@dataclass(eq=False)
 class Node:
-    inode: int
-    parent: int
-    name: str
-    instance: str | None  # None only for the mount root
-    entry: Folder | Video | None  # None only for the mount root
-    size: int = 0
-    etag: str | None = None
-    lookups: int = 0
+    """One item of the tree. `lookups` is the kernel's count; `opens` the open files holding it."""
+
+    __slots__ = (
+        "entry",
+        "etag",
+        "inode",
+        "instance",
+        "lookups",
+        "name",
+        "opens",
+        "page_cache",
+        "parent",
+        "size",
+    )
+
+    def __init__(self, inode: int, parent: int, name: str, instance: str | None, entry: Entry | None) -> None:
+        self.inode = inode
+        self.parent = parent
+        self.name = name
+        self.instance = instance  # None only for the mount root
+        self.entry = entry  # None only for the mount root
+        self.size = (entry.size or 0) if isinstance(entry, Video) else 0
+        self.etag: str | None = None
+        self.lookups = 0
+        self.opens = 0
+        self.page_cache: str | None = None  # what the kernel's cached pages of this inode were read from
 
     @property
     def is_dir(self) -> bool:
@@ -56,8 +83,18 @@ class Node:
     @property
     def video(self) -> Video:
         if not isinstance(self.entry, Video):
-            raise NotFoundError(f"{self.name} is not a file")
+            raise IsDirectoryError(f"{self.name} is a directory")
         return self.entry
+
+    @property
+    def folder(self) -> Folder:
+        if not isinstance(self.entry, Folder):
+            raise NotDirectoryError(f"{self.name} is not a directory")
+        return self.entry
+
+    @property
+    def key(self) -> tuple[str | None, bool, str]:
+        return (self.instance, self.is_dir, self.entry.remote_id if self.entry is not None else "")
 
     @property
     def mtime(self) -> float:
@@ -77,57 +114,60 @@ class Node:
 
 @dataclass(eq=False)
 class _Directory:
-    names: dict[str, int] = field(default_factory=dict)
+    children: dict[str, Node] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)  # sorted: the order readdir gives
     hidden: tuple[HiddenItem, ...] = ()
-    built_from: object = None  # the Listing object these names were built from
+    built_from: object = None  # the Listing object these children were built from
     retry_at: float | None = None  # some sizes could not be learned: build again after this instant
 
     def current(self, listing: object) -> bool:
-        return self.built_from is listing and (self.retry_at is None or time.monotonic() < self.retry_at)
+        return self.built_from is listing and (self.retry_at is None or trio.current_time() < self.retry_at)
 
 
 class Tree:
     def __init__(
-        self, providers: Mapping[str, Provider], metadata: MetadataCache, *, mounted_at: float | None = None
+        self,
+        providers: Mapping[str, Provider],
+        listings: ListingCache,
+        probes: SizeProbes,
+        *,
+        mounted_at: float | None = None,
     ) -> None:
         self.providers = dict(providers)
-        self.metadata = metadata
+        self.listings = listings
+        self.probes = probes
         self.mounted_at = mounted_at or time.time()
-        self.nodes: dict[int, Node] = {}
-        self._keys: dict[int, tuple[str, str, str]] = {}
+        self.nodes: dict[int, Node] = {}  # what the kernel knows, open files, and the roots
+        self._pinned: set[int] = {ROOT_INODE}
         self._dirs: dict[int, _Directory] = {}
-        self._build_locks: dict[int, trio.Lock] = {}
+        self._building: dict[int, trio.Event] = {}
         root = Node(ROOT_INODE, ROOT_INODE, "", None, None)
         self.nodes[ROOT_INODE] = root
-        names: dict[str, int] = {}
-        for instance, provider in self.providers.items():
-            node = self._node_for(instance, provider.root(), ROOT_INODE, instance)
-            names[instance] = node.inode
-        self._dirs[ROOT_INODE] = _Directory(names=names, built_from="static")
+        top = _Directory(built_from="static")
+        for instance, provider in sorted(self.providers.items()):
+            node = self._new_node(instance, provider.root(), ROOT_INODE, instance, {})
+            self.nodes[node.inode] = node
+            self._pinned.add(node.inode)
+            top.children[instance] = node
+        top.names = sorted(top.children)
+        self._dirs[ROOT_INODE] = top
 
-    # --------------------------------------------------------------------------------------- inodes
-    def _inode_for(self, instance: str, kind: str, remote_id: str) -> int:
-        key = (instance, kind, remote_id)
+    # ------------------------------------------------------------------------------------ inodes
+    def _new_node(
+        self, instance: str, entry: Entry, parent: int, name: str, taken: Mapping[int, Node]
+    ) -> Node:
+        is_dir = not isinstance(entry, Video)
+        key = (instance, is_dir, entry.remote_id)
         salt = 0
         while True:
-            inode = stable_inode(instance, kind, remote_id, salt)
-            owner = self._keys.get(inode)
-            if owner is None or owner == key:
-                self._keys[inode] = key
-                return inode
+            inode = stable_inode(instance, "d" if is_dir else "v", entry.remote_id, salt)
+            known = self.nodes.get(inode) or taken.get(inode)
+            if known is None:
+                return Node(inode, parent, name, instance, entry)
+            if known.key == key:  # the kernel (or this build) knows it: keep one object per item
+                known.parent, known.name, known.entry = parent, name, entry
+                return known
             salt += 1
-
-    def _node_for(self, instance: str, entry: Folder | Video, parent: int, name: str) -> Node:
-        kind = "v" if isinstance(entry, Video) else "d"
-        inode = self._inode_for(instance, kind, entry.remote_id)
-        node = self.nodes.get(inode)
-        if node is None:
-            node = self.nodes[inode] = Node(inode, parent, name, instance, entry)
-        else:
-            node.parent, node.name, node.entry = parent, name, entry
-        if isinstance(entry, Video) and entry.size is not None:
-            node.size = entry.size
-        return node
 
     def get(self, inode: int) -> Node:
         node = self.nodes.get(inode)
@@ -140,127 +180,156 @@ class Tree:
             raise NotFoundError("the mount root has no provider")
         return self.providers[node.instance]
 
-    # ---------------------------------------------------------------------------------- directories
+    # ------------------------------------------------------------------------- what the kernel holds
+    def remember(self, node: Node, count: int = 1) -> None:
+        """The kernel was given this node (a lookup or readdirplus reply)."""
+        node.lookups += count
+        self.nodes[node.inode] = node
+
+    def forget(self, inode: int, count: int) -> None:
+        node = self.nodes.get(inode)
+        if node is None:
+            return
+        node.lookups = max(0, node.lookups - count)
+        self._maybe_drop(node)
+
+    def hold(self, node: Node) -> None:
+        """An open file holds `node` (the kernel holds it too, but a forget may race with a release)."""
+        node.opens += 1
+        self.nodes[node.inode] = node
+
+    def release(self, node: Node) -> None:
+        node.opens = max(0, node.opens - 1)
+        self._maybe_drop(node)
+
+    def _maybe_drop(self, node: Node) -> None:
+        if node.lookups or node.opens or node.inode in self._pinned:
+            return
+        if self.nodes.get(node.inode) is node:
+            del self.nodes[node.inode]
+        self._dirs.pop(node.inode, None)
+
+    # ----------------------------------------------------------------------------------- directories
     async def children(self, inode: int, *, max_age: float | None = None) -> list[Node]:
         directory = await self._directory(inode, max_age=max_age)
-        return [self.nodes[child] for _, child in sorted(directory.names.items())]
+        return [directory.children[name] for name in directory.names]
 
     async def hidden(self, inode: int) -> tuple[HiddenItem, ...]:
         return (await self._directory(inode)).hidden
 
     async def lookup(self, parent: int, name: str) -> Node:
         directory = await self._directory(parent)
-        child = directory.names.get(name)
+        child = directory.children.get(name)
         if child is None and self.get(parent).instance is not None:
             # A name we don't know: the listing may predate the item. Refresh, at most once per negative_ttl.
             node = self.get(parent)
-            assert isinstance(node.entry, Folder)
-            age = self.metadata.age(node.instance or "", node.entry.remote_id)
-            if age is not None and age >= self.metadata.negative_ttl:
-                directory = await self._directory(parent, max_age=self.metadata.negative_ttl)
-                child = directory.names.get(name)
+            age = self.listings.age(node.instance or "", node.folder.remote_id)
+            if age is not None and age >= self.listings.negative_ttl:
+                directory = await self._directory(parent, max_age=self.listings.negative_ttl)
+                child = directory.children.get(name)
         if child is None:
             raise NotFoundError(f"{name!r} not found")
-        return self.nodes[child]
+        return child
 
     async def _directory(self, inode: int, *, max_age: float | None = None) -> _Directory:
         node = self.get(inode)
-        if not node.is_dir:
-            raise NotFoundError(f"{node.name} is not a directory")
         if node.instance is None:
             return self._dirs[ROOT_INODE]
-        assert isinstance(node.entry, Folder)
+        folder = node.folder
         provider = self.providers[node.instance]
-        listing = await self.metadata.listing(node.instance, provider, node.entry, max_age=max_age)
-        directory = self._dirs.get(inode)
-        if directory is not None and directory.current(listing):
-            return directory
-        lock = self._build_locks.setdefault(inode, trio.Lock())
-        async with lock:
+        while True:
+            listing = await self.listings.listing(node.instance, provider, folder, max_age=max_age)
             directory = self._dirs.get(inode)
             if directory is not None and directory.current(listing):
                 return directory
+            building = self._building.get(inode)
+            if building is None:
+                break
+            await building.wait()  # one build at a time per directory; then look again
+        self._building[inode] = done = trio.Event()
+        try:
             directory = await self._build(node, provider, listing.entries, listing.hidden)
             directory.built_from = listing
-            self._dirs[inode] = directory
+            if node.inode in self.nodes or node.lookups or node.opens:
+                self._dirs[inode] = directory
             return directory
+        finally:
+            del self._building[inode]
+            done.set()
 
     async def _build(
-        self,
-        parent: Node,
-        provider: Provider,
-        entries: tuple[Folder | Video, ...],
-        hidden: tuple[HiddenItem, ...],
+        self, parent: Node, provider: Provider, entries: tuple[Entry, ...], hidden: tuple[HiddenItem, ...]
     ) -> _Directory:
         instance = parent.instance
         assert instance is not None
+        sizes, failed = await self._learn_sizes(instance, provider, entries)
+        shown = [
+            e for e in entries if not (isinstance(e, Video) and e.size is None and e.remote_id not in sizes)
+        ]
+        names = name_entries(
+            [(e.remote_id, e.name, isinstance(e, Folder), getattr(e, "content_type", None)) for e in shown]
+        )
+        directory = _Directory(hidden=tuple(hidden) + tuple(failed))
+        if failed:  # a transient failure must not hide a file for the whole listing TTL
+            directory.retry_at = trio.current_time() + self.listings.negative_ttl
+        taken: dict[int, Node] = {}
+        for entry, name in zip(shown, names, strict=True):
+            node = self._new_node(instance, entry, parent.inode, name, taken)
+            taken[node.inode] = node
+            if isinstance(entry, Video):
+                if entry.remote_id in sizes:
+                    node.size, node.etag = sizes[entry.remote_id]
+                elif entry.size is not None:
+                    node.size = entry.size
+                    probe = self.probes.known(instance, entry)
+                    node.etag = entry.etag or (probe.etag if probe else None)
+            directory.children[name] = node
+        directory.names = sorted(directory.children)
+        return directory
+
+    async def _learn_sizes(
+        self, instance: str, provider: Provider, entries: tuple[Entry, ...]
+    ) -> tuple[dict[str, tuple[int, str | None]], list[HiddenItem]]:
         sizes: dict[str, tuple[int, str | None]] = {}
-        unknown = [e for e in entries if isinstance(e, Video) and e.size is None]
         failed: list[HiddenItem] = []
 
         async def learn(video: Video) -> None:
             try:
-                probe = await self.metadata.probe(instance, provider, video)
+                probe = await self.probes.probe(instance, provider, video)
             except VidfsError as exc:
                 log.warning("%s: %r hidden: its size is unknown (%s)", instance, video.name, exc)
                 failed.append(HiddenItem(video.remote_id, video.name, f"size unknown: {exc}"))
                 return
             sizes[video.remote_id] = (probe.size, probe.etag)
 
+        unknown = [e for e in entries if isinstance(e, Video) and e.size is None]
         if unknown:
             async with trio.open_nursery() as nursery:
                 for video in unknown:
                     nursery.start_soon(learn, video)
-        shown = [
-            e for e in entries if not (isinstance(e, Video) and e.size is None and e.remote_id not in sizes)
-        ]
-        names = name_entries(
-            [
-                (
-                    e.remote_id,
-                    e.name,
-                    isinstance(e, Folder),
-                    e.content_type if isinstance(e, Video) else None,
-                )
-                for e in shown
-            ]
-        )
-        directory = _Directory(hidden=tuple(hidden) + tuple(failed))
-        if failed:  # a transient failure must not hide a file for the whole listing TTL
-            directory.retry_at = time.monotonic() + self.metadata.negative_ttl
-        for entry, name in zip(shown, names, strict=True):
-            node = self._node_for(instance, entry, parent.inode, name)
-            if isinstance(entry, Video):
-                if entry.remote_id in sizes:
-                    node.size, node.etag = sizes[entry.remote_id]
-                elif entry.size is not None:
-                    node.size = entry.size
-                    probe = self.metadata.known_probe(instance, entry)
-                    node.etag = entry.etag or (probe.etag if probe else None)
-            directory.names[name] = node.inode
-        return directory
+        return sizes, failed
 
     async def resolve_path(self, path: str) -> Node:
         """The node at a '/'-separated path below the mount root (for --subtree)."""
         node = self.get(ROOT_INODE)
         for part in [p for p in path.split("/") if p]:
             node = await self.lookup(node.inode, part)
+            self.nodes.setdefault(node.inode, node)
         return node
 
-    # --------------------------------------------------------------------------------- lookup counts
-    def remember(self, node: Node) -> None:
-        node.lookups += 1
-
-    def forget(self, inode: int, count: int) -> None:
-        node = self.nodes.get(inode)
-        if node is not None:
-            node.lookups = max(0, node.lookups - count)
+    def pin(self, node: Node) -> None:
+        """Keep `node` whatever the kernel forgets (the --subtree root)."""
+        self._pinned.add(node.inode)
+        self.nodes[node.inode] = node
 
     def refresh_parent(self, node: Node) -> None:
         """After a 404 or a changed file: the parent's listing is stale."""
         parent = self.nodes.get(node.parent)
         if parent is not None and parent.instance is not None and isinstance(parent.entry, Folder):
-            self.metadata.invalidate(parent.instance, parent.entry.remote_id)
+            self.listings.invalidate(parent.instance, parent.entry.remote_id)
+
+    def statistics(self) -> dict[str, int]:
+        return {"inodes": len(self.nodes), "directories": len(self._dirs), "building": len(self._building)}
 
 
-__all__ = ["DIR_MODE", "FILE_MODE", "ROOT_INODE", "Node", "RemoteError", "Tree", "stable_inode"]
+__all__ = ["DIR_MODE", "FILE_MODE", "ROOT_INODE", "Node", "Tree", "stable_inode"]

@@ -1,6 +1,12 @@
-"""The filesystem model: what `fuse_ops` calls. Open files, reads through the cache, attributes, xattrs.
+"""The filesystem model: what `operations` calls. Open files and directories, reads through the cache,
+attributes, xattrs.
 
-Everything here speaks in inodes, byte ranges and our exceptions; `fuse_ops` only translates to pyfuse3.
+Everything here speaks in inodes, byte ranges and our exceptions; `operations` only translates to pyfuse3.
+
+An open directory is a snapshot of its children taken at `opendir` and kept until `releasedir`: `readdir`
+calls page through that snapshot by position, so a listing refreshed between two `readdir` calls of a large
+directory (an AIPIX camera gaining archives) can never make a reader skip or repeat a name, and a directory
+of 100,000 entries costs O(n) in total across its `readdir` calls.
 """
 
 from __future__ import annotations
@@ -53,6 +59,9 @@ class OpenFile:
     prefetcher: Readahead
 
 
+WARMED_LIMIT = 4096  # files whose container head was fetched at first open (a bounded memory of it)
+
+
 class VideoFS:
     def __init__(
         self,
@@ -80,9 +89,9 @@ class VideoFS:
         self.uid = os.getuid()
         self.gid = os.getgid()
         self._handles: dict[int, OpenFile] = {}
+        self._dir_handles: dict[int, list[Node]] = {}
         self._files: dict[FileKey, tuple[RemoteFile, int]] = {}
-        self._fingerprints: dict[int, str] = {}
-        self._probed: set[FileKey] = set()
+        self._warmed: dict[FileKey, None] = {}  # insertion-ordered: the oldest is forgotten first
         self._next_fh = itertools.count(1)
 
     # ---------------------------------------------------------------------------------- inode mapping
@@ -113,15 +122,31 @@ class VideoFS:
         if name == "..":
             node = self.tree.get(self.to_node_inode(parent))
             return self.tree.get(node.parent if node.inode != self.root_inode else node.inode)
-        node = await self.tree.lookup(self.to_node_inode(parent), name)
+        return await self.tree.lookup(self.to_node_inode(parent), name)
+
+    def remember(self, node: Node) -> None:
+        """The kernel was given `node` (lookup or readdirplus reply): count it."""
         self.tree.remember(node)
-        return node
 
     def getattr(self, inode: int) -> Attributes:
         return self.attributes(self.tree.get(self.to_node_inode(inode)))
 
-    async def readdir(self, inode: int) -> list[Node]:
-        return await self.tree.children(self.to_node_inode(inode))
+    async def opendir(self, inode: int) -> int:
+        """Snapshot the children; `readdir` pages through it until `releasedir`."""
+        children = await self.tree.children(self.to_node_inode(inode))
+        fh = next(self._next_fh)
+        self._dir_handles[fh] = children
+        return fh
+
+    def readdir(self, fh: int, start: int) -> list[Node]:
+        """The snapshot from position `start` on (positions are stable for the life of the handle)."""
+        children = self._dir_handles.get(fh)
+        if children is None:
+            raise NotFoundError("stale directory handle")
+        return children[start:] if start else children
+
+    def releasedir(self, fh: int) -> None:
+        self._dir_handles.pop(fh, None)
 
     def forget(self, inode: int, count: int) -> None:
         self.tree.forget(self.to_node_inode(inode), count)
@@ -152,11 +177,15 @@ class VideoFS:
         fh = next(self._next_fh)
         prefetcher = Readahead(block_size=self.cache.block_size, max_window=self.readahead_max)
         self._handles[fh] = OpenFile(node, file, prefetcher)
+        self.tree.hold(node)
+        # The kernel's cached pages of this inode are kept only while they are of the same bytes.
         fingerprint = f"{video.fingerprint}|{node.size}|{node.etag}"
-        keep_cache = self._fingerprints.get(node.inode) == fingerprint
-        self._fingerprints[node.inode] = fingerprint
-        if key not in self._probed and video.name.lower().endswith(VIDEO_CONTAINERS):
-            self._probed.add(key)
+        keep_cache = node.page_cache == fingerprint
+        node.page_cache = fingerprint
+        if key not in self._warmed and video.name.lower().endswith(VIDEO_CONTAINERS):
+            self._warmed[key] = None
+            if len(self._warmed) > WARMED_LIMIT:
+                del self._warmed[next(iter(self._warmed))]
             self._nursery.start_soon(self._warm_container, file)
         self.stats.incr("files.opened")
         return fh, keep_cache
@@ -178,14 +207,14 @@ class VideoFS:
             # starts afresh; this handle keeps failing rather than mixing old and new bytes.
             self.tree.refresh_parent(handle.node)
             if handle.node.instance is not None:
-                self.tree.metadata.forget_probe(handle.node.instance, file.video)
+                self.tree.probes.forget(handle.node.instance, file.video)
                 self.resolver.forget(handle.node.instance, file.video.remote_id)
             shared = self._files.get(file.key)
             if shared is not None and shared[0] is file:
                 del self._files[file.key]  # new opens get a fresh RemoteFile (new size and ETag)
             # ...and the kernel must drop its cached pages of this inode at the next open, even when the
             # provider's fingerprint cannot tell the change (no ETag, no update time in the API).
-            self._fingerprints.pop(handle.node.inode, None)
+            handle.node.page_cache = None
             raise
         self.stats.incr("bytes.read", len(data))
         return data
@@ -194,6 +223,7 @@ class VideoFS:
         handle = self._handles.pop(fh, None)
         if handle is None:
             return
+        self.tree.release(handle.node)
         key = handle.file.key
         shared = self._files.get(key)
         if shared is None or shared[0] is not handle.file:
@@ -234,7 +264,11 @@ class VideoFS:
             document["disk_cache"] = self.store.statistics()
         document["leases"] = self.resolver.statistics()
         document["open_files"] = len(self._handles)
+        document["open_directories"] = len(self._dir_handles)
         document["inodes"] = len(self.tree.nodes)
+        document["tree"] = self.tree.statistics()
+        document["listings"] = self.tree.listings.statistics()
+        document["probes"] = self.tree.probes.statistics()
         return document
 
     def statfs(self) -> dict[str, int]:

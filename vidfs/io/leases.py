@@ -14,10 +14,13 @@ the usual signature parameters.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import cachetools
 import trio
 
 from vidfs.model import StreamLease, Video
@@ -37,19 +40,31 @@ class _Entry:
         return still_fresh(self.obtained_at, self.lease.expires_at, now)
 
 
-class Resolver:
-    """One lease per (provider instance, video id), renewed ahead of expiry, resolved once at a time."""
+MAX_LEASES = 16384  # the least recently used lease beyond this is dropped (resolved again when needed)
 
-    def __init__(self, stats: Stats) -> None:
+
+class Resolver:
+    """One lease per (provider instance, video id), renewed ahead of expiry, resolved once at a time.
+
+    Memory stays bounded on a long mount over a large catalog: leases are kept in an LRU of `MAX_LEASES`,
+    and a video's lock exists only while someone resolves it."""
+
+    def __init__(self, stats: Stats, *, max_leases: int = MAX_LEASES) -> None:
         self._stats = stats
-        self._entries: dict[tuple[str, str], _Entry] = {}
+        self._entries: cachetools.LRUCache[tuple[str, str], _Entry] = cachetools.LRUCache(max_leases)
         self._locks: dict[tuple[str, str], trio.Lock] = {}
 
-    def _lock(self, key: tuple[str, str]) -> trio.Lock:
+    @contextlib.asynccontextmanager
+    async def _lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
         lock = self._locks.get(key)
         if lock is None:
             lock = self._locks[key] = trio.Lock()
-        return lock
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and not lock.statistics().tasks_waiting and self._locks.get(key) is lock:
+                del self._locks[key]
 
     async def lease(self, instance: str, provider: Provider, video: Video) -> StreamLease:
         key = (instance, video.remote_id)
@@ -85,4 +100,4 @@ class Resolver:
         self._entries.pop((instance, remote_id), None)
 
     def statistics(self) -> dict[str, int]:
-        return {"leases": len(self._entries)}
+        return {"leases": len(self._entries), "resolving": len(self._locks)}

@@ -1,0 +1,285 @@
+"""The listing path in process: the listing cache (stale-while-revalidate, background fetches, backoff),
+the tree (readdir snapshots, forgotten nodes, errnos) and the snapshot writer, over a fake provider.
+
+Time is trio's autojump clock wherever a test waits: a "slow vendor" sleeps in virtual time.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+import trio.lowlevel
+import trio.testing
+
+from vidfs.catalog.listings import ListingCache
+from vidfs.catalog.probes import SizeProbes
+from vidfs.catalog.snapshot import SnapshotKeeper
+from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, UnreachableError, to_errno
+from vidfs.fs.tree import Tree, stable_inode
+from vidfs.http.client import HttpClient
+from vidfs.io.leases import Resolver
+from vidfs.model import Folder, Listing, StreamLease, Video
+from vidfs.stats import Stats
+
+
+class FakeProvider:
+    """A catalog in memory: folder id → entries. `delay` makes `list` slow; `fail` makes it raise."""
+
+    def __init__(self, folders: dict[str, list[Folder | Video]]) -> None:
+        self.folders = folders
+        self.calls: dict[str, int] = {}
+        self.delay = 0.0
+        self.fail: Callable[[], BaseException] | None = None
+
+    def root(self) -> Folder:
+        return Folder("root", "fake")
+
+    async def list(self, folder: Folder) -> Listing:
+        self.calls[folder.remote_id] = self.calls.get(folder.remote_id, 0) + 1
+        if self.delay:
+            await trio.sleep(self.delay)
+        if self.fail is not None:
+            raise self.fail()
+        return Listing(tuple(self.folders.get(folder.remote_id, [])))
+
+    async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
+        raise AssertionError("not used")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def videos(count: int, prefix: str = "v") -> list[Folder | Video]:
+    return [Video(f"{prefix}{i}", f"{prefix}{i:06d}.mp4", size=1000 + i, mtime=1.0) for i in range(count)]
+
+
+def make_tree(provider: FakeProvider, *, ttl: float = 300.0, negative_ttl: float = 10.0) -> Tree:
+    stats = Stats()
+    listings = ListingCache(ttl=ttl, negative_ttl=negative_ttl, stats=stats)
+    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
+    return Tree({"fake": provider}, listings, probes)
+
+
+def provider_inode(tree: Tree) -> int:
+    """The inode of the one provider's directory (the mount root's only child)."""
+    return stable_inode("fake", "d", "root")
+
+
+# ------------------------------------------------------------------------------------------ listings
+async def test_a_listing_slower_than_the_request_is_finished_in_the_background(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    provider = FakeProvider({"root": videos(3)})
+    provider.delay = 90.0  # three times a 30 s request timeout
+    tree = make_tree(provider)
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        with pytest.raises(trio.TooSlowError), trio.fail_after(30):
+            await tree.children(provider_inode(tree))
+        await trio.sleep(61)  # virtual time: the fetch the first request started ends meanwhile
+        with trio.fail_after(1):
+            names = [n.name for n in await tree.children(provider_inode(tree))]
+        nursery.cancel_scope.cancel()
+    assert names == ["v000000.mp4", "v000001.mp4", "v000002.mp4"]
+    assert provider.calls == {"root": 1}  # no second slow call
+
+
+async def test_a_stale_listing_is_served_at_once_while_it_refreshes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    provider = FakeProvider({"root": videos(2)})
+    tree = make_tree(provider, ttl=10.0)
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        first = await tree.children(provider_inode(tree))
+        provider.folders["root"] = videos(3)
+        provider.delay = 5.0
+        await trio.sleep(11)  # the listing is now stale
+        with trio.fail_after(0.001):  # answered without waiting for the vendor
+            stale = await tree.children(provider_inode(tree))
+        await trio.sleep(6)
+        fresh = await tree.children(provider_inode(tree))
+        nursery.cancel_scope.cancel()
+    assert len(first) == len(stale) == 2 and len(fresh) == 3
+    assert provider.calls == {"root": 2}
+
+
+async def test_a_failing_listing_is_retried_with_backoff_not_on_every_access(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    provider = FakeProvider({"root": videos(2)})
+    provider.fail = lambda: RemoteIOError("HTTP 503", status=503)
+    tree = make_tree(provider)
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        failures = 0
+        for _ in range(200):  # 200 accesses over 20 s of virtual time
+            try:
+                await tree.children(provider_inode(tree))
+            except RemoteIOError:
+                failures += 1
+            await trio.sleep(0.1)
+        calls_while_failing = provider.calls["root"]
+        provider.fail = None
+        await trio.sleep(120)  # the backoff is capped: the next try comes within it
+        names = [n.name for n in await tree.children(provider_inode(tree))]
+        nursery.cancel_scope.cancel()
+    assert failures == 200
+    assert 2 <= calls_while_failing <= 8  # 1 s, 2 s, 4 s, 8 s … apart, not 200
+    assert names == ["v000000.mp4", "v000001.mp4"]
+
+
+async def test_while_a_vendor_is_unreachable_known_listings_answer_without_asking(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    folders: dict[str, list[Folder | Video]] = {"root": [Folder(f"d{i}", f"dir {i}") for i in range(50)]}
+    folders.update({f"d{i}": videos(3, prefix=f"d{i}-") for i in range(50)})
+    provider = FakeProvider(folders)
+    tree = make_tree(provider, ttl=60.0)
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        top = await tree.children(provider_inode(tree))
+        for directory in top:
+            tree.remember(directory)
+            await tree.children(directory.inode)
+        await trio.sleep(61)  # everything is stale now, and the vendor goes away
+        provider.fail = lambda: UnreachableError("connection refused")
+        before = sum(provider.calls.values())
+        with trio.fail_after(0.001):  # the whole walk answers without waiting for anything
+            for directory in await tree.children(provider_inode(tree)):
+                assert len(await tree.children(directory.inode)) == 3
+        await trio.sleep(30)
+        for directory in await tree.children(provider_inode(tree)):
+            await tree.children(directory.inode)
+        nursery.cancel_scope.cancel()
+    # At most one fetch per concurrency slot before the instance is known down; then one probe per backoff
+    # period (1, 2, 4, 8, 16 s … apart) over the 30 s.
+    assert sum(provider.calls.values()) - before <= 4 + 6
+
+
+async def test_a_new_name_is_found_by_a_refresh_after_negative_ttl(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    provider = FakeProvider({"root": videos(1)})
+    tree = make_tree(provider, negative_ttl=10.0)
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        await tree.children(provider_inode(tree))
+        provider.folders["root"] = videos(2)
+        with pytest.raises(NotFoundError):  # too soon: the listing is younger than negative_ttl
+            await tree.lookup(provider_inode(tree), "v000001.mp4")
+        await trio.sleep(11)
+        node = await tree.lookup(provider_inode(tree), "v000001.mp4")
+        nursery.cancel_scope.cancel()
+    assert node.size == 1001
+
+
+# ------------------------------------------------------------------------------------------ the tree
+async def test_a_path_through_a_file_is_enotdir() -> None:
+    tree = make_tree(FakeProvider({"root": videos(1)}))
+    file = (await tree.children(provider_inode(tree)))[0]
+    tree.remember(file)
+    with pytest.raises(NotDirectoryError) as caught:
+        await tree.lookup(file.inode, "anything")
+    assert to_errno(caught.value) == errno.ENOTDIR
+
+
+async def test_forgotten_nodes_leave_the_table() -> None:
+    folders: dict[str, list[Folder | Video]] = {"root": [Folder("big", "big")], "big": videos(10_000)}
+    tree = make_tree(FakeProvider(folders))
+    (big,) = await tree.children(provider_inode(tree))
+    tree.remember(big)
+    baseline = len(tree.nodes)
+    for _round in range(3):
+        for node in await tree.children(big.inode):
+            tree.remember(node)
+        assert len(tree.nodes) == baseline + 10_000
+        for node in await tree.children(big.inode):
+            tree.forget(node.inode, 1)
+        assert len(tree.nodes) == baseline
+    tree.forget(big.inode, 1)
+    assert big.inode not in tree.nodes
+    assert tree.statistics()["directories"] == 2  # the mount root's and the provider's, not big's
+
+
+async def test_an_open_file_keeps_its_node_after_the_kernel_forgets_it() -> None:
+    tree = make_tree(FakeProvider({"root": videos(1)}))
+    (file,) = await tree.children(provider_inode(tree))
+    tree.remember(file)
+    tree.hold(file)
+    tree.forget(file.inode, 1)
+    assert tree.get(file.inode) is file
+    tree.release(file)
+    assert file.inode not in tree.nodes
+
+
+async def test_inodes_are_stable_across_trees() -> None:
+    folders: dict[str, list[Folder | Video]] = {"root": videos(100)}
+    tree_a, tree_b = make_tree(FakeProvider(folders)), make_tree(FakeProvider(folders))
+    a = {n.name: n.inode for n in await tree_a.children(provider_inode(tree_a))}
+    b = {n.name: n.inode for n in await tree_b.children(provider_inode(tree_b))}
+    assert a == b and len(set(a.values())) == 100
+
+
+# ------------------------------------------------------------------------------------------ snapshot
+async def test_chaos_snapshot_saves_under_churn_and_loads(tmp_path: Path) -> None:
+    stats = Stats()
+    listings = ListingCache(ttl=300, negative_ttl=10, stats=stats)
+    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
+    keeper = SnapshotKeeper(listings, probes, tmp_path / "meta", ["fake"], stats)
+    provider = FakeProvider({f"f{i}": videos(5, prefix=f"f{i}-") for i in range(200)})
+    async with trio.open_nursery() as nursery:
+
+        async def churn() -> None:
+            for round_ in range(250):  # 50,000 listings changing while saves run in a worker thread
+                for i in range(200):
+                    provider.folders[f"f{i}"] = videos(5 + round_ % 3, prefix=f"f{i}-")
+                    listings.invalidate("fake", f"f{i}")
+                    await listings.listing("fake", provider, Folder(f"f{i}", f"f{i}"))
+                await trio.lowlevel.checkpoint()
+
+        async def save_often() -> None:
+            while True:
+                await keeper.save()
+                saves.append(1)
+                await trio.lowlevel.checkpoint()
+
+        saves: list[int] = []
+
+        nursery.start_soon(save_often)
+        await churn()
+        nursery.cancel_scope.cancel()
+    await keeper.save()
+    assert len(saves) > 10  # saves really ran while the listings changed
+    fresh = ListingCache(ttl=300, negative_ttl=10, stats=stats)
+    other = SnapshotKeeper(fresh, probes, tmp_path / "meta", ["fake"], stats)
+    assert other.install(await trio.to_thread.run_sync(other.read)) == 200
+    final = [fresh.get("fake", f"f{i}") for i in range(200)]
+    assert all(listing is not None and len(listing.entries) == 5 + 249 % 3 for listing in final)
+
+
+async def test_a_snapshot_that_cannot_be_written_is_logged_once_and_retried(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stats = Stats()
+    listings = ListingCache(ttl=300, negative_ttl=10, stats=stats)
+    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
+    blocked = tmp_path / "meta"
+    blocked.write_text("a file where the snapshot directory should be")
+    keeper = SnapshotKeeper(listings, probes, blocked, ["fake"], stats)
+    provider = FakeProvider({"f": videos(2)})
+    for _ in range(3):
+        listings.invalidate("fake", "f")
+        await listings.listing("fake", provider, Folder("f", "f"))
+        await keeper.save()
+    assert stats.counters["snapshot.save_failures"] == 3
+    assert len([r for r in caplog.records if "cannot save the listing snapshot" in r.message]) == 1
+    blocked.unlink()
+    await keeper.save()  # the dirty listing was kept: it is written once the directory can be made
+    (written,) = list(blocked.glob("*/L-*.json"))
+    assert json.loads(written.read_text())["folder"] == "f"
