@@ -51,8 +51,12 @@ because the disk is busy. When more than 32 MiB wait for the writer, `put_run` w
 block cache's background fetch, which has handed its blocks to every reader already: readers are never
 slowed, a prefetch is (its budget is held until its blocks are queued), and memory stays bounded.
 
-When the disk refuses
----------------------
+Room on the file system, and when the disk refuses
+--------------------------------------------------
+The store never fills its file system: it uses at most the capacity, and at most what it holds plus what
+is free less a reserve (2% of the file system, between 8 MiB and 1 GiB), measured after every batch (and
+every 2 s while short of room): when others fill the disk it shrinks (evicting as it stores), when room
+returns it grows back (``usable`` in the statistics).
 ENOSPC/EDQUOT (full) and EROFS/EACCES/EPERM (read-only), from a write or from SQLite: the condition is
 logged once, counted (``full`` / ``read_only``, ``disk.full`` / ``disk.read_only`` in the daemon's stats),
 queued writes are dropped, and `put_run` stores nothing (``skipped_unwritable``) for a pause that doubles
@@ -94,9 +98,10 @@ and closes.
 
 Statistics
 ----------
-`statistics()`: bytes, blocks, files, capacity, hits, misses, evictions, torn_detected, pinned_bytes,
-pinned_files, queued_bytes, rejected, write_errors, read_errors, other_errors, skipped_unwritable, waits
-(puts that waited for the writer), unwritable (1 while paused), full, read_only (times entered).
+`statistics()`: bytes, blocks, files, capacity, usable, hits, misses, reads (worker-thread hops),
+evictions, torn_detected, pinned_bytes, pinned_files, queued_bytes, rejected, write_errors, read_errors,
+other_errors, skipped_unwritable, waits (puts that waited for the writer), unwritable (1 while paused),
+full, read_only (times entered).
 """
 
 from vidfs.io.store.service import DiskStore, running

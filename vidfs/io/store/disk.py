@@ -32,7 +32,7 @@ from vidfs.io.store.index import (
     Touched,
     Written,
 )
-from vidfs.io.store.layout import EXTENT_SHIFT, checksum
+from vidfs.io.store.layout import EXTENT_SHIFT, Layout, checksum
 from vidfs.io.store.model import DeleteOp, DropOp, EvictOp, Op, PinsOp, Stretch, WriteOp
 
 IOV_MAX = 1024
@@ -120,6 +120,21 @@ class BatchOutcome:
     other_errors: list[OSError] = field(default_factory=list)  # punches and unlinks (space not freed)
     index_error: sqlite3.Error | OSError | None = None
     carried: list[Change] = field(default_factory=list)  # index changes to try again with the next batch
+    space: Space | None = None  # the file system's room after the batch
+
+
+@dataclass(frozen=True, slots=True)
+class Space:
+    free: int  # bytes available to us
+    size: int  # the file system's size
+
+
+def space_of(layout: Layout) -> Space | None:
+    try:
+        st = os.statvfs(layout.root)
+    except OSError:
+        return None
+    return Space(st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
 
 
 class _OpenFiles:
@@ -155,9 +170,18 @@ class _OpenFiles:
 
 
 def apply_batch(
-    index: Index, ops: list[Op], block_size: int, carried: list[Change], path_of: Callable[[str], str]
+    index: Index, ops: list[Op], block_size: int, carried: list[Change], layout: Layout
 ) -> BatchOutcome:
-    """Do the data work of `ops` in order, then record it (and `carried`) in one index transaction."""
+    """Do the data work of `ops` in order, then record it (and `carried`) in one index transaction; then
+    measure the room left."""
+    outcome = apply_ops(index, ops, block_size, carried, layout)
+    outcome.space = space_of(layout)
+    return outcome
+
+
+def apply_ops(
+    index: Index, ops: list[Op], block_size: int, carried: list[Change], layout: Layout
+) -> BatchOutcome:
     outcome = BatchOutcome()
     changes: list[Change] = list(carried)
     files = _OpenFiles()
@@ -176,7 +200,7 @@ def apply_batch(
                 op.error = exc
         return outcome
     for name in emptied:  # no block left: its data file goes too
-        _unlink_quietly(path_of(name), outcome)
+        _unlink_quietly(layout.data_path(name), outcome)
     return outcome
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import trio
 
 from vidfs.io.remote_file import FileKey
-from vidfs.io.store.disk import BatchOutcome, ReadOutcome, apply_batch, read_stretches
+from vidfs.io.store.disk import BatchOutcome, ReadOutcome, Space, apply_batch, read_stretches, space_of
 from vidfs.io.store.index import Change, Contents, Deleted, Index, open_index
 from vidfs.io.store.layout import (
     Layout,
@@ -36,10 +36,12 @@ READ_THREADS = 4
 QUEUE_BYTES = 32 << 20  # accepted blocks waiting for their write (kept in memory meanwhile)
 BATCH_BYTES = 16 << 20  # data per writer-thread call
 TOUCH_INTERVAL = 30.0  # recency is saved this often (and at close)
+SPACE_INTERVAL = 2.0  # while the file system is short of room, it is measured again this often
 CLOSE_TIMEOUT = 30.0
 PAUSE_FIRST, PAUSE_LONGEST = 0.5, 8.0  # writes paused on a full or read-only disk, retried this often
 RETRY_FIRST, RETRY_LONGEST = 1.0, 60.0  # an index that cannot be opened: tried again this often
 PUT_ROUNDS = 64  # make-room / load rounds of one put (each round loads one file's extents)
+RESERVE_LEAST, RESERVE_MOST = 8 << 20, 1 << 30  # free space the store leaves on its file system
 LOG_EVERY = 1000  # repeated errors of one kind: logged the first time, then every LOG_EVERY
 
 FULL = "full"
@@ -86,6 +88,7 @@ class _Opened:
     index: Index
     contents: Contents
     notes: list[str]
+    space: Space | None
 
 
 def _open_blocking(layout: Layout, block_size: int) -> _Opened | None:
@@ -115,7 +118,7 @@ def _open_blocking(layout: Layout, block_size: int) -> _Opened | None:
         for name, path in on_disk.items():
             if name not in known or name in stale:  # written, never indexed (a crash), or just dropped
                 os.unlink(path)
-        return _Opened(lock, index, contents, notes)
+        return _Opened(lock, index, contents, notes, space_of(layout))
     except BaseException:
         os.close(lock)
         raise
@@ -196,6 +199,7 @@ class DiskStore:
         contents = opened.contents
         self._ledger.install(contents.files, contents.pins, contents.clock)
         self._ready = True
+        self._fit_to(opened.space)
         await self._evict_to_capacity()
         log.info(
             "disk cache at %s: %d file(s), %d bytes of %d",
@@ -450,13 +454,17 @@ class DiskStore:
 
     # ----------------------------------------------------------------------------------- the writer
     async def _writer(self) -> None:
-        """Runs the queued operations in order, a batch per worker-thread call; saves recency now and then."""
+        """Runs the queued operations in order, a batch per worker-thread call; saves recency now and then;
+        while the file system is short of room, looks again every SPACE_INTERVAL."""
         ledger = self._ledger
         last_touch = trio.current_time()
         while True:
             if not (ledger.ops or ledger.pins_dirty or self._carried):
-                with trio.move_on_after(TOUCH_INTERVAL):
+                cramped = ledger.capacity < self.capacity or self._condition is not None
+                with trio.move_on_after(SPACE_INTERVAL if cramped else TOUCH_INTERVAL):
                     await self._work.park()
+                if cramped and not ledger.ops:
+                    self._fit_to(await trio.to_thread.run_sync(space_of, self._layout))
             touches = trio.current_time() - last_touch >= TOUCH_INTERVAL
             if touches:
                 last_touch = trio.current_time()
@@ -477,7 +485,7 @@ class DiskStore:
         self._in_flight = True
         try:
             outcome = await trio.to_thread.run_sync(
-                apply_batch, index, batch, self.block_size, carried, self._layout.data_path,
+                apply_batch, index, batch, self.block_size, carried, self._layout,
                 limiter=self._write_limiter,
             )  # fmt: skip
         except trio.Cancelled:  # before the thread started: nothing was done, put it all back
@@ -499,6 +507,7 @@ class DiskStore:
                 wrote = True
         self._carried = outcome.carried
         self._judge(outcome, wrote)
+        self._fit_to(outcome.space)
         self._room.unpark_all()
         self._idle.unpark_all()
         return outcome.index_error is None
@@ -528,6 +537,19 @@ class DiskStore:
                 "other_errors", "disk cache: cannot free space under %s: %s", self.root, describe(exc)
             )
 
+    def _fit_to(self, space: Space | None) -> None:
+        """Never fill the file system: use at most what we hold plus what is free, less a reserve (2% of the
+        file system, 8 MiB to 1 GiB). Shrinks when others fill the disk, grows back when room returns."""
+        if space is None:
+            return
+        ledger = self._ledger
+        reserve = min(max(space.size // 50, RESERVE_LEAST), RESERVE_MOST)
+        room = (ledger.total - ledger.queued_bytes) + space.free - reserve
+        fitted = max(0, min(self.capacity, room))
+        if fitted < self.capacity and ledger.capacity == self.capacity:
+            log.info("disk cache: %s has room for %d bytes of cache, below its capacity", self.root, fitted)
+        ledger.capacity = fitted
+
     def _pause_writes(self, condition: str, exc: BaseException) -> None:
         self._paused_until = trio.current_time() + self._pause
         self._pause = min(self._pause * 2, PAUSE_LONGEST)
@@ -554,6 +576,7 @@ class DiskStore:
             "blocks": ledger.blocks,
             "files": len(ledger.files),
             "capacity": self.capacity,
+            "usable": ledger.capacity,  # the capacity, or less while the file system has less room
             "evictions": ledger.evictions,
             "pinned_bytes": ledger.pinned_bytes(),
             "pinned_files": len(ledger.pins),

@@ -1,0 +1,135 @@
+"""The block cache over a real disk store and a real origin: a run the store splits at a hole.
+
+A prefetch asks for blocks 0..7; the store has block 4, so 0..3 and 5..7 are downloaded as two stretches.
+When the first download fails, a reader waiting for block 6 must still get its bytes (no spurious EIO for
+other readers), and while the second stretch is in flight it holds its share of the prefetch budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import trio
+
+from vidfs.config.types import HttpSettings
+from vidfs.emulator.server import HttpError, Request, Site, serve_file
+from vidfs.errors import VidfsError
+from vidfs.http.client import HttpClient
+from vidfs.io.block_cache import BlockCache
+from vidfs.io.leases import Resolver
+from vidfs.io.remote_file import RemoteFile
+from vidfs.io.store import DiskStore, running
+from vidfs.model import Folder, Listing, StreamLease, Video
+from vidfs.stats import Stats
+
+BS = 64 * 1024
+
+
+class Origin:
+    """Serves a blob; a range starting at block 0 fails (503), one starting at block 5 waits for `release`."""
+
+    def __init__(self, blob: Path) -> None:
+        self.blob = blob
+        self.second_arrived = threading.Event()
+        self.release = threading.Event()
+        self.site = Site("origin")
+        self.site.add_route(("GET", "HEAD"), r"/blob", self.handle)
+
+    def handle(self, req: Request) -> None:
+        spec = req.headers.get("Range") or ""
+        if spec.startswith("bytes=0-"):
+            raise HttpError(503, "the first stretch fails")
+        if spec.startswith(f"bytes={5 * BS}-"):
+            self.second_arrived.set()
+            self.release.wait(60)
+        etag = hashlib.sha256(self.blob.read_bytes()).hexdigest()[:16]
+        serve_file(req, self.blob, etag=etag, content_type="video/mp4")
+
+
+class _Provider:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def root(self) -> Folder:
+        return Folder("root", "root")
+
+    async def list(self, folder: Folder) -> Listing:
+        return Listing(())
+
+    async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
+        return StreamLease(self.url)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Origin]:
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(16 * BS))
+    served = Origin(blob)
+    served.site.start()
+    try:
+        yield served
+    finally:
+        served.release.set()
+        served.site.close()
+
+
+async def eventually(predicate: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.01)
+
+
+async def test_a_failed_stretch_does_not_fail_the_readers_of_the_next_one(
+    origin: Origin, tmp_path: Path
+) -> None:
+    source = origin.blob.read_bytes()
+    stats = Stats()
+    http = HttpClient(HttpSettings(retries=1, backoff_base=0.01), stats)
+    video = Video("v1", "blob.mp4", size=len(source))
+    file = RemoteFile(
+        instance="t",
+        provider=_Provider(origin.site.url + "/blob"),
+        video=video,
+        size=len(source),
+        http=http,
+        resolver=Resolver(stats),
+    )
+    store = DiskStore(tmp_path / "cache", capacity=64 * BS, block_size=BS, stats=stats)
+    got: list[bytes | BaseException] = []
+    try:
+        async with running(store), trio.open_nursery() as nursery:
+            await store.put_run(file.key, 4, [source[4 * BS : 5 * BS]], len(source))
+            await store.drain()
+            cache = BlockCache(memory_bytes=8 << 20, block_size=BS, nursery=nursery, stats=stats, store=store)
+            assert cache.prefetch(file, 0, 8 * BS) == 8 * BS
+
+            async def reader() -> None:
+                try:
+                    got.append(await cache.read(file, 6 * BS + 10, 100))
+                except VidfsError as exc:
+                    got.append(exc)
+
+            nursery.start_soon(reader)
+            await eventually(origin.second_arrived.is_set, "the second stretch's request")
+            await eventually(
+                lambda: not any(cache.available(file.key, i) for i in range(4)), "block 0-3 to fail"
+            )
+            # The first stretch is done (failed); the second, in flight, still holds its share of the budget.
+            assert got == []
+            assert cache.statistics()["prefetch_in_flight_bytes"] == 3 * BS
+            origin.release.set()
+            await eventually(lambda: got, "the reader of block 6")
+            assert got == [source[6 * BS + 10 : 6 * BS + 110]]
+            assert cache.statistics()["prefetch_in_flight_bytes"] == 0
+            assert stats.counters["cache.disk_hits"] == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        await http.aclose()
