@@ -24,6 +24,7 @@ from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.probes import SizeProbes
 from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.config.types import Config
+from vidfs.daemon.supervisor import Supervisor
 from vidfs.errors import UsageError
 from vidfs.fs.tree import Tree
 from vidfs.http.client import HttpClient
@@ -67,7 +68,7 @@ def build_providers(config: Config, http: HttpClient) -> dict[str, Provider]:
 
 @asynccontextmanager
 async def open_engine(
-    config: Config, stats: Stats | None = None, *, serving: bool = False
+    config: Config, stats: Stats | None = None, *, serving: bool = False, supervisor: Supervisor | None = None
 ) -> AsyncIterator[Engine]:
     stats = stats or Stats()
     async with AsyncExitStack() as stack:
@@ -90,8 +91,9 @@ async def open_engine(
         loaded = keeper.install(await trio.to_thread.run_sync(keeper.read))
         log.info("listing snapshot: %d cached directories loaded", loaded)
         async with trio.open_nursery() as background:
-            listings.attach(background)
-            await background.start(keeper.run)
+            services = (supervisor or Supervisor(stats)).bind(background)
+            listings.attach(services.tasks("listing-refresh"))
+            await services.start_service("snapshot-writer", keeper.run)
             try:
                 yield engine
             finally:

@@ -47,6 +47,7 @@ from vidfs.errors import AuthError, NotFoundError, RemoteIOError, RemoteTimeoutE
 from vidfs.model import Folder, Listing
 from vidfs.providers.base import Provider
 from vidfs.stats import Stats
+from vidfs.tasks import Spawner
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +122,11 @@ class ListingCache:
         self._stats = stats
         self._entries: dict[Key, _Entry] = {}
         self._health: dict[str, _Health] = {}
-        self._nursery: trio.Nursery | None = None
+        self._nursery: Spawner | None = None
         self._dirty: set[Key] = set()  # listings changed since the snapshot writer last took them
         self.changed = trio.Event()  # set on every change (the snapshot writer replaces it)
 
-    def attach(self, nursery: trio.Nursery) -> None:
+    def attach(self, nursery: Spawner) -> None:
         """Run fetches in `nursery` from now on (without one they run in the caller's task)."""
         self._nursery = nursery
 

@@ -47,7 +47,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import pyfuse3
 import trio
@@ -113,7 +112,9 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
     async with watch_stop_signals() as stop, AsyncExitStack() as stack:
         if not request.mountpoint.is_dir():
             raise UsageError(f"mount point {request.mountpoint} is not a directory")
-        engine = await stack.enter_async_context(open_engine(request.config, stats, serving=True))
+        engine = await stack.enter_async_context(
+            open_engine(request.config, stats, serving=True, supervisor=supervisor)
+        )
         store = await _open_disk_store(request.config, stats, stack)
         async with trio.open_nursery() as nursery:
             services = supervisor.bind(nursery)
@@ -153,7 +154,7 @@ async def _build_fs(
     cache = BlockCache(
         memory_bytes=config.cache.memory,
         block_size=config.cache.block_size,
-        nursery=cast(trio.Nursery, services.tasks("block-fetch")),
+        nursery=services.tasks("block-fetch"),
         stats=stats,
         store=store,
     )
@@ -163,7 +164,7 @@ async def _build_fs(
         http=engine.http,
         resolver=engine.resolver,
         stats=stats,
-        nursery=cast(trio.Nursery, services.tasks("container-warmup")),
+        nursery=services.tasks("container-warmup"),
         readahead_max=config.cache.readahead_max,
         store=store,
     )

@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import pyfuse3
@@ -49,6 +49,8 @@ class VidfsOperations(pyfuse3.Operations):
             self._log_once(logging.WARNING, f"{what}: no answer within {self.request_timeout:g}s")
             raise pyfuse3.FUSEError(errno.EIO) from None
         except (VidfsError, BaseExceptionGroup) as exc:  # a group: concurrent tasks failed
+            if isinstance(exc, BaseExceptionGroup) and exc.subgroup(_stop) is not None:
+                raise  # being torn down: never an errno
             leaf = leaf_error(exc)
             if isinstance(leaf, trio.TooSlowError):
                 self._log_once(logging.WARNING, f"{what}: no answer within {self.request_timeout:g}s")
@@ -101,8 +103,10 @@ class VidfsOperations(pyfuse3.Operations):
             return self._entry(self.fs.getattr(inode))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        for inode, count in inode_list:
-            self.fs.forget(inode, count)
+        # No reply to give and nothing may escape: pyfuse3 ends its main loop on any exception but FUSEError.
+        with _never_raises("forget"):
+            for inode, count in inode_list:
+                self.fs.forget(inode, count)
 
     async def opendir(self, inode: int, ctx: Any = None) -> int:
         async with self._answer("opendir"):
@@ -117,7 +121,8 @@ class VidfsOperations(pyfuse3.Operations):
                 self.fs.remember(node)  # readdirplus: the kernel now holds a lookup of it
 
     async def releasedir(self, fh: int) -> None:
-        self.fs.releasedir(fh)
+        with _never_raises("releasedir"):
+            self.fs.releasedir(fh)
 
     # ------------------------------------------------------------------------------------ file data
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
@@ -132,13 +137,15 @@ class VidfsOperations(pyfuse3.Operations):
             return await self.fs.read(fh, off, size)
 
     async def release(self, fh: int) -> None:
-        self.fs.release(fh)
+        with _never_raises("release"):
+            self.fs.release(fh)
 
     async def flush(self, fh: int) -> None:
         return None
 
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
-        info = self.fs.statfs()
+        async with self._answer("statfs"):
+            info = self.fs.statfs()
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = info["block_size"]
         data.f_blocks = data.f_bfree = data.f_bavail = 0
@@ -181,3 +188,15 @@ class VidfsOperations(pyfuse3.Operations):
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return None
+
+
+def _stop(exc: BaseException) -> bool:
+    return isinstance(exc, trio.Cancelled | KeyboardInterrupt)
+
+
+@contextmanager
+def _never_raises(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        log.exception("%s: unexpected error", what)

@@ -20,8 +20,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import trio
-
 from vidfs.errors import NotFoundError, StaleError, VidfsError
 from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
 from vidfs.http.client import HttpClient
@@ -30,6 +28,7 @@ from vidfs.io.leases import Resolver
 from vidfs.io.readahead import Readahead
 from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.stats import Stats
+from vidfs.tasks import Spawner
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class VideoFS:
         http: HttpClient,
         resolver: Resolver,
         stats: Stats,
-        nursery: trio.Nursery,
+        nursery: Spawner,
         readahead_max: int,
         root_inode: int = ROOT_INODE,
         store: BlockStore | None = None,

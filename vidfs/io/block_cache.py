@@ -41,6 +41,7 @@ import trio
 from vidfs.errors import StaleError, VidfsError
 from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.stats import Stats
+from vidfs.tasks import Spawner
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class BlockCache:
         *,
         memory_bytes: int,
         block_size: int,
-        nursery: trio.Nursery,
+        nursery: Spawner,
         stats: Stats,
         store: BlockStore | None = None,
         max_request: int = 8 << 20,
