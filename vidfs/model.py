@@ -87,13 +87,10 @@ class StreamLease:
 
     `headers` are sent only to `url`'s own origin (credentials never follow a redirect to another host).
     `expires_at` is a `time.time()` instant, or None when the URL does not expire.
-    `size` / `etag` are filled when resolving learned them (e.g. from a HEAD).
     """
 
     url: str
     headers: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     expires_at: float | None = None
-    etag: str | None = None
-    size: int | None = None
     # The provider may mark its own credentials so that the resolver knows a 401 means "log in again".
     uses_provider_auth: bool = False

@@ -359,6 +359,17 @@ def _mounts(items: Iterable[Item]) -> list[MountInfo]:
     return list(seen.values())
 
 
+@dataclass
+class _Tally:
+    """What a run did so far; worker threads add to it under the lock."""
+
+    failures: int = 0
+    pinned: int = 0
+    read_files: int = 0
+    read_bytes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 def run_prefetch(
     paths: Sequence[Path],
     *,
@@ -380,45 +391,17 @@ def run_prefetch(
     for problem in problems:
         print(f"vidfs: error: {problem}", file=err)
     mounts = _mounts(items)
-
-    if pin or unpin:
-        for info in mounts:
-            if not info.disk_cache:
-                print(
-                    f"vidfs: error: {info.root}: the disk cache is off in this mount's config "
-                    '([cache] disk = "0"): nothing can be pinned; nothing was read',
-                    file=err,
-                )
-                return EXIT_FAILURE
-    else:
-        for info in mounts:
-            if not info.disk_cache:
-                print(
-                    f"vidfs: warning: {info.root}: the disk cache is off in this mount's config "
-                    '([cache] disk = "0"): prefetching only fills the small memory cache, which other '
-                    "reads and a remount evict",
-                    file=err,
-                )
-
+    if not _disk_caches_fit(mounts, pinning=pin or unpin, err=err):
+        return EXIT_FAILURE
     if unpin:
-        failed = 0
-        for item in items:
-            try:
-                control_op(item.mount, "unpin", item.rel)
-            except PinError as exc:
-                failed += 1
-                print(f"vidfs: error: {exc}", file=err)
-        print(f"unpinned {len(items) - failed} file(s)" + (f", {failed} failed" if failed else ""), file=out)
-        return EXIT_FAILURE if failed or problems else EXIT_OK
+        return _unpin(items, problems, out=out, err=err)
 
-    directory = state_dir()
-    states = {info.root: State(directory, info.root) for info in mounts}
+    states = {info.root: State(state_dir(), info.root) for info in mounts}
     done = {root: state.load() for root, state in states.items()}
     to_read = [i for i in items if force or i.key not in done[i.mount.root]]
     reading = set(to_read)
     skipped = [i for i in items if i not in reading]
-    failures = len(problems)
-    pinned = 0
+    tally = _Tally(failures=len(problems))
     if skipped:
         print(
             f"skipping {len(skipped)} file(s) already prefetched ({_size(sum(i.size for i in skipped))}; "
@@ -427,47 +410,107 @@ def run_prefetch(
             flush=True,
         )
     if pin:
-        for item in skipped:
-            try:
-                control_op(item.mount, "pin", item.rel)
-                pinned += 1
-            except PinError as exc:
-                failures += 1
-                print(f"vidfs: error: cannot pin: {exc}", file=err)
+        _pin_all(skipped, tally, err)
 
     busy_before = {info.root: disk_stats(info).get("skipped_busy", 0) for info in mounts}
-    bar = progress and err.isatty()
-    meter = Progress(sum(i.size for i in to_read), len(to_read), bar, out=out, err=err)
-    stop = threading.Event()
+    meter = Progress(sum(i.size for i in to_read), len(to_read), progress and err.isatty(), out=out, err=err)
     started = time.monotonic()
-    read_bytes = 0
-    read_files = 0
-    lock = threading.Lock()
+    interrupted = _read_all(
+        to_read, jobs, pin=pin, states=states, meter=meter, tally=tally, progress=progress
+    )
+    meter.close()
+    elapsed = time.monotonic() - started
+    if interrupted:
+        print(
+            f"vidfs: interrupted after {tally.read_files} file(s); run the same command again to resume",
+            file=err,
+        )
+        return 130
+    if not pin:
+        _note_busy_disk_caches(mounts, busy_before, err)
+    print(_summary(tally, len(skipped), pin, elapsed), file=out, flush=True)
+    return EXIT_FAILURE if tally.failures else EXIT_OK
+
+
+def _disk_caches_fit(mounts: Iterable[MountInfo], *, pinning: bool, err: TextIO) -> bool:
+    """Pinning needs each mount's disk cache (False: said why, nothing done); reading only warns."""
+    for info in mounts:
+        if info.disk_cache:
+            continue
+        if pinning:
+            print(
+                f"vidfs: error: {info.root}: the disk cache is off in this mount's config "
+                '([cache] disk = "0"): nothing can be pinned; nothing was read',
+                file=err,
+            )
+            return False
+        print(
+            f"vidfs: warning: {info.root}: the disk cache is off in this mount's config "
+            '([cache] disk = "0"): prefetching only fills the small memory cache, which other '
+            "reads and a remount evict",
+            file=err,
+        )
+    return True
+
+
+def _unpin(items: Sequence[Item], problems: Sequence[str], *, out: TextIO, err: TextIO) -> int:
+    failed = 0
+    for item in items:
+        try:
+            control_op(item.mount, "unpin", item.rel)
+        except PinError as exc:
+            failed += 1
+            print(f"vidfs: error: {exc}", file=err)
+    print(f"unpinned {len(items) - failed} file(s)" + (f", {failed} failed" if failed else ""), file=out)
+    return EXIT_FAILURE if failed or problems else EXIT_OK
+
+
+def _pin_all(items: Iterable[Item], tally: _Tally, err: TextIO) -> None:
+    for item in items:
+        try:
+            control_op(item.mount, "pin", item.rel)
+            tally.pinned += 1
+        except PinError as exc:
+            tally.failures += 1
+            print(f"vidfs: error: cannot pin: {exc}", file=err)
+
+
+def _read_all(
+    items: Sequence[Item],
+    jobs: int,
+    pin: bool,
+    states: dict[Path, State],
+    meter: Progress,
+    tally: _Tally,
+    *,
+    progress: bool,
+) -> bool:
+    """Read (and pin) `items`, `jobs` at a time; failures are counted and said. Returns True when the user
+    interrupted the run (Ctrl-C): the workers stop at their next chunk."""
+    stop = threading.Event()
 
     def work(item: Item) -> None:
-        nonlocal pinned, read_bytes, read_files
         if pin:
             control_op(item.mount, "pin", item.rel)
-            with lock:
-                pinned += 1
+            with tally.lock:
+                tally.pinned += 1
         begin = time.monotonic()
         count = read_through(item, meter.advance, stop)
         states[item.mount.root].record(item)
-        with lock:
-            read_bytes += count
-            read_files += 1
+        with tally.lock:
+            tally.read_bytes += count
+            tally.read_files += 1
         if progress:
             meter.done(item, count, time.monotonic() - begin)
 
-    interrupted = False
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="prefetch") as pool:
-        futures = {pool.submit(work, item): item for item in to_read}
+        futures = {pool.submit(work, item): item for item in items}
         try:
             for future in concurrent.futures.as_completed(futures):
                 raised = future.exception()
                 if raised is None:
                     continue
-                failures += 1
+                tally.failures += 1
                 if isinstance(raised, PinError):
                     meter.message(f"vidfs: error: cannot pin: {raised}")
                 elif isinstance(raised, OSError):
@@ -475,33 +518,32 @@ def run_prefetch(
                 else:
                     meter.failed(futures[future], str(raised) or type(raised).__name__)
         except KeyboardInterrupt:
-            interrupted = True
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
-    meter.close()
-    elapsed = time.monotonic() - started
-    if interrupted:
-        print(
-            f"vidfs: interrupted after {read_files} file(s); run the same command again to resume",
-            file=err,
-        )
-        return 130
+            return True
+    return False
+
+
+def _note_busy_disk_caches(mounts: Iterable[MountInfo], busy_before: dict[Path, int], err: TextIO) -> None:
     for info in mounts:
         skipped_busy = disk_stats(info).get("skipped_busy", 0) - busy_before[info.root]
-        if skipped_busy > 0 and not pin:
+        if skipped_busy > 0:
             print(
                 f"vidfs: note: {info.root}: the disk cache let {skipped_busy} block(s) pass unstored because "
                 "its write queue was full (the network outran the disk); they are fetched again when read. "
                 "--pin stores files whole; fewer --jobs helps; --force reads everything again",
                 file=err,
             )
-    rate = read_bytes / elapsed if elapsed > 0 else 0.0
-    summary = f"prefetched {read_files} file(s), {_size(read_bytes)} in {elapsed:.1f}s ({_size(rate)}/s)"
+
+
+def _summary(tally: _Tally, skipped: int, pin: bool, elapsed: float) -> str:
+    rate = tally.read_bytes / elapsed if elapsed > 0 else 0.0
+    summary = f"prefetched {tally.read_files} file(s), {_size(tally.read_bytes)} in {elapsed:.1f}s"
+    summary += f" ({_size(rate)}/s)"
     if skipped:
-        summary += f"; {len(skipped)} skipped as already prefetched"
+        summary += f"; {skipped} skipped as already prefetched"
     if pin:
-        summary += f"; {pinned} pinned"
-    if failures:
-        summary += f"; {failures} failed"
-    print(summary, file=out, flush=True)
-    return EXIT_FAILURE if failures else EXIT_OK
+        summary += f"; {tally.pinned} pinned"
+    if tally.failures:
+        summary += f"; {tally.failures} failed"
+    return summary

@@ -5,30 +5,32 @@ accepts an answer only when it is provably the bytes asked for:
 - 206 with a `Content-Range` whose first byte is `start` and whose total matches the known size;
 - 200 (Range ignored) with the same ETag/size: the body is streamed and the wanted slice cut out;
 - an ETag, total size or If-Range outcome that shows the file changed raises `StaleError` (→ ESTALE);
-- 401/403/410 raise `LeaseRefused` so the caller can resolve a fresh URL once;
+- a status the failure policy (`vidfs.http.policy`) says renews a lease (401/403/404/410) raises
+  `LeaseRefused`, carrying the error it finally is, so the caller can resolve a fresh URL once;
 - a body cut short (reset, short body, stall past the read timeout) resumes from the bytes received,
-  a bounded number of times; 429/5xx back off and retry (honouring Retry-After) within the same bound.
+  a bounded number of times; 429/5xx and dropped connections back off and retry (honouring Retry-After)
+  within the same bound — the policy's `RetryPolicy`, as for every other request.
 """
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
-import trio
 
-from vidfs.errors import (
-    NotFoundError,
-    RemoteIOError,
-    RemoteTimeoutError,
-    StaleError,
-    UnreachableError,
-    redact_url,
+from vidfs.errors import RemoteError, RemoteIOError, StaleError, redact_url
+from vidfs.http.client import HttpClient
+from vidfs.http.policy import (
+    HTTPX_ERRORS,
+    TempFailure,
+    describe,
+    error_for,
+    is_temp_failure,
+    is_temp_status,
+    renews_lease,
 )
-from vidfs.http.client import MAX_RETRY_AFTER, HttpClient, retry_after_seconds
 from vidfs.model import StreamLease
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
@@ -36,11 +38,12 @@ DRAIN_LIMIT = 64 * 1024  # bytes past the wanted range we still read to keep the
 
 
 class LeaseRefused(Exception):
-    """Storage answered 401/403/410 to a lease: resolve again (once)."""
+    """Storage refused a lease (401/403/404/410): resolve again, once. `error` is what it finally is."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, url: str) -> None:
         super().__init__(f"storage refused the download URL (HTTP {status})")
         self.status = status
+        self.error = error_for(status, f"GET {redact_url(url)}: HTTP {status}", storage=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,58 +110,42 @@ async def read_range(
     to `sink` in order as they arrive."""
     if end <= start:
         return RangeResult(b"", etag, size)
-    attempts = attempts if attempts is not None else http.settings.retries + 1
-    buffer = _Receiver(start, sink)
-    known_etag = etag
-    known_size = size
-    failure = ""
-    last_cause: BaseException | None = None
-    for attempt in range(attempts):
-        position = start + buffer.count
+    receiver = _Receiver(start, sink)
+    known = _Known(etag, size)
+    where = f"GET {redact_url(lease.url)} bytes {start}-{end - 1}"
+
+    async def once(_attempt: int) -> None:
+        position = start + receiver.count
         if position >= end:
-            break
+            return
         try:
-            known_etag, known_size, done = await _one_request(
-                http,
-                lease,
-                position,
-                end,
-                buffer,
-                tag=tag,
-                etag=known_etag,
-                size=known_size,
-                slot_held=slot_held,
+            done = await _one_request(
+                http, lease, position, end, receiver, known, tag=tag, slot_held=slot_held
             )
-            if done:
-                break
-            failure = "body ended early"
-        except _Retry as retry:
-            failure = retry.reason
-            last_cause = retry.__cause__
-            http.stats.incr("range.retries")
-            if attempt + 1 < attempts:
-                await trio.sleep(retry.delay if retry.delay is not None else _backoff(http, attempt))
-            continue
-        http.stats.incr("range.resumes")
-    else:
-        http.stats.incr("http.errors")
-        if last_cause is not None:
-            http.note_unreachable(lease.url, last_cause)
-        raise RemoteIOError(
-            f"GET {redact_url(lease.url)} bytes {start}-{end - 1}: {failure} (after {attempts} attempts)"
-        )
-    return RangeResult(bytes(buffer.buffer), known_etag, known_size, buffer.count)
+        except RemoteError as exc:
+            if is_temp_failure(exc):
+                raise TempFailure(describe(exc.__cause__ or exc)) from exc
+            raise
+        if not done:
+            raise TempFailure("body ended early", pause=False)  # go on at once from the bytes received
+
+    def again(failure: TempFailure) -> None:
+        http.stats.incr("range.retries" if failure.pause else "range.resumes")
+
+    try:
+        await http.retry_policy(attempts=attempts).run(once, what=where, on_retry=again)
+    except RemoteIOError as exc:
+        http.gave_up(lease.url, exc)
+        raise
+    return RangeResult(bytes(receiver.buffer), known.etag, known.size, receiver.count)
 
 
-class _Retry(Exception):
-    def __init__(self, reason: str, delay: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.delay = delay
+@dataclass(slots=True)
+class _Known:
+    """What the answers so far told about the file: an answer that contradicts it means the file changed."""
 
-
-def _backoff(http: HttpClient, attempt: int) -> float:
-    return random.uniform(0, min(http.settings.backoff_cap, http.settings.backoff_base * 2**attempt))
+    etag: str | None
+    size: int | None
 
 
 async def _one_request(
@@ -166,73 +153,86 @@ async def _one_request(
     lease: StreamLease,
     position: int,
     end: int,
-    buffer: _Receiver,
+    receiver: _Receiver,
+    known: _Known,
     *,
     tag: str,
-    etag: str | None,
-    size: int | None,
     slot_held: bool,
-) -> tuple[str | None, int | None, bool]:
-    """One GET from `position`; appends to `buffer`. Returns (etag, size, complete)."""
+) -> bool:
+    """One GET from `position`; appends to `receiver` and updates `known`. Returns whether it is complete."""
     headers = dict(lease.headers)
     headers["Range"] = f"bytes={position}-{end - 1}"
-    strong = _strong(etag)
+    strong = _strong(known.etag)
     if strong:
         headers["If-Range"] = strong
-    try:
-        async with http.stream("GET", lease.url, tag=tag, headers=headers, slot_held=slot_held) as response:
-            status = response.status_code
-            if status in (401, 403, 410):
-                raise LeaseRefused(status)
-            if status == 404:
-                raise NotFoundError(f"GET {redact_url(lease.url)}: HTTP 404", status=404)
-            if status == 429 or status >= 500:
-                hinted = retry_after_seconds(response.headers.get("Retry-After"))
-                raise _Retry(f"HTTP {status}", None if hinted is None else min(hinted, MAX_RETRY_AFTER))
-            got_etag = response.headers.get("ETag")
-            if etag and got_etag and got_etag != etag:
-                raise StaleError(f"{redact_url(lease.url)} changed (ETag {etag} → {got_etag})")
-            etag = etag or got_etag
-            if status == 416:
-                total = (parse_content_range(response.headers.get("Content-Range")) or (0, 0, None))[2]
-                if total is not None and size is not None and total != size:
-                    raise StaleError(f"{redact_url(lease.url)} changed size ({size} → {total})")
-                if size is not None and position >= size:
-                    return etag, size, True
-                raise StaleError(f"{redact_url(lease.url)}: range {position}- not satisfiable")
-            if status == 206:
-                parsed = parse_content_range(response.headers.get("Content-Range"))
-                if parsed is None:
-                    raise _Retry("206 without a valid Content-Range")
-                first, last, total = parsed
-                if total is not None:
-                    if size is not None and total != size:
-                        raise StaleError(f"{redact_url(lease.url)} changed size ({size} → {total})")
-                    size = total
-                if first != position or last < first:
-                    raise _Retry(f"Content-Range {first}-{last} does not start at {position}")
-                wanted = min(end, last + 1) - position
-                await _read_body(response, buffer, skip=0, wanted=wanted)
-                complete = position + wanted >= end or (size is not None and position + wanted >= size)
-                return etag, size, complete
-            if status == 200:
-                length = response.headers.get("Content-Length")
-                if length is not None and size is not None and int(length) != size:
-                    raise StaleError(f"{redact_url(lease.url)} changed size ({size} → {length})")
-                if strong and not got_etag:
-                    # If-Range failed without telling why: the representation changed.
-                    raise StaleError(f"{redact_url(lease.url)} changed (If-Range not honoured)")
-                http.stats.incr("range.ignored")
-                total_len = int(length) if length is not None else None
-                wanted = min(end, total_len if total_len is not None else end) - position
-                await _read_body(response, buffer, skip=position, wanted=wanted)
-                return etag, size or total_len, True
-            raise RemoteIOError(f"GET {redact_url(lease.url)}: HTTP {status}", status=status)
-    except (httpx.TransportError, RemoteIOError) as exc:
-        if isinstance(exc, UnreachableError) or (isinstance(exc, RemoteIOError) and exc.status is not None):
-            raise
-        timed_out = isinstance(exc, httpx.TimeoutException | RemoteTimeoutError)
-        raise _Retry("timed out" if timed_out else type(exc).__name__) from exc
+    async with http.stream("GET", lease.url, tag=tag, headers=headers, slot_held=slot_held) as response:
+        status = response.status_code
+        if renews_lease(status):
+            raise LeaseRefused(status, lease.url)
+        if is_temp_status(status):
+            raise TempFailure(f"HTTP {status}", retry_after=response.headers.get("Retry-After"))
+        got_etag = response.headers.get("ETag")
+        if known.etag and got_etag and got_etag != known.etag:
+            raise StaleError(f"{redact_url(lease.url)} changed (ETag {known.etag} → {got_etag})")
+        known.etag = known.etag or got_etag
+        if status == 416:
+            return _past_the_end(response, lease, position, known)
+        if status == 206:
+            return await _partial(response, lease, position, end, receiver, known)
+        if status == 200:
+            if strong and not got_etag:
+                # If-Range failed without telling why: the representation changed.
+                raise StaleError(f"{redact_url(lease.url)} changed (If-Range not honoured)")
+            http.stats.incr("range.ignored")
+            return await _whole(response, lease, position, end, receiver, known)
+        raise error_for(status, f"GET {redact_url(lease.url)}: HTTP {status}", storage=True)
+
+
+def _changed_size(lease: StreamLease, size: int | None, total: int | str | None) -> StaleError:
+    return StaleError(f"{redact_url(lease.url)} changed size ({size} → {total})")
+
+
+def _past_the_end(response: httpx.Response, lease: StreamLease, position: int, known: _Known) -> bool:
+    """416: the end of the file when we asked from (or past) its known end, else the file shrank."""
+    total = (parse_content_range(response.headers.get("Content-Range")) or (0, 0, None))[2]
+    if total is not None and known.size is not None and total != known.size:
+        raise _changed_size(lease, known.size, total)
+    if known.size is not None and position >= known.size:
+        return True
+    raise error_for(416, f"{redact_url(lease.url)}: range {position}- not satisfiable", storage=True)
+
+
+async def _partial(
+    response: httpx.Response, lease: StreamLease, position: int, end: int, receiver: _Receiver, known: _Known
+) -> bool:
+    """206: the bytes from `position`, when Content-Range proves they are."""
+    parsed = parse_content_range(response.headers.get("Content-Range"))
+    if parsed is None:
+        raise TempFailure("206 without a valid Content-Range")
+    first, last, total = parsed
+    if total is not None:
+        if known.size is not None and total != known.size:
+            raise _changed_size(lease, known.size, total)
+        known.size = total
+    if first != position or last < first:
+        raise TempFailure(f"Content-Range {first}-{last} does not start at {position}")
+    wanted = min(end, last + 1) - position
+    await _read_body(response, receiver, skip=0, wanted=wanted)
+    return position + wanted >= end or (known.size is not None and position + wanted >= known.size)
+
+
+async def _whole(
+    response: httpx.Response, lease: StreamLease, position: int, end: int, receiver: _Receiver, known: _Known
+) -> bool:
+    """200: Range ignored; the whole file comes, the wanted slice is cut out of it."""
+    length = response.headers.get("Content-Length")
+    total = int(length) if length is not None and length.isdigit() else None
+    if total is not None and known.size is not None and total != known.size:
+        raise _changed_size(lease, known.size, total)
+    wanted = min(end, total if total is not None else end) - position
+    await _read_body(response, receiver, skip=position, wanted=wanted)
+    known.size = known.size or total
+    return True
 
 
 async def _read_body(response: httpx.Response, buffer: _Receiver, *, skip: int, wanted: int) -> None:
@@ -264,10 +264,10 @@ async def _read_body(response: httpx.Response, buffer: _Receiver, *, skip: int, 
                 continue
             buffer.add(chunk)
             taken += len(chunk)
-    except httpx.HTTPError as exc:
+    except HTTPX_ERRORS as exc:
         if taken >= wanted:
             return  # everything wanted arrived; only the drain failed
         reason = "timed out" if isinstance(exc, httpx.TimeoutException) else type(exc).__name__
-        raise _Retry(f"body broken after {taken} bytes ({reason})") from exc
+        raise TempFailure(f"body broken after {taken} bytes ({reason})") from exc
     if taken < wanted:
-        raise _Retry(f"body ended after {taken} of {wanted} bytes")
+        raise TempFailure(f"body ended after {taken} of {wanted} bytes")

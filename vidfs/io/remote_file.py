@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vidfs.errors import AuthError, NotFoundError
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
 from vidfs.io.range_reader import LeaseRefused, Sink, read_range
@@ -78,21 +77,16 @@ class RemoteFile:
                         sink=counted if sink is not None else None,
                     )
                 except LeaseRefused as refused:
+                    # Storage refused the lease (the failure policy's 401/403/404/410): ask the provider once
+                    # for a fresh one (a new token or signature; signed URLs also move with a re-render or a
+                    # new upload, and a file that changed is then caught by its size/ETag: ESTALE). A second
+                    # refusal, or the very same lease again, is what the status finally means (EACCES,
+                    # ENOENT).
                     if attempt:
-                        raise AuthError(
-                            f"{self.instance}: storage refused a fresh download URL", status=refused.status
-                        ) from None
-                    lease = await self._resolver.refused(self.instance, self.provider, self.video, lease)
-                    continue
-                except NotFoundError:
-                    if attempt:
-                        raise
-                    # Signed URLs may move (a re-render, a new upload): ask the provider where the bytes are
-                    # now; a file that changed is then caught by its size/ETag (ESTALE), a vanished one 404s
-                    # again (ENOENT).
+                        raise refused.error from None
                     fresh = await self._resolver.refused(self.instance, self.provider, self.video, lease)
-                    if fresh.url == lease.url:
-                        raise
+                    if (fresh.url, dict(fresh.headers)) == (lease.url, dict(lease.headers)):
+                        raise refused.error from None  # the same URL again: asking it again is pointless
                     lease = fresh
                     continue
                 if result.etag and not self.etag:

@@ -41,10 +41,7 @@ on the API's own origin gets the Bearer, X-Client and X-UUID (a 401 there logs i
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,20 +52,15 @@ from urllib.parse import quote, urlsplit
 import httpx
 import trio
 
-from vidfs.config.types import ProviderConfig, Secret
+from vidfs.config.types import ProviderConfig
 from vidfs.config.units import parse_duration
-from vidfs.errors import (
-    AuthError,
-    ConfigError,
-    InvalidRemoteData,
-    NotFoundError,
-    RemoteIOError,
-    redact_url,
-)
-from vidfs.http.client import json_object, raise_for_status, same_origin
+from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, NotFoundError, RemoteIOError, redact_url
+from vidfs.http.client import json_object, one_line, same_origin
+from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
-from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
+from vidfs.providers.state import device_uuid
 
 ROOT_ID = "aipix:root"
 CLIENTS = ("ios-cctv", "android-cctv", "thick-legal", "web")
@@ -134,12 +126,7 @@ def field_messages(response: httpx.Response) -> str:
             text = " ".join(str(m) for m in messages) if isinstance(messages, list) else str(messages)
             parts.append(f"{key}: {text}")
     detail = "; ".join(parts) or str(data.get("message") or "").strip()
-    return f"HTTP {response.status_code}" + (f": {_one_line(detail)}" if detail else "")
-
-
-def _one_line(text: str, limit: int = 400) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return f"HTTP {response.status_code}" + (f": {one_line(detail, 400)}" if detail else "")
 
 
 @dataclass
@@ -156,18 +143,15 @@ class _Scan:
     served: set[str] = field(default_factory=set)  # folder ids already answered from this scan
 
 
-class AipixProvider:
+class AipixProvider(ProviderBase, root_id=ROOT_ID):
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
         options = config.options
-        self.instance = context.instance
-        self._http = context.http
-        self._log = context.log
         self._state_dir = context.state_dir
-        where = f"{config.source}: [providers.{config.name}]"
+        where = self._where
         self._base = str(options["base_url"]).rstrip("/")
         self._login_name = str(options["login"])
-        password = options["password"]
-        self._password = password.reveal() if isinstance(password, Secret) else str(password)
+        self._password = self._secret("password")
         window = options.get("window")
         self._window = parse_duration(window if window is not None else "30d", where=f"{where} key 'window'")
         if self._window <= 0:
@@ -184,52 +168,20 @@ class AipixProvider:
         if per_page < 1:
             raise ConfigError(f"{where} key 'per_page': must be at least 1")
         self._per_page = per_page
-        self._tokens = TokenKeeper(self._login)
+        self._tokens = TokenKeeper(self._login, name=self.instance, log=self._log)
         self._device_id: str | None = None
         self._scan: _Scan | None = None
         self._scan_lock = trio.Lock()
         self._camera_names: dict[str, str] = {}
-        self._tag = f"{self.instance}:api"
 
-    def root(self) -> Folder:
-        return Folder(ROOT_ID, self.instance)
-
-    async def aclose(self) -> None:
-        return None
-
-    # ------------------------------------------------------------------------------------ device id
     @property
     def device_file(self) -> Path:
         return self._state_dir / DEVICE_FILE
 
     def device_id(self) -> str:
         """The X-UUID: generated once, kept in the state dir so every mount is the same device."""
-        if self._device_id is not None:
-            return self._device_id
-        path = self.device_file
-        corrupt = False
-        try:
-            existing = path.read_text(encoding="utf-8").strip()
-            self._device_id = str(uuid.UUID(existing))
-            return self._device_id
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            corrupt = True
-            self._log.warning(
-                "%s: device id in %s unreadable (%s); making a new one", self.instance, path, exc
-            )
-        fresh = str(uuid.uuid4())
-        try:
-            self._device_id = _store_device_id(path, fresh, replace=corrupt)
-        except OSError as exc:
-            self._log.warning(
-                "%s: cannot keep the device id in %s (%s); this session uses a temporary one",
-                self.instance,
-                path,
-                exc,
-            )
-            self._device_id = fresh
+        if self._device_id is None:
+            self._device_id = device_uuid(self.device_file, self._log, self.instance)
         return self._device_id
 
     # ------------------------------------------------------------------------------------------- auth
@@ -263,7 +215,7 @@ class AipixProvider:
             raise AuthError(
                 f"{self.instance}: AIPIX login refused for {self._login_name}: {detail}", status=status
             )
-        raise_for_status(response, f"{self.instance}: AIPIX login")
+        raise_for_status(response, f"{self.instance}: AIPIX login", explain=field_messages)
         document = json_object(response, f"{self.instance}: AIPIX login")
         token = document.get("access_token")
         if not isinstance(token, str) and isinstance(document.get("data"), Mapping):
@@ -284,34 +236,24 @@ class AipixProvider:
         return Token(token, expiry, now)
 
     async def _get(self, url: str, *, params: Mapping[str, Any] | None = None, what: str) -> httpx.Response:
-        """GET on the API with the session headers; log in again once on 401. Other statuses are returned."""
-        token = await self._tokens.get()
-        for attempt in range(2):
-            response = await self._http.request(
+        """GET on the API with the session headers; log in again once on 401. An error status raises the
+        failure policy's error with AIPIX's field messages (a 422 names the rejected fields), or the
+        explained session limit (419)."""
+        response = await self._tokens.call(
+            lambda token: self._http.request(
                 "GET", url, tag=self._tag, params=params, headers=self._auth_headers(token)
-            )
-            if response.status_code == 401 and attempt == 0:
-                self._log.info("%s: AIPIX token refused (%s); logging in again", self.instance, what)
-                token = await self._tokens.renew(rejected=token)
-                continue
-            if response.status_code == 419:
-                raise self._session_limit(response)
-            if response.status_code in (401, 403):
-                raise AuthError(
-                    f"{self.instance}: {what}: {field_messages(response)}", status=response.status_code
-                )
-            return response
-        raise AssertionError("unreachable")
+            ),
+            explain=lambda _response: what,
+        )
+        if response.status_code == 419:
+            raise self._session_limit(response)
+        raise_for_status(response, f"{self.instance}: {what}", explain=field_messages)
+        return response
 
     # ------------------------------------------------------------------------------------------- scan
     async def _page(self, number: int, params: Mapping[str, Any]) -> dict[str, Any]:
         what = f"archive list page {number}"
         response = await self._get(f"{self._base}/downloads", params={**params, "page": number}, what=what)
-        if response.status_code == 422:
-            raise RemoteIOError(
-                f"{self.instance}: AIPIX rejected the {what} query: {field_messages(response)}", status=422
-            )
-        raise_for_status(response, f"{self.instance}: {what}")
         document = json_object(response, f"{self.instance}: {what}")
         if not isinstance(document.get("data"), list):
             raise InvalidRemoteData(f"{self.instance}: {what}: `data` is not a list")
@@ -375,15 +317,12 @@ class AipixProvider:
         what = f"camera {camera_id}"
         try:
             response = await self._get(f"{self._base}/cameras/{quote(camera_id, safe='')}", what=what)
+        except NotFoundError:
+            return None
         except (RemoteIOError, AuthError) as exc:
             if isinstance(exc, AuthError) and exc.status != 403:
                 raise  # the session is gone (401 after a new login, 419): the whole scan fails
             self._log.warning("%s: %s: %s", self.instance, what, exc)
-            return self._camera_names.get(camera_id)
-        if response.status_code == 404:
-            return None
-        if response.status_code >= 400:
-            self._log.warning("%s: %s: HTTP %d", self.instance, what, response.status_code)
             return self._camera_names.get(camera_id)
         try:
             document = response.json()
@@ -590,48 +529,6 @@ class AipixProvider:
         )
 
 
-def _store_device_id(path: Path, value: str, *, replace: bool) -> str:
-    """Write `value` to `path` atomically (0600). Without `replace`, an id another process stored first
-    wins (link refuses to overwrite), so two mounts starting together agree on one device."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(value + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                winner = path.read_text(encoding="utf-8").strip()
-                return str(uuid.UUID(winner))
-            except OSError:  # a filesystem without hard links
-                os.replace(tmp, path)
-        _fsync_dir(path.parent)
-        return value
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _camera_key(item: Mapping[str, Any]) -> str:
     stream = item.get("stream")
     camera_id = stream.get("camera_id") if isinstance(stream, Mapping) else None
@@ -669,19 +566,12 @@ def _detail(response: httpx.Response) -> str:
 
 SPEC = ProviderSpec(
     type="aipix",
-    description="AIPIX VMS CCTV archive downloads (camera → stream → file)",
     options={
-        "base_url": OptionSpec(str, required=True, help="the API root, e.g. https://vms.example.com/api/v1"),
-        "login": OptionSpec(str, required=True),
-        "password": OptionSpec(str, required=True, secret=True),
-        "window": OptionSpec((str, int, float), default="30d", help="how far back the archive list reaches"),
-        "client": OptionSpec(
-            str, default="web", help="X-Client: ios-cctv | android-cctv | thick-legal | web"
-        ),
-        "per_page": OptionSpec(int, default=100, help="archive items asked per page"),
-        "scan_cache": OptionSpec(
-            (str, int, float), default="60s", help="how long one archive scan may serve directories"
-        ),
+        **login_options("login"),  # base_url: the API root, e.g. https://vms.example.com/api/v1
+        "window": OptionSpec((str, int, float), default="30d"),  # how far back the archive list reaches
+        "client": OptionSpec(str, default="web"),  # X-Client: ios-cctv | android-cctv | thick-legal | web
+        "per_page": OptionSpec(int, default=100),  # archive items asked per page
+        "scan_cache": OptionSpec((str, int, float), default="60s"),  # how long one scan serves directories
     },
     factory=AipixProvider,
 )

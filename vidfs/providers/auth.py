@@ -2,7 +2,9 @@
 
 Pixop (15-minute JWT), AIPIX (Bearer token) and VALT (`?access_token=`) all log in, use a token until it
 expires or is refused, and must not let a burst of concurrent requests log in a dozen times. The provider
-gives `TokenKeeper` its login call; the keeper decides when to call it.
+gives `TokenKeeper` its login call; the keeper decides when to call it. `TokenKeeper.call()` is the one
+"send with the token; on a refusal (401) log in again once and send again" loop every vendor uses; what a
+refusal looks like and how it is explained stay the vendor's (VALT has two 401 bodies, AIPIX a 419).
 
 Whatever expires is judged by one rule, `still_fresh()`: not within the last 20 % of its lifetime (at most a
 minute). The same rule serves the engine's URL leases (`vidfs.io.leases`). `jwt_expiry()` and
@@ -15,12 +17,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import trio
 
 MAX_MARGIN = 60.0
@@ -100,11 +104,22 @@ class Token:
     obtained_at: float = 0.0
 
 
+def _is_401(response: httpx.Response) -> bool:
+    return response.status_code == 401
+
+
 class TokenKeeper:
-    def __init__(self, login: Callable[[], Awaitable[Token]]) -> None:
+    """One session token of a provider instance: logged in once at a time, renewed ahead of its expiry and
+    once after a refusal. `name` and `log` are for the line saying a token was refused."""
+
+    def __init__(
+        self, login: Callable[[], Awaitable[Token]], *, name: str = "", log: logging.Logger | None = None
+    ) -> None:
         self._login = login
         self._token: Token | None = None
         self._lock = trio.Lock()
+        self._name = name
+        self._log = log or logging.getLogger(__name__)
 
     @property
     def expires_at(self) -> float | None:
@@ -132,3 +147,22 @@ class TokenKeeper:
                 fresh = Token(fresh.value, fresh.expires_at, time.time())
             self._token = fresh
             return fresh.value
+
+    async def call(
+        self,
+        send: Callable[[str], Awaitable[httpx.Response]],
+        *,
+        refused: Callable[[httpx.Response], bool] = _is_401,
+        explain: Callable[[httpx.Response], str] | None = None,
+    ) -> httpx.Response:
+        """`send(token)` with the current token; when the answer says the token was `refused` (a 401 by
+        default), log in again once (unless another task already did) and send again. The second answer is
+        returned whatever it is: mapping its status to an error is the caller's (`raise_for_status`)."""
+        token = await self.get()
+        response = await send(token)
+        if not refused(response):
+            return response
+        reason = explain(response) if explain is not None else f"HTTP {response.status_code}"
+        self._log.info("%s: token refused (%s); logging in again", self._name, reason)
+        token = await self.renew(rejected=token)
+        return await send(token)

@@ -2,17 +2,21 @@
 
 A provider knows nothing of FUSE, inodes or caches. It lists one folder at a time and tells where a video's
 bytes are (a `StreamLease`). Login and token renewal live inside the provider, on the shared http client.
-Adding a vendor = one module + one line in `registry.py` + one emulator module + one contract-suite entry.
+
+Adding a vendor = its provider module here (with a module-level `SPEC`: the registry finds it by scanning
+this package) + its emulator module in `vidfs.emulator` (with `create_site` and `CONTRACT`). Nothing else is
+registered anywhere. `ProviderBase` holds what every vendor class shares.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from vidfs.config.types import Secret
 from vidfs.model import Folder, Listing, StreamLease, Video
 
 if TYPE_CHECKING:
@@ -32,8 +36,8 @@ class Provider(Protocol):
         ...
 
     async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
-        """Where the bytes are, until when. `previous` is the lease the storage just refused (401/403/410):
-        the provider then renews what it must (token, signed URL) before answering."""
+        """Where the bytes are, until when. `previous` is the lease the storage just refused (401, 403, 404
+        or 410: see `vidfs.http.policy`): the provider then renews what it must (token, signed URL)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -51,19 +55,62 @@ class ProviderContext:
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One config key of a provider table."""
+    """One config key of a provider table: its type(s), whether it must be given, whether it is a secret
+    (env:/file:/credential: references allowed, never shown), and the value it takes when absent."""
 
     kind: type | tuple[type, ...]
     required: bool = False
     secret: bool = False
     default: Any = None
-    help: str = ""
 
 
 @dataclass(frozen=True)
 class ProviderSpec:
+    """A vendor module's `SPEC`: the config `type` it answers to, its keys, and how to build it."""
+
     type: str
     options: Mapping[str, OptionSpec]
     factory: Callable[[ProviderConfig, ProviderContext], Provider]
-    description: str = ""
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+BASE_URL = OptionSpec(str, required=True)  # every vendor's API root
+
+
+def login_options(user_key: str) -> dict[str, OptionSpec]:
+    """The keys of a vendor that logs in with a user name (called `user_key` there) and a password."""
+    return {
+        "base_url": BASE_URL,
+        user_key: OptionSpec(str, required=True),
+        "password": OptionSpec(str, required=True, secret=True),
+    }
+
+
+class ProviderBase:
+    """What every vendor class shares: its instance name, the shared http client, its logger, the tag its
+    API calls are counted under, where its config table is (for error messages), its root folder (whose id
+    the class names: `class MyProvider(ProviderBase, root_id="my:root")`)."""
+
+    root_id: ClassVar[str] = ""
+
+    def __init_subclass__(cls, *, root_id: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.root_id = root_id
+
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        self.instance = context.instance
+        self._http = context.http
+        self._log = context.log
+        self._tag = f"{self.instance}:api"
+        self._where = f"{config.source}: [providers.{config.name}]"
+        self._options = config.options
+
+    def _secret(self, key: str) -> str:
+        """A secret option's text (a plain string in tests that build configs by hand)."""
+        value = self._options[key]
+        return value.reveal() if isinstance(value, Secret) else str(value)
+
+    def root(self) -> Folder:
+        return Folder(self.root_id, self.instance)
+
+    async def aclose(self) -> None:
+        return None

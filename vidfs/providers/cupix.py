@@ -46,12 +46,13 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import trio
 
-from vidfs.config.types import ProviderConfig, Secret
-from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, NotFoundError, RemoteIOError, redact_url
-from vidfs.http.client import REDIRECT_STATUSES, raise_for_status
+from vidfs.config.types import ProviderConfig
+from vidfs.errors import ConfigError, InvalidRemoteData, NotFoundError, redact_url
+from vidfs.http.client import REDIRECT_STATUSES, one_line
+from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import expiry_from_url
-from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.providers.base import BASE_URL, OptionSpec, ProviderBase, ProviderContext, ProviderSpec
 
 ROOT_ID = "cupix:root"
 AUTH_HEADER = "X-CUPIX-AUTH"
@@ -104,21 +105,13 @@ def _int_or_none(value: object) -> int | None:
     return number if number >= 0 else None
 
 
-def _one_line(text: object, limit: int = 200) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-class CupixProvider:
+class CupixProvider(ProviderBase, root_id=ROOT_ID):
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
         options = config.options
-        self.instance = context.instance
-        self._http = context.http
-        self._log = context.log
         self._base = str(options["base_url"]).rstrip("/") + "/"
-        token = options["token"]
-        self._token = token.reveal() if isinstance(token, Secret) else str(token)
-        where = f"{config.source}: [providers.{config.name}]"
+        self._token = self._secret("token")
+        where = self._where
         self._workspace_ids = _id_list(options.get("workspace_ids"), where, "workspace_ids")
         self._facility_keys = _key_list(options.get("facility_keys"), where)
         self._capture_ids = _id_list(options.get("capture_ids"), where, "capture_ids")
@@ -132,13 +125,6 @@ class CupixProvider:
             self._mode = "facilities"
         else:
             self._mode = "workspaces"
-        self._tag = f"{self.instance}:api"
-
-    def root(self) -> Folder:
-        return Folder(ROOT_ID, self.instance)
-
-    async def aclose(self) -> None:
-        return None
 
     # ------------------------------------------------------------------------------------------- http
     def _url(self, path: str) -> str:
@@ -148,23 +134,8 @@ class CupixProvider:
         return {AUTH_HEADER: self._token, "Accept": "application/json"}
 
     def _raise(self, response: Any, what: str) -> None:
-        """One clear line per failure; never the token."""
-        status = response.status_code
-        if status < 400:
-            return
-        if status == 401:
-            raise AuthError(
-                f"{self.instance}: {what}: Cupix refused the API token (HTTP 401); check 'token'", status=401
-            )
-        if status == 403:
-            raise AuthError(f"{self.instance}: {what}: permission denied (HTTP 403)", status=403)
-        if status == 404:
-            raise NotFoundError(f"{self.instance}: {what}: not found (HTTP 404)", status=404)
-        if status == 400:
-            raise RemoteIOError(
-                f"{self.instance}: {what}: Cupix rejected the request ({_failure(response)})", status=400
-            )
-        raise_for_status(response, f"{self.instance}: {what}")
+        """The failure policy's error, said in Cupix's terms; never the token."""
+        raise_for_status(response, f"{self.instance}: {what}", explain=_explain)
 
     async def _get(self, path: str, params: Mapping[str, Any], what: str) -> dict[str, Any]:
         response = await self._http.request(
@@ -440,6 +411,20 @@ class CupixProvider:
         return StreamLease(url=target, headers={}, expires_at=expires)
 
 
+def _explain(response: Any) -> str:
+    """One clear phrase per failure: a 401 is the token (static: it cannot be renewed, check it)."""
+    status = response.status_code
+    if status == 401:
+        return "Cupix refused the API token (HTTP 401); check 'token'"
+    if status == 403:
+        return "permission denied (HTTP 403)"
+    if status == 404:
+        return "not found (HTTP 404)"
+    if status == 400:
+        return f"Cupix rejected the request ({_failure(response)})"
+    return f"HTTP {status}"
+
+
 def _failure(response: Any) -> str:
     """The seed's error body `{"result":{"code","type","reason","message"}}` as a short phrase."""
     try:
@@ -450,7 +435,7 @@ def _failure(response: Any) -> str:
     if isinstance(result, dict) and (result.get("message") or result.get("reason")):
         reason = result.get("reason") or result.get("type") or ""
         message = result.get("message") or ""
-        return _one_line(f"HTTP {response.status_code} {reason}: {message}".replace(" : ", ": "))
+        return one_line(f"HTTP {response.status_code} {reason}: {message}".replace(" : ", ": "))
     return f"HTTP {response.status_code}"
 
 
@@ -478,18 +463,13 @@ def _key_list(value: object, where: str) -> tuple[str, ...]:
 
 SPEC = ProviderSpec(
     type="cupix",
-    description="CupixWorks API v1 (workspaces → facilities → records → captures → videos)",
     options={
-        "base_url": OptionSpec(
-            str, required=True, help="the API root, e.g. https://api.cupix.works/api/v1 (or a regional host)"
-        ),
-        "token": OptionSpec(str, required=True, secret=True, help="API token, sent as X-CUPIX-AUTH"),
-        "workspace_ids": OptionSpec(list, help="only these workspaces (integer ids)"),
-        "facility_keys": OptionSpec(list, help="only these facilities (their keys); the root lists them"),
-        "capture_ids": OptionSpec(
-            list, help="only these captures; alone, the root lists them and only GET /videos is used"
-        ),
-        "page_size": OptionSpec(int, help="per_page of list calls (default: the server's)"),
+        "base_url": BASE_URL,  # the API root, e.g. https://api.cupix.works/api/v1 (or a regional host)
+        "token": OptionSpec(str, required=True, secret=True),  # the API token, sent as X-CUPIX-AUTH
+        "workspace_ids": OptionSpec(list),  # only these workspaces (integer ids)
+        "facility_keys": OptionSpec(list),  # only these facilities (their keys); the root lists them
+        "capture_ids": OptionSpec(list),  # only these captures; alone, the root lists them (GET /videos)
+        "page_size": OptionSpec(int),  # per_page of list calls (default: the server's)
     },
     factory=CupixProvider,
 )

@@ -36,17 +36,10 @@ API name, when there is one).
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import json
-import logging
-import os
 import posixpath
-import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -54,21 +47,21 @@ import httpx
 import trio
 
 from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS
-from vidfs.config.types import ProviderConfig, Secret
-from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
-from vidfs.http.client import raise_for_status, same_origin
+from vidfs.config.types import ProviderConfig
+from vidfs.errors import InvalidRemoteData, NotFoundError, VidfsError, redact_url
+from vidfs.http.client import same_origin
+from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
-from vidfs.providers.auth import expiry_from_url
-from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.providers.auth import expiry_from_url, still_fresh
+from vidfs.providers.base import BASE_URL, OptionSpec, ProviderBase, ProviderContext, ProviderSpec
+from vidfs.providers.state import FirstSeen
 
 ROOT_ID = "hourone:root"
 FILE_STATUSES = frozenset({"ready", "published"})
 DEFAULT_CONTENT_TYPE = "video/mp4"
 METADATA_CONCURRENCY = 8
 METADATA_BUDGET = 15.0  # seconds a listing may spend on missing durations
-MAX_URL_MARGIN = 60.0
 STATE_FILE = "first_seen.json"
-STATE_FORMAT = 1
 
 _TYPE_BY_EXTENSION: dict[str, str] = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
 
@@ -110,100 +103,16 @@ class _Url:
     obtained_at: float
 
     def fresh(self, now: float) -> bool:
-        expires = expiry_from_url(self.url)
-        if expires is None:
-            return True  # nothing says it expires: storage will tell (401/403/410 → resolve again)
-        margin = min(MAX_URL_MARGIN, 0.2 * max(0.0, expires - self.obtained_at))
-        return now < expires - margin
+        # Nothing in the URL says it expires: used until storage refuses it (then resolved again).
+        return still_fresh(self.obtained_at, expiry_from_url(self.url), now)
 
 
-class FirstSeen:
-    """When this cache first saw each video as a file (epoch seconds), persisted as a small JSON file.
-
-    The file is read once, then rewritten (atomically, under an flock, merged with what is on disk so two
-    mounts sharing a cache dir agree: the first writer wins) whenever new ids show up.
-    """
-
-    def __init__(self, path: Path, log: logging.Logger) -> None:
-        self.path = path
-        self._log = log
-        self._times: dict[str, int] = {}
-        self._loaded = False
-        self._lock = trio.Lock()
-        self._warned = False
-
-    async def stamp(self, ids: Iterable[str]) -> dict[str, int]:
-        """The first-seen time of each id; new ids get "now" and are persisted before returning."""
-        wanted = list(dict.fromkeys(ids))
-        async with self._lock:
-            if not self._loaded:
-                self._times.update(await trio.to_thread.run_sync(self._read))
-                self._loaded = True
-            missing = [i for i in wanted if i not in self._times]
-            if missing:
-                now = int(time.time())
-                self._times.update(await trio.to_thread.run_sync(self._merge_and_write, missing, now))
-            return {i: self._times[i] for i in wanted}
-
-    def _read(self) -> dict[str, int]:
-        try:
-            document = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            self._log.warning("ignoring an unreadable state file %s: %s", self.path, exc)
-            return {}
-        times = document.get("first_seen") if isinstance(document, dict) else None
-        if not isinstance(times, dict):
-            return {}
-        return {str(k): int(v) for k, v in times.items() if isinstance(v, int | float)}
-
-    def _merge_and_write(self, missing: list[str], now: int) -> dict[str, int]:
-        fallback = {**self._times, **dict.fromkeys(missing, now)}
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with open(self.path.parent / f".{STATE_FILE}.lock", "a") as lock:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-                merged = {**self._times, **self._read()}  # what another mount wrote wins
-                for video_id in missing:
-                    merged.setdefault(video_id, now)
-                self._write(merged)
-                return merged
-        except OSError as exc:
-            if not self._warned:
-                self._warned = True
-                self._log.warning(
-                    "cannot persist first-seen times in %s (%s): mtimes will change on remount",
-                    self.path,
-                    exc,
-                )
-            return fallback
-
-    def _write(self, times: Mapping[str, int]) -> None:
-        document = {"format": STATE_FORMAT, "first_seen": dict(sorted(times.items()))}
-        fd, temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{STATE_FILE}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(document, handle, separators=(",", ":"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-
-
-class HourOneProvider:
+class HourOneProvider(ProviderBase, root_id=ROOT_ID):
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
         options = config.options
-        self.instance = context.instance
-        self._http = context.http
-        self._log = context.log
         self._base = str(options["base_url"]).rstrip("/")
-        key = options["api_key"]
-        api_key = key.reveal() if isinstance(key, Secret) else str(key)
-        headers = {"api-key": api_key, "Accept": "application/json"}
+        headers = {"api-key": self._secret("api_key"), "Accept": "application/json"}
         if options.get("workspace_id"):
             headers["workspace-id"] = str(options["workspace_id"])
         if options.get("team_id"):
@@ -211,16 +120,9 @@ class HourOneProvider:
         self._headers = headers
         concurrency = options.get("metadata_concurrency")
         self._metadata_concurrency = METADATA_CONCURRENCY if concurrency is None else int(concurrency)
-        self._tag = f"{self.instance}:api"
         self._urls: dict[str, _Url] = {}
         self._durations: dict[str, str] = {}
         self.first_seen = FirstSeen(context.state_dir / STATE_FILE, context.log)
-
-    def root(self) -> Folder:
-        return Folder(ROOT_ID, self.instance)
-
-    async def aclose(self) -> None:
-        return None
 
     # --------------------------------------------------------------------------------------------- api
     async def _api(self, path: str, what: str) -> Any:
@@ -229,16 +131,7 @@ class HourOneProvider:
         if not same_origin(url, self._base):  # pragma: no cover - paths are ours
             raise InvalidRemoteData(f"{self.instance}: refusing to send the api-key off the API origin")
         response = await self._http.request("GET", url, tag=self._tag, headers=self._headers)
-        status = response.status_code
-        if status in (401, 403):
-            raise AuthError(
-                f"{self.instance}: Hour One refused the api-key ({what}: {_failure(response)})", status=status
-            )
-        if status == 404:
-            raise NotFoundError(f"{self.instance}: {what}: {_failure(response)}", status=status)
-        if status == 422:
-            raise InvalidRemoteData(f"{self.instance}: {what}: {_failure(response)}", status=status)
-        raise_for_status(response, f"{self.instance}: {what}")
+        raise_for_status(response, f"{self.instance}: {what}", explain=_explain)
         try:
             return response.json()
         except ValueError as exc:
@@ -360,6 +253,13 @@ class HourOneProvider:
         return StreamLease(url=url, headers={}, expires_at=expires)
 
 
+def _explain(response: httpx.Response) -> str:
+    """A refusal names the api-key (a wrong one is 401, a missing one or a foreign workspace 403)."""
+    if response.status_code in (401, 403):
+        return f"Hour One refused the api-key ({_failure(response)})"
+    return _failure(response)
+
+
 def _failure(response: httpx.Response) -> str:
     """FastAPI's error body as one short line: `{"detail": "..."}` or `{"detail": [{"loc","msg","type"}]}`."""
     status = f"HTTP {response.status_code}"
@@ -384,17 +284,13 @@ def _failure(response: httpx.Response) -> str:
 
 SPEC = ProviderSpec(
     type="hourone",
-    description="Hour One / MakeReals API v1 (rendered videos, one flat directory)",
     options={
-        "base_url": OptionSpec(str, required=True, help="API root, e.g. https://api.makereals.com/api/v1"),
-        "api_key": OptionSpec(str, required=True, secret=True, help="sent as the api-key header"),
-        "workspace_id": OptionSpec(str, help="sent as the workspace-id header"),
-        "team_id": OptionSpec(str, help="sent as the team-id header"),
-        "metadata_concurrency": OptionSpec(
-            int,
-            default=METADATA_CONCURRENCY,
-            help="parallel GET /videos/{id}/metadata calls (0: no durations)",
-        ),
+        "base_url": BASE_URL,  # the API root, e.g. https://api.makereals.com/api/v1
+        "api_key": OptionSpec(str, required=True, secret=True),  # sent as the api-key header
+        "workspace_id": OptionSpec(str),  # sent as the workspace-id header
+        "team_id": OptionSpec(str),  # sent as the team-id header
+        # Parallel GET /videos/{id}/metadata calls (0: no durations).
+        "metadata_concurrency": OptionSpec(int, default=METADATA_CONCURRENCY),
     },
     factory=HourOneProvider,
 )

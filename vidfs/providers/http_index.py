@@ -40,11 +40,14 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
-from vidfs.config.types import ProviderConfig, Secret
-from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, redact_url
-from vidfs.http.client import origin_of, raise_for_status
+import httpx
+
+from vidfs.config.types import ProviderConfig
+from vidfs.errors import ConfigError, InvalidRemoteData, redact_url
+from vidfs.http.client import origin_of
+from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, Listing, StreamLease, Video, frozen_extra
-from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec
 
 ROOT_ID = ""  # folder ids are paths below the base URL as they appear in URLs (percent-encoded), "" = base
 
@@ -281,15 +284,13 @@ def _parse_json(data: Any, page_url: str) -> list[IndexEntry]:
 
 
 # ------------------------------------------------------------------------------------------- provider
-class HttpIndexProvider:
+class HttpIndexProvider(ProviderBase, root_id=ROOT_ID):
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
         options = config.options
-        self.instance = context.instance
-        self._http = context.http
-        self._log = context.log
         url = str(options["url"]).strip()
         parts = urlsplit(url)
-        where = f"{config.source}: [providers.{config.name}] key 'url'"
+        where = f"{self._where} key 'url'"
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{where}: expected an http:// or https:// URL, got {redact_url(url)!r}")
         if parts.username or parts.password:
@@ -300,21 +301,11 @@ class HttpIndexProvider:
         username = options.get("username")
         password = options.get("password")
         if (username is None) != (password is None):
-            raise ConfigError(
-                f"{config.source}: [providers.{config.name}] 'username' and 'password' go together"
-            )
+            raise ConfigError(f"{self._where} 'username' and 'password' go together")
         self._headers: dict[str, str] = {}
         if username is not None:
-            secret = password.reveal() if isinstance(password, Secret) else str(password)
-            token = base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
+            token = base64.b64encode(f"{username}:{self._secret('password')}".encode()).decode("ascii")
             self._headers["Authorization"] = f"Basic {token}"
-        self._tag = f"{self.instance}:api"
-
-    def root(self) -> Folder:
-        return Folder(ROOT_ID, self.instance)
-
-    async def aclose(self) -> None:
-        return None
 
     def _url(self, remote_id: str) -> str:
         return self._base + remote_id
@@ -328,19 +319,23 @@ class HttpIndexProvider:
             headers={**self._headers, "Accept": "text/html, application/json;q=0.9, */*;q=0.5"},
             follow_redirects=True,
         )
-        what = f"{self.instance}: index {redact_url(url)}"
-        if response.status_code in (401, 403):
-            detail = "credentials refused" if self._headers else "the server asks for credentials"
-            raise AuthError(f"{what}: HTTP {response.status_code} ({detail})", status=response.status_code)
-        raise_for_status(response, what)
+        raise_for_status(response, f"{self.instance}: index {redact_url(url)}", explain=self._explain)
         final = str(response.url)
         if not final.endswith("/") or origin_of(final) != origin_of(self._base):
             final = url  # resolve links against the directory we asked for, never another origin
         try:
             entries = parse_index(response.content, final, response.headers.get("Content-Type"))
         except (ValueError, AssertionError) as exc:
+            what = f"{self.instance}: index {redact_url(url)}"
             raise InvalidRemoteData(f"{what}: not an index page ({type(exc).__name__})") from None
         return Listing(tuple(self._entries(folder.remote_id, entries)))
+
+    def _explain(self, response: httpx.Response) -> str:
+        status = response.status_code
+        if status in (401, 403):
+            detail = "credentials refused" if self._headers else "the server asks for credentials"
+            return f"HTTP {status} ({detail})"
+        return f"HTTP {status}"
 
     def _entries(self, prefix: str, entries: Iterable[IndexEntry]) -> Iterable[Folder | Video]:
         for entry in entries:
@@ -365,11 +360,10 @@ class HttpIndexProvider:
 
 SPEC = ProviderSpec(
     type="http",
-    description="a plain web directory: nginx or Apache autoindex pages (HTML, or nginx JSON)",
     options={
-        "url": OptionSpec(str, required=True, help="the directory URL (a trailing / is added if missing)"),
-        "username": OptionSpec(str, help="HTTP Basic user, sent only to the url's origin"),
-        "password": OptionSpec(str, secret=True, help="HTTP Basic password (a secret)"),
+        "url": OptionSpec(str, required=True),  # the directory URL (a trailing / is added if missing)
+        "username": OptionSpec(str),  # HTTP Basic user, sent only to the url's origin
+        "password": OptionSpec(str, secret=True),  # HTTP Basic password
     },
     factory=HttpIndexProvider,
 )

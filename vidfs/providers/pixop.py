@@ -27,12 +27,13 @@ from urllib.parse import urljoin
 
 import trio
 
-from vidfs.config.types import ProviderConfig, Secret
+from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
-from vidfs.http.client import json_object, raise_for_status, same_origin
+from vidfs.http.client import dig, json_object, same_origin
+from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
-from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 
 ROOT_ID = "pixop:root"
 DETAIL_CONCURRENCY = 8
@@ -52,34 +53,16 @@ def parse_time(value: object) -> float | None:
     return None
 
 
-def _get(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
-
-
-class PixopProvider:
+class PixopProvider(ProviderBase, root_id=ROOT_ID):
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
         options = config.options
-        self.instance = context.instance
-        self._http = context.http
-        self._log = context.log
         self._origin = str(options["base_url"]).rstrip("/") + "/"
         self._email = str(options["email"])
-        password = options["password"]
-        self._password = password.reveal() if isinstance(password, Secret) else str(password)
+        self._password = self._secret("password")
         self._team_id = options.get("team_id")
         self._page_size = int(options.get("page_size") or 100)
-        self._tokens = TokenKeeper(self._login)
-        self._tag = f"{self.instance}:api"
-
-    def root(self) -> Folder:
-        return Folder(ROOT_ID, self.instance)
-
-    async def aclose(self) -> None:
-        return None
+        self._tokens = TokenKeeper(self._login, name=self.instance, log=self._log)
 
     # -------------------------------------------------------------------------------------------- auth
     async def _login(self) -> Token:
@@ -94,7 +77,7 @@ class PixopProvider:
         )
         if response.status_code in (401, 403):
             raise AuthError(f"{self.instance}: Pixop login refused for {self._email}: {_failure(response)}")
-        raise_for_status(response, f"{self.instance}: Pixop login")
+        raise_for_status(response, f"{self.instance}: Pixop login", explain=_failure)
         token = json_object(response, "login").get("jwtToken")
         if not isinstance(token, str) or not token:
             raise InvalidRemoteData(f"{self.instance}: Pixop login answered without a jwtToken")
@@ -110,26 +93,18 @@ class PixopProvider:
         """GET a JSON document with the JWT; log in again once on 401."""
         if not same_origin(url, self._origin):
             raise InvalidRemoteData(f"{self.instance}: refusing to follow a link off the API origin")
-        token = await self._tokens.get()
-        for attempt in range(2):
-            response = await self._http.request(
+        response = await self._tokens.call(
+            lambda token: self._http.request(
                 "GET",
                 url,
                 tag=self._tag,
                 params=params,
                 headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            )
-            if response.status_code == 401 and attempt == 0:
-                self._log.info(
-                    "%s: token refused (%s); logging in again", self.instance, _exception(response)
-                )
-                token = await self._tokens.renew(rejected=token)
-                continue
-            if response.status_code in (401, 403):
-                raise AuthError(f"{self.instance}: {what}: {_failure(response)}", status=response.status_code)
-            raise_for_status(response, f"{self.instance}: {what}")
-            return json_object(response, what)
-        raise AssertionError("unreachable")
+            ),
+            explain=_failure,  # ExpiredJWTTokenException and friends
+        )
+        raise_for_status(response, f"{self.instance}: {what}", explain=_failure)
+        return json_object(response, what)
 
     async def _pages(self, path: str, params: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
@@ -140,11 +115,11 @@ class PixopProvider:
             if url is None:
                 break
             document = await self._api(url, params=query, what=what)
-            embedded = _get(document, "_embedded", key) or []
+            embedded = dig(document, "_embedded", key) or []
             if not isinstance(embedded, list):
                 raise InvalidRemoteData(f"{self.instance}: {what}: _embedded.{key} is not a list")
             items.extend(item for item in embedded if isinstance(item, dict))
-            next_href = _get(document, "_links", "next", "href")
+            next_href = dig(document, "_links", "next", "href")
             if not isinstance(next_href, str) or not next_href or next_href in seen or not embedded:
                 break
             seen.add(next_href)
@@ -216,14 +191,14 @@ class PixopProvider:
         parent_id = video.get("parentId")
         processed = bool(parent_id)
         upload: dict[str, Any] = video["upload"] if isinstance(video.get("upload"), dict) else {}
-        metadata: dict[str, Any] = _get(video, "ingestion", "metadata") or {}
-        processing_state: dict[str, Any] = _get(video, "processing", "processingState") or {}
+        metadata: dict[str, Any] = dig(video, "ingestion", "metadata") or {}
+        processing_state: dict[str, Any] = dig(video, "processing", "processingState") or {}
         processing_status = processing_state.get("processingStatus")
         file_name = upload.get("fileName") or video.get("filename") or video.get("name") or video_id
         name = str(file_name)
         if processed:
             stem, ext = posixpath.splitext(name)
-            container = _get(video, "processing", "processingParameters", "targetVideo", "container", "name")
+            container = dig(video, "processing", "processingParameters", "targetVideo", "container", "name")
             if not ext and isinstance(container, str):
                 ext = f".{container}"
             name = f"{stem}.processed{ext}"
@@ -231,7 +206,7 @@ class PixopProvider:
             visible = status == DONE
         else:
             finished = upload.get("hasFinishedUploading")
-            status = str(_get(upload, "uploadState", "uploadStatus") or ("DONE" if finished else "UPLOADING"))
+            status = str(dig(upload, "uploadState", "uploadStatus") or ("DONE" if finished else "UPLOADING"))
             visible = finished is not False
         if not visible:
             return HiddenItem(video_id, name, status)
@@ -255,8 +230,8 @@ class PixopProvider:
                 "frame_rate": metadata.get("averageFramerate"),
                 "total_frames": metadata.get("totalFrames"),
                 "status": processing_status if processed else status,
-                "ingestion_status": _get(video, "ingestion", "ingestionState", "ingestionStatus"),
-                "preset": _get(video, "processing", "processingParameters", "targetVideo", "preset", "name"),
+                "ingestion_status": dig(video, "ingestion", "ingestionState", "ingestionStatus"),
+                "preset": dig(video, "processing", "processingParameters", "targetVideo", "preset", "name"),
             }
         )
         return Video(
@@ -286,16 +261,6 @@ class PixopProvider:
         )
 
 
-def _exception(response: Any) -> str:
-    try:
-        data = response.json()
-    except ValueError:
-        return f"HTTP {response.status_code}"
-    if isinstance(data, dict) and data.get("exception"):
-        return str(data["exception"])
-    return f"HTTP {response.status_code}"
-
-
 def _failure(response: Any) -> str:
     """The seed's failure body `{"exception","errorMessage"}` as one line."""
     try:
@@ -311,11 +276,8 @@ def _failure(response: Any) -> str:
 
 SPEC = ProviderSpec(
     type="pixop",
-    description="Pixop Video Processing REST API v1 (projects → videos, originals and processed)",
     options={
-        "base_url": OptionSpec(str, required=True, help="origin of the accounts/videos/media services"),
-        "email": OptionSpec(str, required=True),
-        "password": OptionSpec(str, required=True, secret=True),
+        **login_options("email"),  # base_url: the origin of the accounts/videos/media services
         "team_id": OptionSpec(str),
         "page_size": OptionSpec(int, default=100),
     },

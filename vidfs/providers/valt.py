@@ -48,12 +48,13 @@ from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit
 import trio
 
 from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS, split_ext
-from vidfs.config.types import ProviderConfig, Secret
+from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
-from vidfs.http.client import json_object, raise_for_status
+from vidfs.http.client import dig, json_object
+from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, expiry_from_url
-from vidfs.providers.base import OptionSpec, ProviderContext, ProviderSpec
+from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 
 ROOT_ID = "valt:root"
 ROOM_PREFIX = "room:"
@@ -64,14 +65,6 @@ DOWNLOAD_CONCURRENCY = 8
 MAX_PAGES = 10_000
 VIDEO_KEYS = ("videos", "video_ids", "videoIds")
 _EXT_TYPES = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
-
-
-def _get(data: Any, *path: str) -> Any:
-    for key in path:
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _id(value: Any) -> str | None:
@@ -157,8 +150,8 @@ def record_extra(record: Mapping[str, Any]) -> dict[str, object | None]:
     return {
         "record_id": _id(record.get("id")),
         "record": record.get("name"),
-        "room": _get(record, "room", "name"),
-        "room_id": _id(_get(record, "room", "id")),
+        "room": dig(record, "room", "name"),
+        "room_id": _id(dig(record, "room", "id")),
         "author": author.get("name") if isinstance(author, Mapping) else author,
         "cameras": camera_names,
         "duration": record.get("duration"),
@@ -180,29 +173,20 @@ class _Url:
         return now < self.expires_at - min(60.0, 0.5 * lifetime)
 
 
-class ValtProvider:
+class ValtProvider(ProviderBase, root_id=ROOT_ID):
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        super().__init__(config, context)
         options = config.options
-        self.instance = context.instance
-        self._http = context.http
-        self._log = context.log
         self._base = str(options["base_url"]).rstrip("/")
         self._username = str(options["username"])
-        password = options["password"]
-        self._password = password.reveal() if isinstance(password, Secret) else str(password)
+        self._password = self._secret("password")
         self._page_size = max(1, int(options.get("page_size") or 50))
-        self._tokens = TokenKeeper(self._login)  # VALT tokens have no known lifetime: used until refused
+        # VALT tokens have no known lifetime: used until refused.
+        self._tokens = TokenKeeper(self._login, name=self.instance, log=self._log)
         self._records_lock = trio.Lock()
         self._records: list[dict[str, Any]] | None = None
         self._records_at = 0.0
         self._urls: dict[str, _Url] = {}
-        self._tag = f"{self.instance}:api"
-
-    def root(self) -> Folder:
-        return Folder(ROOT_ID, self.instance)
-
-    async def aclose(self) -> None:
-        return None
 
     # -------------------------------------------------------------------------------------------- auth
     async def _login(self) -> Token:
@@ -218,39 +202,30 @@ class ValtProvider:
                 f"{self.instance}: VALT login refused for user {self._username!r}: {_failure(response)}",
                 status=response.status_code,
             )
-        raise_for_status(response, f"{self.instance}: VALT login")
+        raise_for_status(response, f"{self.instance}: VALT login", explain=_failure)
         data = json_object(response, f"{self.instance}: VALT login")
-        token = _get(data, "data", "access_token") or data.get("access_token")
+        token = dig(data, "data", "access_token") or data.get("access_token")
         if not isinstance(token, str) or not token:
             raise InvalidRemoteData(f"{self.instance}: VALT login answered without an access_token")
         self._log.info("%s: logged in to VALT as %s", self.instance, self._username)
         return Token(token)
 
     async def _api(self, method: str, path: str, *, what: str, json: Any = None) -> dict[str, Any]:
-        """A JSON call with `?access_token=`; one new login on a 401."""
-        token = await self._tokens.get()
-        for attempt in range(2):
-            response = await self._http.request(
+        """A JSON call with `?access_token=`; one new login on a 401, whichever of VALT's two 401 bodies
+        (`No API key provided`, `Bad credentials.`) it has: both mean the token is no good."""
+        response = await self._tokens.call(
+            lambda token: self._http.request(
                 method,
                 self._base + path,
                 tag=self._tag,
                 params={"access_token": token},
                 json=json,
                 headers={"Accept": "application/json"},
-            )
-            if response.status_code == 401 and attempt == 0:
-                self._log.info("%s: token refused (%s); logging in again", self.instance, _failure(response))
-                token = await self._tokens.renew(rejected=token)
-                continue
-            if response.status_code in (401, 403):
-                raise AuthError(f"{self.instance}: {what}: {_failure(response)}", status=response.status_code)
-            if response.status_code in (404, 410):
-                raise NotFoundError(
-                    f"{self.instance}: {what}: {_failure(response)}", status=response.status_code
-                )
-            raise_for_status(response, f"{self.instance}: {what}")
-            return json_object(response, f"{self.instance}: {what}")
-        raise AssertionError("unreachable")
+            ),
+            explain=_failure,
+        )
+        raise_for_status(response, f"{self.instance}: {what}", explain=_failure)
+        return json_object(response, f"{self.instance}: {what}")
 
     # ----------------------------------------------------------------------------------------- records
     async def _all_records(self) -> list[dict[str, Any]]:
@@ -269,7 +244,7 @@ class ValtProvider:
                     json={"offset": offset, "limit": self._page_size},
                     what="listing records",
                 )
-                page = _get(document, "data", "records")
+                page = dig(document, "data", "records")
                 if page is None:
                     page = document.get("records", document.get("data"))
                 if not isinstance(page, list):
@@ -291,10 +266,10 @@ class ValtProvider:
     @staticmethod
     def _room_key(record: Mapping[str, Any]) -> tuple[str, str]:
         """(folder id, room name) of a record's room."""
-        room_id = _id(_get(record, "room", "id"))
+        room_id = _id(dig(record, "room", "id"))
         if room_id is None:
             return NO_ROOM_ID, NO_ROOM_NAME
-        name = _get(record, "room", "name")
+        name = dig(record, "room", "name")
         return ROOM_PREFIX + room_id, str(name) if name else f"Room {room_id}"
 
     # ----------------------------------------------------------------------------------------- listing
@@ -417,7 +392,7 @@ class ValtProvider:
             f"/records/download/{quote(record_id, safe='')}/{quote(video_id, safe='')}",
             what=f"download URL of record {record_id} video {video_id}",
         )
-        url = _get(document, "data", "url")
+        url = dig(document, "data", "url")
         if not isinstance(url, str):
             url = document.get("url")
         if not isinstance(url, str) or not url.strip():
@@ -452,7 +427,7 @@ def _failure(response: Any) -> str:
         return status
     if not isinstance(data, dict):
         return status
-    message = _get(data, "error", "message")
+    message = dig(data, "error", "message")
     if not isinstance(message, str):
         message = data.get("data") if isinstance(data.get("data"), str) else None
     if not isinstance(message, str):
@@ -464,12 +439,9 @@ def _failure(response: Any) -> str:
 
 SPEC = ProviderSpec(
     type="valt",
-    description="IVS VALT REST API v3 (rooms → records → videos, signed download URLs)",
     options={
-        "base_url": OptionSpec(str, required=True, help="the API root, e.g. https://valt.example.com/api/v3"),
-        "username": OptionSpec(str, required=True),
-        "password": OptionSpec(str, required=True, secret=True),
-        "page_size": OptionSpec(int, default=50, help="records per POST /records page"),
+        **login_options("username"),  # base_url: the API root, e.g. https://valt.example.com/api/v3
+        "page_size": OptionSpec(int, default=50),  # records per POST /records page
     },
     factory=ValtProvider,
 )
