@@ -40,31 +40,30 @@ def _request(status: int) -> httpx.Response:
     return httpx.Response(status, request=httpx.Request("GET", "http://127.0.0.1/x"))
 
 
+class Api:
+    """An API call that refuses the tokens in `refused` (401) and records the tokens it was sent."""
+
+    def __init__(self, *refused: str) -> None:
+        self.refused = set(refused)
+        self.sent: list[str] = []
+
+    async def __call__(self, token: str) -> httpx.Response:
+        self.sent.append(token)
+        return _request(401 if token in self.refused or "*" in self.refused else 200)
+
+
 async def test_a_refused_token_logs_in_again_once_and_sends_again() -> None:
-    logins = Logins()
+    logins, api = Logins(), Api("token-1")
     keeper = TokenKeeper(logins)
-    sent: list[str] = []
-
-    async def send(token: str) -> httpx.Response:
-        sent.append(token)
-        return _request(401 if token == "token-1" else 200)
-
-    assert (await keeper.call(send)).status_code == 200
-    assert sent == ["token-1", "token-2"] and logins.count == 2
-    assert (await keeper.call(send)).status_code == 200 and sent[-1] == "token-2" and logins.count == 2
+    assert (await keeper.call(api)).status_code == 200
+    assert api.sent == ["token-1", "token-2"] and logins.count == 2
+    assert (await keeper.call(api)).status_code == 200 and api.sent[-1] == "token-2" and logins.count == 2
 
 
 async def test_a_second_refusal_is_returned_not_looped() -> None:
-    logins = Logins()
-    keeper = TokenKeeper(logins)
-    sent: list[str] = []
-
-    async def send(token: str) -> httpx.Response:
-        sent.append(token)
-        return _request(401)
-
-    assert (await keeper.call(send)).status_code == 401
-    assert sent == ["token-1", "token-2"] and logins.count == 2
+    logins, api = Logins(), Api("*")
+    assert (await TokenKeeper(logins).call(api)).status_code == 401
+    assert api.sent == ["token-1", "token-2"] and logins.count == 2
 
 
 async def test_only_what_the_vendor_calls_a_refusal_logs_in_again() -> None:

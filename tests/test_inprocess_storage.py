@@ -12,6 +12,8 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import cast
 
 import httpx
 import pytest
@@ -22,7 +24,8 @@ from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
 from vidfs.io.range_reader import LeaseRefused, read_range
 from vidfs.io.remote_file import RemoteFile
-from vidfs.model import Folder, Listing, StreamLease, Video
+from vidfs.model import StreamLease, Video
+from vidfs.providers.base import Provider
 from vidfs.stats import Stats
 
 BLOB = bytes(range(256)) * 64  # 16 KiB
@@ -196,41 +199,30 @@ async def test_a_refused_lease_says_what_it_finally_is(
 
 
 # ----------------------------------------------------------------------------------- lease renewal
-class _Provider:
-    """Gives out the leases it is told to, one per resolve()."""
+@dataclass
+class Leases:
+    """A provider as `RemoteFile` uses it (through the resolver): it only resolves, giving out the URLs it
+    is told to, one per call (the last one again when they run out)."""
 
-    def __init__(self, *urls: str) -> None:
-        self.urls = list(urls)
-        self.resolves = 0
-
-    def root(self) -> Folder:
-        return Folder("root", "root")
-
-    async def list(self, folder: Folder) -> Listing:
-        return Listing(())
+    urls: list[str]
+    resolves: int = 0
 
     async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
         self.resolves += 1
         return StreamLease(self.urls[min(self.resolves, len(self.urls)) - 1])
 
-    async def aclose(self) -> None:
-        return None
 
-
-def _file(http: HttpClient, provider: _Provider) -> RemoteFile:
+def _file(http: HttpClient, leases: Leases) -> RemoteFile:
     video = Video("v1", "v1.mp4", size=len(BLOB), etag=ETAG)
+    provider = cast(Provider, leases)
     return RemoteFile(
         instance="t", provider=provider, video=video, size=len(BLOB), http=http, resolver=Resolver(Stats())
     )
 
 
-def _refuse(status: int, path: str) -> Fault:
-    return lambda request: httpx.Response(status) if request.url.path == path else None
-
-
 async def test_a_refused_lease_is_renewed_once(world: tuple[HttpClient, Storage]) -> None:
     http, storage = world
-    provider = _Provider(URL + "?sig=old", URL + "?sig=new")
+    provider = Leases([URL + "?sig=old", URL + "?sig=new"])
     storage.faults.append(lambda request: httpx.Response(403) if "old" in str(request.url) else None)
     assert await _file(http, provider).fetch(0, 100) == BLOB[:100]
     assert provider.resolves == 2
@@ -239,7 +231,7 @@ async def test_a_refused_lease_is_renewed_once(world: tuple[HttpClient, Storage]
 @pytest.mark.parametrize(("status", "wanted"), [(403, errno.EACCES), (410, errno.ENOENT)])
 async def test_a_second_refusal_is_final(world: tuple[HttpClient, Storage], status: int, wanted: int) -> None:
     http, storage = world
-    provider = _Provider(URL + "?sig=1", URL + "?sig=2", URL + "?sig=3")
+    provider = Leases([URL + "?sig=1", URL + "?sig=2", URL + "?sig=3"])
     storage.faults += [lambda request: httpx.Response(status)] * 2
     with pytest.raises(Exception) as info:
         await _file(http, provider).fetch(0, 100)
@@ -249,7 +241,7 @@ async def test_a_second_refusal_is_final(world: tuple[HttpClient, Storage], stat
 
 async def test_the_same_lease_again_is_not_asked_twice(world: tuple[HttpClient, Storage]) -> None:
     http, storage = world
-    provider = _Provider(URL)  # a URL that never changes (a plain web directory)
+    provider = Leases([URL])  # a URL that never changes (a plain web directory)
     storage.faults.append(lambda request: httpx.Response(404))
     with pytest.raises(Exception) as info:
         await _file(http, provider).fetch(0, 100)
