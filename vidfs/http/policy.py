@@ -78,12 +78,14 @@ class Meaning:
     renew_lease: bool = False
 
 
+# The table of the essay above; every status not in it (400, 405, 422, 429 and 5xx after their retries, ...)
+# is RemoteIOError → EIO. 401 on an API call is first TokenKeeper.call's business (one new login).
 STATUS_TABLE: dict[int, Meaning] = {
-    401: Meaning(AuthError, AuthError, renew_lease=True),
-    403: Meaning(AuthError, AuthError, renew_lease=True),
-    404: Meaning(NotFoundError, NotFoundError, renew_lease=True),
-    410: Meaning(NotFoundError, NotFoundError, renew_lease=True),
-    416: Meaning(RemoteIOError, StaleError),
+    401: Meaning(AuthError, AuthError, renew_lease=True),  # credentials (token, signature) refused
+    403: Meaning(AuthError, AuthError, renew_lease=True),  # forbidden; an expired S3/GCS signature
+    404: Meaning(NotFoundError, NotFoundError, renew_lease=True),  # not there; a signed URL that moved
+    410: Meaning(NotFoundError, NotFoundError, renew_lease=True),  # gone for good; an expired CDN link
+    416: Meaning(RemoteIOError, StaleError),  # a range past the end we know: the file shrank
 }
 _OTHER = Meaning(RemoteIOError, RemoteIOError)
 
