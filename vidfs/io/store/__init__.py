@@ -36,7 +36,7 @@ fails (a torn write, a flipped bit, a truncated file) is dropped from the index,
 Writing, and what a crash leaves
 --------------------------------
 `put_run` is cheap for the caller: the blocks are counted at once (evicting first, see below), served from
-memory while they wait, and queued. One writer task takes the queue in order, a batch (≤ 16 MiB) per
+memory while they wait, and queued. One writer task takes the queue in order, a batch (≤ 8 MiB) per
 worker-thread call: `pwritev` of each run into its data file, the checksums computed on the way, then one
 SQLite transaction for the whole batch (WAL, ``synchronous=NORMAL``: no fsync per commit). The index is
 written after the data, so `kill -9` at any moment leaves either blocks the index does not name (their
@@ -47,7 +47,7 @@ data file the index does not know is removed at open; an index row whose data fi
 Keeping up with the network, and backpressure
 ---------------------------------------------
 A file read to its end is entirely in the store afterwards (within the capacity): nothing is skipped
-because the disk is busy. When more than 32 MiB wait for the writer, `put_run` waits. Its caller is the
+because the disk is busy. When more than 16 MiB wait for the writer, `put_run` waits. Its caller is the
 block cache's background fetch, which has handed its blocks to every reader already: readers are never
 slowed, a prefetch is (its budget is held until its blocks are queued), and memory stays bounded.
 
@@ -88,7 +88,7 @@ of another format, or one SQLite calls damaged, is set aside the same way with i
 
 Concurrency
 -----------
-The books are only touched in the trio thread. Reads run in worker threads under a limit of 4, the
+The books are only touched in the trio thread. Reads run in worker threads under a limit of 2, the
 writer's batches one at a time; the index has one connection, used under a lock. A read that raced an
 eviction and found a punched block is a plain miss, not damage: a block counts as damaged only when it is
 still the one the books planned to read. `run()` is a service (``await nursery.start(store.run)``):

@@ -32,9 +32,9 @@ from vidfs.stats import Stats
 
 log = logging.getLogger("vidfs.io.store")
 
-READ_THREADS = 4
-QUEUE_BYTES = 32 << 20  # accepted blocks waiting for their write (kept in memory meanwhile)
-BATCH_BYTES = 16 << 20  # data per writer-thread call
+READ_THREADS = 2
+QUEUE_BYTES = 16 << 20  # accepted blocks waiting for their write (kept in memory meanwhile)
+BATCH_BYTES = 8 << 20  # data per writer-thread call
 TOUCH_INTERVAL = 30.0  # recency is saved this often (and at close)
 SPACE_INTERVAL = 2.0  # while the file system is short of room, it is measured again this often
 CLOSE_TIMEOUT = 30.0
