@@ -7,6 +7,9 @@ After every site listens, ONE JSON line goes to stdout (and, atomically, to ``--
                           "email": "demo@example.com", "password": "..."}}}
 
 ``config`` is the provider's table for vidfs's TOML config. Progress (media generation) goes to stderr.
+
+``--scale 100000`` gives every provider that many synthetic videos (``--set valt.scale=100000`` one
+provider only); the control API changes it at runtime (``POST <control_url>/settings {"scale": N}``).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from vidfs.emulator import EMULATORS, known_emulators
+from vidfs.emulator import known_emulators
 from vidfs.emulator.server import EmulatorOptions, Site, SiteGroup, create_site
 
 
@@ -39,9 +42,10 @@ def _setting(text: str) -> tuple[str, Any]:
 
 def _settings_for(provider: str, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    names = known_emulators()
     for key, value in pairs:
         scope, dot, rest = key.partition(".")
-        if dot and scope in EMULATORS:
+        if dot and scope in names:
             if scope == provider:
                 out[rest] = value
         else:
@@ -55,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--provider",
         action="append",
         choices=known_emulators(),
-        help="emulator to run (repeatable; default: every registered one)",
+        help="emulator to run (repeatable; default: every one found in vidfs.emulator)",
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument(
@@ -69,6 +73,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalog", choices=("small", "big"), default="small", help="sample catalog size")
     p.add_argument("--videos-per-project", type=int, help="videos per synthetic project with --catalog big")
     p.add_argument("--seed", type=int, default=0, help="seed of the fault RNG")
+    p.add_argument(
+        "--scale",
+        type=int,
+        metavar="N",
+        help="add N synthetic videos (a few KiB each, made in memory) to every provider's catalog, spread "
+        "as that vendor's accounts grow; PROVIDER.scale=N with --set for one provider",
+    )
     p.add_argument(
         "--set",
         dest="settings",
@@ -99,7 +110,7 @@ def _write_atomically(path: Path, text: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="vidfs-emulator: %(message)s")
-    providers = args.provider or sorted(EMULATORS)
+    providers = args.provider or known_emulators()
     stop = threading.Event()
 
     def on_signal(signum: int, frame: object) -> None:
@@ -121,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 catalog=args.catalog,
                 videos_per_project=args.videos_per_project,
                 seed=args.seed,
+                scale=args.scale,
                 settings=_settings_for(name, args.settings),
                 verbose=args.verbose,
             )

@@ -41,323 +41,90 @@ fixed; creation times are relative to the emulator's start (archives live about 
 
 Settings: ``token_lifetime`` (``--jwt-lifetime``), ``max_per_page`` (``--page-size``, default 100),
 ``login``, ``password``, ``max_devices`` (null: unlimited; 0: every login answers 419), ``storage_origin``
-(``separate`` | ``api``), ``expire_all_tokens``. Mutations: ``expire_tokens``, ``delete_file`` {id} (its
-stored file goes), ``clear_sessions`` (forget every device, expire every token), ``rename_camera``
-{camera_id, pretty_name}, ``change_content`` {id, extra_bytes?} (new bytes and ETag under the same URL:
-AIPIX never does it, the fault suite needs it). Every request is logged (``/_emulator/requests``), headers
-included.
+(``separate`` | ``api``), ``expire_all_tokens``, ``scale`` (``aipix_model`` says where scaled archives
+go). Mutations: ``expire_tokens``, ``delete_file`` {id} (its stored file goes), ``clear_sessions`` (forget
+every device, expire every token), ``rename_camera`` {camera_id, pretty_name}, ``change_content`` {id,
+extra_bytes?} (new bytes and ETag under the same URL: AIPIX never does it, the fault suite needs it).
+Every request is logged (``/_emulator/requests``), headers included.
+
+The list is prepared once per catalog change, newest first, with the creation times beside it: a page is
+two binary searches (the ``from``/``to`` window) and a slice, whatever the archive's size.
 """
 
 from __future__ import annotations
 
-import calendar
-import hmac
-import math
+import bisect
 import secrets
-import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from dataclasses import replace
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
-from vidfs.emulator import jwt, media
-from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, Site, serve_file
+from vidfs.emulator import credentials, jwt
+from vidfs.emulator.aipix_model import (
+    CLIENTS,
+    USER,
+    AipixCatalog,
+    Archive,
+    Camera,
+    fmt_date,
+    fmt_iso,
+    laravel_422,
+    parse_date,
+    unauthenticated,
+)
+from vidfs.emulator.content import Blob, etag_of, facts
+from vidfs.emulator.contract import Contract, Expect, expect, name_entries
+from vidfs.emulator.knobs import Knob, as_int, at_least, knob, one_of, optional, positive, trigger
+from vidfs.emulator.pages import laravel_page
+from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, serve_file
+from vidfs.emulator.vendor import Subsite, VendorSite, group_by, or_default, route
 
-DEFAULT_LOGIN = "user@mail.com"
+__all__ = ["DEFAULT_LOGIN", "DEFAULT_PASSWORD", "AipixSite"]
+
+DEFAULT_LOGIN = USER["login"]
 DEFAULT_PASSWORD = "aipix-demo-password"
 DEFAULT_TOKEN_LIFETIME = 3600
 DEFAULT_MAX_PER_PAGE = 100
 DEFAULT_BIG_ARCHIVES = 1000
 WINDOW = "30d"
 WINDOW_SECONDS = 30 * 86400
-CLIENTS = ("ios-cctv", "android-cctv", "thick-legal", "web")
 SAMPLES_USED = ("moov_end.mp4", "faststart.mp4", "big.mp4")
 
-_FOOTAGE_T0 = calendar.timegm((2024, 5, 13, 8, 0, 0, 0, 0, 0))
-_MIN = 60
-_HOUR = 3600
 
-USER: JSON = {
-    "id": 5,
-    "login": DEFAULT_LOGIN,
-    "name": "user",
-    "parent_id": 3,
-    "created_at": "2023-02-03T08:29:07.000000Z",
-    "updated_at": "2023-02-06T09:19:35.000000Z",
-    "access_token_id": None,
-    "can_update_password": True,
-}
+class AipixSite(AipixCatalog, VendorSite):
+    NAME = "aipix"
+    SAMPLES = SAMPLES_USED
+    SETTINGS: ClassVar[Mapping[str, Knob]] = {
+        "token_lifetime": knob("token_lifetime", as_int),
+        "jwt_lifetime": knob("token_lifetime", as_int, shown=False),
+        "max_per_page": knob("max_per_page", positive),
+        "login": knob("login"),
+        "password": knob("password"),
+        "max_devices": knob("max_devices", optional(at_least(0))),
+        "storage_origin": knob("storage_origin", one_of("separate", "api")),
+        "expire_all_tokens": trigger("mutate_expire_tokens"),
+    }
 
-
-def fmt_date(epoch: float) -> str:
-    """``from``/``to``: "YYYY-MM-DD HH:MM:SS", UTC."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
-
-
-def fmt_iso(epoch: float) -> str:
-    """``created_at``/``updated_at``: Laravel's ISO form with microseconds and Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(epoch))
-
-
-def parse_date(text: str) -> float | None:
-    """What Laravel's ``date`` rule would accept, in the forms a client plausibly sends."""
-    value = text.strip()
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-def laravel_422(errors: Mapping[str, list[str]]) -> HttpError:
-    messages = [m for field_messages in errors.values() for m in field_messages]
-    message = messages[0] if messages else "The given data was invalid."
-    if len(messages) > 1:
-        more = len(messages) - 1
-        message += f" (and {more} more error{'s' if more > 1 else ''})"
-    return HttpError(
-        422, message, body={"message": message, "errors": {k: list(v) for k, v in errors.items()}}
-    )
-
-
-def unauthenticated() -> HttpError:
-    return HttpError(401, "Unauthenticated.", body={"message": "Unauthenticated."})
-
-
-@dataclass
-class Camera:
-    id: int
-    name: str  # the VMS's internal name
-    pretty_name: str | None = None
-    pretty_key: bool = True  # False: the answer has no pretty_name key at all
-    exists: bool = True  # False: GET /cameras/{id} answers 404
-
-
-@dataclass
-class Archive:
-    id: int
-    name: str
-    camera_id: int
-    stream_id: int
-    stream_type: str
-    start: int  # footage `from`
-    end: int  # footage `to`
-    created: int
-    updated: int
-    sample: str
-    exists: bool = True  # at build time only: afterwards the stored files say (see `AipixSite.stored`)
-    url_form: str = "base"  # base: url is the storage base; file: url is the file itself
-    has_sound: bool = False
-    width: int | None = None
-    height: int | None = None
-    kind: str = "mp4"
-
-
-class StorageSite(Site):
-    """The storage origin: files by URL-encoded name (or by id), no credentials."""
-
-    def __init__(self, parent: AipixSite, *, host: str, seed: int, verbose: bool) -> None:
-        super().__init__("aipix-storage", host=host, port=0, seed=seed, verbose=verbose)
-        self.add_route(("GET", "HEAD"), r"/storage/by-id/(?P<id>\d+)\.mp4", parent.storage_by_id)
-        self.add_route(("GET", "HEAD"), r"/storage/(?P<name>.+)", parent.storage_by_name)
-
-
-class AipixSite(Site):
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        media_dir: Path | None = None,
-        token_lifetime: int = DEFAULT_TOKEN_LIFETIME,
-        max_per_page: int = DEFAULT_MAX_PER_PAGE,
-        catalog: str = "small",
-        big_archives: int = DEFAULT_BIG_ARCHIVES,
-        seed: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        self.samples = media.ensure_samples(SAMPLES_USED, media_dir)
-        super().__init__("aipix", host=host, port=port, seed=seed, verbose=verbose)
-        self._lock = threading.RLock()
+    def build(self, options: EmulatorOptions) -> None:
         self.login = DEFAULT_LOGIN
         self.password = DEFAULT_PASSWORD
-        self.token_lifetime = int(token_lifetime)
-        self.max_per_page = int(max_per_page)
+        self.token_lifetime = or_default(options.jwt_lifetime, DEFAULT_TOKEN_LIFETIME)
+        self.max_per_page = or_default(options.page_size, DEFAULT_MAX_PER_PAGE)
         self.max_devices: int | None = None
         self.storage_origin = "separate"
-        self.token_generation = 0
-        self.tokens_issued = 0
+        self.mint = jwt.Mint()
         self.devices: dict[str, float] = {}
-        self._secret = secrets.token_bytes(32)
         self.started = int(time.time())
-        self.cameras: dict[int, Camera] = {}
-        self.archives: dict[int, Archive] = {}
-        # The storage: key (the decoded path after /storage/) → (file on disk, Last-Modified). An archive's
+        self.cameras: dict[int, Camera] = self.table()
+        self.archives: dict[int, Archive] = self.table()
+        # The storage: key (the decoded path after /storage/) → (blob, Last-Modified). An archive's
         # `is_file_exists` is whether its key is stored: archives sharing a name share the file and its fate.
-        self.stored: dict[str, tuple[Path, int]] = {}
-        self._mutations = 0
-        try:
-            self.storage = StorageSite(self, host=host, seed=seed, verbose=verbose)
-        except BaseException:
-            super().close()
-            raise
-        # One vendor, one switchboard: the storage shares the API site's fault rules and their counters, so
-        # a rule's `count` spans both origins and GET /_emulator/faults on the API site reports what fired.
-        self.storage.faults = self.faults
-        self.subsites.append(self.storage)
-        try:
-            self._build_catalog(catalog, big_archives)
-        except BaseException:
-            self.close()
-            raise
-
-        a = self.add_route
-        a("POST", r"/api/v1/token", self.post_token)
-        a("GET", r"/api/v1/(?:users/)?downloads", self.list_downloads)
-        a("GET", r"/api/v1/cameras/(?P<id>[^/]+)", self.get_camera)
-        a(("GET", "HEAD"), r"/storage/by-id/(?P<id>\d+)\.mp4", self.api_storage_by_id)
-        a(("GET", "HEAD"), r"/storage/(?P<name>.+)", self.api_storage_by_name)
-
-    # ---- catalog ----------------------------------------------------------------------------------------
-    def _camera(
-        self, cid: int, name: str, pretty: str | None, *, pretty_key: bool = True, exists: bool = True
-    ) -> None:
-        self.cameras[cid] = Camera(cid, name, pretty, pretty_key, exists)
-
-    def _archive(
-        self, aid: int, name: str, camera_id: int, stream: str, start: int, minutes: int, **kw: Any
-    ) -> Archive:
-        created_ago = kw.pop("created_ago", 30 * _MIN)
-        created = self.started - created_ago
-        stream_id = kw.pop("stream_id", camera_id * 10 + (1 if stream == "high" else 2))
-        archive = Archive(
-            id=aid,
-            name=name,
-            camera_id=camera_id,
-            stream_id=stream_id,
-            stream_type=stream,
-            start=start,
-            end=start + minutes * _MIN,
-            created=created,
-            updated=created + 5 * _MIN,
-            **kw,
-        )
-        self.archives[aid] = archive
-        return archive
-
-    def _build_catalog(self, catalog: str, big_archives: int) -> None:
-        seed_addr = "City , st. Street 1"
-        self._camera(1, "cam_0001", seed_addr)
-        self._camera(2, "cam_0002", "Parking / Gate B")
-        self._camera(3, "cam_0003", None)
-        self._camera(4, "cam_0004", None, pretty_key=False)
-        self._camera(5, "cam_0005", "Old warehouse", exists=False)
-        self._camera(6, "cam_0006", "Lobby")
-        self._camera(7, "cam_0007", "Lobby")
-
-        # The seed's items: two pairs of archives sharing a name (same camera, stream and interval).
-        t_0924 = calendar.timegm((2019, 9, 24, 13, 3, 16, 0, 0, 0))
-        t_0920 = calendar.timegm((2019, 9, 20, 16, 13, 20, 0, 0, 0))
-        n_0924 = f"{seed_addr}, file.20190924-130316-131213.mp4"
-        n_0920 = f"{seed_addr}, file.20190920-161320-162227.mp4"
-        for aid in (6414, 6416):
-            a = self._archive(aid, n_0924, 1, "low", t_0924, 0, stream_id=2, sample="faststart.mp4")
-            a.end = calendar.timegm((2019, 9, 24, 13, 12, 13, 0, 0, 0))
-            a.created, a.updated = self.started - 40 * _MIN, self.started - 35 * _MIN
-        for aid in (6413, 6415):
-            a = self._archive(aid, n_0920, 1, "high", t_0920, 0, stream_id=1, sample="moov_end.mp4")
-            a.end = calendar.timegm((2019, 9, 20, 16, 22, 27, 0, 0, 0))
-            a.created, a.updated = self.started - 50 * _MIN, self.started - 45 * _MIN
-
-        t = _FOOTAGE_T0
-        self._archive(
-            6417, f"{seed_addr}, file.20240513-070000-071000.mp4", 1, "high", t - _HOUR, 10,
-            sample="moov_end.mp4", exists=False, created_ago=5 * _HOUR,
-        )  # fmt: skip
-        self._archive(
-            6418, "Parking / Gate B, file.20240513-060000-060500.mp4", 2, "low", t - 2 * _HOUR, 5,
-            sample="faststart.mp4", exists=False, created_ago=4 * _HOUR,
-        )  # fmt: skip
-        self._archive(
-            6419, "Old archive, file.20240401-100000-101000.mp4", 3, "high", t - 42 * 86400, 10,
-            sample="moov_end.mp4", created_ago=45 * 86400,
-        )  # fmt: skip
-        self._archive(
-            6420, "Parking / Gate B, file.20240513-081500-083900.mp4", 2, "high", t + 15 * _MIN, 24,
-            sample="big.mp4", has_sound=True, width=1280, height=720, created_ago=20 * _MIN,
-        )  # fmt: skip
-        self._archive(
-            6421, "Москва, ул. Тверская 7, file.20240513-090000-091000.mp4", 3, "high", t + _HOUR, 10,
-            sample="moov_end.mp4", width=640, height=360, created_ago=25 * _MIN,
-        )  # fmt: skip
-        self._archive(
-            6422, "Back yard, file.20240513-093000-093500.mp4", 4, "low", t + 90 * _MIN, 5,
-            sample="faststart.mp4", url_form="file", created_ago=15 * _MIN,
-        )  # fmt: skip
-        self._archive(
-            6423, "Old warehouse, file.20240513-100000-101000.mp4", 5, "high", t + 2 * _HOUR, 10,
-            sample="moov_end.mp4", created_ago=10 * _MIN,
-        )  # fmt: skip
-        self._archive(
-            6424, "Lobby, file.20240513-110000-110500.mp4", 6, "high", t + 3 * _HOUR, 5,
-            sample="faststart.mp4", has_sound=True, created_ago=8 * _MIN,
-        )  # fmt: skip
-        self._archive(
-            6425, "Lobby, file.20240513-110000-110500 (2).mp4", 7, "high", t + 3 * _HOUR, 5,
-            sample="moov_end.mp4", created_ago=7 * _MIN,
-        )  # fmt: skip
-        self._archive(
-            6426, f"{seed_addr}, file.20240513-101500-102000", 1, "low", t + 135 * _MIN, 5,
-            sample="faststart.mp4", created_ago=5 * _MIN,
-        )  # fmt: skip
-
-        if catalog == "big":
-            addresses = [
-                "Main entrance", None, "Loading dock, north", "Server room", None,
-                "Corridor 2, west wing", "Roof", None, "Car park, level -1", "Reception",
-            ]  # fmt: skip
-            for k, pretty in enumerate(addresses):
-                cid = 101 + k
-                self._camera(cid, f"cam_{cid:04d}", pretty, pretty_key=k % 2 == 0)
-            cycle = ("moov_end.mp4", "faststart.mp4")
-            for i in range(big_archives):
-                cid = 101 + i % len(addresses)
-                start = _FOOTAGE_T0 + 86400 + i * 5 * _MIN
-                label = addresses[i % len(addresses)] or f"Camera {cid}"
-                stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(start))
-                end = time.strftime("%H%M%S", time.gmtime(start + 4 * _MIN))
-                self._archive(
-                    20000 + i, f"{label}, file.{stamp}-{end}.mp4", cid, "high" if i % 3 else "low", start, 4,
-                    sample=cycle[i % 2], created_ago=_MIN + (i * 7) % (170 * _MIN),
-                )  # fmt: skip
-            for i in range(40):
-                cid = 101 + i % len(addresses)
-                start = _FOOTAGE_T0 + 2 * 86400 + i * 5 * _MIN
-                self._archive(
-                    30000 + i, f"Expired {i:02d}, file.mp4", cid, "high", start, 4,
-                    sample="faststart.mp4", exists=False, created_ago=4 * _HOUR + i * _MIN,
-                )  # fmt: skip
-        elif catalog != "small":
-            raise ValueError(f"unknown catalog {catalog!r} (small | big)")
-        # Archives that share a name share the stored file: it is the sample of the lowest id.
-        by_key: dict[str, str] = {}
-        for archive in sorted(self.archives.values(), key=lambda a: a.id):
-            archive.sample = by_key.setdefault(self.storage_key(archive), archive.sample)
-            if archive.exists:
-                self.stored.setdefault(
-                    self.storage_key(archive), (self.samples[archive.sample], archive.created)
-                )
-
-    @staticmethod
-    def storage_key(archive: Archive) -> str:
-        return archive.name if archive.url_form == "base" else f"by-id/{archive.id}.mp4"
+        self.stored: dict[str, tuple[Blob, int]] = {}
+        # One vendor, one switchboard: the storage shares the API site's fault rules and their counters.
+        self.storage = Subsite(self, "aipix-storage")
+        self._build_catalog(options.catalog, or_default(options.videos_per_project, DEFAULT_BIG_ARCHIVES))
 
     def file_exists(self, archive: Archive) -> bool:
         with self._lock:
@@ -365,36 +132,22 @@ class AipixSite(Site):
 
     # ---- auth -------------------------------------------------------------------------------------------
     def issue_token(self, device: str, client: str) -> str:
-        now = int(time.time())
+        claims = {"iss": "aipix-emulator", "sub": str(USER["id"]), "uuid": device, "client": client}
         with self._lock:
-            self.tokens_issued += 1
-            payload = {
-                "iss": "aipix-emulator",
-                "sub": str(USER["id"]),
-                "uuid": device,
-                "client": client,
-                "iat": now,
-                "exp": now + self.token_lifetime,
-                "jti": f"{self.tokens_issued}-{secrets.token_hex(4)}",
-                "gen": self.token_generation,
-            }
-        return jwt.encode(payload, self._secret)
+            lifetime = self.token_lifetime
+        return self.mint.issue(claims, lifetime)
 
     def verify_token(self, token: str) -> dict[str, Any]:
-        payload = jwt.decode(token, self._secret)
-        if payload is None:
-            raise unauthenticated()
-        with self._lock:
-            generation = self.token_generation
-        if time.time() >= float(payload.get("exp", 0)) or payload.get("gen") != generation:
+        payload = self.mint.read(token)
+        if payload is None or not self.mint.current(payload):
             raise unauthenticated()
         return payload
 
     def _bearer(self, req: Request) -> dict[str, Any]:
-        scheme, _, token = (req.headers.get("Authorization") or "").strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = credentials.bearer_token(req)
+        if token is None:
             raise unauthenticated()
-        claims = self.verify_token(token.strip())
+        claims = self.verify_token(token)
         device = req.headers.get("X-UUID")
         if device is not None and claims.get("uuid") and device.strip() != claims["uuid"]:
             raise unauthenticated()  # a token is good only for the device it was issued to
@@ -425,6 +178,7 @@ class AipixSite(Site):
             raise laravel_422({"login": ["The login field is required."]})
         return {k: v for k, v in body.items() if isinstance(v, str)}
 
+    @route("POST", r"/api/v1/token")
     def post_token(self, req: Request) -> None:
         body = self._credentials(req)
         errors: dict[str, list[str]] = {}
@@ -434,8 +188,8 @@ class AipixSite(Site):
         if errors:
             raise laravel_422(errors)
         with self._lock:
-            ok = hmac.compare_digest(body["login"].encode(), self.login.encode()) and hmac.compare_digest(
-                body["password"].encode(), self.password.encode()
+            ok = credentials.same(body["login"], self.login) and credentials.same(
+                body["password"], self.password
             )
         if not ok:
             raise laravel_422({"login": ["These credentials do not match our records."]})
@@ -522,72 +276,31 @@ class AipixSite(Site):
     def _page_url(self, page: int) -> str:
         return f"{self.url}/api/v1/users/downloads?page={page}"
 
-    def _meta_links(self, page: int, last: int) -> list[JSON]:
-        if last < 14:
-            shown: list[int | None] = list(range(1, last + 1))
-        else:
-            window = set(range(max(1, page - 3), min(last, page + 3) + 1)) | {1, 2, last - 1, last}
-            shown = []
-            for number in sorted(window):
-                if shown and shown[-1] is not None and number - shown[-1] > 1:
-                    shown.append(None)
-                shown.append(number)
-        links: list[JSON] = [
-            {
-                "url": self._page_url(page - 1) if page > 1 else None,
-                "label": "pagination.previous",
-                "active": False,
-            }
-        ]
-        for n in shown:
-            if n is None:
-                links.append({"url": None, "label": "...", "active": False})
-            else:
-                links.append({"url": self._page_url(n), "label": str(n), "active": n == page})
-        links.append(
-            {
-                "url": self._page_url(page + 1) if page < last else None,
-                "label": "pagination.next",
-                "active": False,
-            }
-        )
-        return links
+    def _newest_first(self) -> tuple[list[Archive], list[int]]:
+        """Every archive, newest first (ties by id), and their negated creation times (ascending)."""
 
+        def build() -> tuple[list[Archive], list[int]]:
+            ordered = sorted(self.archives.values(), key=lambda a: (-a.created, a.id))
+            return ordered, [-a.created for a in ordered]
+
+        return self.prepared("newest-first", build)
+
+    @route("GET", r"/api/v1/(?:users/)?downloads")
     def list_downloads(self, req: Request) -> None:
         self.require_api(req)
         per_page, page, start, end = self._query(req)
         with self._lock:
             per_page = min(per_page, self.max_per_page)
-            selected = [replace(a) for a in self.archives.values() if start <= a.created <= end]
-        selected.sort(key=lambda a: (-a.created, a.id))
-        total = len(selected)
-        last = max(1, math.ceil(total / per_page))
-        chunk = selected[(page - 1) * per_page : page * per_page]
-        first_index = (page - 1) * per_page + 1
-        req.send_json(
-            200,
-            {
-                "data": [self.item_json(a) for a in chunk],
-                "links": {
-                    "first": self._page_url(1),
-                    "last": self._page_url(last),
-                    "prev": self._page_url(page - 1) if page > 1 else None,
-                    "next": self._page_url(page + 1) if page < last else None,
-                },
-                "meta": {
-                    "current_page": page,
-                    "from": first_index if chunk else None,
-                    "last_page": last,
-                    "links": self._meta_links(page, last),
-                    "path": f"{self.url}/api/v1/users/downloads",
-                    "per_page": per_page,
-                    "to": first_index + len(chunk) - 1 if chunk else None,
-                    "total": total,
-                },
-            },
-        )
+            ordered, keys = self._newest_first()
+            lo, hi = bisect.bisect_left(keys, -end), bisect.bisect_right(keys, -start)
+            first = lo + (page - 1) * per_page
+            chunk = [self.item_json(a) for a in ordered[first : min(hi, first + per_page)]]
+        total = max(0, hi - lo)
+        path = f"{self.url}/api/v1/users/downloads"
+        req.send_json(200, laravel_page(chunk, total, page, per_page, path, self._page_url))
 
     # ---- cameras ----------------------------------------------------------------------------------------
+    @route("GET", r"/api/v1/cameras/(?P<id>[^/]+)")
     def get_camera(self, req: Request) -> None:
         self.require_api(req)
         try:
@@ -613,24 +326,26 @@ class AipixSite(Site):
             stored = self.stored.get(key) if key is not None else None
         if stored is None:
             raise HttpError(404, "Not found.", body={"message": "File not found."})
-        path, last_modified = stored
+        blob, last_modified = stored
         serve_file(
             req,
-            path,
-            etag=f'"{media.sha256_of(path)[:32]}"',
+            blob,
+            etag=etag_of(blob),
             content_type="video/mp4",
             last_modified=last_modified,
             filename_for_disposition=key.rpartition("/")[2] if key else None,
         )
 
-    def storage_by_name(self, req: Request) -> None:
-        self._serve(req, req.params["name"])
-
+    @route(("GET", "HEAD"), r"/storage/by-id/(?P<id>\d+)\.mp4", on="storage")
     def storage_by_id(self, req: Request) -> None:
         with self._lock:
             archive = self.archives.get(int(req.params["id"]))
         key = self.storage_key(archive) if archive is not None and archive.url_form == "file" else None
         self._serve(req, key)
+
+    @route(("GET", "HEAD"), r"/storage/(?P<name>.+)", on="storage")
+    def storage_by_name(self, req: Request) -> None:
+        self._serve(req, req.params["name"])
 
     def _api_storage(self, req: Request) -> None:
         with self._lock:
@@ -639,27 +354,23 @@ class AipixSite(Site):
             raise HttpError(404, "Not found.", body={"message": "Not found."})
         self._bearer(req)
 
-    def api_storage_by_name(self, req: Request) -> None:
-        self._api_storage(req)
-        self.storage_by_name(req)
-
+    @route(("GET", "HEAD"), r"/storage/by-id/(?P<id>\d+)\.mp4")
     def api_storage_by_id(self, req: Request) -> None:
         self._api_storage(req)
         self.storage_by_id(req)
+
+    @route(("GET", "HEAD"), r"/storage/(?P<name>.+)")
+    def api_storage_by_name(self, req: Request) -> None:
+        self._api_storage(req)
+        self.storage_by_name(req)
 
     # ---- control hooks ----------------------------------------------------------------------------------
     def error_body(self, status: int, message: str) -> Any:
         return {"message": message}
 
     def config(self) -> JSON:
-        with self._lock:
-            return {
-                "type": "aipix",
-                "base_url": f"{self.url}/api/v1",
-                "login": self.login,
-                "password": self.password,
-                "window": WINDOW,
-            }
+        account = self.values("login", "password")
+        return {"type": "aipix", "base_url": f"{self.url}/api/v1", **account, "window": WINDOW}
 
     def camera_dir(self, cid: int) -> str:
         """The camera directory's raw name, as the provider makes it (before the naming rules)."""
@@ -668,7 +379,7 @@ class AipixSite(Site):
             return (camera.pretty_name or "").strip()
         return f"camera-{cid}"
 
-    def catalog(self) -> JSON:
+    def catalog_json(self, compact: bool) -> JSON:
         now = time.time()
         base = self.storage_base()
         with self._lock:
@@ -679,8 +390,7 @@ class AipixSite(Site):
         for a in sorted(archives, key=lambda a: a.id):
             with self._lock:
                 stored = self.stored.get(self.storage_key(a))
-            path = stored[0] if stored is not None else self.samples[a.sample]
-            sha = media.sha256_of(path)
+            blob = stored[0] if stored is not None else a.blob
             in_window = now - WINDOW_SECONDS <= a.created <= now + 86400
             out.append(
                 {
@@ -697,10 +407,7 @@ class AipixSite(Site):
                     "to": fmt_date(a.end),
                     "created_at": fmt_iso(a.created),
                     "mtime_epoch": a.end,
-                    "size": path.stat().st_size,
-                    "sha256": sha,
-                    "etag": f'"{sha[:32]}"',
-                    "path_on_disk": str(path),
+                    **facts(blob, compact=compact),
                     "content_type": "video/mp4",
                     "has_sound": a.has_sound,
                     "width": a.width,
@@ -724,82 +431,44 @@ class AipixSite(Site):
             "archives": out,
         }
 
-    def settings(self) -> JSON:
+    def status(self) -> JSON:
         with self._lock:
-            return {
-                "token_lifetime": self.token_lifetime,
-                "max_per_page": self.max_per_page,
-                "login": self.login,
-                "password": self.password,
-                "max_devices": self.max_devices,
-                "storage_origin": self.storage_origin,
-                "expire_all_tokens": False,
-                "token_generation": self.token_generation,
-                "tokens_issued": self.tokens_issued,
-                "devices": sorted(self.devices),
-            }
+            devices = sorted(self.devices)
+        return {
+            "token_generation": self.mint.generation,
+            "tokens_issued": self.mint.issued,
+            "devices": devices,
+        }
 
-    def update_settings(self, changes: Mapping[str, Any]) -> JSON:
-        known = {
-            "token_lifetime", "jwt_lifetime", "max_per_page", "login", "password", "max_devices",
-            "storage_origin", "expire_all_tokens",
-        }  # fmt: skip
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(
-                f"unknown settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-            )
-        with self._lock:
-            for key in ("token_lifetime", "jwt_lifetime"):
-                if key in changes:
-                    self.token_lifetime = int(changes[key])
-            if "max_per_page" in changes:
-                if int(changes["max_per_page"]) < 1:
-                    raise ValueError("max_per_page must be >= 1")
-                self.max_per_page = int(changes["max_per_page"])
-            if "login" in changes:
-                self.login = str(changes["login"])
-            if "password" in changes:
-                self.password = str(changes["password"])
-            if "max_devices" in changes:
-                value = changes["max_devices"]
-                self.max_devices = None if value is None else max(0, int(value))
-            if "storage_origin" in changes:
-                if changes["storage_origin"] not in ("separate", "api"):
-                    raise ValueError("storage_origin must be 'separate' or 'api'")
-                self.storage_origin = str(changes["storage_origin"])
-            if changes.get("expire_all_tokens"):
-                self.token_generation += 1
-        return self.settings()
+    # ---- mutations --------------------------------------------------------------------------------------
+    def mutate_expire_tokens(self, change: Mapping[str, Any] | None = None) -> JSON:
+        self.mint.expire_all()
+        return {"token_generation": self.mint.generation}
 
-    def mutate(self, change: Mapping[str, Any]) -> JSON:
-        action = change.get("action")
-        if action == "change_content":
-            return self._change_content(int(change["id"]), int(change.get("extra_bytes", 0)))
+    def mutate_clear_sessions(self, change: Mapping[str, Any]) -> JSON:
         with self._lock:
-            if action == "expire_tokens":
-                self.token_generation += 1
-                return {"token_generation": self.token_generation}
-            if action == "clear_sessions":
-                cleared = len(self.devices)
-                self.devices.clear()
-                self.token_generation += 1
-                return {"cleared": cleared}
-            if action == "delete_file":
-                archive = self.archives[int(change["id"])]
-                key = self.storage_key(archive)
-                self.stored.pop(key, None)  # every archive stored under this key loses its file
-                self._touch(key)
-                return self.item_json(archive)
-            if action == "rename_camera":
-                camera = self.cameras[int(change["camera_id"])]
-                camera.pretty_name = change.get("pretty_name")
-                camera.pretty_key = True
-                return {"id": camera.id, "pretty_name": camera.pretty_name}
-        raise ValueError(
-            f"unknown action {action!r}; known: expire_tokens, clear_sessions, delete_file, change_content, "
-            "rename_camera"
-        )
+            cleared = len(self.devices)
+            self.devices.clear()
+            self.mint.expire_all()
+            return {"cleared": cleared}
+
+    def mutate_delete_file(self, change: Mapping[str, Any]) -> JSON:
+        with self._lock:
+            archive = self.archives[int(change["id"])]
+            key = self.storage_key(archive)
+            self.stored.pop(key, None)  # every archive stored under this key loses its file
+            self._touch(key)
+            return self.item_json(archive)
+
+    def mutate_rename_camera(self, change: Mapping[str, Any]) -> JSON:
+        with self._lock:
+            camera = self.cameras[int(change["camera_id"])]
+            camera.pretty_name = change.get("pretty_name")
+            camera.pretty_key = True
+            return {"id": camera.id, "pretty_name": camera.pretty_name}
+
+    def mutate_change_content(self, change: Mapping[str, Any]) -> JSON:
+        return self._change_content(int(change["id"]), int(change.get("extra_bytes", 0)))
 
     def _change_content(self, archive_id: int, extra_bytes: int) -> JSON:
         """New bytes (and ETag) under the same URL. Not something AIPIX does (an archive is made once): here
@@ -808,12 +477,9 @@ class AipixSite(Site):
             archive = self.archives[archive_id]
             key = self.storage_key(archive)
             current = self.stored[key][0]
-            self._mutations += 1
-            tag = f"{key}:{self._mutations}"
-        new_path = media.variant(current, tag, out_dir=self.work_dir, extra_bytes=extra_bytes)
-        media.sha256_of(new_path)
+        blob = self.changed_blob(current, key, extra_bytes)
         with self._lock:
-            self.stored[key] = (new_path, int(time.time()))
+            self.stored[key] = (blob, int(time.time()))
             self._touch(key)
             return self.item_json(archive)
 
@@ -825,17 +491,43 @@ class AipixSite(Site):
 
 
 def create_site(options: EmulatorOptions) -> AipixSite:
-    """The registry entry point."""
-    return AipixSite(
-        host=options.host,
-        port=options.port,
-        media_dir=options.media_dir,
-        token_lifetime=options.jwt_lifetime if options.jwt_lifetime is not None else DEFAULT_TOKEN_LIFETIME,
-        max_per_page=options.page_size if options.page_size is not None else DEFAULT_MAX_PER_PAGE,
-        catalog=options.catalog,
-        big_archives=options.videos_per_project
-        if options.videos_per_project is not None
-        else DEFAULT_BIG_ARCHIVES,
-        seed=options.seed,
-        verbose=options.verbose,
-    )
+    return AipixSite(options)
+
+
+def expected_layout(catalog: JSON) -> dict[str, Expect]:
+    """camera (pretty_name, else camera-<id>) / stream type / archive name, each level named by vidfs's rules
+    with the ids vidfs.providers.aipix uses (camera id, "<camera id>/<stream type>", archive id)."""
+    archives = [a for a in catalog["archives"] if a["visible"]]
+    cameras = {str(a["camera_id"]): a["camera_dir"] for a in archives}
+    camera_names = name_entries([(cid, raw, True, None) for cid, raw in cameras.items()])
+    by_stream = group_by(archives, lambda a: (str(a["camera_id"]), a["stream_type"]))
+    out: dict[str, Expect] = {}
+    for cid, camera_dir in zip(cameras, camera_names, strict=True):
+        streams = sorted(stream for camera, stream in by_stream if camera == cid)
+        stream_dirs = name_entries([(f"{cid}/{stream}", stream, True, None) for stream in streams])
+        for stream, stream_dir in zip(streams, stream_dirs, strict=True):
+            files = by_stream[(cid, stream)]
+            names = name_entries([(str(a["id"]), a["name"], False, a["content_type"]) for a in files])
+            for archive, name in zip(files, names, strict=True):
+                out[f"{camera_dir}/{stream_dir}/{name}"] = expect(
+                    archive, archive["mtime_epoch"], str(archive["id"])
+                )
+    return out
+
+
+def _mutation(action: str, remote_id: str) -> JSON:
+    # delete / change_content act on the stored file: every archive sharing its name sees it.
+    if action in ("delete", "change_content"):
+        return {"action": "delete_file" if action == "delete" else action, "id": int(remote_id)}
+    return {"action": action}
+
+
+CONTRACT = Contract(
+    expected=expected_layout,
+    # The archive URLs never expire: the token does (2 s), and the files are served from the API's own
+    # origin behind it (as in the seed), so a long read must log in again.
+    short_lived_args=("--jwt-lifetime", "2", "--set", "aipix.storage_origin=api"),
+    login_path=r"^/api/v1/token(\?|$)",
+    storage_path=r"^/storage/",
+    mutation=_mutation,
+)

@@ -44,7 +44,8 @@ Both origins share one fault switchboard (the storage site uses the main site's 
 ``cupix`` or ``cupix-storage``); the storage's own control URL lists only its requests.
 
 Settings (``/_emulator/settings``): ``page_size`` (default 2, so every level spans three pages or more),
-``max_page_size`` (100), ``url_lifetime`` (seconds a signed URL lives, default 300), ``token``; read-only
+``max_page_size`` (100), ``url_lifetime`` (seconds a signed URL lives, default 300), ``token``, ``scale``;
+read-only
 ``storage_requests``, ``storage_requests_with_credentials``, ``downloads_resolved``.
 Mutations (``/_emulator/mutate``): ``fail`` {endpoint: workspaces|facilities|records|captures|videos|
 download|me, status (400 → the seed's body, others no body), count?, message?}, ``clear_failures``,
@@ -52,27 +53,56 @@ download|me, status (400 → the seed's body, others no body), count?, message?}
 ``updated_at``), ``delete`` {video_id}, ``expire_tokens`` (a new signing secret: every storage URL issued so
 far is refused with 403; the API token is the user's own and is left alone — change it with the ``token``
 setting).
+
+Scale: ``scale = N`` adds one huge capture (workspace "Scale Works" / facility "Scale site" / record of
+2024-01-15 / capture "Scale capture") holding N Insta360 videos in ``_00_``/``_10_`` pairs, as a long
+site walk grows; newer videos come first in the default order (``updated_at`` desc), so videos added at
+runtime land on page 1. Lists are prepared per parent and order, and pages slice them.
 """
 
 from __future__ import annotations
 
-import calendar
 import hashlib
 import hmac
 import re
 import secrets
-import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
-from typing import Any
+from datetime import UTC, datetime
+from operator import attrgetter
+from typing import Any, ClassVar
 from urllib.parse import quote
 
-from vidfs.emulator import media
-from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, Site, serve_file
+from vidfs.emulator.content import facts
+from vidfs.emulator.contract import Contract, Expect, expect, name_entries
+from vidfs.emulator.cupix_model import (
+    ORDERABLE,
+    Capture,
+    CupixCatalog,
+    CupixVideo,
+    Facility,
+    Failure,
+    Record,
+    S3Denied,
+    Workspace,
+    amz_date,
+    bad_request,
+    cap_attrs,
+    fac_attrs,
+    no_body,
+    rec_attrs,
+    s3_error,
+    sort_value,
+    video_attrs,
+    ws_attrs,
+)
+from vidfs.emulator.knobs import Knob, knob, positive
+from vidfs.emulator.pages import rails_pagination
+from vidfs.emulator.server import JSON, EmulatorOptions, Request, serve_file
+from vidfs.emulator.vendor import Subsite, VendorSite, group_by, or_default, page_slice, route
+
+__all__ = ["DEFAULT_TOKEN", "CupixSite", "amz_date"]
 
 DEFAULT_TOKEN = "cupix-emulator-token-4f1c2a9e7b3d"
 DEFAULT_PAGE_SIZE = 2
@@ -83,131 +113,25 @@ ACCESS_KEY = "AKIAEMULATORCUPIX00"
 CREDENTIAL_HEADERS = ("x-cupix-auth", "authorization", "cookie", "proxy-authorization")
 
 SAMPLES_USED = ("moov_end.mp4", "faststart.mp4", "big.mp4", "clip.mov")
-_T0 = calendar.timegm((2023, 11, 1, 0, 0, 0, 0, 0, 0))
-_DAY = 86400
-_NS = uuid.UUID("0c6d3b52-2f0e-4a8e-9a51-6f3c2d1b7e40")
-
-ORDERABLE = ("id", "name", "created_at", "updated_at")
 ENDPOINTS = ("workspaces", "facilities", "records", "captures", "videos", "download", "me")
 
-INSTA360 = {"make": "Insta360", "model": "ONE X2", "serial_number": "IXSE42A7KD91"}
-THETA = {"make": "RICOH", "model": "THETA X", "serial_number": "10010583"}
-DRONE = {"make": "DJI", "model": "Mavic 3 Enterprise", "serial_number": "1581F5FJD22B4"}
+#: list endpoint → (item kind, its table, the query parameter naming its parent, which is also the item's
+#: attribute; None: no parent)
+_LISTS = {
+    "workspaces": ("workspace", "workspaces", None),
+    "facilities": ("facility", "facilities", "workspace_id"),
+    "records": ("record", "records", "facility_key"),
+    "captures": ("capture", "captures", "record_id"),
+    "videos": ("video", "videos", "capture_id"),
+}
+#: parent parameter → the table its value must be a key of
+_PARENTS = {"workspace_id": "workspaces", "record_id": "records", "capture_id": "captures"}
 
 
-def iso(epoch: float, offset_hours: int = 0) -> str:
-    """Rails' JSON time: ``2023-11-17T10:15:00.000Z`` (UTC) or ``...000+09:00`` with an offset."""
-    when = datetime.fromtimestamp(epoch, timezone(timedelta(hours=offset_hours)))
-    text = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}"
-    if offset_hours == 0:
-        return text + "Z"
-    sign = "+" if offset_hours > 0 else "-"
-    return f"{text}{sign}{abs(offset_hours):02d}:00"
-
-
-def amz_date(epoch: float) -> str:
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(epoch))
-
-
-def bad_request(reason: str, message: str) -> HttpError:
-    """The seed's ErrorResponse."""
-    body = {
-        "result": {"code": 400, "type": "BadRequest", "reason": reason, "message": message},
-        "session": None,
-    }
-    return HttpError(400, message, body=body)
-
-
-def no_body(status: int) -> HttpError:
-    """401/403/404 have no documented body: send none."""
-    return HttpError(status, body=b"")
-
-
-class S3Denied(Exception):
-    """A storage refusal, answered with S3's XML error body."""
-
-    def __init__(self, code: str, message: str, status: int = 403) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-
-    def xml(self) -> bytes:
-        return (
-            '<?xml version="1.0" encoding="UTF-8"?>\n'
-            f"<Error><Code>{self.code}</Code><Message>{self.message}</Message></Error>"
-        ).encode()
-
-
-def s3_error(code: str, message: str, status: int = 403) -> S3Denied:
-    return S3Denied(code, message, status)
-
-
-@dataclass
-class Workspace:
-    id: int
-    name: str
-    created: int
-    updated: int
-
-
-@dataclass
-class Facility:
-    id: int
-    key: str
-    name: str
-    workspace_id: int
-    offset_hours: int
-    created: int
-    updated: int
-
-
-@dataclass
-class Record:
-    id: int
-    facility_key: str
-    facility_id: int
-    captured: int
-    name: str | None
-    created: int
-    updated: int
-
-
-@dataclass
-class Capture:
-    id: int
-    record_id: int
-    name: str
-    captured: int
-    created: int
-    updated: int
-    state: str = "done"
-
-
-@dataclass
-class CupixVideo:
-    id: int
-    capture_id: int
-    name: str
-    path: Path
-    camera: dict[str, str]
-    created: int
-    updated: int
-    state: str = "done"
-    report_size: bool = True
-    uuid: str = ""
-
-    @property
-    def content_type(self) -> str:
-        suffix = Path(self.name).suffix.lower()
-        return {".mp4": "video/mp4", ".mov": "video/quicktime"}.get(suffix, "application/octet-stream")
-
-
-@dataclass
-class Failure:
-    status: int
-    remaining: int | None
-    message: str = ""
+def _token(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or re.search(r"\s", value):
+        raise ValueError("token must be a non-empty string without spaces")
+    return value
 
 
 @dataclass
@@ -216,202 +140,33 @@ class _Counters:
     secret_generation: int = 0
 
 
-class StorageSite(Site):
-    """The second origin: signed URLs only, no provider credential ever needed."""
-
-    def __init__(self, parent: CupixSite, *, host: str, verbose: bool) -> None:
-        super().__init__("cupix-storage", host=host, port=0, verbose=verbose)
-        self.parent = parent
-        self.faults = parent.faults  # one switchboard for both origins (see the module docstring)
-        self.add_route(
-            ("GET", "HEAD"), r"/storage/(?P<bucket>[^/]+)/(?P<uuid>[^/]+)/(?P<file>[^/]+)", self.get
-        )
-
-    def error_body(self, status: int, message: str) -> Any:
-        return S3Denied(str(status), message, status).xml()
-
-    def get(self, req: Request) -> None:
-        try:
-            video = self.parent.verify_signed(req)
-        except S3Denied as denied:
-            req.send_bytes(denied.status, denied.xml(), "application/xml")
-            return
-        serve_file(
-            req,
-            video.path,
-            etag=f'"{media.sha256_of(video.path)[:32]}"',
-            content_type=video.content_type,
-            filename_for_disposition=video.name,
-            last_modified=video.updated,
-        )
-
-
-class CupixSite(Site):
+class CupixSite(CupixCatalog, VendorSite):
     """The Cupix emulator: the API origin plus its storage subsite."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        media_dir: Path | None = None,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        seed: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        # media first: generating it can take a while and must not hold a bound port meanwhile
-        self.samples = media.ensure_samples(SAMPLES_USED, media_dir)
-        super().__init__("cupix", host=host, port=port, seed=seed, verbose=verbose)
-        self._lock = threading.RLock()
+    NAME = "cupix"
+    SAMPLES = SAMPLES_USED
+    SETTINGS: ClassVar[Mapping[str, Knob]] = {
+        "page_size": knob("page_size", positive),
+        "max_page_size": knob("max_page_size", positive),
+        "url_lifetime": knob("url_lifetime", positive),
+        "token": knob("token", _token),
+    }
+
+    def build(self, options: EmulatorOptions) -> None:
         self._secret = secrets.token_bytes(32)
         self.token = DEFAULT_TOKEN
-        self.page_size = int(page_size)
+        self.page_size = or_default(options.page_size, DEFAULT_PAGE_SIZE)
         self.max_page_size = DEFAULT_MAX_PAGE_SIZE
         self.url_lifetime = DEFAULT_URL_LIFETIME
         self.failures: dict[str, Failure] = {}
         self.counters = _Counters()
-        self._mutations = 0
-        self.workspaces: dict[int, Workspace] = {}
-        self.facilities: dict[int, Facility] = {}
-        self.records: dict[int, Record] = {}
-        self.captures: dict[int, Capture] = {}
-        self.videos: dict[int, CupixVideo] = {}
-        try:
-            self._build_catalog()
-            self.storage = StorageSite(self, host=host, verbose=verbose)
-        except BaseException:
-            self.close()
-            raise
-        self.subsites.append(self.storage)
-
-        a = self.add_route
-        a("GET", r"/api/v1/me", self.me)
-        a("GET", r"/api/v1/workspaces", self.list_workspaces)
-        a("GET", r"/api/v1/facilities", self.list_facilities)
-        a("GET", r"/api/v1/records", self.list_records)
-        a("GET", r"/api/v1/captures", self.list_captures)
-        a("GET", r"/api/v1/videos", self.list_videos)
-        a("GET", r"/api/v1/videos/(?P<id>\d+)/download", self.download)
-
-    # ---- catalog ----------------------------------------------------------------------------------------
-    def _workspace(self, wid: int, name: str, day: int) -> Workspace:
-        t = _T0 - 300 * _DAY + day * _DAY
-        ws = Workspace(wid, name, t, t + 3600)
-        self.workspaces[wid] = ws
-        return ws
-
-    def _facility(self, ws: Workspace, fid: int, key: str, name: str, offset: int) -> Facility:
-        t = ws.created + (fid % 50) * _DAY
-        fac = Facility(fid, key, name, ws.id, offset, t, t + 7200)
-        self.facilities[fid] = fac
-        return fac
-
-    def _record(self, fac: Facility, rid: int, when: str, name: str | None = None) -> Record:
-        """`when` is the facility-local "YYYY-MM-DD HH:MM"."""
-        local = datetime.strptime(when, "%Y-%m-%d %H:%M").replace(
-            tzinfo=timezone(timedelta(hours=fac.offset_hours))
-        )
-        captured = int(local.timestamp())
-        rec = Record(rid, fac.key, fac.id, captured, name, captured + 1800, captured + 5400)
-        self.records[rid] = rec
-        fac.updated = max(fac.updated, rec.updated)
-        return rec
-
-    def _capture(self, rec: Record, cid: int, name: str, minute: int) -> Capture:
-        t = rec.captured + minute * 60
-        cap = Capture(cid, rec.id, name, t, t + 1200, t + 3600)
-        self.captures[cid] = cap
-        return cap
-
-    def _video(
-        self, cap: Capture, vid: int, name: str, sample: str, camera: dict[str, str], **kw: Any
-    ) -> CupixVideo:
-        created = cap.created + (vid % 100) * 60
-        video = CupixVideo(
-            id=vid,
-            capture_id=cap.id,
-            name=name,
-            path=self.samples[sample],
-            camera=dict(camera),
-            created=created,
-            updated=created + 900,
-            uuid=str(uuid.uuid5(_NS, f"video/{vid}")),
-            **kw,
-        )
-        self.videos[vid] = video
-        return video
-
-    def _build_catalog(self) -> None:
-        acme = self._workspace(11, "Acme Construction", 0)
-        self._workspace(12, "Beta Builders", 5)
-        self._workspace(13, "Gamma Infrastructure", 9)
-        self._workspace(14, "Delta Homes", 12)
-        self._workspace(15, "Omega Facilities", 20)
-        beta = self.workspaces[12]
-
-        tower = self._facility(acme, 201, "hvt-2c9e41", "Harbor View Tower", 9)
-        clinic = self._facility(acme, 202, "rvc-81d07a", "Riverside Clinic", -5)
-        self._facility(acme, 203, "dp7-5521fe", "Depot 7", 1)
-        self._facility(acme, 204, "ngs-90ab13", "Northgate School", 0)
-        lofts = self._facility(acme, 205, "esl-33c0d8", "Eastside Lofts / Phase 2", 2)
-        terminal = self._facility(beta, 206, "atb-77e2c5", "Airport Terminal B", -8)
-
-        # Harbor View Tower: five records (two on the same date), one of them with five captures.
-        r1 = self._record(tower, 301, "2023-11-17 10:00", "Weekly walk")
-        r2 = self._record(tower, 302, "2023-11-24 09:30", "Weekly walk")
-        r3 = self._record(tower, 303, "2023-11-24 15:00", "Afternoon walk")
-        self._record(tower, 304, "2023-12-01 09:00")
-        r5 = self._record(tower, 305, "2023-12-08 11:00")
-
-        level1 = self._capture(r1, 501, "Level 1", 5)
-        level2 = self._capture(r1, 502, "Level 2", 25)
-        level3 = self._capture(r1, 503, "Level 3", 45)
-        roof = self._capture(r1, 504, "Roof", 65)
-        self._capture(r1, 505, "Parking", 85)
-
-        # Level 1: six videos (three pages), three of them files.
-        self._video(level1, 9001, "VID_20231117_101500_00_038.insv", "moov_end.mp4", INSTA360)
-        self._video(level1, 9002, "VID_20231117_101500_10_038.insv", "faststart.mp4", INSTA360)
-        self._video(
-            level1, 9003, "VID_20231117_102000_00_039.insv", "moov_end.mp4", INSTA360, state="created"
-        )
-        self._video(
-            level1, 9004, "VID_20231117_102000_10_039.insv", "moov_end.mp4", INSTA360, state="created"
-        )
-        self._video(level1, 9005, "site_overview.mp4", "moov_end.mp4", THETA)
-        self._video(
-            level1, 9006, "VID_20231117_103000_00_040.insv", "faststart.mp4", INSTA360, state="failed"
-        )
-        # Level 2: a pair; Level 3: the same names as Level 1 (Insta360 names repeat across captures).
-        self._video(level2, 9011, "VID_20231117_111500_00_041.insv", "faststart.mp4", INSTA360)
-        self._video(level2, 9012, "VID_20231117_111500_10_041.insv", "clip.mov", INSTA360)
-        self._video(level3, 9021, "VID_20231117_101500_00_038.insv", "clip.mov", INSTA360)
-        self._video(level3, 9022, "VID_20231117_101500_10_038.insv", "faststart.mp4", INSTA360)
-        # Roof: a re-upload under the very same name (both done), a drone video, one still processing.
-        self._video(roof, 9031, "VID_20231117_140000_00_045.insv", "faststart.mp4", INSTA360)
-        self._video(roof, 9032, "VID_20231117_140000_00_045.insv", "clip.mov", INSTA360)
-        self._video(roof, 9033, "roof_drone.mp4", "big.mp4", DRONE)
-        self._video(roof, 9034, "roof_drone_2.mp4", "big.mp4", DRONE, state="processing")
-
-        self._video(self._capture(r2, 511, "Level 1", 5), 9041, "VID_20231124_093500_00_050.insv",
-                    "clip.mov", INSTA360)  # fmt: skip
-        self._video(self.captures[511], 9042, "VID_20231124_093500_10_050.insv", "faststart.mp4", INSTA360)
-        self._video(self._capture(r3, 512, "Level 2", 5), 9051, "level2_walk.mp4", "faststart.mp4", THETA)
-        # A done video whose filesize the API does not tell (the size comes from a HEAD on storage).
-        self._video(self._capture(r5, 513, "Basement", 10), 9061, "VID_20231208_111000_00_061.insv",
-                    "moov_end.mp4", INSTA360, report_size=False)  # fmt: skip
-
-        rc = self._record(clinic, 321, "2023-11-20 08:00", "Handover")
-        self._video(
-            self._capture(rc, 521, "Ground floor", 10), 9101, "clinic_walk.mp4", "moov_end.mp4", THETA
-        )
-
-        rl = self._record(lofts, 331, "2023-11-28 13:00")
-        self._video(self._capture(rl, 531, "Unit 4B", 10), 9201, "unit4b.mp4", "faststart.mp4", THETA,
-                    state="created")  # fmt: skip
-
-        rt = self._record(terminal, 341, "2023-11-22 07:45", "Gate area")
-        self._video(self._capture(rt, 541, "Gates 10-14", 10), 9301, "terminal_gates.mp4", "clip.mov", THETA)
+        self.workspaces: dict[int, Workspace] = self.table()
+        self.facilities: dict[int, Facility] = self.table()
+        self.records: dict[int, Record] = self.table()
+        self.captures: dict[int, Capture] = self.table()
+        self.videos: dict[int, CupixVideo] = self.table()
+        self._build_catalog()
+        self.storage = Subsite(self, "cupix-storage", error_body=lambda s, m: S3Denied(str(s), m, s).xml())
 
     # ---- auth and common list machinery -------------------------------------------------------------------
     def _auth(self, req: Request, endpoint: str) -> None:
@@ -453,13 +208,32 @@ class CupixSite(Site):
         except ValueError:
             raise bad_request("InvalidParameter", f"{name} must be an integer, got {raw!r}") from None
 
-    def _page(
-        self,
-        req: Request,
-        kind: str,
-        rows: list[tuple[Any, JSON]],
-    ) -> None:
-        """Sort, paginate and answer `rows` ((object, full attributes)) with only the requested fields."""
+    def _rows(self, endpoint: str, parent: Any, order_by: str | None, sort: str) -> list[Any]:
+        """The objects of one list call (a parent's, or all), sorted as asked; prepared per catalog change."""
+        kind, table_name, parent_attr = _LISTS[endpoint]
+
+        def ordered() -> list[Any]:
+            table: dict[Any, Any] = getattr(self, table_name)
+            if parent_attr is None or parent is None:
+                rows = list(table.values())
+            else:
+                groups = self.prepared(
+                    (kind, "groups"), lambda: group_by(table.values(), attrgetter(parent_attr))
+                )
+                rows = list(groups.get(parent, []))
+            if order_by is None:  # newest-updated first
+                rows.sort(key=lambda o: (o.updated, o.id), reverse=True)
+            else:
+                rows.sort(
+                    key=lambda o: (sort_value(o, order_by) is not None, sort_value(o, order_by) or "", o.id),
+                    reverse=sort == "desc",
+                )
+            return rows
+
+        return self.prepared((kind, parent, order_by, sort), ordered)
+
+    def _page(self, req: Request, endpoint: str, parent: Any) -> None:
+        """Answer one page of a list (only the requested fields of each item)."""
         fields = self._fields(req)
         order_by = req.arg("order_by")
         sort = (req.arg("sort") or "asc").lower()
@@ -467,14 +241,6 @@ class CupixSite(Site):
             raise bad_request("InvalidParameter", f"order_by must be one of {', '.join(ORDERABLE)}")
         if sort not in ("asc", "desc"):
             raise bad_request("InvalidParameter", "sort must be asc or desc")
-        if order_by is None:
-            rows.sort(key=lambda row: (row[1]["updated_at"], row[1]["id"]), reverse=True)
-        else:
-            key = order_by
-            rows.sort(
-                key=lambda row: (row[1][key] is not None, row[1][key] or "", row[1]["id"]),
-                reverse=sort == "desc",
-            )
         page = self._int_arg(req, "page", 1) or 1
         with self._lock:
             default_size, max_size = self.page_size, self.max_page_size
@@ -482,90 +248,30 @@ class CupixSite(Site):
         if page < 1 or per_page < 1:
             raise bad_request("InvalidParameter", "page and per_page must be >= 1")
         per_page = min(per_page, max_size)
-        total = len(rows)
-        total_pages = -(-total // per_page)
-        chunk = rows[(page - 1) * per_page : page * per_page]
+        kind = _LISTS[endpoint][0]
+        attrs = self._attrs(kind)
+        with self._lock:
+            rows = self._rows(endpoint, parent, order_by, sort)
+            chunk = [attrs(o) for o in page_slice(rows, page, per_page)]
         data = [
-            {
-                "id": str(attrs["id"]),
-                "type": kind,
-                "attributes": {name: attrs[name] for name in fields if name in attrs},
-            }
-            for _obj, attrs in chunk
+            {"id": str(a["id"]), "type": kind, "attributes": {name: a[name] for name in fields if name in a}}
+            for a in chunk
         ]
-        pagination = {
-            "total_entries": total,
-            "total_pages": total_pages,
-            "per_page": per_page,
-            "previous_page": page - 1 if page > 1 else None,
-            "current_page": page,
-            "next_page": page + 1 if page < total_pages else None,
-        }
+        pagination = rails_pagination(len(rows), page, per_page)
         req.send_json(200, {"result": {"data": data, "pagination": pagination}, "session": None})
 
-    # ---- attributes -------------------------------------------------------------------------------------
-    @staticmethod
-    def _ws_attrs(w: Workspace) -> JSON:
-        return {"id": w.id, "name": w.name, "created_at": iso(w.created), "updated_at": iso(w.updated)}
-
-    @staticmethod
-    def _fac_attrs(f: Facility) -> JSON:
-        return {
-            "id": f.id,
-            "key": f.key,
-            "name": f.name,
-            "workspace_id": f.workspace_id,
-            "time_zone": f"Etc/GMT{-f.offset_hours:+d}" if f.offset_hours else "UTC",
-            "created_at": iso(f.created),
-            "updated_at": iso(f.updated),
-        }
+    def _offset_of(self, facility_key: str) -> int:
+        facility = self._facility_keys().get(facility_key)
+        return facility.offset_hours if facility is not None else 0
 
     def _rec_attrs(self, r: Record) -> JSON:
-        offset = self._offset_of(r.facility_key)
-        return {
-            "id": r.id,
-            "name": r.name,
-            "facility_id": r.facility_id,
-            "facility_key": r.facility_key,
-            "captured_at": iso(r.captured, offset),
-            "created_at": iso(r.created),
-            "updated_at": iso(r.updated),
-        }
+        return rec_attrs(r, self._offset_of(r.facility_key))
 
     def _cap_attrs(self, c: Capture) -> JSON:
-        record = self.records[c.record_id]
-        return {
-            "id": c.id,
-            "name": c.name,
-            "state": c.state,
-            "record_id": c.record_id,
-            "captured_at": iso(c.captured, self._offset_of(record.facility_key)),
-            "created_at": iso(c.created),
-            "updated_at": iso(c.updated),
-        }
-
-    @staticmethod
-    def _video_attrs(v: CupixVideo) -> JSON:
-        uploaded = v.state != "created"
-        return {
-            "id": v.id,
-            "uuid": v.uuid,
-            "name": v.name,
-            "state": v.state,
-            "filesize": v.path.stat().st_size if uploaded and v.report_size else None,
-            "capture_id": v.capture_id,
-            "created_at": iso(v.created),
-            "updated_at": iso(v.updated),
-            "camera": dict(v.camera),
-        }
-
-    def _offset_of(self, facility_key: str) -> int:
-        for f in self.facilities.values():
-            if f.key == facility_key:
-                return f.offset_hours
-        return 0
+        return cap_attrs(c, self._offset_of(self.records[c.record_id].facility_key))
 
     # ---- API routes -------------------------------------------------------------------------------------
+    @route("GET", r"/api/v1/me")
     def me(self, req: Request) -> None:
         self._auth(req, "me")
         fields = self._fields(req)
@@ -573,58 +279,42 @@ class CupixSite(Site):
         data = {"id": "7", "type": "user", "attributes": {k: attrs[k] for k in fields if k in attrs}}
         req.send_json(200, {"result": {"data": data}, "session": None})
 
-    def list_workspaces(self, req: Request) -> None:
-        self._auth(req, "workspaces")
-        with self._lock:
-            rows = [(w, self._ws_attrs(w)) for w in self.workspaces.values()]
-        self._page(req, "workspace", rows)
+    def _attrs(self, kind: str) -> Callable[[Any], JSON]:
+        by_kind: dict[str, Callable[[Any], JSON]] = {
+            "workspace": ws_attrs,
+            "facility": fac_attrs,
+            "record": self._rec_attrs,
+            "capture": self._cap_attrs,
+            "video": video_attrs,
+        }
+        return by_kind[kind]
 
-    def list_facilities(self, req: Request) -> None:
-        self._auth(req, "facilities")
-        wid = self._int_arg(req, "workspace_id")
-        with self._lock:
-            if wid is not None and wid not in self.workspaces:
-                raise no_body(404)
-            rows = [
-                (f, self._fac_attrs(f))
-                for f in self.facilities.values()
-                if wid is None or f.workspace_id == wid
-            ]
-        self._page(req, "facility", rows)
+    def _facility_keys(self) -> dict[str, Facility]:
+        return self.prepared("facility-keys", lambda: {f.key: f for f in self.facilities.values()})
 
-    def list_records(self, req: Request) -> None:
-        self._auth(req, "records")
-        key = req.arg("facility_key") or None
-        with self._lock:
-            if key is not None and not any(f.key == key for f in self.facilities.values()):
-                raise no_body(404)
-            rows = [
-                (r, self._rec_attrs(r)) for r in self.records.values() if key is None or r.facility_key == key
-            ]
-        self._page(req, "record", rows)
+    @route("GET", r"/api/v1/(?P<endpoint>workspaces|facilities|records|captures|videos)")
+    def list_items(self, req: Request) -> None:
+        """A list, all of it or one parent's (404 for a parent that does not exist)."""
+        endpoint = req.params["endpoint"]
+        self._auth(req, endpoint)
+        parent_key = _LISTS[endpoint][2]
+        parent: Any = None
+        if parent_key == "facility_key":
+            parent = req.arg(parent_key) or None
+        elif parent_key is not None:
+            parent = self._int_arg(req, parent_key)
+        if parent is not None and parent_key is not None:
+            with self._lock:
+                parents = (
+                    self._facility_keys()
+                    if parent_key == "facility_key"
+                    else getattr(self, _PARENTS[parent_key])
+                )
+                if parent not in parents:
+                    raise no_body(404)
+        self._page(req, endpoint, parent)
 
-    def list_captures(self, req: Request) -> None:
-        self._auth(req, "captures")
-        rid = self._int_arg(req, "record_id")
-        with self._lock:
-            if rid is not None and rid not in self.records:
-                raise no_body(404)
-            rows = [
-                (c, self._cap_attrs(c)) for c in self.captures.values() if rid is None or c.record_id == rid
-            ]
-        self._page(req, "capture", rows)
-
-    def list_videos(self, req: Request) -> None:
-        self._auth(req, "videos")
-        cid = self._int_arg(req, "capture_id")
-        with self._lock:
-            if cid is not None and cid not in self.captures:
-                raise no_body(404)
-            rows = [
-                (v, self._video_attrs(v)) for v in self.videos.values() if cid is None or v.capture_id == cid
-            ]
-        self._page(req, "video", rows)
-
+    @route("GET", r"/api/v1/videos/(?P<id>\d+)/download")
     def download(self, req: Request) -> None:
         self._auth(req, "download")
         vid = int(req.params["id"])
@@ -668,8 +358,7 @@ class CupixSite(Site):
             raise s3_error(
                 "AccessDenied", "Query-string authentication requires the Signature, Expires and Date"
             )
-        path = req.path_only
-        expected = self._signature(path, date, expires)
+        expected = self._signature(req.path_only, date, expires)
         if not hmac.compare_digest(expected, signature):
             raise s3_error("SignatureDoesNotMatch", "The request signature we calculated does not match")
         try:
@@ -681,12 +370,28 @@ class CupixSite(Site):
             ) from None
         if time.time() >= signed_at + lifetime:
             raise s3_error("AccessDenied", "Request has expired")
-        wanted = req.params["uuid"]
         with self._lock:
-            for video in self.videos.values():
-                if video.uuid == wanted and video.state == "done":
-                    return replace(video)
+            by_uuid = self.prepared("uuids", lambda: {v.uuid: v for v in self.videos.values()})
+            video = by_uuid.get(req.params["uuid"])
+            if video is not None and video.state == "done":
+                return replace(video)
         raise s3_error("NoSuchKey", "The specified key does not exist.", 404)
+
+    @route(("GET", "HEAD"), r"/storage/(?P<bucket>[^/]+)/(?P<uuid>[^/]+)/(?P<file>[^/]+)", on="storage")
+    def storage_get(self, req: Request) -> None:
+        try:
+            video = self.verify_signed(req)
+        except S3Denied as denied:
+            req.send_bytes(denied.status, denied.xml(), "application/xml")
+            return
+        serve_file(
+            req,
+            video.blob,
+            etag=f'"{video.blob.sha256[:32]}"',
+            content_type=video.content_type,
+            filename_for_disposition=video.name,
+            last_modified=video.updated,
+        )
 
     def storage_credential_requests(self) -> list[JSON]:
         """Every storage request that carried a provider credential (there must be none)."""
@@ -713,8 +418,7 @@ class CupixSite(Site):
         return b""
 
     def config(self) -> JSON:
-        with self._lock:
-            return {"type": "cupix", "base_url": f"{self.url}/api/v1", "token": self.token}
+        return {"type": "cupix", "base_url": f"{self.url}/api/v1", **self.values("token")}
 
     def _storage_info(self) -> JSON:
         return {
@@ -725,161 +429,144 @@ class CupixSite(Site):
             "requests_with_credentials": len(self.storage_credential_requests()),
         }
 
-    def _video_entry(self, v: CupixVideo) -> JSON:
-        sha = media.sha256_of(v.path)
-        attrs = self._video_attrs(v)
+    def status(self) -> JSON:
+        storage = self._storage_info()
+        with self._lock:
+            failures = {k: {"status": f.status, "remaining": f.remaining} for k, f in self.failures.items()}
+            return {
+                "downloads_resolved": self.counters.downloads,
+                "failures": failures,
+                "storage_requests": storage["requests"],
+                "storage_requests_with_credentials": storage["requests_with_credentials"],
+            }
+
+    def _video_entry(self, v: CupixVideo, compact: bool = False) -> JSON:
+        attrs = video_attrs(v)
         return {
             **attrs,
             "visible": v.state == "done",
-            "size": v.path.stat().st_size,
             "reports_size": attrs["filesize"] is not None,
-            "sha256": sha,
-            "etag": f'"{sha[:32]}"',
+            **facts(v.blob, compact=compact),
             "mtime_epoch": v.updated,
-            "path_on_disk": str(v.path),
             "content_type": v.content_type,
         }
 
-    def catalog(self) -> JSON:
+    def catalog_json(self, compact: bool) -> JSON:
         with self._lock:
+            records = []
+            for r in self.records.values():
+                attrs = self._rec_attrs(r)
+                records.append({**attrs, "date": attrs["captured_at"][:10], "mtime_epoch": r.updated})
             out: JSON = {
                 "provider": "cupix",
-                "workspaces": [
-                    {**self._ws_attrs(w), "mtime_epoch": w.updated} for w in self.workspaces.values()
-                ],
-                "facilities": [
-                    {**self._fac_attrs(f), "mtime_epoch": f.updated} for f in self.facilities.values()
-                ],
-                "records": [
-                    {
-                        **self._rec_attrs(r),
-                        "date": self._rec_attrs(r)["captured_at"][:10],
-                        "mtime_epoch": r.updated,
-                    }
-                    for r in self.records.values()
-                ],
+                "workspaces": [{**ws_attrs(w), "mtime_epoch": w.updated} for w in self.workspaces.values()],
+                "facilities": [{**fac_attrs(f), "mtime_epoch": f.updated} for f in self.facilities.values()],
+                "records": records,
                 "captures": [
                     {**self._cap_attrs(c), "mtime_epoch": c.updated} for c in self.captures.values()
                 ],
-                "videos": [self._video_entry(replace(v)) for v in self.videos.values()],
+                "videos": [self._video_entry(replace(v), compact) for v in self.videos.values()],
             }
         out["storage"] = self._storage_info()
         return out
 
-    def settings(self) -> JSON:
+    # ---- mutations ----------------------------------------------------------------------------------------
+    def mutate_fail(self, change: Mapping[str, Any]) -> JSON:
+        endpoint = str(change.get("endpoint", ""))
+        if endpoint not in ENDPOINTS:
+            raise ValueError(f"fail needs an endpoint among {', '.join(ENDPOINTS)}")
+        status = int(change.get("status", 400))
+        count = change.get("count")
         with self._lock:
-            values: JSON = {
-                "page_size": self.page_size,
-                "max_page_size": self.max_page_size,
-                "url_lifetime": self.url_lifetime,
-                "token": self.token,
-                "downloads_resolved": self.counters.downloads,
-                "failures": {
-                    k: {"status": f.status, "remaining": f.remaining} for k, f in self.failures.items()
-                },
-            }
-        storage = self._storage_info()
-        values["storage_requests"] = storage["requests"]
-        values["storage_requests_with_credentials"] = storage["requests_with_credentials"]
-        return values
+            remaining = None if count is None else int(count)
+            self.failures[endpoint] = Failure(status, remaining, str(change.get("message") or ""))
+        return {"failing": endpoint, "status": status}
 
-    def update_settings(self, changes: Mapping[str, Any]) -> JSON:
-        setters: dict[str, Callable[[Any], None]] = {
-            "page_size": lambda v: setattr(self, "page_size", _positive("page_size", v)),
-            "max_page_size": lambda v: setattr(self, "max_page_size", _positive("max_page_size", v)),
-            "url_lifetime": lambda v: setattr(self, "url_lifetime", _positive("url_lifetime", v)),
-            "token": lambda v: setattr(self, "token", _token(v)),
-        }
-        unknown = set(changes) - set(setters)
-        if unknown:
-            raise ValueError(
-                f"unknown settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(setters))}"
-            )
+    def mutate_clear_failures(self, change: Mapping[str, Any]) -> JSON:
         with self._lock:
-            for key, value in changes.items():
-                setters[key](value)
-        return self.settings()
+            self.failures.clear()
+        return {"failing": None}
 
-    def mutate(self, change: Mapping[str, Any]) -> JSON:
-        action = change.get("action")
-        if action == "fail":
-            endpoint = str(change.get("endpoint", ""))
-            if endpoint not in ENDPOINTS:
-                raise ValueError(f"fail needs an endpoint among {', '.join(ENDPOINTS)}")
-            status = int(change.get("status", 400))
-            count = change.get("count")
-            with self._lock:
-                self.failures[endpoint] = Failure(
-                    status, None if count is None else int(count), str(change.get("message") or "")
-                )
-            return {"failing": endpoint, "status": status}
-        if action == "clear_failures":
-            with self._lock:
-                self.failures.clear()
-            return {"failing": None}
-        if action == "expire_tokens":
-            with self._lock:
-                self._secret = secrets.token_bytes(32)  # every signed URL issued so far stops working
-                self.counters.secret_generation += 1
-                return {"secret_generation": self.counters.secret_generation}
-        raw_id = change.get("video_id")
-        if action == "delete":
-            try:
-                vid = int(raw_id)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise ValueError("delete needs a video_id") from None
-            with self._lock:
-                del self.videos[vid]  # KeyError → 404
-                return {"deleted": vid}
-        if action in ("set_state", "change_content"):
-            try:
-                vid = int(raw_id)  # type: ignore[arg-type]
-            except (TypeError, ValueError):
-                raise ValueError(f"{action} needs a video_id") from None
-            if action == "set_state":
-                with self._lock:
-                    v = self.videos[vid]
-                    v.state = str(change.get("state", "done"))
-                    v.updated = max(v.updated + 1, int(time.time()))
-                    return self._video_entry(replace(v))
-            extra = int(change.get("extra_bytes", 0))
-            with self._lock:
-                current = replace(self.videos[vid])
-                self._mutations += 1
-                tag = f"cupix:{vid}:{self._mutations}"
-            new_path = media.variant(current.path, tag, out_dir=self.work_dir, extra_bytes=extra)
-            media.sha256_of(new_path)
-            with self._lock:
-                v = self.videos[vid]
-                v.path = new_path
-                v.updated = max(v.updated + 1, int(time.time()))
-                return self._video_entry(replace(v))
-        raise ValueError(
-            f"unknown action {action!r}; known: fail, clear_failures, set_state, change_content, delete, "
-            "expire_tokens"
-        )
+    def mutate_expire_tokens(self, change: Mapping[str, Any]) -> JSON:
+        with self._lock:
+            self._secret = secrets.token_bytes(32)  # every signed URL issued so far stops working
+            self.counters.secret_generation += 1
+            return {"secret_generation": self.counters.secret_generation}
 
+    @staticmethod
+    def _video_id(change: Mapping[str, Any]) -> int:
+        try:
+            return int(change.get("video_id"))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError(f"{change.get('action')} needs a video_id") from None
 
-def _positive(name: str, value: Any) -> int:
-    number = int(value)
-    if number < 1:
-        raise ValueError(f"{name} must be >= 1")
-    return number
+    def mutate_delete(self, change: Mapping[str, Any]) -> JSON:
+        vid = self._video_id(change)
+        with self._lock:
+            del self.videos[vid]  # KeyError → 404
+            return {"deleted": vid}
 
+    def mutate_set_state(self, change: Mapping[str, Any]) -> JSON:
+        vid = self._video_id(change)
+        with self._lock:
+            v = self.videos[vid]
+            v.state = str(change.get("state", "done"))
+            v.updated = max(v.updated + 1, int(time.time()))
+            return self._video_entry(replace(v))
 
-def _token(value: Any) -> str:
-    if not isinstance(value, str) or not value or re.search(r"\s", value):
-        raise ValueError("token must be a non-empty string without spaces")
-    return value
+    def mutate_change_content(self, change: Mapping[str, Any]) -> JSON:
+        vid = self._video_id(change)
+        with self._lock:
+            current = self.videos[vid].blob
+        blob = self.changed_blob(current, f"cupix:{vid}", int(change.get("extra_bytes", 0)))
+        with self._lock:
+            v = self.videos[vid]
+            v.blob = blob
+            v.updated = max(v.updated + 1, int(time.time()))
+            return self._video_entry(replace(v))
 
 
 def create_site(options: EmulatorOptions) -> CupixSite:
-    """The registry entry point."""
-    return CupixSite(
-        host=options.host,
-        port=options.port,
-        media_dir=options.media_dir,
-        page_size=options.page_size if options.page_size is not None else DEFAULT_PAGE_SIZE,
-        seed=options.seed,
-        verbose=options.verbose,
-    )
+    return CupixSite(options)
+
+
+def expected_layout(catalog: JSON) -> dict[str, Expect]:
+    """workspace / facility / record date / capture / video, each level named as the provider does."""
+    facilities = group_by((f for f in catalog["facilities"] if f["key"]), lambda f: f["workspace_id"])
+    records = group_by(catalog["records"], lambda r: r["facility_key"])
+    captures = group_by(catalog["captures"], lambda c: c["record_id"])
+    videos = group_by((v for v in catalog["videos"] if v["visible"]), lambda v: v["capture_id"])
+    out: dict[str, Expect] = {}
+
+    def level(
+        prefix: str, items: list[JSON], raw: Callable[[JSON], tuple[str, str]]
+    ) -> list[tuple[JSON, str]]:
+        names = name_entries([(*raw(item), True, None) for item in items])
+        return [(item, f"{prefix}{name}/") for item, name in zip(items, names, strict=True)]
+
+    for ws, ws_dir in level("", catalog["workspaces"], lambda w: (f"ws:{w['id']}", w["name"])):
+        fac_level = level(
+            ws_dir, facilities.get(ws["id"], []), lambda f: (f"fac:{f['key']}", f["name"] or f["key"])
+        )
+        for fac, fac_dir in fac_level:
+            for rec, rec_dir in level(
+                fac_dir, records.get(fac["key"], []), lambda r: (f"rec:{r['id']}", r["date"])
+            ):
+                for cap, cap_dir in level(
+                    rec_dir, captures.get(rec["id"], []), lambda c: (f"cap:{c['id']}", c["name"])
+                ):
+                    files = videos.get(cap["id"], [])
+                    names = name_entries([(str(v["id"]), v["name"], False, None) for v in files])
+                    for video, name in zip(files, names, strict=True):
+                        out[cap_dir + name] = expect(video, video["mtime_epoch"], str(video["id"]))
+    return out
+
+
+CONTRACT = Contract(
+    expected=expected_layout,
+    short_lived_args=("--set", "cupix.url_lifetime=2"),
+    login_path=r"/videos/\d+/download",
+    storage_path=r"^/storage/",
+    secret_key="token",
+    mutation=lambda action, remote_id: {"action": action, "video_id": remote_id},
+)

@@ -35,9 +35,13 @@ Control API: rules posted to ``/_emulator/faults`` of the API site reach the sto
 site's ``/_emulator/requests`` merges both logs (``origin`` is ``hourone`` or ``hourone-storage``); that is
 the framework's parent/subsite behaviour. Settings: ``api_key``, ``workspace_id``, ``team_id``,
 ``url_lifetime``, ``url_style``, ``expire_urls`` (true → every URL issued so far is refused).
-``--set hourone.url_lifetime=2`` on the command line. Mutations: ``set_status`` {video_id, status,
+``scale``. ``--set hourone.url_lifetime=2`` on the command line. Mutations: ``set_status`` {video_id, status,
 progress?}, ``rename`` {video_id, name (null: no name)}, ``delete`` {video_id}, ``change_content``
 {video_id, extra_bytes?} (a re-render: new bytes under a new storage path), ``expire_urls``.
+
+Scale: ``scale = N`` appends N rendered videos ("Render 000042", ``ready``) to the one flat list, as a
+render account grows; the list has no pagination, so ``GET /videos`` answers all of them at once (its items
+are made per request: each carries a freshly signed ``download_url``).
 """
 
 from __future__ import annotations
@@ -46,19 +50,24 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import math
 import secrets
-import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
-from urllib.parse import quote, urlencode
+from typing import Any, ClassVar
+from urllib.parse import quote
 
-from vidfs.emulator import media
-from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, Site, serve_file
+from vidfs.emulator import credentials
+from vidfs.emulator.content import Blob, FileBlob, SyntheticBlob, facts
+from vidfs.emulator.contract import Contract, Expect, expect, name_entries
+from vidfs.emulator.knobs import Knob, knob, one_of, positive, trigger
+from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, serve_file
+from vidfs.emulator.vendor import Subsite, VendorSite, or_default, route, stable_uuid
+
+__all__ = ["DEFAULT_API_KEY", "STATUSES", "HourOneSite"]
 
 DEFAULT_API_KEY = "hourone-demo-api-key"
 WORKSPACE_ID = "ws-7d1c2b4e"
@@ -67,6 +76,7 @@ DEFAULT_URL_LIFETIME = 3600
 URL_STYLES = ("expires", "opaque")
 STATUSES = ("started", "processing", "ready", "published", "failed", "not_started", "stopped", "cancelled")
 RENDERED = frozenset({"ready", "published"})
+_TEXT_FIELDS = ("name", "source_draft_id", "recipe_id", "folder_id", "palette_id", "character_id", "voice_id")
 SAMPLES_USED = ("moov_end.mp4", "faststart.mp4", "big.mp4")
 
 _NS = uuid.UUID("0d6f4a52-3c1b-4f7e-9a0e-2b8c5d7e9f11")
@@ -74,7 +84,14 @@ _T0 = 1_700_000_000  # used only for Last-Modified of storage answers: the API i
 
 
 def hourone_id(kind: str, key: str) -> str:
-    return str(uuid.uuid5(_NS, f"hourone/{kind}/{key}"))
+    return stable_uuid(_NS, f"hourone/{kind}/{key}")
+
+
+_URL_SLOT = f"\x00url-{secrets.token_hex(8)}\x00"  # where a signed URL goes in the prepared list
+_TEMPLATE = hourone_id("template", "corporate")
+_PALETTE = hourone_id("palette", "brand")
+_CHARACTER = hourone_id("character", "presenter")
+_VOICE = hourone_id("voice", "en-us-1")
 
 
 def fastapi_422(loc: list[Any], msg: str, type_: str) -> HttpError:
@@ -93,13 +110,13 @@ def _valid_uuid(text: str) -> bool:
     return True
 
 
-@dataclass
+@dataclass(slots=True)
 class HourOneVideo:
     id: str
     name: str | None
     status: str
     progress: int
-    path: Path | None  # the rendered file (None: never rendered)
+    blob: Blob | None  # the rendered file (None: never rendered)
     file_name: str  # the storage file name (its extension tells the type; may have none)
     has_url: bool = True  # ready/published but no download_url yet when False
     req_id: str = ""
@@ -114,7 +131,7 @@ class HourOneVideo:
 
     @property
     def downloadable(self) -> bool:
-        return self.status in RENDERED and self.has_url and self.path is not None
+        return self.status in RENDERED and self.has_url and self.blob is not None
 
     @property
     def storage_path(self) -> str:
@@ -125,25 +142,6 @@ class HourOneVideo:
         return "video/quicktime" if self.file_name.lower().endswith(".mov") else "video/mp4"
 
 
-class StorageSite(Site):
-    """The storage origin the download URLs point at."""
-
-    def __init__(self, parent: HourOneSite, host: str, seed: int, verbose: bool) -> None:
-        super().__init__("hourone-storage", host=host, port=0, seed=seed, verbose=verbose)
-        self.parent = parent
-        self.add_route(
-            ("GET", "HEAD"),
-            r"/storage/videos/(?P<id>[^/]+)/r(?P<render>\d+)/(?P<file>[^/]+)",
-            parent.download,
-        )
-
-    def error_body(self, status: int, message: str) -> Any:
-        return _xml_error("NoSuchKey" if status == 404 else "InternalError", message)
-
-    def catalog(self) -> JSON:
-        return self.parent.storage_counters()
-
-
 def _xml_error(code: str, message: str) -> str:
     return (
         '<?xml version="1.0" encoding="UTF-8"?>\n'
@@ -151,23 +149,21 @@ def _xml_error(code: str, message: str) -> str:
     )
 
 
-class HourOneSite(Site):
+class HourOneSite(VendorSite):
     """The Hour One API origin; `storage` is the download origin (a subsite)."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        media_dir: Path | None = None,
-        catalog: str = "small",
-        videos: int = 200,
-        seed: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        self.samples = media.ensure_samples(SAMPLES_USED, media_dir)
-        super().__init__("hourone", host=host, port=port, seed=seed, verbose=verbose)
-        self._lock = threading.RLock()
+    NAME = "hourone"
+    SAMPLES = SAMPLES_USED
+    SETTINGS: ClassVar[Mapping[str, Knob]] = {
+        "api_key": knob("api_key"),
+        "workspace_id": knob("workspace_id"),
+        "team_id": knob("team_id"),
+        "url_lifetime": knob("url_lifetime", positive),
+        "url_style": knob("url_style", one_of(*URL_STYLES)),
+        "expire_urls": trigger("mutate_expire_urls"),
+    }
+
+    def build(self, options: EmulatorOptions) -> None:
         self._secret = secrets.token_bytes(32)
         self.api_key = DEFAULT_API_KEY
         self.workspace_id = WORKSPACE_ID
@@ -177,27 +173,27 @@ class HourOneSite(Site):
         self.url_generation = 0
         self.urls_issued = 0
         self.created = 0
-        self._mutations = 0
         self._storage_requests = 0
         self._storage_with_api_key = 0
         self._storage_with_other_credentials = 0
-        self.videos: dict[str, HourOneVideo] = {}
-        try:
-            self.storage = StorageSite(self, host, seed, verbose)
-            self.subsites.append(self.storage)
-            self._build_catalog(catalog, videos)
-        except BaseException:
-            self.close()
-            raise
-        a = self.add_route
-        a("GET", r"/api/v1/videos", self.list_videos)
-        a("POST", r"/api/v1/videos", self.create_video)
-        a("GET", r"/api/v1/videos/(?P<video_id>[^/]+)", self.get_video)
-        a("GET", r"/api/v1/videos/(?P<video_id>[^/]+)/metadata", self.get_metadata)
-        a("GET", r"/player/(?P<video_id>[^/]+)", self.player)
+        self.videos: dict[str, HourOneVideo] = self.table()
+        # Its own fault switchboard: rules posted to the API site are copied to it (each rule picks its origin
+        # by path), so a rule's `count` is spent per origin.
+        self.storage = Subsite(
+            self,
+            "hourone-storage",
+            error_body=lambda status, message: _xml_error(
+                "NoSuchKey" if status == 404 else "InternalError", message
+            ),
+            catalog=self.storage_counters,
+            share_faults=False,
+        )
+        self._build_catalog(options.catalog, or_default(options.videos_per_project, 200))
 
     # ---- catalog ----------------------------------------------------------------------------------------
-    def _add(self, key: str, name: str | None, status: str, sample: str | None, **kw: Any) -> HourOneVideo:
+    def _add(
+        self, key: str, name: str | None, status: str, sample: str | Blob | None, **kw: Any
+    ) -> HourOneVideo:
         progress = kw.pop("progress", 100 if status in RENDERED else 0)
         file_name = kw.pop("file_name", "video.mp4")
         draft = hourone_id("draft", key)
@@ -206,16 +202,16 @@ class HourOneSite(Site):
             name=name,
             status=status,
             progress=progress,
-            path=self.samples[sample] if sample else None,
+            blob=FileBlob(self.samples[sample]) if isinstance(sample, str) else sample,
             file_name=file_name,
             req_id=hourone_id("req", key),
             draft_id=draft,
             source_draft_id=kw.pop("source_draft_id", hourone_id("source", key)),
             recipe_id=kw.pop("recipe_id", None),
-            template_id=kw.pop("template_id", hourone_id("template", "corporate")),
-            palette_id=kw.pop("palette_id", hourone_id("palette", "brand")),
-            character_id=kw.pop("character_id", hourone_id("character", "presenter")),
-            voice_id=kw.pop("voice_id", hourone_id("voice", "en-us-1")),
+            template_id=kw.pop("template_id", _TEMPLATE),
+            palette_id=kw.pop("palette_id", _PALETTE),
+            character_id=kw.pop("character_id", _CHARACTER),
+            voice_id=kw.pop("voice_id", _VOICE),
             **kw,
         )
         self.videos[video.id] = video
@@ -251,12 +247,12 @@ class HourOneSite(Site):
         elif catalog != "small":
             raise ValueError(f"unknown catalog {catalog!r} (small | big)")
 
-    def _get(self, video_id: str) -> HourOneVideo:
-        with self._lock:
-            video = self.videos.get(video_id)
-            if video is None:
-                raise KeyError(video_id)
-            return replace(video)
+    def add_scaled(self, index: int) -> None:
+        blob = SyntheticBlob.of(f"hourone/scale/{index}")
+        self._add(f"scale-{index}", f"Render {index:06d}", "ready", blob, file_name=f"render_{index:06d}.mp4")
+
+    def remove_scaled(self, index: int) -> None:
+        self.videos.pop(hourone_id("video", f"scale-{index}"), None)
 
     # ---- auth -------------------------------------------------------------------------------------------
     def require_key(self, req: Request) -> None:
@@ -265,7 +261,7 @@ class HourOneSite(Site):
             expected, workspace, team = self.api_key, self.workspace_id, self.team_id
         if not key:
             raise detail(403, "Not authenticated")
-        if not hmac.compare_digest(key.encode(), expected.encode()):
+        if not credentials.same(key, expected):
             raise detail(401, "Invalid API key")
         wanted = req.headers.get("workspace-id")
         if wanted is not None and wanted != workspace:
@@ -279,7 +275,7 @@ class HourOneSite(Site):
         if not _valid_uuid(video_id):
             raise fastapi_422(["path", "video_id"], "value is not a valid uuid", "type_error.uuid")
         try:
-            return self._get(video_id)
+            return self.copy(self.videos, video_id)
         except KeyError:
             raise detail(404, "Video not found") from None
 
@@ -289,18 +285,27 @@ class HourOneSite(Site):
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
 
     def download_url(self, v: HourOneVideo) -> str:
+        return self._url_signer(1)(v)
+
+    def _url_signer(self, count: int) -> Callable[[HourOneVideo], str]:
+        """Signs `count` download URLs with the current lifetime, style and generation."""
         with self._lock:
-            self.urls_issued += 1
+            self.urls_issued += count
             expires = math.ceil(time.time() + self.url_lifetime)  # at least the full lifetime
             generation, style = self.url_generation, self.url_style
-        path = v.storage_path
-        signature = self._sign(path, expires, generation)
-        if style == "opaque":
-            token = base64.urlsafe_b64encode(f"{expires}:{signature}".encode()).decode().rstrip("=")
-            query = urlencode({"sig": token})
-        else:
-            query = urlencode({"Expires": expires, "Signature": signature})
-        return f"{self.storage.url}{path}?{query}"
+        origin = self.storage.url
+
+        def sign(v: HourOneVideo) -> str:
+            path = v.storage_path
+            signature = self._sign(path, expires, generation)
+            if style == "opaque":
+                token = base64.urlsafe_b64encode(f"{expires}:{signature}".encode()).decode().rstrip("=")
+                query = f"sig={token}"  # URL-safe Base64: nothing to escape
+            else:
+                query = f"Expires={expires}&Signature={signature}"
+            return f"{origin}{path}?{query}"
+
+        return sign
 
     def _check_signature(self, req: Request) -> None:
         """403 unless the query is a valid, unexpired signature of this path."""
@@ -329,7 +334,7 @@ class HourOneSite(Site):
         return HttpError(403, message, body=_xml_error("AccessDenied", message))
 
     # ---- API handlers -----------------------------------------------------------------------------------
-    def _item(self, v: HourOneVideo, *, listing: bool) -> JSON:
+    def _item(self, v: HourOneVideo, *, listing: bool, signed: bool = True) -> JSON:
         item: JSON = {
             "id": v.id,
             "name": v.name,
@@ -342,73 +347,75 @@ class HourOneSite(Site):
         }
         if listing:
             item["template_id"] = v.template_id
-        item.update(
-            {
-                "palette_id": v.palette_id,
-                "character_id": v.character_id,
-                "voice_id": v.voice_id,
-            }
-        )
+        item["palette_id"] = v.palette_id
+        item["character_id"] = v.character_id
+        item["voice_id"] = v.voice_id
         if listing:
-            item["scenes"] = self._scenes(v) if v.path is not None else None
+            item["scenes"] = self._scenes(v) if v.blob is not None else None
         item["video_player_url"] = f"{self.url}/player/{v.id}"
-        item["download_url"] = self.download_url(v) if v.downloadable else None
+        item["download_url"] = self.download_url(v) if v.downloadable and signed else None
         if listing:
             item["correlation_id"] = hourone_id("correlation", v.req_id)
         return item
 
     @staticmethod
     def _duration(v: HourOneVideo) -> float:
-        if v.path is None:
+        if v.blob is None:
             return 0.0
-        info = media.probe(v.path)
+        info = v.blob.probe()
         return round(float(info.get("format", {}).get("duration", 0) or 0), 3)
 
-    def _scenes(self, v: HourOneVideo) -> list[JSON]:
+    def _scenes(self, v: HourOneVideo, parts: int = 3) -> list[JSON]:
+        """Three equal scenes: ``scene_index``, ``start_time``, ``duration`` (seconds, 3 decimals)."""
         total = self._duration(v)
-        parts = 3
-        out = []
-        for index in range(parts):
-            start = round(total * index / parts, 3)
-            end = round(total * (index + 1) / parts, 3)
-            out.append({"scene_index": index, "start_time": start, "duration": round(end - start, 3)})
-        return out
+        bounds = [round(total * index / parts, 3) for index in range(parts + 1)]
+        return [
+            {"scene_index": i, "start_time": bounds[i], "duration": round(bounds[i + 1] - bounds[i], 3)}
+            for i in range(parts)
+        ]
 
+    @route("GET", r"/api/v1/videos")
     def list_videos(self, req: Request) -> None:
         self.require_key(req)
         with self._lock:
-            videos = [replace(v) for v in self.videos.values()]
-        req.send_json(200, [self._item(v, listing=True) for v in videos])
+            segments, signed = self.prepared("list-json", self._list_segments)
+        sign = self._url_signer(len(signed))
+        urls = [json.dumps(sign(v)) for v in signed]
+        text = "".join(part for pair in zip(segments, [*urls, ""], strict=True) for part in pair)
+        req.send_bytes(200, text.encode(), "application/json")
 
+    def _list_segments(self) -> tuple[list[str], list[HourOneVideo]]:
+        """The list as JSON text cut where each signed ``download_url`` goes, and the videos those URLs are
+        for: a list of 100,000 videos is encoded once per catalog change, its URLs signed per call."""
+        items, signed = [], []
+        for v in self.videos.values():
+            item = self._item(v, listing=True, signed=False)
+            if v.downloadable:
+                item["download_url"] = _URL_SLOT
+                signed.append(v)
+            items.append(item)
+        return json.dumps(items, ensure_ascii=False).split(json.dumps(_URL_SLOT)), signed
+
+    @route("GET", r"/api/v1/videos/(?P<video_id>[^/]+)")
     def get_video(self, req: Request) -> None:
         self.require_key(req)
         req.send_json(200, self._item(self._video_param(req), listing=False))
 
+    @route("GET", r"/api/v1/videos/(?P<video_id>[^/]+)/metadata")
     def get_metadata(self, req: Request) -> None:
         self.require_key(req)
         v = self._video_param(req)
-        if v.status not in RENDERED or v.path is None:
+        if v.status not in RENDERED or v.blob is None:
             raise detail(404, "Video metadata not available: the video is not rendered")
-        scenes = [
-            {"scene_index": s["scene_index"], "start_time": s["start_time"], "duration": s["duration"]}
-            for s in self._scenes(v)
-        ]
-        req.send_json(200, {"duration": self._duration(v), "scenes_metadata": scenes})
+        req.send_json(200, {"duration": self._duration(v), "scenes_metadata": self._scenes(v)})
 
+    @route("POST", r"/api/v1/videos")
     def create_video(self, req: Request) -> None:
         self.require_key(req)
         body = req.json()
         if not isinstance(body, dict):
             raise fastapi_422(["body"], "value is not a valid dict", "type_error.dict")
-        for key in (
-            "name",
-            "source_draft_id",
-            "recipe_id",
-            "folder_id",
-            "palette_id",
-            "character_id",
-            "voice_id",
-        ):
+        for key in _TEXT_FIELDS:
             if body.get(key) is not None and not isinstance(body[key], str):
                 raise fastapi_422(["body", key], "str type expected", "type_error.str")
         if not body.get("source_draft_id") and not body.get("recipe_id"):
@@ -426,19 +433,21 @@ class HourOneSite(Site):
                 progress=0,
                 source_draft_id=body.get("source_draft_id"),
                 recipe_id=body.get("recipe_id"),
-                palette_id=body.get("palette_id") or hourone_id("palette", "brand"),
-                character_id=body.get("character_id") or hourone_id("character", "presenter"),
-                voice_id=body.get("voice_id") or hourone_id("voice", "en-us-1"),
+                palette_id=body.get("palette_id") or _PALETTE,
+                character_id=body.get("character_id") or _CHARACTER,
+                voice_id=body.get("voice_id") or _VOICE,
             )
             item = self._item(replace(v), listing=False)
         req.send_json(200, item)
 
+    @route("GET", r"/player/(?P<video_id>[^/]+)")
     def player(self, req: Request) -> None:
         v = self._video_param(req)
         title = (v.name or v.id).replace("&", "&amp;").replace("<", "&lt;")
         req.send_bytes(200, f"<!doctype html><title>{title}</title><p>{title}</p>\n".encode(), "text/html")
 
     # ---- storage ----------------------------------------------------------------------------------------
+    @route(("GET", "HEAD"), r"/storage/videos/(?P<id>[^/]+)/r(?P<render>\d+)/(?P<file>[^/]+)", on="storage")
     def download(self, req: Request) -> None:
         with self._lock:
             self._storage_requests += 1
@@ -448,20 +457,20 @@ class HourOneSite(Site):
                 self._storage_with_other_credentials += 1
         self._check_signature(req)
         try:
-            v = self._get(req.params["id"])
+            v = self.copy(self.videos, req.params["id"])
         except KeyError:
             raise HttpError(404, body=_xml_error("NoSuchKey", "The specified key does not exist.")) from None
         if (
             not v.downloadable
-            or v.path is None
+            or v.blob is None
             or str(v.render) != req.params["render"]
             or req.params["file"] != v.file_name
         ):
             raise HttpError(404, body=_xml_error("NoSuchKey", "The specified key does not exist."))
         serve_file(
             req,
-            v.path,
-            etag=media.sha256_of(v.path)[:32],
+            v.blob,
+            etag=v.blob.sha256[:32],
             content_type=v.content_type,
             last_modified=_T0 + v.render,
         )
@@ -481,15 +490,9 @@ class HourOneSite(Site):
         return {"detail": names.get(status, message)}
 
     def config(self) -> JSON:
-        with self._lock:
-            return {
-                "type": "hourone",
-                "base_url": f"{self.url}/api/v1",
-                "api_key": self.api_key,
-                "workspace_id": self.workspace_id,
-            }
+        return {"type": "hourone", "base_url": f"{self.url}/api/v1", **self.values("api_key", "workspace_id")}
 
-    def _catalog_entry(self, v: HourOneVideo) -> JSON:
+    def _catalog_entry(self, v: HourOneVideo, compact: bool = False) -> JSON:
         entry: JSON = {
             "id": v.id,
             "name": v.name,
@@ -502,115 +505,96 @@ class HourOneSite(Site):
             "content_type": v.content_type,
             "video_player_url": f"{self.url}/player/{v.id}",
         }
-        if v.path is not None:
-            entry.update(
-                {
-                    "size": v.path.stat().st_size,
-                    "sha256": media.sha256_of(v.path),
-                    "path_on_disk": str(v.path),
-                    "duration": self._duration(v),
-                }
-            )
+        if v.blob is not None:
+            entry.update(facts(v.blob, compact=compact))
+            entry["duration"] = self._duration(v)
         return entry
 
-    def catalog(self) -> JSON:
+    def catalog_json(self, compact: bool) -> JSON:
         with self._lock:
             videos = [replace(v) for v in self.videos.values()]
         return {
             "provider": "hourone",
-            "videos": [self._catalog_entry(v) for v in videos],
+            "videos": [self._catalog_entry(v, compact) for v in videos],
             "storage": self.storage_counters(),
         }
 
-    def settings(self) -> JSON:
+    def status(self) -> JSON:
         with self._lock:
-            return {
-                "api_key": self.api_key,
-                "workspace_id": self.workspace_id,
-                "team_id": self.team_id,
-                "url_lifetime": self.url_lifetime,
-                "url_style": self.url_style,
-                "expire_urls": False,
-                "url_generation": self.url_generation,
-                "urls_issued": self.urls_issued,
-            }
+            return {"url_generation": self.url_generation, "urls_issued": self.urls_issued}
 
-    def update_settings(self, changes: Mapping[str, Any]) -> JSON:
-        known = {"api_key", "workspace_id", "team_id", "url_lifetime", "url_style", "expire_urls"}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(
-                f"unknown settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-            )
-        if "url_style" in changes and changes["url_style"] not in URL_STYLES:
-            raise ValueError(f"url_style must be one of {', '.join(URL_STYLES)}")
-        if "url_lifetime" in changes and int(changes["url_lifetime"]) < 1:
-            raise ValueError("url_lifetime must be >= 1 (seconds)")
+    # ---- mutations --------------------------------------------------------------------------------------
+    def mutate_expire_urls(self, change: Mapping[str, Any] | None = None) -> JSON:
         with self._lock:
-            for key in ("api_key", "workspace_id", "team_id"):
-                if key in changes:
-                    setattr(self, key, str(changes[key]))
-            if "url_lifetime" in changes:
-                self.url_lifetime = int(changes["url_lifetime"])
-            if "url_style" in changes:
-                self.url_style = str(changes["url_style"])
-            if changes.get("expire_urls"):
-                self.url_generation += 1
-        return self.settings()
+            self.url_generation += 1
+            return {"url_generation": self.url_generation}
 
-    def mutate(self, change: Mapping[str, Any]) -> JSON:
-        action = change.get("action")
-        if action == "expire_urls":
-            with self._lock:
-                self.url_generation += 1
-                return {"url_generation": self.url_generation}
-        known = ("set_status", "rename", "delete", "change_content")
-        if action not in known:
-            raise ValueError(f"unknown action {action!r}; known: {', '.join(known)}, expire_urls")
+    def _target(self, change: Mapping[str, Any]) -> HourOneVideo:
         raw_id = change.get("video_id")
         if not isinstance(raw_id, str):
-            raise ValueError(f"{action} needs a video_id")
+            raise ValueError(f"{change.get('action')} needs a video_id")
+        return self.videos[raw_id]  # KeyError → 404
+
+    def mutate_delete(self, change: Mapping[str, Any]) -> JSON:
         with self._lock:
-            if raw_id not in self.videos:
-                raise KeyError(raw_id)
-            v = self.videos[raw_id]
-            if action == "delete":
-                del self.videos[raw_id]
-                return {"deleted": raw_id}
-            if action == "rename":
-                name = change.get("name")
-                v.name = None if name is None else str(name)
-            elif action == "set_status":
-                status = str(change.get("status"))
-                if status not in STATUSES:
-                    raise ValueError(f"status must be one of {', '.join(STATUSES)}")
-                v.status = status
-                default = 100 if status in RENDERED else (-1 if status == "failed" else v.progress)
-                v.progress = int(change.get("progress", default))
-                if status in RENDERED:
-                    v.has_url = True
-                    if v.path is None:
-                        v.path = self.samples["faststart.mp4"]
-            elif action == "change_content":
-                if v.path is None:
-                    raise ValueError("the video was never rendered")
-                self._mutations += 1
-                tag = f"{v.id}:{self._mutations}"
-                v.path = media.variant(
-                    v.path, tag, out_dir=self.work_dir, extra_bytes=int(change.get("extra_bytes", 0))
-                )
-                v.render += 1
+            v = self._target(change)
+            del self.videos[v.id]
+            return {"deleted": v.id}
+
+    def mutate_rename(self, change: Mapping[str, Any]) -> JSON:
+        with self._lock:
+            v = self._target(change)
+            name = change.get("name")
+            v.name = None if name is None else str(name)
+            return self._catalog_entry(replace(v))
+
+    def mutate_set_status(self, change: Mapping[str, Any]) -> JSON:
+        with self._lock:
+            v = self._target(change)
+            status = str(change.get("status"))
+            if status not in STATUSES:
+                raise ValueError(f"status must be one of {', '.join(STATUSES)}")
+            v.status = status
+            default = 100 if status in RENDERED else (-1 if status == "failed" else v.progress)
+            v.progress = int(change.get("progress", default))
+            if status in RENDERED:
+                v.has_url = True
+                if v.blob is None:
+                    v.blob = FileBlob(self.samples["faststart.mp4"])
+            return self._catalog_entry(replace(v))
+
+    def mutate_change_content(self, change: Mapping[str, Any]) -> JSON:
+        with self._lock:
+            v = self._target(change)
+            if v.blob is None:
+                raise ValueError("the video was never rendered")
+            v.blob = self.changed_blob(v.blob, v.id, int(change.get("extra_bytes", 0)))
+            v.render += 1
             return self._catalog_entry(replace(v))
 
 
 def create_site(options: EmulatorOptions) -> HourOneSite:
-    """The registry entry point."""
-    return HourOneSite(
-        host=options.host,
-        port=options.port,
-        media_dir=options.media_dir,
-        catalog=options.catalog,
-        videos=options.videos_per_project if options.videos_per_project is not None else 200,
-        seed=options.seed,
-        verbose=options.verbose,
+    return HourOneSite(options)
+
+
+def expected_layout(catalog: JSON) -> dict[str, Expect]:
+    """One flat directory; the API has no timestamps (mtime = first seen by the mount: not checked here)."""
+    videos = [v for v in catalog["videos"] if v["visible"]]
+    names = name_entries([(v["id"], v["name"] or v["id"], False, v["content_type"]) for v in videos])
+    return {name: expect(v, None, v["id"]) for v, name in zip(videos, names, strict=True)}
+
+
+def _mutation(action: str, remote_id: str) -> JSON:
+    return (
+        {"action": "expire_urls"} if action == "expire_tokens" else {"action": action, "video_id": remote_id}
     )
+
+
+CONTRACT = Contract(
+    expected=expected_layout,
+    short_lived_args=("--set", "hourone.url_lifetime=2"),
+    login_path=r"^/api/v1/videos/[0-9a-f-]{36}(\?|$)",
+    storage_path=r"^/storage/videos/",
+    secret_key="api_key",
+    mutation=_mutation,
+)

@@ -26,7 +26,11 @@ Settings (``/_emulator/settings``): ``index_format`` = ``nginx`` (default) | ``n
 ``autoindex_format json``) | ``apache`` (an Apache 2.4 "fancy" table: sorting links, a Parent Directory
 link to an absolute path, rounded sizes such as ``62M``, so the client must HEAD for sizes);
 ``auth`` (default true: HTTP Basic ``demo`` / ``http-demo-password`` on everything but the control API);
-``username``, ``password``.
+``username``, ``password``, ``scale``.
+
+Scale: ``scale = N`` adds the directory ``/pub/scale/`` holding N files ``clip_000000.mp4``... (a few KiB
+each, made in memory), one big autoindexed directory as on a busy nginx. Index pages are rendered once per
+catalog change and format, then served from memory.
 
 Catalog: ``{"base_path", "format", "dirs": [...], "files": [{"path", "size", "mtime", "sha256",
 "path_on_disk", "url_path", "content_type"}]}`` where ``path`` is decoded and relative to ``/pub/``.
@@ -34,23 +38,24 @@ Catalog: ``{"base_path", "format", "dirs": [...], "files": [{"path", "size", "mt
 
 from __future__ import annotations
 
-import base64
-import binascii
 import calendar
 import hmac
 import html
 import json
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote, unquote
 
-from vidfs.emulator import media
-from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, Site, serve_file
+from vidfs.emulator import credentials
+from vidfs.emulator.content import Blob, FileBlob, SyntheticBlob, facts
+from vidfs.emulator.contract import Contract, Expect, expect, name_entries
+from vidfs.emulator.knobs import Knob, as_bool, knob, one_of
+from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, serve_file
+from vidfs.emulator.vendor import VendorSite, route
 
 BASE_PATH = "/pub/"
 DEFAULT_USERNAME = "demo"
@@ -77,19 +82,20 @@ TREE: tuple[tuple[str, str | None, int], ...] = (
     ("empty/", None, 90),
 )
 SAMPLES_USED = ("moov_end.mp4", "faststart.mp4", "big.mp4", "clip.mov")
+SCALE_DIR = "scale"
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     name: str
     mtime: int
     is_dir: bool
-    path_on_disk: Path | None = None
+    blob: Blob | None = None
     children: dict[str, Node] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
-        return 0 if self.path_on_disk is None else self.path_on_disk.stat().st_size
+        return 0 if self.blob is None else self.blob.size
 
 
 def nginx_date(epoch: float) -> str:
@@ -117,21 +123,17 @@ def nginx_text(name: str) -> str:
     return html.escape(name, quote=False)
 
 
-class HttpIndexSite(Site):
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        media_dir: Path | None = None,
-        seed: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        samples = {name: media.ensure_media(name, media_dir) for name in SAMPLES_USED}
-        for path in samples.values():
-            media.sha256_of(path)
-        super().__init__("http", host=host, port=port, seed=seed, verbose=verbose)
-        self._lock = threading.Lock()
+class HttpIndexSite(VendorSite):
+    NAME = "http"
+    SAMPLES = SAMPLES_USED
+    SETTINGS: ClassVar[Mapping[str, Knob]] = {
+        "index_format": knob("index_format", one_of(*FORMATS)),
+        "auth": knob("auth", as_bool),
+        "username": knob("username"),
+        "password": knob("password"),
+    }
+
+    def build(self, options: EmulatorOptions) -> None:
         self.index_format = "nginx"
         self.auth = True
         self.username = DEFAULT_USERNAME
@@ -146,13 +148,25 @@ class HttpIndexSite(Site):
                 child = node.children.get(part)
                 if child is None:
                     mtime = _T0 + minutes * 60
-                    if last and sample is not None:
-                        child = Node(part, mtime, False, samples[sample])
-                    else:
-                        child = Node(part, mtime, True)
+                    blob = FileBlob(self.samples[sample]) if last and sample is not None else None
+                    child = Node(part, mtime, blob is None, blob)
                     node.children[part] = child
                 node = child
-        self.add_route(("GET", "HEAD"), r"/.*", self.serve)
+
+    def add_scaled(self, index: int) -> None:
+        pub = self.root.children["pub"]
+        folder = pub.children.get(SCALE_DIR)
+        if folder is None:
+            folder = pub.children[SCALE_DIR] = Node(SCALE_DIR, _T0 + 86400, True)
+        name = f"clip_{index:06d}.mp4"
+        folder.children[name] = Node(name, _T0 + 86400 + index * 60, False, SyntheticBlob.of(f"http/{index}"))
+
+    def remove_scaled(self, index: int) -> None:
+        folder = self.root.children["pub"].children.get(SCALE_DIR)
+        if folder is not None:
+            folder.children.pop(f"clip_{index:06d}.mp4", None)
+            if index == 0:
+                del self.root.children["pub"].children[SCALE_DIR]
 
     # ---- hooks ------------------------------------------------------------------------------------------
     def error_body(self, status: int, message: str) -> Any:
@@ -174,33 +188,7 @@ class HttpIndexSite(Site):
             table.update({"username": self.username, "password": self.password})
         return table
 
-    def settings(self) -> JSON:
-        with self._lock:
-            return {
-                "index_format": self.index_format,
-                "auth": self.auth,
-                "username": self.username,
-                "password": self.password,
-            }
-
-    def update_settings(self, changes: Mapping[str, Any]) -> JSON:
-        unknown = set(changes) - {"index_format", "auth", "username", "password"}
-        if unknown:
-            raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
-        with self._lock:
-            if "index_format" in changes:
-                if changes["index_format"] not in FORMATS:
-                    raise ValueError(f"index_format must be one of {', '.join(FORMATS)}")
-                self.index_format = str(changes["index_format"])
-            if "auth" in changes:
-                self.auth = bool(changes["auth"])
-            if "username" in changes:
-                self.username = str(changes["username"])
-            if "password" in changes:
-                self.password = str(changes["password"])
-        return self.settings()
-
-    def catalog(self) -> JSON:
+    def catalog_json(self, compact: bool) -> JSON:
         files: list[JSON] = []
         dirs: list[str] = []
 
@@ -211,21 +199,19 @@ class HttpIndexSite(Site):
                     dirs.append(rel)
                     walk(child, rel + "/")
                     continue
-                assert child.path_on_disk is not None
+                assert child.blob is not None
                 files.append(
                     {
                         "path": rel,
                         "url_path": BASE_PATH + "/".join(quote(p, safe="") for p in rel.split("/")),
-                        "size": child.size,
+                        **facts(child.blob, compact=compact),
                         "mtime": child.mtime,
-                        "sha256": media.sha256_of(child.path_on_disk),
-                        "path_on_disk": str(child.path_on_disk),
                         "content_type": _content_type(name),
                     }
                 )
 
-        walk(self.root.children["pub"], "")
         with self._lock:
+            walk(self.root.children["pub"], "")
             fmt = self.index_format
         return {"base_path": BASE_PATH, "format": fmt, "dirs": dirs, "files": files}
 
@@ -235,14 +221,12 @@ class HttpIndexSite(Site):
             if not self.auth:
                 return
             wanted = f"{self.username}:{self.password}".encode()
-        scheme, _, value = (req.headers.get("Authorization") or "").strip().partition(" ")
-        if scheme.lower() == "basic":
-            try:
-                given = base64.b64decode(value.strip(), validate=True)
-            except (ValueError, binascii.Error):
-                given = b""
-            if hmac.compare_digest(given, wanted):
-                return
+        try:
+            given = credentials.basic_raw(req)
+        except credentials.Malformed:
+            given = b""
+        if given is not None and hmac.compare_digest(given, wanted):
+            return
         raise HttpError(401, "authorization required", headers={"WWW-Authenticate": 'Basic realm="vidfs"'})
 
     def _lookup(self, raw_path: str) -> tuple[Node, bool]:
@@ -259,6 +243,7 @@ class HttpIndexSite(Site):
             node = child
         return node, path.endswith("/")
 
+    @route(("GET", "HEAD"), r"/.*")
     def serve(self, req: Request) -> None:
         self._check_auth(req)
         try:
@@ -274,11 +259,11 @@ class HttpIndexSite(Site):
         if not node.is_dir:
             if as_dir:
                 raise HttpError(404, "not found")
-            assert node.path_on_disk is not None
+            assert node.blob is not None
             size = node.size
             serve_file(
                 req,
-                node.path_on_disk,
+                node.blob,
                 etag=f'"{node.mtime:x}-{size:x}"',
                 content_type=_content_type(node.name),
                 last_modified=node.mtime,
@@ -286,16 +271,21 @@ class HttpIndexSite(Site):
             return
         with self._lock:
             fmt = self.index_format
-        entries = sorted(
-            (child for child in node.children.values() if not child.name.startswith(".")),
-            key=lambda c: (not c.is_dir, c.name),
-        )
-        if fmt == "nginx_json":
-            req.send_bytes(200, _json_index(entries), "application/json")
-        elif fmt == "apache":
-            req.send_bytes(200, _apache_index(req.path_only, entries), "text/html;charset=UTF-8")
-        else:
-            req.send_bytes(200, _nginx_index(req.path_only, entries), "text/html")
+            page = self.prepared(("index", req.path_only, fmt), lambda: _index_page(fmt, req.path_only, node))
+        req.send_bytes(200, *page)
+
+
+def _index_page(fmt: str, path: str, node: Node) -> tuple[bytes, str]:
+    """A directory's index page in `fmt`, and its content type."""
+    entries = sorted(
+        (child for child in node.children.values() if not child.name.startswith(".")),
+        key=lambda c: (not c.is_dir, c.name),
+    )
+    if fmt == "nginx_json":
+        return _json_index(entries), "application/json"
+    if fmt == "apache":
+        return _apache_index(path, entries), "text/html;charset=UTF-8"
+    return _nginx_index(path, entries), "text/html"
 
 
 def _content_type(name: str) -> str:
@@ -365,11 +355,33 @@ def _apache_index(path: str, entries: list[Node]) -> bytes:
     return "".join(rows).encode("utf-8")
 
 
-def create_site(options: EmulatorOptions) -> Site:
-    return HttpIndexSite(
-        host=options.host,
-        port=options.port,
-        media_dir=options.media_dir,
-        seed=options.seed,
-        verbose=options.verbose,
-    )
+def create_site(options: EmulatorOptions) -> HttpIndexSite:
+    return HttpIndexSite(options)
+
+
+def expected_layout(catalog: JSON) -> dict[str, Expect]:
+    """The served tree as is: every directory's children named by vidfs's rules (ids = paths)."""
+    children: dict[str, list[tuple[str, str, bool]]] = {}
+    for directory in catalog["dirs"]:
+        parent, _, name = directory.rpartition("/")
+        children.setdefault(parent, []).append((directory, name, True))
+    files = {f["path"]: f for f in catalog["files"]}
+    for path in files:
+        parent, _, name = path.rpartition("/")
+        children.setdefault(parent, []).append((path, name, False))
+    shown: dict[str, str] = {"": ""}
+    for parent in sorted(children, key=lambda p: p.count("/") + bool(p)):
+        items = children[parent]
+        names = name_entries([(rid, name, is_dir, None) for rid, name, is_dir in items])
+        for (rid, _name, _is_dir), name in zip(items, names, strict=True):
+            shown[rid] = f"{shown[parent]}/{name}" if shown[parent] else name
+    return {shown[path]: expect(f, f["mtime"]) for path, f in files.items()}
+
+
+CONTRACT = Contract(
+    expected=expected_layout,
+    login_path=r"^/pub/$",
+    storage_path=r"^/pub/.*[^/]$",
+    renewal=False,
+    provider="http",
+)

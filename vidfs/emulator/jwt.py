@@ -11,6 +11,9 @@ import binascii
 import hashlib
 import hmac
 import json
+import secrets
+import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -45,3 +48,37 @@ def decode(token: str, secret: bytes) -> dict[str, Any] | None:
         return None
     expected = hmac.new(secret, f"{parts[0]}.{parts[1]}".encode("ascii"), hashlib.sha256).digest()
     return claims if hmac.compare_digest(expected, signature) else None
+
+
+class Mint:
+    """Issues a vendor's HS256 tokens: a per-process secret, a lifetime, and a generation that, bumped
+    (`expire_all`), makes every token issued so far stale. Counts what it issued (``issued``)."""
+
+    def __init__(self) -> None:
+        self.secret = secrets.token_bytes(32)
+        self.generation = 0
+        self.issued = 0
+        self._lock = threading.Lock()
+
+    def issue(self, claims: Mapping[str, Any], lifetime: int, *, not_before: bool = False) -> str:
+        now = int(time.time())
+        with self._lock:
+            self.issued += 1
+            payload = {**claims, "iat": now, **({"nbf": now} if not_before else {}), "exp": now + lifetime}
+            payload["jti"] = f"{self.issued}-{secrets.token_hex(4)}"
+            payload["gen"] = self.generation
+        return encode(payload, self.secret)
+
+    def read(self, token: str) -> dict[str, Any] | None:
+        """The claims of a token this mint signed (current or not); None when malformed or forged."""
+        return decode(token, self.secret)
+
+    def current(self, claims: Mapping[str, Any]) -> bool:
+        """Not expired, and issued in the current generation."""
+        with self._lock:
+            generation = self.generation
+        return time.time() < float(claims.get("exp", 0)) and claims.get("gen") == generation
+
+    def expire_all(self) -> None:
+        with self._lock:
+            self.generation += 1

@@ -15,174 +15,107 @@ Pages are numbered from 1.
 The JWT is a real HS256 token (per-process random secret) with ``iat``, ``nbf``, ``exp = iat +
 jwt_lifetime`` (900 s by default, like Pixop's 15 minutes). Settings (``/_emulator/settings``):
 ``jwt_lifetime``, ``page_size`` (default 2, so pagination is always exercised), ``max_page_size``,
-``email``, ``password``, ``expire_all_tokens`` (true → every token issued so far is expired).
+``email``, ``password``, ``expire_all_tokens`` (true → every token issued so far is expired), ``scale``.
 Mutations (``/_emulator/mutate``): ``change_content`` {video_id, extra_bytes?}, ``delete`` {video_id}
 (an original takes its processed videos with it), ``expire_tokens``, ``rename`` {video_id, name?,
 file_name?}, ``set_status`` {video_id, status}.
+
+Scale: ``scale = N`` adds N synthetic originals in projects of 1,000 (``Scale project 001``...), as a Pixop
+account grows project by project; listing a project pages through its videos (HAL links, ``totalFound``)
+by slicing a list prepared once per catalog change.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import calendar
-import hmac
-import secrets
-import threading
+import posixpath
 import time
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, ClassVar
 
-from vidfs.emulator import jwt, media
-from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, Site, serve_file
+from vidfs.emulator import credentials, jwt
+from vidfs.emulator.content import Blob, SyntheticBlob, etag_of, facts
+from vidfs.emulator.contract import Contract, Expect, expect, name_entries
+from vidfs.emulator.knobs import Knob, as_int, at_least, knob, positive, trigger
+from vidfs.emulator.pages import hal_page
+from vidfs.emulator.pixop_model import (
+    DAY,
+    OTHER_TEAM_ID,
+    T0,
+    TEAM_ID,
+    USER_ID,
+    PixopVideo,
+    Project,
+    detail_json,
+    fmt_time,
+    list_item,
+    pixop_id,
+    progress_json,
+    project_item,
+    project_json,
+    team_json,
+    user_json,
+)
+from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, serve_file
+from vidfs.emulator.vendor import VendorSite, group_by, or_default, page_slice, required, route
+
+__all__ = [
+    "DEFAULT_EMAIL",
+    "DEFAULT_PASSWORD",
+    "OTHER_TEAM_ID",
+    "TEAM_ID",
+    "USER_ID",
+    "PixopSite",
+    "pixop_id",
+]
 
 DEFAULT_EMAIL = "demo@example.com"
 DEFAULT_PASSWORD = "pixop-demo-password"
 DEFAULT_JWT_LIFETIME = 900
 DEFAULT_PAGE_SIZE = 2
 DEFAULT_MAX_PAGE_SIZE = 100
-
-_NS = uuid.UUID("6f1f3c1e-9b5a-4a53-8f7e-5c0d1f2e3a4b")
-_T0 = calendar.timegm((2021, 6, 1, 9, 0, 0, 0, 0, 0))
-_DAY = 86400
-
-_CONTENT_TYPES = {".mp4": "video/mp4", ".mov": "video/quicktime"}
-_CONTAINER_NAMES = {".mp4": "MPEG-4 Part 14 (MP4)", ".mov": "QuickTime File Format (MOV)"}
-
+SCALE_PROJECT_SIZE = 1000
 SAMPLES_USED = ("moov_end.mp4", "faststart.mp4", "big.mp4", "clip.mov")
-
-
-def pixop_id(kind: str, key: str) -> str:
-    """Deterministic id (UUID5) of a catalog object."""
-    return str(uuid.uuid5(_NS, f"pixop/{kind}/{key}"))
-
-
-USER_ID = pixop_id("user", "demo")
-TEAM_ID = pixop_id("team", "demo")
-OTHER_TEAM_ID = pixop_id("team", "other")
-
-
-def fmt_time(epoch: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
 def failure(status: int, exception: str, message: str) -> HttpError:
     return HttpError(status, message, body={"exception": exception, "errorMessage": message})
 
 
-@dataclass
-class Project:
-    id: str
-    name: str
-    team_id: str
-    created: int
-    updated: int
-
-
-@dataclass
-class PixopVideo:
-    id: str
-    project_id: str
-    name: str
-    file_name: str
-    kind: str  # original | processed
-    path: Path
-    created: int
-    updated: int
-    parent_id: str | None = None
-    upload_finished: bool = True
-    report_size: bool = True  # False: details give no upload.fileSize nor metadata size
-    processing_status: str = "DONE"  # processed videos only: DONE | IN_PROGRESS | FAILED | INITIAL
-    processing_progress: float = 100.0
-    preset: str = "hd_1080p"
-    description: str = ""
-
-    @property
-    def suffix(self) -> str:
-        return Path(self.file_name).suffix.lower() or self.path.suffix.lower()
-
-    @property
-    def content_type(self) -> str:
-        return _CONTENT_TYPES.get(self.suffix, "application/octet-stream")
-
-    @property
-    def downloadable(self) -> bool:
-        if not self.upload_finished:
-            return False
-        return self.kind == "original" or self.processing_status == "DONE"
-
-    @property
-    def status(self) -> str:
-        if not self.upload_finished:
-            return "IN_PROGRESS" if self.kind == "original" else self.processing_status
-        return "DONE" if self.kind == "original" else self.processing_status
-
-
-class PixopSite(Site):
+class PixopSite(VendorSite):
     """The Pixop emulator: one origin serving the accounts, videos and media services."""
 
-    def __init__(
-        self,
-        *,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        media_dir: Path | None = None,
-        jwt_lifetime: int = DEFAULT_JWT_LIFETIME,
-        page_size: int = DEFAULT_PAGE_SIZE,
-        catalog: str = "small",
-        videos_per_project: int = 50,
-        seed: int = 0,
-        verbose: bool = False,
-    ) -> None:
-        # media first: generating it can take a while and must not hold a bound port meanwhile
-        self.samples = {name: media.ensure_media(name, media_dir) for name in SAMPLES_USED}
-        for path in self.samples.values():  # warm the caches: details and catalog answer at once
-            media.sha256_of(path)
-            media.probe(path)
-        super().__init__("pixop", host=host, port=port, seed=seed, verbose=verbose)
-        self.media_dir = media_dir
+    NAME = "pixop"
+    SAMPLES = SAMPLES_USED
+    SETTINGS: ClassVar[Mapping[str, Knob]] = {
+        "jwt_lifetime": knob("jwt_lifetime", as_int),
+        "page_size": knob("page_size", positive),
+        "max_page_size": knob("max_page_size", at_least(1)),
+        "email": knob("email"),
+        "password": knob("password"),
+        "expire_all_tokens": trigger("mutate_expire_tokens"),
+    }
+
+    def build(self, options: EmulatorOptions) -> None:
         self.email = DEFAULT_EMAIL
         self.password = DEFAULT_PASSWORD
-        self.jwt_lifetime = int(jwt_lifetime)
-        self.page_size = int(page_size)
+        self.jwt_lifetime = or_default(options.jwt_lifetime, DEFAULT_JWT_LIFETIME)
+        self.page_size = or_default(options.page_size, DEFAULT_PAGE_SIZE)
         self.max_page_size = DEFAULT_MAX_PAGE_SIZE
-        self.token_generation = 0
-        self.tokens_issued = 0
-        self._secret = secrets.token_bytes(32)
-        self._lock = threading.RLock()
-        self._mutations = 0
-        self.projects: dict[str, Project] = {}
-        self.videos: dict[str, PixopVideo] = {}
-        try:
-            self._build_catalog(catalog, videos_per_project)
-        except BaseException:
-            self.close()
-            raise
-
-        a = self.add_route
-        a("GET", r"/accounts/v1/token", self.get_token)
-        a("POST", r"/accounts/v1/token", self.post_token)
-        a("GET", r"/accounts/v1/account", self.get_account)
-        a("GET", r"/videos/v1/projects", self.list_projects)
-        a("GET", r"/videos/v1/project/(?P<id>[^/]+)", self.get_project)
-        a("GET", r"/videos/v1/videos", self.list_videos)
-        a("GET", r"/videos/v1/video/(?P<id>[^/]+)", self.get_video)
-        a("GET", r"/videos/v1/check-process-video-progress/(?P<id>[^/]+)", self.process_progress)
-        a("GET", r"/videos/v1/check-ingest-video-progress/(?P<id>[^/]+)", self.ingest_progress)
-        a(("GET", "HEAD"), r"/media/v1/download/(?P<which>original|processed)/(?P<id>[^/]+)", self.download)
+        self.mint = jwt.Mint()
+        self.projects: dict[str, Project] = self.table()
+        self.videos: dict[str, PixopVideo] = self.table()
+        self._build_catalog(options.catalog, or_default(options.videos_per_project, 50))
 
     # ---- catalog ----------------------------------------------------------------------------------------
     def _add_project(self, name: str, day: int) -> Project:
-        t = _T0 + day * _DAY
+        t = T0 + day * DAY
         project = Project(pixop_id("project", name), name, TEAM_ID, t, t + 3600)
         self.projects[project.id] = project
         return project
 
-    def _add_video(self, project: Project, key: str, sample: str, minute: int, **kw: Any) -> PixopVideo:
+    def _add_video(self, project: Project, key: str, blob: Blob, minute: int, **kw: Any) -> PixopVideo:
         created = project.created + minute * 60
         name = kw.pop("name", None)
         file_name = kw.pop("file_name")
@@ -192,7 +125,7 @@ class PixopSite(Site):
             name=name if name is not None else file_name,
             file_name=file_name,
             kind=kw.pop("kind", "original"),
-            path=self.samples[sample],
+            blob=blob,
             created=created,
             updated=created + 600,
             **kw,
@@ -202,144 +135,129 @@ class PixopSite(Site):
         return video
 
     def _build_catalog(self, catalog: str, videos_per_project: int) -> None:
+        s = self.sample
         demo = self._add_project("Restoration demo", 0)
-        interview = self._add_video(demo, "interview", "moov_end.mp4", 10, file_name="interview.mp4")
+        interview = self._add_video(demo, "interview", s("moov_end.mp4"), 10, file_name="interview.mp4")
         self._add_video(
-            demo, "interview-hd", "faststart.mp4", 20, file_name="interview_pixop_hd_1080p.mp4",
+            demo, "interview-hd", s("faststart.mp4"), 20, file_name="interview_pixop_hd_1080p.mp4",
             kind="processed", parent_id=interview.id, preset="hd_1080p",
         )  # fmt: skip
         self._add_video(
-            demo, "interview-4k", "faststart.mp4", 30, file_name="interview_pixop_uhd_4k.mp4",
+            demo, "interview-4k", s("faststart.mp4"), 30, file_name="interview_pixop_uhd_4k.mp4",
             kind="processed", parent_id=interview.id, preset="uhd_4k",
             processing_status="IN_PROGRESS", processing_progress=42.5, upload_finished=False,
         )  # fmt: skip
-        self._add_video(demo, "big-reel", "big.mp4", 40, name="Big reel master", file_name="big_reel.mp4")
-        self._add_video(demo, "before-after", "faststart.mp4", 50, file_name="before/after.mp4")
-        self._add_video(demo, "aarhus", "moov_end.mp4", 60, file_name="Møde i Århus.mp4")
+        self._add_video(demo, "big-reel", s("big.mp4"), 40, name="Big reel master", file_name="big_reel.mp4")
+        self._add_video(demo, "before-after", s("faststart.mp4"), 50, file_name="before/after.mp4")
+        self._add_video(demo, "aarhus", s("moov_end.mp4"), 60, file_name="Møde i Århus.mp4")
 
         archive = self._add_project("Archive footage", 1)
-        self._add_video(archive, "archive-1987", "clip.mov", 10, file_name="archive_1987.mov")
-        self._add_video(archive, "reel-a", "moov_end.mp4", 20, file_name="reel.mp4")
-        self._add_video(archive, "reel-b", "faststart.mp4", 30, file_name="reel.mp4")
-        self._add_video(archive, "no-size", "faststart.mp4", 40, file_name="no_size.mp4", report_size=False)
+        self._add_video(archive, "archive-1987", s("clip.mov"), 10, file_name="archive_1987.mov")
+        self._add_video(archive, "reel-a", s("moov_end.mp4"), 20, file_name="reel.mp4")
+        self._add_video(archive, "reel-b", s("faststart.mp4"), 30, file_name="reel.mp4")
+        self._add_video(
+            archive, "no-size", s("faststart.mp4"), 40, file_name="no_size.mp4", report_size=False
+        )
 
         incoming = self._add_project("Incoming", 2)
         self._add_video(
-            incoming, "pending", "moov_end.mp4", 10, file_name="pending_upload.mp4", upload_finished=False
+            incoming, "pending", s("moov_end.mp4"), 10, file_name="pending_upload.mp4", upload_finished=False
         )
-        promo = self._add_video(incoming, "promo", "moov_end.mp4", 20, file_name="promo.mp4")
+        promo = self._add_video(incoming, "promo", s("moov_end.mp4"), 20, file_name="promo.mp4")
         self._add_video(
-            incoming, "promo-4k", "faststart.mp4", 30, file_name="promo_pixop_uhd_4k.mp4",
+            incoming, "promo-4k", s("faststart.mp4"), 30, file_name="promo_pixop_uhd_4k.mp4",
             kind="processed", parent_id=promo.id, preset="uhd_4k", processing_status="FAILED",
             processing_progress=13.0,
         )  # fmt: skip
 
         self._add_project("Empty project", 3)
-
         if catalog == "big":
-            cycle = ("moov_end.mp4", "faststart.mp4", "clip.mov")
-            for p in range(4):
-                project = self._add_project(f"Synthetic project {p + 1:02d}", 10 + p)
-                for i in range(videos_per_project):
-                    sample = cycle[(p + i) % len(cycle)]
-                    ext = Path(sample).suffix
-                    self._add_video(
-                        project, f"synthetic-{i}", sample, i, file_name=f"clip_{p + 1:02d}_{i:04d}{ext}"
-                    )
+            self._add_big(videos_per_project)
         elif catalog != "small":
             raise ValueError(f"unknown catalog {catalog!r} (small | big)")
 
-    def _video(self, video_id: str) -> PixopVideo:
-        with self._lock:
-            video = self.videos.get(video_id)
-            if video is None:
-                raise KeyError(video_id)
-            return replace(video)
+    def _add_big(self, videos_per_project: int) -> None:
+        cycle = ("moov_end.mp4", "faststart.mp4", "clip.mov")
+        for p in range(4):
+            project = self._add_project(f"Synthetic project {p + 1:02d}", 10 + p)
+            for i in range(videos_per_project):
+                sample = cycle[(p + i) % len(cycle)]
+                name = f"clip_{p + 1:02d}_{i:04d}{Path(sample).suffix}"
+                self._add_video(project, f"synthetic-{i}", self.sample(sample), i, file_name=name)
+
+    @staticmethod
+    def _scale_project(index: int) -> tuple[str, int]:
+        number = index // SCALE_PROJECT_SIZE
+        return f"Scale project {number + 1:03d}", 30 + number
+
+    def add_scaled(self, index: int) -> None:
+        name, day = self._scale_project(index)
+        project = self.projects.get(pixop_id("project", name)) or self._add_project(name, day)
+        blob = SyntheticBlob.of(f"pixop/scale/{index}")
+        minute = index % SCALE_PROJECT_SIZE
+        self._add_video(project, f"scale-{index}", blob, minute, file_name=f"clip_{index:06d}.mp4")
+
+    def remove_scaled(self, index: int) -> None:
+        name, _day = self._scale_project(index)
+        self.videos.pop(pixop_id("video", f"{name}/scale-{index}"), None)
+        if index % SCALE_PROJECT_SIZE == 0:
+            self.projects.pop(pixop_id("project", name), None)
 
     # ---- auth -------------------------------------------------------------------------------------------
     def issue_token(self, user_id: str = USER_ID, team_id: str = TEAM_ID) -> str:
-        now = int(time.time())
+        claims = {"iss": "pixop-emulator", "sub": user_id, "userId": user_id, "teamId": team_id}
         with self._lock:
-            self.tokens_issued += 1
-            jti = f"{self.tokens_issued}-{secrets.token_hex(4)}"
-            payload = {
-                "iss": "pixop-emulator",
-                "sub": user_id,
-                "userId": user_id,
-                "teamId": team_id,
-                "email": self.email,
-                "iat": now,
-                "nbf": now,
-                "exp": now + self.jwt_lifetime,
-                "jti": jti,
-                "gen": self.token_generation,
-            }
-        return jwt.encode(payload, self._secret)
+            claims["email"] = self.email
+            lifetime = self.jwt_lifetime
+        return self.mint.issue(claims, lifetime, not_before=True)
 
     def verify_token(self, token: str) -> dict[str, Any]:
         """Claims of a valid token, or the HttpError Pixop answers."""
-        invalid = failure(
-            401, "InvalidJWTTokenFoundException", "The JWT token supplied could not be interpreted"
-        )
-        payload = jwt.decode(token, self._secret)
+        payload = self.mint.read(token)
         if payload is None:
-            raise invalid
+            raise failure(
+                401, "InvalidJWTTokenFoundException", "The JWT token supplied could not be interpreted"
+            )
         if "exp" not in payload:
             raise failure(401, "EternalJWTTokenException", "The JWT token does not have a TTL")
         if payload.get("userId") != USER_ID or payload.get("teamId") not in (TEAM_ID, OTHER_TEAM_ID):
             raise failure(
                 401, "InconsistentJWTClaimsException", "The JWT claims are not suitable for this API"
             )
-        now = time.time()
-        if now < float(payload.get("nbf", 0)):
+        if time.time() < float(payload.get("nbf", 0)):
             raise failure(401, "PrematureJWTTokenException", "The JWT token is not valid yet")
-        with self._lock:
-            generation = self.token_generation
-        if now >= float(payload["exp"]) or payload.get("gen") != generation:
+        if not self.mint.current(payload):
             raise failure(401, "ExpiredJWTTokenException", "The JWT token has expired")
         return payload
 
     def require_jwt(self, req: Request) -> dict[str, Any]:
-        auth = req.headers.get("Authorization") or ""
-        scheme, _, token = auth.strip().partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = credentials.bearer_token(req)
+        if token is None:
             raise failure(
                 401, "NoJWTTokenFoundException", "No JWT token was found in the Authorization header"
             )
-        return self.verify_token(token.strip())
+        return self.verify_token(token)
 
-    def _basic_credentials(self, req: Request) -> tuple[str, str] | None:
-        auth = req.headers.get("Authorization") or ""
-        scheme, _, value = auth.strip().partition(" ")
-        if scheme.lower() != "basic":
-            return None
+    def _team_of_login(self, req: Request) -> str:
+        """The team a token request may have: Basic credentials, or a valid token being renewed."""
         try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+            creds = credentials.basic_credentials(req)
+        except credentials.Malformed:
             raise failure(401, "AuthException", "Malformed HTTP Basic credentials") from None
-        email, sep, password = decoded.partition(":")
-        if not sep:
-            raise failure(401, "AuthException", "Malformed HTTP Basic credentials")
-        return email, password
+        if creds is None:
+            if credentials.bearer_token(req) is not None:  # a valid token may be renewed
+                return str(self.require_jwt(req)["teamId"])
+            raise failure(401, "AuthException", "No credentials supplied: use HTTP Basic authentication")
+        with self._lock:
+            ok = credentials.same(creds[0], self.email) and credentials.same(creds[1], self.password)
+        if not ok:
+            raise failure(401, "AuthException", "Invalid email address or password")
+        return TEAM_ID
 
     # ---- accounts service -------------------------------------------------------------------------------
+    @route("GET", r"/accounts/v1/token")
     def get_token(self, req: Request) -> None:
-        creds = self._basic_credentials(req)
-        if creds is None:
-            auth = req.headers.get("Authorization") or ""
-            if auth.strip().lower().startswith("bearer "):  # a valid token may be renewed
-                claims = self.require_jwt(req)
-                team_id = claims["teamId"]
-            else:
-                raise failure(401, "AuthException", "No credentials supplied: use HTTP Basic authentication")
-        else:
-            with self._lock:
-                ok = hmac.compare_digest(creds[0].encode(), self.email.encode()) and hmac.compare_digest(
-                    creds[1].encode(), self.password.encode()
-                )
-            if not ok:
-                raise failure(401, "AuthException", "Invalid email address or password")
-            team_id = TEAM_ID
+        team_id = self._team_of_login(req)
         wanted = req.arg("team-id")
         if wanted:
             if wanted not in (TEAM_ID, OTHER_TEAM_ID):
@@ -349,41 +267,18 @@ class PixopSite(Site):
             200, {"userId": USER_ID, "teamId": team_id, "jwtToken": self.issue_token(USER_ID, team_id)}
         )
 
-    def _user(self, *, typo: bool = False) -> JSON:
-        created = fmt_time(_T0 - 30 * _DAY)
-        user: JSON = {
-            "id": USER_ID,
-            "name": "Demo User",
-            "email": self.email,
-            "emailConfirmed": True,
-            "authSignatureMethod": "HS256",
-            "authSignaturePublicKey": "",
-            "authSignaturePublicKeyId": "",
-            "banned": False,
-            "bannedReason": None,
-            "bannedDate": None,
-            "apiRequestSignatureSecret": "emulator-signature-secret",
-            "apiRequestSignatureSethod" if typo else "apiRequestSignatureMethod": "HmacSHA256",
-            "dateCreated": created,
-            "timeLastUpdated": created,
-        }
-        return user
-
-    @staticmethod
-    def _team(team_id: str) -> JSON:
-        created = fmt_time(_T0 - 30 * _DAY)
-        name = "Demo Team" if team_id == TEAM_ID else "Other Team"
-        return {"id": team_id, "name": name, "dateCreated": created, "timeLastUpdated": created}
-
+    @route("POST", r"/accounts/v1/token")
     def post_token(self, req: Request) -> None:
         claims = self.require_jwt(req)
         team = claims["teamId"]
-        others = [self._team(t) for t in (TEAM_ID, OTHER_TEAM_ID) if t != team]
-        req.send_json(200, {"user": self._user(typo=True), "team": self._team(team), "otherTeams": others})
+        others = [team_json(t) for t in (TEAM_ID, OTHER_TEAM_ID) if t != team]
+        user = user_json(self.email, typo=True)
+        req.send_json(200, {"user": user, "team": team_json(team), "otherTeams": others})
 
+    @route("GET", r"/accounts/v1/account")
     def get_account(self, req: Request) -> None:
         claims = self.require_jwt(req)
-        req.send_json(200, {"user": self._user(), "team": self._team(claims["teamId"])})
+        req.send_json(200, {"user": user_json(self.email), "team": team_json(claims["teamId"])})
 
     # ---- videos service ---------------------------------------------------------------------------------
     def _paging(self, req: Request) -> tuple[int, int]:
@@ -403,46 +298,15 @@ class PixopSite(Site):
             default_size, max_size = self.page_size, self.max_page_size
         return number("page", 1), min(number("page-size", default_size), max_size)
 
-    def _hal_page(
-        self, path: str, filters: list[tuple[str, str]], key: str, items: list[JSON], req: Request
-    ) -> JSON:
-        page, size = self._paging(req)
-        total = len(items)
-        last = max(1, -(-total // size))
-
-        def href(n: int) -> JSON:
-            return {"href": f"{self.url}{path}?{urlencode([*filters, ('page', n), ('page-size', size)])}"}
-
-        links: JSON = {"self": href(page)}
-        if page < last:
-            links["next"] = href(page + 1)
-        if page > 1:
-            links["previous"] = href(min(page - 1, last))
-        links["first"] = href(1)
-        links["last"] = href(last)
-        chunk = items[(page - 1) * size : page * size]
-        return {
-            "pageSize": size,
-            "page": page,
-            "_links": links,
-            "_embedded": {key: chunk, "totalFound": total},
-        }
-
+    @route("GET", r"/videos/v1/projects")
     def list_projects(self, req: Request) -> None:
         claims = self.require_jwt(req)
+        page, size = self._paging(req)
         with self._lock:
             projects = [p for p in self.projects.values() if p.team_id == claims["teamId"]]
-            items = [
-                {
-                    "_links": {"self": {"href": f"{self.url}/videos/v1/project/{p.id}"}},
-                    "id": p.id,
-                    "name": p.name,
-                    "dateCreated": fmt_time(p.created),
-                    "timeLastUpdated": fmt_time(p.updated),
-                }
-                for p in projects
-            ]
-        req.send_json(200, self._hal_page("/videos/v1/projects", [], "projects", items, req))
+            items = [project_item(self.url, p) for p in page_slice(projects, page, size)]
+        base = f"{self.url}/videos/v1/projects"
+        req.send_json(200, hal_page(base, [], "projects", items, len(projects), page, size))
 
     def _project_for(self, project_id: str, claims: Mapping[str, Any]) -> Project:
         with self._lock:
@@ -451,17 +315,10 @@ class PixopSite(Site):
             raise failure(404, "ProjectNotFoundException", f"Project {project_id} not found")
         return project
 
+    @route("GET", r"/videos/v1/project/(?P<id>[^/]+)")
     def get_project(self, req: Request) -> None:
         claims = self.require_jwt(req)
-        p = self._project_for(req.params["id"], claims)
-        project = {
-            "id": p.id,
-            "name": p.name,
-            "teamId": p.team_id,
-            "dateCreated": fmt_time(p.created),
-            "timeLastUpdated": fmt_time(p.updated),
-        }
-        req.send_json(200, {"project": project})
+        req.send_json(200, project_json(self._project_for(req.params["id"], claims)))
 
     def _video_for(self, video_id: str, claims: Mapping[str, Any]) -> PixopVideo:
         with self._lock:
@@ -472,200 +329,61 @@ class PixopSite(Site):
             raise failure(404, "VideoNotFoundException", f"Video {video_id} not found")
         return video
 
+    def _listed(self, team_id: str, project_id: str | None, parent_id: str | None) -> list[PixopVideo]:
+        """The videos a list call selects, in catalog order (prepared once per catalog change)."""
+
+        def select() -> list[PixopVideo]:
+            candidates: Iterable[PixopVideo] = self.videos.values()
+            if project_id is not None:
+                by_project = self.prepared("by-project", lambda: group_by(self.videos.values(), _project_of))
+                candidates = by_project.get(project_id, [])
+            return [
+                v
+                for v in candidates
+                if self._team_has(team_id, v.project_id) and (parent_id is None or v.parent_id == parent_id)
+            ]
+
+        return self.prepared(("videos", team_id, project_id, parent_id), select)
+
+    def _team_has(self, team_id: str, project_id: str) -> bool:
+        project = self.projects.get(project_id)
+        return project is not None and project.team_id == team_id
+
+    @route("GET", r"/videos/v1/videos")
     def list_videos(self, req: Request) -> None:
         claims = self.require_jwt(req)
         project_id = req.arg("project-id") or None
         parent_id = req.arg("parent-id") or None
-        filters: list[tuple[str, str]] = []
-        if project_id:
-            filters.append(("project-id", project_id))
-        if parent_id:
-            filters.append(("parent-id", parent_id))
+        filters = [(k, v) for k, v in (("project-id", project_id), ("parent-id", parent_id)) if v]
+        page, size = self._paging(req)
         with self._lock:
-            team_projects = {p.id for p in self.projects.values() if p.team_id == claims["teamId"]}
-            selected = [
-                v
-                for v in self.videos.values()
-                if v.project_id in team_projects
-                and (project_id is None or v.project_id == project_id)
-                and (parent_id is None or v.parent_id == parent_id)
-            ]
-            items = []
-            for v in selected:
-                item: JSON = {"_links": {"self": {"href": f"{self.url}/videos/v1/video/{v.id}"}}, "id": v.id}
-                if v.parent_id:
-                    item["parentId"] = v.parent_id
-                item.update(
-                    {
-                        "projectId": v.project_id,
-                        "name": v.name,
-                        "filename": v.file_name,
-                        "dateCreated": fmt_time(v.created),
-                        "timeLastUpdated": fmt_time(v.updated),
-                    }
-                )
-                items.append(item)
-        req.send_json(200, self._hal_page("/videos/v1/videos", filters, "videos", items, req))
+            selected = self._listed(claims["teamId"], project_id, parent_id)
+            items = [list_item(self.url, v) for v in page_slice(selected, page, size)]
+        base = f"{self.url}/videos/v1/videos"
+        req.send_json(200, hal_page(base, filters, "videos", items, len(selected), page, size))
 
-    @staticmethod
-    def _metadata(v: PixopVideo) -> JSON:
-        info = media.probe(v.path)
-        fmt = info.get("format", {})
-        vs: dict[str, Any] = next((s for s in info.get("streams", []) if s.get("codec_type") == "video"), {})
-        num, _, den = str(vs.get("avg_frame_rate", "0/1")).partition("/")
-        fps = round(float(num) / float(den or 1), 3) if float(den or 1) else 0.0
-        duration = float(fmt.get("duration", vs.get("duration", 0)) or 0)
-        stream_seconds = float(vs.get("duration", duration) or duration)
-        meta: JSON = {
-            "containerName": fmt.get("format_name"),
-            "longContainerName": fmt.get("format_long_name"),
-            "codecName": vs.get("codec_name"),
-            "longCodecName": vs.get("codec_long_name"),
-            "pixelFormat": {"name": vs.get("pix_fmt"), "chromaSubsampling": {"yuv": "4:2:0", "bits": 8}},
-            "frameWidth": vs.get("width"),
-            "frameHeight": vs.get("height"),
-            "scanning": {
-                "metadata": {"scanningType": "progressive", "interlacedFieldOrder": None},
-                "heuristics": {"scanningType": "progressive", "interlacedFieldOrder": None},
-            },
-            "averageFramerate": fps,
-            "durationInMillis": round(duration * 1000),
-            "totalFrames": int(vs.get("nb_frames") or round(duration * fps)),
-        }
-        if v.report_size:
-            meta["size"] = v.path.stat().st_size
-            meta["videoStreamSize"] = int(float(vs.get("bit_rate") or 0) * stream_seconds / 8)
-        return meta
-
-    def _detail(self, v: PixopVideo) -> JSON:
-        updated = fmt_time(v.updated)
-        upload: JSON = {
-            "uploadState": {
-                "updatedAt": updated,
-                "uploadStatus": "DONE" if v.upload_finished else "IN_PROGRESS",
-            },
-            "hasFinishedUploading": v.upload_finished,
-            "fileName": v.file_name,
-        }
-        if v.upload_finished and v.report_size:
-            upload["fileSize"] = v.path.stat().st_size
-        upload["fileType"] = v.content_type
-        upload["fileContainerName"] = _CONTAINER_NAMES.get(v.suffix, "unknown")
-        ingestion: JSON
-        if v.upload_finished:
-            meta = self._metadata(v)
-            ingestion = {
-                "ingestionState": {
-                    "updatedAt": updated,
-                    "ingestionStatus": "DONE",
-                    "videoMetadataAvailable": True,
-                    "videoMetadataCommitted": True,
-                    "processingProgressPercent": 100.0,
-                },
-                "metadata": meta,
-                "qualityAssessment": {
-                    "metrics": [
-                        {
-                            "name": "sharpness",
-                            "sampleMean": 0.61,
-                            "subjectiveLabel": "good",
-                            "subjectiveScore": 3.9,
-                        },
-                        {
-                            "name": "noise",
-                            "sampleMean": 0.12,
-                            "subjectiveLabel": "excellent",
-                            "subjectiveScore": 4.6,
-                        },
-                    ],
-                    "overallSubjectiveScore": 4.25,
-                },
-            }
-        else:
-            ingestion = {
-                "ingestionState": {
-                    "updatedAt": updated,
-                    "ingestionStatus": "INITIAL",
-                    "videoMetadataAvailable": False,
-                    "videoMetadataCommitted": False,
-                    "processingProgressPercent": 0.0,
-                }
-            }
-        video: JSON = {
-            "id": v.id,
-            "name": v.name,
-            "description": v.description,
-            "projectId": v.project_id,
-            "userId": USER_ID,
-            "teamId": TEAM_ID,
-        }
-        if v.parent_id:
-            video["parentId"] = v.parent_id
-        video["upload"] = upload
-        video["ingestion"] = ingestion
-        if v.kind == "processed":
-            width, height = {"hd_1080p": (1920, 1080), "uhd_4k": (3840, 2160)}.get(v.preset, (1920, 1080))
-            video["processing"] = {
-                "processingState": {
-                    "updatedAt": updated,
-                    "processingStatus": v.processing_status,
-                    "processingProgressPercent": v.processing_progress,
-                },
-                "processingParameters": {
-                    "sourceVideo": {"startPositionMilliseconds": 0},
-                    "targetVideo": {
-                        "preset": {"name": v.preset},
-                        "container": {"name": v.suffix.lstrip(".") or "mp4", "properties": {}},
-                        "codec": {"name": "h264", "properties": {"profile": "high"}},
-                        "pixelFormat": {"name": "yuv420p", "chromaSubsampling": {"yuv": "4:2:0", "bits": 8}},
-                        "bitrate": 12_000_000,
-                        "frameWidth": width,
-                        "frameHeight": height,
-                        "videoFilters": [
-                            {"name": "pabsr1", "properties": {"clarityBoost": "low"}},
-                            {"name": "denoise", "properties": {}},
-                        ],
-                    },
-                },
-            }
-        video["attributes"] = {}
-        video["dateCreated"] = fmt_time(v.created)
-        video["timeLastUpdated"] = updated
-        return {"video": video}
-
+    @route("GET", r"/videos/v1/video/(?P<id>[^/]+)")
     def get_video(self, req: Request) -> None:
         claims = self.require_jwt(req)
-        req.send_json(200, self._detail(self._video_for(req.params["id"], claims)))
+        req.send_json(200, detail_json(self._video_for(req.params["id"], claims)))
 
+    @route("GET", r"/videos/v1/check-process-video-progress/(?P<id>[^/]+)")
     def process_progress(self, req: Request) -> None:
         claims = self.require_jwt(req)
-        v = self._video_for(req.params["id"], claims)
-        status, pct = (
-            (v.processing_status, v.processing_progress) if v.kind == "processed" else ("DONE", 100.0)
-        )
-        state = {
-            "updatedAt": fmt_time(v.updated),
-            "processingStatus": status,
-            "processingProgressPercent": pct,
-        }
-        req.send_json(200, {"videoId": v.id, "projectId": v.project_id, "processingState": state})
+        req.send_json(200, progress_json(self._video_for(req.params["id"], claims), "processing"))
 
+    @route("GET", r"/videos/v1/check-ingest-video-progress/(?P<id>[^/]+)")
     def ingest_progress(self, req: Request) -> None:
         claims = self.require_jwt(req)
-        v = self._video_for(req.params["id"], claims)
-        state = {
-            "updatedAt": fmt_time(v.updated),
-            "ingestionStatus": "DONE" if v.upload_finished else "INITIAL",
-            "videoMetadataAvailable": v.upload_finished,
-        }
-        req.send_json(200, {"videoId": v.id, "projectId": v.project_id, "ingestionState": state})
+        req.send_json(200, progress_json(self._video_for(req.params["id"], claims), "ingestion"))
 
     # ---- media service ----------------------------------------------------------------------------------
     @staticmethod
     def etag_of(v: PixopVideo) -> str:
         """The ETag header value: a hash of the stored media (first 32 hex digits of its SHA-256), quoted."""
-        return f'"{media.sha256_of(v.path)[:32]}"'
+        return etag_of(v.blob)
 
+    @route(("GET", "HEAD"), r"/media/v1/download/(?P<which>original|processed)/(?P<id>[^/]+)")
     def download(self, req: Request) -> None:
         claims = self.require_jwt(req)
         which, video_id = req.params["which"], req.params["id"]
@@ -677,7 +395,7 @@ class PixopSite(Site):
             raise failure(404, "MediaNotFoundException", f"No {which} media for video {video_id}")
         serve_file(
             req,
-            v.path,
+            v.blob,
             etag=self.etag_of(v),
             content_type=v.content_type,
             filename_for_disposition=v.file_name,
@@ -690,11 +408,12 @@ class PixopSite(Site):
         return {"exception": names.get(status, "ServiceException"), "errorMessage": message}
 
     def config(self) -> JSON:
-        with self._lock:
-            return {"type": "pixop", "base_url": self.url, "email": self.email, "password": self.password}
+        return {"type": "pixop", "base_url": self.url, **self.values("email", "password")}
 
-    def _catalog_entry(self, v: PixopVideo) -> JSON:
-        sha = media.sha256_of(v.path)
+    def status(self) -> JSON:
+        return {"token_generation": self.mint.generation, "tokens_issued": self.mint.issued}
+
+    def _catalog_entry(self, v: PixopVideo, compact: bool = False) -> JSON:
         return {
             "id": v.id,
             "projectId": v.project_id,
@@ -702,18 +421,15 @@ class PixopSite(Site):
             "name": v.name,
             "fileName": v.file_name,
             "visible": v.downloadable,
-            "size": v.path.stat().st_size,
-            "sha256": sha,
+            **facts(v.blob, compact=compact),
             "mtime_epoch": v.updated,
-            "etag": f'"{sha[:32]}"',
-            "path_on_disk": str(v.path),
             "kind": v.kind,
             "status": v.status,
             "content_type": v.content_type,
             "reports_size": v.report_size and v.upload_finished,
         }
 
-    def catalog(self) -> JSON:
+    def catalog_json(self, compact: bool) -> JSON:
         with self._lock:
             projects = list(self.projects.values())
             videos = [replace(v) for v in self.videos.values()]
@@ -723,104 +439,59 @@ class PixopSite(Site):
                 {"id": p.id, "name": p.name, "timeLastUpdated": fmt_time(p.updated), "mtime_epoch": p.updated}
                 for p in projects
             ],
-            "videos": [self._catalog_entry(v) for v in videos],
+            "videos": [self._catalog_entry(v, compact) for v in videos],
         }
 
-    def settings(self) -> JSON:
-        with self._lock:
-            return {
-                "jwt_lifetime": self.jwt_lifetime,
-                "page_size": self.page_size,
-                "max_page_size": self.max_page_size,
-                "email": self.email,
-                "password": self.password,
-                "expire_all_tokens": False,
-                "token_generation": self.token_generation,
-                "tokens_issued": self.tokens_issued,
-            }
+    # ---- mutations --------------------------------------------------------------------------------------
+    def mutate_expire_tokens(self, change: Mapping[str, Any] | None = None) -> JSON:
+        self.mint.expire_all()
+        return {"token_generation": self.mint.generation}
 
-    def update_settings(self, changes: Mapping[str, Any]) -> JSON:
-        known = {"jwt_lifetime", "page_size", "max_page_size", "email", "password", "expire_all_tokens"}
-        unknown = set(changes) - known
-        if unknown:
-            raise ValueError(
-                f"unknown settings: {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}"
-            )
+    def mutate_change_content(self, change: Mapping[str, Any]) -> JSON:
+        video_id = required(change, "video_id", _text)
+        current = self.copy(self.videos, video_id)
+        blob = self.changed_blob(current.blob, video_id, int(change.get("extra_bytes", 0)))
         with self._lock:
-            if "jwt_lifetime" in changes:
-                self.jwt_lifetime = int(changes["jwt_lifetime"])
-            if "page_size" in changes:
-                if int(changes["page_size"]) < 1:
-                    raise ValueError("page_size must be >= 1")
-                self.page_size = int(changes["page_size"])
-            if "max_page_size" in changes:
-                self.max_page_size = max(1, int(changes["max_page_size"]))
-            if "email" in changes:
-                self.email = str(changes["email"])
-            if "password" in changes:
-                self.password = str(changes["password"])
-            if changes.get("expire_all_tokens"):
-                self.token_generation += 1
-        return self.settings()
+            v = self.videos[video_id]
+            v.blob = blob
+            self._touch(v)
+            return self._catalog_entry(replace(v))
 
-    def mutate(self, change: Mapping[str, Any]) -> JSON:
-        action = change.get("action")
-        if action == "expire_tokens":
-            with self._lock:
-                self.token_generation += 1
-                return {"token_generation": self.token_generation}
-        raw_id = change.get("video_id")
-        if action in ("change_content", "delete", "rename", "set_status") and not isinstance(raw_id, str):
-            raise ValueError(f"{action} needs a video_id")
-        video_id = str(raw_id)
-        if action == "change_content":
-            extra = int(change.get("extra_bytes", 0))
-            current = self._video(video_id)
-            with self._lock:
-                self._mutations += 1
-                tag = f"{video_id}:{self._mutations}"
-            new_path = media.variant(current.path, tag, out_dir=self.work_dir, extra_bytes=extra)
-            media.sha256_of(new_path)
-            with self._lock:
-                v = self.videos[video_id]
-                v.path = new_path
-                self._touch(v)
-                return self._catalog_entry(replace(v))
-        if action == "delete":
-            with self._lock:
-                if video_id not in self.videos:
-                    raise KeyError(video_id)
-                doomed = [video_id] + [v.id for v in self.videos.values() if v.parent_id == video_id]
-                for vid in doomed:
-                    gone = self.videos.pop(vid)
-                    project = self.projects.get(gone.project_id)
-                    if project is not None:
-                        project.updated = max(project.updated + 1, int(time.time()))
-                return {"deletedVideos": [{"videoId": vid} for vid in doomed]}
-        if action == "rename":
-            with self._lock:
-                v = self.videos[video_id]
-                if "name" in change:
-                    v.name = str(change["name"])
-                if "file_name" in change:
-                    v.file_name = str(change["file_name"])
-                self._touch(v)
-                return self._catalog_entry(replace(v))
-        if action == "set_status":
-            status = str(change.get("status", "DONE"))
-            with self._lock:
-                v = self.videos[video_id]
-                if v.kind == "processed":
-                    v.processing_status = status
-                    v.processing_progress = 100.0 if status == "DONE" else v.processing_progress
-                    v.upload_finished = status == "DONE"
-                else:
-                    v.upload_finished = status == "DONE"
-                self._touch(v)
-                return self._catalog_entry(replace(v))
-        raise ValueError(
-            f"unknown action {action!r}; known: change_content, delete, rename, set_status, expire_tokens"
-        )
+    def mutate_delete(self, change: Mapping[str, Any]) -> JSON:
+        video_id = required(change, "video_id", _text)
+        with self._lock:
+            if video_id not in self.videos:
+                raise KeyError(video_id)
+            doomed = [video_id] + [v.id for v in self.videos.values() if v.parent_id == video_id]
+            for vid in doomed:
+                gone = self.videos.pop(vid)
+                project = self.projects.get(gone.project_id)
+                if project is not None:
+                    project.updated = max(project.updated + 1, int(time.time()))
+            return {"deletedVideos": [{"videoId": vid} for vid in doomed]}
+
+    def mutate_rename(self, change: Mapping[str, Any]) -> JSON:
+        video_id = required(change, "video_id", _text)
+        with self._lock:
+            v = self.videos[video_id]
+            if "name" in change:
+                v.name = str(change["name"])
+            if "file_name" in change:
+                v.file_name = str(change["file_name"])
+            self._touch(v)
+            return self._catalog_entry(replace(v))
+
+    def mutate_set_status(self, change: Mapping[str, Any]) -> JSON:
+        video_id = required(change, "video_id", _text)
+        status = str(change.get("status", "DONE"))
+        with self._lock:
+            v = self.videos[video_id]
+            if v.kind == "processed":
+                v.processing_status = status
+                v.processing_progress = 100.0 if status == "DONE" else v.processing_progress
+            v.upload_finished = status == "DONE"
+            self._touch(v)
+            return self._catalog_entry(replace(v))
 
     def _touch(self, v: PixopVideo) -> None:
         """Mark a video (and its project) updated now, strictly later than before (caller holds the lock)."""
@@ -830,16 +501,44 @@ class PixopSite(Site):
             project.updated = max(project.updated, v.updated)
 
 
+def _project_of(video: PixopVideo) -> str:
+    return video.project_id
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError
+    return value
+
+
 def create_site(options: EmulatorOptions) -> PixopSite:
-    """The registry entry point."""
-    return PixopSite(
-        host=options.host,
-        port=options.port,
-        media_dir=options.media_dir,
-        jwt_lifetime=options.jwt_lifetime if options.jwt_lifetime is not None else DEFAULT_JWT_LIFETIME,
-        page_size=options.page_size if options.page_size is not None else DEFAULT_PAGE_SIZE,
-        catalog=options.catalog,
-        videos_per_project=options.videos_per_project if options.videos_per_project is not None else 50,
-        seed=options.seed,
-        verbose=options.verbose,
-    )
+    return PixopSite(options)
+
+
+def expected_layout(catalog: JSON) -> dict[str, Expect]:
+    """project / file: processed videos get ``.processed`` before their extension, as vidfs names them."""
+    projects = catalog["projects"]
+    project_names = name_entries([(p["id"], p["name"], True, None) for p in projects])
+    by_project = group_by((v for v in catalog["videos"] if v["visible"]), lambda v: v["projectId"])
+    out: dict[str, Expect] = {}
+    for project, project_dir in zip(projects, project_names, strict=True):
+        videos = by_project.get(project["id"], [])
+        raw: list[tuple[str, str, bool, str | None]] = []
+        for video in videos:
+            name = video["fileName"] or video["name"]
+            if video.get("parentId"):
+                stem, ext = posixpath.splitext(name)
+                name = f"{stem}.processed{ext}"
+            raw.append((video["id"], name, False, None))
+        for video, file_name in zip(videos, name_entries(raw), strict=True):
+            out[f"{project_dir}/{file_name}"] = expect(video, video["mtime_epoch"], video["id"])
+    return out
+
+
+CONTRACT = Contract(
+    expected=expected_layout,
+    short_lived_args=("--jwt-lifetime", "2"),
+    login_path=r"^/accounts/v1/token",
+    storage_path=r"^/media/v1/download/",
+    mutation=lambda action, remote_id: {"action": action, "video_id": remote_id},
+)

@@ -1,0 +1,368 @@
+"""One HTTP request as an emulated vendor sees it: the stdlib handler plus the helpers handlers use.
+
+`Request` parses the target (``path_only``, ``query``), logs the request from its start in the site's
+`RequestLog` (status and bytes kept current, so a client that has its answer always finds its request
+there), dispatches to the site's control API or route table, and turns an `HttpError` into the vendor's
+error body. Handlers answer through `send_json`, `send_bytes`, `start_response` + `write`, or, for media,
+`vidfs.emulator.serving.serve_file`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from typing import IO, TYPE_CHECKING, Any, ClassVar
+from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    from vidfs.emulator.server import Site
+
+JSON = dict[str, Any]
+Handler = Callable[["Request"], None]
+
+_CHUNK = 1 << 20  # fallback copy size
+_SENDFILE_MAX = 8 << 20  # per os.sendfile call
+_MAX_DRAIN = 64 << 20  # unread request bodies larger than this close the connection instead
+
+
+class HttpError(Exception):
+    """Raise in a handler to answer `status` with `body`, or else with `Site.error_body(status, message)`."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str = "",
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message or str(status))
+        self.status = status
+        self.message = message
+        self.body = body
+        self.headers = dict(headers or {})
+
+
+class RequestLog:
+    """Thread-safe list of answered requests (dicts). Bounded: the oldest entries drop first."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._lock = threading.Lock()
+        self._entries: list[JSON] = []
+        self._seq = 0
+        self._limit = limit
+
+    def append(self, entry: JSON) -> None:
+        with self._lock:
+            self._seq += 1
+            entry["seq"] = self._seq
+            self._entries.append(entry)
+            if len(self._entries) > self._limit:
+                del self._entries[: len(self._entries) - self._limit]
+
+    def entries(self, *, method: str | None = None, path: str | None = None) -> list[JSON]:
+        """Copies of the entries, optionally only one method and/or paths where regex `path` is found."""
+        pattern = re.compile(path) if path else None
+        with self._lock:
+            items = list(self._entries)
+        return [
+            dict(e)
+            for e in items
+            if (method is None or e["method"] == method.upper())
+            and (pattern is None or pattern.search(e["path"]))
+        ]
+
+    def count(self, *, method: str | None = None, path: str | None = None) -> int:
+        return len(self.entries(method=method, path=path))
+
+    def clear(self) -> int:
+        with self._lock:
+            n = len(self._entries)
+            self._entries.clear()
+            return n
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: frozenset[str]
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+class Request(BaseHTTPRequestHandler):
+    """One HTTP request being answered (the stdlib handler, plus helpers). A per-site subclass sets `site`.
+
+    Attributes for handlers: ``command`` (method), ``path`` (raw target, with query), ``path_only``,
+    ``query`` (``{name: [values]}``), ``params`` (route groups), ``headers``, ``site``.
+    """
+
+    protocol_version = "HTTP/1.1"
+    server_version = "vidfs-emulator"
+    sys_version = ""
+    site: ClassVar[Site]
+    _entry: JSON | None = None  # this request's log entry (see _dispatch)
+
+    # per-request state (reset in _dispatch)
+    path_only: str = "/"
+    query: dict[str, list[str]]
+    params: dict[str, str]
+    faults_fired: list[str]
+    _status: int = 0
+    _bytes: int = 0
+    _headers_sent: bool = False
+    _body: bytes | None = None
+    _aborted: bool = False
+
+    # ---- stdlib plumbing -------------------------------------------------------------------------------
+    def version_string(self) -> str:
+        return self.server_version
+
+    def setup(self) -> None:
+        super().setup()
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.site.verbose:
+            sys.stderr.write(f"[{self.site.name}] {self.address_string()} {format % args}\n")
+
+    def send_response(self, code: int, message: str | None = None) -> None:
+        self._status = code
+        if self._entry is not None:
+            self._entry["status"] = code  # visible in the log before the client has the answer
+        super().send_response(code, message)
+
+    def end_headers(self) -> None:
+        super().end_headers()
+        self._headers_sent = True
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET
+
+    # ---- helpers for handlers --------------------------------------------------------------------------
+    def arg(self, name: str, default: str | None = None) -> str | None:
+        """First value of query parameter `name`."""
+        values = self.query.get(name)
+        return values[0] if values else default
+
+    def body(self) -> bytes:
+        """The request body (read once; Content-Length bodies only)."""
+        if self._body is None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self._body = self.rfile.read(length) if length > 0 else b""
+        return self._body
+
+    def json(self) -> Any:
+        """The request body parsed as JSON (empty body → {}); malformed → HttpError 400."""
+        raw = self.body()
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise HttpError(400, f"malformed JSON body: {exc}") from None
+
+    def start_response(
+        self, status: int, headers: Iterable[tuple[str, str]] | Mapping[str, str] = ()
+    ) -> None:
+        """Send the status line and headers (include Content-Length yourself)."""
+        self.send_response(status)
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in items:
+            self.send_header(name, value)
+        self.end_headers()
+
+    def send_bytes(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str = "application/octet-stream",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """A whole response with a small in-memory body (no body sent for HEAD, 204, 304)."""
+        hdrs: list[tuple[str, str]] = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+        hdrs += list((headers or {}).items())
+        self.start_response(status, hdrs)
+        if self.command != "HEAD" and status not in (204, 304):
+            self.write(body)
+
+    def send_json(self, status: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
+        """A JSON response (``Content-Type: application/json``)."""
+        body = json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        self.send_bytes(status, body, "application/json", headers)
+
+    def send_text(self, status: int, text: str, headers: Mapping[str, str] | None = None) -> None:
+        self.send_bytes(status, text.encode("utf-8"), "text/plain; charset=utf-8", headers)
+
+    def write(self, data: bytes) -> None:
+        """Write body bytes (counted in the request log)."""
+        self._count(len(data))  # before the write: the log never trails what the client has
+        self.wfile.write(data)
+
+    def _count(self, sent: int) -> None:
+        self._bytes += sent
+        if self._entry is not None:
+            self._entry["bytes_sent"] = self._bytes
+
+    def send_file_range(self, fh: IO[bytes], offset: int, length: int) -> int:
+        """Send `length` bytes of `fh` from `offset`: os.sendfile on the socket, else 1 MiB chunks.
+
+        Returns the bytes sent; fewer than asked (the file shrank) closes the connection afterwards.
+        """
+        sent = 0
+        out_fd = self.connection.fileno()
+        in_fd = fh.fileno()
+        use_sendfile = hasattr(os, "sendfile")
+        while sent < length:
+            if use_sendfile:
+                try:
+                    n = os.sendfile(out_fd, in_fd, offset + sent, min(length - sent, _SENDFILE_MAX))
+                except OSError as exc:
+                    if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP):
+                        use_sendfile = False
+                        continue
+                    raise
+            else:
+                fh.seek(offset + sent)
+                chunk = fh.read(min(_CHUNK, length - sent))
+                if chunk:
+                    self.wfile.write(chunk)
+                n = len(chunk)
+            if n == 0:
+                break
+            sent += n
+            self._count(n)
+        if sent < length:
+            self.close_connection = True
+        return sent
+
+    def abort_connection(self) -> None:
+        """Abort the TCP connection now with an RST (SO_LINGER 0), whatever was sent so far."""
+        sock = self.connection
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        self.close_connection = True
+        self._aborted = True
+        try:
+            self.rfile.close()  # drop the makefile reference so close() really closes the fd
+        finally:
+            sock.close()
+
+    # ---- dispatch ---------------------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        started = time.time()
+        t0 = time.monotonic()
+        self._status = 0
+        self._bytes = 0
+        self._headers_sent = False
+        self._body = None
+        self._aborted = False
+        self.faults_fired = []
+        self.params = {}
+        split = urlsplit(self.path)
+        self.path_only = split.path or "/"
+        self.query = parse_qs(split.query, keep_blank_values=True)
+        control = self.path_only == "/_emulator" or self.path_only.startswith("/_emulator/")
+        error: str | None = None
+        # The log entry exists from the request's start (completed below): a client that got its answer
+        # always finds its request in the log, with its status.
+        self._entry = None
+        if not control:
+            self._entry = {
+                "time": started,
+                "duration": None,
+                "method": self.command,
+                "path": self.path,
+                "headers": _header_dict(self.headers),
+                "status": None,
+                "bytes_sent": 0,
+                "faults": [],
+                "error": None,
+                "client_port": self.client_address[1] if self.client_address else None,
+            }
+            self.site.log.append(self._entry)
+        try:
+            if control:
+                self.site._control(self)
+            else:
+                self.site._handle(self)
+        except HttpError as exc:
+            self._answer_error(exc)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+            error = type(exc).__name__
+            self.close_connection = True
+        except Exception as exc:  # a bug in an emulator: answer 500 and say it on stderr
+            error = f"{type(exc).__name__}: {exc}"
+            traceback.print_exc(file=sys.stderr)
+            if not self._headers_sent:
+                try:
+                    self.send_json(500, self.site.error_body(500, error))
+                except OSError:
+                    self.close_connection = True
+            else:
+                self.close_connection = True
+        finally:
+            if not self._aborted:
+                self._drain_body()
+            if self._entry is not None:
+                self._entry.update(
+                    duration=round(time.monotonic() - t0, 6),
+                    status=self._status,
+                    bytes_sent=self._bytes,
+                    faults=list(self.faults_fired),
+                    error=error,
+                )
+
+    def _answer_error(self, exc: HttpError) -> None:
+        if self._headers_sent:
+            self.close_connection = True
+            return
+        body = exc.body if exc.body is not None else self.site.error_body(exc.status, exc.message)
+        if isinstance(body, (bytes, str)):
+            raw = body.encode() if isinstance(body, str) else body
+            self.send_bytes(exc.status, raw, "text/plain; charset=utf-8", exc.headers)
+        else:
+            self.send_json(exc.status, body, exc.headers)
+
+    def _drain_body(self) -> None:
+        if self._body is not None or self.close_connection:
+            return
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = 0
+        if length > _MAX_DRAIN:
+            self.close_connection = True
+        elif length > 0:
+            try:
+                self.rfile.read(length)
+            except OSError:
+                self.close_connection = True
+
+
+def _header_dict(headers: Any) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in headers.items():
+        key = name.lower()
+        out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
