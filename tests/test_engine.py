@@ -30,7 +30,7 @@ MiB = 1024 * KiB
 
 # ------------------------------------------------------------------------------------------ prefetch
 def test_window_grows_while_sequential_and_resets_on_seek() -> None:
-    p = Readahead(block_size=64 * KiB, max_window=1 * MiB)
+    p = Readahead(block_size=64 * KiB, max_window=1 * MiB, quiet_bytes=0)
     size = 100 * MiB
     assert p.on_read(0, 128 * KiB, size) is None  # a new cursor prefetches nothing yet
     windows = []
@@ -46,7 +46,7 @@ def test_window_grows_while_sequential_and_resets_on_seek() -> None:
 
 
 def test_independent_cursors_do_not_reset_each_other() -> None:
-    p = Readahead(block_size=64 * KiB, max_window=4 * MiB, max_cursors=4)
+    p = Readahead(block_size=64 * KiB, max_window=4 * MiB, max_cursors=4, quiet_bytes=0)
     size = 1000 * MiB
     starts = [0, 300 * MiB, 600 * MiB, 900 * MiB]
     positions = list(starts)
@@ -63,7 +63,7 @@ def test_independent_cursors_do_not_reset_each_other() -> None:
 
 
 def test_prefetch_range_is_issued_in_large_steps() -> None:
-    p = Readahead(block_size=64 * KiB, max_window=8 * MiB)
+    p = Readahead(block_size=64 * KiB, max_window=8 * MiB, quiet_bytes=0)
     size = 100 * MiB
     issued = []
     offset = 0
@@ -76,6 +76,27 @@ def test_prefetch_range_is_issued_in_large_steps() -> None:
     for (_, end), (start, _) in itertools.pairwise(issued):
         assert start >= end
     assert len(issued) < 20
+
+
+def test_a_prober_gets_only_what_the_kernel_asks_next_until_it_reads_on() -> None:
+    """Below `quiet_bytes` a cursor's window is its last read (the kernel's readahead doubles its reads);
+    past it, the window follows the bytes read (twice them, capped)."""
+    p = Readahead(block_size=64 * KiB, max_window=64 * MiB, quiet_bytes=4 * MiB)
+    size = 1000 * MiB
+    p.on_read(0, 128 * KiB, size)
+    offset, read, asked = 128 * KiB, 128 * KiB, 0
+    while offset + read < 4 * MiB:
+        got = p.on_read(offset, read, size)
+        if got:
+            asked = max(asked, got[1])
+        assert asked <= offset + 2 * read  # never more ahead than the kernel's next read
+        offset += read
+        read = min(2 * read, 1 * MiB)
+    got = None
+    for _ in range(8):  # a reader that goes on gets a window that grows with what it read
+        got = p.on_read(offset, read, size) or got
+        offset += read
+    assert got is not None and got[1] - offset > 8 * MiB
 
 
 # ------------------------------------------------------------------------------------- block cache

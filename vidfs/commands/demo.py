@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vidfs.commands.process import read_ready, start_daemon, unmount
-from vidfs.daemon.mount import mounted_types
+from vidfs.daemon.mountpoint import mounted_types
 from vidfs.errors import UsageError
 
 HELP = "mount the built-in demo catalogs (local emulators) and show them"

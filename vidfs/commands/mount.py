@@ -11,7 +11,8 @@ import trio
 
 from vidfs.commands.process import read_ready, report_ready, start_daemon
 from vidfs.config.loader import load_config
-from vidfs.daemon.mount import MountRequest, claim_mountpoint, ignore_stop_signals, serve
+from vidfs.daemon.mount import MountRequest, ignore_stop_signals, serve
+from vidfs.daemon.mountpoint import claim_mountpoint
 from vidfs.errors import UsageError
 
 HELP = "mount a config's providers at a directory (foreground)"

@@ -19,30 +19,21 @@ The order of building, and (reversed) of tearing down
 6. The control server, a service started before the kernel mount, so the root's xattr names its socket
    from the first `getxattr` on.
 7. The kernel mount: the mount point is claimed once more (`claim_mountpoint`: a live mount there is
-   refused, a dead one cleaned), `pyfuse3.init`, READY to systemd and to the parent, and
-   `pyfuse3.main()`, which only an unmount (`fusermount3 -u`, `umount`) or a stop signal ends.
+   refused, a dead one cleaned), `pyfuse3.init`, the kernel's readahead raised (`tune_readahead`: 1 MiB
+   FUSE reads), READY to systemd and to the parent, and `pyfuse3.main()`, which only an unmount
+   (`fusermount3 -u`, `umount`) or a stop signal ends.
    `pyfuse3.close(unmount=True)` follows in every case, first of all the teardown: no reader is left waiting
    on a filesystem whose parts are being closed.
 
-One mount per mount point
--------------------------
-`claim_mountpoint` reads `/proc/self/mountinfo`. Something live mounted exactly there (vidfs or not) is
-refused with one line (`UsageError`, exit 2): stacking a second vidfs on the first would hide it and share
-its cache dir. Something mounted there that answers `statvfs` with ENOTCONN or ECONNABORTED is a FUSE mount
-whose daemon died (a crash, `kill -9`); it is detached (`fusermount3 -u -z`) and the mount goes ahead. An
-autofs trigger (systemd's `x-systemd.automount`) is not in the way: mounting over it is how it works.
+One mount per mount point: see `vidfs.daemon.mountpoint`.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import re
-import shutil
 import signal
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -53,6 +44,7 @@ import trio
 
 from vidfs.config.types import Config
 from vidfs.daemon.control import ControlServer, socket_path
+from vidfs.daemon.mountpoint import claim_mountpoint, tune_readahead
 from vidfs.daemon.supervisor import ServiceNursery, Supervisor
 from vidfs.engine import Engine, open_engine
 from vidfs.errors import UsageError, VidfsError
@@ -61,14 +53,11 @@ from vidfs.fs.videofs import VideoFS
 from vidfs.io.block_cache import BlockCache
 from vidfs.io.store import DiskStore, running
 from vidfs.stats import Stats
+from vidfs.tasks import Spawner
 
 log = logging.getLogger(__name__)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-DEAD_ERRNOS = frozenset({errno.ENOTCONN, errno.ECONNABORTED})  # a FUSE mount whose daemon is gone
-NOT_IN_THE_WAY = frozenset({"autofs"})  # an automount trigger: mounting over it is how it works
-MAX_STACKED = 8  # dead mounts cleaned from one mount point, at most
-_MOUNTINFO_ESCAPE = re.compile(rb"\\([0-7]{3})")
 
 
 @dataclass(frozen=True)
@@ -123,7 +112,7 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
             stats.add_section("control", control.statistics)
             await services.start_service("control", control.serve)
             try:
-                await _mount_and_serve(request, fs, stop, on_ready)
+                await _mount_and_serve(request, fs, stop, on_ready, services.tasks("kernel-readahead"))
             finally:
                 nursery.cancel_scope.cancel()
     if stop.mounted:
@@ -179,13 +168,25 @@ async def _build_fs(
 
 
 async def _mount_and_serve(
-    request: MountRequest, fs: VideoFS, stop: StopSignals, on_ready: Callable[[str], None] | None
+    request: MountRequest,
+    fs: VideoFS,
+    stop: StopSignals,
+    on_ready: Callable[[str], None] | None,
+    tasks: Spawner,
 ) -> None:
     """The kernel mount, READY, and the FUSE main loop; unmounted on the way out, whatever ended it."""
     # Again: another mount may have been made there while we started.
     for cleaned in claim_mountpoint(request.mountpoint):
         log.warning("%s", cleaned)
-    operations = VidfsOperations(fs, request_timeout=request.config.mount.request_timeout)
+
+    async def raise_readahead() -> None:  # runs once the INIT reply (which sets the default) went out
+        tune_readahead(request.mountpoint)
+
+    operations = VidfsOperations(
+        fs,
+        request_timeout=request.config.mount.request_timeout,
+        on_init=lambda: tasks.start_soon(raise_readahead),
+    )
     try:
         pyfuse3.init(operations, str(request.mountpoint), fuse_options(request))
     except RuntimeError as exc:  # libfuse wrote its reason to stderr (the log) already
@@ -266,49 +267,3 @@ def ignore_stop_signals() -> None:
     watches them itself, and trio restores these dispositions when it stops watching."""
     for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_IGN)
-
-
-# ----------------------------------------------------------------------------------- the mount point
-def mounted_types(mountpoint: Path) -> list[str]:
-    """The file system types mounted exactly at `mountpoint`, bottom to top."""
-    target = os.fsencode(mountpoint)
-    found = []
-    with open("/proc/self/mountinfo", "rb") as handle:
-        for line in handle:
-            fields, _, tail = line.partition(b" - ")
-            point = _MOUNTINFO_ESCAPE.sub(lambda m: bytes([int(m[1], 8)]), fields.split()[4])
-            if point == target:
-                found.append(os.fsdecode(tail.split()[0]))
-    return found
-
-
-def claim_mountpoint(mountpoint: Path) -> list[str]:
-    """Nothing live may be mounted at `mountpoint`: a live one is refused (UsageError), a dead one cleaned.
-    Returns what was cleaned, one line each, for the caller to tell."""
-    cleaned: list[str] = []
-    for _ in range(MAX_STACKED):
-        types = [t for t in mounted_types(mountpoint) if t not in NOT_IN_THE_WAY]
-        if not types:
-            return cleaned
-        try:
-            os.statvfs(mountpoint)
-        except OSError as exc:
-            if exc.errno not in DEAD_ERRNOS:
-                raise UsageError(f"mount point {mountpoint}: {exc.strerror}") from None
-            _detach_dead_mount(mountpoint, types[-1])
-            cleaned.append(f"cleaned a dead {types[-1]} mount at {mountpoint} (its daemon had ended)")
-            continue
-        raise UsageError(
-            f"{mountpoint} is already a mount point ({types[-1]}); unmount it first "
-            f"(fusermount3 -u {mountpoint}) or choose another directory"
-        )
-    raise UsageError(f"{mountpoint}: more than {MAX_STACKED} dead mounts could not all be cleaned")
-
-
-def _detach_dead_mount(mountpoint: Path, fstype: str) -> None:
-    tool = shutil.which("fusermount3") or shutil.which("fusermount")
-    command = [tool, "-u", "-z", str(mountpoint)] if tool else ["umount", "-l", str(mountpoint)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    if result.returncode != 0:
-        reason = result.stderr.strip() or f"{command[0]} exited with {result.returncode}"
-        raise UsageError(f"{mountpoint}: a dead {fstype} mount is in the way and cannot be cleaned: {reason}")

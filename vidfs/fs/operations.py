@@ -11,7 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -31,11 +31,19 @@ class VidfsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: VideoFS, *, request_timeout: float) -> None:
+    def __init__(
+        self, fs: VideoFS, *, request_timeout: float, on_init: Callable[[], None] | None = None
+    ) -> None:
         super().__init__()
         self.fs = fs
         self.request_timeout = request_timeout
+        self._on_init = on_init
         self._logged: set[str] = set()
+
+    def init(self) -> None:
+        """The kernel's INIT arrived; its reply goes out when this returns (see `vidfs.daemon.mountpoint`)."""
+        if self._on_init is not None:
+            self._on_init()
 
     # --------------------------------------------------------------------------------- translation
     @asynccontextmanager

@@ -198,7 +198,9 @@ class VideoFS:
             handle.prefetcher.missed(offset)
         ahead = handle.prefetcher.on_read(offset, size, file.size)
         if ahead is not None:
-            self.cache.prefetch(file, *ahead)
+            start, end = ahead
+            # Ahead of a read that misses: one request for both (the read's blocks join that fetch).
+            self.cache.prefetch(file, min(start, offset) if start <= offset + size else start, end)
         try:
             data = await self.cache.read(file, offset, size)
         except (StaleError, NotFoundError):

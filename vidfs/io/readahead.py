@@ -27,6 +27,11 @@ from dataclasses import dataclass
 # The window is this many times the bytes read sequentially so far (like the kernel's own readahead): a
 # reader that has consumed 256 KiB gets 512 KiB ahead, one that has consumed 32 MiB gets the cap.
 GROWTH = 2
+# Until a cursor has read this much in sequence its window is only the size of its last read: the kernel's
+# own readahead (1 MiB, see vidfs.daemon.mountpoint) already runs ahead of every reader, so a prober (ffprobe,
+# a player's open) that reads a few MiB of the head and seeks away costs about the bytes the kernel asked for,
+# while `cp` gets the growing window a few MiB in.
+QUIET_BYTES = 4 << 20
 
 
 @dataclass(slots=True)
@@ -40,8 +45,11 @@ class Cursor:
 
 
 class Readahead:
-    def __init__(self, *, block_size: int, max_window: int, max_cursors: int = 4) -> None:
+    def __init__(
+        self, *, block_size: int, max_window: int, max_cursors: int = 4, quiet_bytes: int = QUIET_BYTES
+    ) -> None:
         self.block_size = block_size
+        self.quiet_bytes = quiet_bytes
         self.max_window = max(block_size, max_window)
         self.max_cursors = max_cursors
         self.cursors: list[Cursor] = []
@@ -81,7 +89,12 @@ class Readahead:
         # gets about that much ahead, `cp` of a big file reaches the cap within a few requests, and random
         # readers (who never match a cursor) get nothing.
         consumed = cursor.next_offset - cursor.start
-        cursor.window = max(cursor.window, min(self.max_window, max(self.block_size, GROWTH * consumed)))
+        if consumed < self.quiet_bytes:
+            # A prober, or a reader just starting: ask only for what the kernel will ask next (its readahead
+            # doubles each read), in the same request as this one when it is a miss.
+            cursor.window = max(cursor.window, min(self.max_window, size))
+        else:
+            cursor.window = max(cursor.window, min(self.max_window, GROWTH * consumed))
         cursor.ahead = max(cursor.ahead, cursor.next_offset)
         target = min(file_size, cursor.next_offset + cursor.window)
         if target - cursor.ahead < cursor.window // 2 and target < file_size:
