@@ -128,7 +128,8 @@ async def test_a_failed_stretch_does_not_fail_the_readers_of_the_next_one(
             origin.release.set()
             await eventually(lambda: got, "the reader of block 6")
             assert got == [source[6 * BS + 10 : 6 * BS + 110]]
-            assert cache.statistics()["prefetch_in_flight_bytes"] == 0
+            # ...and gives its budget back once its blocks are handed to the disk store.
+            await eventually(lambda: cache.statistics()["prefetch_in_flight_bytes"] == 0, "the budget back")
             assert stats.counters["cache.disk_hits"] == 1
             nursery.cancel_scope.cancel()
     finally:

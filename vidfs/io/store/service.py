@@ -8,26 +8,20 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import trio
 
 from vidfs.io.remote_file import FileKey
 from vidfs.io.store.disk import BatchOutcome, ReadOutcome, Space, apply_batch, read_stretches, space_of
-from vidfs.io.store.index import Change, Contents, Deleted, Index, open_index
+from vidfs.io.store.index import Change, Index
 from vidfs.io.store.layout import (
-    Layout,
-    data_files,
-    discard_old_format,
     file_name,
-    prepare_root,
     remove_set_aside,
-    take_lock,
 )
 from vidfs.io.store.ledger import Ledger, Plan
 from vidfs.io.store.model import Extent, FileEntry, WriteOp
+from vidfs.io.store.opening import Opening, open_blocking
 from vidfs.stats import Stats
 
 log = logging.getLogger("vidfs.io.store")
@@ -74,54 +68,6 @@ def condition_of(exc: BaseException) -> str | None:
 
 def describe(exc: BaseException) -> str:
     return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
-
-
-class Opening(Enum):
-    OPEN = "open"
-    RETRY = "retry"  # the file system refused: try again later
-    DISABLED = "disabled"  # another vidfs process holds the cache dir
-
-
-@dataclass(frozen=True, slots=True)
-class _Opened:
-    lock: int
-    index: Index
-    contents: Contents
-    notes: list[str]
-    space: Space | None
-
-
-def _open_blocking(layout: Layout, block_size: int) -> _Opened | None:
-    """Lock, set aside an old format, open the index, reconcile it with the data files (O(files))."""
-    prepare_root(layout)
-    lock = take_lock(layout)
-    if lock is None:
-        return None
-    try:
-        notes: list[str] = []
-        if discard_old_format(layout):
-            notes.append(
-                "discarded a cache in the old one-file-per-block format (its blocks are fetched again)"
-            )
-        index, reset = open_index(layout)
-        if reset is not None:
-            notes.append(f"started afresh: {reset}")
-        contents = index.load(block_size)
-        on_disk = data_files(layout)
-        known = {row.name for row in contents.files}
-        gone = [row.name for row in contents.files if row.name not in on_disk]
-        stale = [*contents.others, *gone]  # another block size (never read again), or data vanished
-        if stale:
-            index.apply([Deleted(name) for name in stale])
-            contents = index.load(block_size)
-            notes.append(f"dropped {len(stale)} file(s) of another block size or whose data was gone")
-        for name, path in on_disk.items():
-            if name not in known or name in stale:  # written, never indexed (a crash), or just dropped
-                os.unlink(path)
-        return _Opened(lock, index, contents, notes, space_of(layout))
-    except BaseException:
-        os.close(lock)
-        raise
 
 
 class DiskStore:
@@ -178,10 +124,8 @@ class DiskStore:
 
     async def _open(self) -> Opening:
         try:
-            opened = await trio.to_thread.run_sync(_open_blocking, self._layout, self.block_size)
-        except (
-            Exception
-        ) as exc:  # OSError, sqlite3.Error, or damage we did not foresee: never the mount's end
+            opened = await trio.to_thread.run_sync(open_blocking, self._layout, self.block_size)
+        except Exception as exc:  # OSError, sqlite3.Error, or damage not foreseen: never the mount's end
             if self._counts["read_errors"] == 0:
                 log.warning(
                     "disk cache at %s cannot be opened (%s); trying again later", self.root, describe(exc)
@@ -218,11 +162,11 @@ class DiskStore:
                 break
             if not await self._load(room):
                 break
-        if self._ledger.total > self.capacity:
+        if self._ledger.total > self._ledger.capacity:
             log.warning(
-                "disk cache %s: pinned files hold more than the capacity of %d bytes",
+                "disk cache %s: pinned files hold more than the %d bytes it may use",
                 self.root,
-                self.capacity,
+                self._ledger.capacity,
             )
 
     async def _tidy(self) -> None:
