@@ -26,6 +26,7 @@ from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.config.types import Config
 from vidfs.daemon.supervisor import Supervisor
 from vidfs.errors import UsageError
+from vidfs.fleet import Fleet, build_fleet
 from vidfs.fs.tree import Tree
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
@@ -46,6 +47,7 @@ class Engine:
     listings: ListingCache
     probes: SizeProbes
     tree: Tree
+    fleet: Fleet | None = None  # `[cache.shared]` / `api_rate` (vidfs.fleet); only while serving
 
 
 def build_providers(config: Config, http: HttpClient) -> dict[str, Provider]:
@@ -83,7 +85,8 @@ async def open_engine(
         )
         probes = SizeProbes(http=http, resolver=resolver, stats=stats)
         tree = Tree(providers, listings, probes)
-        engine = Engine(config, stats, http, providers, resolver, listings, probes, tree)
+        fleet = build_fleet(config) if serving else None
+        engine = Engine(config, stats, http, providers, resolver, listings, probes, tree, fleet)
         if not serving:
             yield engine
             return
@@ -94,6 +97,12 @@ async def open_engine(
             services = (supervisor or Supervisor(stats)).bind(background)
             listings.attach(services.tasks("listing-refresh"))
             await services.start_service("snapshot-writer", keeper.run)
+            if fleet is not None:  # Redis is a cache: the service starts at once, connects in the background
+                await services.start_service("fleet", fleet.run)
+                stats.add_section("shared", fleet.statistics)
+                http.budget = fleet.budget
+                if fleet.listings is not None:
+                    listings.share(fleet.listings)
             try:
                 yield engine
             finally:

@@ -40,6 +40,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
@@ -99,6 +100,17 @@ class _Health:
         return self.failures > 0
 
 
+class SharedListings(Protocol):
+    """The fleet's shared listings (`vidfs.fleet.listings.SharedListings`): asked instead of the vendor;
+    calls `fetch` itself when the fleet has no fresh listing and this host is the one to ask the vendor."""
+
+    async def fetch(
+        self, instance: str, folder_id: str, fetch: Callable[[], Awaitable[Listing]]
+    ) -> tuple[Listing, float]:
+        """(listing, its age in seconds)."""
+        ...
+
+
 def _unreachable(exc: BaseException) -> bool:
     return isinstance(exc, UnreachableError | RemoteTimeoutError | trio.TooSlowError) or (
         isinstance(exc, RemoteIOError) and exc.status is None and "Connect" in str(exc)
@@ -123,12 +135,17 @@ class ListingCache:
         self._entries: dict[Key, _Entry] = {}
         self._health: dict[str, _Health] = {}
         self._nursery: Spawner | None = None
+        self._shared: SharedListings | None = None  # the fleet's (vidfs.fleet), when configured
         self._dirty: set[Key] = set()  # listings changed since the snapshot writer last took them
         self.changed = trio.Event()  # set on every change (the snapshot writer replaces it)
 
     def attach(self, nursery: Spawner) -> None:
         """Run fetches in `nursery` from now on (without one they run in the caller's task)."""
         self._nursery = nursery
+
+    def share(self, shared: SharedListings) -> None:
+        """Ask the fleet's shared listings before the vendor from now on."""
+        self._shared = shared
 
     # ------------------------------------------------------------------------------------- answers
     async def listing(
@@ -204,7 +221,11 @@ class ListingCache:
                 if health.down() and not probe and health.last_error is not None:
                     raise health.last_error  # it went down while this fetch queued: do not ask
                 with trio.fail_after(self.fetch_timeout):
-                    listing = await provider.list(folder)
+                    if self._shared is None:
+                        listing, age = await provider.list(folder), 0.0
+                    else:  # the fleet's listing, or the vendor's when this host is the one to ask
+                        ask_vendor = functools.partial(provider.list, folder)
+                        listing, age = await self._shared.fetch(key[0], key[1], ask_vendor)
         except (Exception, trio.Cancelled) as exc:
             fetch.error = exc if not isinstance(exc, trio.Cancelled) else RemoteIOError("listing cancelled")
             self._failed(key, entry, folder, exc)
@@ -212,13 +233,13 @@ class ListingCache:
                 raise
         else:
             fetch.listing = listing
-            self._store(key, entry, listing)
+            self._store(key, entry, listing, age)
         finally:
             entry.fetch = None
             fetch.done.set()
 
-    def _store(self, key: Key, entry: _Entry, listing: Listing) -> None:
-        entry.listing, entry.fetched_at = listing, trio.current_time()
+    def _store(self, key: Key, entry: _Entry, listing: Listing, age: float = 0.0) -> None:
+        entry.listing, entry.fetched_at = listing, trio.current_time() - age  # a fleet listing ages as one
         entry.failures, entry.retry_at, entry.last_error = 0, 0.0, None
         health = self._health.get(key[0])
         if health is not None and health.down():

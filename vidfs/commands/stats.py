@@ -33,6 +33,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def shared_rows(shared: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The fleet's shared tier (vidfs.fleet), when configured."""
+    if not shared or "redis" not in shared:
+        return []
+    redis, blocks, listings = shared["redis"], shared.get("blocks", {}), shared.get("listings", {})
+    return [
+        ("shared cache", f"{shared.get('mode')}, breaker {redis.get('breaker')}"),
+        ("shared hits / misses", f"{blocks.get('hits', 0)} / {blocks.get('misses', 0)}"),
+        ("shared rejected / errors", f"{blocks.get('rejected', 0)} / {redis.get('errors', 0) + redis.get('timeouts', 0)}"),
+        ("shared listings hits / vendor calls", f"{listings.get('hits', 0)} / {listings.get('vendor_calls', 0)}"),
+    ]
+
+
 def render_stats(document: dict[str, Any]) -> None:
     """`vidfs stats` as tables: counters, requests by tag and status, caches."""
     counters = document.get("counters", {})
@@ -61,6 +74,7 @@ def render_stats(document: dict[str, Any]) -> None:
         ),
         ("URL refreshed after refusal", str(counters.get("leases.refreshed_after_refusal", 0))),
         ("HTTP retries / errors", f"{counters.get('http.retries', 0)} / {counters.get('http.errors', 0)}"),
+        *shared_rows(document.get("shared")),
     ]
     print_table(("WHAT", "VALUE"), summary)
     print()

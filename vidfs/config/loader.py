@@ -2,8 +2,9 @@
 
     [mount]            allow_other, request_timeout, fsname
     [cache]            dir, memory, disk, block_size, metadata_ttl, negative_ttl, readahead_max
+    [cache.shared]     type, nodes, secret, username, password, tls, mode, timeout (vidfs.fleet)
     [http]             connect_timeout, read_timeout, retries, max_connections_per_host, ca_bundle, user_agent
-    [providers.NAME]   type = "<provider type>" plus the keys of that type's ProviderSpec.options
+    [providers.NAME]   type = "<provider type>", api_rate, plus the keys of that type's ProviderSpec.options
 
 Sizes and durations are parsed by `units`, secrets resolved by `secrets`; the types are in `types`.
 
@@ -34,11 +35,14 @@ from vidfs.config.secrets import (
 from vidfs.config.types import (
     MAX_BLOCK_SIZE,
     MIN_BLOCK_SIZE,
+    ApiRate,
     CacheOptions,
     Config,
     HttpSettings,
     MountOptions,
     ProviderConfig,
+    Secret,
+    SharedCacheOptions,
 )
 from vidfs.config.units import escape, fail, format_size, parse_duration, parse_size, quote, show, toml_key
 from vidfs.errors import redact_url
@@ -250,7 +254,7 @@ def _default_cache_dir(environ: Mapping[str, str]) -> Path:
 
 def _cache(ctx: LoadContext, table: Mapping[str, Any]) -> CacheOptions:
     t = "cache"
-    keys = ["dir", "memory", "disk", "block_size", "metadata_ttl", "negative_ttl", "readahead_max"]
+    keys = ["dir", "memory", "disk", "block_size", "metadata_ttl", "negative_ttl", "readahead_max", "shared"]
     _reject_unknown(ctx, t, table, keys)
     d = CacheOptions(dir=Path())
     block_size = _get_size(ctx, t, table, "block_size", d.block_size)
@@ -282,7 +286,69 @@ def _cache(ctx: LoadContext, table: Mapping[str, Any]) -> CacheOptions:
         metadata_ttl=_get_duration(ctx, t, table, "metadata_ttl", d.metadata_ttl, positive=False),
         negative_ttl=_get_duration(ctx, t, table, "negative_ttl", d.negative_ttl, positive=False),
         readahead_max=_get_size(ctx, t, table, "readahead_max", d.readahead_max),
+        shared=_shared(ctx, table["shared"]) if "shared" in table else None,
     )
+
+
+_SHARED_KEYS = ["type", "nodes", "secret", "username", "password", "tls", "mode", "timeout"]
+
+
+def _shared(ctx: LoadContext, table: object) -> SharedCacheOptions:
+    """`[cache.shared]`: the fleet's Redis (see vidfs.fleet). Secrets are resolved like a provider's."""
+    t = "cache.shared"
+    if not isinstance(table, Mapping):
+        ctx.fail("cache", "shared", f"expected a table [cache.shared], got {show(table)}")
+    _reject_unknown(ctx, t, table, _SHARED_KEYS)
+    kind = _get_str(ctx, t, table, "type", "redis")
+    if kind != "redis":
+        ctx.fail(t, "type", f'the only shared cache type is "redis", got {quote(kind)}')
+    for key in ("nodes", "secret"):
+        if key not in table:
+            ctx.fail(t, None, f"missing required key '{key}'")
+    d = SharedCacheOptions(nodes=(), secret=Secret("literal", ""))
+    mode = _get_str(ctx, t, table, "mode", d.mode)
+    if mode not in ("rw", "ro"):
+        ctx.fail(t, "mode", f'expected "rw" or "ro", got {quote(mode)}')
+    username = _get_str(ctx, t, table, "username", "-") if "username" in table else None
+    password = secret_option(ctx, t, "password", table["password"]) if "password" in table else None
+    return SharedCacheOptions(
+        nodes=_nodes(ctx, t, table["nodes"]),
+        secret=secret_option(ctx, t, "secret", table["secret"]),
+        username=username,
+        password=password,
+        tls=_get_bool(ctx, t, table, "tls", d.tls),
+        mode=mode,
+        timeout=_get_duration(ctx, t, table, "timeout", d.timeout, positive=True),
+    )
+
+
+def _nodes(ctx: LoadContext, t: str, value: object) -> tuple[tuple[str, int], ...]:
+    """["10.0.0.5:7000", "[fd00::5]:7000", "redis.vidfs.svc:6379"] → ((host, port), ...)."""
+    if not isinstance(value, list) or not value:
+        ctx.fail(t, "nodes", f'expected a non-empty array of "host:port", got {show(value)}')
+    nodes = []
+    for item in value:
+        match = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([A-Za-z0-9_.-]+):(\d{1,5})", str(item))
+        if not isinstance(item, str) or match is None or not 0 < int(match[2] or match[4]) < 65536:
+            ctx.fail(t, "nodes", f'expected "host:port" (e.g. "10.0.0.5:7000"), got {show(item)}')
+        nodes.append((match[1] or match[3], int(match[2] or match[4])))
+    return tuple(nodes)
+
+
+_RATE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*/\s*(\S.*?)\s*")
+
+
+def parse_rate(ctx: LoadContext, tname: str, value: object) -> ApiRate:
+    """`api_rate`: "20/s", "600/min", "5/500ms", "1000/1h": requests per period, as requests per second."""
+    match = _RATE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        ctx.fail(tname, "api_rate", f'expected a rate like "20/s" or "600/min", got {show(value)}')
+    period = match[2] if match[2][0].isdigit() else "1" + match[2]
+    seconds = parse_duration(period, where=ctx.where(tname, "api_rate"))
+    count = float(match[1])
+    if seconds <= 0 or count <= 0:
+        ctx.fail(tname, "api_rate", f"must be a positive rate, got {show(value)}")
+    return ApiRate(per_second=count / seconds, text=str(value))
 
 
 def _http(ctx: LoadContext, table: Mapping[str, Any]) -> HttpSettings:
@@ -355,7 +421,7 @@ def _provider(ctx: LoadContext, name: str, table: object, source: Path) -> Provi
     spec = registry.get_spec(type_name)
     if spec is None:
         ctx.fail(tname, "type", f"unknown provider type {quote(type_name)} ({_type_list()})")
-    _reject_unknown(ctx, tname, table, ["type", *spec.options])
+    _reject_unknown(ctx, tname, table, ["type", "api_rate", *spec.options])
     options: dict[str, Any] = {}
     for key, opt in spec.options.items():
         if key not in table:
@@ -366,7 +432,10 @@ def _provider(ctx: LoadContext, name: str, table: object, source: Path) -> Provi
             options[key] = secret_option(ctx, tname, key, table[key])
         else:
             options[key] = _option_value(ctx, tname, key, table[key], opt)
-    return ProviderConfig(name=name, type=type_name, options=MappingProxyType(options), source=source)
+    api_rate = parse_rate(ctx, tname, table["api_rate"]) if "api_rate" in table else None
+    return ProviderConfig(
+        name=name, type=type_name, options=MappingProxyType(options), source=source, api_rate=api_rate
+    )
 
 
 _NOTHING: Any = object()

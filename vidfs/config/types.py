@@ -46,6 +46,32 @@ class MountOptions:
 
 
 @dataclass(frozen=True)
+class SharedCacheOptions:
+    """`[cache.shared]`: the fleet's shared block and listing cache on Redis (vidfs.fleet)."""
+
+    nodes: tuple[tuple[str, int], ...]  # (host, port) of a Redis Cluster's nodes, or of one plain node
+    secret: Secret  # keys the HMAC on every value, the key hashes and the listings' encryption
+    type: str = "redis"
+    username: str | None = None
+    password: Secret | None = None
+    tls: bool = False
+    mode: str = "rw"  # "ro": read the shared tier, never write
+    timeout: float = 0.1  # seconds per call; a slower answer is a miss
+
+    @property
+    def writes(self) -> bool:
+        return self.mode == "rw"
+
+
+@dataclass(frozen=True)
+class ApiRate:
+    """A provider table's `api_rate` ("20/s"): API requests per second for the whole fleet."""
+
+    per_second: float
+    text: str  # as written, for messages
+
+
+@dataclass(frozen=True)
 class CacheOptions:
     dir: Path
     memory: int = 32 * MiB  # blocks in RAM; the page cache and the disk cache keep the rest
@@ -54,6 +80,7 @@ class CacheOptions:
     metadata_ttl: float = 300.0
     negative_ttl: float = 10.0
     readahead_max: int = 64 * MiB
+    shared: SharedCacheOptions | None = None  # `[cache.shared]`; None: no fleet, as before
 
 
 @dataclass(frozen=True)
@@ -76,6 +103,7 @@ class ProviderConfig:
     type: str
     options: Mapping[str, Any] = field(hash=False)  # validated, defaults filled, secrets as Secret
     source: Path  # the config file it came from
+    api_rate: ApiRate | None = None  # the fleet-wide (or, without [cache.shared], this host's) API budget
 
 
 @dataclass(frozen=True)

@@ -140,12 +140,15 @@ async def _build_fs(
     """The block cache and VideoFS, whose background work runs as supervised tasks. Both were written
     against a nursery and only call its `start_soon`, which a `TaskGuard` provides."""
     config, stats, tree = request.config, engine.stats, engine.tree
+    shared = engine.fleet.blocks if engine.fleet is not None else None  # vidfs.fleet
     cache = BlockCache(
         memory_bytes=config.cache.memory,
         block_size=config.cache.block_size,
         nursery=services.tasks("block-fetch"),
         stats=stats,
         store=store,
+        shared=shared,
+        **({} if shared is None else {"max_request": shared.run_bytes}),  # a run is a group: one MGET
     )
     fs = VideoFS(
         tree=tree,

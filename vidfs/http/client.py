@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -117,6 +117,12 @@ class _Outgoing:
         return replace(self, url=url, params=None)  # the Location carries its own query
 
 
+class ApiBudget(Protocol):
+    """The API budget (`api_rate`, vidfs.fleet.budget): waits until a request of `tag` may be sent."""
+
+    async def take(self, tag: str) -> None: ...
+
+
 class HttpClient:
     """One `httpx.AsyncClient` shared by every provider of a mount."""
 
@@ -151,6 +157,7 @@ class HttpClient:
         # Origins that could not be connected to after a full retry budget: requests to them fail at once
         # until this instant, so uncached reads fail fast while cached data is still served.
         self._down_until: dict[tuple[str, str, int], float] = {}
+        self.budget: ApiBudget | None = None  # `api_rate` of the providers (set by the engine)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -213,6 +220,8 @@ class HttpClient:
         idempotent = method.upper() in IDEMPOTENT
 
         async def once(_attempt: int) -> httpx.Response:
+            if self.budget is not None:  # every attempt is a request the vendor counts
+                await self.budget.take(tag)
             try:
                 response = await self._send(outgoing, tag, follow_redirects, pool)
             except HTTPX_ERRORS as exc:

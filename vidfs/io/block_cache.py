@@ -71,6 +71,23 @@ class BlockStore(Protocol):
     def statistics(self) -> dict[str, int]: ...
 
 
+class SharedTier(Protocol):
+    """The fleet's shared block cache (`vidfs.fleet.blocks.SharedBlocks`), asked after the disk store and
+    before the origin. Never raises; bounded in time by its own `timeout`."""
+
+    def needs_etag(self, file: RemoteFile) -> bool:
+        """Shareable once its ETag is known, which one block from the origin will tell."""
+        ...
+
+    async def get_run(self, file: RemoteFile, indices: Sequence[int]) -> dict[int, bytes]:
+        """The blocks among `indices` (consecutive) the fleet has, checked, by index."""
+        ...
+
+    def put_run(self, file: RemoteFile, first: int, blocks: Sequence[bytes]) -> None:
+        """Publish blocks fetched from the origin, in the background (never waits)."""
+        ...
+
+
 @dataclass(eq=False)
 class _Pending:
     event: trio.Event = field(default_factory=trio.Event)
@@ -95,6 +112,7 @@ class BlockCache:
         stats: Stats,
         store: BlockStore | None = None,
         max_request: int = 8 << 20,
+        shared: SharedTier | None = None,
     ) -> None:
         self.block_size = block_size
         self.max_request_blocks = max(1, max_request // block_size)
@@ -105,6 +123,7 @@ class BlockCache:
         self._nursery = nursery
         self._stats = stats
         self._store = store
+        self._shared = shared
         self._prefetch_budget = max(memory_bytes // 2, block_size * self.max_request_blocks)
         self._prefetch_in_flight = 0
         self._last_scheduled = 0
@@ -205,7 +224,7 @@ class BlockCache:
                         functools.partial(self._fetch_run, file, stretch, prefetch, share, look=False)
                     )
             if missing:
-                await self._download(file, missing)
+                await self._fetch_missing(file, missing)
         except (Exception, trio.Cancelled) as exc:
             if isinstance(exc, StaleError):
                 self.invalidate(file.key)
@@ -222,6 +241,48 @@ class BlockCache:
             if prefetch:
                 self._prefetch_in_flight -= nbytes
 
+    # ---- the fleet's shared tier (vidfs.fleet): between the disk store and the origin --------------------
+    async def _fetch_missing(self, file: RemoteFile, missing: list[int]) -> None:
+        """What the shared tier has of `missing` is served (and stored on the local disk); the rest, a stretch
+        at a time, comes from the origin."""
+        shared = self._shared
+        if shared is None:
+            await self._download(file, missing)
+            return
+        if shared.needs_etag(file):  # its ETag (and so its shared key) comes with its first bytes
+            await self._download(file, missing[:1])
+            missing = missing[1:]
+        found = await shared.get_run(file, missing) if missing else {}
+        stretches: list[list[int]] = [[]]
+        for index in missing:
+            data = found.get(index)
+            if data is None:
+                stretches[-1].append(index)
+            elif stretches[-1]:
+                stretches.append([])
+        if found:
+            self._stats.incr("cache.shared_hits", len(found))
+            for index in sorted(found):
+                self._complete(file, index, found[index])
+            if self._store is not None:
+                await self._store_found(file, found)
+        for stretch in stretches:
+            if stretch:
+                await self._download(file, stretch)
+
+    async def _store_found(self, file: RemoteFile, found: dict[int, bytes]) -> None:
+        assert self._store is not None
+        indices = sorted(found)
+        start = 0
+        for position in range(1, len(indices) + 1):  # one put per consecutive stretch
+            if position == len(indices) or indices[position] != indices[position - 1] + 1:
+                blocks = [found[index] for index in indices[start:position]]
+                try:
+                    await self._store.put_run(file.key, indices[start], blocks, file.size)
+                except Exception:  # the store never raises; should it, the readers are served already
+                    log.exception("disk cache: storing blocks of %s failed", file.key.remote_id)
+                start = position
+
     async def _download(self, file: RemoteFile, missing: list[int]) -> None:
         start = missing[0] * self.block_size
         end = min((missing[-1] + 1) * self.block_size, file.size)
@@ -233,8 +294,10 @@ class BlockCache:
                 f"{file.instance}: short read ({assembler.position - start} of {end - start} bytes)"
             )
         self._stats.incr("bytes.fetched", end - start)
+        blocks = [block for _index, block in assembler.done]
+        if self._shared is not None:  # the fleet's copy, published in the background
+            self._shared.put_run(file, missing[0], blocks)
         if self._store is not None:  # readers had their blocks as they arrived; now the disk
-            blocks = [block for _index, block in assembler.done]
             try:
                 await self._store.put_run(file.key, missing[0], blocks, file.size)
             except Exception:  # the store never raises; should it, the readers are served already

@@ -1,0 +1,98 @@
+"""A circuit breaker for the shared tier: after repeated failures, stop asking for a while, then probe.
+
+Closed: every call goes to Redis. `FAILURES_TO_OPEN` failures in a row (errors or timeouts) open it: for a
+backoff period (1 s doubling to 30 s, each drawn between half and all of it) no call is made: every lookup
+is a miss at once, so a dead or paused Redis costs readers nothing after the first few `timeout`s. When the
+period is over, the next call is the probe (half-open; other calls still miss meanwhile): when it works the
+breaker closes and the backoff starts from the beginning again; when it fails it opens for the next, longer
+period. The clock is trio's.
+"""
+
+from __future__ import annotations
+
+import random
+from enum import Enum
+
+import trio
+
+FAILURES_TO_OPEN = 3
+BACKOFF_FIRST, BACKOFF_LONGEST = 1.0, 30.0
+
+
+class State(Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class Breaker:
+    def __init__(
+        self,
+        *,
+        failures_to_open: int = FAILURES_TO_OPEN,
+        first: float = BACKOFF_FIRST,
+        longest: float = BACKOFF_LONGEST,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.failures_to_open = failures_to_open
+        self.first = first
+        self.longest = longest
+        self.state = State.CLOSED
+        self._rng = rng or random.Random()
+        self._failures = 0  # in a row
+        self._opened_times = 0  # in a row, for the backoff
+        self._retry_at = 0.0
+        self.opens = 0
+        self.closes = 0
+        self.probes = 0
+
+    def allow(self) -> bool:
+        """May a call go to Redis now? In the open state the first call after the backoff is the probe."""
+        if self.state is State.CLOSED:
+            return True
+        if self.state is State.OPEN and trio.current_time() >= self._retry_at:
+            self.state = State.HALF_OPEN
+            self.probes += 1
+            return True
+        return False
+
+    def success(self) -> None:
+        self._failures = 0
+        if self.state is not State.CLOSED:
+            self.state = State.CLOSED
+            self._opened_times = 0
+            self.closes += 1
+
+    def failure(self) -> bool:
+        """Count a failure; True when it opened the breaker (the caller logs that once)."""
+        self._failures += 1
+        if self.state is State.HALF_OPEN or (
+            self.state is State.CLOSED and self._failures >= self.failures_to_open
+        ):
+            opening = self.state is State.CLOSED
+            self._open()
+            return opening
+        return False
+
+    def trip(self) -> None:
+        """Open now (the connection itself is gone): counted as an opening when it was closed."""
+        if self.state is State.CLOSED:
+            self._open()
+        else:
+            self.state = State.OPEN
+
+    def _open(self) -> None:
+        self.state = State.OPEN
+        self._opened_times += 1
+        if self._opened_times == 1:
+            self.opens += 1
+        ceiling = min(self.longest, self.first * 2 ** min(self._opened_times - 1, 30))
+        self._retry_at = trio.current_time() + self._rng.uniform(ceiling / 2, ceiling)
+
+    @property
+    def failed_probes(self) -> int:
+        """Probes that failed since the breaker last opened (a reason to connect afresh)."""
+        return max(0, self._opened_times - 1)
+
+    def statistics(self) -> dict[str, int | str]:
+        return {"state": self.state.value, "opens": self.opens, "closes": self.closes, "probes": self.probes}
