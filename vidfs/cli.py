@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -16,9 +17,10 @@ from types import ModuleType
 from vidfs import __version__
 from vidfs.commands.process import report_failure
 from vidfs.errors import ConfigError, UsageError, VidfsError, leaf_error
+from vidfs.logs import say
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-COMMANDS = ("mount", "umount", "demo", "check", "ls", "stats", "prefetch")
+COMMANDS = ("mount", "umount", "demo", "check", "ls", "stats", "prefetch", "refresh")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fail(exc: BaseException, code: int) -> int:
     report_failure(str(exc))
-    print(f"vidfs: error: {exc}", file=sys.stderr)
+    say(logging.ERROR, f"vidfs: error: {exc}")
     return code
 
 

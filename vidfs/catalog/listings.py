@@ -84,6 +84,7 @@ class _Entry:
     failures: int = 0
     retry_at: float = 0.0  # no new fetch before this instant after a failure
     last_error: BaseException | None = None
+    dropped: bool = False  # invalidated: the next access waits for a fetch instead of serving this listing
 
 
 @dataclass(slots=True)
@@ -162,7 +163,8 @@ class ListingCache:
             return entry.listing
         fetch = self._start(key, entry, provider, folder, now)
         in_background = self._nursery is not None
-        if entry.listing is not None and (fetch is None or (in_background and max_age is None)):
+        waits = max_age is not None or entry.dropped
+        if entry.listing is not None and (fetch is None or (in_background and not waits)):
             self._stats.incr("metadata.stale_served")
             return entry.listing
         if fetch is None:  # nothing known and retrying is not due yet
@@ -235,7 +237,7 @@ class ListingCache:
             fetch.listing = listing
             self._store(key, entry, listing, age)
         finally:
-            entry.fetch = None
+            entry.fetch, entry.dropped = None, False
             fetch.done.set()
 
     def _store(self, key: Key, entry: _Entry, listing: Listing, age: float = 0.0) -> None:
@@ -282,6 +284,7 @@ class ListingCache:
         if entry is not None:
             entry.fetched_at = -math.inf
             entry.retry_at = 0.0
+            entry.dropped = True
 
     def seed(self, instance: str, folder_id: str, listing: Listing) -> None:
         """Install a persisted listing (from the snapshot): stale, so the first access refreshes it."""

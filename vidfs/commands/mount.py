@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from vidfs.config.loader import load_config
 from vidfs.daemon.mount import MountRequest, ignore_stop_signals, serve
 from vidfs.daemon.mountpoint import claim_mountpoint
 from vidfs.errors import UsageError
+from vidfs.logs import say
 
 HELP = "mount a config's providers at a directory (foreground)"
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -41,12 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for warning in config.warnings:
-        print(f"vidfs: warning: {warning}", file=sys.stderr)
+        say(logging.WARNING, f"vidfs: warning: {warning}")
     mountpoint = args.mountpoint.resolve()
     # One mount per mount point: a live mount there is refused (exit 2), a dead one cleaned. Checked here,
     # before a daemon is started, and by the daemon again right before it mounts.
     for cleaned in claim_mountpoint(mountpoint):
-        print(f"vidfs: warning: {cleaned}", file=sys.stderr)
+        say(logging.WARNING, f"vidfs: warning: {cleaned}")
     if not mountpoint.is_dir():
         raise UsageError(f"mount point {args.mountpoint} does not exist or is not a directory")
     if args.daemon:

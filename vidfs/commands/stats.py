@@ -41,8 +41,12 @@ def shared_rows(shared: dict[str, Any] | None) -> list[tuple[str, str]]:
     return [
         ("shared cache", f"{shared.get('mode')}, breaker {redis.get('breaker')}"),
         ("shared hits / misses", f"{blocks.get('hits', 0)} / {blocks.get('misses', 0)}"),
-        ("shared rejected / errors", f"{blocks.get('rejected', 0)} / {redis.get('errors', 0) + redis.get('timeouts', 0)}"),
-        ("shared listings hits / vendor calls", f"{listings.get('hits', 0)} / {listings.get('vendor_calls', 0)}"),
+        ("shared rejected values", str(blocks.get("rejected", 0))),
+        ("shared errors / timeouts", f"{redis.get('errors', 0)} / {redis.get('timeouts', 0)}"),
+        (
+            "shared listings hits / vendor calls",
+            f"{listings.get('hits', 0)} / {listings.get('vendor_calls', 0)}",
+        ),
     ]
 
 
@@ -74,9 +78,58 @@ def render_stats(document: dict[str, Any]) -> None:
         ),
         ("URL refreshed after refusal", str(counters.get("leases.refreshed_after_refusal", 0))),
         ("HTTP retries / errors", f"{counters.get('http.retries', 0)} / {counters.get('http.errors', 0)}"),
-        *shared_rows(document.get("shared")),
+        *_extra_rows(counters, document.get("services") or {}),
     ]
+    summary += shared_rows(document.get("shared"))  # the fleet's shared tier, when configured
     print_table(("WHAT", "VALUE"), summary)
     print()
     rows = [(r["tag"], r["status"], str(r["count"])) for r in document.get("requests", [])]
     print_table(("REQUESTS", "STATUS", "COUNT"), rows)
+    services = document.get("services")
+    if services:
+        print()
+        print_table(
+            ("SERVICE", "KIND", "RUNNING", "STARTS", "FAILURES", "LAST ERROR"), _service_rows(services)
+        )
+
+
+def _listed(values: dict[str, int]) -> str:
+    return ", ".join(f"{name} {count}" for name, count in sorted(values.items()) if count) or "none"
+
+
+def _by_prefix(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    return {name[len(prefix) :]: value for name, value in counters.items() if name.startswith(prefix)}
+
+
+def _extra_rows(counters: dict[str, int], services: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Bytes served by source, errors by errno, service failures and, when present, the control socket."""
+    served = _by_prefix(counters, "bytes.served.")
+    sources = ["memory", "disk", *sorted(set(served) - {"memory", "disk", "network"}), "network"]
+    rows = [
+        (
+            f"bytes served from {' / '.join(sources)}",
+            " / ".join(megabytes(served.get(s, 0)) for s in sources),
+        ),
+        ("FUSE errors by errno", _listed(_by_prefix(counters, "fuse.errors."))),
+        ("service failures", _listed({name: r.get("failures", 0) for name, r in services.items()})),
+    ]
+    control = _by_prefix(counters, "control.")
+    if control:
+        answered = f"{control.pop('connections', 0)} / {control.pop('answered', 0)}"
+        rows.append(("control connections / answered", answered))
+        rows.append(("control refusals", _listed(control)))
+    return rows
+
+
+def _service_rows(services: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [
+        (
+            name,
+            str(record.get("kind", "")),
+            str(record.get("running", 0)),
+            str(record.get("starts", 0)),
+            str(record.get("failures", 0)),
+            str(record.get("last_error", ""))[:80] or "-",
+        )
+        for name, record in sorted(services.items())
+    ]

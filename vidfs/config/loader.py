@@ -4,6 +4,7 @@
     [cache]            dir, memory, disk, block_size, metadata_ttl, negative_ttl, readahead_max
     [cache.shared]     type, nodes, secret, username, password, tls, mode, timeout (vidfs.fleet)
     [http]             connect_timeout, read_timeout, retries, max_connections_per_host, ca_bundle, user_agent
+    [metrics]          listen ("HOST:PORT": the Prometheus endpoint; absent: none)
     [providers.NAME]   type = "<provider type>", api_rate, plus the keys of that type's ProviderSpec.options
 
 Sizes and durations are parsed by `units`, secrets resolved by `secrets`; the types are in `types`.
@@ -39,6 +40,7 @@ from vidfs.config.types import (
     CacheOptions,
     Config,
     HttpSettings,
+    MetricsOptions,
     MountOptions,
     ProviderConfig,
     Secret,
@@ -121,19 +123,20 @@ def config_from_dict(
     return _build(ctx, data, abs_path(path))
 
 
-_TOP_LEVEL = ("mount", "cache", "http", "providers")
+_TOP_LEVEL = ("mount", "cache", "http", "metrics", "providers")
 
 
 def _build(ctx: LoadContext, data: Mapping[str, Any], abs_path: Path) -> Config:
     for key, value in data.items():
         if key not in _TOP_LEVEL:
-            known = "[mount], [cache], [http], [providers.NAME]"
+            known = "[mount], [cache], [http], [metrics], [providers.NAME]"
             if isinstance(value, Mapping):
                 ctx.fail(None, None, f"unknown table [{toml_key(key)}] (known: {known})")
             ctx.fail(None, None, f"unknown top-level key '{escape(key)}' (known tables: {known})")
     mount = _mount(ctx, _table(ctx, data, "mount"))
     cache = _cache(ctx, _table(ctx, data, "cache"))
     http = _http(ctx, _table(ctx, data, "http"))
+    metrics = _metrics(ctx, _table(ctx, data, "metrics"))
     providers_table = _table(ctx, data, "providers")
     if not providers_table:
         ctx.fail(None, None, "no providers configured: add at least one [providers.NAME] table")
@@ -145,6 +148,7 @@ def _build(ctx: LoadContext, data: Mapping[str, Any], abs_path: Path) -> Config:
         http=http,
         providers=providers,
         warnings=tuple(ctx.warnings),
+        metrics=metrics,
     )
 
 
@@ -376,6 +380,32 @@ def _http(ctx: LoadContext, table: Mapping[str, Any]) -> HttpSettings:
         ca_bundle=ca_bundle,
         user_agent=_get_str(ctx, t, table, "user_agent", d.user_agent),
     )
+
+
+def _metrics(ctx: LoadContext, table: Mapping[str, Any]) -> MetricsOptions:
+    _reject_unknown(ctx, "metrics", table, ["listen"])
+    if "listen" not in table:
+        return MetricsOptions()
+    return MetricsOptions(listen=parse_listen(ctx, _get_str(ctx, "metrics", table, "listen", "")))
+
+
+def parse_listen(ctx: LoadContext, value: str) -> tuple[str, int]:
+    """`HOST:PORT` (`[IPv6]:PORT`) → (host, port); the host is an address or a name, the port 1..65535."""
+    expected = f'expected "HOST:PORT" (e.g. "127.0.0.1:9580" or "[::1]:9580"), got {show(value)}'
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            ctx.fail("metrics", "listen", expected)
+        port_text = rest[1:]
+    else:
+        host, colon, port_text = value.rpartition(":")
+        if not colon or ":" in host:
+            ctx.fail("metrics", "listen", expected)
+    if not host or any(c.isspace() or c in "/?#@" for c in host):
+        ctx.fail("metrics", "listen", expected)
+    if not (port_text.isascii() and port_text.isdigit()) or not 1 <= int(port_text) <= 65535:
+        ctx.fail("metrics", "listen", f"the port must be a number from 1 to 65535, got {show(value)}")
+    return host, int(port_text)
 
 
 # -- providers --

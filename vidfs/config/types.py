@@ -98,6 +98,13 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class MetricsOptions:
+    """`[metrics]`: the Prometheus endpoint (vidfs.daemon.metrics); `listen` None: no endpoint."""
+
+    listen: tuple[str, int] | None = None  # (host, port); an IPv6 host without its brackets
+
+
+@dataclass(frozen=True)
 class ProviderConfig:
     name: str  # the table key: the directory name at the mount root
     type: str
@@ -114,6 +121,7 @@ class Config:
     http: HttpSettings
     providers: tuple[ProviderConfig, ...]
     warnings: tuple[str, ...] = ()
+    metrics: MetricsOptions = field(default_factory=MetricsOptions)
 
     def provider(self, name: str) -> ProviderConfig | None:
         for provider in self.providers:

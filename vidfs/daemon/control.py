@@ -1,11 +1,23 @@
-"""The daemon's control socket: a private unix socket for `vidfs stats` and `vidfs prefetch --pin`.
+"""The daemon's control socket: a private unix socket for `vidfs stats`, `vidfs prefetch --pin` and
+`vidfs refresh`.
 
 Protocol
 --------
 One JSON object per line in each direction. Requests: `{"op": "stats"}`, `{"op": "pin", "path": P}`,
-`{"op": "unpin", "path": P}` with P relative to the mount root. Every answer has `"ok"`; a refusal has
-`"error"`. The socket lives in the cache dir (mode 0600, so only the mounting user can talk to it) and its
-path is published on the mount root as the xattr `user.vidfs.control`.
+`{"op": "unpin", "path": P}`, `{"op": "refresh", "path": P, "recursive": false}` with P relative to the
+mount root. Every answer has `"ok"`; a refusal has `"error"`. The socket lives in the cache dir (mode 0600,
+so only the mounting user can talk to it) and its path is published on the mount root as the xattr
+`user.vidfs.control`.
+
+Refresh
+-------
+`refresh` drops the cached listing of the directory P (P "" or the mount root: every cached listing; with
+`recursive`, every cached listing below P too, found by walking the cached listings themselves), so that the
+next access of each waits for a fresh listing from the vendor instead of being answered from the cache
+(`ListingCache.invalidate`). The kernel's own caches would still show the old state for up to a second
+(entry and attribute timeouts): the names the kernel holds in those directories are invalidated in it too
+(`pyfuse3.invalidate_entry`, in a worker thread: it waits for requests on those names, which this loop
+answers), so the change is visible as soon as the answer `{"ok": true, "listings": N, "entries": M}` is.
 
 No client can harm the mount
 ----------------------------
@@ -39,13 +51,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyfuse3
 import trio
 
 from vidfs.daemon.supervisor import Supervisor
-from vidfs.errors import NotFoundError, VidfsError
-from vidfs.fs.tree import Node
+from vidfs.errors import NotDirectoryError, NotFoundError, VidfsError
+from vidfs.fs.tree import Node, Tree
 from vidfs.fs.videofs import VideoFS
 from vidfs.io.remote_file import FileKey
+from vidfs.model import Folder
 
 log = logging.getLogger(__name__)
 
@@ -232,21 +246,113 @@ class ControlServer:
             key = FileKey(node.instance, video.remote_id, video.fingerprint)
             (store.pin if op == "pin" else store.unpin)(key)
             return {"ok": True, "size": node.size}
+        if op == "refresh":
+            return await self._refresh(request)
         return {"ok": False, "error": f"unknown op {op!r}"}
 
-    async def _node(self, path: str) -> Node:
-        node = self.fs.tree.get(self.fs.root_inode)
+    async def _walk(self, path: str) -> Node:
+        """The node at `path`. The tree looks names up only in directories it holds (those the kernel knows):
+        the ones on the way that it does not hold are held while they are looked into, then let go."""
+        tree = self.fs.tree
+        node = tree.get(self.fs.root_inode)
         parts = [p for p in path.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise NotFoundError(f"{path}: a path inside the mount, without '..'")
-        for part in parts:
-            node = await self.fs.tree.lookup(node.inode, part)
+        held: list[Node] = []
+        try:
+            for part in parts:
+                if node.inode not in tree.nodes:
+                    tree.remember(node, 0)
+                    held.append(node)
+                node = await tree.lookup(node.inode, part)
+        finally:
+            for directory in reversed(held):
+                tree.forget(directory.inode, 0)  # leaves the table unless the kernel took it meanwhile
+        return node
+
+    async def _node(self, path: str) -> Node:
+        node = await self._walk(path)
         if node.is_dir:
             raise NotFoundError(f"{path}: a directory (pin its files)")
         return node
 
+    async def _refresh(self, request: dict[str, Any]) -> dict[str, Any]:
+        path, recursive = request.get("path", ""), request.get("recursive", False)
+        if not isinstance(path, str) or not isinstance(recursive, bool):
+            return {"ok": False, "error": "refresh takes a path (a string) and recursive (true or false)"}
+        node = await self._walk(path)
+        if not node.is_dir:
+            raise NotDirectoryError(f"{path}: not a directory (refresh the directory that holds it)")
+        tree = self.fs.tree
+        folders = cached_folders(tree, node, recursive=recursive or node.instance is None)
+        for instance, folder_id in folders:
+            tree.listings.invalidate(instance, folder_id)
+        directories, entries = self._kernel_view(folders)
+        forgotten = await trio.to_thread.run_sync(
+            forget_in_kernel, directories, entries, abandon_on_cancel=True
+        )
+        self.stats.incr("refresh.requests")
+        self.stats.incr("refresh.listings", len(folders))
+        log.info("refresh of /%s: %d listings dropped", path.strip("/"), len(folders))
+        return {"ok": True, "listings": len(folders), "entries": forgotten}
+
+    def _kernel_view(self, folders: list[tuple[str, str]]) -> tuple[list[int], list[tuple[int, bytes]]]:
+        """The kernel's inodes of those directories and the (parent, name) entries it may hold in them."""
+        wanted = set(folders)
+        nodes = list(self.fs.tree.nodes.values())
+        directories = {
+            n.inode
+            for n in nodes
+            if isinstance(n.entry, Folder) and (n.instance, n.entry.remote_id) in wanted
+        }
+        entries = [
+            (self.fs.to_fuse_inode(n.parent), os.fsencode(n.name))
+            for n in nodes
+            if n.parent in directories and n.inode != n.parent
+        ]
+        return [self.fs.to_fuse_inode(inode) for inode in directories], entries
+
     def statistics(self) -> dict[str, int]:
         return {"serving": MAX_CONNECTIONS - self._slots.value, "max_connections": MAX_CONNECTIONS}
+
+
+def cached_folders(tree: Tree, node: Node, *, recursive: bool) -> list[tuple[str, str]]:
+    """(provider instance, folder id) of `node`'s listing and, when `recursive`, of every cached listing
+    below it (the folders named in cached listings, transitively); the mount root stands for every
+    provider's root. Each cached listing is visited once, so the walk is bounded by the cache."""
+    if node.instance is None:
+        starts = [(instance, provider.root().remote_id) for instance, provider in tree.providers.items()]
+    else:
+        starts = [(node.instance, node.folder.remote_id)]
+    found = dict.fromkeys(starts)
+    queue = list(starts) if recursive else []
+    while queue:
+        instance, folder_id = queue.pop()
+        listing = tree.listings.get(instance, folder_id)
+        for entry in listing.entries if listing is not None else ():
+            key = (instance, entry.remote_id)
+            if isinstance(entry, Folder) and key not in found:
+                found[key] = None
+                queue.append(key)
+    return list(found)
+
+
+def forget_in_kernel(directories: list[int], entries: list[tuple[int, bytes]]) -> int:
+    """Drop the kernel's cached names and attributes of refreshed directories (in a worker thread: each call
+    waits for the kernel's requests on that name, which the trio loop answers). Returns the names dropped."""
+    forgotten = 0
+    for parent, name in entries:
+        try:
+            pyfuse3.invalidate_entry(parent, name)
+            forgotten += 1
+        except OSError:  # ENOENT: the kernel no longer held it
+            pass
+    for inode in directories:
+        try:
+            pyfuse3.invalidate_inode(inode, attr_only=True)
+        except OSError:
+            pass
+    return forgotten
 
 
 def _parse(line: bytes) -> dict[str, Any] | Refusal:

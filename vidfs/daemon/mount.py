@@ -111,6 +111,12 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
             control = ControlServer(fs, socket_path(request.config.cache.dir, request.mountpoint), supervisor)
             stats.add_section("control", control.statistics)
             await services.start_service("control", control.serve)
+            if request.config.metrics.listen is not None:
+                from vidfs.daemon.metrics import MetricsEndpoint  # prometheus_client only when asked for
+
+                metrics = MetricsEndpoint(request.config.metrics.listen, fs.stats_document)
+                stats.add_section("metrics", metrics.statistics)
+                await services.start_service("metrics", metrics.serve)
             try:
                 await _mount_and_serve(request, fs, stop, on_ready, services.tasks("kernel-readahead"))
             finally:

@@ -55,21 +55,26 @@ class VidfsOperations(pyfuse3.Operations):
             raise
         except trio.TooSlowError:
             self._log_once(logging.WARNING, f"{what}: no answer within {self.request_timeout:g}s")
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise self._failure(errno.EIO) from None
         except (VidfsError, BaseExceptionGroup) as exc:  # a group: concurrent tasks failed
             if isinstance(exc, BaseExceptionGroup) and exc.subgroup(_stop) is not None:
                 raise  # being torn down: never an errno
             leaf = leaf_error(exc)
             if isinstance(leaf, trio.TooSlowError):
                 self._log_once(logging.WARNING, f"{what}: no answer within {self.request_timeout:g}s")
-                raise pyfuse3.FUSEError(errno.EIO) from None
+                raise self._failure(errno.EIO) from None
             if not isinstance(leaf, VidfsError):
                 log.error("%s: unexpected error", what, exc_info=leaf)
             self._log_once(log_level(leaf), f"{what}: {leaf}")
-            raise pyfuse3.FUSEError(to_errno(leaf)) from None
+            raise self._failure(to_errno(leaf)) from None
         except Exception:
             log.exception("%s: unexpected error", what)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+            raise self._failure(errno.EIO) from None
+
+    def _failure(self, code: int) -> pyfuse3.FUSEError:
+        """The errno a caller gets, counted by name (`fuse.errors.EIO`: the metrics' errors by errno)."""
+        self.fs.stats.incr(f"fuse.errors.{errno.errorcode.get(code, str(code))}")
+        return pyfuse3.FUSEError(code)
 
     def _log_once(self, level: int, message: str) -> None:
         # One line per distinct failure: a player retrying a broken read must not flood the journal.
@@ -141,7 +146,7 @@ class VidfsOperations(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache, direct_io=False)
 
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        async with self._answer("read"):
+        async with self._answer("read"), self.fs.stats.timed("fuse.read"):
             return await self.fs.read(fh, off, size)
 
     async def release(self, fh: int) -> None:

@@ -239,7 +239,7 @@ class VideoFS:
         probe (ffprobe, a player's open) costs a couple of requests instead of a seek storm."""
         try:
             head_len = min(file.size, max(self.cache.block_size, 64 * 1024))
-            head = await self.cache.read(file, 0, head_len)
+            head = await self.cache.read(file, 0, head_len, reader=False)
             moov = find_moov(head, file.size)
             if moov is not None and moov[0] >= head_len:
                 self.stats.incr("prefetch.moov_tail")

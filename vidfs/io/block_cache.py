@@ -93,6 +93,7 @@ class _Pending:
     event: trio.Event = field(default_factory=trio.Event)
     data: bytes | None = None
     error: BaseException | None = None
+    source: str = "network"  # where the block came from: "network", "disk" (bytes.served.<source>)
 
     async def wait(self) -> bytes:
         await self.event.wait()
@@ -129,23 +130,35 @@ class BlockCache:
         self._last_scheduled = 0
 
     # ----------------------------------------------------------------------------------------- reads
-    async def read(self, file: RemoteFile, offset: int, size: int) -> bytes:
+    async def read(self, file: RemoteFile, offset: int, size: int, *, reader: bool = True) -> bytes:
+        """`[offset, offset+size)` of `file`; counted as served to a reader unless `reader` is False (the
+        daemon's own reads, such as a container warm-up)."""
         end = min(offset + size, file.size)
         if end <= offset:
             return b""
         first = offset // self.block_size
         last = (end - 1) // self.block_size
-        parts = [
-            item if isinstance(item, bytes) else await item.wait()
-            for item in self._ensure(file, first, last, prefetch=False)
-        ]
+        items = self._ensure(file, first, last, prefetch=False)
+        parts = [item if isinstance(item, bytes) else await item.wait() for item in items]
         base = first * self.block_size
+        if reader:
+            self._count_served(items, offset, end, base)
         if len(parts) == 1:
             return parts[0][offset - base : end - base]
         # Cut the first and last blocks as views and join once: one copy per read (this runs per 128 KiB).
         head = memoryview(parts[0])[offset - base :]
         tail = memoryview(parts[-1])[: end - (last * self.block_size)]
         return b"".join([head, *parts[1:-1], tail])
+
+    def _count_served(self, items: list[bytes | _Pending], offset: int, end: int, base: int) -> None:
+        """Bytes served by source (`bytes.served.<source>`): "memory" for blocks found in the LRU when the
+        reader asked, else where the block it waited for came from (a prefetch that arrived before the read
+        counts as memory: the reader did not wait for it)."""
+        for position, item in enumerate(items):
+            start = base + position * self.block_size
+            served = min(end, start + self.block_size) - max(offset, start)
+            source = item.source if isinstance(item, _Pending) else "memory"
+            self._stats.incr(f"bytes.served.{source}", served)
 
     def prefetch(self, file: RemoteFile, start: int, end: int) -> int:
         """Start fetching `[start, end)` in the background; returns the bytes actually scheduled."""
@@ -263,7 +276,7 @@ class BlockCache:
         if found:
             self._stats.incr("cache.shared_hits", len(found))
             for index in sorted(found):
-                self._complete(file, index, found[index])
+                self._complete(file, index, found[index], "shared")
             if self._store is not None:
                 await self._store_found(file, found)
         for stretch in stretches:
@@ -320,7 +333,7 @@ class BlockCache:
         for index in indices:
             data = found.get(index)
             if data is not None:
-                self._complete(file, index, data)
+                self._complete(file, index, data, "disk")
                 continue
             if index != previous + 1:
                 stretches.append([])
@@ -328,7 +341,7 @@ class BlockCache:
             previous = index
         return stretches
 
-    def _complete(self, file: RemoteFile, index: int, block: bytes) -> None:
+    def _complete(self, file: RemoteFile, index: int, block: bytes, source: str = "network") -> None:
         block_id = (file.key, index)
         try:
             self._memory[block_id] = block
@@ -337,6 +350,7 @@ class BlockCache:
         pending = self._pending.pop(block_id, None)
         if pending is not None:
             pending.data = block
+            pending.source = source
             pending.event.set()
 
     # ------------------------------------------------------------------------------------ management
