@@ -203,16 +203,25 @@ def proxy_check(ns: Netns, delay: Delay, origin_port: int, name: str) -> dict[st
 
 
 def start_delay(
-    ns: Netns, rtt_ms: float, method: str, origin_port: int, work: Path, cleanup: Cleanup, install: bool
+    ns: Netns,
+    rtt_ms: float,
+    method: str,
+    origin_port: int,
+    work: Path,
+    cleanup: Cleanup,
+    install: bool,
+    *,
+    allow_proxy: bool = True,
 ) -> Delay:
-    """Set up `rtt_ms` of RTT with `method` ("auto": the first of netem, nfqueue, proxy that works)."""
+    """Set up `rtt_ms` of RTT with `method` ("auto": the first of netem, nfqueue, proxy that works;
+    not the proxy unless `allow_proxy`: it delays only the one port it fronts)."""
     if rtt_ms <= 0:
         measured = _measure_rtt(ns, f"http://127.0.0.1:{origin_port}/")
         return Delay(0.0, "none", "no delay (0 ms)", origin_port, measured_rtt_ms=measured)
     notes: list[str] = []
     chosen: Delay | str | None = None
     for candidate in ("netem", "nfqueue", "proxy"):
-        if method not in ("auto", candidate):
+        if method not in ("auto", candidate) or (candidate == "proxy" and not allow_proxy):
             continue
         if candidate == "netem":
             chosen = _netem(ns, rtt_ms, origin_port, cleanup)

@@ -51,6 +51,9 @@ class Options:
     install: bool
     keep_workdir: bool
     chart: bool
+    catalog: list[int]  # not empty: the catalog run (bench/catalog.py) instead of the read run
+    providers: list[str]  # of the catalog run
+    max_walk_seconds: float
 
 
 def _numbers(text: str, what: str) -> list[float]:
@@ -68,7 +71,7 @@ def _parser(description: str) -> argparse.ArgumentParser:
     add = p.add_argument
     add("--rtt-ms", default="20,0", help="round-trip time(s) to emulate, a table each (default 20,0)")
     add("--delay", choices=DELAY_METHODS, default="auto", help="how the RTT is made (default: the best)")
-    add("--runs", type=int, default=3, help="runs; each figure is the median (default 3)")
+    add("--runs", type=int, help="runs; each figure is the median (default 3; 1 for --catalog)")
     add("--quick", action="store_true", help="smoke run: 64 MiB file, short movie, 1 run")
     add("--peers", default=",".join(PEERS), help=f"comma list of {', '.join(PEERS)}")
     add("--data-dir", type=Path, help="where the data is kept (default ~/.cache/vidfs/bench)")
@@ -91,6 +94,9 @@ def _parser(description: str) -> argparse.ArgumentParser:
     add("--no-install", action="store_true", help="do not apt-get/pip install missing tools")
     add("--no-chart", action="store_true", help="no PNG chart")
     add("--keep-workdir", action="store_true", help="keep logs and configs (the path is printed)")
+    add("--catalog", metavar="N[,N]", help="the catalog run instead (issue 16): N videos per provider shape")
+    add("--providers", help="provider shapes of the catalog run (default: every emulator)")
+    add("--max-walk-seconds", type=float, default=900.0, help="stop a catalog walk after this long (900)")
     return p
 
 
@@ -101,17 +107,19 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> Options:
     unknown = [name for name in peers if name not in PEERS]
     if unknown:
         p.error(f"unknown peers: {', '.join(unknown)}")
-    if a.runs < 1:
+    if a.runs is not None and a.runs < 1:
         p.error("--runs must be at least 1")
     try:
         rtts = _numbers(a.rtt_ms, "--rtt-ms")
+        catalog = [int(v) for v in _numbers(a.catalog, "--catalog")] if a.catalog else []
     except argparse.ArgumentTypeError as exc:
         p.error(str(exc))
+    providers = _providers(p, a.providers) if catalog else []
     home_cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return Options(
         rtts_ms=rtts,
         delay=a.delay,
-        runs=1 if a.quick else a.runs,
+        runs=1 if a.quick else (a.runs or (1 if catalog else 3)),
         quick=a.quick,
         peers=peers,
         data_dir=a.data_dir or home_cache / "vidfs" / "bench",
@@ -126,4 +134,17 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> Options:
         install=not a.no_install,
         keep_workdir=a.keep_workdir,
         chart=not a.no_chart,
+        catalog=catalog,
+        providers=providers,
+        max_walk_seconds=a.max_walk_seconds,
     )
+
+
+def _providers(p: argparse.ArgumentParser, text: str | None) -> list[str]:
+    from vidfs.emulator import known_emulators  # only the catalog run needs vidfs itself here
+
+    known = known_emulators()
+    names = [name.strip() for name in (text or ",".join(known)).split(",") if name.strip()]
+    if bad := [name for name in names if name not in known]:
+        p.error(f"unknown provider shapes {', '.join(bad)} (the emulators are {', '.join(known)})")
+    return names

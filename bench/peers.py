@@ -72,20 +72,19 @@ class Mount:
     """One FUSE mount of one peer, its daemon started in the namespace (nsenter execs it: its PID is
     the daemon's), in a session of its own so a terminal's Ctrl-C reaches only the bench."""
 
-    def __init__(self, peer: str, ns: Netns, url: str, cache: Path, vidfs_set: list[str]) -> None:
-        self.peer = peer
-        self.path = cache.parent / "mnt"
-        self.path.mkdir(exist_ok=True)
-        cache.mkdir(exist_ok=True)
-        self.log = cache.parent / "mount.log"
-        cmd = command(peer, url, self.path, cache, vidfs_set)
-        with open(self.log, "ab") as log:
-            cwd = REPO if peer == "vidfs" else cache.parent
+    def __init__(
+        self, name: str, ns: Netns, cmd: list[str], path: Path, log: Path, timeout: float = 120
+    ) -> None:
+        self.peer = name
+        self.path = path
+        self.log = log
+        path.mkdir(exist_ok=True)
+        with open(self.log, "ab") as out:
             self.process: subprocess.Popen[Any] = subprocess.Popen(
-                [*ns.prefix, *cmd], stdout=log, stderr=log, cwd=cwd, start_new_session=True
+                [*ns.prefix, *cmd], stdout=out, stderr=out, cwd=REPO, start_new_session=True
             )
         try:
-            wait_for(self._mounted, 120, f"{peer} mount")
+            wait_for(self._mounted, timeout, f"{name} mount", step=0.02)
         except BaseException:
             self.stop()
             raise
@@ -122,7 +121,10 @@ class Mount:
 def mounted(
     peer: str, ns: Netns, url: str, cache: Path, vidfs_set: list[str], cleanup: Cleanup
 ) -> Iterator[Mount]:
-    mount = Mount(peer, ns, url, cache, vidfs_set)
+    cache.mkdir(exist_ok=True)
+    path = cache.parent / "mnt"
+    cmd = command(peer, url, path, cache, vidfs_set)
+    mount = Mount(peer, ns, cmd, path, cache.parent / "mount.log")
     undo = cleanup.push(f"{peer} mount", mount.stop)
     try:
         yield mount

@@ -3,6 +3,7 @@
     sudo bench/run.sh                          # 3 runs at 20 ms and at 0 ms RTT, a table each (medians)
     sudo bench/run.sh --runs 1 --rtt-ms 50 --peers vidfs,curl
     sudo bench/run.sh --quick --rtt-ms 20,0    # smoke run: 64 MiB file, a small movie, 1 run
+    sudo bench/run.sh --catalog 10000,100000   # the catalog run instead (bench/catalog.py, issue 16)
 
 What one invocation does:
 1. installs what it lacks from Debian (nginx rclone httpdirfs curl ffmpeg, and for the delay gcc,
@@ -38,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.catalog import run_catalog
 from bench.chart import read_chart
 from bench.common import Cleanup, say
 from bench.data import MOVIE_NAME, RANDOM_NAME, Truth, prepare
@@ -69,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not opts.keep_workdir:
         cleanup.push("work dir", lambda: shutil.rmtree(work, ignore_errors=True))
     try:
+        if opts.catalog:
+            return run_catalog(opts, work, cleanup)
         return _read_bench(opts, work, cleanup)
     except KeyboardInterrupt:
         say("interrupted: cleaning up")

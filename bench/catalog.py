@@ -1,0 +1,374 @@
+"""The catalog run (issue 16): how vidfs browses 10,000 to 100,000 videos, per vendor shape and RTT.
+
+    sudo bench/run.sh --catalog 10000,100000 [--rtt-ms 20,0] [--providers cupix,aipix,...]
+
+For every RTT, provider shape and N, in the bench's network namespace (delayed as in the read run, but
+only by a kernel method: the Python proxy fronts one port and the emulators have several):
+1. the vendor's emulator, `python -m vidfs.emulator --provider NAME --scale N` (N synthetic videos spread
+   the way that vendor's accounts grow, besides its small hand-made catalog), started fresh;
+2. vidfs mounted on it with an empty cache dir (`metadata_ttl = "10m"`), its daemon in the namespace;
+3. a cold walk: every directory listed and every entry `lstat`ed, as `ls -lR` or `find` does
+   (seconds, entries, the daemon's CPU seconds); then the emulator's request log (`GET <control_url>/
+   requests`): API requests (the vendor's own origin, HEADs aside), storage HEADs, other storage requests;
+4. a warm walk on the same mount (seconds, requests it caused: 0 is the target);
+5. the mount stopped and started again on the same cache dir: seconds from starting the daemon to the
+   end of the first complete walk (remount-to-first-answer), and the requests made before that end;
+   the names, inodes and sizes it shows compared with the cold walk's;
+6. the daemon's peak RSS (VmHWM, the larger of the two mounts).
+A table per RTT, issue 16's targets checked, JSON and a PNG (time and memory against N) in
+bench/results/. Walks stop at `--max-walk-seconds` (reported as partial), so a slow shape cannot hang it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.common import Cleanup, run, say, stop_pid, vm_hwm_mib, wait_for
+from bench.delay import Delay, start_delay
+from bench.netns import Netns
+from bench.options import Options
+from bench.peers import Mount
+
+PROBE_PORT = 8090  # an idle static server in the namespace: the delay's RTT is measured against it
+EMULATOR_READY_S = 900.0  # the first start makes the sample media with ffmpeg
+MAX_ENTRIES = 5_000_000
+# Vendors whose listings tell no sizes, so a stat needs a HEAD per video (vidfs/providers/*: size=None).
+SIZES_BY_HEAD = frozenset({"aipix", "hourone", "valt"})
+
+
+@dataclass(frozen=True)
+class Walk:
+    """One `ls -lR`: every directory read, every entry lstat-ed."""
+
+    seconds: float
+    files: int
+    dirs: int
+    total_bytes: int
+    zero_size: int  # files whose size is 0 (a size the listing did not know)
+    duplicates: int  # names a directory listed twice
+    failures: int  # readdir or lstat calls that failed (the walk goes on, like ls -lR)
+    first_failure: str | None
+    complete: bool
+    entries: dict[str, tuple[int, int]]  # path under the mount → (inode, size)
+
+
+@dataclass
+class _Tally:
+    files: int = 0
+    dirs: int = 0
+    total: int = 0
+    zero: int = 0
+    duplicates: int = 0
+    failures: int = 0
+    first_failure: str | None = None
+
+    def failed(self, exc: OSError) -> None:
+        self.failures += 1
+        self.first_failure = self.first_failure or f"{exc.strerror}: {exc.filename}"
+
+
+def _listing(directory: Path, tally: _Tally) -> list[str]:
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        tally.failed(exc)
+        return []
+    tally.duplicates += len(names) - len(set(names))
+    return names
+
+
+def walk(root: Path, limit_s: float) -> Walk:
+    started = time.monotonic()
+    entries: dict[str, tuple[int, int]] = {}
+    tally = _Tally()
+    todo = [root]
+    complete = True
+    while todo:
+        if time.monotonic() - started > limit_s or len(entries) > MAX_ENTRIES:
+            complete = False
+            break
+        directory = todo.pop()
+        for name in _listing(directory, tally):
+            path = directory / name
+            try:
+                st = os.lstat(path)
+            except OSError as exc:
+                tally.failed(exc)
+                continue
+            entries[str(path.relative_to(root))] = (st.st_ino, st.st_size)
+            if stat.S_ISDIR(st.st_mode):
+                tally.dirs += 1
+                todo.append(path)
+            else:
+                tally.files += 1
+                tally.total += st.st_size
+                tally.zero += st.st_size == 0
+    t = tally
+    seconds = time.monotonic() - started
+    return Walk(
+        seconds,
+        t.files,
+        t.dirs,
+        t.total,
+        t.zero,
+        t.duplicates,
+        t.failures,
+        t.first_failure,
+        complete,
+        entries,
+    )
+
+
+@dataclass
+class CatalogFigures:
+    shape: str
+    n: int
+    files: int | None = None
+    dirs: int | None = None
+    cold_s: float | None = None
+    cold_complete: bool | None = None
+    cold_cpu_s: float | None = None
+    api_requests: int | None = None
+    storage_heads: int | None = None
+    storage_other: int | None = None
+    duplicates: int | None = None
+    zero_size: int | None = None
+    failures: int | None = None  # readdir/lstat errors in the cold walk
+    warm_s: float | None = None
+    warm_requests: int | None = None
+    remount_ready_s: float | None = None  # daemon started → mounted
+    remount_first_answer_s: float | None = None  # daemon started → first complete walk ended
+    remount_requests_before: int | None = None
+    remount_changed: int | None = None  # entries whose name, inode or size differ from the cold walk
+    rss_mib: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Emulator:
+    """One vendor emulator in the namespace, reached through its control API with curl (it listens on
+    the namespace's 127.0.0.1, which the bench process itself is not in)."""
+
+    ns: Netns
+    process: Any
+    site: str  # the main origin's name in the request log
+    control_url: str
+    config: dict[str, Any]  # the provider's table for vidfs's config
+
+    def requests(self) -> list[dict[str, Any]]:
+        out = run([*self.ns.prefix, "curl", "-s", "-f", self.control_url + "/requests"], timeout=600)
+        entries = json.loads(out.stdout)
+        return entries if isinstance(entries, list) else []
+
+    def clear(self) -> None:
+        run([*self.ns.prefix, "curl", "-s", "-f", "-X", "POST", self.control_url + "/requests/clear"])
+
+
+def start_emulator(ns: Netns, shape: str, n: int, base: Path, cleanup: Cleanup) -> Emulator:
+    ready = base / "emulator.json"
+    ready.unlink(missing_ok=True)  # a file left by an earlier start would name a port long closed
+    cmd = [sys.executable, "-m", "vidfs.emulator", "--provider", shape, "--scale", str(n)]
+    process = ns.start([*cmd, "--ready-file", str(ready)], base / "emulator.log", cleanup, shape)
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"the {shape} emulator exited with status {process.returncode}")
+        return ready.exists()
+
+    try:
+        wait_for(up, EMULATOR_READY_S, f"{shape} emulator with --scale {n}", step=0.1)
+        (info,) = json.loads(ready.read_text()).values()
+        control = str(info["control_url"]).rstrip("/")
+        about = json.loads(run([*ns.prefix, "curl", "-s", "-f", control + "/info"]).stdout)
+    except BaseException:
+        stop_pid(process)
+        raise
+    return Emulator(ns, process, str(about.get("name", shape)), control, dict(info["config"]))
+
+
+def count_requests(entries: list[dict[str, Any]], site: str) -> tuple[int, int, int]:
+    """(API requests, storage HEADs, other storage requests): the vendor's own origin answers the API
+    (an HTTP index's pages too); HEADs are size probes wherever they go."""
+    heads = sum(e.get("method") == "HEAD" for e in entries)
+    api = sum(e.get("method") != "HEAD" and e.get("origin", site) == site for e in entries)
+    return api, heads, len(entries) - heads - api
+
+
+@dataclass(frozen=True)
+class CatalogStage:
+    ns: Netns
+    work: Path
+    opts: Options
+    cleanup: Cleanup
+    max_walk_s: float
+
+
+def _mount(stage: CatalogStage, config: Path, base: Path) -> Mount:
+    cmd = [sys.executable, "-m", "vidfs", "mount", str(config), str(base / "mnt")]
+    mount = Mount("vidfs", stage.ns, cmd, base / "mnt", base / "mount.log", timeout=300)
+    stage.cleanup.push("vidfs mount", mount.stop)  # at once below too; a second stop does nothing
+    return mount
+
+
+def _changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> int:
+    """Entries only in one walk, or with another inode or size."""
+    return len(before.keys() ^ after.keys()) + sum(after[k] != v for k, v in before.items() if k in after)
+
+
+def _cold_and_warm(
+    stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, config: Path, base: Path
+) -> Walk:
+    mount = _mount(stage, config, base)
+    try:
+        cpu_before = mount.cpu_s()
+        cold = walk(mount.path, stage.max_walk_s)
+        cpu_after = mount.cpu_s()
+        fig.cold_cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        fig.cold_s, fig.cold_complete = cold.seconds, cold.complete
+        fig.files, fig.dirs, fig.duplicates = cold.files, cold.dirs, cold.duplicates
+        fig.zero_size, fig.failures = cold.zero_size, cold.failures
+        if cold.first_failure:
+            fig.errors.append(f"cold walk: {cold.failures} failed calls, the first {cold.first_failure}")
+        counts = count_requests(emulator.requests(), emulator.site)
+        fig.api_requests, fig.storage_heads, fig.storage_other = counts
+        emulator.clear()
+        warm = walk(mount.path, stage.max_walk_s)
+        fig.warm_s, fig.warm_requests = warm.seconds, len(emulator.requests())
+        if warm.first_failure:
+            fig.errors.append(f"warm walk: {warm.failures} failed calls, the first {warm.first_failure}")
+        fig.rss_mib = vm_hwm_mib(mount.process.pid)
+    finally:
+        mount.stop()
+    return cold
+
+
+def _remount(
+    stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, config: Path, base: Path, cold: Walk
+) -> None:
+    emulator.clear()
+    began = time.monotonic()
+    mount = _mount(stage, config, base)
+    try:
+        fig.remount_ready_s = time.monotonic() - began
+        first = walk(mount.path, stage.max_walk_s)
+        ended_wall = time.time()
+        fig.remount_first_answer_s = time.monotonic() - began
+        fig.remount_requests_before = sum(e.get("time", 0) < ended_wall for e in emulator.requests())
+        fig.remount_changed = _changed(cold.entries, first.entries) if first.complete else None
+        if first.first_failure:
+            fig.errors.append(f"remount walk: {first.failures} failed calls, the first {first.first_failure}")
+        rss = vm_hwm_mib(mount.process.pid)
+        fig.rss_mib = max(x for x in (fig.rss_mib, rss, 0.0) if x is not None)
+    finally:
+        mount.stop()
+
+
+def measure_one(stage: CatalogStage, shape: str, n: int, tag: str) -> CatalogFigures:
+    """One provider shape with N videos: a fresh emulator, a fresh cache, two mounts."""
+    from vidfs.commands.demo import write_config  # the CLI's own writer of a private config
+
+    fig = CatalogFigures(shape, n)
+    base = stage.work / f"catalog-{shape}-{n}-{tag}"
+    base.mkdir()
+    try:
+        emulator = start_emulator(stage.ns, shape, n, base, stage.cleanup)
+    except Exception as exc:
+        fig.errors.append(f"emulator: {exc}")
+        say(f"catalog {shape} {n}: {exc}")
+        return fig
+    try:
+        config = write_config(
+            base / "vidfs.toml",
+            {shape: emulator.config},
+            cache_dir=base / "cache",
+            cache={"metadata_ttl": "10m"},
+        )
+        emulator.clear()
+        cold = _cold_and_warm(stage, fig, emulator, config, base)
+        _remount(stage, fig, emulator, config, base, cold)
+    except Exception as exc:
+        fig.errors.append(f"{type(exc).__name__}: {exc}")
+        say(f"catalog {shape} {n}: {exc}")
+    finally:
+        stop_pid(emulator.process)
+        if not stage.opts.keep_workdir:
+            run(["rm", "-rf", "--one-file-system", str(base / "cache")], check=False)
+    return fig
+
+
+def _probe_server(ns: Netns, work: Path, cleanup: Cleanup) -> None:
+    """An idle static server the delay's RTT is measured against (the emulators come and go)."""
+    empty = work / "probe-www"
+    empty.mkdir(exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "http.server",
+        "--bind",
+        "127.0.0.1",
+        "--directory",
+        str(empty),
+        str(PROBE_PORT),
+    ]
+    process = ns.start(cmd, work / "probe.log", cleanup, "probe server")
+    ns.wait_url(f"http://127.0.0.1:{PROBE_PORT}/", process, "probe server")
+
+
+def _one_rtt(stage: CatalogStage, delay: Delay) -> list[CatalogFigures]:
+    opts = stage.opts
+    out = []
+    for shape in opts.providers:
+        for n in opts.catalog:
+            for index in range(opts.runs):
+                say(f"catalog at {delay.rtt_ms:g} ms: {shape}, {n} videos, run {index + 1}/{opts.runs} …")
+                fig = measure_one(stage, shape, n, f"{delay.rtt_ms:g}ms-{index}")
+                say(f"  {brief(fig)}")
+                out.append(fig)
+    return out
+
+
+def brief(fig: CatalogFigures) -> str:
+    def n(value: float | None, digits: int = 1) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    text = (
+        f"{fig.files} files, cold {n(fig.cold_s)} s ({fig.api_requests} API, {fig.storage_heads} HEADs),"
+        f" warm {n(fig.warm_s, 2)} s ({fig.warm_requests} req), remount {n(fig.remount_first_answer_s, 2)} s"
+        f" ({fig.remount_requests_before} req before, {fig.remount_changed} changed),"
+        f" RSS {n(fig.rss_mib)} MiB"
+    )
+    return text + (f", errors: {'; '.join(fig.errors)}" if fig.errors else "")
+
+
+def run_catalog(opts: Options, work: Path, cleanup: Cleanup) -> int:
+    from bench.catalog_report import CatalogResults  # the report imports this module's figures
+
+    if opts.delay == "proxy":
+        say("the catalog run delays with netem or nfqueue only (the proxy fronts a single port)")
+        return 2
+    ns = Netns(cleanup, tag="c")
+    _probe_server(ns, work, cleanup)
+    stage = CatalogStage(ns, work, opts, cleanup, opts.max_walk_seconds)
+    results = CatalogResults(opts)
+    for rtt_ms in opts.rtts_ms:
+        try:
+            delay = start_delay(
+                ns, rtt_ms, opts.delay, PROBE_PORT, work, cleanup, opts.install, allow_proxy=False
+            )
+        except RuntimeError as exc:
+            say(f"no catalog run at {rtt_ms:g} ms: {exc}")
+            results.skipped(rtt_ms, str(exc))
+            continue
+        try:
+            say(f"RTT {rtt_ms:g} ms: {delay.description}, measured {delay.measured_rtt_ms:.2f} ms")
+            results.add(delay, _one_rtt(stage, delay))
+        finally:
+            delay.close()
+    return 0

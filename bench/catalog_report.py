@@ -1,0 +1,254 @@
+"""The catalog run's report: a table per RTT, issue 16's targets, the JSON and a chart of time and memory
+against N (bench/results/catalog-<time>.json and .png)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.catalog import SIZES_BY_HEAD, CatalogFigures
+from bench.chart import pyplot
+from bench.common import say
+from bench.delay import Delay
+from bench.options import Options
+from bench.tools import versions
+
+# Issue 16, at 20 ms: 10,000 videos in 3 s with sizes listed and 10 s with a HEAD each, 100,000 in 30 s and
+# 100 s: linear in N, so the same budget per video applies to any N.
+LISTED_S_PER_VIDEO = 3.0 / 10_000
+HEAD_S_PER_VIDEO = 10.0 / 10_000
+WARM_S, RSS_MIB, REMOUNT_S = 2.0, 150.0, 3.0
+NUMERIC = (
+    "files", "dirs", "cold_s", "cold_cpu_s", "api_requests", "storage_heads", "storage_other", "duplicates",
+    "zero_size", "failures", "warm_s", "warm_requests", "remount_ready_s", "remount_first_answer_s",
+    "remount_requests_before", "remount_changed", "rss_mib",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Row:
+    """The median of a (shape, N)'s runs."""
+
+    shape: str
+    n: int
+    figures: dict[str, Any]
+    partial: bool
+    errors: list[str]
+
+    def get(self, key: str) -> Any:
+        return self.figures.get(key)
+
+    @property
+    def heads_each(self) -> bool:
+        """The shape needs a HEAD per video: known per vendor, else seen in the request log."""
+        if self.shape in SIZES_BY_HEAD:
+            return True
+        heads, files = self.get("storage_heads"), self.get("files")
+        return heads is not None and bool(files) and heads >= 0.5 * files
+
+
+def rows(figs: list[CatalogFigures]) -> list[Row]:
+    groups: dict[tuple[str, int], list[CatalogFigures]] = {}
+    for fig in figs:
+        groups.setdefault((fig.shape, fig.n), []).append(fig)
+    out = []
+    for (shape, n), runs in groups.items():
+        medians: dict[str, Any] = {}
+        for key in NUMERIC:
+            values = [getattr(f, key) for f in runs if getattr(f, key) is not None]
+            medians[key] = statistics.median(values) if values else None
+        partial = any(f.cold_complete is False for f in runs)
+        out.append(Row(shape, n, medians, partial, [e for f in runs for e in f.errors]))
+    return out
+
+
+def _n(value: Any, digits: int = 1) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+COLUMNS = (
+    "shape", "sizes", "N", "files (failed calls)", "cold walk s", "API requests", "storage HEADs",
+    "warm walk s (requests)", "remount: mounted / first answer s (requests before)", "changed after remount",
+    "peak RSS MiB",
+)  # fmt: skip
+
+
+def table(rows_: list[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
+    for r in rows_:
+        g = r.get
+        cells = [
+            r.shape,
+            "a HEAD each" if r.heads_each else "listed",
+            f"{r.n:,}",
+            f"{_n(g('files'), 0)} ({_n(g('failures'), 0)})",
+            _n(g("cold_s"), 2) + ("*" if r.partial else ""),
+            _n(g("api_requests"), 0),
+            _n(g("storage_heads"), 0),
+            f"{_n(g('warm_s'), 2)} ({_n(g('warm_requests'), 0)})",
+            f"{_n(g('remount_ready_s'), 2)} / {_n(g('remount_first_answer_s'), 2)}"
+            f" ({_n(g('remount_requests_before'), 0)})",
+            _n(g("remount_changed"), 0),
+            _n(g("rss_mib")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _targets_json(r: Row) -> list[dict[str, Any]]:
+    return [{"target": what, "met": ok, "figures": figures} for what, ok, figures in targets(r)]
+
+
+def _mark(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "NOT met")
+
+
+def _all_known(*values: Any) -> bool:
+    return all(v is not None for v in values)
+
+
+def targets(r: Row) -> list[tuple[str, bool | None, str]]:
+    """Issue 16's targets for one row: (what, met or None when a figure is missing, figures)."""
+    g = r.get
+    budget = r.n * (HEAD_S_PER_VIDEO if r.heads_each else LISTED_S_PER_VIDEO)
+    out: list[tuple[str, bool | None, str]] = []
+    cold = g("cold_s")
+    kind = "a HEAD each" if r.heads_each else "sizes listed"
+    out.append(
+        (
+            f"cold walk ≤ {budget:g} s ({kind})",
+            None if cold is None else cold <= budget and not r.partial,
+            f"{_n(cold, 2)} s",
+        )
+    )
+    warm, warm_req = g("warm_s"), g("warm_requests")
+    ok = warm_req == 0 and warm <= WARM_S if _all_known(warm, warm_req) else None
+    out.append((f"warm walk 0 requests, ≤ {WARM_S:g} s", ok, f"{_n(warm_req, 0)} requests, {_n(warm, 2)} s"))
+    rss = g("rss_mib")
+    out.append((f"peak RSS ≤ {RSS_MIB:g} MiB", None if rss is None else rss <= RSS_MIB, f"{_n(rss)} MiB"))
+    first, before = g("remount_first_answer_s"), g("remount_requests_before")
+    ok = before == 0 and first <= REMOUNT_S if _all_known(first, before) else None
+    what = f"after a remount, first ls -lR with 0 requests before it, ≤ {REMOUNT_S:g} s"
+    out.append((what, ok, f"{_n(before, 0)} requests, {_n(first, 2)} s"))
+    dup, zero, files, failed = g("duplicates"), g("zero_size"), g("files"), g("failures")
+    ok = (
+        dup == 0 and zero == 0 and failed == 0 and files >= r.n
+        if _all_known(dup, zero, files, failed)
+        else None
+    )
+    figures = f"{_n(files, 0)} files, {_n(dup, 0)} listed twice, {_n(zero, 0)} without a size"
+    figures += f", {_n(failed, 0)} failed calls"
+    out.append(("every entry once, with its size", ok, figures))
+    changed = g("remount_changed")
+    ok = None if changed is None else changed == 0
+    out.append(("names, inodes and sizes stable across the remount", ok, f"{_n(changed, 0)} changed"))
+    return out
+
+
+def chart(path: Path, tables: list[dict[str, Any]]) -> str | None:
+    """Time and memory against N: a line per shape (colour) and RTT (solid: the first RTT)."""
+    plt = pyplot()
+    if isinstance(plt, str):
+        return plt
+    panels = (
+        ("cold_s", "cold walk, s"),
+        ("warm_s", "warm walk, s"),
+        ("remount_first_answer_s", "remount → first complete walk, s"),
+        ("rss_mib", "peak RSS, MiB"),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), squeeze=False)
+    styles = ("-", "--", ":", "-.")
+    for ax, (key, title) in zip(axes.flat, panels, strict=True):
+        for t_index, entry in enumerate(tables):
+            shapes = sorted({r["shape"] for r in entry["rows"]})
+            for s_index, shape in enumerate(shapes):
+                points = sorted((r["n"], r["figures"].get(key)) for r in entry["rows"] if r["shape"] == shape)
+                points = [(n, v) for n, v in points if v is not None]
+                if points:
+                    label = f"{shape}, {entry['rtt_ms']:g} ms"
+                    ax.plot(
+                        *zip(*points, strict=True),
+                        styles[t_index % 4],
+                        marker="o",
+                        color=f"C{s_index}",
+                        label=label,
+                    )
+        ax.set_xscale("log")
+        if key == "rss_mib":
+            ax.set_ylim(bottom=0)
+        else:
+            ax.set_yscale("log")  # seconds span 0.1 to 100s
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("videos (N)", fontsize=8)
+        ax.grid(True, alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("vidfs catalog run (issue 16): time and memory against N", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+class CatalogResults:
+    """bench/results/catalog-<time>.json, written again after every RTT, and its chart."""
+
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        self.base = opts.results_dir / f"catalog-{stamp}"
+        self.tables: list[dict[str, Any]] = []
+        self.document: dict[str, Any] = {
+            "started": stamp,
+            "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
+            "versions": versions(),
+            "tables": self.tables,
+        }
+
+    def skipped(self, rtt_ms: float, why: str) -> None:
+        self.tables.append({"rtt_ms": rtt_ms, "skipped": why, "rows": []})
+        self._write()
+
+    def add(self, delay: Delay, figs: list[CatalogFigures]) -> None:
+        made = rows(figs)
+        header = (
+            f"Catalog run at RTT {delay.rtt_ms:g} ms ({delay.method}: {delay.description}; measured"
+            f" {_n(delay.measured_rtt_ms, 2)} ms); {self.opts.runs} run(s), median; fresh cache,"
+            " metadata_ttl 10m"
+        )
+        text = table(made)
+        partial = "\n\\* the walk stopped at --max-walk-seconds\n" if any(r.partial for r in made) else ""
+        print(f"\n{header}\n\n{text}\n{partial}\nissue 16's targets at {delay.rtt_ms:g} ms:\n")
+        for r in made:
+            marks = "; ".join(f"{what}: **{_mark(ok)}** ({figures})" for what, ok, figures in targets(r))
+            print(f"- {r.shape}, {r.n:,}: {marks}" + (f"; errors: {'; '.join(r.errors)}" if r.errors else ""))
+        print(flush=True)
+        described = {"method": delay.method, "description": delay.description}
+        self.tables.append(
+            {
+                "rtt_ms": delay.rtt_ms,
+                "delay": described | {"measured_rtt_ms": delay.measured_rtt_ms},
+                "header": header,
+                "table_markdown": text,
+                "rows": [asdict(r) | {"targets": _targets_json(r)} for r in made],
+                "runs": [asdict(f) for f in figs],
+            }
+        )
+        self._write()
+
+    def _write(self) -> None:
+        self.opts.results_dir.mkdir(parents=True, exist_ok=True)
+        if self.opts.chart and any(t["rows"] for t in self.tables):
+            png = self.base.with_name(self.base.name + ".png")
+            try:
+                why = chart(png, [t for t in self.tables if t["rows"]])
+            except Exception as exc:  # a chart is never worth the figures
+                why = f"no chart: {exc!r}"
+            self.document["chart"] = why or png.name
+            say(why or f"wrote {png}")
+        out = self.base.with_name(self.base.name + ".json")
+        out.write_text(json.dumps(self.document, indent=1, default=str) + "\n")
+        say(f"wrote {out}")
