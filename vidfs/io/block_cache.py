@@ -154,11 +154,17 @@ class BlockCache:
         """Bytes served by source (`bytes.served.<source>`): "memory" for blocks found in the LRU when the
         reader asked, else where the block it waited for came from (a prefetch that arrived before the read
         counts as memory: the reader did not wait for it)."""
+        by_source: dict[str, int] = {}
         for position, item in enumerate(items):
-            start = base + position * self.block_size
-            served = min(end, start + self.block_size) - max(offset, start)
-            source = item.source if isinstance(item, _Pending) else "memory"
+            if isinstance(item, _Pending):
+                start = base + position * self.block_size
+                served = min(end, start + self.block_size) - max(offset, start)
+                by_source[item.source] = by_source.get(item.source, 0) + served
+        memory = end - offset - sum(by_source.values())
+        for source, served in by_source.items():  # one counter update per source, not per block
             self._stats.incr(f"bytes.served.{source}", served)
+        if memory:
+            self._stats.incr("bytes.served.memory", memory)
 
     def prefetch(self, file: RemoteFile, start: int, end: int) -> int:
         """Start fetching `[start, end)` in the background; returns the bytes actually scheduled."""
