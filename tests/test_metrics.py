@@ -253,3 +253,26 @@ def test_a_bad_listen_is_one_line(tmp_path: Path, pixop: Emulator, listen: str, 
     assert len(lines) == 1, lines
     assert lines[0].startswith(f"vidfs: error: {config}: [metrics] key 'listen': "), lines
     assert message in lines[0]
+
+
+def test_the_commands_own_lines_carry_journal_priorities(tmp_path: Path, pixop: Emulator) -> None:
+    """Under systemd (stderr is the stream JOURNAL_STREAM names) `vidfs: warning:` is `<4>` and `vidfs:
+    error:` is `<3>`, with the same text (logs.say)."""
+    config = metrics_config(tmp_path, pixop, f"127.0.0.1:{free_port()}")
+    config.chmod(0o644)  # a warning: readable by others
+    journal = tmp_path / "journal"
+    with open(journal, "w") as stream:
+        status = os.fstat(stream.fileno())
+        env = {**os.environ, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
+        result = subprocess.run(
+            vidfs_cmd("mount", str(config), str(tmp_path / "no such dir")),
+            stderr=stream,
+            stdout=subprocess.DEVNULL,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    lines = journal.read_text().splitlines()
+    assert lines[0].startswith(f"<4>vidfs: warning: config file {config} is readable by group/others"), lines
+    assert lines[-1].startswith("<3>vidfs: error: mount point "), lines
