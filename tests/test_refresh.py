@@ -164,3 +164,22 @@ def test_refusals_are_one_line(mount: Mount, pixop: Emulator, tmp_path: Path) ->
         f"vidfs: error: {tmp_path / 'plain'} is not the root of a vidfs mount (no control socket published)"
     ]
     assert "Traceback" not in mount.log_text()
+
+
+def test_refresh_of_everything_in_a_subtree_mount(tmp_path: Path, pixop: Emulator, mounts: Any) -> None:
+    rel, video = a_video(pixop)
+    config = write_config(
+        tmp_path / "vidfs.toml",
+        {INSTANCE: pixop.config("pixop")},
+        cache_dir=tmp_path / "cache",
+        cache={"metadata_ttl": "1h", "negative_ttl": "1h", "disk": "0"},
+    )
+    mount: Mount = mounts(config, "--subtree", rel.parent.as_posix())
+    path = mount.path / rel.name
+    assert os.stat(path).st_size == video.size
+    delete_at_vendor(pixop, video)
+    assert rel.name in os.listdir(mount.path)
+    result = refresh(mount)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "vidfs: refreshed everything: 1 cached listing(s) dropped\n"
+    assert rel.name not in os.listdir(mount.path) and not path.exists()

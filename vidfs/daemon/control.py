@@ -284,7 +284,8 @@ class ControlServer:
         if not node.is_dir:
             raise NotDirectoryError(f"{path}: not a directory (refresh the directory that holds it)")
         tree = self.fs.tree
-        folders = cached_folders(tree, node, recursive=recursive or node.instance is None)
+        everything = node.inode == self.fs.root_inode  # the mount root (or the --subtree root)
+        folders = cached_folders(tree, node, recursive=recursive or everything)
         for instance, folder_id in folders:
             tree.listings.invalidate(instance, folder_id)
         directories, entries = self._kernel_view(folders)
