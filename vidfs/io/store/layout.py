@@ -31,8 +31,8 @@ OLD_FORMAT_NAMES = ("data", "pins.json")
 EXTENT_SHIFT = 6
 EXTENT_BLOCKS = 1 << EXTENT_SHIFT  # blocks per extent: the unit of eviction and of an index row
 EXTENT_MASK = EXTENT_BLOCKS - 1
-_MASK64 = (1 << 64) - 1
-_GOLDEN = 0x9E3779B97F4A7C15
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
 
 
 @functools.lru_cache(maxsize=4096)
@@ -50,7 +50,7 @@ def file_seed(name: str) -> int:
 
 def block_seed(seed: int, index: int) -> int:
     """...and each block's, so a block read at another index never passes either."""
-    return (seed ^ (index * _GOLDEN)) & _MASK64
+    return (seed ^ (index * GOLDEN)) & MASK64
 
 
 def checksum(data: bytes, seed: int, index: int) -> int:

@@ -138,6 +138,8 @@ class Ledger:
         lengths: list[int] = []
         sums: list[int] = []
         previous = -2
+        block_size = self.block_size
+        final = (entry.size - 1) // block_size  # only the file's last block may be short
         for index in range(first, last + 1):
             if pending and (data := pending.get(index)) is not None:
                 found[index] = data
@@ -150,7 +152,7 @@ class Ledger:
             if index != previous + 1:
                 lengths, sums = [], []
                 stretches.append(Stretch(index, lengths, sums))
-            lengths.append(block_length(index, self.block_size, entry.size))
+            lengths.append(block_size if index != final else entry.size - final * block_size)
             sums.append(value)
             refs.append((extent, index, value))
             previous = index
