@@ -54,18 +54,31 @@ import json
 import math
 import secrets
 import time
-import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, ClassVar
-from urllib.parse import quote
 
 from vidfs.emulator import credentials
 from vidfs.emulator.content import Blob, FileBlob, SyntheticBlob, facts
 from vidfs.emulator.contract import Contract, Expect, expect, name_entries
+from vidfs.emulator.hourone_model import (
+    CHARACTER,
+    PALETTE,
+    RENDERED,
+    STATUSES,
+    TEMPLATE,
+    VOICE,
+    HourOneVideo,
+    detail,
+    fastapi_422,
+    hourone_id,
+    scenes_of,
+    valid_uuid,
+    xml_error,
+)
 from vidfs.emulator.knobs import Knob, knob, one_of, positive, trigger
 from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, serve_file
-from vidfs.emulator.vendor import Subsite, VendorSite, or_default, route, stable_uuid
+from vidfs.emulator.vendor import Subsite, VendorSite, or_default, route
 
 __all__ = ["DEFAULT_API_KEY", "STATUSES", "HourOneSite"]
 
@@ -74,79 +87,10 @@ WORKSPACE_ID = "ws-7d1c2b4e"
 TEAM_ID = "team-31f0a9c2"
 DEFAULT_URL_LIFETIME = 3600
 URL_STYLES = ("expires", "opaque")
-STATUSES = ("started", "processing", "ready", "published", "failed", "not_started", "stopped", "cancelled")
-RENDERED = frozenset({"ready", "published"})
 _TEXT_FIELDS = ("name", "source_draft_id", "recipe_id", "folder_id", "palette_id", "character_id", "voice_id")
 SAMPLES_USED = ("moov_end.mp4", "faststart.mp4", "big.mp4")
-
-_NS = uuid.UUID("0d6f4a52-3c1b-4f7e-9a0e-2b8c5d7e9f11")
-_T0 = 1_700_000_000  # used only for Last-Modified of storage answers: the API itself has no times
-
-
-def hourone_id(kind: str, key: str) -> str:
-    return stable_uuid(_NS, f"hourone/{kind}/{key}")
-
-
 _URL_SLOT = f"\x00url-{secrets.token_hex(8)}\x00"  # where a signed URL goes in the prepared list
-_TEMPLATE = hourone_id("template", "corporate")
-_PALETTE = hourone_id("palette", "brand")
-_CHARACTER = hourone_id("character", "presenter")
-_VOICE = hourone_id("voice", "en-us-1")
-
-
-def fastapi_422(loc: list[Any], msg: str, type_: str) -> HttpError:
-    return HttpError(422, msg, body={"detail": [{"loc": loc, "msg": msg, "type": type_}]})
-
-
-def detail(status: int, message: str) -> HttpError:
-    return HttpError(status, message, body={"detail": message})
-
-
-def _valid_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
-
-
-@dataclass(slots=True)
-class HourOneVideo:
-    id: str
-    name: str | None
-    status: str
-    progress: int
-    blob: Blob | None  # the rendered file (None: never rendered)
-    file_name: str  # the storage file name (its extension tells the type; may have none)
-    has_url: bool = True  # ready/published but no download_url yet when False
-    req_id: str = ""
-    draft_id: str = ""
-    source_draft_id: str | None = None
-    recipe_id: str | None = None
-    template_id: str | None = None
-    palette_id: str | None = None
-    character_id: str | None = None
-    voice_id: str | None = None
-    render: int = 0  # bumped on change_content: the storage path changes with it
-
-    @property
-    def downloadable(self) -> bool:
-        return self.status in RENDERED and self.has_url and self.blob is not None
-
-    @property
-    def storage_path(self) -> str:
-        return f"/storage/videos/{self.id}/r{self.render}/{quote(self.file_name)}"
-
-    @property
-    def content_type(self) -> str:
-        return "video/quicktime" if self.file_name.lower().endswith(".mov") else "video/mp4"
-
-
-def _xml_error(code: str, message: str) -> str:
-    return (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f"<Error><Code>{code}</Code><Message>{message}</Message></Error>\n"
-    )
+_T0 = 1_700_000_000  # used only for Last-Modified of storage answers: the API itself has no times
 
 
 class HourOneSite(VendorSite):
@@ -182,7 +126,7 @@ class HourOneSite(VendorSite):
         self.storage = Subsite(
             self,
             "hourone-storage",
-            error_body=lambda status, message: _xml_error(
+            error_body=lambda status, message: xml_error(
                 "NoSuchKey" if status == 404 else "InternalError", message
             ),
             catalog=self.storage_counters,
@@ -208,10 +152,10 @@ class HourOneSite(VendorSite):
             draft_id=draft,
             source_draft_id=kw.pop("source_draft_id", hourone_id("source", key)),
             recipe_id=kw.pop("recipe_id", None),
-            template_id=kw.pop("template_id", _TEMPLATE),
-            palette_id=kw.pop("palette_id", _PALETTE),
-            character_id=kw.pop("character_id", _CHARACTER),
-            voice_id=kw.pop("voice_id", _VOICE),
+            template_id=kw.pop("template_id", TEMPLATE),
+            palette_id=kw.pop("palette_id", PALETTE),
+            character_id=kw.pop("character_id", CHARACTER),
+            voice_id=kw.pop("voice_id", VOICE),
             **kw,
         )
         self.videos[video.id] = video
@@ -272,7 +216,7 @@ class HourOneSite(VendorSite):
 
     def _video_param(self, req: Request) -> HourOneVideo:
         video_id = req.params["video_id"]
-        if not _valid_uuid(video_id):
+        if not valid_uuid(video_id):
             raise fastapi_422(["path", "video_id"], "value is not a valid uuid", "type_error.uuid")
         try:
             return self.copy(self.videos, video_id)
@@ -331,7 +275,7 @@ class HourOneSite(VendorSite):
 
     @staticmethod
     def _denied(message: str) -> HttpError:
-        return HttpError(403, message, body=_xml_error("AccessDenied", message))
+        return HttpError(403, message, body=xml_error("AccessDenied", message))
 
     # ---- API handlers -----------------------------------------------------------------------------------
     def _item(self, v: HourOneVideo, *, listing: bool, signed: bool = True) -> JSON:
@@ -365,14 +309,8 @@ class HourOneSite(VendorSite):
         info = v.blob.probe()
         return round(float(info.get("format", {}).get("duration", 0) or 0), 3)
 
-    def _scenes(self, v: HourOneVideo, parts: int = 3) -> list[JSON]:
-        """Three equal scenes: ``scene_index``, ``start_time``, ``duration`` (seconds, 3 decimals)."""
-        total = self._duration(v)
-        bounds = [round(total * index / parts, 3) for index in range(parts + 1)]
-        return [
-            {"scene_index": i, "start_time": bounds[i], "duration": round(bounds[i + 1] - bounds[i], 3)}
-            for i in range(parts)
-        ]
+    def _scenes(self, v: HourOneVideo) -> list[JSON]:
+        return scenes_of(self._duration(v))
 
     @route("GET", r"/api/v1/videos")
     def list_videos(self, req: Request) -> None:
@@ -433,9 +371,9 @@ class HourOneSite(VendorSite):
                 progress=0,
                 source_draft_id=body.get("source_draft_id"),
                 recipe_id=body.get("recipe_id"),
-                palette_id=body.get("palette_id") or _PALETTE,
-                character_id=body.get("character_id") or _CHARACTER,
-                voice_id=body.get("voice_id") or _VOICE,
+                palette_id=body.get("palette_id") or PALETTE,
+                character_id=body.get("character_id") or CHARACTER,
+                voice_id=body.get("voice_id") or VOICE,
             )
             item = self._item(replace(v), listing=False)
         req.send_json(200, item)
@@ -459,14 +397,14 @@ class HourOneSite(VendorSite):
         try:
             v = self.copy(self.videos, req.params["id"])
         except KeyError:
-            raise HttpError(404, body=_xml_error("NoSuchKey", "The specified key does not exist.")) from None
+            raise HttpError(404, body=xml_error("NoSuchKey", "The specified key does not exist.")) from None
         if (
             not v.downloadable
             or v.blob is None
             or str(v.render) != req.params["render"]
             or req.params["file"] != v.file_name
         ):
-            raise HttpError(404, body=_xml_error("NoSuchKey", "The specified key does not exist."))
+            raise HttpError(404, body=xml_error("NoSuchKey", "The specified key does not exist."))
         serve_file(
             req,
             v.blob,
