@@ -153,6 +153,20 @@ class Cluster:
 
         return self.run(scan)
 
+    def write_calls(self) -> dict[str, int]:
+        """Calls of every write command so far, over all nodes (`INFO commandstats`)."""
+        writes = ("set", "del", "unlink", "eval", "evalsha", "hset", "zadd", "zremrangebyscore", "expire")
+        writes += ("pexpire", "mset", "getdel", "incr", "flushall")
+        total: dict[str, int] = {}
+        for node in self.nodes:
+            for line in node.cli("INFO", "commandstats").splitlines():
+                name, _, rest = line.partition(":")
+                command = name.removeprefix("cmdstat_")
+                if name.startswith("cmdstat_") and command in writes:
+                    calls = int(rest.split(",")[0].split("=")[1])
+                    total[command] = total.get(command, 0) + calls
+        return total
+
     def flush(self) -> None:
         for node in self.nodes:
             node.cli("FLUSHALL")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Mount, sha256_file, wait_until
+from tests.conftest import Mount, sha256_file, unmount, wait_until
 from tests.fleet_origin import Origin, start_origin
 from tests.redis_cluster import HAVE_REDIS, Cluster, start_cluster
 from vidfs.commands.demo import write_config
@@ -106,3 +106,74 @@ def test_fleet_two_mounts_at_once_share_the_work(
     assert sums == {"a": expected, "b": expected}
     served = origin.bytes_served("big.bin")
     assert served <= 1.5 * SIZE, served
+
+
+def _tamper(cluster: Cluster) -> int:
+    """Flip a bit in one block value, truncate another, copy a third over a fourth's key; returns how
+    many values are now bad."""
+    blocks = sorted(key for key in cluster.items() if key.startswith(b"vb{"))
+    assert len(blocks) >= 4, len(blocks)
+    flip, cut, source, target = blocks[0], blocks[1], blocks[2], blocks[3]
+
+    async def tamper(client: Any) -> None:
+        value = bytearray(await client.get(flip))
+        value[len(value) // 2] ^= 0x01
+        await client.set(flip, bytes(value))
+        value = await client.get(cut)
+        await client.set(cut, value[: len(value) - 100])
+        await client.set(target, await client.get(source))
+
+    cluster.run(tamper)
+    return 3
+
+
+def test_fleet_values_flipped_truncated_or_copied_are_never_served(
+    tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
+) -> None:
+    expected = origin.add("big.bin", os.urandom(8 << 20))
+    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
+    assert sha256_file(first.path / INSTANCE / "big.bin") == expected
+    wait_until(lambda: published(first) >= 128, "the file published", 60)
+    bad = _tamper(cluster)
+    second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    assert sha256_file(second.path / INSTANCE / "big.bin") == expected
+    blocks = stats(second)["shared"]["blocks"]
+    assert blocks["rejected"] == bad, blocks
+    wait_until(lambda: stats(second)["shared"]["blocks"]["deleted"] == bad, "the bad values deleted", 30)
+
+
+def test_fleet_a_new_etag_never_gets_old_shared_blocks(
+    tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
+) -> None:
+    old = origin.add("big.bin", os.urandom(4 << 20))
+    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
+    assert sha256_file(first.path / INSTANCE / "big.bin") == old
+    wait_until(lambda: published(first) >= 64, "the old bytes published", 60)
+    new = origin.change("big.bin")
+    second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    assert sha256_file(second.path / INSTANCE / "big.bin") == new
+    blocks = stats(second)["shared"]["blocks"]
+    assert blocks["hits"] == 0 and blocks["rejected"] == 0, blocks  # other keys, not bad values
+    wait_until(lambda: published(second) >= 63, "the new bytes published", 60)
+    third = mounts(fleet_config(tmp_path, origin, cluster, "c"), name="c")
+    assert sha256_file(third.path / INSTANCE / "big.bin") == new
+    assert stats(third)["shared"]["blocks"]["hits"] >= 63
+
+
+def test_fleet_mode_ro_reads_the_shared_tier_and_never_writes(
+    tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
+) -> None:
+    expected = origin.add("big.bin", os.urandom(4 << 20))
+    other = origin.add("other.bin", os.urandom(1 << 20))
+    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
+    assert sha256_file(first.path / INSTANCE / "big.bin") == expected
+    wait_until(lambda: published(first) >= 64, "the file published", 60)
+    unmount(first)
+    before_keys, before_writes = cluster.items(), cluster.write_calls()
+    reader = mounts(fleet_config(tmp_path, origin, cluster, "ro", mode="ro"), name="ro")
+    assert sha256_file(reader.path / INSTANCE / "big.bin") == expected
+    assert sha256_file(reader.path / INSTANCE / "other.bin") == other  # a miss: from the origin, not shared
+    blocks = stats(reader)["shared"]["blocks"]
+    assert blocks["hits"] >= 63 and blocks["published"] == 0 and blocks["claims_won"] == 0, blocks
+    assert cluster.items() == before_keys
+    assert cluster.write_calls() == before_writes

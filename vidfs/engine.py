@@ -17,6 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -26,13 +27,15 @@ from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.config.types import Config
 from vidfs.daemon.supervisor import Supervisor
 from vidfs.errors import UsageError
-from vidfs.fleet import Fleet, build_fleet
 from vidfs.fs.tree import Tree
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
 from vidfs.providers.base import Provider, ProviderContext
 from vidfs.providers.registry import get_spec
 from vidfs.stats import Stats
+
+if TYPE_CHECKING:
+    from vidfs.fleet import Fleet
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,16 @@ class Engine:
     probes: SizeProbes
     tree: Tree
     fleet: Fleet | None = None  # `[cache.shared]` / `api_rate` (vidfs.fleet); only while serving
+
+
+def build_fleet(config: Config) -> Fleet | None:
+    """The fleet's shared tier and API budget (vidfs.fleet) when `[cache.shared]` or an `api_rate` is
+    configured. Imported only then: coredis and cryptography take a second or two to import."""
+    if config.cache.shared is None and not any(p.api_rate for p in config.providers):
+        return None
+    from vidfs.fleet import Fleet
+
+    return Fleet(config)
 
 
 def build_providers(config: Config, http: HttpClient) -> dict[str, Provider]:

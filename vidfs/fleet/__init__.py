@@ -33,7 +33,7 @@ from vidfs.fleet.connection import FleetRedis
 from vidfs.fleet.listings import SharedListings
 from vidfs.fleet.sealing import FleetKeys
 
-__all__ = ["ApiBudget", "Fleet", "SharedBlocks", "SharedListings", "build_fleet", "instance_identity"]
+__all__ = ["ApiBudget", "Fleet", "SharedBlocks", "SharedListings", "instance_identity"]
 
 
 def instance_identity(provider: ProviderConfig) -> str:
@@ -101,10 +101,3 @@ class Fleet:
         if self.listings is not None:
             document["listings"] = self.listings.statistics()
         return document
-
-
-def build_fleet(config: Config) -> Fleet | None:
-    """The fleet's parts when `[cache.shared]` or any `api_rate` is configured; else None (as before)."""
-    if config.cache.shared is None and not any(p.api_rate for p in config.providers):
-        return None
-    return Fleet(config)

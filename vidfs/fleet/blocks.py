@@ -150,7 +150,11 @@ class SharedBlocks:
         if file_id is None or not indices:
             self.counts["unshareable"] += len(indices)
             return {}
-        found = await self._lookup(file, file_id, list(indices))
+        looked = await self._lookup(file, file_id, list(indices))
+        if looked is None:  # Redis did not answer: a miss, and no second call that could wait as long
+            self.counts["misses"] += len(indices)
+            return {}
+        found = looked
         missing = [index for index in indices if index not in found]
         if missing and self.writes:
             contested = await self._claim(file_id, missing)
@@ -164,15 +168,15 @@ class SharedBlocks:
 
     async def _lookup(
         self, file: RemoteFile, file_id: str, indices: list[int], *, claim: bytes | None = None
-    ) -> dict[int, bytes]:
-        """The checked blocks among `indices`; with `claim`, also whether that claim still stands (under
-        the key -1)."""
+    ) -> dict[int, bytes] | None:
+        """The checked blocks among `indices`, None when Redis did not answer; with `claim`, also whether
+        that claim still stands (under the key -1)."""
         keys = [self._key(file_id, index) for index in indices]
         asked = keys if claim is None else [claim, *keys]
         try:
             values = await self.redis.call(lambda client: client.mget(asked))
         except Unavailable:
-            return {}
+            return None
         values = list(values)
         claimed = values.pop(0) if claim is not None else None
         present = [
@@ -241,6 +245,8 @@ class SharedBlocks:
                 await trio.sleep(pause)
                 pause = min(pause * 1.5, POLL_LONGEST)
                 got = await self._lookup(file, file_id, waiting, claim=claim)
+                if got is None:
+                    return found  # Redis failed: no more looks (each could wait `timeout`)
                 standing = got.pop(-1, None) is not None
                 found.update(got)
                 waiting = [index for index in waiting if index not in got]

@@ -46,32 +46,38 @@ class Breaker:
         self.closes = 0
         self.probes = 0
 
-    def allow(self) -> bool:
-        """May a call go to Redis now? In the open state the first call after the backoff is the probe."""
+    def allow(self) -> bool | None:
+        """May a call go to Redis now? None: no. False: yes, a normal call. True: yes, and it is the probe
+        (the first call once the backoff is over). Hand the answer to `success` / `failure`."""
         if self.state is State.CLOSED:
-            return True
+            return False
         if self.state is State.OPEN and trio.current_time() >= self._retry_at:
             self.state = State.HALF_OPEN
             self.probes += 1
             return True
-        return False
+        return None
 
-    def success(self) -> None:
-        self._failures = 0
-        if self.state is not State.CLOSED:
+    def success(self, probe: bool = False) -> None:
+        """A call answered. Only the probe closes an open breaker: a call that started before it opened
+        and happened to reach a node that works says nothing about the others."""
+        if self.state is State.CLOSED:
+            self._failures = 0
+        elif probe:
             self.state = State.CLOSED
+            self._failures = 0
             self._opened_times = 0
             self.closes += 1
 
-    def failure(self) -> bool:
-        """Count a failure; True when it opened the breaker (the caller logs that once)."""
-        self._failures += 1
-        if self.state is State.HALF_OPEN or (
-            self.state is State.CLOSED and self._failures >= self.failures_to_open
-        ):
-            opening = self.state is State.CLOSED
+    def failure(self, probe: bool = False) -> bool:
+        """Count a failure; True when it opened the breaker (the caller logs that once). Failures of calls
+        that started before the breaker opened change nothing more."""
+        if self.state is State.CLOSED:
+            self._failures += 1
+            if self._failures >= self.failures_to_open:
+                self._open()
+                return True
+        elif self.state is State.HALF_OPEN and probe:
             self._open()
-            return opening
         return False
 
     def trip(self) -> None:
@@ -83,6 +89,7 @@ class Breaker:
 
     def _open(self) -> None:
         self.state = State.OPEN
+        self._failures = 0
         self._opened_times += 1
         if self._opened_times == 1:
             self.opens += 1

@@ -9,8 +9,10 @@ startup node, slots followed through MOVED/ASK), a plain node the plain client.
 `call(fn)` runs ``fn(client)`` under `trio.move_on_after(timeout)`. Any error or timeout is `Unavailable`,
 which every caller treats as a miss; the failures feed the circuit breaker (`breaker.py`), and while it is
 open `call` raises `Unavailable` at once without touching the network. When probes keep failing the
-client is rebuilt (a cluster whose nodes all restarted may need a fresh view of its slots). Errors are
-logged once per outage (one line when Redis goes away, one when it is back), counted always.
+client is rebuilt (a cluster whose nodes all restarted may need a fresh view of its slots). An open
+breaker is probed with a PING when its backoff is over even when nobody reads, so it closes when Redis is
+back. Errors are logged once per outage (one line when Redis goes away, one when it is back), counted
+always.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ T = TypeVar("T")
 Client = Any  # coredis.Redis[bytes] | coredis.RedisCluster[bytes]: their overloads are too rich to spell here
 CONNECT_TIMEOUT = 2.0  # seconds for connecting and the first PING (in the background: no reader waits)
 RECONNECT_FIRST, RECONNECT_LONGEST = 1.0, 30.0
+PROBE_EVERY = 0.5  # seconds between looks at an open breaker (it probes only when its backoff is over)
 REBUILD_AFTER_PROBES = 2  # failed probes in a row after which the client is built afresh
 
 
@@ -82,14 +85,28 @@ class FleetRedis:
             self._rebuild = trio.Event()
             self._client = client
             self.counts["connects"] += 1
-            self.breaker.success()
+            self.breaker.success(probe=True)
             if self._down_logged or self.counts["connects"] == 1:
                 kind = "Redis Cluster" if self.cluster else "Redis"
                 log.warning("shared cache: connected to %s (%d node(s) given)", kind, len(self.options.nodes))
             self._down_logged = False
-            await self._rebuild.wait()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._probe_while_open)
+                await self._rebuild.wait()
+                nursery.cancel_scope.cancel()
             log.info("shared cache: probes keep failing; connecting afresh")
             self.breaker.trip()
+
+    async def _probe_while_open(self) -> None:
+        """An open breaker is probed when its backoff is over even when nobody reads (a PING), so it closes
+        as soon as Redis answers again."""
+        while True:  # bounded by the connection's life; one look per PROBE_EVERY
+            await trio.sleep(PROBE_EVERY)
+            if self.breaker.state is not State.CLOSED:
+                try:
+                    await self.call(lambda client: client.ping())
+                except Unavailable:
+                    pass
 
     async def _open_client(self) -> Client:
         """The first node that answers tells whether this is a cluster."""
@@ -132,7 +149,8 @@ class FleetRedis:
     async def call(self, fn: Callable[[Client], Awaitable[T]], *, timeout: float | None = None) -> T:
         """``fn(client)`` within `timeout` (default: the configured one), or `Unavailable`."""
         client = self._client
-        if client is None or not self.breaker.allow():
+        probe = self.breaker.allow() if client is not None else None
+        if probe is None:
             self.counts["skipped"] += 1
             raise Unavailable
         self.counts["calls"] += 1
@@ -141,23 +159,23 @@ class FleetRedis:
             try:
                 result = await fn(client)
             except Exception as exc:
-                self._failed("errors", _describe(exc))
+                self._failed("errors", _describe(exc), probe)
                 raise Unavailable from None
         if scope.cancelled_caught:
             if limit < self.timeout:  # the caller's own deadline was near: not a sign of a sick Redis
                 self.counts["cut_short"] += 1
             else:
-                self._failed("timeouts", "no answer within the timeout")
+                self._failed("timeouts", "no answer within the timeout", probe)
             raise Unavailable
-        self.breaker.success()
+        self.breaker.success(probe)
         if self._down_logged:
             self._down_logged = False
             log.warning("shared cache: Redis answers again")
         return result
 
-    def _failed(self, kind: str, reason: str) -> None:
+    def _failed(self, kind: str, reason: str, probe: bool) -> None:
         self.counts[kind] += 1
-        if self.breaker.failure():
+        if self.breaker.failure(probe):
             self._went_down(reason)
         if self.breaker.state is State.OPEN and self.breaker.failed_probes >= REBUILD_AFTER_PROBES:
             self._rebuild.set()

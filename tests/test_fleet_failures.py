@@ -1,0 +1,160 @@
+"""The shared tier failing under real mounts: a Redis node killed during a read, every node paused
+(`CLIENT PAUSE`), no Redis at all when the mount starts; and one plain Redis node instead of a cluster.
+
+What must hold: identical bytes; no read waits `timeout` more than once per call while Redis is sick,
+shown by the counters: once the breaker is open, a whole file is read with no call waiting but the
+breaker's probes (one per backoff period), the other calls answered at once (`skipped`); the breaker opens,
+and closes again once Redis is back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Mount, sha256_file, wait_until
+from tests.fleet_origin import Origin, start_origin
+from tests.redis_cluster import HAVE_REDIS, Cluster, start_cluster, start_plain
+from tests.test_fleet_shared import INSTANCE, fleet_config, published, stats
+
+pytestmark = pytest.mark.skipif(not HAVE_REDIS, reason="redis-server is not installed (.ci/run installs it)")
+
+SIZE = 16 << 20
+PAUSE_MS = 15_000  # long enough for two 16 MiB reads from the origin on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = start_cluster(tmp_path_factory.mktemp("redis"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster: Cluster) -> Iterator[Cluster]:
+    redis_cluster.flush()
+    yield redis_cluster
+    for index in sorted(redis_cluster.down):
+        redis_cluster.nodes[index].start()
+    redis_cluster.down.clear()
+    wait_until(redis_cluster.healthy, "the cluster healthy", 60)
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Origin]:
+    served = start_origin(tmp_path / "www")
+    try:
+        yield served
+    finally:
+        served.site.close()
+
+
+def read_with(path: Path, at: int, action: Callable[[], None]) -> str:
+    """sha256 of the file, read in 1 MiB chunks; `action()` runs once `at` bytes were read."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    done = False
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+            if not done and handle.tell() >= at:
+                action()
+                done = True
+    return digest.hexdigest()
+
+
+def redis_stats(mount: Mount) -> dict[str, Any]:
+    return dict(stats(mount)["shared"]["redis"])
+
+
+def waits(redis: dict[str, Any]) -> tuple[int, int, int]:
+    """(calls that waited the whole timeout, breaker probes, calls the open breaker answered at once)."""
+    return redis["timeouts"], redis["breaker_probes"], redis["skipped"]
+
+
+def publish_file(tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any) -> str:
+    expected = origin.add("big.bin", os.urandom(SIZE))
+    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
+    assert sha256_file(first.path / INSTANCE / "big.bin") == expected
+    wait_until(lambda: published(first) >= SIZE // (64 << 10), "the file published", 60)
+    return expected
+
+
+def test_fleet_a_redis_node_killed_during_a_read(
+    tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
+) -> None:
+    fresh = origin.add("other.bin", os.urandom(2 << 20))
+    expected = publish_file(tmp_path, origin, cluster, mounts)
+    second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    got = read_with(second.path / INSTANCE / "big.bin", 2 << 20, lambda: cluster.kill(1))
+    assert got == expected
+    redis = redis_stats(second)
+    assert redis["errors"] + redis["timeouts"] > 0, redis
+    assert redis["breaker_opens"] >= 1 and redis["skipped"] > 0, redis
+    cluster.restart(1)
+    wait_until(lambda: redis_stats(second)["breaker"] == "closed", "the breaker closed again", 90)
+    assert redis_stats(second)["breaker_closes"] >= 1
+    assert sha256_file(second.path / INSTANCE / "other.bin") == fresh
+    wait_until(lambda: published(second) > 0, "publishing again after the node returned", 60)
+
+
+def test_fleet_client_pause_makes_misses_not_waits(
+    tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
+) -> None:
+    other = origin.add("other.bin", os.urandom(SIZE))
+    expected = publish_file(tmp_path, origin, cluster, mounts)
+    second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    cluster.pause(PAUSE_MS)  # CLIENT UNPAUSE would wait for its end too: it ends by itself
+    assert sha256_file(second.path / INSTANCE / "big.bin") == expected
+    before = redis_stats(second)
+    assert before["breaker_opens"] >= 1 and before["breaker"] != "closed", before
+    assert sha256_file(second.path / INSTANCE / "other.bin") == other  # the breaker open all along
+    after = redis_stats(second)
+    timeouts, probes, skipped = (a - b for a, b in zip(waits(after), waits(before), strict=True))
+    assert timeouts <= probes and skipped > 0, (before, after)
+    wait_until(lambda: redis_stats(second)["breaker"] == "closed", "the breaker closed again", 90)
+    assert redis_stats(second)["breaker_closes"] >= 1
+
+
+def test_fleet_mounts_without_redis_and_finds_it_later(
+    tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
+) -> None:
+    expected = origin.add("big.bin", os.urandom(4 << 20))
+    fresh = origin.add("other.bin", os.urandom(2 << 20))
+    for index in range(len(cluster.nodes)):
+        cluster.kill(index)
+    mount = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
+    assert sha256_file(mount.path / INSTANCE / "big.bin") == expected
+    redis = redis_stats(mount)
+    assert (redis["connected"], redis["breaker"], redis["calls"]) == (0, "open", 0), redis
+    assert redis["breaker_opens"] == 1, redis
+    for index in sorted(cluster.down):
+        cluster.nodes[index].start()
+    cluster.down.clear()
+    wait_until(cluster.healthy, "the cluster back", 60)
+    wait_until(lambda: redis_stats(mount)["connected"] == 1, "the mount connected", 90)
+    assert redis_stats(mount)["breaker"] == "closed"
+    assert sha256_file(mount.path / INSTANCE / "other.bin") == fresh
+    wait_until(lambda: published(mount) >= 32, "publishing once Redis is there", 60)
+
+
+def test_fleet_one_plain_redis_node_works_too(tmp_path: Path, origin: Origin, mounts: Any) -> None:
+    plain = start_plain(tmp_path / "plain")
+    try:
+        expected = origin.add("big.bin", os.urandom(8 << 20))
+        first = mounts(fleet_config(tmp_path, origin, plain, "a"), name="a")
+        assert sha256_file(first.path / INSTANCE / "big.bin") == expected
+        assert redis_stats(first)["cluster"] == 0
+        wait_until(lambda: published(first) >= 128, "the file published", 60)
+        second = mounts(fleet_config(tmp_path, origin, plain, "b"), name="b")
+        assert sha256_file(second.path / INSTANCE / "big.bin") == expected
+        assert origin.bytes_served("big.bin") <= 1.05 * (8 << 20)
+    finally:
+        plain.stop()
