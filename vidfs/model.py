@@ -2,28 +2,91 @@
 
 Everything here is a small frozen value. Providers build them; the tree, the caches and the FUSE layer read
 them. Nothing in this module knows about FUSE, inodes or HTTP.
+
+A catalog may hold 100,000 videos, so a video is kept small: a slotted frozen dataclass whose metadata
+(`extra`, `handle`) is a `FrozenMap`, two tuples of which the key tuple is shared by every map with the
+same keys (a provider's entries all have the same few), about a third of a dict plus its proxy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
+from typing import ClassVar
 
-_EMPTY: Mapping[str, str] = MappingProxyType({})
+MAX_SHARED_KEY_SETS = 4096
+
+
+class FrozenMap(Mapping[str, str]):
+    """A small immutable str → str mapping: sorted keys (a shared tuple) and their values."""
+
+    __slots__ = ("_keys", "_values")
+    _key_sets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        pairs = sorted(items)
+        keys, values = (tuple(column) for column in zip(*pairs, strict=True)) if pairs else ((), ())
+        self._keys = self._shared(keys)
+        self._values = values
+
+    @classmethod
+    def of(cls, keys: tuple[str, ...], values: tuple[str, ...]) -> FrozenMap:
+        """From keys already sorted and their values (the snapshot's form): no sorting, no checks."""
+        made = cls.__new__(cls)
+        made._keys = cls._shared(keys)
+        made._values = values
+        return made
+
+    @staticmethod
+    def _shared(keys: tuple[str, ...]) -> tuple[str, ...]:
+        shared = FrozenMap._key_sets.get(keys)
+        if shared is None and len(FrozenMap._key_sets) < MAX_SHARED_KEY_SETS:
+            shared = FrozenMap._key_sets[keys] = keys
+        return shared or keys
+
+    def columns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(sorted keys, their values): what `of` takes back."""
+        return self._keys, self._values
+
+    def __getitem__(self, key: str) -> str:
+        for index, known in enumerate(self._keys):  # a handful of keys: a scan beats hashing
+            if known == key:
+                return self._values[index]
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __hash__(self) -> int:
+        return hash((self._keys, self._values))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({dict(zip(self._keys, self._values, strict=True))!r})"
+
+
+_EMPTY: Mapping[str, str] = FrozenMap()
+
+
+def frozen(values: Mapping[str, object] | Iterable[tuple[str, object]]) -> FrozenMap:
+    """`values` as a FrozenMap of strings."""
+    pairs = values.items() if isinstance(values, Mapping) else values
+    return FrozenMap((str(key), str(value)) for key, value in pairs)
 
 
 def frozen_extra(values: Mapping[str, object | None]) -> Mapping[str, str]:
     """xattr-ready metadata: drop empty values, stringify the rest, freeze."""
-    out = {}
+    out: list[tuple[str, str]] = []
     for key, value in values.items():
         if value is None or value == "":
             continue
         if isinstance(value, bool):
-            out[key] = "true" if value else "false"
+            out.append((key, "true" if value else "false"))
         else:
-            out[key] = str(value)
-    return MappingProxyType(dict(sorted(out.items())))
+            out.append((key, str(value)))
+    return FrozenMap(out)
 
 
 @dataclass(frozen=True, slots=True)

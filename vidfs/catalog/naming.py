@@ -75,28 +75,21 @@ _KNOWN_EXTENSIONS = frozenset(
 )  # fmt: skip
 
 _EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,15}\Z")
-_SPACE_CONTROLS = frozenset("\t\n\v\f\r\x85")
-
-
-def _is_control(ch: str) -> bool:
-    code = ord(ch)
-    return code < 0x20 or 0x7F <= code <= 0x9F
+_SPACE_CONTROLS = "\t\n\v\f\r\x85"
+# Rule 1 as one C-level pass: `/` → `∕`, the space-like controls → " ", every other C0/DEL/C1 control dropped.
+_TRANSLATION = {
+    ord("/"): "\u2215",
+    **{code: " " if chr(code) in _SPACE_CONTROLS else None for code in (*range(0x20), *range(0x7F, 0xA0))},
+}
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NEEDS_RULE_1 = re.compile("[\x00-\x1f\x7f-\x9f/\ud800-\udfff]")
 
 
 def _clean_chars(raw: str) -> str:
-    out: list[str] = []
-    for ch in raw:
-        if ch == "/":
-            out.append("\u2215")
-        elif ch in _SPACE_CONTROLS:
-            out.append(" ")
-        elif _is_control(ch):
-            continue
-        elif "\ud800" <= ch <= "\udfff":
-            out.append("\ufffd")
-        else:
-            out.append(ch)
-    return "".join(out).strip()
+    # Most remote names need nothing: one regex scan decides (this runs for every entry of a listing).
+    if _NEEDS_RULE_1.search(raw) is not None:
+        raw = _SURROGATE.sub("\ufffd", raw.translate(_TRANSLATION))
+    return raw.strip()
 
 
 def _clean(raw: str, fallback: str) -> str:

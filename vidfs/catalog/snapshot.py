@@ -3,8 +3,10 @@
 Layout (format 2), one directory per provider instance, one file per directory listing:
 
     <cache dir>/meta/<hash of the instance>/
-        L-<hash of the folder id>.json     one listing: {"format", "folder", "entries", "hidden"}
-        probes.json                        sizes learned from storage: [[id, fingerprint, size, etag], ...]
+        L-<hash of the folder id>.json     one listing, JSON lines: {"format", "folder", "entries": n},
+                                           then one line per entry ([kind, id, name, …]) and hidden item
+        probes.json                        sizes learned from storage, JSON lines: {"format"}, then
+                                           [id, fingerprint, size, etag] per video
 
 Writing: `SnapshotKeeper.run` is a service. After listings or probes change it waits a little (debounced,
 and at least a few times as long as the last save took, so a walk of 100,000 entries is not slowed by
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -35,14 +38,13 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import trio
 
 from vidfs.catalog.listings import Key, ListingCache
 from vidfs.catalog.probes import Probe, SizeProbes
-from vidfs.model import Folder, HiddenItem, Listing, Video
+from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen
 from vidfs.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,20 @@ SAVE_COST_FACTOR = 5.0  # wait at least this many times the last save's duration
 
 
 # ----------------------------------------------------------------------------------------- encoding
+def _columns(values: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    if isinstance(values, FrozenMap):
+        return values.columns()
+    return frozen(values).columns()
+
+
+def _map(data: list[list[str]]) -> FrozenMap:
+    keys, values = data
+    return FrozenMap.of(tuple(keys), tuple(values))
+
+
 def _entry_to_json(entry: Folder | Video) -> list[Any]:
     if isinstance(entry, Folder):
-        return ["d", entry.remote_id, entry.name, entry.mtime, dict(entry.extra)]
+        return ["d", entry.remote_id, entry.name, entry.mtime, _columns(entry.extra)]
     return [
         "f",
         entry.remote_id,
@@ -66,30 +79,17 @@ def _entry_to_json(entry: Folder | Video) -> list[Any]:
         entry.mtime,
         entry.etag,
         entry.content_type,
-        dict(entry.extra),
-        dict(entry.handle),
+        _columns(entry.extra),
+        _columns(entry.handle),
     ]
 
 
-def _frozen(values: Any) -> Mapping[str, str]:
-    return MappingProxyType({str(k): str(v) for k, v in (values or {}).items()})
-
-
 def _entry_from_json(data: list[Any]) -> Folder | Video:
+    # Positional and without conversions: this runs for each of 100,000 entries at mount time.
     if data[0] == "d":
-        _, remote_id, name, mtime, extra = data
-        return Folder(str(remote_id), str(name), mtime=mtime, extra=_frozen(extra))
+        return Folder(data[1], data[2], data[3], _map(data[4]))
     _, remote_id, name, size, mtime, etag, ctype, extra, handle = data
-    return Video(
-        remote_id=str(remote_id),
-        name=str(name),
-        size=size,
-        mtime=mtime,
-        etag=etag,
-        content_type=ctype,
-        extra=_frozen(extra),
-        handle=_frozen(handle),
-    )
+    return Video(remote_id, name, size, mtime, etag, ctype, _map(extra), _map(handle))
 
 
 def listing_to_json(folder_id: str, listing: Listing) -> dict[str, Any]:
@@ -116,17 +116,47 @@ def _hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def _write_json(path: Path, document: object) -> None:
+def _write_lines(path: Path, lines: Iterable[object]) -> None:
+    """One JSON value per line, atomically (temp file, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".snapshot-", suffix=".tmp")
+    encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
     try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(document, handle, separators=(",", ":"), ensure_ascii=False)
+        with os.fdopen(fd, "w", buffering=1 << 20) as handle:
+            for line in lines:
+                handle.write(encode(line))
+                handle.write("\n")
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
         raise
+
+
+def write_listing(path: Path, folder_id: str, listing: Listing) -> None:
+    """A listing file: a header line, then one line per entry and per hidden item. Read back line by line,
+    a listing of 100,000 entries never exists twice in memory (as JSON and as objects)."""
+    header = {"format": FORMAT, "folder": folder_id, "entries": len(listing.entries)}
+    hidden = (["h", h.remote_id, h.name, h.status] for h in listing.hidden)
+    _write_lines(path, itertools.chain([header], map(_entry_to_json, listing.entries), hidden))
+
+
+def read_listing(path: Path) -> tuple[str, Listing]:
+    entries: list[Folder | Video] = []
+    hidden: list[HiddenItem] = []
+    with open(path, encoding="utf-8") as handle:
+        header = json.loads(handle.readline())
+        if header.get("format") != FORMAT:
+            raise ValueError(f"format {header.get('format')!r}")
+        for line in handle:
+            row = json.loads(line)
+            if row[0] == "h":
+                hidden.append(HiddenItem(str(row[1]), str(row[2]), str(row[3])))
+            else:
+                entries.append(_entry_from_json(row))
+    if len(entries) != header["entries"]:
+        raise ValueError(f"{len(entries)} of {header['entries']} entries")
+    return str(header["folder"]), Listing(tuple(entries), tuple(hidden))
 
 
 @dataclass
@@ -147,12 +177,15 @@ def load_instance(directory: Path) -> Loaded:
     for name in names:
         path = directory / name
         try:
-            data = json.loads(path.read_bytes())
             if name == PROBES_FILE:
-                for rid, fp, size, etag in data["probes"]:
-                    loaded.probes[(str(rid), str(fp))] = Probe(int(size), etag)
+                with open(path, encoding="utf-8") as lines:
+                    if json.loads(lines.readline()).get("format") != FORMAT:
+                        raise ValueError("format")
+                    for line in lines:
+                        rid, fp, size, etag = json.loads(line)
+                        loaded.probes[(str(rid), str(fp))] = Probe(int(size), etag)
             elif name.startswith(LISTING_PREFIX):
-                folder_id, listing = listing_from_json(data)
+                folder_id, listing = read_listing(path)
                 loaded.listings[folder_id] = listing
         except (OSError, ValueError, KeyError, TypeError) as exc:
             loaded.skipped += 1
@@ -293,9 +326,9 @@ class SnapshotKeeper:
     @staticmethod
     def _write(pending: _Pending) -> None:
         for path, ((_instance, folder_id), listing) in pending.listings.items():
-            _write_json(path, listing_to_json(folder_id, listing))
+            write_listing(path, folder_id, listing)
         for path, rows in pending.probes.items():
-            _write_json(path, {"format": FORMAT, "probes": rows})
+            _write_lines(path, itertools.chain([{"format": FORMAT}], rows))
 
 
 __all__ = ["Key", "Loaded", "SnapshotKeeper", "listing_from_json", "listing_to_json", "load_instance"]
