@@ -6,7 +6,8 @@ The listing cache calls `SharedListings.fetch(instance, folder_id, fetch)` where
    copy turns stale at the same moment (the listing cache backdates it), and the next refresh of the
    fleet is again one call.
 2. Else the host takes the directory's lock (``SET vk{<hash>} <token> NX PX``, `LOCK_MS` at most, never
-   longer than the TTL). The host that gets it calls the vendor, publishes the listing for
+   longer than the TTL). The host that gets it looks once more (the holder before it may have published
+   and released between our look and our lock), then calls the vendor, publishes the listing for
    `metadata_ttl` (``SET … PX``) and releases the lock (only if it is still its own: a compare-and-delete).
 3. A host that does not get the lock looks for the published listing every `POLL` seconds until the lock
    would have expired; then it calls the vendor itself (the holder may have died or failed).
@@ -83,7 +84,14 @@ class SharedListings:
                 locked = await self._lock(lock_key, token, lock_ms)
             except Unavailable:
                 break
-            if locked or trio.current_time() >= deadline:
+            if locked:  # the holder before us may have published and released since we looked
+                shared = await self._read(value_key, folder_id)
+                if shared is not None:
+                    await self._release(lock_key, token)
+                    self.counts["hits"] += 1
+                    return shared
+                break
+            if trio.current_time() >= deadline:
                 break
             self.counts["locks_waited"] += 1
             await trio.sleep(POLL)
