@@ -1,0 +1,161 @@
+"""In-process parts of the fleet (issue 15): the `[cache.shared]` and `api_rate` config, sealed values
+and listings, the circuit breaker, the local share of the API budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from vidfs.config.loader import config_from_dict
+from vidfs.errors import ConfigError
+from vidfs.fleet.breaker import Breaker, State
+from vidfs.fleet.budget import ApiBudget
+from vidfs.fleet.sealing import FleetKeys
+from vidfs.model import Folder, Listing, Video
+
+PROVIDER = {"type": "http", "url": "http://127.0.0.1:9/pub/"}
+
+
+def load(cache: dict[str, object], provider: dict[str, object] | None = None, **env: str) -> object:
+    data = {"cache": {"dir": "/tmp/vidfs-fleet-units", **cache}, "providers": {"site": provider or PROVIDER}}
+    return config_from_dict(data, path=Path("/tmp/fleet.toml"), environ={"HOME": "/tmp", **env})
+
+
+def test_shared_config_reads_exactly_the_issue_keys(tmp_path: Path) -> None:
+    password = tmp_path / "redis.secret"
+    password.write_text("pw-123\n")
+    password.chmod(0o600)
+    shared = {
+        "type": "redis",
+        "nodes": ["10.0.0.5:7000", "[fd00::6]:7000", "redis.vidfs.svc:6379"],
+        "secret": {"env": "VIDFS_FLEET_KEY"},
+        "username": "vidfs",
+        "password": {"file": str(password)},
+        "tls": True,
+        "mode": "ro",
+        "timeout": "100ms",
+    }
+    config = load({"shared": shared}, VIDFS_FLEET_KEY="k-1")
+    options = config.cache.shared  # type: ignore[attr-defined]
+    assert options.nodes == (("10.0.0.5", 7000), ("fd00::6", 7000), ("redis.vidfs.svc", 6379))
+    assert (options.secret.reveal(), options.password.reveal()) == ("k-1", "pw-123")
+    assert (options.username, options.tls, options.mode, options.timeout, options.writes) == (
+        "vidfs", True, "ro", 0.1, False,
+    )  # fmt: skip
+    assert "k-1" not in repr(options) and "pw-123" not in repr(options)
+    assert load({}).cache.shared is None  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("shared", "message"),
+    [
+        ({"nodes": ["a:1"]}, "missing required key 'secret'"),
+        ({"secret": "s"}, "missing required key 'nodes'"),
+        ({"nodes": [], "secret": "s"}, "non-empty array"),
+        ({"nodes": ["a"], "secret": "s"}, '"host:port"'),
+        ({"nodes": ["a:70000"], "secret": "s"}, '"host:port"'),
+        ({"nodes": ["a:1"], "secret": "s", "mode": "w"}, '"rw" or "ro"'),
+        ({"nodes": ["a:1"], "secret": "s", "timeout": "0s"}, "greater than 0"),
+        ({"nodes": ["a:1"], "secret": "s", "type": "memcached"}, '"redis"'),
+        ({"nodes": ["a:1"], "secret": "s", "ttl": "1h"}, "unknown key 'ttl'"),
+        ({"nodes": ["a:1"], "secret": {"env": "NOPE"}}, "NOPE is not set"),
+    ],
+)
+def test_shared_config_errors_name_the_key(shared: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        load({"shared": shared})
+    assert "[cache.shared]" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "per_second"), [("20/s", 20.0), ("600/min", 10.0), ("5/500ms", 10.0), ("3600/1h", 1.0)]
+)
+def test_api_rate_is_accepted_by_every_provider_table(text: str, per_second: float) -> None:
+    config = load({}, {**PROVIDER, "api_rate": text})
+    rate = config.providers[0].api_rate  # type: ignore[attr-defined]
+    assert rate.per_second == pytest.approx(per_second) and rate.text == text
+
+
+@pytest.mark.parametrize("text", ["fast", "20", "0/s", "20/never", 20])
+def test_api_rate_errors(text: object) -> None:
+    with pytest.raises(ConfigError, match="api_rate"):
+        load({}, {**PROVIDER, "api_rate": text})
+
+
+# ------------------------------------------------------------------------------------------- sealing
+KEYS = FleetKeys.from_secret("unit-secret")
+
+
+def test_a_sealed_block_opens_only_under_its_own_key_index_size_and_length() -> None:
+    data = bytes(range(256)) * 256
+    key = b"vb{abc}3"
+    value = KEYS.seal_block(key, 3, 10**6, data)
+    assert KEYS.open_block(key, 3, 10**6, len(data), value) == data
+    flipped = bytearray(value)
+    flipped[100] ^= 1
+    assert KEYS.open_block(key, 3, 10**6, len(data), bytes(flipped)) is None
+    assert KEYS.open_block(key, 3, 10**6, len(data), value[:-1]) is None
+    assert KEYS.open_block(b"vb{abc}4", 3, 10**6, len(data), value) is None  # copied to another key
+    assert KEYS.open_block(key, 4, 10**6, len(data), value) is None
+    assert KEYS.open_block(key, 3, 10**6 + 1, len(data), value) is None
+    assert KEYS.open_block(key, 3, 10**6, len(data) - 1, value) is None
+    assert FleetKeys.from_secret("other").open_block(key, 3, 10**6, len(data), value) is None
+    assert "unit-secret" not in repr(KEYS)
+
+
+def test_a_sealed_listing_hides_its_names_and_opens_only_under_its_key() -> None:
+    entries = (Folder("f1", "Holiday folder"), Video("v1", "secret-clip-name.mp4", size=5, mtime=1.0))
+    listing = Listing(entries)
+    value = KEYS.seal_listing(b"vl{x}", "dir-id", listing, 1000.0)
+    assert b"secret-clip-name" not in value and b"Holiday" not in value
+    opened = KEYS.open_listing(b"vl{x}", "dir-id", value)
+    assert opened is not None and opened[0] == listing and opened[1] == 1000.0
+    assert KEYS.open_listing(b"vl{y}", "dir-id", value) is None
+    assert KEYS.open_listing(b"vl{x}", "other-dir", value) is None
+    assert KEYS.open_listing(b"vl{x}", "dir-id", value[:-1]) is None
+
+
+def test_key_names_are_keyed_hashes() -> None:
+    name = KEYS.name("listing", "site", "folder/with/a name")
+    assert len(name) == 32 and int(name, 16) >= 0
+    assert name != FleetKeys.from_secret("other").name("listing", "site", "folder/with/a name")
+
+
+# ------------------------------------------------------------------------------------------- breaker
+async def test_the_breaker_opens_after_failures_probes_after_its_backoff_and_closes_on_the_probe(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    breaker = Breaker(failures_to_open=3, first=1.0, longest=4.0)
+    assert breaker.allow() is False  # closed: a normal call
+    assert not breaker.failure() and not breaker.failure()
+    assert breaker.failure()  # the third opens it
+    assert breaker.state is State.OPEN and breaker.allow() is None
+    breaker.success()  # a call that started before it opened: says nothing
+    assert breaker.state is State.OPEN
+    await trio.sleep(1.0)
+    assert breaker.allow() is True  # the probe
+    assert breaker.allow() is None  # only one
+    breaker.failure(probe=True)  # a failed probe: open again, a longer backoff
+    assert breaker.state is State.OPEN and breaker.probes == 1
+    await trio.sleep(0.9)  # the second backoff is drawn between 1 and 2 s
+    assert breaker.allow() is None
+    await trio.sleep(1.2)
+    assert breaker.allow() is True
+    breaker.success(probe=True)
+    assert breaker.state is State.CLOSED
+    assert (breaker.opens, breaker.closes) == (1, 1)
+
+
+# ------------------------------------------------------------------------------------- local budget
+async def test_without_redis_the_api_budget_is_a_local_bucket(autojump_clock: trio.testing.MockClock) -> None:
+    budget = ApiBudget({"site": 10.0}, redis=None, keys=None, identities={}, writes=False)
+    start = trio.current_time()
+    for _ in range(30):
+        await budget.take("site:api")
+    await budget.take("site:storage")  # not an API call: never waits
+    elapsed = trio.current_time() - start
+    assert elapsed == pytest.approx((30 - 10) / 10.0, abs=0.01)  # a burst of 10, then 10 per second
+    assert budget.statistics()["site"]["local_requests"] == 30
