@@ -57,6 +57,10 @@ class Breaker:
             return True
         return None
 
+    def due(self) -> bool:
+        """An open breaker whose backoff is over (the next call will be its probe)."""
+        return self.state is State.OPEN and trio.current_time() >= self._retry_at
+
     def success(self, probe: bool = False) -> None:
         """A call answered. Only the probe closes an open breaker: a call that started before it opened
         and happened to reach a node that works says nothing about the others."""

@@ -6,8 +6,12 @@ up when Redis is absent and finds it when it returns. The first node of `nodes` 
 it is a Redis Cluster (`INFO cluster`); a cluster gets coredis's cluster client (every node given is a
 startup node, slots followed through MOVED/ASK), a plain node the plain client.
 
-`call(fn)` runs ``fn(client)`` under `trio.move_on_after(timeout)`. Any error or timeout is `Unavailable`,
-which every caller treats as a miss; the failures feed the circuit breaker (`breaker.py`), and while it is
+`call(fn)` runs ``fn(client)`` under `trio.move_on_after(timeout)`. At most `CONCURRENT_CALLS` run at once:
+a reader's readahead can ask for dozens of 1 MiB groups together, and a `timeout` that also counted the
+time they queue behind each other (in the client, on the wire, in Redis) would call a busy Redis a dead one.
+The wait for a slot is bounded by `timeout` too (then it is a miss, `busy`, not a failure), so a call waits
+at most `timeout` for its slot and `timeout` for Redis. Any error or timeout is `Unavailable`, which every
+caller treats as a miss; the failures feed the circuit breaker (`breaker.py`), and while it is
 open `call` raises `Unavailable` at once without touching the network. When probes keep failing the
 client is rebuilt (a cluster whose nodes all restarted may need a fresh view of its slots). An open
 breaker is probed with a PING when its backoff is over even when nobody reads, so it closes when Redis is
@@ -39,6 +43,7 @@ CONNECT_TIMEOUT = 2.0  # seconds for connecting and the first PING (in the backg
 RECONNECT_FIRST, RECONNECT_LONGEST = 1.0, 30.0
 PROBE_EVERY = 0.5  # seconds between looks at an open breaker (it probes only when its backoff is over)
 REBUILD_AFTER_PROBES = 2  # failed probes in a row after which the client is built afresh
+CONCURRENT_CALLS = 8  # calls in flight at once; the timeout of each starts when it has its slot
 
 
 class Unavailable(Exception):
@@ -50,13 +55,14 @@ class FleetRedis:
         self.options = options
         self.timeout = options.timeout
         self.breaker = Breaker()
+        self._slots = trio.Semaphore(CONCURRENT_CALLS)
         self._ca_bundle = ca_bundle
         self._client: Client | None = None
         self._rebuild = trio.Event()
         self._down_logged = False
         self.cluster = False
         self.counts: dict[str, int] = dict.fromkeys(
-            ("calls", "errors", "timeouts", "cut_short", "skipped", "connects", "connect_failures"), 0
+            ("calls", "errors", "timeouts", "cut_short", "skipped", "busy", "connects", "connect_failures"), 0
         )
 
     # -------------------------------------------------------------------------------------- the service
@@ -148,13 +154,27 @@ class FleetRedis:
 
     async def call(self, fn: Callable[[Client], Awaitable[T]], *, timeout: float | None = None) -> T:
         """``fn(client)`` within `timeout` (default: the configured one), or `Unavailable`."""
+        if self._client is None or (self.breaker.state is not State.CLOSED and not self.breaker.due()):
+            self.counts["skipped"] += 1
+            raise Unavailable
+        limit = self.timeout if timeout is None else max(0.0, timeout)
+        with trio.move_on_after(limit) as waiting:
+            await self._slots.acquire()
+        if waiting.cancelled_caught:  # our own calls queue here: busy, not a sign of a sick Redis
+            self.counts["busy"] += 1
+            raise Unavailable
+        try:
+            return await self._call_in_slot(fn, limit)
+        finally:
+            self._slots.release()
+
+    async def _call_in_slot(self, fn: Callable[[Client], Awaitable[T]], limit: float) -> T:
         client = self._client
         probe = self.breaker.allow() if client is not None else None
         if probe is None:
             self.counts["skipped"] += 1
             raise Unavailable
         self.counts["calls"] += 1
-        limit = self.timeout if timeout is None else max(0.0, timeout)
         with trio.move_on_after(limit) as scope:
             try:
                 result = await fn(client)
