@@ -174,7 +174,8 @@ class VideoFS:
             file = shared[0]
             self._files[key] = (file, shared[1] + 1)
         fh = next(self._next_fh)
-        prefetcher = Readahead(block_size=self.cache.block_size, max_window=self.readahead_max)
+        window = min(self.readahead_max, self.cache.max_readahead)
+        prefetcher = Readahead(block_size=self.cache.block_size, max_window=window)
         self._handles[fh] = OpenFile(node, file, prefetcher)
         self.tree.hold(node)
         # The kernel's cached pages of this inode are kept only while they are of the same bytes.

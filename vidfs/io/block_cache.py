@@ -126,6 +126,9 @@ class BlockCache:
         self._store = store
         self._shared = shared
         self._prefetch_budget = max(memory_bytes // 2, block_size * self.max_request_blocks)
+        # No reader is worth a readahead window larger than what the memory may hold for prefetches: blocks
+        # fetched further ahead are evicted before they are read, and read a second time.
+        self.max_readahead = self._prefetch_budget
         self._prefetch_in_flight = 0
         self._last_scheduled = 0
 
