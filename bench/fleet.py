@@ -2,7 +2,8 @@
 the same file one after another and at once. For each: the bytes the origin served (as a multiple of the
 file) and, per mount, the time of its read and its daemon's CPU seconds.
 
-    .venv/bin/python -m bench.fleet [--size-mib 128] [--mounts 1,2,4] [--out bench/results/fleet.json]
+    .venv/bin/python -m bench.fleet [--size-mib 128] [--mounts 1,2,4] [--timeout 100ms]
+                                    [--out bench/results/fleet.json]
 
 Everything runs on 127.0.0.1: a 3-master Redis Cluster (`redis-server` from Debian, started and ended
 here), the origin (a plain web server in this process, `tests/fleet_origin.py`), the mounts through the CLI
@@ -32,13 +33,13 @@ INSTANCE = "site"
 SECRET = "bench-fleet-secret"
 
 
-def _mount(work: Path, origin: Origin, cluster: Cluster, name: str) -> Mount:
+def _mount(work: Path, origin: Origin, cluster: Cluster, name: str, timeout: str) -> Mount:
     config = write_config(
         work / f"{name}.toml",
         {INSTANCE: {"type": "http", "url": origin.url}},
         cache_dir=work / f"cache-{name}",
         cache={"disk": "2GiB"},
-        extra=cluster.table(SECRET),
+        extra=cluster.table(SECRET, timeout=timeout),
     )
     return mount_config(config, work / f"mnt-{name}", work / f"{name}.log")
 
@@ -72,14 +73,14 @@ def _shared_stats(mount: Mount) -> dict[str, Any]:
 
 
 def _scenario(
-    work: Path, origin: Origin, cluster: Cluster, count: int, size: int, together: bool
+    work: Path, origin: Origin, cluster: Cluster, count: int, size: int, together: bool, timeout: str
 ) -> dict[str, Any]:
     name = f"file-{count}-{'together' if together else 'sequential'}.bin"
     expected = origin.add(name, os.urandom(size))
     cluster.flush()
     origin.clear()
     label = f"{count}{'t' if together else 's'}"
-    mounts = [_mount(work, origin, cluster, f"{label}-{i}") for i in range(count)]
+    mounts = [_mount(work, origin, cluster, f"{label}-{i}", timeout) for i in range(count)]
     results: dict[int, tuple[str, float, float]] = {}
     try:
         if together:
@@ -118,6 +119,7 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=128)
     parser.add_argument("--mounts", default="1,2,4")
     parser.add_argument("--out", type=Path, default=Path("bench/results/fleet.json"))
+    parser.add_argument("--timeout", default="100ms", help="[cache.shared] timeout (default: the issue's)")
     args = parser.parse_args()
     counts = [int(n) for n in args.mounts.split(",")]
     rows: list[dict[str, Any]] = []
@@ -129,7 +131,8 @@ def main() -> None:
             for count in counts:
                 for together in (False, True):
                     say(f"fleet: {count} mount(s), {'at once' if together else 'one after another'}")
-                    rows.append(_scenario(work, origin, cluster, count, args.size_mib * MiB, together))
+                    size = args.size_mib * MiB
+                    rows.append(_scenario(work, origin, cluster, count, size, together, args.timeout))
         finally:
             origin.site.close()
             cluster.stop()
@@ -141,7 +144,8 @@ def main() -> None:
         ok = "" if row["all_identical"] else "  (BYTES DIFFER)"
         print(f"{row['mounts']:>6} {how:>10} {row['origin_served_x']:>8.3f}  {seconds:<28} {cpu}{ok}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"size_mib": args.size_mib, "rows": rows}, indent=2) + "\n")
+    document = {"size_mib": args.size_mib, "timeout": args.timeout, "rows": rows}
+    args.out.write_text(json.dumps(document, indent=2) + "\n")
     say(f"fleet: written {args.out}")
 
 
