@@ -139,7 +139,7 @@ def _random(stage: Stage, fig: Figures, peer: str) -> None:
     with _mount(stage, peer, cache) as mount:
         _look_around(stage, mount)
         start = stage.origin.log_offset()
-        latencies, bad = [], 0
+        latencies, bad, short = [], 0, 0
         fd = os.open(mount.path / RANDOM_NAME, os.O_RDONLY)
         try:
             with open(truth.random_path, "rb") as source:
@@ -147,6 +147,7 @@ def _random(stage: Stage, fig: Figures, peer: str) -> None:
                     began = time.monotonic()
                     got = os.pread(fd, truth.read_size, offset)
                     latencies.append((time.monotonic() - began) * 1000)
+                    short += len(got) != truth.read_size  # a short pread inside the file is wrong too
                     bad += got != os.pread(source.fileno(), truth.read_size, offset)
         finally:
             os.close(fd)
@@ -156,7 +157,9 @@ def _random(stage: Stage, fig: Figures, peer: str) -> None:
     fig.rand_p50_ms, fig.rand_p95_ms = percentile(latencies, 0.5), percentile(latencies, 0.95)
     fig.rand_ok = bad == 0
     if bad:
-        fig.errors.append(f"random: {bad} of {len(truth.offsets)} reads returned wrong bytes")
+        fig.errors.append(
+            f"random: {bad} of {len(truth.offsets)} reads returned wrong bytes ({short} of them short)"
+        )
     fig.rand_mb = stage.origin.served_since(start, RANDOM_NAME)[1] / MB
 
 
