@@ -111,7 +111,9 @@ def test_fleet_two_mounts_at_once_share_the_work(
 def _tamper(cluster: Cluster) -> int:
     """Flip a bit in one block value, truncate another, copy a third over a fourth's key; returns how
     many values are now bad."""
-    blocks = sorted(key for key in cluster.items() if key.startswith(b"vb{"))
+    # Not a group's first block (``…}0``): the file's very first block is read from the origin anyway (its
+    # ETag comes with it), so a bad value there would never be looked at.
+    blocks = sorted(key for key in cluster.items() if key.startswith(b"vb{") and not key.endswith(b"}0"))
     assert len(blocks) >= 4, len(blocks)
     flip, cut, source, target = blocks[0], blocks[1], blocks[2], blocks[3]
 

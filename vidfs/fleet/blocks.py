@@ -52,12 +52,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cachetools
 import trio
 from coredis import PureToken
 
 from vidfs.fleet.connection import Client, FleetRedis, Unavailable
 from vidfs.fleet.sealing import FleetKeys
-from vidfs.io.remote_file import RemoteFile
+from vidfs.io.remote_file import FileKey, RemoteFile
 
 log = logging.getLogger("vidfs.fleet")
 
@@ -70,6 +71,7 @@ POLL_FIRST, POLL_LONGEST = 0.005, 0.05  # pauses between looks for a group anoth
 VERIFY_IN_THREAD = 256 << 10  # values larger than this (together) are checked in a worker thread
 WRITE_TIMEOUT = 2.0  # a group's pipeline (1 MiB): in the background, so longer than `timeout`
 LOG_EVERY = 1000
+ETAG_ASKED = 10_000  # files whose first block was fetched alone to learn their ETag (once each)
 COUNTERS = (
     "hits", "misses", "rejected", "unshareable", "waited_hits", "claims_won", "claims_lost", "published",
     "publish_dropped", "publish_errors", "deleted",
@@ -106,6 +108,7 @@ class SharedBlocks:
         self._queue: collections.deque[_Publish] = collections.deque()
         self._queued = 0
         self._deletes: list[bytes] = []
+        self._etag_asked: cachetools.LRUCache[FileKey, None] = cachetools.LRUCache(maxsize=ETAG_ASKED)
         self._work = trio.lowlevel.ParkingLot()
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
@@ -136,12 +139,16 @@ class SharedBlocks:
     def needs_etag(self, file: RemoteFile) -> bool:
         """True when the file may be shareable but its ETag is not known yet: one block from the origin
         first will tell it (see the module's essay)."""
-        return (
-            self.redis.connected
-            and file.etag is None
-            and not file.key.fingerprint.startswith("etag:")
-            and file.instance in self.identities
-        )
+        if (
+            not self.redis.connected
+            or file.etag is not None
+            or file.key.fingerprint.startswith("etag:")
+            or file.instance not in self.identities
+            or file.key in self._etag_asked  # its origin gave no ETag: not shareable, ask no more
+        ):
+            return False
+        self._etag_asked[file.key] = None
+        return True
 
     # --------------------------------------------------------------------------------------- reading
     async def get_run(self, file: RemoteFile, indices: Sequence[int]) -> dict[int, bytes]:
