@@ -218,14 +218,16 @@ def test_auth_renewal_mid_read(world: World, tmp_path: Path, media_dir: Path) ->
         rel, expect = max(small.items(), key=lambda item: item[1].size)
         # Slow storage down so the read lasts several token lifetimes.
         emulator.post(
-            case.name, "faults", {"rules": [{"kind": "latency", "seconds": 0.5, "path": case.storage_path}]}
+            case.name, "faults", {"rules": [{"kind": "latency", "seconds": 1.0, "path": case.storage_path}]}
         )
-        # One connection per host: the ranged GETs come one after another, each paying the latency.
+        # One connection per host and no readahead: a ranged GET per FUSE read (1 MiB), one after another,
+        # each paying the latency.
         config = write_config(
             tmp_path / "vidfs.toml",
             {INSTANCE: emulator.config(case.name)},
             cache_dir=tmp_path / "cache",
             extra="[http]\nmax_connections_per_host = 1\n",
+            cache={"readahead_max": "64KiB"},
         )
         mount = mount_config(config, tmp_path / "mnt", tmp_path / "mount.log")
         try:

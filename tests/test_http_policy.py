@@ -209,7 +209,7 @@ async def test_5xx_is_retried_within_the_budget_then_eio(
     client, server = make_client(lambda request: httpx.Response(503))
     with pytest.raises(RemoteIOError, match=rf"HTTP 503 \(after {RETRIES + 1} attempts\)") as info:
         await client.request("GET", "http://127.0.0.1/x", tag="t")
-    assert info.value.status is None and len(server.requests) == RETRIES + 1
+    assert info.value.status == 503 and len(server.requests) == RETRIES + 1
     assert client.stats.counters["http.retries"] == RETRIES
 
 

@@ -345,10 +345,12 @@ def test_url_expiring_mid_read_is_renewed(
         video_id = next(v["id"] for v in _visible(catalog) if v["path_on_disk"] == expect.source)
         # Slow storage (the rule is posted to the API's control URL and reaches the storage subsite) and one
         # connection per origin: the read outlives several URL lifetimes.
-        emu.post("hourone", "faults", {"rules": [{"kind": "latency", "seconds": 0.5, "path": "^/storage/"}]})
+        emu.post("hourone", "faults", {"rules": [{"kind": "latency", "seconds": 1.0, "path": "^/storage/"}]})
         config = make_config(
-            {INSTANCE: emu.config("hourone")}, extra="[http]\nmax_connections_per_host = 1\n"
+            {INSTANCE: emu.config("hourone")},
+            extra="[http]\nmax_connections_per_host = 1\n",
         )
+        config.write_text(config.read_text().replace("[cache]\n", '[cache]\nreadahead_max = "64KiB"\n', 1))
         mount = mounts(config)
         assert sha256_file(mount.path / INSTANCE / rel) == expect.sha256
         unmount(mount)

@@ -6,7 +6,7 @@
     ├── NotDirectoryError           a path goes through a file               → ENOTDIR  (debug)
     ├── IsDirectoryError            a directory opened as a file             → EISDIR   (debug)
     └── RemoteError                 a remote (API or storage) said no or broke
-        ├── NotFoundError           404 / vanished item / unknown name      → ENOENT   (debug)
+        ├── NotFoundError           404/410, vanished item, unknown name    → ENOENT   (debug)
         ├── AuthError               401/403 after one re-auth, bad password → EACCES   (warning)
         ├── StaleError              the file changed under a reader          → ESTALE   (warning)
         ├── RemoteIOError           5xx, network, protocol violations        → EIO      (warning)
@@ -47,9 +47,10 @@ class UsageError(VidfsError):
 class RemoteError(VidfsError):
     errno = _errno.EIO
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.retry_after = retry_after  # seconds the server asked us to wait (429/503 Retry-After)
 
 
 class NotFoundError(RemoteError):

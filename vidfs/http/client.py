@@ -241,7 +241,9 @@ class HttpClient:
             self.note_reachable(url)
             if is_temp_status(response.status_code, method):
                 raise TempFailure(
-                    f"HTTP {response.status_code}", retry_after=response.headers.get("Retry-After")
+                    f"HTTP {response.status_code}",
+                    retry_after=response.headers.get("Retry-After"),
+                    status=response.status_code,
                 )
             return response
 

@@ -219,11 +219,14 @@ class TempFailure(Exception):
     """One attempt failed in a way worth another: why, and the server's `Retry-After` if it gave one.
     `pause=False`: go on at once (a body cut short after some bytes arrived: resume from there)."""
 
-    def __init__(self, reason: str, *, retry_after: str | None = None, pause: bool = True) -> None:
+    def __init__(
+        self, reason: str, *, retry_after: str | None = None, pause: bool = True, status: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.pause = pause
+        self.status = status  # the HTTP status that failed, if one did (429, 503, …)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -290,4 +293,8 @@ class RetryPolicy:
         assert failure is not None
         cause = failure.__cause__
         kind = RemoteTimeoutError if caused_by(cause, httpx.TimeoutException) else RemoteIOError
-        raise kind(f"{what}: {failure.reason} (after {tries} attempts)") from cause
+        raise kind(
+            f"{what}: {failure.reason} (after {tries} attempts)",
+            status=failure.status,
+            retry_after=retry_after_seconds(failure.retry_after),
+        ) from cause

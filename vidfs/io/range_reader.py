@@ -170,7 +170,9 @@ async def _one_request(
         if renews_lease(status):
             raise LeaseRefused(status, lease.url)
         if is_temp_status(status):
-            raise TempFailure(f"HTTP {status}", retry_after=response.headers.get("Retry-After"))
+            raise TempFailure(
+                f"HTTP {status}", retry_after=response.headers.get("Retry-After"), status=status
+            )
         got_etag = response.headers.get("ETag")
         if known.etag and got_etag and got_etag != known.etag:
             raise StaleError(f"{redact_url(lease.url)} changed (ETag {known.etag} → {got_etag})")
