@@ -139,7 +139,9 @@ def _random(stage: Stage, fig: Figures, peer: str) -> None:
     with _mount(stage, peer, cache) as mount:
         _look_around(stage, mount)
         start = stage.origin.log_offset()
-        latencies, bad, short = [], 0, 0
+        latencies: list[float] = []
+        wrong: list[int] = []  # offsets of the reads that returned other bytes
+        short = 0
         fd = os.open(mount.path / RANDOM_NAME, os.O_RDONLY)
         try:
             with open(truth.random_path, "rb") as source:
@@ -148,17 +150,19 @@ def _random(stage: Stage, fig: Figures, peer: str) -> None:
                     got = os.pread(fd, truth.read_size, offset)
                     latencies.append((time.monotonic() - began) * 1000)
                     short += len(got) != truth.read_size  # a short pread inside the file is wrong too
-                    bad += got != os.pread(source.fileno(), truth.read_size, offset)
+                    if got != os.pread(source.fileno(), truth.read_size, offset):
+                        wrong.append(offset)
         finally:
             os.close(fd)
         fig.note_rss(mount.rss_mib())
         mount.stop()
     _discard(cache)
     fig.rand_p50_ms, fig.rand_p95_ms = percentile(latencies, 0.5), percentile(latencies, 0.95)
-    fig.rand_ok = bad == 0
-    if bad:
+    fig.rand_ok = not wrong
+    if wrong:
         fig.errors.append(
-            f"random: {bad} of {len(truth.offsets)} reads returned wrong bytes ({short} of them short)"
+            f"random: {len(wrong)} of {len(truth.offsets)} reads of {truth.read_size} bytes returned wrong"
+            f" bytes ({short} of them short), at offsets {', '.join(map(str, wrong[:5]))}"
         )
     fig.rand_mb = stage.origin.served_since(start, RANDOM_NAME)[1] / MB
 
