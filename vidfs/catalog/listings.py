@@ -223,10 +223,10 @@ class ListingCache:
                 if health.down() and not probe and health.last_error is not None:
                     raise health.last_error  # it went down while this fetch queued: do not ask
                 with trio.fail_after(self.fetch_timeout):
+                    ask_vendor = functools.partial(self._ask_vendor, provider, folder)
                     if self._shared is None:
-                        listing, age = await provider.list(folder), 0.0
+                        listing, age = await ask_vendor(), 0.0
                     else:  # the fleet's listing, or the vendor's when this host is the one to ask
-                        ask_vendor = functools.partial(provider.list, folder)
                         listing, age = await self._shared.fetch(key[0], key[1], ask_vendor)
         except (Exception, trio.Cancelled) as exc:
             fetch.error = exc if not isinstance(exc, trio.Cancelled) else RemoteIOError("listing cancelled")
@@ -239,6 +239,10 @@ class ListingCache:
         finally:
             entry.fetch, entry.dropped = None, False
             fetch.done.set()
+
+    async def _ask_vendor(self, provider: Provider, folder: Folder) -> Listing:
+        self._stats.incr("metadata.vendor_calls")  # what the vendor saw (refreshes may be answered otherwise)
+        return await provider.list(folder)
 
     def _store(self, key: Key, entry: _Entry, listing: Listing, age: float = 0.0) -> None:
         entry.listing, entry.fetched_at = listing, trio.current_time() - age  # a fleet listing ages as one

@@ -26,7 +26,9 @@ Settings (``/_emulator/settings``): ``index_format`` = ``nginx`` (default) | ``n
 ``autoindex_format json``) | ``apache`` (an Apache 2.4 "fancy" table: sorting links, a Parent Directory
 link to an absolute path, rounded sizes such as ``62M``, so the client must HEAD for sizes);
 ``auth`` (default true: HTTP Basic ``demo`` / ``http-demo-password`` on everything but the control API);
-``username``, ``password``, ``scale``.
+``username``, ``password``, ``scale``, ``scale_base`` (renames the scaled files: ``clip_<base + i>``, the same
+number of files under new names). Mutations (``/_emulator/mutate``): ``add_file`` and ``remove_file``
+with a ``path`` below ``/pub/`` (a synthetic file; its directory must exist).
 
 Scale: ``scale = N`` adds the directory ``/pub/scale/`` holding N files ``clip_000000.mp4``... (a few KiB
 each, made in memory), one big autoindexed directory as on a busy nginx. Index pages are rendered once per
@@ -53,7 +55,7 @@ from urllib.parse import quote, unquote
 from vidfs.emulator import credentials
 from vidfs.emulator.content import Blob, FileBlob, SyntheticBlob, facts
 from vidfs.emulator.contract import Contract, Expect, expect, name_entries
-from vidfs.emulator.knobs import Knob, as_bool, knob, one_of
+from vidfs.emulator.knobs import Knob, as_bool, knob, non_negative, one_of
 from vidfs.emulator.server import JSON, EmulatorOptions, HttpError, Request, serve_file
 from vidfs.emulator.vendor import VendorSite, route
 
@@ -131,6 +133,7 @@ class HttpIndexSite(VendorSite):
         "auth": knob("auth", as_bool),
         "username": knob("username"),
         "password": knob("password"),
+        "scale_base": Knob(None, non_negative, apply="set_scale_base"),
     }
 
     def build(self, options: EmulatorOptions) -> None:
@@ -153,20 +156,59 @@ class HttpIndexSite(VendorSite):
                     node.children[part] = child
                 node = child
 
+    scale_base = 0  # item i of the scaled directory is clip_<scale_base + i>.mp4
+
+    def set_scale_base(self, base: int) -> None:
+        """Renumber the scaled directory: the same number of files under new names (a catalog that churns)."""
+        with self._lock:
+            count = self.scale
+            self.set_scale(0)
+            self.scale_base = base
+            self.set_scale(count)
+
     def add_scaled(self, index: int) -> None:
         pub = self.root.children["pub"]
         folder = pub.children.get(SCALE_DIR)
         if folder is None:
             folder = pub.children[SCALE_DIR] = Node(SCALE_DIR, _T0 + 86400, True)
-        name = f"clip_{index:06d}.mp4"
-        folder.children[name] = Node(name, _T0 + 86400 + index * 60, False, SyntheticBlob.of(f"http/{index}"))
+        number = self.scale_base + index
+        name = f"clip_{number:06d}.mp4"
+        folder.children[name] = Node(
+            name, _T0 + 86400 + number * 60, False, SyntheticBlob.of(f"http/{number}")
+        )
 
     def remove_scaled(self, index: int) -> None:
         folder = self.root.children["pub"].children.get(SCALE_DIR)
         if folder is not None:
-            folder.children.pop(f"clip_{index:06d}.mp4", None)
+            folder.children.pop(f"clip_{self.scale_base + index:06d}.mp4", None)
             if index == 0:
                 del self.root.children["pub"].children[SCALE_DIR]
+
+    # ---- mutations: files appear and vanish anywhere in the tree (``path`` relative to /pub/) --------
+    def _parent_of(self, path: str) -> tuple[Node, str]:
+        parts = [part for part in path.split("/") if part]
+        if not parts:
+            raise ValueError("a path below /pub/ is needed")
+        node = self.root.children["pub"]
+        for part in parts[:-1]:
+            node = node.children[part]  # KeyError → 404: the directory must exist
+        return node, parts[-1]
+
+    def mutate_add_file(self, change: Mapping[str, Any]) -> JSON:
+        """A synthetic file at ``path`` (its bytes made from the path): where a name sorts is the test's
+        choice, so a listing can change before names a reader has already been given."""
+        with self._lock:
+            parent, name = self._parent_of(str(change.get("path", "")))
+            parent.children[name] = Node(
+                name, _T0 + 2 * 86400, False, SyntheticBlob.of(f"http/{change['path']}")
+            )
+            return {"added": change["path"]}
+
+    def mutate_remove_file(self, change: Mapping[str, Any]) -> JSON:
+        with self._lock:
+            parent, name = self._parent_of(str(change.get("path", "")))
+            parent.children.pop(name, None)
+            return {"removed": change["path"]}
 
     # ---- hooks ------------------------------------------------------------------------------------------
     def error_body(self, status: int, message: str) -> Any:
