@@ -154,6 +154,7 @@ async def _build_fs(
         stats=stats,
         store=store,
         shared=shared,
+        max_streams=config.http.max_connections_per_host,
         **({} if shared is None else {"max_request": shared.run_bytes}),  # a run is a group: one MGET
     )
     fs = VideoFS(

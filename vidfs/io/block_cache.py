@@ -40,6 +40,7 @@ import trio
 
 from vidfs.errors import StaleError, VidfsError
 from vidfs.io.remote_file import FileKey, RemoteFile
+from vidfs.io.streams import StreamPlanner
 from vidfs.stats import Stats
 from vidfs.tasks import Spawner
 
@@ -114,6 +115,7 @@ class BlockCache:
         store: BlockStore | None = None,
         max_request: int = 8 << 20,
         shared: SharedTier | None = None,
+        max_streams: int = 8,
     ) -> None:
         self.block_size = block_size
         self.max_request_blocks = max(1, max_request // block_size)
@@ -129,6 +131,10 @@ class BlockCache:
         # No reader is worth a readahead window larger than what the memory may hold for prefetches: blocks
         # fetched further ahead are evicted before they are read, and read a second time.
         self.max_readahead = self._prefetch_budget
+        # How a reader's window is cut into parallel runs: measured per origin (vidfs.io.streams).
+        self.streams = StreamPlanner(
+            max_streams=max_streams, window=self.max_readahead, max_run=self.max_request_blocks * block_size
+        )
         self._prefetch_in_flight = 0
         self._last_scheduled = 0
 
@@ -184,6 +190,9 @@ class BlockCache:
         """Per block first..last: its bytes or the pending fetch; starts fetches for missing runs."""
         items: list[bytes | _Pending] = []
         run: list[int] = []
+        run_blocks = self.max_request_blocks
+        if prefetch:
+            run_blocks = max(1, min(run_blocks, self.streams.run_bytes(file.instance) // self.block_size))
         for index in range(first, last + 1):
             block_id = (file.key, index)
             data = self._memory.get(block_id)
@@ -210,7 +219,7 @@ class BlockCache:
             pending = self._pending[block_id] = _Pending()
             items.append(pending)
             run.append(index)
-            if len(run) >= self.max_request_blocks:
+            if len(run) >= run_blocks:
                 self._flush_run(file, run, prefetch)
         self._flush_run(file, run, prefetch)
         return items
@@ -316,6 +325,7 @@ class BlockCache:
                 f"{file.instance}: short read ({assembler.position - start} of {end - start} bytes)"
             )
         self._stats.incr("bytes.fetched", end - start)
+        self.streams.downloaded(file.instance, end - start)
         blocks = [block for _index, block in assembler.done]
         if self._shared is not None:  # the fleet's copy, published in the background
             self._shared.put_run(file, missing[0], blocks)
@@ -380,6 +390,7 @@ class BlockCache:
             "memory_blocks": len(self._memory),
             "in_flight_blocks": len(self._pending),
             "prefetch_in_flight_bytes": self._prefetch_in_flight,
+            **self.streams.statistics(),
         }
 
 
