@@ -412,7 +412,7 @@ def run_prefetch(
     if pin:
         _pin_all(skipped, tally, err)
 
-    busy_before = {info.root: disk_stats(info).get("skipped_busy", 0) for info in mounts}
+    busy_before = {info.root: disk_stats(info).get("skipped_unwritable", 0) for info in mounts}
     meter = Progress(sum(i.size for i in to_read), len(to_read), progress and err.isatty(), out=out, err=err)
     started = time.monotonic()
     interrupted = _read_all(
@@ -526,12 +526,11 @@ def _read_all(
 
 def _note_busy_disk_caches(mounts: Iterable[MountInfo], busy_before: dict[Path, int], err: TextIO) -> None:
     for info in mounts:
-        skipped_busy = disk_stats(info).get("skipped_busy", 0) - busy_before[info.root]
-        if skipped_busy > 0:
+        unstored = disk_stats(info).get("skipped_unwritable", 0) - busy_before[info.root]
+        if unstored > 0:
             print(
-                f"vidfs: note: {info.root}: the disk cache let {skipped_busy} block(s) pass unstored because "
-                "its write queue was full (the network outran the disk); they are fetched again when read. "
-                "--pin stores files whole; fewer --jobs helps; --force reads everything again",
+                f"vidfs: note: {info.root}: the disk cache could not store {unstored} block(s) (its disk was "
+                "full or read-only); they are fetched again when read. --force reads everything again",
                 file=err,
             )
 
