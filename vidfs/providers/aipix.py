@@ -21,8 +21,10 @@ the token is a JWT its `exp` is honoured (renewed ahead of it), else we log in a
 
 Listing: the whole archive is one scan, `GET /downloads?per_page&page&from&to` over `[now - window, now +
 1 day]` (UTC, `YYYY-MM-DD HH:MM:SS`; the day of margin absorbs clock skew; the dates filter the *creation*
-date of the archive). Page 1 tells `meta.last_page`; the other pages are fetched concurrently (at most 8 at a
-time), and items are de-duplicated by id. Page links are not followed: some versions point them at
+date of the archive). Page 1 tells `meta.last_page` and `meta.total`; the other pages are fetched
+concurrently (at most 8 at a time) and merged by `vidfs.providers.paging` (one state of the list: pages
+answered under another total are asked again; each item once, by id); without `meta`, page after page while
+`links.next` says one follows. Page links are not followed: some versions point them at
 `/users/downloads`. Camera names are fetched once per scan (at most 8 at a time; a failure keeps the last
 known name). One scan answers every directory, each once: the engine caches each listing itself, so a
 second `list()` of a directory means it wants fresh data (its TTL ran out, or a 404 invalidated it) and
@@ -60,13 +62,12 @@ from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
+from vidfs.providers.paging import Page, numbered_pages
 from vidfs.providers.state import device_uuid
 
 ROOT_ID = "aipix:root"
 CLIENTS = ("ios-cctv", "android-cctv", "thick-legal", "web")
-PAGE_CONCURRENCY = 8
 CAMERA_CONCURRENCY = 8
-MAX_PAGES = 10_000
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 TO_MARGIN = 86_400.0  # `to` = now + 1 day: an archive made "now" by a server whose clock runs ahead is kept
 DEVICE_FILE = "device-uuid"
@@ -251,66 +252,45 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         return response
 
     # ------------------------------------------------------------------------------------------- scan
-    async def _page(self, number: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    async def _page(self, number: int, params: Mapping[str, Any]) -> Page:
+        """One page of the archive list, with what its Laravel `meta` and `links` say of the others."""
         what = f"archive list page {number}"
         response = await self._get(f"{self._base}/downloads", params={**params, "page": number}, what=what)
         document = json_object(response, f"{self.instance}: {what}")
-        if not isinstance(document.get("data"), list):
+        data = document.get("data")
+        if not isinstance(data, list):
             raise InvalidRemoteData(f"{self.instance}: {what}: `data` is not a list")
-        return document
+        meta: Mapping[str, Any] = document["meta"] if isinstance(document.get("meta"), Mapping) else {}
+        links = document.get("links")
+        more = bool(links["next"]) if isinstance(links, Mapping) and "next" in links else None
+        return Page(data, _count(meta.get("total")), _count(meta.get("last_page"), least=1), more)
 
     async def _fetch_items(self) -> tuple[list[dict[str, Any]], int]:
-        """Every archive item of the window: page 1, then the rest concurrently once last_page is known."""
+        """Every archive item of the window: page 1, then the rest concurrently once `meta` tells the last
+        page and the total (`vidfs.providers.paging`: one state of the list, each item once)."""
         now = time.time()
         params = {
             "per_page": self._per_page,
             "from": format_date(now - self._window),
             "to": format_date(now + TO_MARGIN),
         }
-        first = await self._page(1, params)
-        pages: dict[int, list[Any]] = {1: first["data"]}
-        meta: Mapping[str, Any] = first["meta"] if isinstance(first.get("meta"), Mapping) else {}
-        last_page = meta.get("last_page")
-        if isinstance(last_page, int) and not isinstance(last_page, bool) and last_page >= 1:
-            last = min(last_page, MAX_PAGES)
-            limiter = trio.CapacityLimiter(PAGE_CONCURRENCY)
-
-            async def fetch(number: int) -> None:
-                async with limiter:
-                    pages[number] = (await self._page(number, params))["data"]
-
-            async with trio.open_nursery() as nursery:
-                for number in range(2, last + 1):
-                    nursery.start_soon(fetch, number)
-        else:  # no usable meta: walk the pages one by one until one says it is the last, or is empty
-            document, number = first, 1
-            while number < MAX_PAGES and document["data"]:
-                links = document.get("links")
-                if isinstance(links, Mapping) and "next" in links and not links["next"]:
-                    break
-                number += 1
-                document = await self._page(number, params)
-                pages[number] = document["data"]
-        items: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        for number in sorted(pages):
-            for item in pages[number]:
-                if not isinstance(item, dict) or item.get("id") is None:
-                    continue
-                key = str(item["id"])
-                if key in seen:  # the list moved between pages: keep the first copy
-                    continue
-                seen.add(key)
-                items.append(item)
-        total = meta.get("total")
-        if isinstance(total, int) and total != len(items):
-            self._log.info(
-                "%s: the archive list changed during the scan (%d items, meta.total %d)",
+        paged = await numbered_pages(lambda number: self._page(number, params), key=_item_key)
+        if not paged.settled:
+            self._log.warning(
+                "%s: the archive list kept changing while it was read (%d pages, %d asked again): it may "
+                "miss an archive until the next scan",
                 self.instance,
-                len(items),
-                total,
+                paged.requests,
+                paged.again,
             )
-        return items, len(pages)
+        elif paged.again or paged.repeats:
+            self._log.info(
+                "%s: the archive list changed during the scan: %d pages asked again, %d repeats dropped",
+                self.instance,
+                paged.again,
+                paged.repeats,
+            )
+        return paged.items, paged.requests
 
     async def _camera_name(self, camera_id: str) -> str | None:
         """The camera's `pretty_name`, None when it has none; a failure keeps the last known name."""
@@ -527,6 +507,20 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         return StreamLease(
             url=url, headers=headers, expires_at=self._tokens.expires_at, uses_provider_auth=True
         )
+
+
+def _item_key(item: Any) -> str | None:
+    """An archive's id (items without one are dropped)."""
+    if not isinstance(item, dict) or item.get("id") is None:
+        return None
+    return str(item["id"])
+
+
+def _count(value: object, *, least: int = 0) -> int | None:
+    """A `meta` number (total, last_page), None when absent or not a whole number of at least `least`."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= least:
+        return value
+    return None
 
 
 def _camera_key(item: Mapping[str, Any]) -> str:

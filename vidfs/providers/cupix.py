@@ -21,8 +21,11 @@ Filters narrow the tree; the root shows the narrowest level they name:
 - `workspace_ids`: the full layout, only those workspaces.
 - `capture_ids` with another filter: captures not in the list are left out of record directories.
 
-Quirks: every list call needs `fields=` (we always send it, plus `order_by=id&sort=asc` for a stable order,
-and follow `pagination.next_page`); items are JSON:API-like `{"id": "<string>", "type", "attributes"}`.
+Quirks: every list call needs `fields=` (we always send it, plus `order_by=id&sort=asc` for a stable order);
+items are JSON:API-like `{"id": "<string>", "type", "attributes"}`. Page 1's `pagination` tells
+`total_entries` and `total_pages`: the other pages are asked concurrently and merged by
+`vidfs.providers.paging` (pages answered under another total are asked again); without them, we follow
+`pagination.next_page`.
 Only `state == "done"` videos are files (size `filesize`, else a HEAD on storage; mtime `updated_at`); the
 others (`created` = not uploaded yet, and any other state) are hidden items with their state, for `vidfs ls`.
 The token goes in `X-CUPIX-AUTH`, to the API origin only; a 401 is final (a static token cannot be
@@ -53,10 +56,10 @@ from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import expiry_from_url
 from vidfs.providers.base import BASE_URL, OptionSpec, ProviderBase, ProviderContext, ProviderSpec
+from vidfs.providers.paging import Page, numbered_pages
 
 ROOT_ID = "cupix:root"
 AUTH_HEADER = "X-CUPIX-AUTH"
-MAX_PAGES = 10_000
 DEFAULT_LEASE = 600.0  # a storage URL that does not say when it expires is renewed after 10 minutes
 PAST_EXPIRY_GRACE = 30.0  # a URL "already expired" by our clock: use it briefly, storage has the last word
 WALK_CONCURRENCY = 4
@@ -150,43 +153,50 @@ class CupixProvider(ProviderBase, root_id=ROOT_ID):
             raise InvalidRemoteData(f"{self.instance}: {what}: the answer has no 'result' object")
         return document
 
+    async def _page(self, path: str, params: Mapping[str, Any], number: int, what: str) -> Page:
+        """One page of a list endpoint, with what its `pagination` says of the others."""
+        query: dict[str, Any] = {
+            **params,
+            "fields": FIELDS[path],
+            "order_by": "id",
+            "sort": "asc",
+            "page": number,
+        }
+        if self._page_size is not None:
+            query["per_page"] = self._page_size
+        result = (await self._get(path, query, what))["result"]
+        data = result.get("data")
+        if not isinstance(data, list):
+            raise InvalidRemoteData(f"{self.instance}: {what}: result.data is not a list")
+        pagination = result.get("pagination")
+        if not isinstance(pagination, dict):
+            return Page(data, more=False)
+        return Page(
+            data,
+            total=_int_or_none(pagination.get("total_entries")),
+            last=_int_or_none(pagination.get("total_pages")),
+            more=_int_or_none(pagination.get("next_page")) is not None,
+        )
+
     async def _pages(self, path: str, params: Mapping[str, Any], what: str) -> Items:
-        """Every item of a list endpoint as its attributes (with `id`), following `pagination.next_page`."""
+        """Every item of a list endpoint as its attributes (with `id`): page 1, then the others concurrently
+        once `pagination` tells their number (`vidfs.providers.paging`: one state of the list, each item
+        once); without a total, page after page while `next_page` says one follows."""
+        paged = await numbered_pages(lambda number: self._page(path, params, number, what), key=_item_id)
+        if not paged.settled:
+            self._log.warning(
+                "%s: %s: the list kept changing while it was read (%d pages, %d asked again)",
+                self.instance,
+                what,
+                paged.requests,
+                paged.again,
+            )
         items: Items = []
-        seen_ids: set[str] = set()
-        seen_pages: set[int] = set()
-        page = 1
-        for _ in range(MAX_PAGES):
-            seen_pages.add(page)
-            query: dict[str, Any] = {
-                **params,
-                "fields": FIELDS[path],
-                "order_by": "id",
-                "sort": "asc",
-                "page": page,
-            }
-            if self._page_size is not None:
-                query["per_page"] = self._page_size
-            result = (await self._get(path, query, what))["result"]
-            data = result.get("data")
-            if not isinstance(data, list):
-                raise InvalidRemoteData(f"{self.instance}: {what}: result.data is not a list")
-            for item in data:
-                if not isinstance(item, dict):
-                    continue
-                attributes = item.get("attributes")
-                attrs = dict(attributes) if isinstance(attributes, dict) else {}
-                item_id = item.get("id", attrs.get("id"))
-                if item_id is None or str(item_id) in seen_ids:
-                    continue  # an item that moved to a later page while we listed: keep the first
-                seen_ids.add(str(item_id))
-                attrs["id"] = str(item_id)
-                items.append(attrs)
-            pagination = result.get("pagination")
-            next_page = _int_or_none(pagination.get("next_page")) if isinstance(pagination, dict) else None
-            if next_page is None or not data or next_page in seen_pages:
-                break
-            page = next_page
+        for item in paged.items:
+            attributes = item.get("attributes")
+            attrs = dict(attributes) if isinstance(attributes, dict) else {}
+            attrs["id"] = _item_id(item)
+            items.append(attrs)
         return items
 
     # ----------------------------------------------------------------------------------------- listing
@@ -437,6 +447,15 @@ def _failure(response: Any) -> str:
         message = result.get("message") or ""
         return one_line(f"HTTP {response.status_code} {reason}: {message}".replace(" : ", ": "))
     return f"HTTP {response.status_code}"
+
+
+def _item_id(item: Any) -> str | None:
+    """A list item's id (JSON:API-like: `id` beside `attributes`, or inside them); None: no id."""
+    if not isinstance(item, dict):
+        return None
+    attributes = item.get("attributes")
+    item_id = item.get("id", attributes.get("id") if isinstance(attributes, dict) else None)
+    return None if item_id is None else str(item_id)
 
 
 def _id_list(value: object, where: str, key: str) -> tuple[str, ...]:

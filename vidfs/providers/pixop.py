@@ -9,7 +9,10 @@ Auth: `GET accounts/v1/token` with HTTP Basic gives a JWT valid 15 minutes. We r
 again ahead of it (20 % of its lifetime, at most a minute), and again at once on a 401
 (`ExpiredJWTTokenException` and friends); a second 401 is an auth error (EACCES).
 
-Listings follow HAL `_links.next`. The list entries lack sizes and status, so each video's details
+Listings are HAL pages: when page 1 tells `_embedded.totalFound` and its `_links.last` names the last page
+(`page=N`), the other pages are asked concurrently at that href with their own `page` and merged by
+`vidfs.providers.paging` (pages answered under another total are asked again); else `_links.next` is
+followed page after page, as HAL means. The list entries lack sizes and status, so each video's details
 (`videos/v1/video/{id}`) are fetched, with bounded concurrency: `upload.fileSize` is the size (the engine
 HEADs the download when it is missing), `timeLastUpdated` the mtime; originals are files once uploaded,
 processed videos once `processingStatus` is DONE; the rest are listed as hidden items for `vidfs ls`.
@@ -21,9 +24,10 @@ from __future__ import annotations
 import posixpath
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import trio
 
@@ -34,11 +38,11 @@ from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
+from vidfs.providers.paging import Page, numbered_pages
 
 ROOT_ID = "pixop:root"
 DETAIL_CONCURRENCY = 8
 DONE = "DONE"
-MAX_PAGES = 10_000
 
 
 def parse_time(value: object) -> float | None:
@@ -106,25 +110,58 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
         raise_for_status(response, f"{self.instance}: {what}", explain=_failure)
         return json_object(response, what)
 
+    async def _hal_page(self, url: str, params: dict[str, Any] | None, key: str, what: str) -> _HalPage:
+        """One HAL page: its `_embedded.{key}`, `totalFound`, and the hrefs of its `next` and `last`."""
+        document = await self._api(url, params=params, what=what)
+        embedded = dig(document, "_embedded", key) or []
+        if not isinstance(embedded, list):
+            raise InvalidRemoteData(f"{self.instance}: {what}: _embedded.{key} is not a list")
+        items = [item for item in embedded if isinstance(item, dict)]
+        total = dig(document, "_embedded", "totalFound")
+        total = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+        next_href, last_href = (
+            dig(document, "_links", "next", "href"),
+            dig(document, "_links", "last", "href"),
+        )
+        return _HalPage(
+            items,
+            total,
+            urljoin(url, next_href) if isinstance(next_href, str) and next_href else None,
+            urljoin(url, last_href) if isinstance(last_href, str) and last_href else None,
+        )
+
     async def _pages(self, path: str, params: dict[str, Any], key: str, what: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        url: str | None = self._url(path)
-        query: dict[str, Any] | None = {**params, "page-size": self._page_size}
+        """Every item of a HAL list. When page 1 tells `totalFound` and its `_links.last` names the last
+        page (`page=N`), pages 2..N are asked concurrently at that href with their own number
+        (`vidfs.providers.paging`: one state of the list, each item once); else `_links.next` is followed
+        page after page."""
+        first = await self._hal_page(self._url(path), {**params, "page-size": self._page_size}, key, what)
+        template, last = _numbered(first.last_href)
+        hrefs: dict[int, str | None] = {1: first.next_href}  # sequential: page n's href is page n-1's next
         seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            if url is None:
-                break
-            document = await self._api(url, params=query, what=what)
-            embedded = dig(document, "_embedded", key) or []
-            if not isinstance(embedded, list):
-                raise InvalidRemoteData(f"{self.instance}: {what}: _embedded.{key} is not a list")
-            items.extend(item for item in embedded if isinstance(item, dict))
-            next_href = dig(document, "_links", "next", "href")
-            if not isinstance(next_href, str) or not next_href or next_href in seen or not embedded:
-                break
-            seen.add(next_href)
-            url, query = urljoin(url, next_href), None  # the href carries its own query
-        return items
+
+        async def fetch(number: int) -> Page:
+            if template is not None:
+                hal = await self._hal_page(_with_page(template, number), None, key, what)
+            else:
+                href = hrefs.get(number - 1)
+                if href is None:
+                    return Page([], more=False)
+                seen.add(href)
+                hal = await self._hal_page(href, None, key, what)
+                hrefs[number] = hal.next_href
+            return hal.page(last if template is not None else None, seen)
+
+        paged = await numbered_pages(fetch, key=_item_id, first=first.page(last, seen))
+        if not paged.settled:
+            self._log.warning(
+                "%s: %s: the list kept changing while it was read (%d pages, %d asked again)",
+                self.instance,
+                what,
+                paged.requests,
+                paged.again,
+            )
+        return paged.items
 
     # ----------------------------------------------------------------------------------------- listing
     async def list(self, folder: Folder) -> Listing:
@@ -259,6 +296,43 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
             expires_at=self._tokens.expires_at,
             uses_provider_auth=True,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _HalPage:
+    items: list[dict[str, Any]]
+    total: int | None  # _embedded.totalFound
+    next_href: str | None
+    last_href: str | None
+
+    def page(self, last: int | None, seen: set[str]) -> Page:
+        """As `vidfs.providers.paging` reads it: counted when the last page's number is known; else
+        another follows while `next` names a page not asked yet."""
+        more = self.next_href is not None and self.next_href not in seen
+        return Page(self.items, self.total if last is not None else None, last, more)
+
+
+def _numbered(href: str | None) -> tuple[str | None, int | None]:
+    """(href, N) when `href` (the `last` link) names its page as `page=N`; else (None, None)."""
+    if href is None:
+        return None, None
+    numbers = [v for k, v in parse_qsl(urlsplit(href).query, keep_blank_values=True) if k == "page"]
+    if len(numbers) != 1 or not numbers[0].isdigit() or int(numbers[0]) < 1:
+        return None, None
+    return href, int(numbers[0])
+
+
+def _with_page(href: str, number: int) -> str:
+    """`href` asking for page `number` (its other query parameters kept as they are)."""
+    parts = urlsplit(href)
+    query = [
+        (k, str(number) if k == "page" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _item_id(item: Any) -> str | None:
+    return str(item["id"]) if isinstance(item, dict) and item.get("id") else None
 
 
 def _failure(response: Any) -> str:

@@ -22,8 +22,11 @@ API quirks handled:
   of the two documented bodies it has (`No API key provided`, `Bad credentials.`); a second 401 is EACCES.
   A refused login answers `{"data":"Invalid username or password"}`.
 - `POST /records` pages with `offset`/`limit` and says nothing about totals, and a server may cap `limit`
-  silently: we page until a page brings no new record. One fetch serves the root and the room listings for
-  a couple of seconds (`RECORDS_REUSE`), so `ls -R` costs one pass over the records, not one per room.
+  silently: `vidfs.providers.paging.offset_pages` asks pages that overlap by one record, several ahead at
+  once, and fills the holes a list that moved meanwhile leaves (its essay says how); a first page shorter
+  than asked is the end or the cap, and one more page tells which. One pass serves the root and the room
+  listings for a couple of seconds (`RECORDS_REUSE`), so `ls -R` costs one pass over the records, not one
+  per room.
 - Record ids are integers (VALT 5) or UUIDs (VALT 6); a record's `videos` (key unknown, we also try
   `video_ids`) are ids or objects with `id`.
 - `GET /records/download/{rec}/{vid}` answers `{"data":{"url"}}` (the wiki's table) or `{"url"}` (its
@@ -55,6 +58,7 @@ from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
+from vidfs.providers.paging import offset_pages
 
 ROOT_ID = "valt:root"
 ROOM_PREFIX = "room:"
@@ -62,7 +66,6 @@ NO_ROOM_ID = "valt:no-room"
 NO_ROOM_NAME = "(no room)"
 RECORDS_REUSE = 2.0  # seconds one POST /records pass serves further listings
 DOWNLOAD_CONCURRENCY = 8
-MAX_PAGES = 10_000
 VIDEO_KEYS = ("videos", "video_ids", "videoIds")
 _EXT_TYPES = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
 
@@ -78,6 +81,10 @@ def _id(value: Any) -> str | None:
     if isinstance(value, str) and value.strip() and "/" not in value:
         return value.strip()
     return None
+
+
+def _record_key(item: Any) -> str | None:
+    return _id(item.get("id")) if isinstance(item, dict) else None
 
 
 def _epoch(value: Any) -> float | None:
@@ -228,40 +235,34 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         return json_object(response, f"{self.instance}: {what}")
 
     # ----------------------------------------------------------------------------------------- records
+    async def _records_page(self, offset: int, limit: int) -> list[Any]:
+        document = await self._api(
+            "POST", "/records", json={"offset": offset, "limit": limit}, what="listing records"
+        )
+        page = dig(document, "data", "records")
+        if page is None:
+            page = document.get("records", document.get("data"))
+        if not isinstance(page, list):
+            raise InvalidRemoteData(f"{self.instance}: listing records: data.records is not a list")
+        return page
+
     async def _all_records(self) -> list[dict[str, Any]]:
-        """Every record, paging with offset/limit until a page brings nothing new; reused briefly."""
+        """Every record (`vidfs.providers.paging.offset_pages`: pages overlapping by one record, asked
+        ahead concurrently, holes left by a moving list filled); reused briefly."""
         async with self._records_lock:
             now = time.monotonic()
             if self._records is not None and now - self._records_at < RECORDS_REUSE:
                 return self._records
-            records: list[dict[str, Any]] = []
-            seen: set[str] = set()
-            offset = 0
-            for _ in range(MAX_PAGES):
-                document = await self._api(
-                    "POST",
-                    "/records",
-                    json={"offset": offset, "limit": self._page_size},
-                    what="listing records",
+            paged = await offset_pages(self._records_page, size=self._page_size, key=_record_key)
+            if not paged.settled:
+                self._log.warning(
+                    "%s: the records kept changing while they were read (%d pages, %d asked again)",
+                    self.instance,
+                    paged.requests,
+                    paged.again,
                 )
-                page = dig(document, "data", "records")
-                if page is None:
-                    page = document.get("records", document.get("data"))
-                if not isinstance(page, list):
-                    raise InvalidRemoteData(f"{self.instance}: listing records: data.records is not a list")
-                fresh = 0
-                for item in page:
-                    record_id = _id(item.get("id")) if isinstance(item, dict) else None
-                    if record_id is None or record_id in seen:
-                        continue
-                    seen.add(record_id)
-                    records.append(item)
-                    fresh += 1
-                if not fresh:
-                    break
-                offset += len(page)
-            self._records, self._records_at = records, time.monotonic()
-            return records
+            self._records, self._records_at = paged.items, time.monotonic()
+            return paged.items
 
     @staticmethod
     def _room_key(record: Mapping[str, Any]) -> tuple[str, str]:
