@@ -25,7 +25,9 @@ import json
 import os
 import stat
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,7 @@ from bench.peers import Mount
 PROBE_PORT = 8090  # an idle static server in the namespace: the delay's RTT is measured against it
 EMULATOR_READY_S = 900.0  # the first start makes the sample media with ffmpeg
 MAX_ENTRIES = 5_000_000
+OP_HANG_S = 120.0  # one readdir or lstat unanswered this long: the mount is hung (vidfs answers in 30 s)
 # Vendors whose listings tell no sizes, so a stat needs a HEAD per video (vidfs/providers/*: size=None).
 SIZES_BY_HEAD = frozenset({"aipix", "hourone", "valt"})
 
@@ -48,6 +51,7 @@ class Walk:
     """One `ls -lR`: every directory read, every entry lstat-ed."""
 
     seconds: float
+    hung: bool  # a call went unanswered for OP_HANG_S and the daemon was stopped
     files: int
     dirs: int
     total_bytes: int
@@ -74,34 +78,75 @@ class _Tally:
         self.first_failure = self.first_failure or f"{exc.strerror}: {exc.filename}"
 
 
-def _listing(directory: Path, tally: _Tally) -> list[str]:
+class Watchdog:
+    """Ends the mount daemon (by its PID) when one call of a walk goes unanswered for OP_HANG_S.
+
+    A FUSE request the daemon has taken cannot be given up from our side: the caller waits for it
+    uninterruptibly, even through SIGKILL. Only the daemon going away ends it (with ENOTCONN). Without
+    this, one lost answer would hang the bench for good; with it the walk ends, marked hung."""
+
+    def __init__(self, on_hang: Callable[[], None]) -> None:
+        self.on_hang = on_hang
+        self.since: float | None = None  # when the call in progress began
+        self.hung = False
+        self._stop = threading.Event()
+        threading.Thread(target=self._watch, daemon=True, name="walk-watchdog").start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            since = self.since
+            if since is not None and time.monotonic() - since > OP_HANG_S:
+                self.hung = True
+                say(f"a call on the mount had no answer for {OP_HANG_S:g} s: stopping its daemon")
+                self.on_hang()
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _listing(directory: Path, tally: _Tally, watchdog: Watchdog) -> list[str]:
+    watchdog.since = time.monotonic()
     try:
         names = os.listdir(directory)
     except OSError as exc:
         tally.failed(exc)
         return []
+    finally:
+        watchdog.since = None
     tally.duplicates += len(names) - len(set(names))
     return names
 
 
-def walk(root: Path, limit_s: float) -> Walk:
+def walk(root: Path, limit_s: float, on_hang: Callable[[], None]) -> Walk:
+    watchdog = Watchdog(on_hang)
+    try:
+        return _walk(root, limit_s, watchdog)
+    finally:
+        watchdog.close()
+
+
+def _walk(root: Path, limit_s: float, watchdog: Watchdog) -> Walk:
     started = time.monotonic()
     entries: dict[str, tuple[int, int]] = {}
     tally = _Tally()
     todo = [root]
     complete = True
-    while todo:
+    while todo and not watchdog.hung:
         if time.monotonic() - started > limit_s or len(entries) > MAX_ENTRIES:
             complete = False
             break
         directory = todo.pop()
-        for name in _listing(directory, tally):
+        for name in _listing(directory, tally, watchdog):
             path = directory / name
+            watchdog.since = time.monotonic()
             try:
                 st = os.lstat(path)
             except OSError as exc:
                 tally.failed(exc)
                 continue
+            finally:
+                watchdog.since = None
             entries[str(path.relative_to(root))] = (st.st_ino, st.st_size)
             if stat.S_ISDIR(st.st_mode):
                 tally.dirs += 1
@@ -114,6 +159,7 @@ def walk(root: Path, limit_s: float) -> Walk:
     seconds = time.monotonic() - started
     return Walk(
         seconds,
+        watchdog.hung,
         t.files,
         t.dirs,
         t.total,
@@ -222,28 +268,36 @@ def _changed(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int
     return len(before.keys() ^ after.keys()) + sum(after[k] != v for k, v in before.items() if k in after)
 
 
+def _walk_mount(stage: CatalogStage, mount: Mount, fig: CatalogFigures, name: str) -> Walk:
+    """A walk of the mount, its failures noted in `fig`; a hung call stops the daemon (Watchdog)."""
+    result = walk(mount.path, stage.max_walk_s, lambda: stop_pid(mount.process, grace=5))
+    if result.hung:
+        fig.errors.append(f"{name} walk: a call unanswered for {OP_HANG_S:g} s, the daemon was stopped")
+    if result.first_failure:
+        fig.errors.append(f"{name} walk: {result.failures} failed calls, the first {result.first_failure}")
+    rss = vm_hwm_mib(mount.process.pid)
+    fig.rss_mib = max(x for x in (fig.rss_mib, rss, 0.0) if x is not None)
+    return result
+
+
 def _cold_and_warm(
     stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, config: Path, base: Path
 ) -> Walk:
     mount = _mount(stage, config, base)
     try:
         cpu_before = mount.cpu_s()
-        cold = walk(mount.path, stage.max_walk_s)
+        cold = _walk_mount(stage, mount, fig, "cold")
         cpu_after = mount.cpu_s()
         fig.cold_cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-        fig.cold_s, fig.cold_complete = cold.seconds, cold.complete
+        fig.cold_s, fig.cold_complete = cold.seconds, cold.complete and not cold.hung
         fig.files, fig.dirs, fig.duplicates = cold.files, cold.dirs, cold.duplicates
         fig.zero_size, fig.failures = cold.zero_size, cold.failures
-        if cold.first_failure:
-            fig.errors.append(f"cold walk: {cold.failures} failed calls, the first {cold.first_failure}")
         counts = count_requests(emulator.requests(), emulator.site)
         fig.api_requests, fig.storage_heads, fig.storage_other = counts
-        emulator.clear()
-        warm = walk(mount.path, stage.max_walk_s)
-        fig.warm_s, fig.warm_requests = warm.seconds, len(emulator.requests())
-        if warm.first_failure:
-            fig.errors.append(f"warm walk: {warm.failures} failed calls, the first {warm.first_failure}")
-        fig.rss_mib = vm_hwm_mib(mount.process.pid)
+        if not cold.hung:
+            emulator.clear()
+            warm = _walk_mount(stage, mount, fig, "warm")
+            fig.warm_s, fig.warm_requests = warm.seconds, len(emulator.requests())
     finally:
         mount.stop()
     return cold
@@ -257,15 +311,12 @@ def _remount(
     mount = _mount(stage, config, base)
     try:
         fig.remount_ready_s = time.monotonic() - began
-        first = walk(mount.path, stage.max_walk_s)
+        first = _walk_mount(stage, mount, fig, "remount")
         ended_wall = time.time()
         fig.remount_first_answer_s = time.monotonic() - began
         fig.remount_requests_before = sum(e.get("time", 0) < ended_wall for e in emulator.requests())
-        fig.remount_changed = _changed(cold.entries, first.entries) if first.complete else None
-        if first.first_failure:
-            fig.errors.append(f"remount walk: {first.failures} failed calls, the first {first.first_failure}")
-        rss = vm_hwm_mib(mount.process.pid)
-        fig.rss_mib = max(x for x in (fig.rss_mib, rss, 0.0) if x is not None)
+        complete = first.complete and not first.hung and cold.complete and not cold.hung
+        fig.remount_changed = _changed(cold.entries, first.entries) if complete else None
     finally:
         mount.stop()
 

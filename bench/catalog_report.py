@@ -220,7 +220,11 @@ class CatalogResults:
             " metadata_ttl 10m"
         )
         text = table(made)
-        partial = "\n\\* the walk stopped at --max-walk-seconds\n" if any(r.partial for r in made) else ""
+        partial = (
+            "\n\\* the cold walk did not finish: --max-walk-seconds, or a call without an answer (errors)\n"
+            if any(r.partial for r in made)
+            else ""
+        )
         print(f"\n{header}\n\n{text}\n{partial}\nissue 16's targets at {delay.rtt_ms:g} ms:\n")
         for r in made:
             marks = "; ".join(f"{what}: **{_mark(ok)}** ({figures})" for what, ok, figures in targets(r))
