@@ -64,7 +64,10 @@ _SIZE_TOKEN = re.compile(r"^(?:-|\d+|\d+(?:\.\d+)?\s?[KMGTPE]i?B?)$", re.I)
 
 
 # ------------------------------------------------------------------------------------------- parsing
-@dataclass
+FEED_CHARS = 256 * 1024
+
+
+@dataclass(slots=True)
 class IndexEntry:
     """One link of an index page, resolved and checked."""
 
@@ -78,7 +81,7 @@ class IndexEntry:
     mtime: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Link:
     href: str
     tail: list[str] = field(default_factory=list)
@@ -211,39 +214,55 @@ def parse_index(body: str | bytes, page_url: str, content_type: str | None = Non
         except ValueError:
             pass
     parser = _IndexParser()
-    parser.feed(body)
-    parser.close()
     entries: dict[str, IndexEntry] = {}
-    for link in parser.links:
-        href = urldefrag(link.href.strip())[0]
-        if not href or href.startswith("?"):
-            continue
-        url = urljoin(page_url, href)
-        segment = _below(url, page_url)
-        if segment is None:
-            continue
-        is_dir = segment.endswith("/")
-        raw = segment[:-1] if is_dir else segment
-        mtime, size, size_text = parse_tail("".join(link.tail))
-        entry = IndexEntry(
-            href=href,
-            url=url,
-            segment=segment,
-            name=unquote(raw, errors="replace"),
-            is_dir=is_dir,
-            size=None if is_dir else size,
-            size_text=None if is_dir else size_text,
-            mtime=mtime,
-        )
-        key = segment
-        known = entries.get(key)
-        if known is None:
-            entries[key] = entry
-        else:  # Apache links the icon and the name: keep what either occurrence told
-            known.mtime = known.mtime if known.mtime is not None else entry.mtime
-            known.size = known.size if known.size is not None else entry.size
-            known.size_text = known.size_text or entry.size_text
+    # Fed a piece at a time, each finished link made an entry at once: a 100,000-entry page never holds
+    # all its links and their texts besides its entries.
+    for start in range(0, len(body), FEED_CHARS):
+        parser.feed(body[start : start + FEED_CHARS])
+        _take_links(parser, entries, page_url, keep_last=True)
+    parser.close()
+    _take_links(parser, entries, page_url, keep_last=False)
     return list(entries.values())
+
+
+def _take_links(
+    parser: _IndexParser, entries: dict[str, IndexEntry], page_url: str, *, keep_last: bool
+) -> None:
+    """Turn the parser's finished links into entries (the last one may still be growing its text)."""
+    done = parser.links[:-1] if keep_last and parser._current is not None else parser.links
+    for link in done:
+        _add_link(link, entries, page_url)
+    del parser.links[: len(done)]
+
+
+def _add_link(link: _Link, entries: dict[str, IndexEntry], page_url: str) -> None:
+    href = urldefrag(link.href.strip())[0]
+    if not href or href.startswith("?"):
+        return
+    url = urljoin(page_url, href)
+    segment = _below(url, page_url)
+    if segment is None:
+        return
+    is_dir = segment.endswith("/")
+    raw = segment[:-1] if is_dir else segment
+    mtime, size, size_text = parse_tail("".join(link.tail))
+    entry = IndexEntry(
+        href=href,
+        url=url,
+        segment=segment,
+        name=unquote(raw, errors="replace"),
+        is_dir=is_dir,
+        size=None if is_dir else size,
+        size_text=None if is_dir else size_text,
+        mtime=mtime,
+    )
+    known = entries.get(segment)
+    if known is None:
+        entries[segment] = entry
+    else:  # Apache links the icon and the name: keep what either occurrence told
+        known.mtime = known.mtime if known.mtime is not None else entry.mtime
+        known.size = known.size if known.size is not None else entry.size
+        known.size_text = known.size_text or entry.size_text
 
 
 def _parse_json(data: Any, page_url: str) -> list[IndexEntry]:
