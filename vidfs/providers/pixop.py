@@ -136,7 +136,7 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
         (`vidfs.providers.paging`: one state of the list, each item once); else `_links.next` is followed
         page after page."""
         first = await self._hal_page(self._url(path), {**params, "page-size": self._page_size}, key, what)
-        template, last = _numbered(first.last_href)
+        template = _numbered(first.last_href)[0]
         hrefs: dict[int, str | None] = {1: first.next_href}  # sequential: page n's href is page n-1's next
         seen: set[str] = set()
 
@@ -150,9 +150,9 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
                 seen.add(href)
                 hal = await self._hal_page(href, None, key, what)
                 hrefs[number] = hal.next_href
-            return hal.page(last if template is not None else None, seen)
+            return hal.page(template is not None, seen)
 
-        paged = await numbered_pages(fetch, key=_item_id, first=first.page(last, seen))
+        paged = await numbered_pages(fetch, key=_item_id, first=first.page(template is not None, seen))
         if not paged.settled:
             self._log.warning(
                 "%s: %s: the list kept changing while it was read (%d pages, %d asked again)",
@@ -305,10 +305,11 @@ class _HalPage:
     next_href: str | None
     last_href: str | None
 
-    def page(self, last: int | None, seen: set[str]) -> Page:
-        """As `vidfs.providers.paging` reads it: counted when the last page's number is known; else
-        another follows while `next` names a page not asked yet."""
+    def page(self, numbered: bool, seen: set[str]) -> Page:
+        """As `vidfs.providers.paging` reads it: `numbered`, with the total and the number of the last
+        page this answer tells; else another follows while `next` names a page not asked yet."""
         more = self.next_href is not None and self.next_href not in seen
+        last = _numbered(self.last_href)[1] if numbered else None
         return Page(self.items, self.total if last is not None else None, last, more)
 
 
