@@ -1,7 +1,15 @@
-"""Shared fixtures: emulators in subprocesses, real mounts through the CLI, cleanup by PID."""
+"""Shared fixtures: emulators in subprocesses, real mounts through the CLI, cleanup by PID.
+
+- `running_emulator` / `emulator_fixture`: the vendor emulators in a subprocess, ended by PID at the end
+  (`pixop = emulator_fixture("pixop")` in a module gives it a module-scoped `pixop` fixture);
+- `mounts` (a fixture), `running_mount`, `mount_config` / `unmount`: real mounts through the CLI;
+- `redis_cluster` / `cluster` / `origin`: a 3-master Redis Cluster (one per test session and
+  worker, flushed and healed around each test) and the plain web server the fleet tests read from.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -10,15 +18,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
 from vidfs.commands.demo import write_config
+from vidfs.emulator import media
+
+if TYPE_CHECKING:
+    from tests.fleet_origin import Origin
+    from tests.redis_cluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 600.0  # the first emulator start generates the sample media
@@ -26,6 +39,13 @@ START_TIMEOUT = 600.0  # the first emulator start generates the sample media
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-slow", action="store_true", help="run long tests (soak)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.pluginmanager.hasplugin("xdist"):  # `-n N`: the groups and their order (tests/parallel.py)
+        from tests.parallel import Parallel
+
+        config.pluginmanager.register(Parallel(config), "vidfs-parallel")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -38,10 +58,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    # Shared across runs when set (CI sets it once); else the user cache like the demo.
-    configured = os.environ.get("VIDFS_MEDIA_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "vidfs" / "emulator-media"
+def media_dir() -> Path:
+    """The emulators' sample media, generated once (with ffmpeg) on first use: $VIDFS_MEDIA_DIR, else the
+    user cache like the demo. Test processes that start together (pytest-xdist workers) wait for each
+    other: each sample is generated under an exclusive lock (vidfs.emulator.media)."""
+    directory = media.media_dir()
+    media.ensure_all(directory)
+    return directory
 
 
 def wait_until(predicate: Callable[[], object], what: str, timeout: float = 60.0, poll: float = 0.05) -> None:
@@ -123,6 +146,31 @@ def start_emulator(workdir: Path, providers: list[str], media_dir: Path, *extra:
     return Emulator(process, json.loads(ready.read_text()), workdir)
 
 
+@contextlib.contextmanager
+def running_emulator(
+    workdir: Path, providers: Sequence[str], media_dir: Path, *extra: str
+) -> Iterator[Emulator]:
+    """The emulators of `providers` for the block's duration (ended by PID after it)."""
+    emulator = start_emulator(workdir, list(providers), media_dir, *extra)
+    try:
+        yield emulator
+    finally:
+        stop_process(emulator.process)
+
+
+def emulator_fixture(*providers: str, extra: Sequence[str] = (), scope: str = "module") -> Any:
+    """A fixture running the emulators of `providers` (with `extra` command-line arguments) for `scope`.
+    Assign it to the fixture's name in a test module: `pixop = emulator_fixture("pixop")`."""
+
+    @pytest.fixture(scope=scope)
+    def fixture(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
+        workdir = tmp_path_factory.mktemp("-".join(providers) + "-emulator")
+        with running_emulator(workdir, providers, media_dir, *extra) as emulator:
+            yield emulator
+
+    return fixture
+
+
 @dataclass
 class Mount:
     path: Path
@@ -133,6 +181,17 @@ class Mount:
 
     def log_text(self) -> str:
         return self.log_file.read_text() if self.log_file.exists() else ""
+
+    def stats(self) -> dict[str, Any]:
+        """The daemon's statistics document (the `user.vidfs.stats` xattr of the mount root)."""
+        document: dict[str, Any] = json.loads(os.getxattr(self.path, "user.vidfs.stats"))
+        return document
+
+
+def pid_from(output: str) -> int:
+    """The daemon's PID from `vidfs mount --daemon`'s line ("mounted …; pid N; …")."""
+    assert "pid " in output, output
+    return int(output.split("pid ", 1)[1].split(";", 1)[0])
 
 
 def vidfs_cmd(*args: str) -> list[str]:
@@ -153,37 +212,53 @@ def mount_config(config: Path, mountpoint: Path, log_file: Path, *extra: str) ->
     if result.returncode != 0:
         log = log_file.read_text() if log_file.exists() else ""
         raise RuntimeError(f"mount failed ({result.returncode}): {result.stderr}\n{log}")
-    pid = int(result.stdout.split("pid ", 1)[1].split(";", 1)[0])
-    return Mount(mountpoint, config, log_file, pid, list(extra))
+    return Mount(mountpoint, config, log_file, pid_from(result.stdout), list(extra))
 
 
 def unmount(mount: Mount) -> None:
     subprocess.run(["fusermount3", "-u", str(mount.path)], capture_output=True, check=False, timeout=60)
     deadline = time.monotonic() + 20
-    while _alive(mount.pid) and time.monotonic() < deadline:
+    while alive(mount.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(mount.pid):
+    if alive(mount.pid):
         os.kill(mount.pid, signal.SIGKILL)
         subprocess.run(["fusermount3", "-uz", str(mount.path)], capture_output=True, check=False, timeout=60)
 
 
-def _alive(pid: int) -> bool:
+@contextlib.contextmanager
+def running_mount(config: Path, mountpoint: Path, log_file: Path, *extra: str) -> Iterator[Mount]:
+    """A mount for the block's duration (unmounted, its daemon ended, after it)."""
+    mount = mount_config(config, mountpoint, log_file, *extra)
     try:
-        # Reap it if it is our child (it is not: --daemon detaches), else probe.
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
+        yield mount
+    finally:
+        unmount(mount)
+
+
+def alive(pid: int) -> bool:
+    """Is process `pid` running (not gone, not a zombie)?"""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split()[2] != "Z"
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
 
 
 @pytest.fixture
 def make_config(tmp_path: Path):  # type: ignore[no-untyped-def]
-    def make(providers: dict[str, dict[str, Any]], *, extra: str = "", name: str = "vidfs.toml") -> Path:
-        return write_config(tmp_path / name, providers, cache_dir=tmp_path / "cache", extra=extra)
+    """`make_config(providers, extra=..., cache=...)`: a private config in the test's directory, its cache
+    dir there too (`cache`: [cache] keys besides `dir`)."""
+
+    def make(
+        providers: dict[str, dict[str, Any]],
+        *,
+        extra: str = "",
+        name: str = "vidfs.toml",
+        cache: dict[str, Any] | None = None,
+    ) -> Path:
+        return write_config(
+            tmp_path / name, providers, cache_dir=tmp_path / "cache", extra=extra, cache=cache
+        )
 
     return make
 
@@ -205,3 +280,55 @@ def mounts(tmp_path: Path) -> Iterator[Any]:
 
 def have(tool: str) -> bool:
     return shutil.which(tool) is not None
+
+
+def ffprobe(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`ffprobe -v error ARGS PATH` (within 120 s), its output as text; the caller judges the status."""
+    command = ["ffprobe", "-v", "error", *args, str(path)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def ffprobe_duration(path: Path) -> float:
+    """The container's duration in seconds, as ffprobe reads it from `path`."""
+    result = ffprobe(path, "-show_entries", "format=duration", "-of", "csv=p=0")
+    assert result.returncode == 0, (path, result.stderr)
+    return float(result.stdout)
+
+
+# ------------------------------------------------------------------------------------------------ the fleet
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A 3-master Redis Cluster on 127.0.0.1 (skips where redis-server is not installed)."""
+    from tests.redis_cluster import HAVE_REDIS, start_cluster
+
+    if not HAVE_REDIS:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    started = start_cluster(tmp_path_factory.mktemp("redis"))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def cluster(redis_cluster: Cluster) -> Iterator[Cluster]:
+    """The session's cluster, empty; nodes a test killed are started again after it."""
+    redis_cluster.flush()
+    yield redis_cluster
+    if redis_cluster.down:
+        for index in sorted(redis_cluster.down):
+            redis_cluster.nodes[index].start()
+        redis_cluster.down.clear()
+    wait_until(redis_cluster.healthy, "the cluster healthy", 60)
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Origin]:
+    """The fleet tests' vendor: a plain web server in this process (tests/fleet_origin.py)."""
+    from tests.fleet_origin import start_origin
+
+    served = start_origin(tmp_path / "www")
+    try:
+        yield served
+    finally:
+        served.site.close()

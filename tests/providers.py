@@ -7,16 +7,19 @@ turns an action the emulator cannot do into a skip.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import Emulator, running_emulator
 from vidfs.emulator import emulators
 from vidfs.emulator.contract import Contract, Expect
 
-__all__ = ["CASES", "Case", "Expect"]
+__all__ = ["CASES", "Case", "Expect", "case_emulator", "expected_in_mount"]
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,21 @@ class Case:
 
 
 CASES: dict[str, Case] = {name: Case(name, module.CONTRACT) for name, module in emulators().items()}
+
+
+def expected_in_mount(emulator: Any, name: str, instance: str) -> dict[str, Expect]:
+    """The files a mount of emulator `name` as provider `instance` must show now, by path from the mount
+    root (`instance/...`)."""
+    return {f"{instance}/{path}": e for path, e in CASES[name].expected(emulator.catalog(name)).items()}
+
+
+@contextlib.contextmanager
+def case_emulator(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, media_dir: Path, prefix: str
+) -> Iterator[tuple[Case, Emulator, Path]]:
+    """For a fixture parametrised over `sorted(CASES)`: the case, its emulator running for the block's
+    duration, and a directory of its own ("prefix-name")."""
+    case = CASES[request.param]
+    workdir = tmp_path_factory.mktemp(f"{prefix}-{case.name}")
+    with running_emulator(workdir / "emulator", [case.name], media_dir) as emulator:
+        yield case, emulator, workdir

@@ -34,7 +34,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -47,15 +46,15 @@ from tests.conftest import (
     REPO,
     Emulator,
     Mount,
+    alive,
+    emulator_fixture,
+    pid_from,
     sha256_file,
-    start_emulator,
-    stop_process,
     unmount,
     vidfs_cmd,
     wait_until,
 )
-from tests.providers import CASES, Expect
-from vidfs.commands.demo import write_config
+from tests.providers import Expect, expected_in_mount
 from vidfs.daemon.supervisor import Supervisor
 from vidfs.stats import Stats
 
@@ -83,28 +82,20 @@ LOGS: list[Path] = []  # every log these tests made, for the final traceback swe
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def pixop(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("chaos-daemon-emulator"), ["pixop"], media_dir)
-    yield emulator
-    stop_process(emulator.process)
+pixop = emulator_fixture("pixop")
 
 
 @pytest.fixture(scope="module")
 def expected(pixop: Emulator) -> dict[str, Expect]:
     """The files the mount must show and their digests, from the emulator's catalog."""
-    return {f"{INSTANCE}/{path}": e for path, e in CASES["pixop"].expected(pixop.catalog("pixop")).items()}
+    return expected_in_mount(pixop, "pixop", INSTANCE)
 
 
 @pytest.fixture
-def config(tmp_path: Path, pixop: Emulator) -> Path:
+def config(pixop: Emulator, make_config: Any) -> Path:
     # A small memory cache and no disk cache: reads keep going to the emulator while the chaos runs.
-    return write_config(
-        tmp_path / "vidfs.toml",
-        {INSTANCE: pixop.config("pixop")},
-        cache_dir=tmp_path / "cache",
-        cache={"disk": "0", "memory": "4MiB"},
-    )
+    path: Path = make_config({INSTANCE: pixop.config("pixop")}, cache={"disk": "0", "memory": "4MiB"})
+    return path
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -118,14 +109,6 @@ def mount_types(path: Path) -> list[str]:
             if mount_point == str(path):
                 found.append(tail.split()[0])
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def check_reads(root: Path, expected: dict[str, Expect], names: list[str]) -> None:
@@ -252,11 +235,24 @@ class Readers:
                         with self._lock:
                             self.bytes_read += len(chunk)
             except OSError as exc:
+                if exc.errno == errno.ENOENT and not os.path.ismount(self.root):
+                    return  # opened after the unmount: the bare mount point has no such file
                 self.errors.append(exc.errno or 0)
                 return
             if self.expected is not None and digest.hexdigest() != self.expected[name].sha256:
                 self.mismatches.append(name)
             self.stop.wait(self.pause)
+
+
+def mount_and_read(
+    mounts: Any, config: Path, expected: dict[str, Expect], count: int
+) -> tuple[Mount, list[str]]:
+    """A mount of `config` (its log kept for the sweep) that lists and reads `count` files correctly."""
+    mount: Mount = mounts(config)
+    keep_log(mount.log_file)
+    names = mid_files(expected, count)
+    check_reads(mount.path, expected, names)
+    return mount, names
 
 
 def keep_log(log: Path) -> Path:
@@ -273,14 +269,9 @@ def no_traceback(*logs: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- tests
 def test_chaos_control_socket_abuse_never_reaches_the_mount(
-    config: Path,
-    expected: dict[str, Expect],
-    mounts,  # type: ignore[no-untyped-def]
+    config: Path, expected: dict[str, Expect], mounts: Any
 ) -> None:
-    mount: Mount = mounts(config)
-    keep_log(mount.log_file)
-    names = mid_files(expected, 3)
-    check_reads(mount.path, expected, names)
+    mount, names = mount_and_read(mounts, config, expected, 3)
     path = control_path(mount.path)
     started = time.monotonic()
     handled: Counter[str] = Counter()
@@ -363,7 +354,7 @@ def keep_signalling(process: subprocess.Popen[bytes], signum: signal.Signals) ->
 
 def refused(result: subprocess.CompletedProcess[str], code: int, mountpoint: Path) -> None:
     if result.returncode == 0 and "; pid " in result.stdout:  # it mounted on top: end that one first
-        pid = int(result.stdout.split("; pid ", 1)[1].split(";", 1)[0])
+        pid = pid_from(result.stdout)
         subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True, timeout=60)
         wait_until(lambda: not alive(pid), "the stacked daemon to exit", 60)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -373,15 +364,9 @@ def refused(result: subprocess.CompletedProcess[str], code: int, mountpoint: Pat
 
 
 def test_chaos_second_mount_is_refused_and_the_first_unharmed(
-    tmp_path: Path,
-    config: Path,
-    expected: dict[str, Expect],
-    mounts,  # type: ignore[no-untyped-def]
+    tmp_path: Path, config: Path, expected: dict[str, Expect], mounts: Any
 ) -> None:
-    first: Mount = mounts(config)
-    keep_log(first.log_file)
-    names = mid_files(expected, 2)
-    check_reads(first.path, expected, names)
+    first, names = mount_and_read(mounts, config, expected, 2)
     second_log = keep_log(tmp_path / "second.log")
     attempts = {
         "daemon": vidfs_cmd("mount", "--daemon", str(config), str(first.path), "--log-file", str(second_log)),
@@ -412,15 +397,9 @@ def test_chaos_second_mount_is_refused_and_the_first_unharmed(
 
 
 def test_chaos_mount_on_the_dead_mount_point_of_a_killed_daemon(
-    tmp_path: Path,
-    config: Path,
-    expected: dict[str, Expect],
-    mounts,  # type: ignore[no-untyped-def]
+    tmp_path: Path, config: Path, expected: dict[str, Expect], mounts: Any
 ) -> None:
-    first: Mount = mounts(config)
-    keep_log(first.log_file)
-    names = mid_files(expected, 1)
-    check_reads(first.path, expected, names)
+    first, names = mount_and_read(mounts, config, expected, 1)
     os.kill(first.pid, signal.SIGKILL)
     wait_until(lambda: not alive(first.pid), "the daemon to die", 60)
     with pytest.raises(OSError) as dead:
@@ -433,7 +412,7 @@ def test_chaos_mount_on_the_dead_mount_point_of_a_killed_daemon(
     second = None
     try:
         assert result.returncode == 0, result.stdout + result.stderr + log.read_text()
-        second = Mount(first.path, config, log, int(result.stdout.split("; pid ", 1)[1].split(";", 1)[0]))
+        second = Mount(first.path, config, log, pid_from(result.stdout))
         assert mount_types(second.path) == ["fuse.vidfs"]  # the dead one is gone, not stacked under
         check_reads(second.path, expected, names)
         assert alive(second.pid)

@@ -19,8 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Emulator, Mount, start_emulator, stop_process, unmount, wait_until
-from vidfs.commands.demo import write_config
+from tests.conftest import (
+    Emulator,
+    Mount,
+    emulator_fixture,
+    unmount,
+    wait_until,
+)
 
 INSTANCE = "site"
 BIG = "big reel.mp4"
@@ -31,13 +36,7 @@ RESUMED_LINE = "writing again"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts and tmpfs need root")
 
 
-@pytest.fixture
-def http_site(tmp_path: Path, media_dir: Path) -> Iterator[Emulator]:
-    started = start_emulator(tmp_path / "emulator", ["http"], media_dir)
-    try:
-        yield started
-    finally:
-        stop_process(started.process)
+http_site = emulator_fixture("http", scope="function")
 
 
 def files_of(emulator: Emulator) -> dict[str, dict[str, Any]]:
@@ -45,13 +44,11 @@ def files_of(emulator: Emulator) -> dict[str, dict[str, Any]]:
     return {f["path"]: f for f in emulator.catalog("http")["files"]}
 
 
-def config_for(tmp_path: Path, emulator: Emulator) -> Path:
-    return write_config(
-        tmp_path / "vidfs.toml",
-        {INSTANCE: emulator.config("http")},
-        cache_dir=tmp_path / "cache",
-        cache={"disk": "1GiB", "block_size": "64KiB"},
+def config_for(make_config: Any, emulator: Emulator) -> Path:
+    path: Path = make_config(
+        {INSTANCE: emulator.config("http")}, cache={"disk": "1GiB", "block_size": "64KiB"}
     )
+    return path
 
 
 def stats(mount: Mount) -> dict[str, Any]:
@@ -132,10 +129,10 @@ def resumed(mount: Mount, path: Path, expected_sha256: str, bytes_before: int) -
 
 # ------------------------------------------------------------------------------------------- tests
 def test_chaos_cache_dir_turns_read_only_in_the_middle_of_reads(
-    tmp_path: Path, http_site: Emulator, mounts: Any
+    tmp_path: Path, http_site: Emulator, mounts: Any, make_config: Any
 ) -> None:
     files = files_of(http_site)
-    mount = mounts(config_for(tmp_path, http_site))
+    mount = mounts(config_for(make_config, http_site))
     root = mount.path / INSTANCE
     big = root / BIG
     size = files[BIG]["size"]
@@ -166,12 +163,12 @@ def test_chaos_cache_dir_turns_read_only_in_the_middle_of_reads(
 
 
 def test_chaos_cache_dir_fills_up_in_the_middle_of_reads(
-    tmp_path: Path, http_site: Emulator, mounts: Any
+    tmp_path: Path, http_site: Emulator, mounts: Any, make_config: Any
 ) -> None:
     files = files_of(http_site)
     cache_dir = tmp_path / "cache"
     with small_tmpfs(cache_dir, 64):
-        mount = mounts(config_for(tmp_path, http_site))
+        mount = mounts(config_for(make_config, http_site))
         try:
             root = mount.path / INSTANCE
             assert sha256_fresh(root / "interview.mp4") == files["interview.mp4"]["sha256"]

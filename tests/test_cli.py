@@ -9,9 +9,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd, wait_until
+from tests.conftest import Emulator, emulator_fixture, stop_process, vidfs_cmd, wait_until
 from vidfs import __version__
 from vidfs.commands.demo import write_config
 
@@ -29,11 +27,7 @@ def test_version_and_help_on_every_verb() -> None:
         assert result.returncode == 0 and "usage: vidfs" in result.stdout, verb
 
 
-@pytest.fixture(scope="module")
-def pixop(tmp_path_factory: pytest.TempPathFactory, media_dir: Path):  # type: ignore[no-untyped-def]
-    emulator = start_emulator(tmp_path_factory.mktemp("cli-emulator"), ["pixop"], media_dir)
-    yield emulator
-    stop_process(emulator.process)
+pixop = emulator_fixture("pixop")
 
 
 def _bad_configs(tmp_path: Path, pixop: Emulator) -> dict[str, tuple[str, list[str]]]:

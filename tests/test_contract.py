@@ -17,14 +17,14 @@ import pytest
 from tests.conftest import (
     Emulator,
     Mount,
-    mount_config,
+    ffprobe,
+    ffprobe_duration,
+    running_emulator,
+    running_mount,
     sha256_file,
-    start_emulator,
-    stop_process,
-    unmount,
     vidfs_cmd,
 )
-from tests.providers import CASES, Case, Expect
+from tests.providers import CASES, Case, Expect, case_emulator
 from vidfs.commands.demo import write_config
 
 INSTANCE = "site"
@@ -43,20 +43,12 @@ class World:
 def world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, media_dir: Path
 ) -> Iterator[World]:
-    case = CASES[request.param]
-    workdir = tmp_path_factory.mktemp(f"contract-{case.name}")
-    emulator = start_emulator(workdir / "emulator", [case.name], media_dir)
-    try:
+    with case_emulator(request, tmp_path_factory, media_dir, "contract") as (case, emulator, workdir):
         config = write_config(
             workdir / "vidfs.toml", {INSTANCE: emulator.config(case.name)}, cache_dir=workdir / "cache"
         )
-        mount = mount_config(config, workdir / "mnt", workdir / "mount.log")
-        try:
+        with running_mount(config, workdir / "mnt", workdir / "mount.log") as mount:
             yield World(case, emulator, mount)
-        finally:
-            unmount(mount)
-    finally:
-        stop_process(emulator.process)
 
 
 def test_listing_shows_every_file_with_size_and_mtime(world: World) -> None:
@@ -115,22 +107,7 @@ def test_ffprobe_reads_every_video(world: World) -> None:
 
     moov_end_seen = False
     for rel, expect in sorted(world.expected.items()):
-        result = subprocess.run(
-            [
-                "ffprobe",
-                "-v",
-                "error",
-                "-show_entries",
-                "format=duration",
-                "-of",
-                "csv=p=0",
-                str(world.root / rel),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = ffprobe(world.root / rel, "-show_entries", "format=duration", "-of", "csv=p=0")
         if rel.endswith((".mp4", ".mov")) and "variant" not in expect.source:
             assert result.returncode == 0, (rel, result.stderr)
             assert float(result.stdout.strip()) > 0
@@ -143,15 +120,7 @@ def test_ffmpeg_seeks_and_decodes_a_frame(world: World, tmp_path: Path) -> None:
         pytest.skip("ffmpeg missing")
     rel = max((r for r in world.expected if r.endswith(".mp4")), key=lambda r: world.expected[r].size)
     path = world.root / rel
-    duration = float(
-        subprocess.run(
-            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout
-    )
+    duration = ffprobe_duration(path)
     frame = tmp_path / "frame.png"
     subprocess.run(
         [
@@ -210,8 +179,7 @@ def test_auth_renewal_mid_read(world: World, tmp_path: Path, media_dir: Path) ->
     case = world.case
     if not case.renewal:
         pytest.skip(f"{case.name}: nothing expires (no token, no signed URL)")
-    emulator = start_emulator(tmp_path / "emulator", [case.name], media_dir, *case.short_lived_args)
-    try:
+    with running_emulator(tmp_path / "emulator", [case.name], media_dir, *case.short_lived_args) as emulator:
         expected = case.expected(emulator.catalog(case.name))
         # A few MB: long enough (one connection, latency per request) to span several lifetimes.
         small = {rel: e for rel, e in expected.items() if e.size <= 8 << 20}
@@ -229,15 +197,10 @@ def test_auth_renewal_mid_read(world: World, tmp_path: Path, media_dir: Path) ->
             extra="[http]\nmax_connections_per_host = 1\n",
             cache={"readahead_max": "64KiB"},
         )
-        mount = mount_config(config, tmp_path / "mnt", tmp_path / "mount.log")
-        try:
+        with running_mount(config, tmp_path / "mnt", tmp_path / "mount.log") as mount:
             assert sha256_file(mount.path / INSTANCE / rel) == expect.sha256
-        finally:
-            unmount(mount)
         logins = [r for r in emulator.requests(case.name) if re.search(case.login_path, r["path"])]
         assert len(logins) >= 2, "the token/URL was never renewed"
-    finally:
-        stop_process(emulator.process)
 
 
 def test_wrong_password_gives_one_clear_line(world: World, tmp_path: Path) -> None:

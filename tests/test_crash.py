@@ -12,22 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import re
 import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Emulator, Mount, sha256_file, start_emulator, stop_process, wait_until
+from tests.conftest import (
+    Emulator,
+    alive,
+    emulator_fixture,
+    sha256_file,
+    stop_process,
+    wait_until,
+)
 from tests.providers import CASES, Expect
-from vidfs.commands.demo import write_config
 from vidfs.io.store.layout import EXTENT_BLOCKS, Layout
 
 INSTANCE = "site"
@@ -37,14 +41,6 @@ BLOCK_SIZE = 64 << 10
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def mounted(path: Path) -> bool:
     """Is something mounted at `path`? (`os.path.ismount` says no for a dead FUSE mount: stat fails.)"""
     target = str(path).replace(" ", "\\040")
@@ -108,16 +104,10 @@ def damage(path: Path, offset: int, data: bytes) -> None:
         os.pwrite(handle.fileno(), data, offset)
 
 
-def make_config(tmp_path: Path, emulator: Emulator, extra: str = "") -> Path:
-    config = write_config(
-        tmp_path / "vidfs.toml",
-        {INSTANCE: emulator.config("pixop")},
-        cache_dir=tmp_path / "cache",
-        extra=extra,
-    )
+def crash_config(make_config: Any, emulator: Emulator, extra: str = "") -> Path:
     # Small blocks whatever the default: many block files, so the crash hits some mid-write.
-    config.write_text(
-        config.read_text().replace("[cache]\n", f'[cache]\nblock_size = "{BLOCK_SIZE // 1024}KiB"\n', 1)
+    config: Path = make_config(
+        {INSTANCE: emulator.config("pixop")}, extra=extra, cache={"block_size": f"{BLOCK_SIZE // 1024}KiB"}
     )
     return config
 
@@ -149,13 +139,7 @@ def fetched_blocks(emulator: Emulator, sizes: dict[str, int], block_size: int) -
     return fetched
 
 
-@pytest.fixture
-def emulator(tmp_path: Path, media_dir: Path) -> Iterator[Emulator]:
-    started = start_emulator(tmp_path / "emulator", ["pixop"], media_dir)
-    try:
-        yield started
-    finally:
-        stop_process(started.process)
+emulator = emulator_fixture("pixop", scope="function")
 
 
 class World:
@@ -181,18 +165,12 @@ class World:
         return source_range(self.videos[video_id]["path_on_disk"], index * block_size, block_size)
 
 
-def read_stats(mount: Mount) -> dict[str, Any]:
-    return json.loads(os.getxattr(mount.path, "user.vidfs.stats"))
-
-
 # ------------------------------------------------------------------------------------------------- tests
 def test_kill_9_during_reads_then_torn_blocks_are_refetched_and_intact_ones_are_not(
-    tmp_path: Path, emulator: Emulator, mounts: Any
+    tmp_path: Path, emulator: Emulator, mounts: Any, make_config: Any
 ) -> None:
-    world = World(emulator)
-    expected = world.expected
-    cache_dir = tmp_path / "cache"
-    config = make_config(tmp_path, emulator)
+    world, config = World(emulator), crash_config(make_config, emulator)
+    expected, cache_dir = world.expected, tmp_path / "cache"
     # Slow storage so the readers are surely still busy when the daemon dies.
     emulator.post(
         "pixop",
@@ -273,17 +251,16 @@ def test_kill_9_during_reads_then_torn_blocks_are_refetched_and_intact_ones_are_
     for remote_id, kept in intact.items():
         refetched = kept & fetched.get(remote_id, set())
         assert not refetched, f"{remote_id}: cached blocks fetched again: {sorted(refetched)[:10]}"
-    assert read_stats(again)["disk_cache"]["torn_detected"] == len(damaged)
+    assert again.stats()["disk_cache"]["torn_detected"] == len(damaged)
     assert "damaged" in again.log_text()
 
 
 def test_cached_ranges_are_served_with_the_emulator_stopped(
-    tmp_path: Path, emulator: Emulator, mounts: Any
+    tmp_path: Path, emulator: Emulator, mounts: Any, make_config: Any
 ) -> None:
     world = World(emulator)
-    expected = world.expected
-    cache_dir = tmp_path / "cache"
-    config = make_config(tmp_path, emulator, extra="[http]\nretries = 1\nconnect_timeout = 2\n")
+    config = crash_config(make_config, emulator, extra="[http]\nretries = 1\nconnect_timeout = 2\n")
+    expected, cache_dir = world.expected, tmp_path / "cache"
     big_rel, big_id = world.rel(BIG), world.video_id(BIG)
     small_rel, small_id = world.rel("interview.mp4"), world.video_id("interview.mp4")
     big_source = world.videos[big_id]["path_on_disk"]

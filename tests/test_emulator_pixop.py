@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.inprocess import site_fixtures
 from vidfs.emulator import known_emulators, media
 from vidfs.emulator.pixop import DEFAULT_EMAIL, DEFAULT_PASSWORD, PixopSite
 from vidfs.emulator.server import HttpError, Request, Site, serve_file, start_sites
@@ -30,27 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 # fixtures
 
 
-@pytest.fixture(scope="session")
-def pixop_media() -> Path:
-    """Every sample generated once per session (in the shared media cache)."""
-    media.ensure_all()
-    return media.media_dir()
-
-
-@pytest.fixture(scope="module")
-def site(pixop_media: Path) -> Iterator[PixopSite]:
-    with PixopSite(media_dir=pixop_media, page_size=2) as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def _clean(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "site" in request.fixturenames:
-        s: PixopSite = request.getfixturevalue("site")
-        s.faults.clear()
-        s.log.clear()
-        s.update_settings({"jwt_lifetime": 900, "page_size": 2})
+site, _clean = site_fixtures(
+    lambda media_dir: PixopSite(media_dir=media_dir, page_size=2), {"jwt_lifetime": 900, "page_size": 2}
+)
 
 
 @pytest.fixture
@@ -505,8 +488,8 @@ def test_request_log_records_headers(site: PixopSite, client: httpx.Client, auth
     assert client.get("/_emulator/info").json()["config"] == site.config()
 
 
-def test_mutations(pixop_media: Path) -> None:
-    with PixopSite(media_dir=pixop_media) as s, httpx.Client(base_url=s.url, timeout=10) as c:
+def test_mutations(media_dir: Path) -> None:
+    with PixopSite(media_dir=media_dir) as s, httpx.Client(base_url=s.url, timeout=10) as c:
         auth = {"Authorization": f"Bearer {token_for(c)}"}
         before = by_file(s, "interview.mp4")
         url = f"/media/v1/download/original/{before['id']}"
@@ -584,7 +567,7 @@ def test_framework_with_a_tiny_site(tmp_path: Path) -> None:
         assert sites.info()["tiny"]["url"] == sites["tiny"].url
 
 
-def test_media_samples_are_valid(pixop_media: Path, tmp_path: Path) -> None:
+def test_media_samples_are_valid(media_dir: Path, tmp_path: Path) -> None:
     expected_moov_end = {"moov_end.mp4": True, "faststart.mp4": False, "big.mp4": True, "clip.mov": True}
     for name in media.all_samples():
         path = media.ensure_media(name)
@@ -604,10 +587,10 @@ def test_media_samples_are_valid(pixop_media: Path, tmp_path: Path) -> None:
     assert media.top_level_boxes(bigger)[-1].type == "free"
 
 
-def test_cli_ready_line_and_clean_shutdown(pixop_media: Path, tmp_path: Path) -> None:
+def test_cli_ready_line_and_clean_shutdown(media_dir: Path, tmp_path: Path) -> None:
     assert "pixop" in known_emulators()
     ready = tmp_path / "ready.json"
-    args = [sys.executable, "-m", "vidfs.emulator", "--provider", "pixop", "--media-dir", str(pixop_media)]
+    args = [sys.executable, "-m", "vidfs.emulator", "--provider", "pixop", "--media-dir", str(media_dir)]
     args += ["--ready-file", str(ready), "--jwt-lifetime", "5", "--page-size", "3"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO, text=True)
     try:

@@ -15,14 +15,13 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import quote, unquote
 
 import httpx
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process
+from tests.conftest import Emulator, emulator_fixture
 from vidfs.emulator import known_emulators
 
 SCALE = 2000
@@ -229,21 +228,12 @@ def walk(vendor: Vendor) -> list[Item]:
     return [item for page in vendor.pages() for item in page]
 
 
-@pytest.fixture(scope="module")
-def scaled(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    """Every emulator with ``--scale`` on the command line."""
-    emulator = start_emulator(tmp_path_factory.mktemp("scaled"), PROVIDERS, media_dir, "--scale", str(SCALE))
-    yield emulator
-    stop_process(emulator.process)
-
-
-@pytest.fixture(scope="module")
-def scaled_again(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    """A second start, scaled per provider with ``--set NAME.scale=N``."""
-    extra = [arg for name in PROVIDERS for arg in ("--set", f"{name}.scale={SCALE}")]
-    emulator = start_emulator(tmp_path_factory.mktemp("again"), PROVIDERS, media_dir, *extra)
-    yield emulator
-    stop_process(emulator.process)
+# Every emulator with ``--scale`` on the command line; and a second start, scaled per provider with
+# ``--set NAME.scale=N``.
+scaled = emulator_fixture(*PROVIDERS, extra=["--scale", str(SCALE)])
+scaled_again = emulator_fixture(
+    *PROVIDERS, extra=[a for n in PROVIDERS for a in ("--set", f"{n}.scale={SCALE}")]
+)
 
 
 @pytest.fixture(params=PROVIDERS)

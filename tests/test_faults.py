@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Emulator, Mount, start_emulator, stop_process, wait_until
-from tests.providers import CASES, Case, Expect
+from tests.providers import CASES, Case, Expect, case_emulator
 from vidfs.commands.demo import write_config
 
 INSTANCE = "p"
@@ -78,13 +78,8 @@ class Scene:
 def scene(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, media_dir: Path
 ) -> Iterator[Scene]:
-    case = CASES[request.param]
-    workdir = tmp_path_factory.mktemp(f"faults-{case.name}")
-    emulator = start_emulator(workdir / "emulator", [case.name], media_dir)
-    try:
+    with case_emulator(request, tmp_path_factory, media_dir, "faults") as (case, emulator, workdir):
         yield Scene(case, emulator, workdir)
-    finally:
-        stop_process(emulator.process)
 
 
 @pytest.fixture

@@ -10,49 +10,21 @@ and closes again once Redis is back.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Mount, sha256_file, wait_until
-from tests.fleet_origin import Origin, start_origin
-from tests.redis_cluster import HAVE_REDIS, Cluster, start_cluster, start_plain
-from tests.test_fleet_shared import INSTANCE, fleet_config, published, stats
+from tests.fleet_origin import Origin
+from tests.redis_cluster import HAVE_REDIS, Cluster, start_plain
+from tests.test_fleet_shared import INSTANCE, fleet_config, publish_file, published, stats
 
 pytestmark = pytest.mark.skipif(not HAVE_REDIS, reason="redis-server is not installed (.ci/run installs it)")
 
 SIZE = 16 << 20
 PAUSE_MS = 15_000  # long enough for two 16 MiB reads from the origin on a loaded machine
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("redis"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def cluster(redis_cluster: Cluster) -> Iterator[Cluster]:
-    redis_cluster.flush()
-    yield redis_cluster
-    for index in sorted(redis_cluster.down):
-        redis_cluster.nodes[index].start()
-    redis_cluster.down.clear()
-    wait_until(redis_cluster.healthy, "the cluster healthy", 60)
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    served = start_origin(tmp_path / "www")
-    try:
-        yield served
-    finally:
-        served.site.close()
 
 
 def read_with(path: Path, at: int, action: Callable[[], None]) -> str:
@@ -79,19 +51,11 @@ def waits(redis: dict[str, Any]) -> tuple[int, int, int]:
     return redis["timeouts"], redis["breaker_probes"], redis["skipped"]
 
 
-def publish_file(tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any) -> str:
-    expected = origin.add("big.bin", os.urandom(SIZE))
-    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
-    assert sha256_file(first.path / INSTANCE / "big.bin") == expected
-    wait_until(lambda: published(first) >= SIZE // (64 << 10), "the file published", 60)
-    return expected
-
-
 def test_fleet_a_redis_node_killed_during_a_read(
     tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
 ) -> None:
     fresh = origin.add("other.bin", os.urandom(2 << 20))
-    expected = publish_file(tmp_path, origin, cluster, mounts)
+    _, expected = publish_file(tmp_path, origin, cluster, mounts, SIZE)
     second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
     got = read_with(second.path / INSTANCE / "big.bin", 2 << 20, lambda: cluster.kill(1))
     assert got == expected
@@ -109,7 +73,7 @@ def test_fleet_client_pause_makes_misses_not_waits(
     tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
 ) -> None:
     other = origin.add("other.bin", os.urandom(SIZE))
-    expected = publish_file(tmp_path, origin, cluster, mounts)
+    _, expected = publish_file(tmp_path, origin, cluster, mounts, SIZE)
     second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
     cluster.pause(PAUSE_MS)  # CLIENT UNPAUSE would wait for its end too: it ends by itself
     assert sha256_file(second.path / INSTANCE / "big.bin") == expected
@@ -148,11 +112,8 @@ def test_fleet_mounts_without_redis_and_finds_it_later(
 def test_fleet_one_plain_redis_node_works_too(tmp_path: Path, origin: Origin, mounts: Any) -> None:
     plain = start_plain(tmp_path / "plain")
     try:
-        expected = origin.add("big.bin", os.urandom(8 << 20))
-        first = mounts(fleet_config(tmp_path, origin, plain, "a"), name="a")
-        assert sha256_file(first.path / INSTANCE / "big.bin") == expected
+        first, expected = publish_file(tmp_path, origin, plain, mounts, 8 << 20)
         assert redis_stats(first)["cluster"] == 0
-        wait_until(lambda: published(first) >= 128, "the file published", 60)
         second = mounts(fleet_config(tmp_path, origin, plain, "b"), name="b")
         assert sha256_file(second.path / INSTANCE / "big.bin") == expected
         assert origin.bytes_served("big.bin") <= 1.05 * (8 << 20)

@@ -10,15 +10,14 @@ from __future__ import annotations
 import base64
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Mount, sha256_file, wait_until
-from tests.fleet_origin import Origin, start_origin
-from tests.redis_cluster import HAVE_REDIS, Cluster, start_cluster
+from tests.fleet_origin import Origin
+from tests.redis_cluster import HAVE_REDIS, Cluster
 from tests.test_fleet_shared import INSTANCE, SECRET, published, stats
 from vidfs.commands.demo import write_config
 
@@ -28,30 +27,6 @@ USERNAME = "fleet-user-7c1e"
 PASSWORD = "fleet-password-93d4b0"
 RATE = 4  # API requests per second for the whole fleet
 BURST = RATE  # one second's worth (vidfs.fleet.budget)
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("redis"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def cluster(redis_cluster: Cluster) -> Cluster:
-    redis_cluster.flush()
-    return redis_cluster
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    served = start_origin(tmp_path / "www")
-    try:
-        yield served
-    finally:
-        served.site.close()
 
 
 def folder(index: int) -> str:

@@ -9,15 +9,14 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import Mount, sha256_file, unmount, wait_until
-from tests.fleet_origin import Origin, start_origin
-from tests.redis_cluster import HAVE_REDIS, Cluster, start_cluster
+from tests.fleet_origin import Origin
+from tests.redis_cluster import HAVE_REDIS, Cluster
 from vidfs.commands.demo import write_config
 
 pytestmark = pytest.mark.skipif(not HAVE_REDIS, reason="redis-server is not installed (.ci/run installs it)")
@@ -25,30 +24,6 @@ pytestmark = pytest.mark.skipif(not HAVE_REDIS, reason="redis-server is not inst
 INSTANCE = "site"
 SECRET = "fleet-test-secret-0f3a"
 SIZE = 24 << 20
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    cluster = start_cluster(tmp_path_factory.mktemp("redis"))
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture
-def cluster(redis_cluster: Cluster) -> Cluster:
-    redis_cluster.flush()
-    return redis_cluster
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    served = start_origin(tmp_path / "www")
-    try:
-        yield served
-    finally:
-        served.site.close()
 
 
 def stats(mount: Mount) -> dict[str, Any]:
@@ -70,12 +45,31 @@ def published(mount: Mount) -> int:
     return int(stats(mount)["shared"]["blocks"]["published"])
 
 
+def big_file_and_two_mounts(
+    tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
+) -> tuple[str, Mount, Mount]:
+    """big.bin (SIZE random bytes) at the origin and two mounts, "a" and "b", with caches of their own."""
+    expected = origin.add("big.bin", os.urandom(SIZE))
+    first, second = (mounts(fleet_config(tmp_path, origin, cluster, name), name=name) for name in "ab")
+    return expected, first, second
+
+
+def publish_file(
+    tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any, size: int, name: str = "a"
+) -> tuple[Mount, str]:
+    """big.bin (`size` random bytes) at the origin, read whole through a new mount `name` until every block
+    of it is published to the shared tier; returns the mount and the file's SHA-256."""
+    expected = origin.add("big.bin", os.urandom(size))
+    mount = mounts(fleet_config(tmp_path, origin, cluster, name), name=name)
+    assert sha256_file(mount.path / INSTANCE / "big.bin") == expected
+    wait_until(lambda: published(mount) >= size // (64 << 10), "the file published", 60)
+    return mount, expected
+
+
 def test_fleet_two_mounts_one_after_the_other_fetch_the_file_once(
     tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
 ) -> None:
-    expected = origin.add("big.bin", os.urandom(SIZE))
-    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
-    second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    expected, first, second = big_file_and_two_mounts(tmp_path, origin, cluster, mounts)
     assert sha256_file(first.path / INSTANCE / "big.bin") == expected
     blocks = SIZE // (64 << 10)
     wait_until(lambda: published(first) >= blocks, "the file published", 60)
@@ -90,9 +84,7 @@ def test_fleet_two_mounts_one_after_the_other_fetch_the_file_once(
 def test_fleet_two_mounts_at_once_share_the_work(
     tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
 ) -> None:
-    expected = origin.add("big.bin", os.urandom(SIZE))
-    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
-    second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    expected, first, second = big_file_and_two_mounts(tmp_path, origin, cluster, mounts)
     sums: dict[str, str] = {}
 
     def read(mount: Mount) -> None:
@@ -132,10 +124,7 @@ def _tamper(cluster: Cluster) -> int:
 def test_fleet_values_flipped_truncated_or_copied_are_never_served(
     tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
 ) -> None:
-    expected = origin.add("big.bin", os.urandom(8 << 20))
-    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
-    assert sha256_file(first.path / INSTANCE / "big.bin") == expected
-    wait_until(lambda: published(first) >= 128, "the file published", 60)
+    _, expected = publish_file(tmp_path, origin, cluster, mounts, 8 << 20)
     bad = _tamper(cluster)
     second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
     assert sha256_file(second.path / INSTANCE / "big.bin") == expected
@@ -147,10 +136,7 @@ def test_fleet_values_flipped_truncated_or_copied_are_never_served(
 def test_fleet_a_new_etag_never_gets_old_shared_blocks(
     tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
 ) -> None:
-    old = origin.add("big.bin", os.urandom(4 << 20))
-    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
-    assert sha256_file(first.path / INSTANCE / "big.bin") == old
-    wait_until(lambda: published(first) >= 64, "the old bytes published", 60)
+    publish_file(tmp_path, origin, cluster, mounts, 4 << 20)
     new = origin.change("big.bin")
     second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
     assert sha256_file(second.path / INSTANCE / "big.bin") == new
@@ -165,11 +151,8 @@ def test_fleet_a_new_etag_never_gets_old_shared_blocks(
 def test_fleet_mode_ro_reads_the_shared_tier_and_never_writes(
     tmp_path: Path, origin: Origin, cluster: Cluster, mounts: Any
 ) -> None:
-    expected = origin.add("big.bin", os.urandom(4 << 20))
     other = origin.add("other.bin", os.urandom(1 << 20))
-    first = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
-    assert sha256_file(first.path / INSTANCE / "big.bin") == expected
-    wait_until(lambda: published(first) >= 64, "the file published", 60)
+    first, expected = publish_file(tmp_path, origin, cluster, mounts, 4 << 20)
     unmount(first)
     before_keys, before_writes = cluster.items(), cluster.write_calls()
     reader = mounts(fleet_config(tmp_path, origin, cluster, "ro", mode="ro"), name="ro")

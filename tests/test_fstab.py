@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process, wait_until
+from tests.conftest import Emulator, emulator_fixture, wait_until
 from vidfs.commands.demo import write_config
 from vidfs.commands.mount_helper import HelperUsage, Invocation, mount_arguments, parse_args
 
@@ -28,11 +28,7 @@ VENV_HELPER = Path(sys.executable).parent / "mount.fuse.vidfs"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mount(8) with -t needs root")
 
 
-@pytest.fixture(scope="module")
-def pixop(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("fstab-emulator"), ["pixop"], media_dir)
-    yield emulator
-    stop_process(emulator.process)
+pixop = emulator_fixture("pixop")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,21 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import REPO, Emulator, Mount, start_emulator, stop_process, unmount, vidfs_cmd, wait_until
+from tests.conftest import (
+    REPO,
+    Emulator,
+    Mount,
+    emulator_fixture,
+    unmount,
+    vidfs_cmd,
+    wait_until,
+)
 from vidfs.commands.demo import write_config
 
 PROVIDER = "web"
@@ -50,6 +58,14 @@ class Journal:
     def stream_id(self) -> str:
         status = os.fstat(self.write_fd)
         return f"{status.st_dev}:{status.st_ino}"
+
+    def run(
+        self, command: list[str], env: dict[str, str], **options: Any
+    ) -> subprocess.CompletedProcess[Any]:
+        """`command` with this journal as its stderr (stdin closed, in the repository, status not checked)."""
+        return subprocess.run(
+            command, stdin=subprocess.DEVNULL, stderr=self.write_fd, env=env, cwd=REPO, check=False, **options
+        )
 
     def _read(self) -> None:
         pending = b""
@@ -81,13 +97,7 @@ class Journal:
         return self.snapshot()
 
 
-@pytest.fixture(scope="module")
-def http_site(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("logs-emulator"), ["http"], media_dir)
-    try:
-        yield emulator
-    finally:
-        stop_process(emulator.process)
+http_site = emulator_fixture("http")
 
 
 @pytest.fixture
@@ -189,17 +199,8 @@ def test_daemon_log_file_keeps_its_timestamps_under_systemd(
     mountpoint.mkdir()
     log_file = tmp_path / "mount.log"
     env = {**os.environ, "JOURNAL_STREAM": journal.stream_id}
-    result = subprocess.run(
-        vidfs_cmd("mount", "--daemon", str(config), str(mountpoint), "--log-file", str(log_file), "-v"),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=journal.write_fd,
-        env=env,
-        cwd=REPO,
-        timeout=180,
-        check=False,
-        text=True,
-    )
+    command = vidfs_cmd("mount", "--daemon", str(config), str(mountpoint), "--log-file", str(log_file), "-v")
+    result = journal.run(command, env, stdout=subprocess.PIPE, timeout=180, text=True)
     journal.close_writer()
     assert result.returncode == 0, (result.stdout, journal.snapshot())
     mount = Mount(mountpoint, config, log_file, int(result.stdout.split("pid ", 1)[1].split(";", 1)[0]))
@@ -239,16 +240,7 @@ def run_program(stream_id: str | None) -> tuple[int, list[str]]:
     env = {key: value for key, value in os.environ.items() if key not in ("JOURNAL_STREAM", "INVOCATION_ID")}
     if stream_id is not None:
         env["JOURNAL_STREAM"] = journal.stream_id if stream_id == "this pipe" else stream_id
-    process = subprocess.run(
-        [sys.executable, "-c", PROGRAM],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=journal.write_fd,
-        env=env,
-        cwd=REPO,
-        timeout=60,
-        check=False,
-    )
+    process = journal.run([sys.executable, "-c", PROGRAM], env, stdout=subprocess.DEVNULL, timeout=60)
     return process.returncode, journal.finish()
 
 

@@ -16,7 +16,6 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Emulator, Mount, sha256_file, start_emulator, stop_process, vidfs_cmd, wait_until
-from tests.providers import CASES, Expect
+from tests.conftest import Emulator, Mount, emulator_fixture, sha256_file, vidfs_cmd, wait_until
+from tests.providers import Expect, expected_in_mount
 from vidfs.commands.demo import write_config
 from vidfs.fs.videofs import STATS_XATTR
 
@@ -58,16 +57,12 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def pixop(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("metrics-emulator"), ["pixop"], media_dir)
-    yield emulator
-    stop_process(emulator.process)
+pixop = emulator_fixture("pixop")
 
 
 @pytest.fixture(scope="module")
 def expected(pixop: Emulator) -> dict[str, Expect]:
-    return {f"{INSTANCE}/{path}": e for path, e in CASES["pixop"].expected(pixop.catalog("pixop")).items()}
+    return expected_in_mount(pixop, "pixop", INSTANCE)
 
 
 def free_port() -> int:

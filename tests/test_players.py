@@ -41,6 +41,7 @@ import pytest
 from tests.conftest import (
     Emulator,
     Mount,
+    ffprobe,
     have,
     mount_config,
     sha256_file,
@@ -80,6 +81,7 @@ PLAYED = (
     Played(WEB, "Café #1.mp4", "faststart.mp4", True),
     Played(WEB, "interview.mp4", "moov_end.mp4", False),
 )
+EVERY_PLAYED = pytest.mark.parametrize("played", PLAYED, ids=[p.id for p in PLAYED])
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -184,13 +186,7 @@ def videos(mount: Mount) -> list[Path]:
 
 
 def probe(path: Path) -> dict[str, Any]:
-    result = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = ffprobe(path, "-print_format", "json", "-show_format", "-show_streams")
     assert result.returncode == 0, (path, result.stderr)
     return json.loads(result.stdout)
 
@@ -303,6 +299,25 @@ def decoded_frames(directory: Path, source: Source) -> list[int]:
     return shown
 
 
+def to_play(
+    mount: Mount, player: Player, media_dir: Path, played: Played, tool: str
+) -> tuple[Source, Path, Path]:
+    """The played video's local source, its path on the mount, and a new directory of the user's for the
+    frames `tool` saves."""
+    video = mount.path / played.provider / played.path
+    return source_of(played, media_dir), video, player.new_dir(f"{tool}-{played.id}")
+
+
+def frames_played(
+    result: subprocess.CompletedProcess[str], out: Path, source: Source
+) -> tuple[list[int], str]:
+    """The player exited 0; which frame of `source` each image it saved into `out` shows (see
+    `decoded_frames`), and the tail of its output."""
+    log = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, log
+    return decoded_frames(out, source), log
+
+
 # --------------------------------------------------------------------------------------------- tests
 @pytest.mark.skipif(not have("ffprobe"), reason="ffprobe is not installed")
 def test_ffprobe_reads_every_video(mount: Mount) -> None:
@@ -371,14 +386,12 @@ def test_rsync_twice_copies_nothing_the_second_time(mount: Mount, tmp_path: Path
 
 
 @pytest.mark.skipif(not have("cvlc"), reason="cvlc (VLC) is not installed")
-@pytest.mark.parametrize("played", PLAYED, ids=[p.id for p in PLAYED])
+@EVERY_PLAYED
 def test_vlc_seeks_and_decodes_as_a_user(
     mount: Mount, player: Player, media_dir: Path, played: Played
 ) -> None:
     """cvlc, as the user, from the middle for 1.5 s; its scene filter saves every 10th decoded frame."""
-    source = source_of(played, media_dir)
-    video = mount.path / played.provider / played.path
-    out = player.new_dir(f"vlc-{played.id}")
+    source, video, out = to_play(mount, player, media_dir, played, "vlc")
     start, run = round(source.duration / 2, 1), 1.5
     result = player.run(
         ["cvlc", "--intf", "dummy", "--vout", "dummy", "--aout", "dummy", "--avcodec-hw", "none",
@@ -390,9 +403,7 @@ def test_vlc_seeks_and_decodes_as_a_user(
          "--scene-width", str(source.width), "--scene-height", str(source.height),
          str(video)],
     )  # fmt: skip
-    log = result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.returncode == 0, log
-    shown = decoded_frames(out, source)
+    shown, log = frames_played(result, out, source)
     assert len(shown) >= 2, (shown, log)
     first, last = source.frame_at(start), source.frame_at(start + run)
     # Frames after the seek point, in playing order; the first one at the seek point (VLC seeks exactly
@@ -404,23 +415,19 @@ def test_vlc_seeks_and_decodes_as_a_user(
 
 
 @pytest.mark.skipif(not have("mpv"), reason="mpv is not installed")
-@pytest.mark.parametrize("played", PLAYED, ids=[p.id for p in PLAYED])
+@EVERY_PLAYED
 def test_mpv_seeks_and_decodes_as_a_user(
     mount: Mount, player: Player, media_dir: Path, played: Played
 ) -> None:
     """mpv, as the user, `--start` in the middle (an exact seek); `--vo=image` saves every frame after it."""
-    source = source_of(played, media_dir)
-    video = mount.path / played.provider / played.path
-    out = player.new_dir(f"mpv-{played.id}")
+    source, video, out = to_play(mount, player, media_dir, played, "mpv")
     start = round(source.duration / 2, 1)
     result = player.run(
         ["mpv", "--no-config", "--msg-level=all=warn", "--ao=null", "--vo=image", "--vo-image-format=png",
          f"--vo-image-outdir={out}", f"--start={start}", f"--frames={MPV_FRAMES}", "--framedrop=no",
          "--hr-seek=yes", str(video)],
     )  # fmt: skip
-    log = result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.returncode == 0, log
-    shown = decoded_frames(out, source)
+    shown, _ = frames_played(result, out, source)
     first = source.frame_at(start)
     assert shown == list(range(first, first + MPV_FRAMES)), shown
     assert sha256_file(video) == sha256_file(source.path)

@@ -11,24 +11,17 @@ import struct
 import subprocess
 import sys
 import termios
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd
+from tests.conftest import Emulator, emulator_fixture, vidfs_cmd
 from vidfs.commands.demo import toml_value
 from vidfs.commands.prefetch import Item, MountInfo, State
 
 INSTANCE = "site"
 
 
-@pytest.fixture(scope="module")
-def pixop(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("prefetch-emulator"), ["pixop"], media_dir)
-    yield emulator
-    stop_process(emulator.process)
+pixop = emulator_fixture("pixop")
 
 
 def prefetch(*args: str, client_cache: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -9,28 +9,27 @@ from __future__ import annotations
 
 import calendar
 import json
-import logging
 import os
 import re
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process, unmount, vidfs_cmd
+from tests.conftest import Emulator, emulator_fixture, unmount, vidfs_cmd
+from tests.inprocess import make_provider, site_fixtures, walk
 from tests.providers import CASES
-from vidfs.config.types import HttpSettings, ProviderConfig
+from vidfs.config.types import HttpSettings
 from vidfs.emulator.aipix import DEFAULT_LOGIN, DEFAULT_PASSWORD, AipixSite
 from vidfs.errors import AuthError, ConfigError, RemoteIOError
 from vidfs.http.client import HttpClient
-from vidfs.model import Folder, Video
+from vidfs.model import Video
 from vidfs.providers.aipix import DEVICE_FILE, AipixProvider, file_url
-from vidfs.providers.base import ProviderContext
 
 INSTANCE = "cctv"
 SEED_NAME_0924 = "City , st. Street 1, file.20190924-130316-131213.mp4"
@@ -42,22 +41,11 @@ WANTED = {"Accept": "application/json", "X-Client": "web"}
 # the emulator, in-process
 
 
-@pytest.fixture(scope="module")
-def site(media_dir: Path) -> Iterator[AipixSite]:
-    with AipixSite(media_dir=media_dir) as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def _reset(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "site" in request.fixturenames:
-        s: AipixSite = request.getfixturevalue("site")
-        s.faults.clear()
-        s.log.clear()
-        s.storage.log.clear()
-        s.update_settings({"max_devices": None, "storage_origin": "separate", "token_lifetime": 3600})
-        s.mutate({"action": "clear_sessions"})
+site, _reset = site_fixtures(
+    lambda media_dir: AipixSite(media_dir=media_dir),
+    {"max_devices": None, "storage_origin": "separate", "token_lifetime": 3600},
+    {"action": "clear_sessions"},
+)
 
 
 def _login(client: httpx.Client, device: str = "device-a") -> str:
@@ -200,26 +188,17 @@ def test_emulator_storage_serves_ranges_and_takes_faults_from_the_main_control_u
 def _provider(site: AipixSite, state_dir: Path, http: HttpClient, **options: Any) -> AipixProvider:
     table = {**site.config(), **options}
     table.pop("type")
-    config = ProviderConfig(INSTANCE, "aipix", table, Path("vidfs.toml"))
-    return AipixProvider(config, ProviderContext(INSTANCE, http, state_dir, logging.getLogger("test.aipix")))
+    return make_provider(AipixProvider, "aipix", table, http, state_dir, instance=INSTANCE)
 
 
 async def _walk(provider: AipixProvider) -> dict[str, Video]:
-    out: dict[str, Video] = {}
-    for camera in (await provider.list(provider.root())).entries:
-        assert isinstance(camera, Folder)
-        for stream in (await provider.list(camera)).entries:
-            assert isinstance(stream, Folder)
-            for video in (await provider.list(stream)).entries:
-                assert isinstance(video, Video)
-                out[f"{camera.name}/{stream.name}/{video.remote_id}"] = video
-    return out
+    """Every video by "camera/stream/remote id" (raw provider names)."""
+    return await walk(provider, 2, lambda video: video.remote_id)
 
 
 async def test_device_id_is_made_once_kept_0600_and_reused(site: AipixSite, tmp_path: Path) -> None:
     state = tmp_path / "state" / INSTANCE
-    http = HttpClient(HttpSettings(retries=0))
-    try:
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
         first = _provider(site, state, http)
         await first.list(first.root())
         device = (state / DEVICE_FILE).read_text().strip()
@@ -227,22 +206,17 @@ async def test_device_id_is_made_once_kept_0600_and_reused(site: AipixSite, tmp_
         assert [p.name for p in state.iterdir()] == [DEVICE_FILE]  # no temporary file left behind
         second = _provider(site, state, http)
         await second.list(second.root())
-    finally:
-        await http.aclose()
     sent = {entry["headers"].get("x-uuid") for entry in site.log.entries()}
     assert sent == {device}
 
 
 async def test_a_refused_token_logs_in_again_once(site: AipixSite, tmp_path: Path) -> None:
-    http = HttpClient(HttpSettings(retries=0))
-    try:
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
         provider = _provider(site, tmp_path, http)
         listing = await provider.list(provider.root())
         site.mutate({"action": "expire_tokens"})
         again = await provider.list(provider.root())  # served once already: a new scan, a 401, a login
         assert [e.name for e in again.entries] == [e.name for e in listing.entries]
-    finally:
-        await http.aclose()
     logins = site.log.entries(path=r"^/api/v1/token")
     assert len(logins) == 2
     assert [e["status"] for e in site.log.entries(path=r"^/api/v1/downloads")] == [200, 401, 200]
@@ -250,13 +224,10 @@ async def test_a_refused_token_logs_in_again_once(site: AipixSite, tmp_path: Pat
 
 async def test_session_limit_is_explained(site: AipixSite, tmp_path: Path) -> None:
     site.update_settings({"max_devices": 0})
-    http = HttpClient(HttpSettings(retries=0))
-    try:
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
         provider = _provider(site, tmp_path, http)
         with pytest.raises(AuthError) as info:
             await provider.list(provider.root())
-    finally:
-        await http.aclose()
     message = str(info.value)
     assert "session limit exceeded (HTTP 419" in message and DEVICE_FILE in message
     assert DEFAULT_PASSWORD not in message and "\n" not in message
@@ -265,19 +236,15 @@ async def test_session_limit_is_explained(site: AipixSite, tmp_path: Path) -> No
 async def test_a_422_shows_its_field_messages(site: AipixSite, tmp_path: Path) -> None:
     body = {"message": "The to is not a valid date.", "errors": {"to": ["The to is not a valid date."]}}
     site.faults.set_rules([{"kind": "status", "status": 422, "path": "/downloads", "body": json.dumps(body)}])
-    http = HttpClient(HttpSettings(retries=0))
-    try:
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
         provider = _provider(site, tmp_path, http)
         with pytest.raises(RemoteIOError) as info:
             await provider.list(provider.root())
-    finally:
-        await http.aclose()
     assert "HTTP 422: to: The to is not a valid date." in str(info.value)
 
 
 async def test_credentials_go_to_the_api_origin_only(site: AipixSite, tmp_path: Path) -> None:
-    http = HttpClient(HttpSettings(retries=0))
-    try:
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
         provider = _provider(site, tmp_path, http)
         videos = await _walk(provider)
         lease = await provider.resolve(videos["City , st. Street 1/low/6414"])
@@ -295,16 +262,11 @@ async def test_credentials_go_to_the_api_origin_only(site: AipixSite, tmp_path: 
             "GET", lease.url, tag="t", headers={**lease.headers, "Range": "bytes=0-3"}
         )
         assert response.status_code == 206
-    finally:
-        await http.aclose()
 
 
 async def test_xattrs_and_mtime_come_from_the_item(site: AipixSite, tmp_path: Path) -> None:
-    http = HttpClient(HttpSettings(retries=0))
-    try:
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
         videos = await _walk(_provider(site, tmp_path, http))
-    finally:
-        await http.aclose()
     video = videos["Parking / Gate B/high/6420"]  # raw names: the engine applies the naming rules
     assert video.size is None  # the engine HEADs
     assert video.mtime == calendar.timegm((2024, 5, 13, 8, 39, 0))  # `to`, the end of the footage
@@ -325,36 +287,19 @@ async def test_xattrs_and_mtime_come_from_the_item(site: AipixSite, tmp_path: Pa
 
 
 async def test_config_errors_name_the_key(site: AipixSite, tmp_path: Path) -> None:
-    http = HttpClient()
-    try:
+    async with aclosing(HttpClient()) as http:
         with pytest.raises(ConfigError, match=r"key 'client': expected one of ios-cctv"):
             _provider(site, tmp_path, http, client="tv")
         with pytest.raises(ConfigError, match=r"key 'window'"):
             _provider(site, tmp_path, http, window="a month")
-    finally:
-        await http.aclose()
 
 
 # ---------------------------------------------------------------------------------------------------------
 # real mounts
 
 
-@pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("aipix-small"), ["aipix"], media_dir)
-    try:
-        yield emulator
-    finally:
-        stop_process(emulator.process)
-
-
-@pytest.fixture(scope="module")
-def big(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("aipix-big"), ["aipix"], media_dir, "--catalog", "big")
-    try:
-        yield emulator
-    finally:
-        stop_process(emulator.process)
+small = emulator_fixture("aipix")
+big = emulator_fixture("aipix", extra=["--catalog", "big"])
 
 
 def _max_overlap(entries: list[dict[str, Any]]) -> int:

@@ -25,9 +25,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process, vidfs_cmd, wait_until
+from tests.conftest import Emulator, emulator_fixture, start_emulator, stop_process, vidfs_cmd, wait_until
+from tests.inprocess import site_fixtures
 from tests.providers import CASES
-from vidfs.emulator import media
 from vidfs.emulator.cupix import DEFAULT_TOKEN, CupixSite, amz_date
 from vidfs.providers.cupix import local_date, parse_time
 
@@ -44,11 +44,11 @@ def _sha256(data: bytes) -> str:
 # the emulator, in-process
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[CupixSite]:
-    media.ensure_all()
-    with CupixSite() as s:
-        yield s
+site, _reset = site_fixtures(
+    lambda media_dir: CupixSite(),
+    {"page_size": 2, "url_lifetime": 300, "token": DEFAULT_TOKEN},
+    {"action": "clear_failures"},
+)
 
 
 @pytest.fixture
@@ -57,9 +57,6 @@ def api(site: CupixSite) -> Iterator[httpx.Client]:
         base_url=f"{site.url}/api/v1", headers={"X-CUPIX-AUTH": DEFAULT_TOKEN}, timeout=10
     ) as client:
         yield client
-    site.faults.clear()
-    site.update_settings({"page_size": 2, "url_lifetime": 300, "token": DEFAULT_TOKEN})
-    site.mutate({"action": "clear_failures"})
 
 
 def pages(api: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
@@ -207,13 +204,7 @@ def test_time_helpers() -> None:
 # real mounts
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emu = start_emulator(tmp_path_factory.mktemp("cupix-emulator"), ["cupix"], media_dir)
-    try:
-        yield emu
-    finally:
-        stop_process(emu.process)
+emulator = emulator_fixture("cupix")
 
 
 @pytest.fixture

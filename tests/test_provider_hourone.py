@@ -4,27 +4,35 @@ renewal mid-read without the api-key ever reaching storage, rsync twice across a
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import Emulator, sha256_file, start_emulator, stop_process, unmount, vidfs_cmd, wait_until
+from tests.conftest import (
+    Emulator,
+    emulator_fixture,
+    sha256_file,
+    start_emulator,
+    stop_process,
+    unmount,
+    vidfs_cmd,
+    wait_until,
+)
+from tests.inprocess import make_provider, site_fixtures
 from tests.providers import CASES
-from vidfs.config.types import ProviderConfig, Secret
-from vidfs.emulator import media
+from vidfs.config.types import Secret
 from vidfs.emulator.hourone import DEFAULT_API_KEY, STATUSES, HourOneSite
 from vidfs.errors import AuthError
 from vidfs.http.client import HttpClient
 from vidfs.model import Video
-from vidfs.providers.base import ProviderContext
 from vidfs.providers.hourone import STATE_FILE, HourOneProvider
 
 INSTANCE = "site"
@@ -36,22 +44,10 @@ VIDEO_BY_ID = r"^/api/v1/videos/[0-9a-f-]{36}(\?|$)"
 # fixtures
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[HourOneSite]:
-    media.ensure_all()
-    with HourOneSite(media_dir=media.media_dir()) as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def _clean(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "site" in request.fixturenames:
-        s: HourOneSite = request.getfixturevalue("site")
-        for each in (s, *s.subsites):
-            each.faults.clear()
-            each.log.clear()
-        s.update_settings({"url_lifetime": 3600, "url_style": "expires", "api_key": DEFAULT_API_KEY})
+site, _clean = site_fixtures(
+    lambda media_dir: HourOneSite(media_dir=media_dir),
+    {"url_lifetime": 3600, "url_style": "expires", "api_key": DEFAULT_API_KEY},
+)
 
 
 @pytest.fixture
@@ -63,9 +59,7 @@ def api(site: HourOneSite) -> Iterator[httpx.Client]:
 def _provider(site: HourOneSite, http: HttpClient, state_dir: Path, **options: Any) -> HourOneProvider:
     table: dict[str, Any] = {**site.config(), "metadata_concurrency": 8, "team_id": None, **options}
     table["api_key"] = Secret("literal", str(table["api_key"]))
-    config = ProviderConfig(INSTANCE, "hourone", table, Path("test.toml"))
-    context = ProviderContext(INSTANCE, http, state_dir, logging.getLogger("test.hourone"))
-    return HourOneProvider(config, context)
+    return make_provider(HourOneProvider, "hourone", table, http, state_dir, source=Path("test.toml"))
 
 
 def _api_calls(http: HttpClient) -> int:
@@ -174,12 +168,9 @@ def test_faults_posted_to_the_api_reach_storage_and_storage_counts_api_keys(
 
 
 async def test_listing_files_hidden_items_and_xattrs(site: HourOneSite, tmp_path: Path) -> None:
-    http = HttpClient()
-    try:
+    async with aclosing(HttpClient()) as http:
         provider = _provider(site, http, tmp_path / "state")
         listing = await provider.list(provider.root())
-    finally:
-        await http.aclose()
     catalog = site.catalog()
     assert sorted(v.remote_id for v in listing.entries) == sorted(v["id"] for v in _visible(catalog))
     statuses = {h.status for h in listing.hidden}
@@ -200,8 +191,7 @@ async def test_listing_files_hidden_items_and_xattrs(site: HourOneSite, tmp_path
 
 
 async def test_durations_are_fetched_once_per_video(site: HourOneSite, tmp_path: Path) -> None:
-    http = HttpClient()
-    try:
+    async with aclosing(HttpClient()) as http:
         provider = _provider(site, http, tmp_path / "state")
         await provider.list(provider.root())
         files = len(_visible(site.catalog()))
@@ -209,15 +199,12 @@ async def test_durations_are_fetched_once_per_video(site: HourOneSite, tmp_path:
         wait_until(lambda: site.log.count(path=r"/metadata$") == files, "the metadata calls are logged")
         await provider.list(provider.root())
         assert _api_calls(http) == 2 + files  # only GET /videos again
-    finally:
-        await http.aclose()
 
 
 async def test_resolve_never_sends_the_key_and_renews_once_after_a_refusal(
     site: HourOneSite, tmp_path: Path
 ) -> None:
-    http = HttpClient()
-    try:
+    async with aclosing(HttpClient()) as http:
         provider = _provider(site, http, tmp_path / "state")
         listing = await provider.list(provider.root())
         video = next(v for v in listing.entries if isinstance(v, Video))
@@ -239,25 +226,19 @@ async def test_resolve_never_sends_the_key_and_renews_once_after_a_refusal(
         assert fresh.url != lease.url and dict(fresh.headers) == {}
         response = await http.request("HEAD", fresh.url, tag="t")
         assert response.status_code == 200
-    finally:
-        await http.aclose()
 
 
 async def test_opaque_url_lease_has_no_expiry(site: HourOneSite, tmp_path: Path) -> None:
     site.update_settings({"url_style": "opaque"})
-    http = HttpClient()
-    try:
+    async with aclosing(HttpClient()) as http:
         provider = _provider(site, http, tmp_path / "state")
         listing = await provider.list(provider.root())
         video = next(v for v in listing.entries if isinstance(v, Video))
         assert (await provider.resolve(video)).expires_at is None
-    finally:
-        await http.aclose()
 
 
 async def test_first_seen_times_survive_a_new_provider(site: HourOneSite, tmp_path: Path) -> None:
-    http = HttpClient()
-    try:
+    async with aclosing(HttpClient()) as http:
         one = _provider(site, http, tmp_path / "state")
         first = {v.remote_id: v.mtime for v in (await one.list(one.root())).entries}
         document = json.loads((tmp_path / "state" / STATE_FILE).read_text())
@@ -267,18 +248,13 @@ async def test_first_seen_times_survive_a_new_provider(site: HourOneSite, tmp_pa
         again = {v.remote_id: v.mtime for v in (await two.list(two.root())).entries}
         assert again == first
         assert not list((tmp_path / "state").glob(".*.tmp"))  # written atomically
-    finally:
-        await http.aclose()
 
 
 async def test_wrong_api_key_is_one_clear_auth_error(site: HourOneSite, tmp_path: Path) -> None:
-    http = HttpClient()
-    try:
+    async with aclosing(HttpClient()) as http:
         provider = _provider(site, http, tmp_path / "state", api_key="not-the-key")
         with pytest.raises(AuthError) as info:
             await provider.list(provider.root())
-    finally:
-        await http.aclose()
     message = str(info.value)
     assert "api-key" in message and "401" in message and "not-the-key" not in message
     assert "\n" not in message
@@ -288,13 +264,7 @@ async def test_wrong_api_key_is_one_clear_auth_error(site: HourOneSite, tmp_path
 # real mounts
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emu = start_emulator(tmp_path_factory.mktemp("hourone-emulator"), ["hourone"], media_dir)
-    try:
-        yield emu
-    finally:
-        stop_process(emu.process)
+emulator = emulator_fixture("hourone")
 
 
 def test_unfinished_videos_are_absent(emulator: Emulator, make_config: Any, mounts: Any) -> None:

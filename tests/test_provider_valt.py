@@ -9,11 +9,11 @@ from __future__ import annotations
 import base64
 import errno
 import json
-import logging
 import os
 import re
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -23,17 +23,17 @@ import pytest
 import trio
 
 from tests.conftest import Emulator, sha256_file, start_emulator, stop_process, vidfs_cmd, wait_until
+from tests.inprocess import make_provider, site_fixtures
+from tests.inprocess import walk as walk_folders
 from tests.providers import CASES
 from vidfs.commands.demo import write_config
-from vidfs.config.types import HttpSettings, ProviderConfig
-from vidfs.emulator import media
+from vidfs.config.types import HttpSettings
 from vidfs.emulator.valt import DEFAULT_PASSWORD, DEFAULT_USERNAME, ValtSite
 from vidfs.errors import AuthError, NotFoundError, RemoteIOError
 from vidfs.http.client import HttpClient, same_origin
 from vidfs.model import Folder, Listing, Video
 from vidfs.providers.auth import expiry_from_url, jwt_claims
 from vidfs.providers.paging import PAGE_CONCURRENCY
-from vidfs.providers.base import ProviderContext
 from vidfs.providers.valt import (
     NO_ROOM_NAME,
     ValtProvider,
@@ -51,31 +51,17 @@ DEADLINE = 60.0
 # fixtures and helpers
 
 
-@pytest.fixture(scope="module")
-def site() -> Iterator[ValtSite]:
-    media.ensure_all()
-    with ValtSite() as s:
-        yield s
-
-
-@pytest.fixture(autouse=True)
-def _reset(request: pytest.FixtureRequest) -> Iterator[None]:
-    yield
-    if "site" in request.fixturenames:
-        s: ValtSite = request.getfixturevalue("site")
-        s.faults.clear()
-        s.log.clear()
-        s.distribution.log.clear()
-        s.update_settings(
-            {
-                "url_lifetime": 1800,
-                "token_lifetime": 3600,
-                "download_shape": "bare",
-                "videos_shape": "mixed",
-                "max_limit": None,
-                "password": DEFAULT_PASSWORD,
-            }
-        )
+site, _reset = site_fixtures(
+    lambda media_dir: ValtSite(),
+    {
+        "url_lifetime": 1800,
+        "token_lifetime": 3600,
+        "download_shape": "bare",
+        "videos_shape": "mixed",
+        "max_limit": None,
+        "password": DEFAULT_PASSWORD,
+    },
+)
 
 
 @pytest.fixture
@@ -96,38 +82,20 @@ def run_provider(
     """Run `body(provider)` in trio with a provider pointed at the in-process emulator."""
 
     async def main() -> T:
-        http = HttpClient(HttpSettings(retries=1, backoff_base=0.01))
-        try:
-            config = ProviderConfig(
-                name=INSTANCE,
-                type="valt",
-                options={**site.config(), **options},
-                source=tmp_path / "vidfs.toml",
-            )
-            context = ProviderContext(INSTANCE, http, tmp_path, logging.getLogger("test.valt"))
-            provider = ValtProvider(config, context)
+        async with aclosing(HttpClient(HttpSettings(retries=1, backoff_base=0.01))) as http:
+            table, source = {**site.config(), **options}, tmp_path / "vidfs.toml"
+            provider = make_provider(ValtProvider, "valt", table, http, tmp_path, source=source)
             try:
                 return await body(provider)
             finally:
                 await provider.aclose()
-        finally:
-            await http.aclose()
 
     return trio.run(main)
 
 
 async def walk(provider: ValtProvider) -> dict[str, Video]:
     """Every video by "room/record/name" (raw provider names; naming rules are not applied here)."""
-    out: dict[str, Video] = {}
-    root = provider.root()
-    for room in (await provider.list(root)).entries:
-        assert isinstance(room, Folder)
-        for record in (await provider.list(room)).entries:
-            assert isinstance(record, Folder)
-            for video in (await provider.list(record)).entries:
-                assert isinstance(video, Video)
-                out[f"{room.name}/{record.name}/{video.name}"] = video
-    return out
+    return await walk_folders(provider, 2, lambda video: video.name)
 
 
 def catalog_record(site: ValtSite, name: str, *, room: str | None = None) -> dict[str, Any]:

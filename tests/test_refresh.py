@@ -17,13 +17,12 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import Emulator, Mount, start_emulator, stop_process, vidfs_cmd
+from tests.conftest import Emulator, Mount, emulator_fixture, vidfs_cmd
 from tests.providers import CASES, Expect
 from vidfs.commands.demo import write_config
 from vidfs.commands.process import control_call
@@ -32,11 +31,7 @@ from vidfs.fs.videofs import CONTROL_XATTR
 INSTANCE = "a"
 
 
-@pytest.fixture(scope="module")
-def pixop(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("refresh-emulator"), ["pixop"], media_dir)
-    yield emulator
-    stop_process(emulator.process)
+pixop = emulator_fixture("pixop")
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from tests.conftest import Emulator, mount_config, start_emulator, stop_process, unmount, vidfs_cmd
-from tests.providers import CASES
+from tests.providers import CASES, case_emulator
 from vidfs.commands.demo import write_config
 from vidfs.providers.registry import get_spec
 
@@ -32,13 +32,8 @@ SECRET_HEADERS = ("authorization", "x-cupix-auth", "api-key", "cookie")
 def session(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, media_dir: Path
 ) -> Iterator[tuple[str, Emulator, Path]]:
-    name = request.param
-    workdir = tmp_path_factory.mktemp(f"security-{name}")
-    emulator = start_emulator(workdir / "emulator", [name], media_dir)
-    try:
-        yield name, emulator, workdir
-    finally:
-        stop_process(emulator.process)
+    with case_emulator(request, tmp_path_factory, media_dir, "security") as (case, emulator, workdir):
+        yield case.name, emulator, workdir
 
 
 def _secret_values(name: str, table: dict[str, object]) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mount_config, start_emulator, stop_process, unmount, vidfs_cmd
+from tests.conftest import alive, mount_config, start_emulator, stop_process, unmount, vidfs_cmd
 from tests.providers import CASES, Expect
 from vidfs.commands.demo import write_config
 
@@ -110,9 +110,7 @@ def _soak(tmp_path: Path, media_dir: Path, seconds: float) -> dict[str, float]:
                 timeout=60,
             ).stdout
         )
-        from tests.conftest import _alive
-
-        assert _alive(mount.pid), "the daemon died"
+        assert alive(mount.pid), "the daemon died"
         injected = 0
         import httpx
 

@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import mount_config, start_emulator, stop_process, unmount
+from tests.conftest import ffprobe_duration, mount_config, start_emulator, stop_process, unmount
 from tests.providers import CASES
 from vidfs.commands.demo import write_config
 from vidfs.emulator.media import moov_at_end
-
-
-def _ffprobe(path: Path) -> float:
-    result = subprocess.run(
-        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return float(result.stdout)
 
 
 def test_ffprobe_of_a_moov_at_end_file_is_cheap_and_then_free(tmp_path: Path, media_dir: Path) -> None:
@@ -49,7 +37,7 @@ def test_ffprobe_of_a_moov_at_end_file_is_cheap_and_then_free(tmp_path: Path, me
             mount = mount_config(config, tmp_path / "mnt", tmp_path / f"mount{attempt}.log")
             try:
                 before = len(storage_gets())
-                assert _ffprobe(mount.path / "p" / rel) > 0
+                assert ffprobe_duration(mount.path / "p" / rel) > 0
                 gets = storage_gets()[before:]
             finally:
                 unmount(mount)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Emulator, start_emulator, stop_process
+from tests.conftest import Emulator, emulator_fixture
 from vidfs.commands.demo import toml_value
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,11 +115,7 @@ def hardening_prefix(values: dict[str, list[str]]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def pixop(tmp_path_factory: pytest.TempPathFactory, media_dir: Path) -> Iterator[Emulator]:
-    emulator = start_emulator(tmp_path_factory.mktemp("systemd-emulator"), ["pixop"], media_dir)
-    yield emulator
-    stop_process(emulator.process)
+pixop = emulator_fixture("pixop")
 
 
 @pytest.fixture(scope="module")
