@@ -109,6 +109,7 @@ async def open_engine(
         async with trio.open_nursery() as background:
             services = (supervisor or Supervisor(stats)).bind(background)
             listings.attach(services.tasks("listing-refresh"))
+            tree.attach(services.tasks("directory-readahead"))
             await services.start_service("snapshot-writer", keeper.run)
             if fleet is not None:  # Redis is a cache: the service starts at once, connects in the background
                 await services.start_service("fleet", fleet.run)

@@ -92,6 +92,7 @@ DEFAULT_TOKEN_LIFETIME = 3600
 DEFAULT_URL_LIFETIME = 1800
 DEFAULT_LIMIT = 50
 CLIENT_PAGE_SIZE = 3  # the page_size the emulator's config() suggests, so pagination is always exercised
+SCALED_PAGE_FROM = 1000  # from this scale on, config() leaves the provider's own page size
 
 SAMPLES_USED = ("moov_end.mp4", "faststart.mp4", "big.mp4", "clip.mov")
 
@@ -329,7 +330,8 @@ class ValtSite(ValtCatalog, VendorSite):
             "type": "valt",
             "base_url": f"{self.url}/api/v3",
             **account,
-            "page_size": CLIENT_PAGE_SIZE,
+            # A tiny page exercises paging on the sample catalog; a scaled one is read as a client would.
+            **({"page_size": CLIENT_PAGE_SIZE} if self.scale < SCALED_PAGE_FROM else {}),
         }
 
     def status(self) -> JSON:

@@ -34,10 +34,13 @@ from vidfs.catalog.probes import SizeProbes
 from vidfs.errors import IsDirectoryError, NotDirectoryError, NotFoundError, VidfsError
 from vidfs.model import Entry, Folder, HiddenItem, Video
 from vidfs.providers.base import Provider
+from vidfs.tasks import Spawner
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
+READ_AHEAD_DIRECTORIES = 256  # subdirectories listed ahead when a directory is listed
+WARM_DIRECTORIES = 4096  # directories built ahead that no one has looked up yet, at most
 FILE_MODE = stat.S_IFREG | 0o444
 DIR_MODE = stat.S_IFDIR | 0o555
 
@@ -141,6 +144,10 @@ class Tree:
         self._pinned: set[int] = {ROOT_INODE}
         self._dirs: dict[int, _Directory] = {}
         self._building: dict[int, trio.Event] = {}
+        self._spawner: Spawner | None = None
+        self._warm: dict[
+            int, None
+        ] = {}  # directories built ahead of a walker (insertion order: oldest first)
         root = Node(ROOT_INODE, ROOT_INODE, "", None, None)
         self.nodes[ROOT_INODE] = root
         top = _Directory(built_from="static")
@@ -208,11 +215,51 @@ class Tree:
         if self.nodes.get(node.inode) is node:
             del self.nodes[node.inode]
         self._dirs.pop(node.inode, None)
+        self._warm.pop(node.inode, None)
 
     # ----------------------------------------------------------------------------------- directories
     async def children(self, inode: int, *, max_age: float | None = None) -> list[Node]:
         directory = await self._directory(inode, max_age=max_age)
+        self._read_ahead(directory)
         return [directory.children[name] for name in directory.names]
+
+    # ------------------------------------------------------------------------------ directory readahead
+    def attach(self, spawner: Spawner) -> None:
+        """List subdirectories ahead of a walker from now on (see `_read_ahead`)."""
+        self._spawner = spawner
+
+    def _read_ahead(self, directory: _Directory) -> None:
+        """A directory was listed: start listing (and sizing) its first subdirectories in the background.
+        A walker (`ls -R`, `find`, rsync) goes into them one after another, and each may cost requests (a
+        VALT record's download URLs and HEADs): asked ahead, concurrently within the listing cache's and
+        the probes' limits, they are ready when it gets there."""
+        if self._spawner is None:
+            return
+        started = 0
+        for name in directory.names:
+            child = directory.children[name]
+            if not child.is_dir or child.inode in self._dirs or child.inode in self._building:
+                continue
+            self._warm[child.inode] = None
+            while len(self._warm) > WARM_DIRECTORIES:
+                self._forget_warm(next(iter(self._warm)))
+            self._spawner.start_soon(self._warm_up, child)
+            started += 1
+            if started >= READ_AHEAD_DIRECTORIES:
+                break
+
+    async def _warm_up(self, node: Node) -> None:
+        try:
+            await self._directory_of(node)
+        except VidfsError as exc:  # the walker gets its own answer when it gets there
+            log.debug("%s: listing ahead of %r failed: %s", node.instance, node.name, exc)
+            self._forget_warm(node.inode)
+
+    def _forget_warm(self, inode: int) -> None:
+        self._warm.pop(inode, None)
+        node = self.nodes.get(inode)
+        if node is None or not (node.lookups or node.opens or inode in self._pinned):
+            self._dirs.pop(inode, None)
 
     async def hidden(self, inode: int) -> tuple[HiddenItem, ...]:
         return (await self._directory(inode)).hidden
@@ -232,7 +279,10 @@ class Tree:
         return child
 
     async def _directory(self, inode: int, *, max_age: float | None = None) -> _Directory:
-        node = self.get(inode)
+        return await self._directory_of(self.get(inode), max_age=max_age)
+
+    async def _directory_of(self, node: Node, *, max_age: float | None = None) -> _Directory:
+        inode = node.inode
         if node.instance is None:
             return self._dirs[ROOT_INODE]
         folder = node.folder
@@ -250,7 +300,7 @@ class Tree:
         try:
             directory = await self._build(node, provider, listing.entries, listing.hidden)
             directory.built_from = listing
-            if node.inode in self.nodes or node.lookups or node.opens:
+            if node.inode in self.nodes or node.lookups or node.opens or inode in self._warm:
                 self._dirs[inode] = directory
             return directory
         finally:
@@ -329,7 +379,12 @@ class Tree:
             self.listings.invalidate(parent.instance, parent.entry.remote_id)
 
     def statistics(self) -> dict[str, int]:
-        return {"inodes": len(self.nodes), "directories": len(self._dirs), "building": len(self._building)}
+        return {
+            "inodes": len(self.nodes),
+            "directories": len(self._dirs),
+            "building": len(self._building),
+            "listed_ahead": len(self._warm),
+        }
 
 
 __all__ = ["DIR_MODE", "FILE_MODE", "ROOT_INODE", "Node", "Tree", "stable_inode"]

@@ -25,8 +25,8 @@ API quirks handled:
   silently: `vidfs.providers.paging.offset_pages` asks pages that overlap by one record, several ahead at
   once, and fills the holes a list that moved meanwhile leaves (its essay says how); a first page shorter
   than asked is the end or the cap, and one more page tells which. One pass serves the root and the room
-  listings for a couple of seconds (`RECORDS_REUSE`), so `ls -R` costs one pass over the records, not one
-  per room.
+  listings for a couple of seconds, or ten times as long as the pass took (`RECORDS_REUSE`), so `ls -R`
+  costs one pass over the records, not one per room, however many records there are.
 - Record ids are integers (VALT 5) or UUIDs (VALT 6); a record's `videos` (key unknown, we also try
   `video_ids`) are ids or objects with `id`.
 - `GET /records/download/{rec}/{vid}` answers `{"data":{"url"}}` (the wiki's table) or `{"url"}` (its
@@ -64,7 +64,8 @@ ROOT_ID = "valt:root"
 ROOM_PREFIX = "room:"
 NO_ROOM_ID = "valt:no-room"
 NO_ROOM_NAME = "(no room)"
-RECORDS_REUSE = 2.0  # seconds one POST /records pass serves further listings
+RECORDS_REUSE = 2.0  # seconds one POST /records pass serves further listings, at least …
+RECORDS_REUSE_PER_SCAN = 10.0  # … and this many times the pass took (10,000 records: not one per room)
 DOWNLOAD_CONCURRENCY = 8
 VIDEO_KEYS = ("videos", "video_ids", "videoIds")
 _EXT_TYPES = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
@@ -193,6 +194,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         self._records_lock = trio.Lock()
         self._records: list[dict[str, Any]] | None = None
         self._records_at = 0.0
+        self._records_reuse = RECORDS_REUSE
         self._urls: dict[str, _Url] = {}
 
     # -------------------------------------------------------------------------------------------- auth
@@ -251,7 +253,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         ahead concurrently, holes left by a moving list filled); reused briefly."""
         async with self._records_lock:
             now = time.monotonic()
-            if self._records is not None and now - self._records_at < RECORDS_REUSE:
+            if self._records is not None and now - self._records_at < self._records_reuse:
                 return self._records
             paged = await offset_pages(self._records_page, size=self._page_size, key=_record_key)
             if not paged.settled:
@@ -262,6 +264,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
                     paged.again,
                 )
             self._records, self._records_at = paged.items, time.monotonic()
+            self._records_reuse = max(RECORDS_REUSE, RECORDS_REUSE_PER_SCAN * (self._records_at - now))
             return paged.items
 
     @staticmethod
