@@ -102,6 +102,9 @@ from vidfs.emulator.pages import rails_pagination
 from vidfs.emulator.server import JSON, EmulatorOptions, Request, serve_file
 from vidfs.emulator.vendor import Subsite, VendorSite, group_by, or_default, page_slice, route
 
+SCALED_PAGE_FROM = 1000  # from this scale on, config() asks for pages of SCALED_PAGE_SIZE
+SCALED_PAGE_SIZE = 100
+
 __all__ = ["DEFAULT_TOKEN", "CupixSite", "amz_date"]
 
 DEFAULT_TOKEN = "cupix-emulator-token-4f1c2a9e7b3d"
@@ -418,7 +421,10 @@ class CupixSite(CupixCatalog, VendorSite):
         return b""
 
     def config(self) -> JSON:
-        return {"type": "cupix", "base_url": f"{self.url}/api/v1", **self.values("token")}
+        # The server's small default page exercises paging on the sample catalog; a scaled one is read with
+        # pages of 100, as a client listing a big capture would ask.
+        pages = {"page_size": SCALED_PAGE_SIZE} if self.scale >= SCALED_PAGE_FROM else {}
+        return {"type": "cupix", "base_url": f"{self.url}/api/v1", **self.values("token"), **pages}
 
     def _storage_info(self) -> JSON:
         return {
