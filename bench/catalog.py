@@ -189,9 +189,11 @@ class CatalogFigures:
     failures: int | None = None  # readdir/lstat errors in the cold walk
     warm_s: float | None = None
     warm_requests: int | None = None
+    warm_complete: bool | None = None
     remount_ready_s: float | None = None  # daemon started → mounted
     remount_first_answer_s: float | None = None  # daemon started → first complete walk ended
     remount_requests_before: int | None = None
+    remount_complete: bool | None = None
     remount_changed: int | None = None  # entries whose name, inode or size differ from the cold walk
     rss_mib: float | None = None
     errors: list[str] = field(default_factory=list)
@@ -298,6 +300,7 @@ def _cold_and_warm(
             emulator.clear()
             warm = _walk_mount(stage, mount, fig, "warm")
             fig.warm_s, fig.warm_requests = warm.seconds, len(emulator.requests())
+            fig.warm_complete = warm.complete and not warm.hung
     finally:
         mount.stop()
     return cold
@@ -315,8 +318,10 @@ def _remount(
         ended_wall = time.time()
         fig.remount_first_answer_s = time.monotonic() - began
         fig.remount_requests_before = sum(e.get("time", 0) < ended_wall for e in emulator.requests())
-        complete = first.complete and not first.hung and cold.complete and not cold.hung
-        fig.remount_changed = _changed(cold.entries, first.entries) if complete else None
+        fig.remount_complete = first.complete and not first.hung
+        # Compared only when both walks saw everything: an entry a failed call hid is not a change.
+        whole = all(w.complete and not w.hung and not w.failures for w in (cold, first))
+        fig.remount_changed = _changed(cold.entries, first.entries) if whole else None
     finally:
         mount.stop()
 

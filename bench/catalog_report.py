@@ -36,7 +36,12 @@ class Row:
     shape: str
     n: int
     figures: dict[str, Any]
-    partial: bool
+    unfinished: frozenset[str]  # the walks ("cold", "warm", "remount") that did not finish in some run
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.unfinished)
+
     errors: list[str]
 
     def get(self, key: str) -> Any:
@@ -61,8 +66,17 @@ def rows(figs: list[CatalogFigures]) -> list[Row]:
         for key in NUMERIC:
             values = [getattr(f, key) for f in runs if getattr(f, key) is not None]
             medians[key] = statistics.median(values) if values else None
-        partial = any(f.cold_complete is False for f in runs)
-        out.append(Row(shape, n, medians, partial, [e for f in runs for e in f.errors]))
+        unfinished = frozenset(
+            name
+            for f in runs
+            for name, done in (
+                ("cold", f.cold_complete),
+                ("warm", f.warm_complete),
+                ("remount", f.remount_complete),
+            )
+            if done is False
+        )
+        out.append(Row(shape, n, medians, unfinished, [e for f in runs for e in f.errors]))
     return out
 
 
@@ -82,11 +96,11 @@ def table(rows_: list[Row]) -> str:
     for r in rows_:
         g = r.get
         cells = [
-            r.shape,
+            r.shape + ("*" if r.partial else ""),
             "a HEAD each" if r.heads_each else "listed",
             f"{r.n:,}",
             f"{_n(g('files'), 0)} ({_n(g('failures'), 0)})",
-            _n(g("cold_s"), 2) + ("*" if r.partial else ""),
+            _n(g("cold_s"), 2),
             _n(g("api_requests"), 0),
             _n(g("storage_heads"), 0),
             f"{_n(g('warm_s'), 2)} ({_n(g('warm_requests'), 0)})",
@@ -121,17 +135,25 @@ def targets(r: Row) -> list[tuple[str, bool | None, str]]:
     out.append(
         (
             f"cold walk ≤ {budget:g} s ({kind})",
-            None if cold is None else cold <= budget and not r.partial,
+            None if cold is None else cold <= budget and "cold" not in r.unfinished,
             f"{_n(cold, 2)} s",
         )
     )
     warm, warm_req = g("warm_s"), g("warm_requests")
-    ok = warm_req == 0 and warm <= WARM_S if _all_known(warm, warm_req) else None
+    ok = (
+        warm_req == 0 and warm <= WARM_S and "warm" not in r.unfinished
+        if _all_known(warm, warm_req)
+        else None
+    )
     out.append((f"warm walk 0 requests, ≤ {WARM_S:g} s", ok, f"{_n(warm_req, 0)} requests, {_n(warm, 2)} s"))
     rss = g("rss_mib")
     out.append((f"peak RSS ≤ {RSS_MIB:g} MiB", None if rss is None else rss <= RSS_MIB, f"{_n(rss)} MiB"))
     first, before = g("remount_first_answer_s"), g("remount_requests_before")
-    ok = before == 0 and first <= REMOUNT_S if _all_known(first, before) else None
+    ok = (
+        before == 0 and first <= REMOUNT_S and "remount" not in r.unfinished
+        if _all_known(first, before)
+        else None
+    )
     what = f"after a remount, first ls -lR with 0 requests before it, ≤ {REMOUNT_S:g} s"
     out.append((what, ok, f"{_n(before, 0)} requests, {_n(first, 2)} s"))
     dup, zero, files, failed = g("duplicates"), g("zero_size"), g("files"), g("failures")
@@ -221,7 +243,8 @@ class CatalogResults:
         )
         text = table(made)
         partial = (
-            "\n\\* the cold walk did not finish: --max-walk-seconds, or a call without an answer (errors)\n"
+            "\n\\* a walk of this row did not finish: --max-walk-seconds, or a call without an answer"
+            " (see the errors below)\n"
             if any(r.partial for r in made)
             else ""
         )
