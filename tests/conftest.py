@@ -4,7 +4,10 @@
   (`pixop = emulator_fixture("pixop")` in a module gives it a module-scoped `pixop` fixture);
 - `mounts` (a fixture), `running_mount`, `mount_config` / `unmount`: real mounts through the CLI;
 - `redis_cluster` / `cluster` / `origin`: a 3-master Redis Cluster (one per test session and
-  worker, flushed and healed around each test) and the plain web server the fleet tests read from.
+  worker, flushed and healed around each test) and the plain web server the fleet tests read from;
+- `wait_until`: the one way a test waits for something.
+
+`pytest -n N` runs the suite in N worker processes: tests/parallel.py says which tests run together.
 """
 
 from __future__ import annotations

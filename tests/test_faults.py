@@ -21,10 +21,11 @@ from tests.providers import CASES, Case, Expect, case_emulator
 from vidfs.commands.demo import write_config
 
 INSTANCE = "p"
-REQUEST_TIMEOUT = 12
-FAULT_CONFIG = f"""
+REQUEST_TIMEOUT = 12  # room for a fault's retries within one FUSE request
+STALL_TIMEOUT = 4  # where nothing can succeed: the bound the test waits for (twice: the kernel reads again)
+FAULT_CONFIG = """
 [mount]
-request_timeout = {REQUEST_TIMEOUT}
+request_timeout = {request_timeout}
 
 [http]
 retries = 4
@@ -83,13 +84,15 @@ def scene(
 
 
 @pytest.fixture
-def mounted(scene: Scene, tmp_path: Path, mounts) -> Iterator[Mount]:  # type: ignore[no-untyped-def]
+def mounted(scene: Scene, tmp_path: Path, mounts: Any, request: pytest.FixtureRequest) -> Iterator[Mount]:
+    """A fresh mount (no disk cache) with FAULT_CONFIG; a test marked `request_timeout(N)` gets N seconds."""
+    marker = request.node.get_closest_marker("request_timeout")
     config = write_config(
         tmp_path / "vidfs.toml",
         {INSTANCE: scene.emulator.config(scene.case.name)},
         cache_dir=tmp_path / "cache",
         cache={"disk": "0", "memory": "64MiB"},
-        extra=FAULT_CONFIG,
+        extra=FAULT_CONFIG.format(request_timeout=marker.args[0] if marker else REQUEST_TIMEOUT),
     )
     mount = mounts(config)
     try:
@@ -133,6 +136,7 @@ def test_persistent_5xx_is_eio_within_the_timeout(scene: Scene, mounted: Mount) 
     assert "Traceback" not in mounted.log_text()
 
 
+@pytest.mark.request_timeout(STALL_TIMEOUT)
 def test_stall_longer_than_the_request_timeout_is_eio_not_a_hang(scene: Scene, mounted: Mount) -> None:
     rel, _ = scene.mid_file()
     os.stat(mounted.path / INSTANCE / rel)
@@ -209,7 +213,7 @@ def test_remote_down_serves_cached_data_and_fails_uncached_reads(
             {INSTANCE: emulator.config(name)},
             cache_dir=tmp_path / "cache",
             cache={"disk": "0"},
-            extra=FAULT_CONFIG,
+            extra=FAULT_CONFIG.format(request_timeout=REQUEST_TIMEOUT),
         )
         mount = mounts(config)
         root = mount.path / INSTANCE

@@ -165,11 +165,13 @@ def test_mount_logs_journal_priorities_under_systemd(
     try:
         wait_until(lambda: os.path.ismount(mountpoint) or process.poll() is not None, "the mount", 120)
         assert os.path.ismount(mountpoint), journal.snapshot()
+        # The vendor answers the folder's listing with 503 from now on (before the root is listed: the
+        # mount lists subdirectories ahead, in the background, when their parent is listed).
+        http_site.post("http", "faults", {"rules": [{"kind": "status", "status": 503, "path": "Archive"}]})
         assert "interview.mp4" in os.listdir(mountpoint / PROVIDER)
         # A missing name is not a warning (ls and players probe for names all the time)...
         assert not (mountpoint / PROVIDER / "no such video.mp4").exists()
         # ...a listing the vendor answers with 503 is.
-        http_site.post("http", "faults", {"rules": [{"kind": "status", "status": 503, "path": "Archive"}]})
         with pytest.raises(OSError):
             os.listdir(mountpoint / PROVIDER / "Archive 1987")
         wait_until(lambda: any(line.startswith("<4>") for line in journal.snapshot()), "the warning", 60)
