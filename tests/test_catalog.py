@@ -9,9 +9,11 @@ from __future__ import annotations
 import errno
 import gc
 import json
+import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,7 +22,7 @@ import trio.testing
 
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.probes import SizeProbes
-from vidfs.catalog.snapshot import SnapshotKeeper
+from vidfs.catalog.snapshot import LISTING_PREFIX, SnapshotKeeper, _hash, read_listing, write_listing
 from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, UnreachableError, to_errno
 from vidfs.fs.tree import Tree, stable_inode
 from vidfs.http.client import HttpClient
@@ -89,6 +91,59 @@ async def test_a_listing_slower_than_the_request_is_finished_in_the_background(
         nursery.cancel_scope.cancel()
     assert names == ["v000000.mp4", "v000001.mp4", "v000002.mp4"]
     assert provider.calls == {"root": 1}  # no second slow call
+
+
+async def test_a_directory_build_slower_than_the_request_is_finished_in_the_background(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Building a directory (names, and sizes the listing lacks) can take longer than a FUSE request may
+    # wait; the build goes on after the request gives up, once, and the next request finds it done.
+    provider = FakeProvider({"root": videos(3)})
+    tree = make_tree(provider)
+    build, builds = tree._build, []
+
+    async def slow_build(*args: Any, **kwargs: Any) -> Any:
+        builds.append(1)
+        await trio.sleep(90)  # as the size probes of a big directory may
+        return await build(*args, **kwargs)
+
+    tree._build = slow_build  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        tree.attach(nursery)
+        for _ in range(2):  # two requests give up while one build runs
+            with pytest.raises(trio.TooSlowError), trio.fail_after(30):
+                await tree.children(provider_inode(tree))
+        await trio.sleep(31)
+        with trio.fail_after(1):
+            names = [n.name for n in await tree.children(provider_inode(tree))]
+        nursery.cancel_scope.cancel()
+    assert names == ["v000000.mp4", "v000001.mp4", "v000002.mp4"] and builds == [1]
+
+
+async def test_a_remounted_snapshot_keeps_the_age_of_its_listings(tmp_path: Path) -> None:
+    # A listing fetched a moment before a remount is fresh after it (no vendor call), one older than the
+    # TTL is stale (refreshed in the background at its first use).
+    stats = Stats()
+    listings = ListingCache(ttl=300, negative_ttl=10, stats=stats)
+    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
+    keeper = SnapshotKeeper(listings, probes, tmp_path / "meta", ["fake"], stats)
+    provider = FakeProvider({"new": videos(2), "old": videos(3)})
+    for folder in ("new", "old"):
+        await listings.listing("fake", provider, Folder(folder, folder))
+    await keeper.save()
+    path = keeper.instance_dir("fake") / f"{LISTING_PREFIX}{_hash('old')}.json"
+    folder_id, listing, fetched = read_listing(path)
+    assert fetched is not None and abs(fetched - time.time()) < 60
+    write_listing(path, folder_id, listing, fetched - 3600)  # as if saved an hour ago
+    fresh = ListingCache(ttl=300, negative_ttl=10, stats=stats)
+    other = SnapshotKeeper(fresh, probes, tmp_path / "meta", ["fake"], stats)
+    assert other.install(await trio.to_thread.run_sync(other.read)) == 2
+    new_age, old_age = fresh.age("fake", "new"), fresh.age("fake", "old")
+    assert new_age is not None and new_age < 60
+    assert old_age is not None and old_age >= 3600
+    await fresh.listing("fake", provider, Folder("new", "new"))
+    assert provider.calls == {"new": 1, "old": 1}  # the fresh one answered without a call
 
 
 async def test_a_stale_listing_is_served_at_once_while_it_refreshes(
@@ -267,24 +322,30 @@ async def test_chaos_snapshot_saves_under_churn_and_loads(tmp_path: Path) -> Non
     keeper = SnapshotKeeper(listings, probes, tmp_path / "meta", ["fake"], stats)
     provider = FakeProvider({f"f{i}": videos(5, prefix=f"f{i}-") for i in range(200)})
     async with trio.open_nursery() as nursery:
+        saved = trio.Event()
 
         async def churn() -> None:
-            # 50,000 listings changing while saves run in a worker thread; on a busy machine the thread gets
-            # fewer turns, so the churn goes on (ten times as long at most) until more than ten saves ran.
-            for round_ in range(2500):
-                if round_ >= 250 and len(saves) > 10:
-                    break
+            # 50,000 listing changes while saves run in a worker thread. Every fifth round the churn waits for
+            # the save in flight to end: a trio thread that never stops computing would starve the writer of
+            # the GIL (each of its syscalls hands the GIL back and waits up to the switch interval for it),
+            # and then only two or three saves would overlap the whole churn.
+            for round_ in range(250):
                 for i in range(200):
                     provider.folders[f"f{i}"] = videos(5 + round_ % 3, prefix=f"f{i}-")
                     listings.invalidate("fake", f"f{i}")
                     await listings.listing("fake", provider, Folder(f"f{i}", f"f{i}"))
                 rounds.append(round_)
                 await trio.lowlevel.checkpoint()
+                if round_ % 5 == 4:
+                    await saved.wait()
 
         async def save_often() -> None:
+            nonlocal saved
             while True:
                 await keeper.save()
                 saves.append(1)
+                saved.set()
+                saved = trio.Event()
                 await trio.lowlevel.checkpoint()
 
         saves: list[int] = []
@@ -294,7 +355,7 @@ async def test_chaos_snapshot_saves_under_churn_and_loads(tmp_path: Path) -> Non
         await churn()
         nursery.cancel_scope.cancel()
     await keeper.save()
-    assert len(saves) > 10  # saves really ran while the listings changed
+    assert len(saves) >= 50  # saves really ran while the listings changed
     fresh = ListingCache(ttl=300, negative_ttl=10, stats=stats)
     other = SnapshotKeeper(fresh, probes, tmp_path / "meta", ["fake"], stats)
     assert other.install(await trio.to_thread.run_sync(other.read)) == 200

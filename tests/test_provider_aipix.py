@@ -371,6 +371,8 @@ def test_shared_names_both_show_and_keep_their_names_across_a_remount_with_one_d
     seen: list[list[str]] = []
     for name in ("first", "second"):
         mount = mounts(config, name=name)
+        if name == "second":  # its listings are fresh from the snapshot: have it ask the VMS (as the device)
+            subprocess.run(vidfs_cmd("refresh", str(mount.path)), check=True, capture_output=True, timeout=60)
         camera = mount.path / INSTANCE / "City , st. Street 1"
         low, high = sorted(os.listdir(camera / "low")), sorted(os.listdir(camera / "high"))
         seen.append(low + high)

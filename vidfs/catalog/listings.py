@@ -290,11 +290,14 @@ class ListingCache:
             entry.retry_at = 0.0
             entry.dropped = True
 
-    def seed(self, instance: str, folder_id: str, listing: Listing) -> None:
-        """Install a persisted listing (from the snapshot): stale, so the first access refreshes it."""
+    def seed(self, instance: str, folder_id: str, listing: Listing, *, age: float | None = None) -> None:
+        """Install a persisted listing (from the snapshot), `age` seconds old (unknown: stale, so its first
+        use refreshes it in the background)."""
         entry = self._entries.setdefault((instance, folder_id), _Entry())
         if entry.listing is None:
             entry.listing = listing
+            if age is not None:
+                entry.fetched_at = trio.current_time() - age
 
     def get(self, instance: str, folder_id: str) -> Listing | None:
         entry = self._entries.get((instance, folder_id))

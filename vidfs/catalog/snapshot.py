@@ -32,6 +32,7 @@ import hashlib
 import itertools
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -133,15 +134,16 @@ def _write_lines(path: Path, lines: Iterable[object]) -> None:
         raise
 
 
-def write_listing(path: Path, folder_id: str, listing: Listing) -> None:
-    """A listing file: a header line, then one line per entry and per hidden item. Read back line by line,
-    a listing of 100,000 entries never exists twice in memory (as JSON and as objects)."""
-    header = {"format": FORMAT, "folder": folder_id, "entries": len(listing.entries)}
+def write_listing(path: Path, folder_id: str, listing: Listing, fetched: float | None = None) -> None:
+    """A listing file: a header line (with when the listing was fetched, epoch seconds), then one line per
+    entry and per hidden item. Read back line by line, a listing of 100,000 entries never exists twice in
+    memory (as JSON and as objects)."""
+    header = {"format": FORMAT, "folder": folder_id, "entries": len(listing.entries), "fetched": fetched}
     hidden = (["h", h.remote_id, h.name, h.status] for h in listing.hidden)
     _write_lines(path, itertools.chain([header], map(_entry_to_json, listing.entries), hidden))
 
 
-def read_listing(path: Path) -> tuple[str, Listing]:
+def read_listing(path: Path) -> tuple[str, Listing, float | None]:
     entries: list[Folder | Video] = []
     hidden: list[HiddenItem] = []
     with open(path, encoding="utf-8") as handle:
@@ -156,14 +158,16 @@ def read_listing(path: Path) -> tuple[str, Listing]:
                 entries.append(_entry_from_json(row))
     if len(entries) != header["entries"]:
         raise ValueError(f"{len(entries)} of {header['entries']} entries")
-    return str(header["folder"]), Listing(tuple(entries), tuple(hidden))
+    fetched = header.get("fetched")
+    when = float(fetched) if isinstance(fetched, int | float) else None
+    return str(header["folder"]), Listing(tuple(entries), tuple(hidden)), when
 
 
 @dataclass
 class Loaded:
     """What one instance's snapshot held."""
 
-    listings: dict[str, Listing] = field(default_factory=dict)
+    listings: dict[str, tuple[Listing, float | None]] = field(default_factory=dict)  # and when fetched
     probes: dict[tuple[str, str], Probe] = field(default_factory=dict)
     skipped: int = 0
 
@@ -185,8 +189,8 @@ def load_instance(directory: Path) -> Loaded:
                         rid, fp, size, etag = json.loads(line)
                         loaded.probes[(str(rid), str(fp))] = Probe(int(size), etag)
             elif name.startswith(LISTING_PREFIX):
-                folder_id, listing = read_listing(path)
-                loaded.listings[folder_id] = listing
+                folder_id, listing, fetched = read_listing(path)
+                loaded.listings[folder_id] = (listing, fetched)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             loaded.skipped += 1
             log.warning("ignoring an unreadable snapshot file %s: %s", path, exc)
@@ -198,7 +202,7 @@ def load_instance(directory: Path) -> Loaded:
 class _Pending:
     """What one save writes: copies made in the trio thread."""
 
-    listings: dict[Path, tuple[Key, Listing]] = field(default_factory=dict)
+    listings: dict[Path, tuple[Key, Listing, float | None]] = field(default_factory=dict)
     probes: dict[Path, list[list[Any]]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
@@ -238,8 +242,11 @@ class SnapshotKeeper:
         """Seed the caches with what `read()` found (in the trio thread); returns the listings installed."""
         count = 0
         for instance, found in loaded.items():
-            for folder_id, listing in found.listings.items():
-                self.listings.seed(instance, folder_id, listing)
+            for folder_id, (listing, fetched) in found.listings.items():
+                # A listing keeps the age it had: one fetched a minute before a remount is still fresh
+                # (no request for it), an old one is refreshed in the background at its first use.
+                age = None if fetched is None else max(0.0, time.time() - fetched)
+                self.listings.seed(instance, folder_id, listing, age=age)
                 count += 1
             for (remote_id, fingerprint), probe in found.probes.items():
                 self.probes.seed(instance, remote_id, fingerprint, probe)
@@ -308,7 +315,9 @@ class SnapshotKeeper:
             listing = self.listings.get(instance, folder_id)
             if listing is not None and instance in self.instances:
                 path = self.instance_dir(instance) / f"{LISTING_PREFIX}{_hash(folder_id)}.json"
-                pending.listings[path] = ((instance, folder_id), listing)
+                age = self.listings.age(instance, folder_id)
+                fetched = None if age is None or age == math.inf else time.time() - age
+                pending.listings[path] = ((instance, folder_id), listing, fetched)
         if self.probes.version != self._saved_probe_version:
             self._saved_probe_version = self.probes.version
             for instance in self.instances:
@@ -318,15 +327,15 @@ class SnapshotKeeper:
         return pending
 
     def _requeue(self, pending: _Pending) -> None:
-        for key, _listing in pending.listings.values():
+        for key, _listing, _fetched in pending.listings.values():
             self.listings.mark_dirty(key)
         if pending.probes:
             self._saved_probe_version = -1
 
     @staticmethod
     def _write(pending: _Pending) -> None:
-        for path, ((_instance, folder_id), listing) in pending.listings.items():
-            write_listing(path, folder_id, listing)
+        for path, ((_instance, folder_id), listing, fetched) in pending.listings.items():
+            write_listing(path, folder_id, listing, fetched)
         for path, rows in pending.probes.items():
             _write_lines(path, itertools.chain([{"format": FORMAT}], rows))
 

@@ -19,6 +19,7 @@ large catalog does not grow with every name ever looked up.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import stat
@@ -31,8 +32,8 @@ import trio
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.naming import name_entries
 from vidfs.catalog.probes import SizeProbes
-from vidfs.errors import IsDirectoryError, NotDirectoryError, NotFoundError, VidfsError
-from vidfs.model import Entry, Folder, HiddenItem, Video
+from vidfs.errors import IsDirectoryError, NotDirectoryError, NotFoundError, RemoteIOError, VidfsError
+from vidfs.model import Entry, Folder, HiddenItem, Listing, Video
 from vidfs.providers.base import Provider
 from vidfs.tasks import Spawner
 
@@ -116,6 +117,15 @@ class Node:
 
 
 @dataclass(eq=False)
+class _Build:
+    """A directory being built; its waiters wait on `done`."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    directory: _Directory | None = None
+    error: BaseException | None = None
+
+
+@dataclass(eq=False)
 class _Directory:
     children: dict[str, Node] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)  # sorted: the order readdir gives
@@ -143,7 +153,7 @@ class Tree:
         self.nodes: dict[int, Node] = {}  # what the kernel knows, open files, and the roots
         self._pinned: set[int] = {ROOT_INODE}
         self._dirs: dict[int, _Directory] = {}
-        self._building: dict[int, trio.Event] = {}
+        self._building: dict[int, _Build] = {}
         self._spawner: Spawner | None = None
         self._warm: dict[
             int, None
@@ -292,20 +302,40 @@ class Tree:
             directory = self._dirs.get(inode)
             if directory is not None and directory.current(listing):
                 return directory
-            building = self._building.get(inode)
-            if building is None:
-                break
-            await building.wait()  # one build at a time per directory; then look again
-        self._building[inode] = done = trio.Event()
+            build = self._building.get(inode)
+            if build is None:  # one build at a time per directory
+                build = self._building[inode] = _Build()
+                run = functools.partial(self._run_build, node, provider, listing, build)
+                if self._spawner is not None:
+                    self._spawner.start_soon(run)
+                else:
+                    await run()
+            await build.done.wait()
+            if build.error is not None:
+                raise build.error
+            if build.directory is not None and build.directory.current(listing):
+                return build.directory
+            # built from an older listing than this caller's: look again
+
+    async def _run_build(self, node: Node, provider: Provider, listing: Listing, build: _Build) -> None:
+        """Build a directory (names, sizes). In the background when serving: a FUSE request that gives up
+        (request_timeout) does not cancel it, so the sizes a big directory needs are all learned and the
+        next `ls` finds it built."""
         try:
             directory = await self._build(node, provider, listing.entries, listing.hidden)
             directory.built_from = listing
-            if node.inode in self.nodes or node.lookups or node.opens or inode in self._warm:
+            inode = node.inode
+            if inode in self.nodes or node.lookups or node.opens or inode in self._warm:
                 self._dirs[inode] = directory
-            return directory
+            build.directory = directory
+        except Exception as exc:
+            build.error = exc
+        except trio.Cancelled:
+            build.error = RemoteIOError(f"{node.name}: listing cancelled")
+            raise
         finally:
-            del self._building[inode]
-            done.set()
+            del self._building[node.inode]
+            build.done.set()
 
     async def _build(
         self, parent: Node, provider: Provider, entries: tuple[Entry, ...], hidden: tuple[HiddenItem, ...]
