@@ -149,6 +149,20 @@ async def test_the_breaker_opens_after_failures_probes_after_its_backoff_and_clo
     assert (breaker.opens, breaker.closes) == (1, 1)
 
 
+async def test_calls_in_flight_together_fail_as_one_failure(autojump_clock: trio.testing.MockClock) -> None:
+    # A stall of the host times out every call in flight at once: that is one failure, not eight.
+    breaker = Breaker(failures_to_open=3, first=1.0, longest=4.0)
+    began = trio.current_time()
+    await trio.sleep(0.1)
+    assert not any(breaker.failure(started=began) for _ in range(8))
+    assert breaker.state is State.CLOSED
+    for _ in range(2):  # failures of calls begun after the last counted one: in a row
+        began = trio.current_time()
+        await trio.sleep(0.1)
+        opened = breaker.failure(started=began)
+    assert opened and breaker.state is State.OPEN
+
+
 # ------------------------------------------------------------------------------------- local budget
 async def test_without_redis_the_api_budget_is_a_local_bucket(autojump_clock: trio.testing.MockClock) -> None:
     budget = ApiBudget({"site": 10.0}, redis=None, keys=None, identities={}, writes=False)

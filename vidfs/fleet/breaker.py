@@ -1,6 +1,9 @@
 """A circuit breaker for the shared tier: after repeated failures, stop asking for a while, then probe.
 
-Closed: every call goes to Redis. `FAILURES_TO_OPEN` failures in a row (errors or timeouts) open it: for a
+Closed: every call goes to Redis. `FAILURES_TO_OPEN` failures in a row (errors or timeouts) open it; a
+timeout of a call that was already in flight when a failure was counted counts as that one failure (a stall
+of the host, not of Redis, times out every call in flight at once: on the fleet bench's 2 cores, four
+mounts opened their breakers on such stalls and read 2.6× the file from the origin). Open: for a
 backoff period (1 s doubling to 30 s, each drawn between half and all of it) no call is made: every lookup
 is a miss at once, so a dead or paused Redis costs readers nothing after the first few `timeout`s. When the
 period is over, the next call is the probe (half-open; other calls still miss meanwhile): when it works the
@@ -10,6 +13,7 @@ period. The clock is trio's.
 
 from __future__ import annotations
 
+import math
 import random
 from enum import Enum
 
@@ -40,6 +44,7 @@ class Breaker:
         self.state = State.CLOSED
         self._rng = rng or random.Random()
         self._failures = 0  # in a row
+        self._last_failure = -math.inf  # when the last one was counted (trio clock)
         self._opened_times = 0  # in a row, for the backoff
         self._retry_at = 0.0
         self.opens = 0
@@ -72,10 +77,16 @@ class Breaker:
             self._opened_times = 0
             self.closes += 1
 
-    def failure(self, probe: bool = False) -> bool:
-        """Count a failure; True when it opened the breaker (the caller logs that once). Failures of calls
-        that started before the breaker opened change nothing more."""
+    def failure(self, probe: bool = False, started: float | None = None) -> bool:
+        """Count a failure of a call that began at `started` (trio clock; None: count it); True when it
+        opened the breaker (the caller logs that once). A call that began before the last counted failure
+        overlapped it and counts with it; failures of calls that started before the breaker opened change
+        nothing more."""
         if self.state is State.CLOSED:
+            now = trio.current_time()
+            if started is not None and started < self._last_failure:
+                return False
+            self._last_failure = now
             self._failures += 1
             if self._failures >= self.failures_to_open:
                 self._open()

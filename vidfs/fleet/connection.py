@@ -175,17 +175,18 @@ class FleetRedis:
             self.counts["skipped"] += 1
             raise Unavailable
         self.counts["calls"] += 1
+        started = trio.current_time()
         with trio.move_on_after(limit) as scope:
             try:
                 result = await fn(client)
             except Exception as exc:
-                self._failed("errors", _describe(exc), probe)
+                self._failed("errors", _describe(exc), probe, None)  # a node refused: each counts
                 raise Unavailable from None
         if scope.cancelled_caught:
             if limit < self.timeout:  # the caller's own deadline was near: not a sign of a sick Redis
                 self.counts["cut_short"] += 1
             else:
-                self._failed("timeouts", "no answer within the timeout", probe)
+                self._failed("timeouts", "no answer within the timeout", probe, started)
             raise Unavailable
         self.breaker.success(probe)
         if self._down_logged:
@@ -193,9 +194,9 @@ class FleetRedis:
             log.warning("shared cache: Redis answers again")
         return result
 
-    def _failed(self, kind: str, reason: str, probe: bool) -> None:
+    def _failed(self, kind: str, reason: str, probe: bool, started: float | None) -> None:
         self.counts[kind] += 1
-        if self.breaker.failure(probe):
+        if self.breaker.failure(probe, started):
             self._went_down(reason)
         if self.breaker.state is State.OPEN and self.breaker.failed_probes >= REBUILD_AFTER_PROBES:
             self._rebuild.set()
