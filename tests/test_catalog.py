@@ -7,6 +7,7 @@ Time is trio's autojump clock wherever a test waits: a "slow vendor" sleeps in v
 from __future__ import annotations
 
 import errno
+import functools
 import gc
 import json
 import time
@@ -144,6 +145,28 @@ async def test_a_remounted_snapshot_keeps_the_age_of_its_listings(tmp_path: Path
     assert old_age is not None and old_age >= 3600
     await fresh.listing("fake", provider, Folder("new", "new"))
     assert provider.calls == {"new": 1, "old": 1}  # the fresh one answered without a call
+
+
+async def test_a_listing_someone_waits_for_goes_before_those_listed_ahead(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One listing of the instance at a time; "ahead" is listed first and "queued" waits its turn (as
+    # directory readahead does). A walker that then stands in "queued" must not wait for "ahead" to end.
+    provider = FakeProvider({"ahead": videos(1), "queued": videos(2)})
+    provider.delay = 90.0
+    listings = ListingCache(ttl=300, negative_ttl=10, stats=Stats(), concurrency=1)
+    async with trio.open_nursery() as nursery:
+        listings.attach(nursery)
+        for name in ("ahead", "queued"):
+            nursery.start_soon(
+                functools.partial(listings.listing, "fake", provider, Folder(name, name), urgent=False)
+            )
+        await trio.testing.wait_all_tasks_blocked()
+        assert provider.calls == {"ahead": 1}  # "queued" waits for the one place
+        with trio.fail_after(91):  # its own 90 s, not 90 more behind "ahead"
+            listing = await listings.listing("fake", provider, Folder("queued", "queued"))
+        nursery.cancel_scope.cancel()
+    assert len(listing.entries) == 2 and provider.calls == {"ahead": 1, "queued": 1}
 
 
 async def test_a_stale_listing_is_served_at_once_while_it_refreshes(

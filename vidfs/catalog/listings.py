@@ -38,7 +38,8 @@ import functools
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -74,6 +75,7 @@ class _Fetch:
     listing: Listing | None = None
     error: BaseException | None = None
     runner: Callable[[], Awaitable[None]] | None = None
+    urgent: trio.Event = field(default_factory=trio.Event)  # someone waits: skip the instance's queue
 
 
 @dataclass(slots=True, eq=False)
@@ -150,8 +152,16 @@ class ListingCache:
 
     # ------------------------------------------------------------------------------------- answers
     async def listing(
-        self, instance: str, provider: Provider, folder: Folder, *, max_age: float | None = None
+        self,
+        instance: str,
+        provider: Provider,
+        folder: Folder,
+        *,
+        max_age: float | None = None,
+        urgent: bool = True,
     ) -> Listing:
+        """The folder's listing (see the essay). `urgent` False (directory readahead): a fetch it waits for
+        keeps its place in the instance's queue; anyone else's wait lets that fetch go first."""
         key = (instance, folder.remote_id)
         entry = self._entries.get(key)
         if entry is None:
@@ -170,6 +180,8 @@ class ListingCache:
         if fetch is None:  # nothing known and retrying is not due yet
             assert entry.last_error is not None
             raise entry.last_error
+        if urgent:
+            fetch.urgent.set()
         return await self._wait(fetch, entry)
 
     async def _wait(self, fetch: _Fetch, entry: _Entry) -> Listing:
@@ -219,7 +231,7 @@ class ListingCache:
     ) -> None:
         health = self._instance(key[0])
         try:
-            async with health.limiter:
+            async with self._turn(health, fetch):
                 if health.down() and not probe and health.last_error is not None:
                     raise health.last_error  # it went down while this fetch queued: do not ask
                 with trio.fail_after(self.fetch_timeout):
@@ -239,6 +251,34 @@ class ListingCache:
         finally:
             entry.fetch, entry.dropped = None, False
             fetch.done.set()
+
+    @asynccontextmanager
+    async def _turn(self, health: _Health, fetch: _Fetch) -> AsyncIterator[None]:
+        """A place among the instance's `concurrency` listings in flight, or none once someone waits for this
+        one (`fetch.urgent`): the directory a walker stands in must not queue behind the hundreds listed
+        ahead of it (a walker that went into the last of ten Pixop projects first got EIO: its listing was
+        queued behind the nine others, 1,000 detail calls each)."""
+        held = False
+
+        async def take(done: trio.CancelScope) -> None:
+            nonlocal held
+            await health.limiter.acquire_on_behalf_of(fetch)
+            held = True
+            done.cancel()
+
+        async def hurry(done: trio.CancelScope) -> None:
+            await fetch.urgent.wait()
+            done.cancel()
+
+        if not fetch.urgent.is_set():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(take, nursery.cancel_scope)
+                nursery.start_soon(hurry, nursery.cancel_scope)
+        try:
+            yield
+        finally:
+            if held:
+                health.limiter.release_on_behalf_of(fetch)
 
     async def _ask_vendor(self, provider: Provider, folder: Folder) -> Listing:
         self._stats.incr("metadata.vendor_calls")  # what the vendor saw (refreshes may be answered otherwise)

@@ -260,7 +260,7 @@ class Tree:
 
     async def _warm_up(self, node: Node) -> None:
         try:
-            await self._directory_of(node)
+            await self._directory_of(node, ahead=True)
         except VidfsError as exc:  # the walker gets its own answer when it gets there
             log.debug("%s: listing ahead of %r failed: %s", node.instance, node.name, exc)
             self._forget_warm(node.inode)
@@ -291,14 +291,20 @@ class Tree:
     async def _directory(self, inode: int, *, max_age: float | None = None) -> _Directory:
         return await self._directory_of(self.get(inode), max_age=max_age)
 
-    async def _directory_of(self, node: Node, *, max_age: float | None = None) -> _Directory:
+    async def _directory_of(
+        self, node: Node, *, max_age: float | None = None, ahead: bool = False
+    ) -> _Directory:
+        """The directory of `node`, built from a current listing. `ahead`: for directory readahead, whose
+        listings wait their turn; any other caller's listing goes before those (ListingCache.listing)."""
         inode = node.inode
         if node.instance is None:
             return self._dirs[ROOT_INODE]
         folder = node.folder
         provider = self.providers[node.instance]
         while True:
-            listing = await self.listings.listing(node.instance, provider, folder, max_age=max_age)
+            listing = await self.listings.listing(
+                node.instance, provider, folder, max_age=max_age, urgent=not ahead
+            )
             directory = self._dirs.get(inode)
             if directory is not None and directory.current(listing):
                 return directory
