@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ROOT_INODE = 1
 READ_AHEAD_DIRECTORIES = 256  # subdirectories listed ahead when a directory is listed
+PROBE_WORKERS = 80  # size probes of one directory asked at once, at most (above SizeProbes' highest window)
 WARM_DIRECTORIES = 4096  # directories built ahead that no one has looked up yet, at most
 FILE_MODE = stat.S_IFREG | 0o444
 DIR_MODE = stat.S_IFDIR | 0o555
@@ -388,11 +389,18 @@ class Tree:
                 return
             sizes[video.remote_id] = (probe.size, probe.etag)
 
-        unknown = [e for e in entries if isinstance(e, Video) and e.size is None]
-        if unknown:
-            async with trio.open_nursery() as nursery:
-                for video in unknown:
-                    nursery.start_soon(learn, video)
+        pending = [e for e in entries if isinstance(e, Video) and e.size is None]
+        unknown = iter(pending)
+
+        async def worker() -> None:
+            for video in unknown:  # shared: each video is taken by one worker
+                await learn(video)
+
+        # A fixed number of workers, not a task per video: a camera of 100,000 archives started 100,000
+        # tasks at once (887 MiB of RSS); the probes' own adaptive window bounds what is in flight.
+        async with trio.open_nursery() as nursery:
+            for _ in range(min(PROBE_WORKERS, len(pending))):
+                nursery.start_soon(worker)
         return sizes, failed
 
     async def resolve_path(self, path: str) -> Node:
