@@ -183,14 +183,7 @@ class CupixProvider(ProviderBase, root_id=ROOT_ID):
         once `pagination` tells their number (`vidfs.providers.paging`: one state of the list, each item
         once); without a total, page after page while `next_page` says one follows."""
         paged = await numbered_pages(lambda number: self._page(path, params, number, what), key=_item_id)
-        if not paged.settled:
-            self._log.warning(
-                "%s: %s: the list kept changing while it was read (%d pages, %d asked again)",
-                self.instance,
-                what,
-                paged.requests,
-                paged.again,
-            )
+        paged.warn_if_unsettled(self._log, self.instance, what)
         items: Items = []
         for item in paged.items:
             attributes = item.get("attributes")

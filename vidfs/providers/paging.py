@@ -44,6 +44,7 @@ pages one by one, while each answer says another follows (or, when it does not s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -82,6 +83,17 @@ class Paged:
     again: int  # pages asked more than once (a moving list; an offset list's first page, read last again)
     settled: bool  # False: the list kept changing; the items are the union of every answer
     repeats: int = 0  # items met again (at page borders), kept once
+
+    def warn_if_unsettled(self, log: logging.Logger, instance: str, what: str) -> None:
+        """One warning line when the list kept changing while it was read."""
+        if not self.settled:
+            log.warning(
+                "%s: %s: the list kept changing while it was read (%d pages, %d asked again)",
+                instance,
+                what,
+                self.requests,
+                self.again,
+            )
 
 
 class _Merge:

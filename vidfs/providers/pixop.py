@@ -153,14 +153,7 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
             return hal.page(template is not None, seen)
 
         paged = await numbered_pages(fetch, key=_item_id, first=first.page(template is not None, seen))
-        if not paged.settled:
-            self._log.warning(
-                "%s: %s: the list kept changing while it was read (%d pages, %d asked again)",
-                self.instance,
-                what,
-                paged.requests,
-                paged.again,
-            )
+        paged.warn_if_unsettled(self._log, self.instance, what)
         return paged.items
 
     # ----------------------------------------------------------------------------------------- listing
