@@ -79,6 +79,16 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 60.0
         time.sleep(poll)
 
 
+def most_in_flight(entries: list[dict[str, Any]]) -> int:
+    """The most requests an emulator was answering at once, from its log entries' start and duration."""
+    edges = sorted([(e["time"], 1) for e in entries] + [(e["time"] + e["duration"], -1) for e in entries])
+    current = most = 0
+    for _when, step in edges:
+        current += step
+        most = max(most, current)
+    return most
+
+
 def sha256_file(path: Path | str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -31,6 +31,7 @@ import pytest
 import trio
 
 import vidfs.providers.valt as valt_module
+from tests.conftest import most_in_flight
 from vidfs.config.types import HttpSettings, ProviderConfig
 from vidfs.emulator.server import Site, start_sites
 from vidfs.http.client import HttpClient
@@ -200,16 +201,6 @@ def _list_everything(
     return trio.run(main)
 
 
-def _peak_in_flight(entries: list[dict[str, Any]]) -> int:
-    """The most requests the server was answering at once, from each entry's start and duration."""
-    events = sorted([(e["time"], 1) for e in entries] + [(e["time"] + e["duration"], -1) for e in entries])
-    current = peak = 0
-    for _when, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
-
-
 def test_pages_overlap_and_give_each_video_once_while_the_catalog_changes(
     vendor: Vendor, scaled: Any, tmp_path: Path
 ) -> None:
@@ -235,7 +226,7 @@ def test_pages_overlap_and_give_each_video_once_while_the_catalog_changes(
     else:
         assert set(listed) <= ever  # at most videos removed while the list was read, never others
     pages = site.log.entries(path=vendor.pages)
-    peak = _peak_in_flight(pages)
+    peak = most_in_flight(pages)
     assert 2 <= peak <= PAGE_CONCURRENCY, f"peak of {peak} list pages in flight"
     print(
         f"\n{vendor.name}: {len(now)} videos listed once each over {len(pages)} page requests "
@@ -258,7 +249,7 @@ def test_a_still_list_asks_each_page_once(vendor: Vendor, scaled: Any, tmp_path:
         per_page = int(vendor.options["page_size"])
         needed = -(-(len(site.records) - 1) // (per_page - 1))
         assert needed <= len(pages) <= needed + PAGE_CONCURRENCY + 2
-    assert _peak_in_flight(site.log.entries(path=vendor.pages)) >= 2
+    assert most_in_flight(site.log.entries(path=vendor.pages)) >= 2
 
 
 # ----------------------------------------------------------------------------------- the rule, in memory

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Emulator, emulator_fixture, unmount, vidfs_cmd
+from tests.conftest import Emulator, emulator_fixture, most_in_flight, unmount, vidfs_cmd
 from tests.inprocess import make_provider, site_fixtures, walk
 from tests.providers import CASES
 from vidfs.config.types import HttpSettings
@@ -302,19 +302,6 @@ small = emulator_fixture("aipix")
 big = emulator_fixture("aipix", extra=["--catalog", "big"])
 
 
-def _max_overlap(entries: list[dict[str, Any]]) -> int:
-    """The most requests the server was answering at once, from the logged [start, start + duration]."""
-    events = sorted(
-        [(e["time"], 1) for e in entries] + [(e["time"] + e["duration"], -1) for e in entries],
-        key=lambda event: (event[0], event[1]),
-    )
-    current = peak = 0
-    for _, step in events:
-        current += step
-        peak = max(peak, current)
-    return peak
-
-
 def test_a_thousand_archives_list_in_one_ls_with_one_concurrent_scan(
     big: Emulator, make_config: Any, mounts: Any
 ) -> None:
@@ -348,7 +335,7 @@ def test_a_thousand_archives_list_in_one_ls_with_one_concurrent_scan(
     assert numbers == list(range(1, len(numbers) + 1)), "one scan: every page exactly once"
     assert len(numbers) >= 40
     assert all("per_page=25" in r["path"] for r in pages)
-    overlap = _max_overlap(pages)
+    overlap = most_in_flight(pages)
     assert 2 <= overlap <= 8, f"pages were not fetched concurrently within the bound (peak {overlap})"
     kinds: dict[str, int] = {}
     for r in requests:

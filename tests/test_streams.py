@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.conftest import Emulator, sha256_file, start_emulator, stop_process
+from tests.conftest import Emulator, most_in_flight, sha256_file, start_emulator, stop_process
 from tests.providers import CASES
 from vidfs.io.streams import MIN_RUN, PERIOD_BYTES, StreamPlanner
 
@@ -53,16 +53,6 @@ async def test_never_more_streams_than_connections(autojump_clock: trio.testing.
     assert set(chosen) == {1}
 
 
-def overlapping(requests: list[dict[str, Any]]) -> int:
-    """The most requests that were in flight at once."""
-    edges = sorted([(r["time"], 1) for r in requests] + [(r["time"] + r["duration"], -1) for r in requests])
-    most = current = 0
-    for _when, step in edges:
-        current += step
-        most = max(most, current)
-    return most
-
-
 @pytest.fixture
 def web(tmp_path: Path, media_dir: Path) -> Emulator:
     emu = start_emulator(tmp_path / "emulator", ["http"], media_dir)
@@ -84,9 +74,9 @@ def test_a_sequential_reader_uses_parallel_streams_only_when_allowed(
     mount = mounts(config)
     assert sha256_file(mount.path / "web" / rel) == expected[rel].sha256
     gets = [r for r in web.requests("http") if r["method"] == "GET" and r["path"].startswith("/pub/big")]
-    print(f"\n{connections} connection(s): {len(gets)} GETs, at most {overlapping(gets)} at once")
+    print(f"\n{connections} connection(s): {len(gets)} GETs, at most {most_in_flight(gets)} at once")
     if connections == 1:
-        assert overlapping(gets) == 1
+        assert most_in_flight(gets) == 1
     else:
-        assert overlapping(gets) > 1
+        assert most_in_flight(gets) > 1
     assert os.path.getsize(mount.path / "web" / rel) == expected[rel].size
