@@ -107,6 +107,12 @@ def served(samples: Samples, source: str) -> float:
     return value(samples, "vidfs_served_bytes_total", source=source)
 
 
+# Bytes served may exceed the file by a page or a few: under memory pressure (CI runs four workers, some
+# reading 512 MiB) the kernel can drop a page it read ahead before the reader takes it, and ask for it again
+# (seen once in five CI runs: 4,096 bytes more than the file).
+SLACK = 64 * 1024
+
+
 def read_uncached(path: Path) -> str:
     """The file's sha256, read through FUSE: its pages are dropped from the page cache first."""
     fd = os.open(path, os.O_RDONLY)
@@ -190,7 +196,7 @@ def test_metrics_move_with_reads(
     assert read_uncached(mount.path / path) == entry.sha256
     _, first = scrape(port)
     grown = {s: served(first, s) - served(before, s) for s in ("memory", "disk", "shared", "network")}
-    assert sum(grown.values()) == entry.size, grown
+    assert entry.size <= sum(grown.values()) <= entry.size + SLACK, grown
     fetched = value(first, "vidfs_fetched_bytes_total") - value(before, "vidfs_fetched_bytes_total")
     assert fetched == entry.size
     # (the moov at the end was fetched ahead at open and may be read back from disk: memory is 1 MiB)
@@ -208,7 +214,7 @@ def test_metrics_move_with_reads(
     assert read_uncached(mount.path / path) == entry.sha256
     _, second = scrape(port)
     again = {s: served(second, s) - served(first, s) for s in ("memory", "disk", "shared", "network")}
-    assert sum(again.values()) == entry.size, again
+    assert entry.size <= sum(again.values()) <= entry.size + SLACK, again
     assert again["network"] == 0 and again["disk"] > 0, again
     assert value(second, "vidfs_fetched_bytes_total") == value(first, "vidfs_fetched_bytes_total")
     assert value(second, "vidfs_fuse_read_duration_seconds_count") > reads
