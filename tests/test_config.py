@@ -89,7 +89,7 @@ def test_minimal_config_and_defaults(tmp_path: Path, env: dict[str, str]) -> Non
     assert config.http.user_agent == f"vidfs/{__version__}"
     assert config.cache == CacheOptions(dir=tmp_path / "home" / ".cache" / "vidfs")
     assert (config.cache.memory, config.cache.disk, config.cache.block_size) == (
-        32 * MiB,
+        24 * MiB,
         10 * GiB,
         64 * 1024,
     )
