@@ -6,10 +6,11 @@ Time is trio's autojump clock wherever a test waits: a "slow vendor" sleeps in v
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import gc
-import json
+import sqlite3
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import trio.testing
 
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.probes import SizeProbes
-from vidfs.catalog.snapshot import LISTING_PREFIX, SnapshotKeeper, _hash, read_listing, write_listing
+from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, UnreachableError, to_errno
 from vidfs.fs.tree import Tree, stable_inode
 from vidfs.http.client import HttpClient
@@ -68,6 +69,14 @@ def make_tree(provider: FakeProvider, *, ttl: float = 300.0, negative_ttl: float
     listings = ListingCache(ttl=ttl, negative_ttl=negative_ttl, stats=stats)
     probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
     return Tree({"fake": provider}, listings, probes)
+
+
+def make_keeper(directory: Path) -> tuple[Stats, ListingCache, SnapshotKeeper]:
+    """A snapshot keeper at `directory` over fresh listings of the instance "fake"."""
+    stats = Stats()
+    listings = ListingCache(ttl=300, negative_ttl=10, stats=stats)
+    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
+    return stats, listings, SnapshotKeeper(listings, probes, directory, ["fake"], stats)
 
 
 def provider_inode(tree: Tree) -> int:
@@ -125,22 +134,19 @@ async def test_a_directory_build_slower_than_the_request_is_finished_in_the_back
 async def test_a_remounted_snapshot_keeps_the_age_of_its_listings(tmp_path: Path) -> None:
     # A listing fetched a moment before a remount is fresh after it (no vendor call), one older than the
     # TTL is stale (refreshed in the background at its first use).
-    stats = Stats()
-    listings = ListingCache(ttl=300, negative_ttl=10, stats=stats)
-    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
-    keeper = SnapshotKeeper(listings, probes, tmp_path / "meta", ["fake"], stats)
+    stats, listings, keeper = make_keeper(tmp_path / "meta")
     provider = FakeProvider({"new": videos(2), "old": videos(3)})
     before = time.time()
     for folder in ("new", "old"):
         await listings.listing("fake", provider, Folder(folder, folder))
     await keeper.save()
     after = time.time()
-    path = keeper.instance_dir("fake") / f"{LISTING_PREFIX}{_hash('old')}.json"
-    folder_id, listing, fetched = read_listing(path)
+    _listing, fetched = keeper.read()["fake"].listings["old"]
     assert fetched is not None and before - 1 <= fetched <= after + 1  # when it was fetched, epoch seconds
-    write_listing(path, folder_id, listing, fetched - 3600)  # as if saved an hour ago
+    with contextlib.closing(sqlite3.connect(keeper.path)) as db, db:  # as if saved an hour ago
+        db.execute("UPDATE listings SET fetched = fetched - 3600 WHERE folder = 'old'")
     fresh = ListingCache(ttl=300, negative_ttl=10, stats=stats)
-    other = SnapshotKeeper(fresh, probes, tmp_path / "meta", ["fake"], stats)
+    other = SnapshotKeeper(fresh, keeper.probes, tmp_path / "meta", ["fake"], stats)
     assert other.install(await trio.to_thread.run_sync(other.read)) == 2
     new_age, old_age = fresh.age("fake", "new"), fresh.age("fake", "old")
     assert new_age is not None and new_age < 60
@@ -341,10 +347,7 @@ async def test_inodes_are_stable_across_trees() -> None:
 
 # ------------------------------------------------------------------------------------------ snapshot
 async def test_chaos_snapshot_saves_under_churn_and_loads(tmp_path: Path) -> None:
-    stats = Stats()
-    listings = ListingCache(ttl=300, negative_ttl=10, stats=stats)
-    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
-    keeper = SnapshotKeeper(listings, probes, tmp_path / "meta", ["fake"], stats)
+    stats, listings, keeper = make_keeper(tmp_path / "meta")
     provider = FakeProvider({f"f{i}": videos(5, prefix=f"f{i}-") for i in range(200)})
     async with trio.open_nursery() as nursery:
         saved = trio.Event()
@@ -382,7 +385,7 @@ async def test_chaos_snapshot_saves_under_churn_and_loads(tmp_path: Path) -> Non
     await keeper.save()
     assert len(saves) >= 50  # saves really ran while the listings changed
     fresh = ListingCache(ttl=300, negative_ttl=10, stats=stats)
-    other = SnapshotKeeper(fresh, probes, tmp_path / "meta", ["fake"], stats)
+    other = SnapshotKeeper(fresh, keeper.probes, tmp_path / "meta", ["fake"], stats)
     assert other.install(await trio.to_thread.run_sync(other.read)) == 200
     final = [fresh.get("fake", f"f{i}") for i in range(200)]
     assert all(listing is not None and len(listing.entries) == 5 + rounds[-1] % 3 for listing in final)
@@ -391,12 +394,9 @@ async def test_chaos_snapshot_saves_under_churn_and_loads(tmp_path: Path) -> Non
 async def test_a_snapshot_that_cannot_be_written_is_logged_once_and_retried(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stats = Stats()
-    listings = ListingCache(ttl=300, negative_ttl=10, stats=stats)
-    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
     blocked = tmp_path / "meta"
     blocked.write_text("a file where the snapshot directory should be")
-    keeper = SnapshotKeeper(listings, probes, blocked, ["fake"], stats)
+    stats, listings, keeper = make_keeper(blocked)
     provider = FakeProvider({"f": videos(2)})
     for _ in range(3):
         listings.invalidate("fake", "f")
@@ -406,5 +406,27 @@ async def test_a_snapshot_that_cannot_be_written_is_logged_once_and_retried(
     assert len([r for r in caplog.records if "cannot save the listing snapshot" in r.message]) == 1
     blocked.unlink()
     await keeper.save()  # the dirty listing was kept: it is written once the directory can be made
-    (written,) = list(blocked.glob("*/L-*.json"))
-    assert json.loads(written.read_text().splitlines()[0])["folder"] == "f"
+    assert [entry.name for entry in keeper.read()["fake"].listings["f"][0].entries] == [
+        "v000000.mp4",
+        "v000001.mp4",
+    ]
+
+
+async def test_a_damaged_snapshot_or_one_of_an_older_format_is_removed_and_written_afresh(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _stats, listings, keeper = make_keeper(tmp_path / "meta")
+    old = tmp_path / "meta" / ("0" * 32)  # format 2: a directory of JSON files per instance
+    old.mkdir(parents=True)
+    (old / "L-x.json").write_text("{}")
+    keeper.path.write_bytes(b"not a database, " * 1000)
+    assert keeper.read()["fake"].listings == {}
+    assert not old.exists() and not keeper.path.exists()
+    assert len([r for r in caplog.records if "unreadable listing snapshot" in r.message]) == 1
+    await listings.listing("fake", FakeProvider({"f": videos(2)}), Folder("f", "f"))
+    await keeper.save()
+    assert len(keeper.read()["fake"].listings["f"][0].entries) == 2
+    # a listing whose rows do not add up is skipped, the others load
+    with contextlib.closing(sqlite3.connect(keeper.path)) as db, db:
+        db.execute("UPDATE listings SET entries = 3")
+    assert keeper.read()["fake"].listings == {}

@@ -162,6 +162,20 @@ class ListingCache:
     ) -> Listing:
         """The folder's listing (see the essay). `urgent` False (directory readahead): a fetch it waits for
         keeps its place in the instance's queue; anyone else's wait lets that fetch go first."""
+        answer = self.listing_now(instance, provider, folder, max_age=max_age)
+        if isinstance(answer, Listing):
+            return answer
+        fetch, entry = answer
+        if urgent:
+            fetch.urgent.set()
+        return await self._wait(fetch, entry)
+
+    def listing_now(
+        self, instance: str, provider: Provider, folder: Folder, *, max_age: float | None = None
+    ) -> Listing | tuple[_Fetch, _Entry]:
+        """The listing if it can be answered without waiting (fresh, or stale while a refresh runs in the
+        background), else the fetch to wait for (started if due). Raises the last error while backing off
+        with nothing known."""
         key = (instance, folder.remote_id)
         entry = self._entries.get(key)
         if entry is None:
@@ -180,9 +194,7 @@ class ListingCache:
         if fetch is None:  # nothing known and retrying is not due yet
             assert entry.last_error is not None
             raise entry.last_error
-        if urgent:
-            fetch.urgent.set()
-        return await self._wait(fetch, entry)
+        return fetch, entry
 
     async def _wait(self, fetch: _Fetch, entry: _Entry) -> Listing:
         runner, fetch.runner = fetch.runner, None

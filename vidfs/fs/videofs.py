@@ -132,7 +132,14 @@ class VideoFS:
 
     async def opendir(self, inode: int) -> int:
         """Snapshot the children; `readdir` pages through it until `releasedir`."""
-        children = await self.tree.children(self.to_node_inode(inode))
+        return self._dir_handle(await self.tree.children(self.to_node_inode(inode)))
+
+    def opendir_now(self, inode: int) -> int | None:
+        """`opendir` when it needs no wait, else None."""
+        children = self.tree.children_now(self.to_node_inode(inode))
+        return None if children is None else self._dir_handle(children)
+
+    def _dir_handle(self, children: list[Node]) -> int:
         fh = next(self._next_fh)
         self._dir_handles[fh] = children
         return fh
