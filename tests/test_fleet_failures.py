@@ -61,7 +61,10 @@ def test_fleet_a_redis_node_killed_during_a_read(
     assert got == expected
     redis = redis_stats(second)
     assert redis["errors"] + redis["timeouts"] > 0, redis
-    assert redis["breaker_opens"] >= 1 and redis["skipped"] > 0, redis
+    # The breaker opens on three failures *in a row*; with one node of three dead, the calls to the two
+    # live ones succeed in between, so whether it opens depends on the order calls end in (under -n 4 it
+    # stayed closed in 1 run of 3, before and after stop 20's changes). When it opened, calls were skipped.
+    assert redis["breaker_opens"] == 0 or redis["skipped"] > 0, redis
     cluster.restart(1)
     wait_until(lambda: redis_stats(second)["breaker"] == "closed", "the breaker closed again", 90)
     assert redis_stats(second)["breaker_closes"] >= 1
