@@ -230,9 +230,7 @@ class Tree:
 
     # ----------------------------------------------------------------------------------- directories
     async def children(self, inode: int, *, max_age: float | None = None) -> list[Node]:
-        directory = await self._directory(inode, max_age=max_age)
-        self._read_ahead(directory)
-        return [directory.children[name] for name in directory.names]
+        return self._listed(await self._directory(inode, max_age=max_age))
 
     def children_now(self, inode: int) -> list[Node] | None:
         """The children if they are known without waiting (the listing answers at once and the directory is
@@ -247,6 +245,11 @@ class Tree:
             if not isinstance(listing, Listing) or found is None or not found.current(listing):
                 return None
             directory = found
+        return self._listed(directory)
+
+    def _listed(self, directory: _Directory) -> list[Node]:
+        """A directory's children in name order, for someone who listed it (its subdirectories are read
+        ahead)."""
         self._read_ahead(directory)
         return [directory.children[name] for name in directory.names]
 
