@@ -36,9 +36,11 @@ No secrets are stored: only names, ids, sizes, times, opaque provider handles (n
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
+import operator
 import os
 import re
 import shutil
@@ -214,6 +216,28 @@ class Loaded:
     skipped: int = 0
 
 
+def _install(loaded: dict[str, Loaded], head: tuple[Any, ...], texts: Iterable[str]) -> None:
+    """One listing from its rows into `loaded`, unless its rows do not add up to its entry count."""
+    instance, folder, fetched, count = head
+    entries: list[Folder | Video] = []
+    hidden: list[HiddenItem] = []
+    for text in texts:
+        try:
+            row = json.loads(text)
+            if row[0] == "h":
+                hidden.append(HiddenItem(str(row[1]), str(row[2]), str(row[3])))
+            else:
+                entries.append(_entry_from_json(row))
+        except (ValueError, KeyError, TypeError, IndexError):
+            continue  # counted short: the listing is skipped below
+    if len(entries) != count:
+        loaded[instance].skipped += 1
+        log.warning("ignoring a damaged listing in the snapshot: %d of %d entries", len(entries), count)
+        return
+    when = float(fetched) if isinstance(fetched, int | float) else None
+    loaded[instance].listings[str(folder)] = (Listing(tuple(entries), tuple(hidden)), when)
+
+
 def load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]:
     """Every listing and probe of `instances` (blocking). A listing whose rows do not add up is skipped."""
     loaded = {instance: Loaded() for instance in instances}
@@ -222,42 +246,14 @@ def load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]:
         for listing_id, instance, folder, fetched, count in db.execute("SELECT * FROM listings")
         if instance in loaded
     }
-    entries: list[Folder | Video] = []
-    hidden: list[HiddenItem] = []
-    current: int | None = None
-    with_rows: set[int] = set()
-
-    def finish() -> None:
-        if current is None or current not in heads:
-            return
-        instance, folder, fetched, count = heads[current]
-        if len(entries) != count:
-            loaded[instance].skipped += 1
-            log.warning("ignoring a damaged listing in the snapshot: %d of %d entries", len(entries), count)
-            return
-        when = float(fetched) if isinstance(fetched, int | float) else None
-        loaded[instance].listings[str(folder)] = (Listing(tuple(entries), tuple(hidden)), when)
-
     # One pass in key order, one row at a time: the cursor never holds a listing whole.
-    for listing_id, text in db.execute("SELECT listing, row FROM rows ORDER BY listing, position"):
-        if listing_id != current:
-            finish()
-            current, entries, hidden = listing_id, [], []
-        if listing_id not in heads:
-            continue
-        try:
-            row = json.loads(text)
-            if row[0] == "h":
-                hidden.append(HiddenItem(str(row[1]), str(row[2]), str(row[3])))
-            else:
-                entries.append(_entry_from_json(row))
-        except (ValueError, KeyError, TypeError, IndexError):
-            continue  # counted short: the listing is skipped in finish()
-        with_rows.add(listing_id)
-    finish()
-    for listing_id in heads.keys() - with_rows:  # no rows: an empty directory, or a damaged listing
-        current, entries, hidden = listing_id, [], []
-        finish()
+    rows = db.execute("SELECT listing, row FROM rows ORDER BY listing, position")
+    for listing_id, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+        head = heads.pop(listing_id, None)
+        if head is not None:
+            _install(loaded, head, (text for _, text in group))
+    for head in heads.values():  # no rows: an empty directory, or a damaged listing
+        _install(loaded, head, ())
     for instance, remote_id, fingerprint, size, etag in db.execute("SELECT * FROM probes"):
         if instance in loaded:
             loaded[instance].probes[(str(remote_id), str(fingerprint))] = Probe(int(size), etag)
