@@ -67,7 +67,7 @@ def test_fleet_a_redis_node_killed_during_a_read(
     assert redis["breaker_opens"] == 0 or redis["skipped"] > 0, redis
     cluster.restart(1)
     wait_until(lambda: redis_stats(second)["breaker"] == "closed", "the breaker closed again", 90)
-    assert redis_stats(second)["breaker_closes"] >= 1
+    assert redis_stats(second)["breaker_closes"] >= min(1, redis["breaker_opens"])  # if it opened
     assert sha256_file(second.path / INSTANCE / "other.bin") == fresh
     wait_until(lambda: published(second) > 0, "publishing again after the node returned", 60)
 
