@@ -112,6 +112,8 @@ class SizeProbes:
         self.changed = trio.Event()
 
     def known(self, instance: str, video: Video) -> Probe | None:
+        if not self._known:  # sizes listed by the API: nothing probed, and no fingerprint string to build
+            return None
         return self._known.get((instance, video.remote_id, video.fingerprint))
 
     async def probe(self, instance: str, provider: Provider, video: Video) -> Probe:

@@ -387,8 +387,10 @@ class Tree:
                     node.size, node.etag = sizes[entry.remote_id]
                 elif entry.size is not None:
                     node.size = entry.size
-                    probe = self.probes.known(instance, entry)
-                    node.etag = entry.etag or (probe.etag if probe else None)
+                    node.etag = entry.etag
+                    if node.etag is None:  # an earlier HEAD may have told it
+                        probe = self.probes.known(instance, entry)
+                        node.etag = probe.etag if probe else None
             directory.children[name] = node
         directory.names = sorted(directory.children)
         return directory
