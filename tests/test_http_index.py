@@ -16,9 +16,10 @@ from tests.providers import CASES
 from vidfs.config.types import HttpSettings, ProviderConfig, Secret
 from vidfs.emulator.http_index import apache_size
 from vidfs.emulator.server import Request, Site, start_sites
-from vidfs.errors import AuthError, ConfigError
+from vidfs.errors import AuthError, ConfigError, redact_url
 from vidfs.http.client import HttpClient
-from vidfs.model import Folder, Video
+from vidfs.model import Folder, Video, frozen_extra
+from vidfs.providers import http_index
 from vidfs.providers.base import ProviderContext
 from vidfs.providers.http_index import HttpIndexProvider, canonical_path, parse_index
 from vidfs.stats import Stats
@@ -160,6 +161,32 @@ def test_one_link_spelled_two_ways_is_one_entry() -> None:
     entries = parse_index(page, BASE)
     assert [e.segment for e in entries] == ["Caf%C3%A9.mp4"]
     assert canonical_path("/a%2Fb/c d/") == "/a%2Fb/c%20d/"  # an encoded slash stays inside its segment
+
+
+@pytest.mark.parametrize(
+    "page_url",
+    [BASE, "http://127.0.0.1:9/d%c3%a9j%C3%A0/", "http://127.0.0.1:9/", "http://127.0.0.1:9/a/?q=/"],
+)
+def test_plain_links_take_the_short_way_to_the_same_entries(page_url: str) -> None:
+    """Plain relative links skip urljoin and the origin checks: each must give the entry the long way
+    gives, for every spelling a server may write."""
+    hrefs = [
+        "a.mp4", "dir/", "Caf%c3%a9.mp4", "Café.mp4", "a%2Fb.mp4", "..", "../", ".", "./", "%2E%2E/",
+        "a b.mp4", "x?y", "#top", "?C=M;O=A", "http:x.mp4", "/abs.mp4", "//other.host/x.mp4", "sub/x.mp4",
+        "v%20(1).mkv", "~tilde;x=1,y.mp4", "pct%zz.mp4", "a\\b.mp4", "é/", "x.mp4#frag", " padded.mp4 ",
+    ]  # fmt: skip
+    plain = http_index._takes_plain_links(page_url)
+    assert plain == ("?" not in page_url)
+    short_ways = 0
+    for href in hrefs:
+        link = http_index._Link(href, ["22-Nov-2026 10:00 5"])
+        short: dict[str, http_index.IndexEntry] = {}
+        long: dict[str, http_index.IndexEntry] = {}
+        http_index._add_link(link, short, page_url, plain)
+        http_index._add_link(link, long, page_url, False)
+        assert short == long, href
+        short_ways += bool(plain and http_index._PLAIN_SEGMENT.fullmatch(href.strip()))
+    assert short_ways >= (12 if plain else 0)
 
 
 # ------------------------------------------------------------------------------------------ provider
@@ -325,3 +352,30 @@ def test_nginx_json_index_without_auth(emulator: Emulator, make_config: Any, mou
     assert seen == set(expected)
     assert all("authorization" not in r["headers"] for r in emulator.requests("http"))
     assert not any(r["method"] == "HEAD" for r in emulator.requests("http"))  # JSON sizes are exact
+
+
+@pytest.mark.parametrize(
+    "site_url", ["http://127.0.0.1:9/media", "http://Example.COM:8080/D%c3%a9j%C3%A0/", "http://[::1]:9/x/"]
+)
+def test_listed_entries_carry_their_path_and_redacted_url(site_url: str) -> None:
+    """The xattr maps are built from keys already sorted and a base redacted once: what they hold must be
+    what `frozen_extra` and a redaction per URL give."""
+    provider = _provider(site_url, http=None)  # type: ignore[arg-type]  # nothing is fetched
+    base = provider._url("")
+    page = (
+        '<pre><a href="sub/">sub/</a> 22-Nov-2026 10:00 -\n'
+        '<a href="a%20b.mp4">a b.mp4</a> 22-Nov-2026 10:00 1234\n'
+        '<a href="c.mkv">c.mkv</a> 22-Nov-2026 10:00 1.2M\n</pre>'
+    )
+    listed = list(provider._entries("top/", parse_index(page, base + "top/")))
+    expected = {
+        "top/sub/": frozen_extra({"path": "top/sub"}),
+        "top/a%20b.mp4": frozen_extra({"url": redact_url(base + "top/a%20b.mp4"), "path": "top/a b.mp4"}),
+        "top/c.mkv": frozen_extra(
+            {"url": redact_url(base + "top/c.mkv"), "path": "top/c.mkv", "index_size": "1.2M"}
+        ),
+    }
+    assert {entry.remote_id: dict(entry.extra) for entry in listed} == {
+        k: dict(v) for k, v in expected.items()
+    }
+    assert [type(entry) for entry in listed] == [Folder, Video, Video]

