@@ -36,6 +36,7 @@ No secrets are stored: only names, ids, sizes, times, opaque provider handles (n
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -238,8 +239,28 @@ def _install(loaded: dict[str, Loaded], head: tuple[Any, ...], texts: Iterable[s
     loaded[instance].listings[str(folder)] = (Listing(tuple(entries), tuple(hidden)), when)
 
 
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector held off while a snapshot loads: 100,000 entries are about a million
+    new containers, and the collections they set off (each one scanning all that was loaded so far) were 40%
+    of a load's time here (1.35 s, 0.82 s without). Nothing loaded forms a cycle; the pause is one load long.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]:
     """Every listing and probe of `instances` (blocking). A listing whose rows do not add up is skipped."""
+    with _collector_paused():
+        return _load(db, instances)
+
+
+def _load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]:
     loaded = {instance: Loaded() for instance in instances}
     heads = {
         listing_id: (instance, folder, fetched, count)
