@@ -10,6 +10,7 @@ same keys (a provider's entries all have the same few), about a third of a dict 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -27,14 +28,18 @@ class FrozenMap(Mapping[str, str]):
         pairs = sorted(items)
         keys, values = (tuple(column) for column in zip(*pairs, strict=True)) if pairs else ((), ())
         self._keys = self._shared(keys)
-        self._values = values
+        self._values = tuple(map(sys.intern, values))
 
     @classmethod
-    def of(cls, keys: tuple[str, ...], values: tuple[str, ...]) -> FrozenMap:
-        """From keys already sorted and their values (the snapshot's form): no sorting, no checks."""
+    def of(cls, keys: tuple[str, ...], values: Iterable[str]) -> FrozenMap:
+        """From keys already sorted and their values (the snapshot's form): no sorting, no checks.
+
+        Values are interned, as in `__init__`: a catalog repeats most of them (a state, a camera model, the
+        capture every video of a 100,000-video capture belongs to), and each JSON document the API or the
+        snapshot gave made its own copies: 100,000 Cupix videos held 217 MiB."""
         made = cls.__new__(cls)
         made._keys = cls._shared(keys)
-        made._values = values
+        made._values = tuple(map(sys.intern, values))
         return made
 
     @staticmethod

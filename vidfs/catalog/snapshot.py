@@ -78,7 +78,7 @@ def _columns(values: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...
 
 def _map(data: list[list[str]]) -> FrozenMap:
     keys, values = data
-    return FrozenMap.of(tuple(keys), tuple(values))
+    return FrozenMap.of(tuple(keys), values)
 
 
 def _entry_to_json(entry: Folder | Video) -> list[Any]:
