@@ -10,22 +10,26 @@ import contextlib
 import errno
 import functools
 import gc
+import math
 import sqlite3
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pyfuse3
 import pytest
 import trio
 import trio.lowlevel
 import trio.testing
 
 from vidfs.catalog.listings import ListingCache
-from vidfs.catalog.probes import SizeProbes
+from vidfs.catalog.probes import Probe, SizeProbes
 from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, UnreachableError, to_errno
+from vidfs.fs.operations import VidfsOperations
 from vidfs.fs.tree import Tree, stable_inode
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
@@ -129,6 +133,41 @@ async def test_a_directory_build_slower_than_the_request_is_finished_in_the_back
             names = [n.name for n in await tree.children(provider_inode(tree))]
         nursery.cancel_scope.cancel()
     assert names == ["v000000.mp4", "v000001.mp4", "v000002.mp4"] and builds == [1]
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+async def test_a_request_waits_for_a_directory_while_its_sizes_keep_arriving(
+    autojump_clock: trio.testing.MockClock, stuck: bool
+) -> None:
+    """1,000 videos without sizes, 5 s per HEAD (80 at a time): about a minute to build, twice the request
+    timeout, but a size arrives every few hundredths of a second, so `opendir` waits and answers. With the
+    last HEAD stuck, it fails with EIO one request timeout after the last size arrived."""
+    entries: list[Folder | Video] = [Video(f"v{i}", f"v{i:06d}.mp4", mtime=1.0) for i in range(1000)]
+    provider = FakeProvider({"root": entries})
+    tree = make_tree(provider)
+
+    async def slow_probe(instance: str, provider: Any, video: Video) -> Probe:
+        await trio.sleep(math.inf if stuck and video.remote_id == "v999" else 5.0)
+        return Probe(1000, None)
+
+    tree.probes.probe = slow_probe  # type: ignore[method-assign]
+    operations = VidfsOperations(fs=SimpleNamespace(stats=Stats()), request_timeout=30)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        tree.attach(nursery)
+        start = trio.current_time()
+        if stuck:
+            with pytest.raises(pyfuse3.FUSEError) as failed:
+                async with operations._answer_progressing("opendir") as progress:
+                    await tree.children(provider_inode(tree), progress=progress)
+            assert failed.value.errno == errno.EIO
+            assert 30 + 60 <= trio.current_time() - start < 30 + 70  # 30 s after the last of 999 sizes
+        else:
+            async with operations._answer_progressing("opendir") as progress:
+                children = await tree.children(provider_inode(tree), progress=progress)
+            assert len(children) == 1000 and all(child.size == 1000 for child in children)
+            assert trio.current_time() - start > 30  # longer than one request timeout
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_remounted_snapshot_keeps_the_age_of_its_listings(tmp_path: Path) -> None:

@@ -36,7 +36,7 @@ class FrozenMap(Mapping[str, str]):
 
         Values are interned, as in `__init__`: a catalog repeats most of them (a state, a camera model, the
         capture every video of a 100,000-video capture belongs to), and each JSON document the API or the
-        snapshot gave made its own copies: 100,000 Cupix videos held 217 MiB."""
+        snapshot gave made its own copies: a listing of 100,000 Cupix videos held 71.6 MiB, 41.9 interned."""
         made = cls.__new__(cls)
         made._keys = cls._shared(keys)
         made._values = tuple(map(sys.intern, values))

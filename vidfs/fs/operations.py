@@ -19,6 +19,7 @@ import pyfuse3
 import trio
 
 from vidfs.errors import VidfsError, leaf_error, log_level, to_errno
+from vidfs.fs.tree import Progress
 from vidfs.fs.videofs import Attributes, VideoFS
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 # `find` over 100,000 entries took 16.8 s cold and 7.7 s after a remount (each entry looked up again once
 # its second was over); with 10 s, 11.0 s and 2.1 s. A listing's own freshness is `metadata_ttl`;
 # `vidfs refresh` drops the kernel's copies at once.
+PROGRESS_TIMEOUTS = (
+    10  # a wait that keeps progressing (see _answer_progressing) ends after this many timeouts
+)
 KERNEL_TTL = 10.0
 
 
@@ -60,6 +64,25 @@ class VidfsOperations(pyfuse3.Operations):
         try:
             with trio.fail_after(self.request_timeout):
                 yield
+        except BaseException as exc:  # translated, or raised again, by _translate
+            self._translate(what, exc)
+
+    @asynccontextmanager
+    async def _answer_progressing(self, what: str) -> AsyncIterator[Progress]:
+        """For a handler that waits on work that reports its steps (a directory whose sizes are being
+        learned, a HEAD each): `request_timeout` runs from the last step, not from the start, up to
+        PROGRESS_TIMEOUTS of them in all. A flat directory of 10,000 videos that needs a HEAD each takes
+        longer than one `request_timeout` on a slow machine, and a walker got EIO while it was nearly done;
+        a stuck one still fails after `request_timeout`."""
+        timeout = self.request_timeout
+        latest = trio.current_time() + PROGRESS_TIMEOUTS * timeout
+        try:
+            with trio.fail_after(timeout) as scope:
+
+                def progressed() -> None:
+                    scope.deadline = min(trio.current_time() + timeout, latest)
+
+                yield progressed
         except BaseException as exc:  # translated, or raised again, by _translate
             self._translate(what, exc)
 
@@ -127,8 +150,8 @@ class VidfsOperations(pyfuse3.Operations):
 
     # ---------------------------------------------------------------------------------- namespace
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        async with self._answer(f"lookup {name!r}"):
-            node = await self.fs.lookup(parent_inode, os.fsdecode(name))
+        async with self._answer_progressing(f"lookup {name!r}") as progress:
+            node = await self.fs.lookup(parent_inode, os.fsdecode(name), progress=progress)
             entry = self._entry(self.fs.attributes(node))
             self.fs.remember(node)
             return entry
@@ -148,8 +171,8 @@ class VidfsOperations(pyfuse3.Operations):
             fh = self.fs.opendir_now(inode)
         if fh is not None:
             return fh
-        async with self._answer("opendir"):
-            return await self.fs.opendir(inode)
+        async with self._answer_progressing("opendir") as progress:
+            return await self.fs.opendir(inode, progress=progress)
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         with self._answer_now("readdir"):

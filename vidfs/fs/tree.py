@@ -23,7 +23,7 @@ import functools
 import logging
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -45,6 +45,8 @@ PROBE_WORKERS = 80  # size probes of one directory asked at once, at most (above
 WARM_DIRECTORIES = 4096  # directories built ahead that no one has looked up yet, at most
 FILE_MODE = stat.S_IFREG | 0o444
 DIR_MODE = stat.S_IFDIR | 0o555
+
+Progress = Callable[[], None]  # told of each step of a wait that is not stuck (see _Build)
 
 
 def stable_inode(instance: str, kind: str, remote_id: str, salt: int = 0) -> int:
@@ -121,11 +123,17 @@ class Node:
 
 @dataclass(eq=False)
 class _Build:
-    """A directory being built; its waiters wait on `done`."""
+    """A directory being built; its waiters wait on `done`, and hear of each size learned meanwhile
+    (`watchers`: a FUSE request waiting for a big directory moves its deadline on while sizes arrive)."""
 
     done: trio.Event = field(default_factory=trio.Event)
     directory: _Directory | None = None
     error: BaseException | None = None
+    watchers: list[Progress] = field(default_factory=list)
+
+    def progressed(self) -> None:
+        for watcher in self.watchers:
+            watcher()
 
 
 @dataclass(eq=False)
@@ -231,8 +239,10 @@ class Tree:
         self._warm.pop(node.inode, None)
 
     # ----------------------------------------------------------------------------------- directories
-    async def children(self, inode: int, *, max_age: float | None = None) -> list[Node]:
-        return self._listed(await self._directory(inode, max_age=max_age))
+    async def children(
+        self, inode: int, *, max_age: float | None = None, progress: Progress | None = None
+    ) -> list[Node]:
+        return self._listed(await self._directory(inode, max_age=max_age, progress=progress))
 
     def children_now(self, inode: int) -> list[Node] | None:
         """The children if they are known without waiting (the listing answers at once and the directory is
@@ -296,8 +306,8 @@ class Tree:
     async def hidden(self, inode: int) -> tuple[HiddenItem, ...]:
         return (await self._directory(inode)).hidden
 
-    async def lookup(self, parent: int, name: str) -> Node:
-        directory = await self._directory(parent)
+    async def lookup(self, parent: int, name: str, *, progress: Progress | None = None) -> Node:
+        directory = await self._directory(parent, progress=progress)
         child = directory.children.get(name)
         if child is None and self.get(parent).instance is not None:
             # A name we don't know: the listing may predate the item. Refresh, at most once per negative_ttl.
@@ -310,14 +320,22 @@ class Tree:
             raise NotFoundError(f"{name!r} not found")
         return child
 
-    async def _directory(self, inode: int, *, max_age: float | None = None) -> _Directory:
-        return await self._directory_of(self.get(inode), max_age=max_age)
+    async def _directory(
+        self, inode: int, *, max_age: float | None = None, progress: Progress | None = None
+    ) -> _Directory:
+        return await self._directory_of(self.get(inode), max_age=max_age, progress=progress)
 
     async def _directory_of(
-        self, node: Node, *, max_age: float | None = None, ahead: bool = False
+        self,
+        node: Node,
+        *,
+        max_age: float | None = None,
+        ahead: bool = False,
+        progress: Progress | None = None,
     ) -> _Directory:
         """The directory of `node`, built from a current listing. `ahead`: for directory readahead, whose
-        listings wait their turn; any other caller's listing goes before those (ListingCache.listing)."""
+        listings wait their turn; any other caller's listing goes before those (ListingCache.listing).
+        `progress` is called for each size the build learns while the caller waits."""
         inode = node.inode
         if node.instance is None:
             return self._dirs[ROOT_INODE]
@@ -338,7 +356,14 @@ class Tree:
                     self._spawner.start_soon(run)
                 else:
                     await run()
-            await build.done.wait()
+            if progress is None:
+                await build.done.wait()
+            else:
+                build.watchers.append(progress)
+                try:
+                    await build.done.wait()
+                finally:
+                    build.watchers.remove(progress)
             if build.error is not None:
                 raise build.error
             if build.directory is not None and build.directory.current(listing):
@@ -350,7 +375,7 @@ class Tree:
         (request_timeout) does not cancel it, so the sizes a big directory needs are all learned and the
         next `ls` finds it built."""
         try:
-            directory = await self._build(node, provider, listing.entries, listing.hidden)
+            directory = await self._build(node, provider, listing.entries, listing.hidden, build)
             directory.built_from = listing
             inode = node.inode
             if inode in self.nodes or node.lookups or node.opens or inode in self._warm:
@@ -366,11 +391,16 @@ class Tree:
             build.done.set()
 
     async def _build(
-        self, parent: Node, provider: Provider, entries: tuple[Entry, ...], hidden: tuple[HiddenItem, ...]
+        self,
+        parent: Node,
+        provider: Provider,
+        entries: tuple[Entry, ...],
+        hidden: tuple[HiddenItem, ...],
+        build: _Build | None = None,
     ) -> _Directory:
         instance = parent.instance
         assert instance is not None
-        sizes, failed = await self._learn_sizes(instance, provider, entries)
+        sizes, failed = await self._learn_sizes(instance, provider, entries, build)
         shown = [
             e for e in entries if not (isinstance(e, Video) and e.size is None and e.remote_id not in sizes)
         ]
@@ -398,7 +428,7 @@ class Tree:
         return directory
 
     async def _learn_sizes(
-        self, instance: str, provider: Provider, entries: tuple[Entry, ...]
+        self, instance: str, provider: Provider, entries: tuple[Entry, ...], build: _Build | None = None
     ) -> tuple[dict[str, tuple[int, str | None]], list[HiddenItem]]:
         sizes: dict[str, tuple[int, str | None]] = {}
         failed: list[HiddenItem] = []
@@ -411,6 +441,8 @@ class Tree:
                 failed.append(HiddenItem(video.remote_id, video.name, f"size unknown: {exc}"))
                 return
             sizes[video.remote_id] = (probe.size, probe.etag)
+            if build is not None:
+                build.progressed()
 
         pending: list[Video] = []
         for entry in entries:
@@ -465,4 +497,4 @@ class Tree:
         }
 
 
-__all__ = ["DIR_MODE", "FILE_MODE", "ROOT_INODE", "Node", "Tree", "stable_inode"]
+__all__ = ["DIR_MODE", "FILE_MODE", "ROOT_INODE", "Node", "Progress", "Tree", "stable_inode"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from vidfs.errors import NotFoundError, StaleError, VidfsError
-from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
+from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Progress, Tree
 from vidfs.http.client import HttpClient
 from vidfs.io.block_cache import BlockCache, BlockStore
 from vidfs.io.leases import Resolver
@@ -113,13 +113,13 @@ class VideoFS:
         )
 
     # ------------------------------------------------------------------------------------ namespace
-    async def lookup(self, parent: int, name: str) -> Node:
+    async def lookup(self, parent: int, name: str, *, progress: Progress | None = None) -> Node:
         if name == ".":
             return self.tree.get(self.to_node_inode(parent))
         if name == "..":
             node = self.tree.get(self.to_node_inode(parent))
             return self.tree.get(node.parent if node.inode != self.root_inode else node.inode)
-        return await self.tree.lookup(self.to_node_inode(parent), name)
+        return await self.tree.lookup(self.to_node_inode(parent), name, progress=progress)
 
     def remember(self, node: Node) -> None:
         """The kernel was given `node` (lookup or readdirplus reply): count it."""
@@ -128,9 +128,10 @@ class VideoFS:
     def getattr(self, inode: int) -> Attributes:
         return self.attributes(self.tree.get(self.to_node_inode(inode)))
 
-    async def opendir(self, inode: int) -> int:
-        """Snapshot the children; `readdir` pages through it until `releasedir`."""
-        return self._dir_handle(await self.tree.children(self.to_node_inode(inode)))
+    async def opendir(self, inode: int, *, progress: Progress | None = None) -> int:
+        """Snapshot the children; `readdir` pages through it until `releasedir`. `progress`: see
+        `Tree._directory_of`."""
+        return self._dir_handle(await self.tree.children(self.to_node_inode(inode), progress=progress))
 
     def opendir_now(self, inode: int) -> int | None:
         """`opendir` when it needs no wait, else None."""
