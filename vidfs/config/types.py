@@ -41,7 +41,9 @@ class Secret:
 @dataclass(frozen=True)
 class MountOptions:
     allow_other: bool = False
-    request_timeout: float = 30.0  # seconds: every FUSE request is answered within it
+    # seconds: every FUSE request is answered within it (a directory whose sizes are being learned: within
+    # it of the last size, see VidfsOperations._answer_progressing)
+    request_timeout: float = 30.0
     fsname: str = "vidfs"
 
 
