@@ -32,10 +32,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 # `find` over 100,000 entries took 16.8 s cold and 7.7 s after a remount (each entry looked up again once
 # its second was over); with 10 s, 11.0 s and 2.1 s. A listing's own freshness is `metadata_ttl`;
 # `vidfs refresh` drops the kernel's copies at once.
-PROGRESS_TIMEOUTS = (
-    10  # a wait that keeps progressing (see _answer_progressing) ends after this many timeouts
-)
 KERNEL_TTL = 10.0
+# A wait that keeps progressing (`_answer_progressing`) ends after this many request timeouts in all.
+PROGRESS_TIMEOUTS = 10
 
 
 class VidfsOperations(pyfuse3.Operations):
