@@ -158,12 +158,12 @@ async def test_a_request_waits_for_a_directory_while_its_sizes_keep_arriving(
         start = trio.current_time()
         if stuck:
             with pytest.raises(pyfuse3.FUSEError) as failed:
-                async with operations._answer_progressing("opendir") as progress:
+                async with operations._answer("opendir") as progress:
                     await tree.children(provider_inode(tree), progress=progress)
             assert failed.value.errno == errno.EIO
             assert 30 + 60 <= trio.current_time() - start < 30 + 70  # 30 s after the last of 999 sizes
         else:
-            async with operations._answer_progressing("opendir") as progress:
+            async with operations._answer("opendir") as progress:
                 children = await tree.children(provider_inode(tree), progress=progress)
             assert len(children) == 1000 and all(child.size == 1000 for child in children)
             assert trio.current_time() - start > 30  # longer than one request timeout

@@ -42,7 +42,7 @@ class Secret:
 class MountOptions:
     allow_other: bool = False
     # seconds: every FUSE request is answered within it (a directory whose sizes are being learned: within
-    # it of the last size, see VidfsOperations._answer_progressing)
+    # it of the last size, see VidfsOperations._answer)
     request_timeout: float = 30.0
     fsname: str = "vidfs"
 

@@ -33,7 +33,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 # its second was over); with 10 s, 11.0 s and 2.1 s. A listing's own freshness is `metadata_ttl`;
 # `vidfs refresh` drops the kernel's copies at once.
 KERNEL_TTL = 10.0
-# A wait that keeps progressing (`_answer_progressing`) ends after this many request timeouts in all.
+# A wait that keeps progressing (see `_answer`) ends after this many request timeouts in all.
 PROGRESS_TIMEOUTS = 10
 
 
@@ -58,25 +58,17 @@ class VidfsOperations(pyfuse3.Operations):
 
     # --------------------------------------------------------------------------------- translation
     @asynccontextmanager
-    async def _answer(self, what: str) -> AsyncIterator[None]:
-        """For a handler that may wait (on a listing, a fetch): bounded by `request_timeout`."""
-        try:
-            with trio.fail_after(self.request_timeout):
-                yield
-        except BaseException as exc:  # translated, or raised again, by _translate
-            self._translate(what, exc)
-
-    @asynccontextmanager
-    async def _answer_progressing(self, what: str) -> AsyncIterator[Progress]:
-        """For a handler that waits on work that reports its steps (a directory whose sizes are being
-        learned, a HEAD each): `request_timeout` runs from the last step, not from the start, up to
+    async def _answer(self, what: str) -> AsyncIterator[Progress]:
+        """For a handler that may wait (on a listing, a fetch): bounded by `request_timeout`. Work that
+        reports its steps (a directory whose sizes are being learned, a HEAD each) is given the callable
+        this yields: `request_timeout` then runs from the last step, not from the start, up to
         PROGRESS_TIMEOUTS of them in all. A flat directory of 10,000 videos that needs a HEAD each takes
         longer than one `request_timeout` on a slow machine, and a walker got EIO while it was nearly done;
         a stuck one still fails after `request_timeout`."""
         timeout = self.request_timeout
-        latest = trio.current_time() + PROGRESS_TIMEOUTS * timeout
         try:
             with trio.fail_after(timeout) as scope:
+                latest = scope.deadline + (PROGRESS_TIMEOUTS - 1) * timeout
 
                 def progressed() -> None:
                     scope.deadline = min(trio.current_time() + timeout, latest)
@@ -149,7 +141,7 @@ class VidfsOperations(pyfuse3.Operations):
 
     # ---------------------------------------------------------------------------------- namespace
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        async with self._answer_progressing(f"lookup {name!r}") as progress:
+        async with self._answer(f"lookup {name!r}") as progress:
             node = await self.fs.lookup(parent_inode, os.fsdecode(name), progress=progress)
             entry = self._entry(self.fs.attributes(node))
             self.fs.remember(node)
@@ -170,7 +162,7 @@ class VidfsOperations(pyfuse3.Operations):
             fh = self.fs.opendir_now(inode)
         if fh is not None:
             return fh
-        async with self._answer_progressing("opendir") as progress:
+        async with self._answer("opendir") as progress:
             return await self.fs.opendir(inode, progress=progress)
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
