@@ -104,7 +104,7 @@ class VideoFS:
 
     def attributes(self, node: Node) -> Attributes:
         # A folder the API gives no time for shows the mount time (stable while mounted), never 1970.
-        inode = ROOT_INODE if node.inode == self.root_inode else node.inode
+        inode = self.to_fuse_inode(node.inode)
         if node.is_dir:
             mtime = node.mtime or self.tree.mounted_at
             return Attributes(inode, DIR_MODE, 0, mtime, 2, self.uid, self.gid, self.cache.block_size)
