@@ -131,6 +131,7 @@ connect_timeout = "5s"
 read_timeout = 60
 retries = 0
 max_connections_per_host = 16
+max_api_requests_per_host = 48
 ca_bundle = "ca.pem"
 user_agent = "test/1"
 
@@ -163,6 +164,7 @@ url = "https://example.com/"
         read_timeout=60.0,
         retries=0,
         max_connections_per_host=16,
+        max_api_requests_per_host=48,
         ca_bundle=tmp_path / "ca.pem",
         user_agent="test/1",
     )
@@ -239,6 +241,7 @@ BAD = [
     ("[http]\nretries = true\n" + MINIMAL, "[http] key 'retries': expected an integer, got true"),
     ("[http]\nretries = -1\n" + MINIMAL, "[http] key 'retries': must be between 0 and 100, got -1"),
     ("[http]\nmax_connections_per_host = 0\n" + MINIMAL, "[http] key 'max_connections_per_host': must be between"),
+    ("[http]\nmax_api_requests_per_host = 0\n" + MINIMAL, "[http] key 'max_api_requests_per_host': must be between"),
     ('[http]\nca_bundle = "missing.pem"\n' + MINIMAL, "[http] key 'ca_bundle': no such file: "),
     ('[http]\nuser_agent = ""\n' + MINIMAL, "[http] key 'user_agent': must not be empty"),
     ("[extra]\na = 1\n" + MINIMAL, "unknown table [extra]"),

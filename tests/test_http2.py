@@ -14,7 +14,6 @@ Each answer says the protocol of its request and the client port of its connecti
 from __future__ import annotations
 
 import datetime
-import functools
 import ipaddress
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,9 +26,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from hypercorn.config import Config
-from hypercorn.trio import serve
 
+from tests.asgi_server import Receive, Send, lifespan, running
 from vidfs.config.types import HttpSettings
 from vidfs.http.client import HttpClient
 
@@ -117,15 +115,9 @@ def make_app(seen: Seen) -> Callable[..., Awaitable[None]]:
     """An ASGI app: every path is a file of SIZE bytes (HEAD, GET, ranged GET); each answer tells the
     request's protocol (`x-protocol`) and its connection's client port (`x-client-port`)."""
 
-    async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if await lifespan(scope, receive, send):
+            return
         method, version, port = scope["method"], scope["http_version"], scope["client"][1]
         seen.requests.append((method, version, port))
         headers = dict(scope["headers"])
@@ -153,24 +145,13 @@ def make_app(seen: Seen) -> Callable[..., Awaitable[None]]:
 async def server(tmp_path: Path, *, tls: bool) -> AsyncIterator[tuple[str, Seen, Path | None]]:
     """(base URL, what it saw, the CA to trust) of a hypercorn server on 127.0.0.1, stopped on exit."""
     seen = Seen()
-    config = Config()
-    config.bind = ["127.0.0.1:0"]
-    config.accesslog = None
-    config.errorlog = None
     ca: Path | None = None
+    certificate: tuple[Path, Path] | None = None
     if tls:
         ca, cert, key = make_certificates(tmp_path)
-        config.certfile, config.keyfile = str(cert), str(key)
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        with trio.fail_after(DEADLINE):
-            binds: list[str] = await nursery.start(
-                functools.partial(serve, make_app(seen), config, shutdown_trigger=stop.wait)
-            )
-        try:
-            yield binds[0].replace("0.0.0.0", "127.0.0.1"), seen, ca
-        finally:
-            stop.set()
+        certificate = cert, key
+    async with running(make_app(seen), certificate=certificate) as base:
+        yield base, seen, ca
 
 
 # ------------------------------------------------------------------------------------------ tests

@@ -6,24 +6,20 @@ mount and saved with the listing snapshot, so a second listing, or a remount, do
 fingerprint holds. Concurrent probes of one video are one request (single flight). Nothing is kept per
 video but its answer: the in-flight table empties as probes finish.
 
-How many at once (a camera with 20,000 archives is 20,000 HEADs): the concurrency adapts, per storage
-origin, like a congestion window. It starts at `START`, grows by one each time a window's worth of probes
-answered no slower than twice the fastest answer seen (more requests in flight cost nothing while the
-storage keeps up), shrinks by a quarter when answers slow down to three times that, and halves on a 429 or
-503, when probes of that origin also pause for the server's `Retry-After` (else a doubling backoff). At
-20 ms of round trip, 32 probes in flight are 1,600 HEADs a second; a storage that says "too many" gets
-fewer at once, and none until it said it is ready again.
+How many at once (a camera with 20,000 archives is 20,000 HEADs): an adaptive window per storage origin
+(`vidfs.http.adaptive`), up to `HIGHEST`. At 20 ms of round trip, 32 probes in flight are 1,600 HEADs a
+second; a storage that says "too many" gets fewer at once, and none until it said it is ready again.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 
 import trio
 
 from vidfs.errors import AuthError, NotFoundError, RemoteIOError, UnreachableError, redact_url
+from vidfs.http.adaptive import CONGESTED, START, AdaptiveLimit
 from vidfs.http.client import HttpClient, origin_of
 from vidfs.http.policy import error_for, renews_lease
 from vidfs.io.leases import Resolver
@@ -35,7 +31,6 @@ from vidfs.stats import Stats
 log = logging.getLogger(__name__)
 
 ProbeKey = tuple[str, str, str]  # (instance, remote id, fingerprint)
-CONGESTED = frozenset({429, 503})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,53 +46,8 @@ class _InFlight:
     error: BaseException | None = None
 
 
-START, LOWEST, HIGHEST = 8, 1, 64
-SLOW, SLOWER = 2.0, 3.0  # an answer this many times the fastest one: hold (2×), shrink (3×)
 ATTEMPTS = 6  # tries of one probe through 429/503 and dropped connections
-
-
-class AdaptiveLimit:
-    """How many probes of one origin may be in flight: grows while answers stay fast, halves on 429/503."""
-
-    def __init__(self, start: int = START, lowest: int = LOWEST, highest: int = HIGHEST) -> None:
-        self.lowest, self.highest = lowest, highest
-        self.limiter = trio.CapacityLimiter(start)
-        self.fastest = math.inf
-        self.calm = 0  # fast answers since the limit last changed
-        self.paused_until = 0.0
-        self.congestions = 0
-
-    @property
-    def limit(self) -> int:
-        return int(self.limiter.total_tokens)
-
-    def _set(self, limit: int) -> None:
-        self.limiter.total_tokens = max(self.lowest, min(self.highest, limit))
-        self.calm = 0
-
-    def answered(self, seconds: float) -> None:
-        self.fastest = min(self.fastest, seconds)
-        if seconds > SLOWER * self.fastest and self.limit > self.lowest:
-            self._set(self.limit * 3 // 4)
-        elif seconds <= SLOW * self.fastest:
-            self.calm += 1
-            if self.calm >= self.limit:
-                self._set(self.limit + 1)
-
-    def congested(self, retry_after: float | None) -> float:
-        """A 429/503: halve, and pause this origin; returns the pause."""
-        self.congestions += 1
-        self._set(self.limit // 2)
-        pause = retry_after if retry_after is not None else min(30.0, 0.5 * 2 ** min(self.congestions, 6))
-        self.paused_until = max(self.paused_until, trio.current_time() + pause)
-        return pause
-
-    async def wait_if_paused(self) -> None:
-        while (left := self.paused_until - trio.current_time()) > 0:
-            await trio.sleep(left)
-
-    def relieved(self) -> None:
-        self.congestions = 0
+HIGHEST = 64  # probes of one storage origin in flight at most
 
 
 class SizeProbes:
@@ -169,7 +119,7 @@ class SizeProbes:
         origin = origin_of(url)
         limit = self._limits.get(origin)
         if limit is None:
-            limit = self._limits[origin] = AdaptiveLimit()
+            limit = self._limits[origin] = AdaptiveLimit(highest=HIGHEST)
         return limit
 
     # ------------------------------------------------------------------------------------- asking

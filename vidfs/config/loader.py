@@ -3,7 +3,8 @@
     [mount]            allow_other, request_timeout, fsname
     [cache]            dir, memory, disk, block_size, metadata_ttl, negative_ttl, readahead_max
     [cache.shared]     type, nodes, secret, username, password, tls, mode, timeout (vidfs.fleet)
-    [http]             connect_timeout, read_timeout, retries, max_connections_per_host, ca_bundle, user_agent
+    [http]             connect_timeout, read_timeout, retries, max_connections_per_host,
+                       max_api_requests_per_host, ca_bundle, user_agent
     [metrics]          listen ("HOST:PORT": the Prometheus endpoint; absent: none)
     [providers.NAME]   type = "<provider type>", api_rate, plus the keys of that type's ProviderSpec.options
 
@@ -362,6 +363,7 @@ def _http(ctx: LoadContext, table: Mapping[str, Any]) -> HttpSettings:
         "read_timeout",
         "retries",
         "max_connections_per_host",
+        "max_api_requests_per_host",
         "ca_bundle",
         "user_agent",
     ]
@@ -376,6 +378,9 @@ def _http(ctx: LoadContext, table: Mapping[str, Any]) -> HttpSettings:
         retries=_get_int(ctx, t, table, "retries", d.retries, 0, 100),
         max_connections_per_host=_get_int(
             ctx, t, table, "max_connections_per_host", d.max_connections_per_host, 1, 1000
+        ),
+        max_api_requests_per_host=_get_int(
+            ctx, t, table, "max_api_requests_per_host", d.max_api_requests_per_host, 1, 1000
         ),
         ca_bundle=ca_bundle,
         user_agent=_get_str(ctx, t, table, "user_agent", d.user_agent),

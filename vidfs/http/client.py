@@ -23,6 +23,10 @@ transfers (`stream`, the ranged GETs) always stay on the HTTP/1.1 client: Python
 per byte than h11, and at 20 ms of round trip several TCP connections move bytes faster than one. Both
 clients share the per-origin limits; responses that came over HTTP/2 are counted (`http.http2`).
 
+Each client's transport is a `LanedTransport` (`vidfs.http.lanes`): small httpcore pools side by side,
+since one pool's bookkeeping costs each request time in the square of its connections (64 size probes in
+flight made it most of a big listing's CPU).
+
 Bodies are read from the socket in pieces of up to `READ_SIZE` (httpcore's HTTP/1.1 connection asks for
 64 KiB at a time otherwise). Every piece costs a trip through httpcore, h11 and trio's socket and timeout
 machinery, so on a sequential read that trip was most of the daemon's CPU: 256 KiB pieces took a cold read
@@ -50,6 +54,8 @@ import trio
 
 from vidfs.config.types import HttpSettings
 from vidfs.errors import InvalidRemoteData, RemoteError, RemoteIOError, UnreachableError, redact_url
+from vidfs.http.adaptive import CONGESTED, AdaptiveLimit
+from vidfs.http.lanes import LanedTransport
 from vidfs.http.policy import (
     HTTPX_ERRORS,
     IDEMPOTENT,
@@ -60,6 +66,7 @@ from vidfs.http.policy import (
     from_httpx,
     is_temp_failure,
     is_temp_status,
+    retry_after_seconds,
 )
 from vidfs.stats import Stats
 
@@ -70,6 +77,7 @@ MAX_REDIRECTS = 5
 UNREACHABLE_HOLD = 5.0  # seconds an unreachable origin fails fast before it is tried again
 RANGE_HEADERS = ("range", "if-range")  # what a ranged read still sends after leaving the lease's origin
 READ_SIZE = 256 * 1024
+MAX_LANES = 16  # of LANE_CONNECTIONS connections each: 128 connections per client at most, as before
 
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
 HTTP2_AVAILABLE = importlib.util.find_spec("h2") is not None  # httpx[http2]
@@ -197,7 +205,6 @@ class HttpClient:
             write=self.settings.read_timeout,
             pool=max(self.settings.connect_timeout, self.settings.read_timeout) * 3,
         )
-        limits = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30)
         common: dict[str, Any] = {
             "timeout": timeout,
             "follow_redirects": False,
@@ -205,20 +212,33 @@ class HttpClient:
             "trust_env": False,
         }
         given = transport
-        if transport is None:
-            transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
+        if transport is None:  # small pools side by side: see vidfs.http.lanes
+            transport = LanedTransport(verify=verify, max_lanes=MAX_LANES)
         self._client = _Channel(httpx.AsyncClient(**common, transport=transport), transport)
         # HEADs and API calls (see the essay); none with a given transport (it serves every request), none
         # without the h2 package (httpx[http2]).
         self._multiplexed: _Channel | None = None
         if given is None and HTTP2_AVAILABLE:
-            multiplexed = httpx.AsyncHTTPTransport(verify=verify, limits=limits, http2=True, trust_env=False)
+            multiplexed = LanedTransport(verify=verify, http2=True, max_lanes=MAX_LANES)
             self._multiplexed = _Channel(httpx.AsyncClient(**common, transport=multiplexed), multiplexed)
         self._limiters: dict[tuple[tuple[str, str, int], str], trio.CapacityLimiter] = {}
+        self._api_windows: dict[tuple[str, str, int], AdaptiveLimit] = {}
         # Origins that could not be connected to after a full retry budget: requests to them fail at once
         # until this instant, so uncached reads fail fast while cached data is still served.
         self._down_until: dict[tuple[str, str, int], float] = {}
         self.budget: ApiBudget | None = None  # `api_rate` of the providers (set by the engine)
+
+    def statistics(self) -> dict[str, int]:
+        """Connection lanes open and requests in flight (bodies not closed yet), over both clients; the
+        widest API window."""
+        totals = {"lanes": 0, "in_flight": 0}
+        for channel in (self._client, self._multiplexed):
+            if channel is not None and isinstance(channel.transport, LanedTransport):
+                for key, value in channel.transport.statistics().items():
+                    totals[key] += value
+        windows = [window.limit for window in self._api_windows.values()]
+        totals["api_window"] = max(windows, default=0)
+        return totals
 
     async def aclose(self) -> None:
         await self._client.client.aclose()
@@ -238,12 +258,30 @@ class HttpClient:
     def slot(self, url: str, kind: str = "data") -> trio.CapacityLimiter:
         """The concurrency limit of one origin. API calls ("api") and byte transfers ("data") have separate
         pools, so a listing or a login never waits behind a burst of downloads to the same host, and a
-        reader may hold a data slot while its URL is renewed through the API."""
+        reader may hold a data slot while its URL is renewed through the API. The API's adapts (see
+        `api_window`); the others hold `max_connections_per_host`."""
+        if kind == "api":
+            return self.api_window(url).limiter
         key = (origin_of(url), kind)
         limiter = self._limiters.get(key)
         if limiter is None:
             limiter = self._limiters[key] = trio.CapacityLimiter(self.settings.max_connections_per_host)
         return limiter
+
+    def api_window(self, url: str) -> AdaptiveLimit:
+        """The API calls of one origin in flight at once (`vidfs.http.adaptive`): from
+        `max_connections_per_host`, up to `max_api_requests_per_host` while answers keep their pace, halved
+        on 429/503. A listing that needs a call per video (Pixop's details, VALT's download URLs) is bound by
+        round trips, not by this daemon's CPU, at a fixed 8."""
+        origin = origin_of(url)
+        window = self._api_windows.get(origin)
+        if window is None:
+            highest = self.settings.max_api_requests_per_host
+            steady = min(self.settings.max_connections_per_host, highest)
+            window = self._api_windows[origin] = AdaptiveLimit(
+                start=steady, lowest=1, highest=highest, steady=steady
+            )
+        return window
 
     def check_reachable(self, url: str) -> None:
         until = self._down_until.get(origin_of(url))
@@ -325,8 +363,12 @@ class HttpClient:
         for _hop in range(MAX_REDIRECTS + 1):
             home = same_origin(first_url, outgoing.url)  # credentials stay on the caller's origin
             channel = self._client_for(outgoing.method, pool)
+            window = self.api_window(outgoing.url) if pool == "api" else None
             # pool None: the caller already holds a slot of this origin (see RemoteFile.fetch).
             async with contextlib.nullcontext() if pool is None else self.slot(outgoing.url, pool):
+                if window is not None:
+                    await window.wait_if_paused()  # with a slot held: queued calls must not rush in
+                started = trio.current_time()
                 request = channel.client.build_request(
                     outgoing.method,
                     outgoing.url,
@@ -340,6 +382,12 @@ class HttpClient:
                     response = await channel.client.send(request, auth=auth)
                 else:
                     response = await channel.exchange(request)
+                if window is not None:
+                    if response.status_code in CONGESTED:
+                        window.congested(retry_after_seconds(response.headers.get("Retry-After")))
+                    else:
+                        window.answered(trio.current_time() - started)
+                        window.relieved()
             self.stats.count_request(tag, response.status_code)
             if response.http_version == "HTTP/2":
                 self.stats.incr("http.http2")
