@@ -41,7 +41,7 @@ from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, Prov
 from vidfs.providers.paging import Page, numbered_pages
 
 ROOT_ID = "pixop:root"
-DETAIL_CONCURRENCY = 8
+DETAIL_CONCURRENCY = 64  # details of one project asked at once; the API origin's window sends fewer
 DONE = "DONE"
 
 
@@ -175,11 +175,13 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
         summaries = await self._pages(
             "videos/v1/videos", {"project-id": project_id}, "videos", f"listing project {folder.name!r}"
         )
-        details: dict[str, dict[str, Any]] = {}
+        # Each detail is made into what the listing keeps (a Video or a hidden item) the moment it arrives:
+        # the raw documents of a 10,000-video catalog, held until every project is complete, were 50 MiB.
+        items: dict[str, Video | HiddenItem] = {}
 
         errors: list[VidfsError] = []
 
-        async def detail(video_id: str, limiter: trio.CapacityLimiter) -> None:
+        async def detail(summary: dict[str, Any], video_id: str, limiter: trio.CapacityLimiter) -> None:
             try:
                 async with limiter:
                     document = await self._api(
@@ -192,27 +194,22 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
                 return
             video = document.get("video")
             if isinstance(video, dict):
-                details[video_id] = video
+                items[video_id] = self._video({**summary, **video})
 
         limiter = trio.CapacityLimiter(DETAIL_CONCURRENCY)
         async with trio.open_nursery() as nursery:
             for summary in summaries:
                 if summary.get("id"):
-                    nursery.start_soon(detail, str(summary["id"]), limiter)
+                    nursery.start_soon(detail, summary, str(summary["id"]), limiter)
         if errors:  # one clear error (the first), not a group of them
             raise errors[0]
         entries_out: list[Video] = []
         hidden: list[HiddenItem] = []
         for summary in summaries:
-            video_id = str(summary.get("id") or "")
-            if not video_id or video_id not in details:
-                continue
-            info = details.get(video_id, {})
-            merged = {**summary, **info}
-            item = self._video(merged)
+            item = items.get(str(summary.get("id") or ""))
             if isinstance(item, Video):
                 entries_out.append(item)
-            else:
+            elif item is not None:
                 hidden.append(item)
         return Listing(tuple(entries_out), tuple(hidden))
 
