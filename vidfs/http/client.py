@@ -23,9 +23,9 @@ transfers (`stream`, the ranged GETs) always stay on the HTTP/1.1 client: Python
 per byte than h11, and at 20 ms of round trip several TCP connections move bytes faster than one. Both
 clients share the per-origin limits; responses that came over HTTP/2 are counted (`http.http2`).
 
-Each client's transport is a `LanedTransport` (`vidfs.http.lanes`): small httpcore pools side by side,
-since one pool's bookkeeping costs each request time in the square of its connections (64 size probes in
-flight made it most of a big listing's CPU).
+The client of HEADs and API calls has a `LanedTransport` (`vidfs.http.lanes`): small httpcore pools side by
+side, since one pool's bookkeeping costs each request time in the square of its connections (64 size probes
+in flight made it most of a big listing's CPU). Byte transfers keep one pool: few, large requests.
 
 Bodies are read from the socket in pieces of up to `READ_SIZE` (httpcore's HTTP/1.1 connection asks for
 64 KiB at a time otherwise). Every piece costs a trip through httpcore, h11 and trio's socket and timeout
@@ -212,13 +212,19 @@ class HttpClient:
             "trust_env": False,
         }
         given = transport
-        if transport is None:  # small pools side by side: see vidfs.http.lanes
+        multiplexing = given is None and HTTP2_AVAILABLE
+        if transport is None and multiplexing:
+            # Byte transfers only: a few large requests (at most max_connections_per_host per origin), for
+            # which one pool's bookkeeping costs nothing worth a lane (see vidfs.http.lanes).
+            limits = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30)
+            transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
+        elif transport is None:  # it carries the HEADs and API calls too: small pools side by side
             transport = LanedTransport(verify=verify, max_lanes=MAX_LANES)
         self._client = _Channel(httpx.AsyncClient(**common, transport=transport), transport)
         # HEADs and API calls (see the essay); none with a given transport (it serves every request), none
         # without the h2 package (httpx[http2]).
         self._multiplexed: _Channel | None = None
-        if given is None and HTTP2_AVAILABLE:
+        if multiplexing:
             multiplexed = LanedTransport(verify=verify, http2=True, max_lanes=MAX_LANES)
             self._multiplexed = _Channel(httpx.AsyncClient(**common, transport=multiplexed), multiplexed)
         self._limiters: dict[tuple[tuple[str, str, int], str], trio.CapacityLimiter] = {}
