@@ -12,13 +12,13 @@ Measured here (HEADs to nginx on loopback, through trio, daemon CPU per request)
 The size probes keep up to 64 HEADs in flight (`vidfs.catalog.probes`) and the API fan-outs of a big
 listing add theirs: a listing of 10,000 videos that needs a request each spent most of its CPU there.
 
-A `LanedTransport` is several small pools ("lanes"), each an ordinary `httpx.AsyncHTTPTransport` of at most
-`LANE_CONNECTIONS` connections. A request goes to the first lane with room, so the first lanes carry most
-requests and their connections stay warm (spreading them evenly left each connection idle more often: a
-TCP connection idle for a while starts slow again, and a sequential read at 20 ms lost about 10% of its
-CPU per byte); a new lane opens only when every lane is full, up to `max_lanes`, then the least busy one
-takes the request. A request counts as in flight until its response body is closed,
-as its connection is busy until then.
+A `LanedTransport` gives each origin several small pools ("lanes"), each an ordinary
+`httpx.AsyncHTTPTransport` of at most `LANE_CONNECTIONS` connections. Lanes are an origin's own: a pool
+shared by two origins (VALT's API and its storage) closes one's idle connections to open the other's, over
+and over. A request goes to the first lane of its origin with room, so the first lanes carry most requests
+and their connections stay in use (a connection left idle starts slow again); a new lane opens only when
+every lane is full, up to `max_lanes`, then the least busy one takes the request. A request counts as in
+flight until its response body is closed, as its connection is busy until then.
 
 HTTP/2 (`http2=True`): one connection carries every request to an origin that speaks it, and spreading that
 origin over lanes would open a connection per lane. So an https origin stays on the first lane until it
@@ -70,7 +70,7 @@ class LanedTransport(httpx.AsyncBaseTransport):
         *,
         verify: ssl.SSLContext | bool,
         http2: bool = False,
-        max_lanes: int = 16,
+        max_lanes: int = 16,  # per origin
         keepalive_expiry: float = 30.0,
     ) -> None:
         self._verify = verify
@@ -81,8 +81,8 @@ class LanedTransport(httpx.AsyncBaseTransport):
             max_keepalive_connections=LANE_CONNECTIONS,
             keepalive_expiry=keepalive_expiry,
         )
-        self._lanes = [self._new_lane()]
-        self._spread: set[Origin] = set()  # origins that answered in HTTP/1.1 (all of them without http2)
+        self._lanes: dict[Origin, list[_Lane]] = {}  # each origin its own: no pool churns between two
+        self._spread: set[Origin] = set()  # https origins that answered in HTTP/1.1
 
     def _new_lane(self) -> _Lane:
         transport = httpx.AsyncHTTPTransport(
@@ -94,15 +94,18 @@ class LanedTransport(httpx.AsyncBaseTransport):
         return _Lane(transport)
 
     def _lane_for(self, origin: Origin) -> _Lane:
+        lanes = self._lanes.get(origin)
+        if lanes is None:
+            lanes = self._lanes[origin] = [self._new_lane()]
         if self._http2 and origin[0] == b"https" and origin not in self._spread:
-            return self._lanes[0]
-        for lane in self._lanes:
+            return lanes[0]
+        for lane in lanes:
             if lane.in_flight < LANE_CONNECTIONS:
                 return lane
-        if len(self._lanes) < self._max_lanes:
-            self._lanes.append(self._new_lane())
-            return self._lanes[-1]
-        return min(self._lanes, key=_in_flight)
+        if len(lanes) < self._max_lanes:
+            lanes.append(self._new_lane())
+            return lanes[-1]
+        return min(lanes, key=_in_flight)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -122,11 +125,13 @@ class LanedTransport(httpx.AsyncBaseTransport):
         return response
 
     def statistics(self) -> dict[str, int]:
-        return {"lanes": len(self._lanes), "in_flight": sum(lane.in_flight for lane in self._lanes)}
+        lanes = [lane for of_origin in self._lanes.values() for lane in of_origin]
+        return {"lanes": len(lanes), "in_flight": sum(lane.in_flight for lane in lanes)}
 
     async def aclose(self) -> None:
-        for lane in self._lanes:
-            await lane.transport.aclose()
+        for of_origin in self._lanes.values():
+            for lane in of_origin:
+                await lane.transport.aclose()
 
 
 def _in_flight(lane: _Lane) -> int:
