@@ -77,7 +77,7 @@ MAX_REDIRECTS = 5
 UNREACHABLE_HOLD = 5.0  # seconds an unreachable origin fails fast before it is tried again
 RANGE_HEADERS = ("range", "if-range")  # what a ranged read still sends after leaving the lease's origin
 READ_SIZE = 256 * 1024
-MAX_LANES = 16  # of LANE_CONNECTIONS connections each: 128 connections per client at most, as before
+MAX_LANES = 16  # per origin, of LANE_CONNECTIONS connections each: 128 connections to one origin at most
 
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
 HTTP2_AVAILABLE = importlib.util.find_spec("h2") is not None  # httpx[http2]
