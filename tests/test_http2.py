@@ -1,11 +1,11 @@
-"""HTTP/2 where the storage origin offers it (issue 16): HEADs and API calls multiplexed over one connection,
-byte transfers on HTTP/1.1 (`vidfs.http.client`).
+"""HTTP/2 where the origin offers it (issue 16): API calls multiplexed over one connection, byte transfers
+and the size probes' HEADs on HTTP/1.1 (`vidfs.http.client`; the HEADs' lean path: `tests/test_heads.py`).
 
 A real HTTPS server that speaks HTTP/2 and HTTP/1.1 (hypercorn on trio, ALPN offering both) with a
 certificate made here by a CA made here (`cryptography`), trusted through `HttpSettings(ca_bundle=...)`.
 Each answer says the protocol of its request and the client port of its connection:
-- 100 concurrent HEADs through `HttpClient` (as the size probes send them) all arrive as HTTP/2 over one
-  connection, and API calls (`pool="api"`) too: `test_heads_and_api_calls_share_one_http2_connection`;
+- 100 concurrent API calls (`pool="api"`) all arrive as HTTP/2 over one connection:
+  `test_api_calls_share_one_http2_connection`;
 - ranged GETs (`HttpClient.stream`, the read path) arrive as HTTP/1.1 although the server offers both:
   `test_ranged_reads_stay_on_http11`;
 - a plain-http origin sees HTTP/1.1 for everything, as before: `test_plain_http_stays_http11`.
@@ -155,17 +155,17 @@ async def server(tmp_path: Path, *, tls: bool) -> AsyncIterator[tuple[str, Seen,
 
 
 # ------------------------------------------------------------------------------------------ tests
-async def test_heads_and_api_calls_share_one_http2_connection(tmp_path: Path) -> None:
+async def test_api_calls_share_one_http2_connection(tmp_path: Path) -> None:
     async with server(tmp_path, tls=True) as (base, seen, ca):
         assert base.startswith("https://")
         http = HttpClient(HttpSettings(ca_bundle=ca))
         try:
             answers: list[tuple[str, str, str]] = []
 
-            async def head(n: int) -> None:
-                response = await http.request("HEAD", f"{base}/video-{n}.mp4", tag="t:storage", pool=None)
+            async def call(n: int) -> None:
+                response = await http.request("GET", f"{base}/api/video-{n}", tag="t:api")
                 assert response.status_code == 200
-                assert response.headers["content-length"] == str(SIZE)
+                assert len(response.content) == SIZE
                 answers.append(
                     (response.http_version, response.headers["x-protocol"], response.headers["x-client-port"])
                 )
@@ -173,16 +173,16 @@ async def test_heads_and_api_calls_share_one_http2_connection(tmp_path: Path) ->
             with trio.fail_after(DEADLINE):
                 async with trio.open_nursery() as nursery:
                     for n in range(100):
-                        nursery.start_soon(head, n)
+                        nursery.start_soon(call, n)
                 api = await http.request("GET", f"{base}/api/list", tag="t:api")
             assert len(answers) == 100
             assert {version for version, _said, _port in answers} == {"HTTP/2"}
             assert {said for _version, said, _port in answers} == {"2"}
             ports = {port for *_rest, port in answers}
-            assert len(ports) == 1, f"100 HEADs over {len(ports)} connections"
+            assert len(ports) == 1, f"100 API calls over {len(ports)} connections"
             assert api.http_version == "HTTP/2" and api.headers["x-client-port"] in ports
-            heads = [r for r in seen.requests if r[0] == "HEAD"]
-            assert len(heads) == 100 and {(v, p) for _m, v, p in heads} == {("2", int(next(iter(ports))))}
+            calls = [r for r in seen.requests if r[0] == "GET"]
+            assert len(calls) == 101 and {(v, p) for _m, v, p in calls} == {("2", int(next(iter(ports))))}
             assert http.stats.counters["http.http2"] == 101
         finally:
             await http.aclose()
@@ -193,7 +193,7 @@ async def test_ranged_reads_stay_on_http11(tmp_path: Path) -> None:
         http = HttpClient(HttpSettings(ca_bundle=ca))
         try:
             with trio.fail_after(DEADLINE):
-                probe = await http.request("HEAD", f"{base}/video.mp4", tag="t:storage", pool=None)
+                api = await http.request("GET", f"{base}/api/video", tag="t:api")
                 versions: list[str] = []
                 for start in (0, 40_000, 99_990):
                     headers = {"Range": f"bytes={start}-{start + 9_999}"}
@@ -202,9 +202,9 @@ async def test_ranged_reads_stay_on_http11(tmp_path: Path) -> None:
                         assert r.status_code == 206 and r.headers["x-protocol"] == "1.1"
                         assert body == bytes((start + i) % 251 for i in range(len(body)))
                         versions.append(r.http_version)
-            assert probe.http_version == "HTTP/2"  # the server offers both: the HEAD took HTTP/2
+            assert api.http_version == "HTTP/2"  # the server offers both: the API call took HTTP/2
             assert versions == ["HTTP/1.1"] * 3
-            assert [v for m, v, _p in seen.requests if m == "GET"] == ["1.1"] * 3
+            assert [v for m, v, _p in seen.requests if m == "GET"] == ["2"] + ["1.1"] * 3
         finally:
             await http.aclose()
 

@@ -156,16 +156,8 @@ class SizeProbes:
         tag = f"{instance}:storage"
         self._stats.incr("metadata.heads")
         try:
-            # pool=None: this origin's adaptive limit (above) is what bounds probes, not the client's slots.
-            response = await self._http.request(
-                "HEAD",
-                lease.url,
-                tag=tag,
-                headers=lease.headers,
-                follow_redirects=True,
-                retry=False,
-                pool=None,
-            )
+            # The caller holds this origin's adaptive limit (above): that is what bounds probes.
+            response = await self._http.head(lease.url, tag=tag, headers=lease.headers, retry=False)
         except UnreachableError:
             raise
         except RemoteIOError as exc:
@@ -175,9 +167,9 @@ class SizeProbes:
             log.debug("%s: HEAD failed (%s); asking for one byte instead", instance, exc)
             return await self._one_byte(instance, lease, tag)
         status = response.status_code
-        length = response.headers.get("Content-Length")
+        length = response.header("Content-Length")
         if status == 200 and length is not None and length.isdigit():
-            return Probe(int(length), response.headers.get("ETag"))
+            return Probe(int(length), response.header("ETag"))
         if renews_lease(status):
             raise error_for(status, f"HEAD {redact_url(lease.url)}: HTTP {status}", storage=True)
         return await self._one_byte(instance, lease, tag)

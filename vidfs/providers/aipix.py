@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -263,9 +263,12 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         meta: Mapping[str, Any] = document["meta"] if isinstance(document.get("meta"), Mapping) else {}
         links = document.get("links")
         more = bool(links["next"]) if isinstance(links, Mapping) and "next" in links else None
-        return Page(data, _count(meta.get("total")), _count(meta.get("last_page"), least=1), more)
+        # Each item reduced to what the scan keeps the moment its page arrives: the raw JSON of 100,000
+        # items, held until the last page came, was most of a big scan's peak memory.
+        archives = [self._archive(item) for item in data if _item_key(item) is not None]
+        return Page(archives, _count(meta.get("total")), _count(meta.get("last_page"), least=1), more)
 
-    async def _fetch_items(self) -> tuple[list[dict[str, Any]], int]:
+    async def _fetch_items(self) -> tuple[list[_Archive], int]:
         """Every archive item of the window: page 1, then the rest concurrently once `meta` tells the last
         page and the total (`vidfs.providers.paging`: one state of the list, each item once)."""
         now = time.time()
@@ -274,7 +277,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
             "from": format_date(now - self._window),
             "to": format_date(now + TO_MARGIN),
         }
-        paged = await numbered_pages(lambda number: self._page(number, params), key=_item_key)
+        paged = await numbered_pages(lambda number: self._page(number, params), key=_archive_key)
         if not paged.settled:
             self._log.warning(
                 "%s: the archive list kept changing while it was read (%d pages, %d asked again): it may "
@@ -318,7 +321,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
     async def _scan_now(self) -> _Scan:
         started = time.monotonic()
         items, pages = await self._fetch_items()
-        camera_ids = sorted({_camera_key(item) for item in items} - {UNKNOWN_CAMERA})
+        camera_ids = sorted({archive.camera_id for archive in items} - {UNKNOWN_CAMERA})
         names: dict[str, str] = {}
         limiter = trio.CapacityLimiter(CAMERA_CONCURRENCY)
 
@@ -347,15 +350,20 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         )
         return scan
 
-    def _build(self, items: list[dict[str, Any]], camera_names: Mapping[str, str]) -> _Scan:
+    def _archive(self, item: dict[str, Any]) -> _Archive:
+        return _Archive(str(item["id"]), _camera_key(item), _stream_key(item), self._entry(item))
+
+    def _build(self, items: list[_Archive], camera_names: Mapping[str, str]) -> _Scan:
         videos: dict[str, Video] = {}
         gone: set[str] = set()
         tree: dict[str, dict[str, list[Video]]] = {}
         hidden: dict[str, list[HiddenItem]] = {}
-        for item in items:
-            camera_id = _camera_key(item)
-            stream_type = _stream_key(item)
-            entry = self._entry(item, camera_names.get(camera_id))
+        for archive in items:
+            camera_id, stream_type = archive.camera_id, archive.stream_type
+            entry = archive.entry
+            camera = camera_names.get(camera_id)
+            if isinstance(entry, Video) and camera is not None:  # the name known only now (see _Archive)
+                entry = replace(entry, extra=frozen_extra({**entry.extra, "camera": camera}))
             if isinstance(entry, Video):
                 videos[entry.remote_id] = entry
                 tree.setdefault(camera_id, {}).setdefault(stream_type, []).append(entry)
@@ -405,7 +413,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         listings[ROOT_ID] = Listing(tuple(root_entries), tuple(root_hidden))
         return _Scan(listings, videos, gone)
 
-    def _entry(self, item: Mapping[str, Any], camera: str | None) -> Video | HiddenItem:
+    def _entry(self, item: Mapping[str, Any]) -> Video | HiddenItem:
         remote_id = str(item["id"])
         name = str(item.get("name") or "").strip() or f"archive-{remote_id}"
         if item.get("is_file_exists") is False:
@@ -422,7 +430,6 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
                 "from": item.get("from"),
                 "to": item.get("to"),
                 "camera_id": stream.get("camera_id"),
-                "camera": camera,
                 "stream_id": stream.get("id"),
                 "stream_type": stream.get("type"),
                 "has_sound": stream.get("has_sound"),
@@ -507,6 +514,21 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         return StreamLease(
             url=url, headers=headers, expires_at=self._tokens.expires_at, uses_provider_auth=True
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Archive:
+    """One archive item of the list, reduced as its page arrives: its id, camera and stream, and its entry
+    built without the camera's display name (known only once every page named every camera)."""
+
+    remote_id: str
+    camera_id: str
+    stream_type: str
+    entry: Video | HiddenItem
+
+
+def _archive_key(archive: _Archive) -> str:
+    return archive.remote_id
 
 
 def _item_key(item: Any) -> str | None:

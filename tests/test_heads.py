@@ -1,0 +1,273 @@
+"""The size probes' lean HEAD path (`vidfs.http.heads`, through `HttpClient.head`), against real servers on
+127.0.0.1: hypercorn (HTTPS with a CA made here, or plain HTTP), and raw trio TCP servers where a test needs
+a server that misbehaves on purpose (closes a kept-alive connection, never answers, answers garbage).
+
+- TLS, verified against the configured CA, HTTP/1.1, connections kept alive and reused across rounds of
+  concurrent HEADs: `test_heads_over_tls_reuse_their_connections`;
+- without the CA the handshake fails as a TLS failure, said so, and not retried: `test_untrusted_certificate`;
+- a kept-alive connection the server closed while idle costs one more connection, not an error:
+  `test_connection_closed_while_idle_is_replaced`;
+- no answer ends in a timeout error; a refused connection in an error, then fast failures:
+  `test_silent_server_times_out`, `test_refused_connection`;
+- a malformed answer is an error and its connection is not kept: `test_malformed_answer`;
+- redirects are followed, credentials only on the first origin: `test_redirect_keeps_credentials_home`;
+- 429 with Retry-After is retried by the policy when asked (`retry=True`), and returned as an error with
+  its status when not: `test_congested_head`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from tests.asgi_server import Receive, Send, lifespan, running
+from tests.test_http2 import make_certificates
+from vidfs.config.types import HttpSettings
+from vidfs.errors import RemoteIOError, RemoteTimeoutError, UnreachableError
+from vidfs.http.client import HttpClient
+
+SIZE = 123_456
+DEADLINE = 60.0
+
+
+@dataclass
+class Seen:
+    """(method, path, HTTP version, client port, authorization header) per request."""
+
+    requests: list[tuple[str, str, str, int, str]] = field(default_factory=list)
+
+
+def make_app(seen: Seen, routes: dict[str, tuple[int, list[tuple[bytes, bytes]]]] | None = None) -> Any:
+    """Every path is a file of SIZE bytes with an ETag, unless `routes` gives it (status, headers)."""
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if await lifespan(scope, receive, send):
+            return
+        headers = dict(scope["headers"])
+        auth = headers.get(b"authorization", b"").decode()
+        seen.requests.append(
+            (scope["method"], scope["path"], scope["http_version"], scope["client"][1], auth)
+        )
+        status, answer = (routes or {}).get(scope["path"], (200, []))
+        if status == 200:
+            answer = [(b"content-length", str(SIZE).encode()), (b"etag", b'"v1"'), *answer]
+        await send({"type": "http.response.start", "status": status, "headers": answer})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+@asynccontextmanager
+async def raw_server(handler: Callable[[trio.SocketStream], Awaitable[None]]) -> AsyncIterator[str]:
+    """http://127.0.0.1:PORT of a TCP server that hands each connection to `handler`, stopped on exit."""
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def read_request(stream: trio.SocketStream, buffer: bytearray) -> bool:
+    """Read up to the end of one request's head into `buffer` (consumed); False at the end of the stream."""
+    while b"\r\n\r\n" not in buffer:
+        data = await stream.receive_some(4096)
+        if not data:
+            return False
+        buffer += data
+    del buffer[: buffer.index(b"\r\n\r\n") + 4]
+    return True
+
+
+OK = b'HTTP/1.1 200 OK\r\nContent-Length: 42\r\nETag: "e"\r\n\r\n'
+
+
+async def test_heads_over_tls_reuse_their_connections(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    seen = Seen()
+    async with running(make_app(seen), certificate=(cert, key)) as base:
+        assert base.startswith("https://")
+        http = HttpClient(HttpSettings(ca_bundle=ca))
+        try:
+            answers: list[tuple[int, str | None, str | None]] = []
+
+            async def head(n: int) -> None:
+                answer = await http.head(f"{base}/video-{n}.mp4", tag="t:storage")
+                answers.append((answer.status_code, answer.header("Content-Length"), answer.header("etag")))
+
+            with trio.fail_after(DEADLINE):
+                for _round in range(3):
+                    async with trio.open_nursery() as nursery:
+                        for n in range(20):
+                            nursery.start_soon(head, n)
+        finally:
+            await http.aclose()
+    assert answers == [(200, str(SIZE), '"v1"')] * 60
+    assert {version for _m, _p, version, _port, _a in seen.requests} == {"1.1"}
+    ports = {port for *_rest, port, _a in seen.requests}
+    stats = http._heads.statistics() if http._heads is not None else {}
+    # 20 at once need at most 20 connections; the later rounds ride the ones the first opened.
+    assert len(ports) <= 20 and stats["opened"] == len(ports)
+    assert stats["reused"] >= 40
+    assert http.stats.counters.get("http.http2", 0) == 0
+
+
+async def test_untrusted_certificate(tmp_path: Path) -> None:
+    _ca, cert, key = make_certificates(tmp_path)
+    seen = Seen()
+    async with running(make_app(seen), certificate=(cert, key)) as base:
+        http = HttpClient(HttpSettings(retries=3))
+        try:
+            with trio.fail_after(DEADLINE), pytest.raises(RemoteIOError) as caught:
+                await http.head(f"{base}/video.mp4", tag="t:storage")
+        finally:
+            await http.aclose()
+    assert "TLS failure" in str(caught.value)
+    assert seen.requests == []
+    assert http.stats.counters.get("http.retries", 0) == 0  # a certificate does not get better by waiting
+
+
+async def test_connection_closed_while_idle_is_replaced() -> None:
+    """The server answers one HEAD per connection and then closes it without saying so (allowed: a server
+    may close an idle connection at any time). Every HEAD still gets its answer."""
+    connections = 0
+
+    async def one_answer(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        if await read_request(stream, bytearray()):
+            await stream.send_all(OK)
+        await stream.aclose()
+
+    async with raw_server(one_answer) as base:
+        http = HttpClient(HttpSettings(retries=0))
+        try:
+            with trio.fail_after(DEADLINE):
+                sizes = [
+                    (await http.head(f"{base}/v{n}", tag="t:storage")).header("content-length")
+                    for n in range(4)
+                ]
+        finally:
+            await http.aclose()
+    assert sizes == ["42"] * 4
+    assert connections == 4
+    assert http._heads is not None and http._heads.statistics()["stale"] == 3
+
+
+async def test_silent_server_times_out() -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await read_request(stream, bytearray())
+        await trio.sleep_forever()
+
+    async with raw_server(silent) as base:
+        http = HttpClient(HttpSettings(read_timeout=0.3, retries=1, backoff_base=0.01))
+        try:
+            with trio.fail_after(DEADLINE), pytest.raises(RemoteTimeoutError):
+                await http.head(f"{base}/video.mp4", tag="t:storage")
+        finally:
+            await http.aclose()
+    assert http.stats.counters.get("http.retries", 0) == 1
+
+
+async def test_refused_connection() -> None:
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]  # bound, never listening: connections are refused
+    http = HttpClient(HttpSettings(retries=1, backoff_base=0.01))
+    try:
+        with trio.fail_after(DEADLINE):
+            with pytest.raises(RemoteIOError) as first:
+                await http.head(f"http://127.0.0.1:{port}/v", tag="t:storage")
+            assert not isinstance(first.value, UnreachableError)
+            with pytest.raises(UnreachableError):  # held down a few seconds: fails at once
+                await http.head(f"http://127.0.0.1:{port}/v", tag="t:storage")
+    finally:
+        listener.close()
+        await http.aclose()
+
+
+async def test_malformed_answer() -> None:
+    connections = 0
+
+    async def garbage_then_good(stream: trio.SocketStream) -> None:
+        nonlocal connections
+        connections += 1
+        buffer = bytearray()
+        while await read_request(stream, buffer):
+            await stream.send_all(b"NONSENSE\r\n\r\n" if connections == 1 else OK)
+
+    async with raw_server(garbage_then_good) as base:
+        http = HttpClient(HttpSettings(retries=0))
+        try:
+            with trio.fail_after(DEADLINE):
+                with pytest.raises(RemoteIOError) as caught:
+                    await http.head(f"{base}/v", tag="t:storage")
+                answer = await http.head(f"{base}/v", tag="t:storage")
+        finally:
+            await http.aclose()
+    assert "malformed" in str(caught.value)
+    assert answer.header("content-length") == "42"
+    assert connections == 2  # the broken connection was not reused
+
+
+async def test_redirect_keeps_credentials_home(tmp_path: Path) -> None:
+    seen_home, seen_away = Seen(), Seen()
+    async with running(make_app(seen_away)) as away:
+        routes = {
+            "/moved": (302, [(b"location", b"/here")]),
+            "/elsewhere": (307, [(b"location", f"{away}/there?sig=1".encode())]),
+        }
+        async with running(make_app(seen_home, routes)) as home:
+            http = HttpClient(HttpSettings())
+            try:
+                with trio.fail_after(DEADLINE):
+                    same = await http.head(
+                        f"{home}/moved", tag="t:storage", headers={"Authorization": "Bearer x"}
+                    )
+                    off = await http.head(
+                        f"{home}/elsewhere", tag="t:storage", headers={"Authorization": "Bearer x"}
+                    )
+            finally:
+                await http.aclose()
+    assert same.status_code == off.status_code == 200
+    assert off.url == f"{away}/there?sig=1"
+    assert [(p, a) for _m, p, _v, _port, a in seen_home.requests] == [
+        ("/moved", "Bearer x"),
+        ("/here", "Bearer x"),
+        ("/elsewhere", "Bearer x"),
+    ]
+    assert [(p, a) for _m, p, _v, _port, a in seen_away.requests] == [("/there", "")]
+
+
+async def test_congested_head() -> None:
+    requests = 0
+
+    async def busy_once(stream: trio.SocketStream) -> None:
+        nonlocal requests
+        buffer = bytearray()
+        while await read_request(stream, buffer):
+            requests += 1
+            if requests in (1, 3):
+                await stream.send_all(b"HTTP/1.1 429 Too Many\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n")
+            else:
+                await stream.send_all(OK)
+
+    async with raw_server(busy_once) as base:
+        http = HttpClient(HttpSettings(backoff_base=0.01))
+        try:
+            with trio.fail_after(DEADLINE):
+                retried = await http.head(f"{base}/v", tag="t:storage", retry=True)
+                with pytest.raises(RemoteIOError) as refused:
+                    await http.head(f"{base}/v", tag="t:storage", retry=False)
+        finally:
+            await http.aclose()
+    assert retried.status_code == 200 and requests == 3
+    assert refused.value.status == 429
