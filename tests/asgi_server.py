@@ -1,5 +1,5 @@
 """A real HTTP server for in-process tests of the HTTP client: hypercorn on trio, on 127.0.0.1, serving an
-ASGI app the test writes (`tests/test_http2.py`, `tests/test_lanes.py`, `tests/test_api_window.py`)."""
+ASGI app the test writes (`tests/test_lean.py`, `tests/test_api_window.py`)."""
 
 from __future__ import annotations
 

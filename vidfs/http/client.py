@@ -15,23 +15,13 @@ Every request of every provider goes through `HttpClient`. It:
 
 `transport=` takes any httpx transport (in-process tests give an `httpx.MockTransport`).
 
-HTTP/2 where it pays: a second httpx client, with `http2=True`, carries the API calls (`pool="api"`): many
-small requests, which over HTTP/2 share one connection (one TLS handshake, no head-of-line wait for a free
-connection) where the origin offers it. HTTP/2 is only negotiated over TLS (ALPN), so plain-http origins
-(the emulators, most LAN servers) see HTTP/1.1 exactly as before. Byte transfers (`stream`, the ranged
-GETs) always stay on the HTTP/1.1 client: Python's h2 costs far more CPU per byte than h11, and at 20 ms of
-round trip several TCP connections move bytes faster than one. Both clients share the per-origin limits;
-responses that came over HTTP/2 are counted (`http.http2`).
-
-The size probes' HEADs (`head`) take neither: they go on a lean path of their own (`vidfs.http.heads`:
-h11 on kept-alive connections), 0.26 ms of CPU per HEAD over TLS against 1.0-1.3 ms over HTTP/2 through
-httpx (64 at once, nginx on loopback), so a catalog that needs a HEAD per video is bound by round trips,
-not by this daemon's CPU. (This replaced HEADs over HTTP/2, which issue 16 first asked for: one connection
-for all, but four to five times the CPU per HEAD.)
-
-The client of API calls has a `LanedTransport` (`vidfs.http.lanes`): small httpcore pools side by
-side, since one pool's bookkeeping costs each request time in the square of its connections (64 size probes
-in flight made it most of a big listing's CPU). Byte transfers keep one pool: few, large requests.
+Two ways to the network. Small requests, the API calls (`pool="api"`) and the size probes' HEADs
+(`head`), go on the lean path (`vidfs.http.lean`: h11 on kept-alive HTTP/1.1 connections, a quarter of
+httpx's CPU per request or less); API calls still go through an httpx client (over a `LeanTransport`) for
+its request building and login auth flows. Byte transfers (`stream`, the ranged GETs) go through httpx's own
+HTTP/1.1 pool: a few requests of megabytes each, for which a pool's bookkeeping costs nothing worth saving.
+(HTTP/2 for HEADs and API calls, one connection per origin, was dropped for the lean path: four to five
+times the CPU per request; see `vidfs.http.lean`.)
 
 Bodies are read from the socket in pieces of up to `READ_SIZE` (httpcore's HTTP/1.1 connection asks for
 64 KiB at a time otherwise). Every piece costs a trip through httpcore, h11 and trio's socket and timeout
@@ -44,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import logging
 import ssl
 import time
@@ -61,8 +50,7 @@ import trio
 from vidfs.config.types import HttpSettings
 from vidfs.errors import InvalidRemoteData, RemoteError, RemoteIOError, UnreachableError, redact_url
 from vidfs.http.adaptive import CONGESTED, AdaptiveLimit
-from vidfs.http.heads import HeadAnswer, HeadPool
-from vidfs.http.lanes import LanedTransport
+from vidfs.http.lean import Answer, LeanPool, LeanTransport
 from vidfs.http.policy import (
     HTTPX_ERRORS,
     IDEMPOTENT,
@@ -84,10 +72,8 @@ MAX_REDIRECTS = 5
 UNREACHABLE_HOLD = 5.0  # seconds an unreachable origin fails fast before it is tried again
 RANGE_HEADERS = ("range", "if-range")  # what a ranged read still sends after leaving the lease's origin
 READ_SIZE = 256 * 1024
-MAX_LANES = 16  # per origin, of LANE_CONNECTIONS connections each: 128 connections to one origin at most
 
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
-HTTP2_AVAILABLE = importlib.util.find_spec("h2") is not None  # httpx[http2]
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
@@ -169,6 +155,8 @@ class _Channel:
         """The whole response, body read, connection back in the pool."""
         answer = await self.transport.handle_async_request(request)
         stream = answer.stream
+        if isinstance(stream, httpx.ByteStream):
+            return answer  # the body is read already (the lean path's answers)
         assert isinstance(stream, httpx.AsyncByteStream)
         try:  # the raw stream, not Response.aread's decoder and chunker layers (a sixth of a HEAD's CPU)
             body = b"".join([chunk async for chunk in stream])
@@ -185,7 +173,7 @@ class _Channel:
         )
 
 
-_Answer = TypeVar("_Answer", httpx.Response, HeadAnswer)
+_Answer = TypeVar("_Answer", httpx.Response, Answer)
 
 
 class ApiBudget(Protocol):
@@ -221,31 +209,22 @@ class HttpClient:
             "headers": {"User-Agent": self.settings.user_agent},
             "trust_env": False,
         }
-        given = transport
-        multiplexing = given is None and HTTP2_AVAILABLE
-        if transport is None and multiplexing:
-            # Byte transfers only: a few large requests (at most max_connections_per_host per origin), for
-            # which one pool's bookkeeping costs nothing worth a lane (see vidfs.http.lanes).
-            limits = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30)
-            transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
-        elif transport is None:  # it carries the HEADs and API calls too: small pools side by side
-            transport = LanedTransport(verify=verify, max_lanes=MAX_LANES)
-        self._client = _Channel(httpx.AsyncClient(**common, transport=transport), transport)
-        # HEADs and API calls (see the essay); none with a given transport (it serves every request), none
-        # without the h2 package (httpx[http2]).
-        self._multiplexed: _Channel | None = None
-        if multiplexing:
-            multiplexed = LanedTransport(verify=verify, http2=True, max_lanes=MAX_LANES)
-            self._multiplexed = _Channel(httpx.AsyncClient(**common, transport=multiplexed), multiplexed)
-        # HEADs on the lean path (`vidfs.http.heads`); through the given transport when there is one.
-        self._heads: HeadPool | None = None
-        if given is None:
-            self._heads = HeadPool(
+        # Small requests (API calls, HEADs) on the lean path; none with a given transport (it serves every
+        # request: in-process tests give an httpx.MockTransport).
+        self._lean: LeanPool | None = None
+        self._api: _Channel | None = None
+        if transport is None:
+            self._lean = LeanPool(
                 connect_timeout=self.settings.connect_timeout,
                 read_timeout=self.settings.read_timeout,
                 user_agent=self.settings.user_agent,
                 ca_bundle=self.settings.ca_bundle,
             )
+            lean = LeanTransport(self._lean)
+            self._api = _Channel(httpx.AsyncClient(**common, transport=lean), lean)
+            limits = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30)
+            transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
+        self._client = _Channel(httpx.AsyncClient(**common, transport=transport), transport)
         self._limiters: dict[tuple[tuple[str, str, int], str], trio.CapacityLimiter] = {}
         self._api_windows: dict[tuple[str, str, int], AdaptiveLimit] = {}
         # Origins that could not be connected to after a full retry budget: requests to them fail at once
@@ -254,29 +233,22 @@ class HttpClient:
         self.budget: ApiBudget | None = None  # `api_rate` of the providers (set by the engine)
 
     def statistics(self) -> dict[str, int]:
-        """Connection lanes open and requests in flight (bodies not closed yet), over both clients; the
-        widest API window."""
-        totals = {"lanes": 0, "in_flight": 0}
-        for channel in (self._client, self._multiplexed):
-            if channel is not None and isinstance(channel.transport, LanedTransport):
-                for key, value in channel.transport.statistics().items():
-                    totals[key] += value
+        """The lean path's connections (idle, opened, reused, found closed) and requests in flight; the widest
+        API window."""
+        totals = dict(self._lean.statistics()) if self._lean is not None else {}
         windows = [window.limit for window in self._api_windows.values()]
         totals["api_window"] = max(windows, default=0)
         return totals
 
     async def aclose(self) -> None:
         await self._client.client.aclose()
-        if self._multiplexed is not None:
-            await self._multiplexed.client.aclose()
-        if self._heads is not None:
-            await self._heads.aclose()
+        if self._api is not None:
+            await self._api.client.aclose()  # and the lean pool, through its transport
 
     def _client_for(self, method: str, pool: str | None) -> _Channel:
-        """The HTTP/2-capable client for API calls (and a HEAD sent with `request`), the HTTP/1.1 one for
-        everything else."""
-        if self._multiplexed is not None and (method.upper() == "HEAD" or pool == "api"):
-            return self._multiplexed
+        """The lean path's client for API calls and HEADs, httpx's pool for everything else."""
+        if self._api is not None and (method.upper() == "HEAD" or pool == "api"):
+            return self._api
         return self._client
 
     def retry_policy(self, *, retry: bool = True, attempts: int | None = None) -> RetryPolicy:
@@ -359,24 +331,22 @@ class HttpClient:
 
     async def head(
         self, url: str, *, tag: str, headers: Mapping[str, str] | None = None, retry: bool = True
-    ) -> HeadAnswer:
+    ) -> Answer:
         """A HEAD, redirects followed (credentials only on `url`'s origin), on the lean path
-        (`vidfs.http.heads`) unless the client was given a transport. Errors as for `request`; the caller
+        (`vidfs.http.lean`) unless the client was given a transport. Errors as for `request`; the caller
         holds whatever slot limits it (the probes' window)."""
-        if self._heads is None:
+        if self._lean is None:
             response = await self.request(
                 "HEAD", url, tag=tag, headers=headers, follow_redirects=True, retry=retry, pool=None
             )
-            return HeadAnswer(
-                response.status_code, {k.lower(): v for k, v in response.headers.items()}, str(response.url)
-            )
+            return Answer(response.status_code, response.headers.raw, response.content, str(response.url))
         self.check_reachable(url)
-        heads = self._heads
+        lean = self._lean
 
-        async def send() -> HeadAnswer:
+        async def send() -> Answer:
             target = url
             for _hop in range(MAX_REDIRECTS + 1):
-                answer = await heads.head(target, headers if same_origin(url, target) else None)
+                answer = await lean.request("HEAD", target, headers if same_origin(url, target) else None)
                 self.stats.count_request(tag, answer.status_code)
                 location = answer.header("location")
                 if answer.status_code not in REDIRECT_STATUSES or not location:
@@ -457,8 +427,6 @@ class HttpClient:
                         window.answered(trio.current_time() - started)
                         window.relieved()
             self.stats.count_request(tag, response.status_code)
-            if response.http_version == "HTTP/2":
-                self.stats.incr("http.http2")
             following = outgoing.redirected(response) if follow_redirects else None
             if following is None:
                 return response

@@ -1,6 +1,7 @@
-"""The size probes' lean HEAD path (`vidfs.http.heads`, through `HttpClient.head`), against real servers on
-127.0.0.1: hypercorn (HTTPS with a CA made here, or plain HTTP), and raw trio TCP servers where a test needs
-a server that misbehaves on purpose (closes a kept-alive connection, never answers, answers garbage).
+"""The lean path of small requests (`vidfs.http.lean`): the size probes' HEADs (`HttpClient.head`) and the
+API calls (`HttpClient.request`, pool "api"), against real servers on 127.0.0.1: hypercorn (HTTPS with a CA
+made here, or plain HTTP), and raw trio TCP servers where a test needs a server that misbehaves on purpose
+(closes a kept-alive connection, never answers, answers garbage).
 
 - TLS, verified against the configured CA, HTTP/1.1, connections kept alive and reused across rounds of
   concurrent HEADs: `test_heads_over_tls_reuse_their_connections`;
@@ -12,12 +13,21 @@ a server that misbehaves on purpose (closes a kept-alive connection, never answe
 - a malformed answer is an error and its connection is not kept: `test_malformed_answer`;
 - redirects are followed, credentials only on the first origin: `test_redirect_keeps_credentials_home`;
 - 429 with Retry-After is retried by the policy when asked (`retry=True`), and returned as an error with
-  its status when not: `test_congested_head`.
+  its status when not: `test_congested_head`;
+- API calls over TLS: query, JSON bodies, a Basic-auth login, a gzip-encoded answer, all over kept-alive
+  HTTP/1.1 connections: `test_api_calls_over_tls`; ranged reads stay on httpx's pool:
+  `test_ranged_reads_over_tls`;
+- 40 requests at once all reach a server that holds them (nothing queued behind another), a second round
+  rides the same connections, and nothing stays counted in flight after answers and failures:
+  `test_many_requests_at_once_keep_their_connections`, `test_nothing_stays_in_flight`.
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
+import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,7 +38,7 @@ import pytest
 import trio
 
 from tests.asgi_server import Receive, Send, lifespan, running
-from tests.test_http2 import make_certificates
+from tests.certificates import make_certificates
 from vidfs.config.types import HttpSettings
 from vidfs.errors import RemoteIOError, RemoteTimeoutError, UnreachableError
 from vidfs.http.client import HttpClient
@@ -113,11 +123,10 @@ async def test_heads_over_tls_reuse_their_connections(tmp_path: Path) -> None:
     assert answers == [(200, str(SIZE), '"v1"')] * 60
     assert {version for _m, _p, version, _port, _a in seen.requests} == {"1.1"}
     ports = {port for *_rest, port, _a in seen.requests}
-    stats = http._heads.statistics() if http._heads is not None else {}
+    stats = http.statistics()
     # 20 at once need at most 20 connections; the later rounds ride the ones the first opened.
     assert len(ports) <= 20 and stats["opened"] == len(ports)
     assert stats["reused"] >= 40
-    assert http.stats.counters.get("http.http2", 0) == 0
 
 
 async def test_untrusted_certificate(tmp_path: Path) -> None:
@@ -159,7 +168,7 @@ async def test_connection_closed_while_idle_is_replaced() -> None:
             await http.aclose()
     assert sizes == ["42"] * 4
     assert connections == 4
-    assert http._heads is not None and http._heads.statistics()["stale"] == 3
+    assert http.statistics()["stale"] == 3
 
 
 async def test_silent_server_times_out() -> None:
@@ -271,3 +280,211 @@ async def test_congested_head() -> None:
             await http.aclose()
     assert retried.status_code == 200 and requests == 3
     assert refused.value.status == 429
+
+
+# ------------------------------------------------------------------------------------------ API calls
+def api_app(seen: Seen) -> Any:
+    """/api/items?page=N: JSON telling the page and the Authorization seen; /api/login (POST): the JSON body
+    back; /api/big: a gzip-encoded JSON answer; anything else: a file of SIZE bytes (ranged GETs too)."""
+
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if await lifespan(scope, receive, send):
+            return
+        headers = dict(scope["headers"])
+        auth = headers.get(b"authorization", b"").decode()
+        path = scope["path"]
+        seen.requests.append((scope["method"], path, scope["http_version"], scope["client"][1], auth))
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        status, extra = 200, []
+        if path == "/api/items":
+            content = json.dumps({"query": scope["query_string"].decode(), "auth": auth}).encode()
+        elif path == "/api/login":
+            content = json.dumps({"got": json.loads(body), "auth": auth}).encode()
+        elif path == "/api/big":
+            content = gzip.compress(json.dumps({"items": list(range(5000))}).encode())
+            extra = [(b"content-encoding", b"gzip")]
+        else:
+            start, end = 0, SIZE - 1
+            ranged = headers.get(b"range", b"").decode()
+            if ranged.startswith("bytes="):
+                first, _, last = ranged.removeprefix("bytes=").partition("-")
+                status, start, end = 206, int(first), min(int(last or SIZE - 1), SIZE - 1)
+                extra = [(b"content-range", f"bytes {start}-{end}/{SIZE}".encode())]
+            content = bytes((start + i) % 251 for i in range(end - start + 1))
+        fields = [
+            (b"content-length", str(len(content)).encode()),
+            (b"x-protocol", scope["http_version"].encode()),
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": fields + extra})
+        await send({"type": "http.response.body", "body": content})
+
+    return app
+
+
+async def test_api_calls_over_tls(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    seen = Seen()
+    async with running(api_app(seen), certificate=(cert, key)) as base:
+        http = HttpClient(HttpSettings(ca_bundle=ca))
+        try:
+            pages: dict[int, Any] = {}
+
+            async def page(n: int) -> None:
+                response = await http.request(
+                    "GET",
+                    f"{base}/api/items",
+                    tag="t:api",
+                    params={"page": n},
+                    headers={"Authorization": "T"},
+                )
+                assert response.status_code == 200 and response.http_version == "HTTP/1.1"
+                pages[n] = response.json()
+
+            with trio.fail_after(DEADLINE):
+                for _round in range(2):
+                    async with trio.open_nursery() as nursery:
+                        for n in range(16):
+                            nursery.start_soon(page, n)
+                login = await http.request(
+                    "POST", f"{base}/api/login", tag="t:api", json={"user": "ü"}, auth=("me", "secret")
+                )
+                big = await http.request("GET", f"{base}/api/big", tag="t:api")
+        finally:
+            await http.aclose()
+    assert pages == {n: {"query": f"page={n}", "auth": "T"} for n in range(16)}
+    assert login.status_code == 200 and login.json() == {"got": {"user": "ü"}, "auth": "Basic bWU6c2VjcmV0"}
+    assert big.json() == {"items": list(range(5000))}  # decoded from gzip
+    assert {version for _m, _p, version, _port, _a in seen.requests} == {"1.1"}
+    ports = {port for *_rest, port, _a in seen.requests}
+    assert len(ports) <= 16 and http.statistics()["opened"] == len(ports)  # the second round reused them
+
+
+async def test_ranged_reads_over_tls(tmp_path: Path) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    seen = Seen()
+    async with running(api_app(seen), certificate=(cert, key)) as base:
+        http = HttpClient(HttpSettings(ca_bundle=ca))
+        try:
+            with trio.fail_after(DEADLINE):
+                for start in (0, 40_000, SIZE - 10):
+                    headers = {"Range": f"bytes={start}-{start + 9_999}"}
+                    async with http.stream("GET", f"{base}/video.mp4", tag="t:storage", headers=headers) as r:
+                        body = b"".join([chunk async for chunk in r.aiter_raw()])
+                        assert r.status_code == 206 and r.http_version == "HTTP/1.1"
+                        assert body == bytes((start + i) % 251 for i in range(len(body)))
+        finally:
+            await http.aclose()
+    assert http.statistics()["opened"] == 0  # not the lean pool: httpx's own, for byte transfers
+    assert len(seen.requests) == 3
+
+
+# ------------------------------------------------------------------------------------- many at once
+AT_ONCE = 40
+
+
+@dataclass
+class Held:
+    """The server's side: requests waiting, the ports they came from, and the gate that lets them go."""
+
+    waiting: int = 0
+    most_waiting: int = 0
+    ports: list[int] = field(default_factory=list)
+    gate: trio.Event = field(default_factory=trio.Event)
+    arrived: trio.Event = field(default_factory=trio.Event)
+    expect: int = AT_ONCE
+
+
+def held_app(held: Held) -> Any:
+    async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if await lifespan(scope, receive, send):
+            return
+        held.ports.append(scope["client"][1])
+        held.waiting += 1
+        held.most_waiting = max(held.most_waiting, held.waiting)
+        if held.waiting >= held.expect:
+            held.arrived.set()
+        await held.gate.wait()
+        held.waiting -= 1
+        body = b"x" * 1000 if scope["method"] == "GET" else b""
+        headers = [(b"content-length", b"1000"), (b"x-client-port", str(scope["client"][1]).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+async def a_round(http: HttpClient, base: str, held: Held) -> list[str]:
+    """AT_ONCE requests at once, HEADs and API calls: let go only once the server holds them all; the ports
+    they answer from."""
+    held.gate, held.arrived, held.expect = trio.Event(), trio.Event(), AT_ONCE
+    answered: list[str] = []
+
+    async def head(n: int) -> None:
+        answer = await http.head(f"{base}/video-{n}.mp4", tag="t:storage")
+        assert answer.status_code == 200 and answer.header("content-length") == "1000"
+        answered.append(answer.header("x-client-port") or "")
+
+    async def call(n: int) -> None:
+        response = await http.request("GET", f"{base}/api/{n}", tag="t:api")
+        assert response.status_code == 200 and response.content == b"x" * 1000
+        answered.append(response.headers["x-client-port"])
+
+    async with trio.open_nursery() as nursery:
+        for n in range(AT_ONCE):
+            nursery.start_soon(head if n % 2 else call, n)
+        # Waiting on a condition (the deadline only guards a hang): a pool queueing requests would hold some
+        # of them back, and the server would never see them all at once.
+        with trio.move_on_after(DEADLINE) as waited:
+            await held.arrived.wait()
+        assert not waited.cancelled_caught, (
+            f"only {held.most_waiting} of {AT_ONCE} requests ever arrived together"
+        )
+        assert http.statistics()["in_flight"] == AT_ONCE
+        held.gate.set()
+    return answered
+
+
+async def test_many_requests_at_once_keep_their_connections() -> None:
+    held = Held()
+    async with running(held_app(held), http11_only=True, keep_alive=DEADLINE) as base:
+        # An API window as wide as the round (it starts at max_connections_per_host).
+        http = HttpClient(HttpSettings(max_connections_per_host=AT_ONCE, max_api_requests_per_host=AT_ONCE))
+        try:
+            with trio.fail_after(DEADLINE * 3):
+                first = await a_round(http, base, held)
+                assert len(first) == AT_ONCE and len(set(first)) == AT_ONCE  # HTTP/1.1: a connection each
+                assert http.statistics()["in_flight"] == 0
+                second = await a_round(http, base, held)
+        finally:
+            await http.aclose()
+    assert set(second) == set(first), "the second round opened new connections"
+    assert len(held.ports) == 2 * AT_ONCE
+    assert http.statistics()["in_flight"] == 0
+
+
+async def test_nothing_stays_in_flight() -> None:
+    held = Held()
+    held.gate.set()
+    async with running(held_app(held), http11_only=True) as base:
+        http = HttpClient(HttpSettings(retries=0))
+        try:
+            with trio.fail_after(DEADLINE):
+                for _ in range(3):
+                    assert (await http.request("GET", f"{base}/a.mp4", tag="t:api")).content == b"x" * 1000
+                with socket.socket() as unused:  # a port nobody listens on: connections refused
+                    unused.bind(("127.0.0.1", 0))
+                    refused = f"http://127.0.0.1:{unused.getsockname()[1]}/c.mp4"
+                for _ in range(3):
+                    with pytest.raises(RemoteIOError):
+                        await http.head(refused, tag="t:storage", retry=False)
+                    with pytest.raises(RemoteIOError):
+                        await http.request("GET", refused, tag="t:api", retry=False)
+                    http._down_until.clear()  # not the fast-failure hold: the pool itself, each time
+        finally:
+            await http.aclose()
+    assert http.statistics()["in_flight"] == 0
