@@ -155,8 +155,9 @@ class _Channel:
         """The whole response, body read, connection back in the pool."""
         answer = await self.transport.handle_async_request(request)
         stream = answer.stream
-        if isinstance(stream, httpx.ByteStream):
-            return answer  # the body is read already (the lean path's answers)
+        if isinstance(stream, httpx.ByteStream):  # the body is read already (the lean path's answers)
+            answer.request = request
+            return answer
         assert isinstance(stream, httpx.AsyncByteStream)
         try:  # the raw stream, not Response.aread's decoder and chunker layers (a sixth of a HEAD's CPU)
             body = b"".join([chunk async for chunk in stream])
@@ -339,7 +340,8 @@ class HttpClient:
             response = await self.request(
                 "HEAD", url, tag=tag, headers=headers, follow_redirects=True, retry=retry, pool=None
             )
-            return Answer(response.status_code, response.headers.raw, response.content, str(response.url))
+            fields = [(name.lower(), value) for name, value in response.headers.raw]  # as h11 gives them
+            return Answer(response.status_code, fields, response.content, str(response.url))
         self.check_reachable(url)
         lean = self._lean
 
