@@ -25,6 +25,7 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from vidfs.catalog import snapshot as snapshot_module
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.probes import Probe, SizeProbes
 from vidfs.catalog.snapshot import SnapshotKeeper
@@ -469,3 +470,39 @@ async def test_a_damaged_snapshot_or_one_of_an_older_format_is_removed_and_writt
     with contextlib.closing(sqlite3.connect(keeper.path)) as db, db:
         db.execute("UPDATE listings SET entries = 3")
     assert keeper.read()["fake"].listings == {}
+
+
+async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each save writes the sizes learned since the last one (not every size known again); one that failed
+    leaves the database's content unknown, so the next writes them all."""
+    _stats, _listings, keeper = make_keeper(tmp_path / "meta")
+    written: list[int] = []
+    disk_full = False
+    original = snapshot_module.write_probes
+
+    def counting(db: sqlite3.Connection, instance: str, rows: list[list[Any]], *, whole: bool) -> None:
+        if disk_full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(len(rows))
+        original(db, instance, rows, whole=whole)
+
+    def learn(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            keeper.probes.learn(("fake", f"v{i}", "fp"), Probe(1000 + i, None))
+
+    monkeypatch.setattr(snapshot_module, "write_probes", counting)
+    learn(0, 100)
+    await keeper.save()
+    learn(100, 5)
+    await keeper.save()
+    assert written == [100, 5]
+    learn(105, 3)
+    disk_full = True
+    await keeper.save()  # failed: what the database holds now is not known
+    disk_full = False
+    learn(108, 2)
+    await keeper.save()
+    assert written == [100, 5, 110]
+    assert keeper.read()["fake"].probes == {(f"v{i}", "fp"): Probe(1000 + i, None) for i in range(110)}

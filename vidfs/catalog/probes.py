@@ -59,6 +59,7 @@ class SizeProbes:
         self._in_flight: dict[ProbeKey, _InFlight] = {}
         self._limits: dict[tuple[str, str, int], AdaptiveLimit] = {}
         self.version = 0  # bumped on every new answer (the snapshot writer watches it)
+        self._unsaved: list[ProbeKey] = []  # answers learned since the snapshot writer last took them
         self.changed = trio.Event()
 
     def known(self, instance: str, video: Video) -> Probe | None:
@@ -92,6 +93,7 @@ class SizeProbes:
 
     def learn(self, key: ProbeKey, probe: Probe) -> None:
         self._known[key] = probe
+        self._unsaved.append(key)
         self.version += 1
         self.changed.set()
 
@@ -102,6 +104,17 @@ class SizeProbes:
     def export(self, instance: str) -> dict[tuple[str, str], Probe]:
         """The answers for one instance, copied (for the snapshot writer; call in the trio thread)."""
         return {(rid, fp): p for (inst, rid, fp), p in self._known.items() if inst == instance}
+
+    def take_unsaved(self) -> dict[str, dict[tuple[str, str], Probe]]:
+        """The answers learned since the last call, by instance (for the snapshot writer, which writes only
+        those: all 100,000 answers of a big camera written again at every save were most of its work)."""
+        taken: dict[str, dict[tuple[str, str], Probe]] = {}
+        for key in self._unsaved:
+            probe = self._known.get(key)
+            if probe is not None:  # not forgotten since
+                taken.setdefault(key[0], {})[(key[1], key[2])] = probe
+        self._unsaved = []
+        return taken
 
     def seed(self, instance: str, remote_id: str, fingerprint: str, probe: Probe) -> None:
         self._known.setdefault((instance, remote_id, fingerprint), probe)

@@ -19,10 +19,11 @@ Writing: `SnapshotKeeper.run` is a service. After listings or probes change it w
 and at least a few times as long as the last save took, so a walk of 100,000 entries is not slowed by
 its own snapshot), copies *in the trio thread* what changed (the listing and probe tables are only ever
 touched from the trio thread), and writes it in a worker thread, in one transaction. Only the listings that
-changed are written again. A failed write (disk full, read-only cache dir) is logged once per distinct
-cause, counted in stats (`snapshot.save_failures`), and tried again later; it never ends the mount. A
-database that is not one (damaged) is removed with one warning and written afresh. On shutdown everything
-pending is written once more.
+changed are written again, and only the sizes learned since the last save (all of them again after a save
+failed or the database was replaced). A failed write (disk full, read-only cache dir) is logged once per
+distinct cause, counted in stats (`snapshot.save_failures`), and tried again later; it never ends the
+mount. A database that is not one (damaged) is removed with one warning and written afresh. On shutdown
+everything pending is written once more.
 
 Loading: at mount time the database is read (a worker thread) and installed as *stale* listings and known
 probes: the first `ls` answers from them at once, and a refresh runs in the background (see
@@ -203,9 +204,12 @@ def write_listing(
     )
 
 
-def write_probes(db: sqlite3.Connection, instance: str, rows: list[list[Any]]) -> None:
-    db.execute("DELETE FROM probes WHERE instance = ?", (instance,))
-    db.executemany("INSERT INTO probes VALUES (?, ?, ?, ?, ?)", ((instance, *row) for row in rows))
+def write_probes(db: sqlite3.Connection, instance: str, rows: list[list[Any]], *, whole: bool) -> None:
+    """Add or update probe rows; `whole`: they are all of this instance's (the others are removed). A probe
+    forgotten (its file changed) keeps its row: it names the old fingerprint, which no video has now."""
+    if whole:
+        db.execute("DELETE FROM probes WHERE instance = ?", (instance,))
+    db.executemany("INSERT OR REPLACE INTO probes VALUES (?, ?, ?, ?, ?)", ((instance, *row) for row in rows))
 
 
 @dataclass
@@ -288,6 +292,7 @@ class _Pending:
 
     listings: dict[Key, tuple[Listing, float | None]] = field(default_factory=dict)
     probes: dict[str, list[list[Any]]] = field(default_factory=dict)  # by instance
+    whole_probes: bool = False  # `probes` are every answer known (else only those new since the last save)
 
     def __bool__(self) -> bool:
         return bool(self.listings or self.probes)
@@ -310,6 +315,7 @@ class SnapshotKeeper:
         self.instances = list(instances)
         self._stats = stats
         self._saved_probe_version = 0
+        self._all_probes = False  # the next save writes every probe answer, not only the new ones
         self._last_cost = 0.0
         self._failures: set[str] = set()  # causes already logged
 
@@ -402,6 +408,7 @@ class SnapshotKeeper:
             self._requeue(pending)
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
                 _remove_database(self.path)  # damaged: the next save writes it afresh
+                self._saved_probe_version, self._all_probes = -1, True
             cause = (exc.strerror if isinstance(exc, OSError) else str(exc)) or type(exc).__name__
             if cause not in self._failures:
                 self._failures.add(cause)
@@ -424,17 +431,21 @@ class SnapshotKeeper:
                 pending.listings[(instance, folder_id)] = (listing, fetched)
         if self.probes.version != self._saved_probe_version:
             self._saved_probe_version = self.probes.version
+            new = self.probes.take_unsaved()
+            pending.whole_probes, self._all_probes = self._all_probes, False
             for instance in self.instances:
-                rows = [[r, f, p.size, p.etag] for (r, f), p in self.probes.export(instance).items()]
-                if rows:
+                answers = self.probes.export(instance) if pending.whole_probes else new.get(instance, {})
+                rows = [[r, f, p.size, p.etag] for (r, f), p in answers.items()]
+                if rows or pending.whole_probes:
                     pending.probes[instance] = rows
         return pending
 
     def _requeue(self, pending: _Pending) -> None:
         for key in pending.listings:
             self.listings.mark_dirty(key)
-        if pending.probes:
+        if pending.probes:  # which of them the database holds is not known: write them all next time
             self._saved_probe_version = -1
+            self._all_probes = True
 
     def _write(self, pending: _Pending) -> None:
         db = _connect(self.path)
@@ -444,7 +455,7 @@ class SnapshotKeeper:
                 for (instance, folder_id), (listing, fetched) in pending.listings.items():
                     write_listing(db, instance, folder_id, listing, fetched)
                 for instance, rows in pending.probes.items():
-                    write_probes(db, instance, rows)
+                    write_probes(db, instance, rows, whole=pending.whole_probes)
         finally:
             db.close()
 
