@@ -199,23 +199,28 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         missing = [i for i in ids if i not in self._durations]
         if not missing or self._metadata_concurrency <= 0:
             return
-        limiter = trio.CapacityLimiter(self._metadata_concurrency)
 
         async def one(video_id: str) -> None:
-            async with limiter:
-                try:
-                    document = await self._api(f"/videos/{video_id}/metadata", f"metadata of {video_id}")
-                except VidfsError as exc:
-                    self._log.debug("%s: no duration for %s: %s", self.instance, video_id, exc)
-                    return
+            try:
+                document = await self._api(f"/videos/{video_id}/metadata", f"metadata of {video_id}")
+            except VidfsError as exc:
+                self._log.debug("%s: no duration for %s: %s", self.instance, video_id, exc)
+                return
             duration = document.get("duration") if isinstance(document, dict) else None
             if isinstance(duration, int | float) and not isinstance(duration, bool) and duration >= 0:
                 self._durations[video_id] = f"{float(duration):.3f}"
 
+        todo = iter(missing)
+
+        async def worker() -> None:
+            for video_id in todo:  # shared: each id is taken by one worker
+                await one(video_id)
+
+        # A fixed number of workers, not a task per video: 10,000 videos were 10,000 tasks at once.
         with trio.move_on_after(METADATA_BUDGET) as scope:
             async with trio.open_nursery() as nursery:
-                for video_id in missing:
-                    nursery.start_soon(one, video_id)
+                for _ in range(min(self._metadata_concurrency, len(missing))):
+                    nursery.start_soon(worker)
         if scope.cancelled_caught:
             self._log.info(
                 "%s: video metadata is slow; some durations come with a later listing", self.instance
