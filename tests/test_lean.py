@@ -17,6 +17,8 @@ made here, or plain HTTP), and raw trio TCP servers where a test needs a server 
 - API calls over TLS: query, JSON bodies, a Basic-auth login, a gzip-encoded answer, all over kept-alive
   HTTP/1.1 connections: `test_api_calls_over_tls`; ranged reads stay on httpx's pool:
   `test_ranged_reads_over_tls`;
+- a POST is never sent on a kept-alive connection the server closed (it could not be sent again):
+  `test_a_post_is_not_sent_on_a_connection_the_server_closed`;
 - 40 requests at once all reach a server that holds them (nothing queued behind another), a second round
   rides the same connections, and nothing stays counted in flight after answers and failures:
   `test_many_requests_at_once_keep_their_connections`, `test_nothing_stays_in_flight`.
@@ -488,3 +490,35 @@ async def test_nothing_stays_in_flight() -> None:
         finally:
             await http.aclose()
     assert http.statistics()["in_flight"] == 0
+
+
+async def test_a_post_is_not_sent_on_a_connection_the_server_closed() -> None:
+    """A POST (VALT's record list, a login) may not be sent twice, so a kept-alive connection the server
+    closed while idle must be noticed before it is sent, not after: every POST here gets its answer."""
+    connections = 0
+    closed = trio.Event()
+
+    async def one_answer(stream: trio.SocketStream) -> None:
+        nonlocal connections, closed
+        connections += 1
+        buffer = bytearray()
+        if await read_request(stream, buffer):
+            while len(buffer) < 7:  # the JSON body {"a":1}
+                buffer += await stream.receive_some(4096)
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+        await stream.aclose()
+        closed.set()
+
+    async with raw_server(one_answer) as base:
+        http = HttpClient(HttpSettings(retries=0))
+        try:
+            with trio.fail_after(DEADLINE):
+                for _ in range(3):
+                    closed = trio.Event()
+                    answer = await http.request("POST", f"{base}/records", tag="t:api", json={"a": 1})
+                    assert answer.status_code == 200
+                    await closed.wait()  # the server has closed this connection: the next POST must see it
+        finally:
+            await http.aclose()
+    assert connections == 3
+    assert http.statistics()["stale"] == 0  # noticed before sending, not by a failed exchange

@@ -24,7 +24,8 @@ What it keeps from httpx, so a request behaves the same either way:
   one failure policy (`vidfs.http.policy`) classifies, describes and retries them as all others;
 - TLS with verification, from the same CA bundle (`[http] ca_bundle`, else certifi's, as httpx uses);
   HTTP/1.1 only (ALPN says so): one request per connection at a time, the connection kept for the next;
-- the same timeouts: `connect_timeout` for connecting and the handshake, `read_timeout` for the exchange;
+- the same timeouts: `connect_timeout` for connecting and the handshake, `read_timeout` for each wait on
+  the server (sending, and each read of the answer);
 - no proxy (the client has `trust_env=False` too); redirects are followed by `HttpClient`.
 
 This replaced HTTP/2 for HEADs and API calls, which issue 16 first asked for: one TLS connection per origin
@@ -35,14 +36,17 @@ Connections. Each origin keeps its idle connections (at most `MAX_IDLE` per orig
 request takes the most recently used one; a connection the server closed while it was idle shows as an
 end of stream (or a reset) before any byte of the answer, and the request is then sent once more on a new
 connection, if it is idempotent (httpcore instead polls every idle connection before each request: a sixth
-of its cost). A connection goes back only after a whole, clean exchange: a cancelled or failed one is
-closed, so a half-read answer never reaches the next request. How many requests run at once is the
-callers' business (the probes' and API windows): this pool opens what they ask for.
+of its cost). A request that may not be sent twice (a POST: VALT's record list, a login) polls the idle
+connection it would take first, and takes it only when nothing arrived on it. A connection goes back
+only after a whole, clean exchange: a cancelled or failed one is closed, so a half-read answer never
+reaches the next request. How many requests run at once is the callers' business (the probes' and API
+windows): this pool opens what they ask for.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import ssl
 import time
 from collections.abc import Iterable, Mapping
@@ -169,7 +173,7 @@ class LeanPool:
             raise httpx.LocalProtocolError(f"cannot send this request: {exc}") from exc
         self._in_flight += 1
         try:
-            connection = self._idle_connection(origin)
+            connection = self._idle_connection(origin, checked=request.method not in IDEMPOTENT)
             if connection is not None:
                 try:
                     return await self._exchange(origin, connection, request, body, url)
@@ -186,12 +190,14 @@ class LeanPool:
             self._in_flight -= 1
 
     # -------------------------------------------------------------------------------- connections
-    def _idle_connection(self, origin: Origin) -> _Connection | None:
+    def _idle_connection(self, origin: Origin, *, checked: bool) -> _Connection | None:
+        """The most recently used idle connection of `origin`. `checked`, for a request that may not be sent
+        twice: one the server has said anything on since (its close, mostly) is not taken."""
         idle = self._idle.get(origin)
         now = time.monotonic()
         while idle:
             connection = idle.pop()
-            if now - connection.idle_since < KEEPALIVE_S:
+            if now - connection.idle_since < KEEPALIVE_S and not (checked and _readable(connection)):
                 self._reused += 1
                 return connection
             _close_now(connection)
@@ -240,30 +246,32 @@ class LeanPool:
         protocol = connection.protocol
         clean = False
         received = False
+        timeout = self._read_timeout  # for each wait, as httpx's: a large answer may take longer in all
         try:
-            with trio.fail_after(self._read_timeout):
-                data = protocol.send(request)
-                if body:
-                    data += protocol.send(h11.Data(data=body))
+            data = protocol.send(request)
+            if body:
+                data += protocol.send(h11.Data(data=body))
+            with trio.fail_after(timeout):
                 await connection.stream.send_all(data + protocol.send(h11.EndOfMessage()))
-                response: h11.Response | None = None
-                chunks: list[bytes] = []
-                while True:
-                    event = protocol.next_event()
-                    if event is h11.NEED_DATA:
+            response: h11.Response | None = None
+            chunks: list[bytes] = []
+            while True:
+                event = protocol.next_event()
+                if event is h11.NEED_DATA:
+                    with trio.fail_after(timeout):
                         received_data = await connection.stream.receive_some(RECEIVE_SIZE)
-                        if not received_data and not received:
-                            raise _StaleConnection()
-                        received = True
-                        protocol.receive_data(bytes(received_data))
-                    elif isinstance(event, h11.Response):
-                        response = event
-                    elif isinstance(event, h11.Data):
-                        chunks.append(bytes(event.data))
-                    elif isinstance(event, h11.EndOfMessage):
-                        break
-                    elif isinstance(event, h11.ConnectionClosed):
-                        raise httpx.RemoteProtocolError("the server closed the connection mid-answer")
+                    if not received_data and not received:
+                        raise _StaleConnection()
+                    received = True
+                    protocol.receive_data(bytes(received_data))
+                elif isinstance(event, h11.Response):
+                    response = event
+                elif isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise httpx.RemoteProtocolError("the server closed the connection mid-answer")
             assert response is not None  # h11 gives the Response before its EndOfMessage
             if protocol.our_state is h11.DONE and protocol.their_state is h11.DONE:
                 protocol.start_next_cycle()
@@ -320,13 +328,29 @@ class LeanTransport(httpx.AsyncBaseTransport):
         await self.pool.aclose()
 
 
+def _raw_socket(connection: _Connection) -> trio.socket.SocketType | None:
+    stream = connection.stream
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    return inner.socket if isinstance(inner, trio.SocketStream) else None
+
+
+def _readable(connection: _Connection) -> bool:
+    """Whether an idle connection has anything to read: its close, or bytes no request asked for (a TLS
+    session ticket, too: such a connection is not taken for a POST, to be safe). One poll, no wait."""
+    sock = _raw_socket(connection)
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
 def _close_now(connection: _Connection) -> None:
     """Close without waiting: a plain socket closes at once; a TLS stream skips its close_notify (what
     trio's aclose_forcefully does too), which no server here needs."""
-    stream = connection.stream
-    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    if isinstance(inner, trio.SocketStream):
-        inner.socket.close()
+    sock = _raw_socket(connection)
+    if sock is not None:
+        sock.close()
 
 
 async def _discard(stream: trio.abc.Stream | None) -> None:
