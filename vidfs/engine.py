@@ -110,7 +110,7 @@ async def open_engine(
         if loaded:
             # What the snapshot held lives as long as its listings and forms no cycle: kept out of the
             # cyclic collector's sight, its first full collections do not scan it all again (the first walk
-            # after a remount of 100,000 Cupix videos: 1.95 -> 1.63-1.85 s on loopback).
+            # after a remount of 100,000 Cupix videos: 1.95 -> 1.70-1.80 s on loopback).
             gc.freeze()
         async with trio.open_nursery() as background:
             services = (supervisor or Supervisor(stats)).bind(background)
