@@ -34,7 +34,7 @@ from vidfs.fs.operations import VidfsOperations
 from vidfs.fs.tree import Tree, stable_inode
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
-from vidfs.model import Folder, Listing, StreamLease, Video
+from vidfs.model import DISTINCT_LIMIT, Folder, FrozenMap, Listing, StreamLease, Video
 from vidfs.stats import Stats
 
 
@@ -505,4 +505,37 @@ async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed
     learn(108, 2)
     await keeper.save()
     assert written == [100, 5, 110]
-    assert keeper.read()["fake"].probes == {(f"v{i}", "fp"): Probe(1000 + i, None) for i in range(110)}
+    assert keeper.read()["fake"].probes == {f"v{i}": Probe(1000 + i, None, "fp") for i in range(110)}
+
+
+def test_metadata_values_that_repeat_are_one_string_and_unique_ones_are_not_tracked() -> None:
+    # New string objects each time, as every JSON document makes its own.
+    def fresh(text: str) -> str:
+        return "".join(list(text))
+
+    keys = ("test_dedupe_id", "test_dedupe_state")
+    maps = [FrozenMap.of(keys, (fresh(f"id-{i}"), fresh("ready"))) for i in range(DISTINCT_LIMIT + 10)]
+    assert len({id(m["test_dedupe_state"]) for m in maps}) == 1
+    assert [m["test_dedupe_id"] for m in maps] == [f"id-{i}" for i in range(DISTINCT_LIMIT + 10)]
+    # The id column was judged unique: no table of its values is kept any more; the state's still is.
+    assert FrozenMap._values_of["test_dedupe_id"].seen is None
+    assert FrozenMap._values_of["test_dedupe_state"].seen == {"ready": "ready"}
+
+
+def test_a_video_keeps_one_probe_answer_and_a_changed_one_replaces_it() -> None:
+    stats = Stats()
+    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
+    old, new = Video("v1", "a.mp4", etag="e1"), Video("v1", "a.mp4", etag="e2")
+    probes.learn(("fake", "v1", old.fingerprint), Probe(100, "e1"))
+    assert probes.known("fake", old) == Probe(100, "e1", old.fingerprint)
+    assert probes.known("fake", new) is None
+    probes.learn(("fake", "v1", new.fingerprint), Probe(200, "e2"))
+    assert probes.known("fake", old) is None
+    assert probes.known("fake", new) == Probe(200, "e2", new.fingerprint)
+    assert probes.statistics()["known"] == 1
+    # Only the answer that still holds is written; a stale seed from a snapshot does not replace it.
+    assert probes.take_unsaved() == {"fake": {("v1", new.fingerprint): Probe(200, "e2", new.fingerprint)}}
+    probes.seed("fake", "v1", Probe(100, "e1", old.fingerprint))
+    assert probes.known("fake", new) == Probe(200, "e2", new.fingerprint)
+    probes.forget("fake", new)
+    assert probes.known("fake", new) is None and probes.statistics()["known"] == 0

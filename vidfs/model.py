@@ -6,16 +6,48 @@ them. Nothing in this module knows about FUSE, inodes or HTTP.
 A catalog may hold 100,000 videos, so a video is kept small: a slotted frozen dataclass whose metadata
 (`extra`, `handle`) is a `FrozenMap`, two tuples of which the key tuple is shared by every map with the
 same keys (a provider's entries all have the same few), about a third of a dict plus its proxy.
+
+Values are deduplicated per key, not interned. A catalog repeats most values of some keys (a state, a camera
+model, the capture each of 100,000 Cupix videos belongs to): each JSON document the API or the snapshot
+gave made its own copies (a listing of 100,000 Cupix videos held 71.6 MiB, 41.9 deduplicated). Other keys
+are unique per video (an archive's start and end time, its URL): `sys.intern` put each of those in the
+interpreter's table of interned strings, for nothing: 14.7 MiB for 100,000 AIPIX archives (five such values
+each). So each key keeps its own table of values seen, and stops looking once it has seen `DISTINCT_LIMIT`
+distinct values and more than half of all its values were new.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 MAX_SHARED_KEY_SETS = 4096
+DISTINCT_LIMIT = 4096  # distinct values a key may have before it is judged by its share of repeats
+
+
+class _Values:
+    """The values seen for one key, while they repeat (see the module's essay)."""
+
+    __slots__ = ("seen", "total")
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] | None = {}
+        self.total = 0
+
+    def shared(self, value: str) -> str:
+        seen = self.seen
+        if seen is None:
+            return value
+        self.total += 1
+        known = seen.get(value)
+        if known is not None:
+            return known
+        if len(seen) >= DISTINCT_LIMIT and len(seen) * 2 > self.total:
+            self.seen = None  # mostly unique: values kept as they come, the table given back
+            return value
+        seen[value] = value
+        return value
 
 
 class FrozenMap(Mapping[str, str]):
@@ -23,23 +55,20 @@ class FrozenMap(Mapping[str, str]):
 
     __slots__ = ("_keys", "_values")
     _key_sets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
+    _values_of: ClassVar[dict[str, _Values]] = {}  # by key
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         pairs = sorted(items)
         keys, values = (tuple(column) for column in zip(*pairs, strict=True)) if pairs else ((), ())
         self._keys = self._shared(keys)
-        self._values = tuple(map(sys.intern, values))
+        self._values = self._deduplicated(self._keys, values)
 
     @classmethod
     def of(cls, keys: tuple[str, ...], values: Iterable[str]) -> FrozenMap:
-        """From keys already sorted and their values (the snapshot's form): no sorting, no checks.
-
-        Values are interned, as in `__init__`: a catalog repeats most of them (a state, a camera model, the
-        capture every video of a 100,000-video capture belongs to), and each JSON document the API or the
-        snapshot gave made its own copies: a listing of 100,000 Cupix videos held 71.6 MiB, 41.9 interned."""
+        """From keys already sorted and their values (the snapshot's form): no sorting, no checks."""
         made = cls.__new__(cls)
         made._keys = cls._shared(keys)
-        made._values = tuple(map(sys.intern, values))
+        made._values = cls._deduplicated(made._keys, values)
         return made
 
     @staticmethod
@@ -48,6 +77,20 @@ class FrozenMap(Mapping[str, str]):
         if shared is None and len(FrozenMap._key_sets) < MAX_SHARED_KEY_SETS:
             shared = FrozenMap._key_sets[keys] = keys
         return shared or keys
+
+    @staticmethod
+    def _deduplicated(keys: tuple[str, ...], values: Iterable[str]) -> tuple[str, ...]:
+        tables = FrozenMap._values_of
+        out = []
+        for key, value in zip(keys, values, strict=True):
+            table = tables.get(key)
+            if table is None:
+                if len(tables) >= MAX_SHARED_KEY_SETS:
+                    out.append(value)
+                    continue
+                table = tables[key] = _Values()
+            out.append(table.shared(value))
+        return tuple(out)
 
     def columns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(sorted keys, their values): what `of` takes back."""

@@ -6,6 +6,10 @@ mount and saved with the listing snapshot, so a second listing, or a remount, do
 fingerprint holds. Concurrent probes of one video are one request (single flight). Nothing is kept per
 video but its answer: the in-flight table empties as probes finish.
 
+Answers are kept by instance, then by remote id, each with the fingerprint it holds for: one answer per
+video. A table keyed by (instance, id, fingerprint) tuples cost a tuple and a copy of the id per answer,
+12.8 MiB for a camera of 100,000 archives; a changed video's new answer simply replaces the old one.
+
 How many at once (a camera with 20,000 archives is 20,000 HEADs): an adaptive window per storage origin
 (`vidfs.http.adaptive`), up to `HIGHEST`. At 20 ms of round trip, 32 probes in flight are 1,600 HEADs a
 second; a storage that says "too many" gets fewer at once, and none until it said it is ready again.
@@ -14,7 +18,7 @@ second; a storage that says "too many" gets fewer at once, and none until it sai
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import trio
 
@@ -35,8 +39,11 @@ ProbeKey = tuple[str, str, str]  # (instance, remote id, fingerprint)
 
 @dataclass(frozen=True, slots=True)
 class Probe:
+    """What storage told of one version of a video (`fingerprint`: `Video.fingerprint`)."""
+
     size: int
     etag: str | None
+    fingerprint: str = ""
 
 
 @dataclass(slots=True, eq=False)
@@ -55,7 +62,7 @@ class SizeProbes:
         self._http = http
         self._resolver = resolver
         self._stats = stats
-        self._known: dict[ProbeKey, Probe] = {}
+        self._known: dict[str, dict[str, Probe]] = {}  # instance → remote id → its latest answer
         self._in_flight: dict[ProbeKey, _InFlight] = {}
         self._limits: dict[tuple[str, str, int], AdaptiveLimit] = {}
         self.version = 0  # bumped on every new answer (the snapshot writer watches it)
@@ -63,14 +70,16 @@ class SizeProbes:
         self.changed = trio.Event()
 
     def known(self, instance: str, video: Video) -> Probe | None:
-        if not self._known:  # sizes listed by the API: nothing probed, and no fingerprint string to build
+        answers = self._known.get(instance)
+        if not answers:  # sizes listed by the API: nothing probed, and no fingerprint string to build
             return None
-        return self._known.get((instance, video.remote_id, video.fingerprint))
+        probe = answers.get(video.remote_id)
+        return probe if probe is not None and probe.fingerprint == video.fingerprint else None
 
     async def probe(self, instance: str, provider: Provider, video: Video) -> Probe:
         """Size and ETag of a video whose API entry lacks the size."""
         key = (instance, video.remote_id, video.fingerprint)
-        known = self._known.get(key)
+        known = self._answer(key)
         if known is not None:
             return known
         flight = self._in_flight.get(key)
@@ -91,38 +100,51 @@ class SizeProbes:
             raise flight.error if isinstance(flight.error, Exception) else RemoteIOError("probe cancelled")
         return flight.probe
 
+    def _answer(self, key: ProbeKey) -> Probe | None:
+        instance, remote_id, fingerprint = key
+        probe = self._known.get(instance, {}).get(remote_id)
+        return probe if probe is not None and probe.fingerprint == fingerprint else None
+
     def learn(self, key: ProbeKey, probe: Probe) -> None:
-        self._known[key] = probe
+        instance, remote_id, fingerprint = key
+        if probe.fingerprint != fingerprint:
+            probe = replace(probe, fingerprint=fingerprint)
+        self._known.setdefault(instance, {})[remote_id] = probe
         self._unsaved.append(key)
         self.version += 1
         self.changed.set()
 
     def forget(self, instance: str, video: Video) -> None:
         """The file changed: what storage told about it is no longer true."""
-        self._known.pop((instance, video.remote_id, video.fingerprint), None)
+        answers = self._known.get(instance, {})
+        probe = answers.get(video.remote_id)
+        if probe is not None and probe.fingerprint == video.fingerprint:
+            del answers[video.remote_id]
 
     def export(self, instance: str) -> dict[tuple[str, str], Probe]:
-        """The answers for one instance, copied (for the snapshot writer; call in the trio thread)."""
-        return {(rid, fp): p for (inst, rid, fp), p in self._known.items() if inst == instance}
+        """The answers for one instance by (remote id, fingerprint), copied (for the snapshot writer; call
+        in the trio thread)."""
+        return {(rid, p.fingerprint): p for rid, p in self._known.get(instance, {}).items()}
 
     def take_unsaved(self) -> dict[str, dict[tuple[str, str], Probe]]:
         """The answers learned since the last call, by instance (for the snapshot writer, which writes only
         those: all 100,000 answers of a big camera written again at every save were most of its work)."""
         taken: dict[str, dict[tuple[str, str], Probe]] = {}
         for key in self._unsaved:
-            probe = self._known.get(key)
-            if probe is not None:  # not forgotten since
+            probe = self._answer(key)
+            if probe is not None:  # not forgotten or replaced since
                 taken.setdefault(key[0], {})[(key[1], key[2])] = probe
         self._unsaved = []
         return taken
 
-    def seed(self, instance: str, remote_id: str, fingerprint: str, probe: Probe) -> None:
-        self._known.setdefault((instance, remote_id, fingerprint), probe)
+    def seed(self, instance: str, remote_id: str, probe: Probe) -> None:
+        """An answer from the snapshot (`probe.fingerprint` set); one learned since is kept."""
+        self._known.setdefault(instance, {}).setdefault(remote_id, probe)
 
     def statistics(self) -> dict[str, int]:
         limits = [limit.limit for limit in self._limits.values()]
         return {
-            "known": len(self._known),
+            "known": sum(len(answers) for answers in self._known.values()),
             "in_flight": len(self._in_flight),
             "concurrency": max(limits, default=START),
             "congestions": sum(limit.congestions for limit in self._limits.values()),
