@@ -42,8 +42,15 @@ PROBE_PORT = 8090  # an idle static server in the namespace: the delay's RTT is 
 EMULATOR_READY_S = 900.0  # the first start makes the sample media with ffmpeg
 MAX_ENTRIES = 5_000_000
 OP_HANG_S = 120.0  # one readdir or lstat unanswered this long: the mount is hung (vidfs answers in 30 s)
-# Vendors whose listings tell no sizes, so a stat needs a HEAD per video (vidfs/providers/*: size=None).
-SIZES_BY_HEAD = frozenset({"aipix", "hourone", "valt"})
+# Vendors whose listings tell no sizes, so a stat needs a request per video: a HEAD of the file
+# (vidfs/providers/*: size=None), or Pixop's details call (`videos/v1/video/{id}`; its list entries have no
+# size). Issue 16's budget for "a HEAD each" is the one for a request per video.
+SIZE_REQUESTS = {
+    "aipix": "a HEAD each",
+    "hourone": "a HEAD each",
+    "valt": "a HEAD each",
+    "pixop": "a details call each",
+}
 
 
 @dataclass(frozen=True)

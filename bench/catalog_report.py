@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.catalog import SIZES_BY_HEAD, CatalogFigures
+from bench.catalog import SIZE_REQUESTS, CatalogFigures
 from bench.chart import pyplot
 from bench.common import say
 from bench.delay import Delay
@@ -48,12 +48,18 @@ class Row:
         return self.figures.get(key)
 
     @property
-    def heads_each(self) -> bool:
-        """The shape needs a HEAD per video: known per vendor, else seen in the request log."""
-        if self.shape in SIZES_BY_HEAD:
-            return True
+    def sizes(self) -> str:
+        """How the shape's sizes are learned: "listed", or a request per video (known per vendor, else a
+        HEAD each when the request log shows one)."""
+        known = SIZE_REQUESTS.get(self.shape)
+        if known is not None:
+            return known
         heads, files = self.get("storage_heads"), self.get("files")
-        return heads is not None and bool(files) and heads >= 0.5 * files
+        return "a HEAD each" if heads is not None and bool(files) and heads >= 0.5 * files else "listed"
+
+    @property
+    def request_each(self) -> bool:
+        return self.sizes != "listed"
 
 
 def rows(figs: list[CatalogFigures]) -> list[Row]:
@@ -97,7 +103,7 @@ def table(rows_: list[Row]) -> str:
         g = r.get
         cells = [
             r.shape + ("*" if r.partial else ""),
-            "a HEAD each" if r.heads_each else "listed",
+            r.sizes,
             f"{r.n:,}",
             f"{_n(g('files'), 0)} ({_n(g('failures'), 0)})",
             _n(g("cold_s"), 2),
@@ -128,10 +134,10 @@ def _all_known(*values: Any) -> bool:
 def targets(r: Row) -> list[tuple[str, bool | None, str]]:
     """Issue 16's targets for one row: (what, met or None when a figure is missing, figures)."""
     g = r.get
-    budget = r.n * (HEAD_S_PER_VIDEO if r.heads_each else LISTED_S_PER_VIDEO)
+    budget = r.n * (HEAD_S_PER_VIDEO if r.request_each else LISTED_S_PER_VIDEO)
     out: list[tuple[str, bool | None, str]] = []
     cold = g("cold_s")
-    kind = "a HEAD each" if r.heads_each else "sizes listed"
+    kind = r.sizes if r.request_each else "sizes listed"
     out.append(
         (
             f"cold walk ≤ {budget:g} s ({kind})",

@@ -15,7 +15,9 @@ made here, or plain HTTP), and raw trio TCP servers where a test needs a server 
 - 429 with Retry-After is retried by the policy when asked (`retry=True`), and returned as an error with
   its status when not: `test_congested_head`;
 - API calls over TLS: query, JSON bodies, a Basic-auth login, a gzip-encoded answer, all over kept-alive
-  HTTP/1.1 connections: `test_api_calls_over_tls`; ranged reads stay on httpx's pool:
+  HTTP/1.1 connections: `test_api_calls_over_tls`; sent by the lean pool itself, they carry the query,
+  body and headers httpx would have built: `test_api_calls_are_encoded_as_httpx_would`; ranged reads stay
+  on httpx's pool:
   `test_ranged_reads_over_tls`;
 - a POST is never sent on a kept-alive connection the server closed (it could not be sent again):
   `test_a_post_is_not_sent_on_a_connection_the_server_closed`;
@@ -36,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -307,6 +310,14 @@ def api_app(seen: Seen) -> Any:
             content = json.dumps({"query": scope["query_string"].decode(), "auth": auth}).encode()
         elif path == "/api/login":
             content = json.dumps({"got": json.loads(body), "auth": auth}).encode()
+        elif path == "/api/echo":
+            content = json.dumps(
+                {
+                    "query": scope["query_string"].decode(),
+                    "headers": [[k.decode(), v.decode()] for k, v in scope["headers"]],
+                    "body": body.decode(),
+                }
+            ).encode()
         elif path == "/api/big":
             content = gzip.compress(json.dumps({"items": list(range(5000))}).encode())
             extra = [(b"content-encoding", b"gzip")]
@@ -522,3 +533,29 @@ async def test_a_post_is_not_sent_on_a_connection_the_server_closed() -> None:
             await http.aclose()
     assert connections == 3
     assert http.statistics()["stale"] == 0  # noticed before sending, not by a failed exchange
+
+
+async def test_api_calls_are_encoded_as_httpx_would() -> None:
+    seen = Seen()
+    async with running(api_app(seen)) as base:
+        http = HttpClient()
+        url = f"{base}/api/echo?a=1&page=0&q=x%20y"
+        params = {"page": 5, "flag": True, "empty": None, "text": "ü &="}
+        try:
+            with trio.fail_after(DEADLINE):
+                got = await http.request(
+                    "GET", url, tag="t:api", params=params, headers={"Accept": "application/json"}
+                )
+                posted = await http.request("POST", f"{base}/api/echo", tag="t:api", json={"n": [1, "ü"]})
+        finally:
+            await http.aclose()
+    expected = httpx.URL(url).copy_merge_params(params)
+    answer = got.json()
+    assert answer["query"] == expected.query.decode()
+    assert str(got.url) == str(expected)  # made when asked for: a redirect's Location is joined to it
+    names = [name for name, _value in answer["headers"]]
+    assert names.count("accept") == 1 and dict(answer["headers"])["accept"] == "application/json"
+    assert dict(answer["headers"])["accept-encoding"] == httpx.AsyncClient().headers["accept-encoding"]
+    sent = posted.json()
+    assert sent["body"] == '{"n":[1,"ü"]}' and dict(sent["headers"])["content-type"] == "application/json"
+    assert http.statistics()["opened"] == 1  # both on the lean pool's one kept-alive connection

@@ -34,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -50,7 +52,7 @@ import trio
 from vidfs.config.types import HttpSettings
 from vidfs.errors import InvalidRemoteData, RemoteError, RemoteIOError, UnreachableError, redact_url
 from vidfs.http.adaptive import CONGESTED, AdaptiveLimit
-from vidfs.http.lean import Answer, LeanPool, LeanTransport
+from vidfs.http.lean import Answer, LeanPool, LeanResponse, LeanTransport
 from vidfs.http.policy import (
     HTTPX_ERRORS,
     IDEMPOTENT,
@@ -74,6 +76,10 @@ RANGE_HEADERS = ("range", "if-range")  # what a ranged read still sends after le
 READ_SIZE = 256 * 1024
 
 httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_SIZE
+
+# A URL the lean path sends as it is: printable ASCII without space, "#" or "@" (httpx percent-encodes
+# anything else, drops a fragment and makes user info a Basic auth: those go through httpx).
+_PLAIN_URL = re.compile(r'[!"$-?A-~]+')
 
 
 def origin_of(url: str) -> tuple[str, str, int]:
@@ -223,6 +229,7 @@ class HttpClient:
             )
             lean = LeanTransport(self._lean)
             self._api = _Channel(httpx.AsyncClient(**common, transport=lean), lean)
+            self._accept_encoding = self._api.client.headers.get("Accept-Encoding", "gzip, deflate")
             limits = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30)
             transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
         self._client = _Channel(httpx.AsyncClient(**common, transport=transport), transport)
@@ -409,19 +416,22 @@ class HttpClient:
                 if window is not None:
                     await window.wait_if_paused()  # with a slot held: queued calls must not rush in
                 started = trio.current_time()
-                request = channel.client.build_request(
-                    outgoing.method,
-                    outgoing.url,
-                    headers=dict(outgoing.headers or {}) if home else None,
-                    params=outgoing.params if home else None,
-                    json=outgoing.json,
-                    content=outgoing.content,
-                )
                 auth = outgoing.auth if home else None
-                if auth is not None:  # a login (Basic): the client's auth flow
-                    response = await channel.client.send(request, auth=auth)
+                if channel is self._api and auth is None and _PLAIN_URL.fullmatch(outgoing.url):
+                    response = await self._lean_exchange(outgoing, home)
                 else:
-                    response = await channel.exchange(request)
+                    request = channel.client.build_request(
+                        outgoing.method,
+                        outgoing.url,
+                        headers=dict(outgoing.headers or {}) if home else None,
+                        params=outgoing.params if home else None,
+                        json=outgoing.json,
+                        content=outgoing.content,
+                    )
+                    if auth is not None:  # a login (Basic): the client's auth flow
+                        response = await channel.client.send(request, auth=auth)
+                    else:
+                        response = await channel.exchange(request)
                 if window is not None:
                     if response.status_code in CONGESTED:
                         window.congested(retry_after_seconds(response.headers.get("Retry-After")))
@@ -434,6 +444,35 @@ class HttpClient:
                 return response
             outgoing = following
         raise RemoteIOError(f"{outgoing.method} {redact_url(first_url)}: too many redirects")
+
+    async def _lean_exchange(self, outgoing: _Outgoing, home: bool) -> httpx.Response:
+        """An API call straight on the lean pool, encoded as httpx's `build_request` would: the query merged
+        into the URL's (`httpx.QueryParams`), a JSON body compact and UTF-8, the Accept-Encoding httpx
+        offers (its decoders still read the answer)."""
+        assert self._lean is not None
+        url = outgoing.url
+        headers = {"Accept-Encoding": self._accept_encoding}
+        if home:
+            if outgoing.params:
+                base, _, query = url.partition("?")
+                params = (
+                    httpx.QueryParams(query).merge(outgoing.params)
+                    if query
+                    else httpx.QueryParams(outgoing.params)
+                )
+                url = f"{base}?{params}"
+            if outgoing.headers:
+                headers.update(outgoing.headers)
+        body = b""
+        if outgoing.content is not None:
+            body = outgoing.content
+        elif outgoing.json is not None:
+            body = json.dumps(
+                outgoing.json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode()
+            headers["Content-Type"] = "application/json"
+        answer = await self._lean.request(outgoing.method, url, headers, body)
+        return LeanResponse(answer, outgoing.method)
 
     @asynccontextmanager
     async def stream(
