@@ -337,6 +337,9 @@ def test_a_thousand_archives_list_in_one_ls_with_one_concurrent_scan(
     assert all("per_page=25" in r["path"] for r in pages)
     overlap = most_in_flight(pages)
     assert 2 <= overlap <= 8, f"pages were not fetched concurrently within the bound (peak {overlap})"
+    # Pages fetched at once name the same cameras: each is still asked for its name once in the scan.
+    cameras = [r["path"].split("?")[0] for r in requests if r["path"].startswith("/api/v1/cameras/")]
+    assert cameras and len(cameras) == len(set(cameras)), cameras
     kinds: dict[str, int] = {}
     for r in requests:
         path = r["path"].split("?")[0]

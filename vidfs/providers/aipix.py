@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ from vidfs.config.units import parse_duration
 from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, NotFoundError, RemoteIOError, redact_url
 from vidfs.http.client import json_object, one_line, same_origin
 from vidfs.http.policy import raise_for_status
-from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.paging import Page, numbered_pages
@@ -252,8 +252,9 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         return response
 
     # ------------------------------------------------------------------------------------------- scan
-    async def _page(self, number: int, params: Mapping[str, Any]) -> Page:
-        """One page of the archive list, with what its Laravel `meta` and `links` say of the others."""
+    async def _page(self, number: int, params: Mapping[str, Any], cameras: _CameraNames) -> Page:
+        """One page of the archive list, with what its Laravel `meta` and `links` say of the others; the
+        cameras it names for the first time are asked for their names before its entries are made."""
         what = f"archive list page {number}"
         response = await self._get(f"{self._base}/downloads", params={**params, "page": number}, what=what)
         document = json_object(response, f"{self.instance}: {what}")
@@ -265,10 +266,12 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         more = bool(links["next"]) if isinstance(links, Mapping) and "next" in links else None
         # Each item reduced to what the scan keeps the moment its page arrives: the raw JSON of 100,000
         # items, held until the last page came, was most of a big scan's peak memory.
-        archives = [self._archive(item) for item in data if _item_key(item) is not None]
+        items = [item for item in data if _item_key(item) is not None]
+        await cameras.learn({_camera_key(item) for item in items})
+        archives = [self._archive(item, cameras.names) for item in items]
         return Page(archives, _count(meta.get("total")), _count(meta.get("last_page"), least=1), more)
 
-    async def _fetch_items(self) -> tuple[list[_Archive], int]:
+    async def _fetch_items(self, cameras: _CameraNames) -> tuple[list[_Archive], int]:
         """Every archive item of the window: page 1, then the rest concurrently once `meta` tells the last
         page and the total (`vidfs.providers.paging`: one state of the list, each item once)."""
         now = time.time()
@@ -277,7 +280,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
             "from": format_date(now - self._window),
             "to": format_date(now + TO_MARGIN),
         }
-        paged = await numbered_pages(lambda number: self._page(number, params), key=_archive_key)
+        paged = await numbered_pages(lambda number: self._page(number, params, cameras), key=_archive_key)
         if not paged.settled:
             self._log.warning(
                 "%s: the archive list kept changing while it was read (%d pages, %d asked again): it may "
@@ -320,21 +323,11 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
 
     async def _scan_now(self) -> _Scan:
         started = time.monotonic()
-        items, pages = await self._fetch_items()
-        camera_ids = sorted({archive.camera_id for archive in items} - {UNKNOWN_CAMERA})
-        names: dict[str, str] = {}
-        limiter = trio.CapacityLimiter(CAMERA_CONCURRENCY)
-
-        async def camera(camera_id: str) -> None:
-            async with limiter:
-                pretty = await self._camera_name(camera_id)
-            names[camera_id] = pretty if pretty is not None else f"camera-{camera_id}"
-
-        async with trio.open_nursery() as nursery:
-            for camera_id in camera_ids:
-                nursery.start_soon(camera, camera_id)
-        self._camera_names.update(names)
-        names[UNKNOWN_CAMERA] = "unknown camera"
+        cameras = _CameraNames(self._camera_name)
+        items, pages = await self._fetch_items(cameras)
+        names = cameras.names
+        camera_ids = names.keys() - {UNKNOWN_CAMERA}
+        self._camera_names.update((camera_id, names[camera_id]) for camera_id in camera_ids)
         scan = self._build(items, names)
         scan.started, scan.finished = started, time.monotonic()
         scan.pages = pages
@@ -350,8 +343,10 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         )
         return scan
 
-    def _archive(self, item: dict[str, Any]) -> _Archive:
-        return _Archive(str(item["id"]), _camera_key(item), _stream_key(item), self._entry(item))
+    def _archive(self, item: dict[str, Any], camera_names: Mapping[str, str]) -> _Archive:
+        camera_id = _camera_key(item)
+        entry = self._entry(item, camera_names[camera_id])
+        return _Archive(str(item["id"]), camera_id, _stream_key(item), entry)
 
     def _build(self, items: list[_Archive], camera_names: Mapping[str, str]) -> _Scan:
         videos: dict[str, Video] = {}
@@ -361,9 +356,6 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         for archive in items:
             camera_id, stream_type = archive.camera_id, archive.stream_type
             entry = archive.entry
-            camera = camera_names.get(camera_id)
-            if isinstance(entry, Video) and camera is not None:  # the name known only now (see _Archive)
-                entry = replace(entry, extra=frozen_extra({**entry.extra, "camera": camera}))
             if isinstance(entry, Video):
                 videos[entry.remote_id] = entry
                 tree.setdefault(camera_id, {}).setdefault(stream_type, []).append(entry)
@@ -413,7 +405,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         listings[ROOT_ID] = Listing(tuple(root_entries), tuple(root_hidden))
         return _Scan(listings, videos, gone)
 
-    def _entry(self, item: Mapping[str, Any]) -> Video | HiddenItem:
+    def _entry(self, item: Mapping[str, Any], camera: str) -> Video | HiddenItem:
         remote_id = str(item["id"])
         name = str(item.get("name") or "").strip() or f"archive-{remote_id}"
         if item.get("is_file_exists") is False:
@@ -439,6 +431,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
                 "updated_at": item.get("updated_at"),
                 "type": kind,
                 "status": item.get("status") if isinstance(item.get("status"), str | int) else None,
+                "camera": camera,
             }
         )
         return Video(
@@ -448,7 +441,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
             mtime=mtime or parse_time(item.get("updated_at")),
             content_type=content_type,
             extra=extra,
-            handle={"url": file_url(url, name)},
+            handle=frozen({"url": file_url(url, name)}),
         )
 
     def _usable(self, scan: _Scan | None, folder_id: str) -> bool:
@@ -519,12 +512,46 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
 @dataclass(frozen=True, slots=True)
 class _Archive:
     """One archive item of the list, reduced as its page arrives: its id, camera and stream, and its entry
-    built without the camera's display name (known only once every page named every camera)."""
+    (with its camera's display name: see `_CameraNames`)."""
 
     remote_id: str
     camera_id: str
     stream_type: str
     entry: Video | HiddenItem
+
+
+class _CameraNames:
+    """The display names of one scan's cameras, each asked for once, when a page first names it: a page's
+    entries are made whole as it arrives. (They were made without the name and made again with it once the
+    last page came: 100,000 videos, and their metadata maps, built twice.)"""
+
+    def __init__(self, ask: Callable[[str], Awaitable[str | None]]) -> None:
+        self._ask = ask
+        self.names: dict[str, str] = {UNKNOWN_CAMERA: "unknown camera"}
+        self._asked: dict[str, trio.Event] = {}
+        self._limiter = trio.CapacityLimiter(CAMERA_CONCURRENCY)
+
+    async def learn(self, camera_ids: set[str]) -> None:
+        """Until each of `camera_ids` has its name (`camera-<id>` when it has none)."""
+        missing = [camera_id for camera_id in sorted(camera_ids) if camera_id not in self.names]
+        if missing:
+            async with trio.open_nursery() as nursery:
+                for camera_id in missing:
+                    nursery.start_soon(self._name, camera_id)
+
+    async def _name(self, camera_id: str) -> None:
+        asked = self._asked.get(camera_id)
+        if asked is not None:  # another page asked for it: its answer is this page's too
+            await asked.wait()
+            if camera_id in self.names:
+                return
+        asked = self._asked[camera_id] = trio.Event()
+        try:
+            async with self._limiter:
+                pretty = await self._ask(camera_id)
+            self.names[camera_id] = pretty if pretty is not None else f"camera-{camera_id}"
+        finally:
+            asked.set()
 
 
 def _archive_key(archive: _Archive) -> str:

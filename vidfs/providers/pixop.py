@@ -35,7 +35,7 @@ from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
 from vidfs.http.client import dig, json_object, same_origin
 from vidfs.http.policy import raise_for_status
-from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.paging import Page, numbered_pages
@@ -268,7 +268,7 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
             mtime=parse_time(video.get("timeLastUpdated")) or parse_time(video.get("dateCreated")),
             content_type=upload.get("fileType") if isinstance(upload.get("fileType"), str) else None,
             extra=extra,
-            handle={"kind": "processed" if processed else "original"},
+            handle=frozen({"kind": "processed" if processed else "original"}),
         )
 
     # ----------------------------------------------------------------------------------------- resolve

@@ -55,7 +55,7 @@ from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
 from vidfs.http.client import dig, json_object
 from vidfs.http.policy import raise_for_status
-from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
+from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.paging import offset_pages
@@ -394,7 +394,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
                             "markers": marker_count,
                         }
                     ),
-                    handle={"record": record_id, "video": video_id},
+                    handle=frozen({"record": record_id, "video": video_id}),
                 )
             )
         hidden.sort(key=lambda item: item.remote_id)
