@@ -514,12 +514,16 @@ def test_metadata_values_that_repeat_are_one_string_and_unique_ones_are_not_trac
         return "".join(list(text))
 
     keys = ("test_dedupe_id", "test_dedupe_state")
-    maps = [FrozenMap.of(keys, (fresh(f"id-{i}"), fresh("ready"))) for i in range(DISTINCT_LIMIT + 10)]
+    count = 2 * DISTINCT_LIMIT  # columns are judged every so many maps
+    maps = [FrozenMap.of(keys, (fresh(f"id-{i}"), fresh("ready"))) for i in range(count)]
     assert len({id(m["test_dedupe_state"]) for m in maps}) == 1
-    assert [m["test_dedupe_id"] for m in maps] == [f"id-{i}" for i in range(DISTINCT_LIMIT + 10)]
+    assert [m["test_dedupe_id"] for m in maps] == [f"id-{i}" for i in range(count)]
     # The id column was judged unique: no table of its values is kept any more; the state's still is.
-    assert FrozenMap._values_of["test_dedupe_id"].seen is None
-    assert FrozenMap._values_of["test_dedupe_state"].seen == {"ready": "ready"}
+    assert FrozenMap._key_sets[keys].tables == [None, {"ready": "ready"}]
+    # Values past the judgement still come out right, the repeated ones still one string.
+    later = [FrozenMap.of(keys, (fresh(f"later-{i}"), fresh("ready"))) for i in range(3)]
+    assert [m["test_dedupe_id"] for m in later] == ["later-0", "later-1", "later-2"]
+    assert all(m["test_dedupe_state"] is maps[0]["test_dedupe_state"] for m in later)
 
 
 def test_a_video_keeps_one_probe_answer_and_a_changed_one_replaces_it() -> None:

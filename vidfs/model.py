@@ -12,85 +12,84 @@ model, the capture each of 100,000 Cupix videos belongs to): each JSON document 
 gave made its own copies (a listing of 100,000 Cupix videos held 71.6 MiB, 41.9 deduplicated). Other keys
 are unique per video (an archive's start and end time, its URL): `sys.intern` put each of those in the
 interpreter's table of interned strings, for nothing: 14.7 MiB for 100,000 AIPIX archives (five such values
-each). So each key keeps its own table of values seen, and stops looking once it has seen `DISTINCT_LIMIT`
-distinct values and more than half of all its values were new.
+each). So each column of a key set keeps its own table of values seen, and stops once it has seen
+`DISTINCT_LIMIT` distinct values and more than half of its values were new (judged every 1,024 maps). A
+snapshot of 100,000 AIPIX archives loads in 1.34 CPU s this way, 1.45 with `sys.intern`.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import ClassVar
 
 MAX_SHARED_KEY_SETS = 4096
-DISTINCT_LIMIT = 4096  # distinct values a key may have before it is judged by its share of repeats
+DISTINCT_LIMIT = 4096  # distinct values a column may have before it is judged by its share of repeats
+_NOTHING: MappingProxyType[str, str] = MappingProxyType({})
+_PASS = _NOTHING.get  # (value, value) → value, storing nothing: a column judged unique
 
 
-class _Values:
-    """The values seen for one key, while they repeat (see the module's essay)."""
+class _KeySet:
+    """One set of keys, shared by every map that has exactly these keys, and the values seen in each column
+    while they repeat (see the module's essay). `takers` holds per column what a value is passed through:
+    its table's `setdefault` (a value seen before comes back as the first copy) or `_PASS`; a map's values go
+    through them with `map(operator.call, ...)`, no Python code per value (100,000 AIPIX archives, eleven
+    values each: 0.25 s of a remount's load spent in a Python loop over them)."""
 
-    __slots__ = ("seen", "total")
+    __slots__ = ("keys", "maps", "tables", "takers")
 
-    def __init__(self) -> None:
-        self.seen: dict[str, str] | None = {}
-        self.total = 0
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.maps = 0
+        self.tables: list[dict[str, str] | None] = [{} for _ in keys]
+        self.takers = tuple(table.setdefault for table in self.tables if table is not None)
 
-    def shared(self, value: str) -> str:
-        seen = self.seen
-        if seen is None:
-            return value
-        self.total += 1
-        known = seen.get(value)
-        if known is not None:
-            return known
-        if len(seen) >= DISTINCT_LIMIT and len(seen) * 2 > self.total:
-            self.seen = None  # mostly unique: values kept as they come, the table given back
-            return value
-        seen[value] = value
-        return value
+    def deduplicated(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        self.maps += 1
+        if self.maps % 1024 == 0:
+            self._judge()
+        return tuple(map(operator.call, self.takers, values, values))
+
+    def _judge(self) -> None:
+        """Columns of mostly unique values (more than half new, past `DISTINCT_LIMIT`) stop being kept."""
+        for index, table in enumerate(self.tables):
+            if table is not None and len(table) >= DISTINCT_LIMIT and len(table) * 2 > self.maps:
+                self.tables[index] = None  # the table given back; the values kept are the maps'
+        self.takers = tuple(_PASS if table is None else table.setdefault for table in self.tables)
 
 
 class FrozenMap(Mapping[str, str]):
     """A small immutable str → str mapping: sorted keys (a shared tuple) and their values."""
 
     __slots__ = ("_keys", "_values")
-    _key_sets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
-    _values_of: ClassVar[dict[str, _Values]] = {}  # by key
+    _key_sets: ClassVar[dict[tuple[str, ...], _KeySet]] = {}
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         pairs = sorted(items)
         keys, values = (tuple(column) for column in zip(*pairs, strict=True)) if pairs else ((), ())
-        self._keys = self._shared(keys)
-        self._values = self._deduplicated(self._keys, values)
+        self._keys, self._values = self._made(keys, values)
 
     @classmethod
     def of(cls, keys: tuple[str, ...], values: Iterable[str]) -> FrozenMap:
         """From keys already sorted and their values (the snapshot's form): no sorting, no checks."""
         made = cls.__new__(cls)
-        made._keys = cls._shared(keys)
-        made._values = cls._deduplicated(made._keys, values)
+        made._keys, made._values = cls._made(keys, values)
         return made
 
     @staticmethod
-    def _shared(keys: tuple[str, ...]) -> tuple[str, ...]:
-        shared = FrozenMap._key_sets.get(keys)
-        if shared is None and len(FrozenMap._key_sets) < MAX_SHARED_KEY_SETS:
-            shared = FrozenMap._key_sets[keys] = keys
-        return shared or keys
-
-    @staticmethod
-    def _deduplicated(keys: tuple[str, ...], values: Iterable[str]) -> tuple[str, ...]:
-        tables = FrozenMap._values_of
-        out = []
-        for key, value in zip(keys, values, strict=True):
-            table = tables.get(key)
-            if table is None:
-                if len(tables) >= MAX_SHARED_KEY_SETS:
-                    out.append(value)
-                    continue
-                table = tables[key] = _Values()
-            out.append(table.shared(value))
-        return tuple(out)
+    def _made(keys: tuple[str, ...], values: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The shared key tuple and the values, deduplicated by column."""
+        key_set = FrozenMap._key_sets.get(keys)
+        if key_set is None:
+            if len(FrozenMap._key_sets) >= MAX_SHARED_KEY_SETS:
+                return keys, tuple(values)
+            key_set = FrozenMap._key_sets[keys] = _KeySet(keys)
+        values = tuple(values)
+        if len(values) != len(keys):
+            raise ValueError(f"{len(keys)} keys but {len(values)} values")
+        return key_set.keys, key_set.deduplicated(values)
 
     def columns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(sorted keys, their values): what `of` takes back."""
