@@ -109,6 +109,23 @@ def test_split_ext(name: str, parts: tuple[str, str]) -> None:
     assert split_ext(name) == parts
 
 
+def _split_by_regex(name: str) -> tuple[str, str]:
+    """The rule as a regex (how `split_ext` first found it): `.` + 1-15 ASCII letters/digits at the end,
+    at least one letter, a non-empty stem."""
+    match = re.search(r"\.[A-Za-z0-9]{1,15}\Z", name)
+    if match is None or match.start() == 0 or not any(c.isalpha() for c in match.group()):
+        return name, ""
+    return name[: match.start()], match.group()
+
+
+def test_split_ext_is_the_regex_rule() -> None:
+    rng = random.Random(20261203)
+    alphabet = "aZ09._ é٣ⅷ-"  # ASCII letters and digits, dots, and non-ASCII letters and digits
+    names = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24))) for _ in range(20_000)]
+    names += ["a." + "x" * 15, "a." + "x" * 16, "a.é", "a.٣", "a.ⅷ", "..mp4", "a..", "a.", "."]
+    assert [split_ext(name) for name in names] == [_split_by_regex(name) for name in names]
+
+
 # --------------------------------------------------------------------------------------------- extensions
 
 

@@ -28,6 +28,7 @@ same names whatever order the API returns them in. All functions are pure.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections import Counter
@@ -74,7 +75,6 @@ _KNOWN_EXTENSIONS = frozenset(
     }
 )  # fmt: skip
 
-_EXT_RE = re.compile(r"\.[A-Za-z0-9]{1,15}\Z")
 _SPACE_CONTROLS = "\t\n\v\f\r\x85"
 # Rule 1 as one C-level pass: `/` → `∕`, the space-like controls → " ", every other C0/DEL/C1 control dropped.
 _TRANSLATION = {
@@ -100,19 +100,21 @@ def _clean(raw: str, fallback: str) -> str:
 
 
 def split_ext(name: str) -> tuple[str, str]:
-    """(stem, extension) where the extension is `.` + 1-15 ASCII letters/digits with at least one letter
-    and a non-empty stem; else (name, "")."""
-    match = _EXT_RE.search(name)
-    if match is None or match.start() == 0:
+    r"""(stem, extension) where the extension is `.` + 1-15 ASCII letters/digits with at least one letter
+    and a non-empty stem; else (name, "").
+
+    Found from the last dot: a regex search for `\.[A-Za-z0-9]{1,15}\Z` tried every position of the name (a
+    tenth of a remount walk's tree building, at 100,000 names)."""
+    stem, _dot, tail = name.rpartition(".")
+    if not stem or len(tail) > 15 or not (tail.isascii() and tail.isalnum()) or tail.isdigit():
         return name, ""
-    ext = match.group()
-    if not any(c.isalpha() for c in ext):
-        return name, ""
-    return name[: match.start()], ext
+    return stem, "." + tail
 
 
+@functools.lru_cache(maxsize=256)
 def extension_for(content_type: str | None) -> str:
-    """The extension for a content type ("" when unknown or generic); parameters are ignored."""
+    """The extension for a content type ("" when unknown or generic); parameters are ignored. (Cached: it
+    is asked once per file of every listing built, of a handful of types.)"""
     if not content_type:
         return ""
     base = content_type.split(";", 1)[0].strip().lower()
