@@ -78,6 +78,9 @@ def test_fleet_client_pause_makes_misses_not_waits(
     other = origin.add("other.bin", os.urandom(SIZE))
     _, expected = publish_file(tmp_path, origin, cluster, mounts, SIZE)
     second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    # Paused before the mount's client had connected (a loaded machine, -n 4), its lookups were skipped as
+    # unconnected, never timed out, and the breaker had nothing to open on: connected first, then paused.
+    wait_until(lambda: redis_stats(second)["connected"], "the second mount connected to Redis", 60)
     cluster.pause(PAUSE_MS)  # CLIENT UNPAUSE would wait for its end too: it ends by itself
     assert sha256_file(second.path / INSTANCE / "big.bin") == expected
     before = redis_stats(second)
