@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +62,7 @@ from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
+from vidfs.providers.once import AskedOnce
 from vidfs.providers.paging import Page, numbered_pages
 from vidfs.providers.state import device_uuid
 
@@ -252,7 +253,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         return response
 
     # ------------------------------------------------------------------------------------------- scan
-    async def _page(self, number: int, params: Mapping[str, Any], cameras: _CameraNames) -> Page:
+    async def _page(self, number: int, params: Mapping[str, Any], cameras: AskedOnce) -> Page:
         """One page of the archive list, with what its Laravel `meta` and `links` say of the others; the
         cameras it names for the first time are asked for their names before its entries are made."""
         what = f"archive list page {number}"
@@ -268,10 +269,10 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         # items, held until the last page came, was most of a big scan's peak memory.
         items = [item for item in data if _item_key(item) is not None]
         await cameras.learn({_camera_key(item) for item in items})
-        archives = [self._archive(item, cameras.names) for item in items]
+        archives = [self._archive(item, cameras.values) for item in items]
         return Page(archives, _count(meta.get("total")), _count(meta.get("last_page"), least=1), more)
 
-    async def _fetch_items(self, cameras: _CameraNames) -> tuple[list[_Archive], int]:
+    async def _fetch_items(self, cameras: AskedOnce) -> tuple[list[_Archive], int]:
         """Every archive item of the window: page 1, then the rest concurrently once `meta` tells the last
         page and the total (`vidfs.providers.paging`: one state of the list, each item once)."""
         now = time.time()
@@ -298,6 +299,10 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
             )
         return paged.items, paged.requests
 
+    async def _camera_display_name(self, camera_id: str) -> str:
+        pretty = await self._camera_name(camera_id)
+        return pretty if pretty is not None else f"camera-{camera_id}"
+
     async def _camera_name(self, camera_id: str) -> str | None:
         """The camera's `pretty_name`, None when it has none; a failure keeps the last known name."""
         what = f"camera {camera_id}"
@@ -323,9 +328,10 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
 
     async def _scan_now(self) -> _Scan:
         started = time.monotonic()
-        cameras = _CameraNames(self._camera_name)
+        known = {UNKNOWN_CAMERA: "unknown camera"}
+        cameras = AskedOnce(self._camera_display_name, concurrency=CAMERA_CONCURRENCY, known=known)
         items, pages = await self._fetch_items(cameras)
-        names = cameras.names
+        names = cameras.values
         camera_ids = names.keys() - {UNKNOWN_CAMERA}
         self._camera_names.update((camera_id, names[camera_id]) for camera_id in camera_ids)
         scan = self._build(items, names)
@@ -512,46 +518,12 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
 @dataclass(frozen=True, slots=True)
 class _Archive:
     """One archive item of the list, reduced as its page arrives: its id, camera and stream, and its entry
-    (with its camera's display name: see `_CameraNames`)."""
+    (with its camera's display name: see `vidfs.providers.once`)."""
 
     remote_id: str
     camera_id: str
     stream_type: str
     entry: Video | HiddenItem
-
-
-class _CameraNames:
-    """The display names of one scan's cameras, each asked for once, when a page first names it: a page's
-    entries are made whole as it arrives. (They were made without the name and made again with it once the
-    last page came: 100,000 videos, and their metadata maps, built twice.)"""
-
-    def __init__(self, ask: Callable[[str], Awaitable[str | None]]) -> None:
-        self._ask = ask
-        self.names: dict[str, str] = {UNKNOWN_CAMERA: "unknown camera"}
-        self._asked: dict[str, trio.Event] = {}
-        self._limiter = trio.CapacityLimiter(CAMERA_CONCURRENCY)
-
-    async def learn(self, camera_ids: set[str]) -> None:
-        """Until each of `camera_ids` has its name (`camera-<id>` when it has none)."""
-        missing = [camera_id for camera_id in sorted(camera_ids) if camera_id not in self.names]
-        if missing:
-            async with trio.open_nursery() as nursery:
-                for camera_id in missing:
-                    nursery.start_soon(self._name, camera_id)
-
-    async def _name(self, camera_id: str) -> None:
-        asked = self._asked.get(camera_id)
-        if asked is not None:  # another page asked for it: its answer is this page's too
-            await asked.wait()
-            if camera_id in self.names:
-                return
-        asked = self._asked[camera_id] = trio.Event()
-        try:
-            async with self._limiter:
-                pretty = await self._ask(camera_id)
-            self.names[camera_id] = pretty if pretty is not None else f"camera-{camera_id}"
-        finally:
-            asked.set()
 
 
 def _archive_key(archive: _Archive) -> str:
