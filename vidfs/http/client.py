@@ -39,7 +39,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -102,6 +102,39 @@ def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidRemoteData(f"{what}: expected a JSON object")
     return data
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def json_array_items(text: str, what: str) -> Iterator[Any]:
+    """The items of a JSON array, one decoded at a time: a caller that keeps a little of each never holds
+    them all (Hour One lists every video in one array: 100,000 decoded at once were most of 600 MiB).
+    InvalidRemoteData when `text` is not one JSON array."""
+    decoder = json.JSONDecoder()
+    at = _JSON_SPACE.match(text).end()  # type: ignore[union-attr]  # matches anywhere, maybe empty
+    if not text.startswith("[", at):
+        raise InvalidRemoteData(f"{what}: expected a JSON array")
+    at = _JSON_SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    if text.startswith("]", at):
+        at += 1
+    else:
+        while True:
+            try:
+                item, at = decoder.raw_decode(text, at)
+            except ValueError as exc:
+                raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
+            yield item
+            at = _JSON_SPACE.match(text, at).end()  # type: ignore[union-attr]
+            if text.startswith(",", at):
+                at = _JSON_SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+            elif text.startswith("]", at):
+                at += 1
+                break
+            else:
+                raise InvalidRemoteData(f"{what}: the answer is not JSON")
+    if _JSON_SPACE.match(text, at).end() != len(text):  # type: ignore[union-attr]
+        raise InvalidRemoteData(f"{what}: the answer is not JSON")
 
 
 def dig(data: Any, *path: str) -> Any:

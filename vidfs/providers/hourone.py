@@ -49,7 +49,7 @@ import trio
 from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import InvalidRemoteData, NotFoundError, VidfsError, redact_url
-from vidfs.http.client import same_origin
+from vidfs.http.client import json_array_items, same_origin
 from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import expiry_from_url, still_fresh
@@ -101,6 +101,28 @@ def _hidden_status(video: Mapping[str, Any]) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class _Item:
+    """What an entry needs of a listed video (the rest of its JSON object is dropped as it is read)."""
+
+    video_id: str
+    name: str
+    content_type: str
+    extra: dict[str, object]
+
+    @classmethod
+    def of(cls, video_id: str, item: Mapping[str, Any]) -> _Item:
+        raw_name = item.get("name")
+        extra = {
+            "status": str(item.get("status") or "").lower(),
+            "progress": item.get("progress"),
+            "draft_id": item.get("draft_id"),
+            "video_player_url": item.get("video_player_url"),
+            "name": raw_name if isinstance(raw_name, str) else None,
+        }
+        return cls(video_id, display_name(item), content_type_for(str(item["download_url"])), extra)
+
+
+@dataclass(frozen=True, slots=True)
 class _Url:
     url: str
     obtained_at: float
@@ -128,13 +150,18 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         self.first_seen = FirstSeen(context.state_dir / STATE_FILE, context.log)
 
     # --------------------------------------------------------------------------------------------- api
-    async def _api(self, path: str, what: str) -> Any:
-        """GET a JSON document from the API with the api-key (never off the base_url origin)."""
+    async def _get(self, path: str, what: str) -> httpx.Response:
+        """GET from the API with the api-key (never off the base_url origin); an error status raised."""
         url = f"{self._base}{path}"
         if not same_origin(url, self._base):  # pragma: no cover - paths are ours
             raise InvalidRemoteData(f"{self.instance}: refusing to send the api-key off the API origin")
         response = await self._http.request("GET", url, tag=self._tag, headers=self._headers)
         raise_for_status(response, f"{self.instance}: {what}", explain=_explain)
+        return response
+
+    async def _api(self, path: str, what: str) -> Any:
+        """A JSON document from the API."""
+        response = await self._get(path, what)
         try:
             return response.json()
         except ValueError as exc:
@@ -144,11 +171,12 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
     async def list(self, folder: Folder) -> Listing:
         if folder.remote_id != ROOT_ID:
             raise NotFoundError(f"{self.instance}: Hour One has no folder {folder.name!r}")
-        data = await self._api("/videos", "listing videos")
-        if not isinstance(data, list):
-            raise InvalidRemoteData(f"{self.instance}: listing videos: expected a JSON array")
+        response = await self._get("/videos", "listing videos")
+        text = response.content.decode(response.encoding or "utf-8", errors="replace")
+        del response  # its body: the text is all that is needed of it now
+        data = json_array_items(text, f"{self.instance}: listing videos")
         now = time.time()
-        files: list[dict[str, Any]] = []
+        files: list[_Item] = []
         hidden: list[HiddenItem] = []
         seen: set[str] = set()
         for item in data:
@@ -159,13 +187,16 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
                 continue
             seen.add(video_id)
             if is_file(item):
-                files.append(item)
+                files.append(_Item.of(video_id, item))
                 self._remember_url(video_id, str(item["download_url"]).strip(), now)
             else:
                 hidden.append(HiddenItem(video_id, display_name(item), _hidden_status(item)))
-        first_seen = await self.first_seen.stamp(str(v["id"]) for v in files)
-        await self._fetch_durations([str(v["id"]) for v in files])
-        entries = tuple(self._video(item, first_seen[str(item["id"])]) for item in files)
+        # The list is one JSON array (no pages): its items are decoded one at a time and only what an entry
+        # needs of each is kept (all 100,000 decoded at once made a listing's peak RSS 600 MiB).
+        del text, seen
+        first_seen = await self.first_seen.stamp(item.video_id for item in files)
+        await self._fetch_durations([item.video_id for item in files])
+        entries = tuple(self._video(item, first_seen[item.video_id]) for item in files)
         return Listing(entries, tuple(hidden))
 
     def _remember_url(self, video_id: str, url: str, now: float) -> None:
@@ -173,25 +204,14 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         if known is None or known.url != url:
             self._urls[video_id] = _Url(url, now)
 
-    def _video(self, item: Mapping[str, Any], mtime: int) -> Video:
-        video_id = str(item["id"])
-        raw_name = item.get("name")
-        extra = frozen_extra(
-            {
-                "status": str(item.get("status") or "").lower(),
-                "progress": item.get("progress"),
-                "draft_id": item.get("draft_id"),
-                "video_player_url": item.get("video_player_url"),
-                "duration": self._durations.get(video_id),
-                "name": raw_name if isinstance(raw_name, str) else None,
-            }
-        )
+    def _video(self, item: _Item, mtime: int) -> Video:
+        extra = frozen_extra({**item.extra, "duration": self._durations.get(item.video_id)})
         return Video(
-            remote_id=video_id,
-            name=display_name(item),
+            remote_id=item.video_id,
+            name=item.name,
             size=None,  # the API tells no size: the engine HEADs the download URL
             mtime=float(mtime),
-            content_type=content_type_for(str(item["download_url"])),
+            content_type=item.content_type,
             extra=extra,
         )
 
