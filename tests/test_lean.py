@@ -547,6 +547,7 @@ async def test_api_calls_are_encoded_as_httpx_would() -> None:
                     "GET", url, tag="t:api", params=params, headers={"Accept": "application/json"}
                 )
                 posted = await http.request("POST", f"{base}/api/echo", tag="t:api", json={"n": [1, "ü"]})
+                empty = await http.request("POST", f"{base}/api/echo", tag="t:api")
         finally:
             await http.aclose()
     expected = httpx.URL(url).copy_merge_params(params)
@@ -558,4 +559,5 @@ async def test_api_calls_are_encoded_as_httpx_would() -> None:
     assert dict(answer["headers"])["accept-encoding"] == httpx.AsyncClient().headers["accept-encoding"]
     sent = posted.json()
     assert sent["body"] == '{"n":[1,"ü"]}' and dict(sent["headers"])["content-type"] == "application/json"
-    assert http.statistics()["opened"] == 1  # both on the lean pool's one kept-alive connection
+    assert dict(empty.json()["headers"])["content-length"] == "0"  # a POST without a body says so
+    assert http.statistics()["opened"] == 1  # all on the lean pool's one kept-alive connection

@@ -107,33 +107,34 @@ def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
 
 
+def _after_space(text: str, at: int) -> int:
+    """The first position from `at` that is not JSON whitespace."""
+    return _JSON_SPACE.match(text, at).end()  # type: ignore[union-attr]  # `*`: it always matches
+
+
 def json_array_items(text: str, what: str) -> Iterator[Any]:
     """The items of a JSON array, one decoded at a time: a caller that keeps a little of each never holds
     them all (Hour One lists every video in one array: 100,000 decoded at once were most of 600 MiB).
     InvalidRemoteData when `text` is not one JSON array."""
     decoder = json.JSONDecoder()
-    at = _JSON_SPACE.match(text).end()  # type: ignore[union-attr]  # matches anywhere, maybe empty
+    at = _after_space(text, 0)
     if not text.startswith("[", at):
         raise InvalidRemoteData(f"{what}: expected a JSON array")
-    at = _JSON_SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
-    if text.startswith("]", at):
-        at += 1
-    else:
-        while True:
-            try:
-                item, at = decoder.raw_decode(text, at)
-            except ValueError as exc:
-                raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
-            yield item
-            at = _JSON_SPACE.match(text, at).end()  # type: ignore[union-attr]
-            if text.startswith(",", at):
-                at = _JSON_SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
-            elif text.startswith("]", at):
-                at += 1
-                break
-            else:
-                raise InvalidRemoteData(f"{what}: the answer is not JSON")
-    if _JSON_SPACE.match(text, at).end() != len(text):  # type: ignore[union-attr]
+    at = _after_space(text, at + 1)
+    more = not text.startswith("]", at)
+    at = at if more else at + 1
+    while more:
+        try:
+            item, at = decoder.raw_decode(text, at)
+        except ValueError as exc:
+            raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
+        yield item
+        at = _after_space(text, at)
+        more = text.startswith(",", at)
+        if not more and not text.startswith("]", at):
+            raise InvalidRemoteData(f"{what}: the answer is not JSON")
+        at = _after_space(text, at + 1) if more else at + 1
+    if _after_space(text, at) != len(text):
         raise InvalidRemoteData(f"{what}: the answer is not JSON")
 
 
@@ -504,6 +505,8 @@ class HttpClient:
                 outgoing.json, ensure_ascii=False, separators=(",", ":"), allow_nan=False
             ).encode()
             headers["Content-Type"] = "application/json"
+        if not body and outgoing.method.upper() in ("POST", "PUT", "PATCH"):
+            headers["Content-Length"] = "0"  # as httpx sends: a server may refuse a POST without a length
         answer = await self._lean.request(outgoing.method, url, headers, body)
         return LeanResponse(answer, outgoing.method)
 
