@@ -181,12 +181,9 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
 
         errors: list[VidfsError] = []
 
-        async def detail(summary: dict[str, Any], video_id: str, limiter: trio.CapacityLimiter) -> None:
+        async def detail(summary: dict[str, Any], video_id: str) -> None:
             try:
-                async with limiter:
-                    document = await self._api(
-                        self._url(f"videos/v1/video/{video_id}"), what=f"video {video_id}"
-                    )
+                document = await self._api(self._url(f"videos/v1/video/{video_id}"), what=f"video {video_id}")
             except NotFoundError:
                 return  # deleted between the list and the details: simply not there
             except VidfsError as exc:
@@ -196,11 +193,17 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
             if isinstance(video, dict):
                 items[video_id] = self._video({**summary, **video})
 
-        limiter = trio.CapacityLimiter(DETAIL_CONCURRENCY)
+        todo = iter([summary for summary in summaries if summary.get("id")])
+
+        async def worker() -> None:
+            for summary in todo:  # shared: each video is taken by one worker
+                await detail(summary, str(summary["id"]))
+
+        # A fixed number of workers, not a task per video: a project of 100,000 videos started 100,000
+        # tasks at once.
         async with trio.open_nursery() as nursery:
-            for summary in summaries:
-                if summary.get("id"):
-                    nursery.start_soon(detail, summary, str(summary["id"]), limiter)
+            for _ in range(DETAIL_CONCURRENCY):
+                nursery.start_soon(worker)
         if errors:  # one clear error (the first), not a group of them
             raise errors[0]
         entries_out: list[Video] = []
