@@ -35,7 +35,7 @@ from vidfs.catalog.probes import SizeProbes
 from vidfs.errors import IsDirectoryError, NotDirectoryError, NotFoundError, RemoteIOError, VidfsError
 from vidfs.model import Entry, Folder, HiddenItem, Listing, Video
 from vidfs.providers.base import Provider
-from vidfs.tasks import Spawner
+from vidfs.tasks import Spawner, for_each
 
 log = logging.getLogger(__name__)
 
@@ -456,17 +456,8 @@ class Tree:
                     pending.append(entry)
         if not pending:
             return sizes, failed
-        unknown = iter(pending)
-
-        async def worker() -> None:
-            for video in unknown:  # shared: each video is taken by one worker
-                await learn(video)
-
-        # A fixed number of workers, not a task per video: a camera of 100,000 archives started 100,000
-        # tasks at once (887 MiB of RSS); the probes' own adaptive window bounds what is in flight.
-        async with trio.open_nursery() as nursery:
-            for _ in range(min(PROBE_WORKERS, len(pending))):
-                nursery.start_soon(worker)
+        # The probes' own adaptive window bounds what is in flight; the workers only bound the tasks.
+        await for_each(pending, learn, workers=min(PROBE_WORKERS, len(pending)))
         return sizes, failed
 
     async def resolve_path(self, path: str) -> Node:

@@ -55,6 +55,7 @@ from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_
 from vidfs.providers.auth import expiry_from_url, still_fresh
 from vidfs.providers.base import BASE_URL, OptionSpec, ProviderBase, ProviderContext, ProviderSpec
 from vidfs.providers.state import FirstSeen
+from vidfs.tasks import for_each
 
 ROOT_ID = "hourone:root"
 FILE_STATUSES = frozenset({"ready", "published"})
@@ -230,17 +231,8 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
             if isinstance(duration, int | float) and not isinstance(duration, bool) and duration >= 0:
                 self._durations[video_id] = f"{float(duration):.3f}"
 
-        todo = iter(missing)
-
-        async def worker() -> None:
-            for video_id in todo:  # shared: each id is taken by one worker
-                await one(video_id)
-
-        # A fixed number of workers, not a task per video: 10,000 videos were 10,000 tasks at once.
         with trio.move_on_after(METADATA_BUDGET) as scope:
-            async with trio.open_nursery() as nursery:
-                for _ in range(min(self._metadata_concurrency, len(missing))):
-                    nursery.start_soon(worker)
+            await for_each(missing, one, workers=min(self._metadata_concurrency, len(missing)))
         if scope.cancelled_caught:
             self._log.info(
                 "%s: video metadata is slow; some durations come with a later listing", self.instance

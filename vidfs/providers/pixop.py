@@ -29,8 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-import trio
-
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
 from vidfs.http.client import dig, json_object, same_origin
@@ -39,6 +37,7 @@ from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen,
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.paging import Page, numbered_pages
+from vidfs.tasks import for_each
 
 ROOT_ID = "pixop:root"
 DETAIL_CONCURRENCY = 64  # details of one project asked at once; the API origin's window sends fewer
@@ -181,7 +180,8 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
 
         errors: list[VidfsError] = []
 
-        async def detail(summary: dict[str, Any], video_id: str) -> None:
+        async def detail(summary: dict[str, Any]) -> None:
+            video_id = str(summary["id"])
             try:
                 document = await self._api(self._url(f"videos/v1/video/{video_id}"), what=f"video {video_id}")
             except NotFoundError:
@@ -193,17 +193,8 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
             if isinstance(video, dict):
                 items[video_id] = self._video({**summary, **video})
 
-        todo = iter([summary for summary in summaries if summary.get("id")])
-
-        async def worker() -> None:
-            for summary in todo:  # shared: each video is taken by one worker
-                await detail(summary, str(summary["id"]))
-
-        # A fixed number of workers, not a task per video: a project of 100,000 videos started 100,000
-        # tasks at once.
-        async with trio.open_nursery() as nursery:
-            for _ in range(DETAIL_CONCURRENCY):
-                nursery.start_soon(worker)
+        listed = [summary for summary in summaries if summary.get("id")]
+        await for_each(listed, detail, workers=DETAIL_CONCURRENCY)
         if errors:  # one clear error (the first), not a group of them
             raise errors[0]
         entries_out: list[Video] = []
