@@ -102,6 +102,9 @@ def test_fleet_mounts_without_redis_and_finds_it_later(
         cluster.kill(index)
     mount = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
     assert sha256_file(mount.path / INSTANCE / "big.bin") == expected
+    # The read needs no Redis: it may end before the first attempt to connect has failed (a loaded machine,
+    # -n 4), and the breaker opens on that failure. Wait for it, not for a time.
+    wait_until(lambda: redis_stats(mount)["connect_failures"] >= 1, "the first connection refused", 60)
     redis = redis_stats(mount)
     assert (redis["connected"], redis["breaker"], redis["calls"]) == (0, "open", 0), redis
     assert redis["breaker_opens"] == 1, redis
