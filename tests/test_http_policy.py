@@ -9,7 +9,6 @@ time), so a Retry-After of an hour costs nothing and the pause taken can be read
 from __future__ import annotations
 
 import errno
-import json
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -28,7 +27,7 @@ from vidfs.errors import (
     UnreachableError,
     to_errno,
 )
-from vidfs.http.client import HttpClient, json_array_items
+from vidfs.http.client import HttpClient
 from vidfs.http.policy import (
     MAX_RETRY_AFTER,
     RetryPolicy,
@@ -401,16 +400,3 @@ async def test_a_stream_maps_transport_errors(
         async with client.stream("GET", "http://127.0.0.1:8001/file", tag="t"):
             pass
     assert is_temp_failure(info.value)
-
-
-@pytest.mark.parametrize(
-    "document", ["[]", " [ ] ", "[1]", '[{"a": [1, 2]}, "x" ,3 ]\n', '[null, {"b": "]"}]']
-)
-def test_json_array_items_are_the_array(document: str) -> None:
-    assert list(json_array_items(document, "t")) == json.loads(document)
-
-
-@pytest.mark.parametrize("document", ["", "{}", "[1,]", "[1 2]", "[1] x", "[", "[1", "[,1]"])
-def test_json_array_items_refuse_what_is_not_one_array(document: str) -> None:
-    with pytest.raises(InvalidRemoteData):
-        list(json_array_items(document, "t"))

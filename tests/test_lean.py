@@ -288,9 +288,11 @@ async def test_congested_head() -> None:
 
 
 # ------------------------------------------------------------------------------------------ API calls
-def api_app(seen: Seen) -> Any:
+def api_app(seen: Seen, arrived: trio.Event | None = None) -> Any:
     """/api/items?page=N: JSON telling the page and the Authorization seen; /api/login (POST): the JSON body
-    back; /api/big: a gzip-encoded JSON answer; anything else: a file of SIZE bytes (ranged GETs too)."""
+    back; /api/big: a gzip-encoded JSON answer; /api/list: a JSON array in many pieces, the last one sent
+    only once `arrived` is set; /api/gone: 404 with a JSON error; anything else: a file of SIZE bytes
+    (ranged GETs too)."""
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if await lifespan(scope, receive, send):
@@ -306,7 +308,17 @@ def api_app(seen: Seen) -> Any:
             if not message.get("more_body"):
                 break
         status, extra = 200, []
-        if path == "/api/items":
+        if path == "/api/list" and arrived is not None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})  # chunked
+            for piece in LIST_PIECES:
+                if piece is LIST_PIECES[-1]:
+                    await arrived.wait()  # the client must have had the pieces before it
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if path == "/api/gone":
+            status, content = 404, b'{"detail": "no such thing"}'
+        elif path == "/api/items":
             content = json.dumps({"query": scope["query_string"].decode(), "auth": auth}).encode()
         elif path == "/api/login":
             content = json.dumps({"got": json.loads(body), "auth": auth}).encode()
@@ -337,6 +349,58 @@ def api_app(seen: Seen) -> Any:
         await send({"type": "http.response.body", "body": content})
 
     return app
+
+
+LIST_PIECES = [b"[", *(json.dumps({"id": n, "pad": "x" * 100}).encode() + b"," for n in range(99)), b"99]"]
+
+
+@dataclass
+class Sink:
+    writes: list[bytes] = field(default_factory=list)
+    arrived: trio.Event | None = None
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+        if self.arrived is not None and len(self.writes) > 1:
+            self.arrived.set()
+
+
+async def test_a_sink_takes_an_answer_as_it_arrives() -> None:
+    """`sink_for`: the body of a 2xx answer goes to the caller's sink while it arrives, decoded (gzip too);
+    an error's body is read whole into the response; a client with a transport of its own (not the lean
+    path) writes the whole body to the sink. The server sends the last piece of /api/list only once the
+    sink has had two writes: a client that read the whole answer first would wait for ever (the deadline)."""
+    arrived = trio.Event()
+    sinks: list[tuple[int, Sink]] = []
+
+    def sink_for(status: int, fields: list[tuple[bytes, bytes]]) -> Sink | None:
+        if not 200 <= status < 300:
+            return None
+        sinks.append((status, Sink(arrived=arrived)))
+        return sinks[-1][1]
+
+    async with running(api_app(Seen(), arrived)) as base:
+        http = HttpClient()
+        try:
+            with trio.fail_after(DEADLINE):
+                listed = await http.request("GET", f"{base}/api/list", tag="t:api", sink_for=sink_for)
+                gzipped = await http.request("GET", f"{base}/api/big", tag="t:api", sink_for=sink_for)
+                gone = await http.request("GET", f"{base}/api/gone", tag="t:api", sink_for=sink_for)
+        finally:
+            await http.aclose()
+    (_, streamed), (_, decoded) = sinks
+    assert listed.status_code == 200 and listed.content == b""
+    assert len(streamed.writes) > 2 and b"".join(streamed.writes) == b"".join(LIST_PIECES)
+    assert json.loads(b"".join(decoded.writes)) == {"items": list(range(5000))} and gzipped.content == b""
+    assert gone.status_code == 404 and gone.json() == {"detail": "no such thing"} and len(sinks) == 2
+
+    body = b"".join(LIST_PIECES)
+    elsewhere = HttpClient(transport=httpx.MockTransport(lambda request: httpx.Response(200, content=body)))
+    try:
+        answer = await elsewhere.request("GET", "http://127.0.0.1:9/api/list", tag="t:api", sink_for=sink_for)
+    finally:
+        await elsewhere.aclose()
+    assert answer.content == b"" and sinks[-1][1].writes == [body]
 
 
 async def test_api_calls_over_tls(tmp_path: Path) -> None:

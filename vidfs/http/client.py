@@ -39,7 +39,7 @@ import logging
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -52,7 +52,7 @@ import trio
 from vidfs.config.types import HttpSettings
 from vidfs.errors import InvalidRemoteData, RemoteError, RemoteIOError, UnreachableError, redact_url
 from vidfs.http.adaptive import CONGESTED, AdaptiveLimit
-from vidfs.http.lean import Answer, LeanPool, LeanResponse, LeanTransport
+from vidfs.http.lean import Answer, LeanPool, LeanResponse, LeanTransport, SinkFor
 from vidfs.http.policy import (
     HTTPX_ERRORS,
     IDEMPOTENT,
@@ -104,40 +104,6 @@ def json_object(response: httpx.Response, what: str) -> dict[str, Any]:
     return data
 
 
-_JSON_SPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _after_space(text: str, at: int) -> int:
-    """The first position from `at` that is not JSON whitespace."""
-    return _JSON_SPACE.match(text, at).end()  # type: ignore[union-attr]  # `*`: it always matches
-
-
-def json_array_items(text: str, what: str) -> Iterator[Any]:
-    """The items of a JSON array, one decoded at a time: a caller that keeps a little of each never holds
-    them all (Hour One lists every video in one array: 100,000 decoded at once were most of 600 MiB).
-    InvalidRemoteData when `text` is not one JSON array."""
-    decoder = json.JSONDecoder()
-    at = _after_space(text, 0)
-    if not text.startswith("[", at):
-        raise InvalidRemoteData(f"{what}: expected a JSON array")
-    at = _after_space(text, at + 1)
-    more = not text.startswith("]", at)
-    at = at if more else at + 1
-    while more:
-        try:
-            item, at = decoder.raw_decode(text, at)
-        except ValueError as exc:
-            raise InvalidRemoteData(f"{what}: the answer is not JSON") from exc
-        yield item
-        at = _after_space(text, at)
-        more = text.startswith(",", at)
-        if not more and not text.startswith("]", at):
-            raise InvalidRemoteData(f"{what}: the answer is not JSON")
-        at = _after_space(text, at + 1) if more else at + 1
-    if _after_space(text, at) != len(text):
-        raise InvalidRemoteData(f"{what}: the answer is not JSON")
-
-
 def dig(data: Any, *path: str) -> Any:
     """`data[path[0]][path[1]]...` of a JSON document, None where a level is missing or not an object."""
     for key in path:
@@ -153,6 +119,28 @@ def one_line(text: object, limit: int = 200) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
+def _encoded(fields: list[tuple[bytes, bytes]]) -> bool:
+    """Whether an answer's body comes with a Content-Encoding (gzip, br...) besides identity."""
+    return any(
+        name.lower() == b"content-encoding" and value.strip().lower() not in (b"", b"identity")
+        for name, value in fields
+    )
+
+
+def _into_sink(response: httpx.Response, sink_for: SinkFor | None) -> httpx.Response:
+    """A response read whole whose body its caller's sink asks for: written to the sink, taken out of it."""
+    sink = sink_for(response.status_code, response.headers.raw) if sink_for is not None else None
+    if sink is None:
+        return response
+    sink.write(response.content)
+    return httpx.Response(
+        response.status_code,
+        headers=response.headers,
+        request=response.request,
+        extensions=response.extensions,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
     """One request as the caller asked for it; a redirect gives the next one."""
@@ -164,6 +152,7 @@ class _Outgoing:
     json: Any = None
     content: bytes | None = None
     auth: httpx.Auth | tuple[str, str] | None = None
+    sink_for: SinkFor | None = None
 
     def redirected(self, response: httpx.Response) -> _Outgoing | None:
         """The request a redirect answer asks for next, or None when `response` is not one to follow."""
@@ -359,12 +348,19 @@ class HttpClient:
         follow_redirects: bool = False,
         retry: bool = True,
         pool: str | None = "api",
+        sink_for: SinkFor | None = None,
     ) -> httpx.Response:
         """Send a request and read its whole body. Error statuses are returned, not raised, except that
         retryable ones (5xx, 429) that persist beyond the retry budget raise RemoteIOError; every transport
-        failure is one of our RemoteErrors. `pool` None: the caller already holds a slot of this origin."""
+        failure is one of our RemoteErrors. `pool` None: the caller already holds a slot of this origin.
+
+        `sink_for(status, fields)` may take an answer's body (decoded, as `content` would be) into a sink of
+        its own instead: then `content` is empty. On the lean path the body goes to the sink as it arrives
+        (a body of 100 MB is never held whole), otherwise it is written to it once read. It is asked once
+        for each answer, so the sink of a request sent again is a fresh one: the last one given is the one
+        with the body of the returned response."""
         self.check_reachable(url)
-        outgoing = _Outgoing(method, url, headers, params, json, content, auth)
+        outgoing = _Outgoing(method, url, headers, params, json, content, auth, sink_for)
 
         async def send() -> httpx.Response:
             return await self._send(outgoing, tag, follow_redirects, pool)
@@ -473,6 +469,10 @@ class HttpClient:
                         window.answered(trio.current_time() - started)
                         window.relieved()
             self.stats.count_request(tag, response.status_code)
+            if outgoing.sink_for is not None and not (
+                isinstance(response, LeanResponse) and response.streamed
+            ):
+                response = _into_sink(response, outgoing.sink_for)
             following = outgoing.redirected(response) if follow_redirects else None
             if following is None:
                 return response
@@ -507,7 +507,15 @@ class HttpClient:
             headers["Content-Type"] = "application/json"
         if not body and outgoing.method.upper() in ("POST", "PUT", "PATCH"):
             headers["Content-Length"] = "0"  # as httpx sends: a server may refuse a POST without a length
-        answer = await self._lean.request(outgoing.method, url, headers, body)
+        sink_for = outgoing.sink_for
+        if sink_for is not None:
+            given = sink_for
+
+            def sink_for(status: int, fields: list[tuple[bytes, bytes]]) -> Any:
+                # A compressed body is decoded by httpx's decoders first: written to the sink once read.
+                return None if _encoded(fields) else given(status, fields)
+
+        answer = await self._lean.request(outgoing.method, url, headers, body, sink_for=sink_for)
         return LeanResponse(answer, outgoing.method)
 
     @asynccontextmanager

@@ -48,12 +48,14 @@ windows): this pool opens what they ask for.
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import ssl
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urlsplit
 
 import certifi
@@ -70,6 +72,17 @@ Origin = tuple[str, str, int]  # (scheme, host as sent to DNS, port)
 Fields = Iterable[tuple[bytes, bytes]]
 
 
+class BodySink(Protocol):
+    """Where an answer's body goes as it arrives, instead of into `Answer.content`."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+# Given an answer's status and header fields (lower-case names): a sink for its body, or None to read it
+# into `Answer.content`. Called once per answer, so a request sent again gets a fresh sink.
+SinkFor = Callable[[int, list[tuple[bytes, bytes]]], BodySink | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Answer:
     """A whole answer: status, header fields as h11 gives them (lower-case names), body, and the URL."""
@@ -78,6 +91,7 @@ class Answer:
     fields: list[tuple[bytes, bytes]]
     content: bytes
     url: str
+    streamed: bool = False  # the body went to a sink (`SinkFor`), `content` is empty
 
     def header(self, name: str) -> str | None:
         """The last value of header `name` (any case), None when absent."""
@@ -143,10 +157,16 @@ class LeanPool:
                 _close_now(connection)
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str] | None = None, body: bytes = b""
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        *,
+        sink_for: SinkFor | None = None,
     ) -> Answer:
         """A request to `url` with `headers` besides Host and User-Agent (and Accept: */* unless they name
-        one); a `body` is sent with its Content-Length."""
+        one); a `body` is sent with its Content-Length. The answer's body goes where `sink_for` says."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
@@ -169,10 +189,19 @@ class LeanPool:
             fields = [(name.encode("ascii"), value.encode("latin-1")) for name, value in named]
         except UnicodeEncodeError as exc:
             raise httpx.LocalProtocolError(f"a header that HTTP cannot carry: {exc.reason}") from exc
-        return await self.send((scheme, parts.hostname.lower(), port), method, target, fields, body, url)
+        origin = (scheme, parts.hostname.lower(), port)
+        return await self.send(origin, method, target, fields, body, url, sink_for=sink_for)
 
     async def send(
-        self, origin: Origin, method: str | bytes, target: str | bytes, fields: Fields, body: bytes, url: str
+        self,
+        origin: Origin,
+        method: str | bytes,
+        target: str | bytes,
+        fields: Fields,
+        body: bytes,
+        url: str,
+        *,
+        sink_for: SinkFor | None = None,
     ) -> Answer:
         """One exchange with `origin`; `fields` are all the request's header fields (Host among them)."""
         try:
@@ -184,14 +213,14 @@ class LeanPool:
             connection = self._idle_connection(origin, checked=request.method not in IDEMPOTENT)
             if connection is not None:
                 try:
-                    return await self._exchange(origin, connection, request, body, url)
+                    return await self._exchange(origin, connection, request, body, url, sink_for)
                 except _StaleConnection as exc:
                     self._stale += 1  # closed while idle: once more on a new connection, if that is safe
                     if request.method not in IDEMPOTENT:
                         raise httpx.RemoteProtocolError("the server closed a kept-alive connection") from exc
             connection = await self._connect(origin)
             try:
-                return await self._exchange(origin, connection, request, body, url)
+                return await self._exchange(origin, connection, request, body, url, sink_for)
             except _StaleConnection as exc:
                 raise httpx.RemoteProtocolError("the server closed the connection without an answer") from exc
         finally:
@@ -248,7 +277,13 @@ class LeanPool:
 
     # ----------------------------------------------------------------------------------- exchange
     async def _exchange(
-        self, origin: Origin, connection: _Connection, request: h11.Request, body: bytes, url: str
+        self,
+        origin: Origin,
+        connection: _Connection,
+        request: h11.Request,
+        body: bytes,
+        url: str,
+        sink_for: SinkFor | None,
     ) -> Answer:
         """Send the request and read its whole answer; the connection goes back only after a clean end."""
         protocol = connection.protocol
@@ -262,7 +297,8 @@ class LeanPool:
             with trio.fail_after(timeout):
                 await connection.stream.send_all(data + protocol.send(h11.EndOfMessage()))
             response: h11.Response | None = None
-            chunks: list[bytes] = []
+            body_read = io.BytesIO()  # grows in place: a list of chunks joined at the end held the body twice
+            sink: BodySink | None = None
             while True:
                 event = protocol.next_event()
                 if event is h11.NEED_DATA:
@@ -274,8 +310,9 @@ class LeanPool:
                     protocol.receive_data(bytes(received_data))
                 elif isinstance(event, h11.Response):
                     response = event
+                    sink = sink_for(event.status_code, list(event.headers)) if sink_for else None
                 elif isinstance(event, h11.Data):
-                    chunks.append(bytes(event.data))
+                    (sink or body_read).write(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     break
                 elif isinstance(event, h11.ConnectionClosed):
@@ -284,7 +321,8 @@ class LeanPool:
             if protocol.our_state is h11.DONE and protocol.their_state is h11.DONE:
                 protocol.start_next_cycle()
                 clean = True
-            return Answer(response.status_code, list(response.headers), b"".join(chunks), url)
+            fields = list(response.headers)
+            return Answer(response.status_code, fields, body_read.getvalue(), url, sink is not None)
         except trio.TooSlowError as exc:
             raise httpx.ReadTimeout(f"no answer within {self._read_timeout:g}s") from exc
         except h11.RemoteProtocolError as exc:
@@ -315,6 +353,7 @@ class LeanResponse(httpx.Response):
             extensions={"http_version": b"HTTP/1.1"},
         )
         self._lean_request = (method, answer.url)
+        self.streamed = answer.streamed
 
     @property
     def request(self) -> httpx.Request:
