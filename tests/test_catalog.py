@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pyfuse3
 import pytest
 import trio
@@ -169,6 +170,57 @@ async def test_a_request_waits_for_a_directory_while_its_sizes_keep_arriving(
             assert len(children) == 1000 and all(child.size == 1000 for child in children)
             assert trio.current_time() - start > 30  # longer than one request timeout
         nursery.cancel_scope.cancel()
+
+
+class PagedProvider(FakeProvider):
+    """A listing made of 20 API calls, one after another, each answered after 5 s (through HttpClient, on a
+    mock transport): 100 s in all, three request timeouts, but an answer every 5 s. `stuck_at`: that call
+    never answers."""
+
+    def __init__(self, folders: dict[str, list[Folder | Video]], stuck_at: int | None) -> None:
+        super().__init__(folders)
+        self.asked = 0
+
+        async def answer(request: httpx.Request) -> httpx.Response:
+            self.asked += 1
+            await trio.sleep(math.inf if self.asked == stuck_at else 5.0)
+            return httpx.Response(200, json={"page": self.asked})
+
+        self.http = HttpClient(transport=httpx.MockTransport(answer))
+
+    async def list(self, folder: Folder) -> Listing:
+        for page in range(20):
+            await self.http.request("GET", f"http://127.0.0.1:9/items?page={page}", tag="fake:api")
+        return await super().list(folder)
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+async def test_a_request_waits_for_a_listing_while_its_pages_keep_arriving(
+    autojump_clock: trio.testing.MockClock, stuck: bool
+) -> None:
+    """Each API answer of the listing moves the waiting request's deadline (`vidfs.tasks.STEP`): `opendir`
+    answers after 100 s with a 30 s request timeout. With the 11th call stuck, it fails with EIO 30 s after
+    the 10th answer."""
+    provider = PagedProvider({"root": videos(3)}, stuck_at=11 if stuck else None)
+    tree = make_tree(provider)
+    operations = VidfsOperations(fs=SimpleNamespace(stats=Stats()), request_timeout=30)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        tree.attach(nursery)
+        start = trio.current_time()
+        if stuck:
+            with pytest.raises(pyfuse3.FUSEError) as failed:
+                async with operations._answer("opendir") as progress:
+                    await tree.children(provider_inode(tree), progress=progress)
+            assert failed.value.errno == errno.EIO
+            assert trio.current_time() - start == pytest.approx(50 + 30, abs=1)  # 30 s after the 10th
+        else:
+            async with operations._answer("opendir") as progress:
+                children = await tree.children(provider_inode(tree), progress=progress)
+            assert [child.name for child in children] == ["v000000.mp4", "v000001.mp4", "v000002.mp4"]
+            assert trio.current_time() - start == pytest.approx(100, abs=1)
+        nursery.cancel_scope.cancel()
+    await provider.http.aclose()
 
 
 async def test_a_remounted_snapshot_keeps_the_age_of_its_listings(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
-"""What background work is started with: anything with a nursery's `start_soon`; and `for_each`, the one
-way a long list of calls runs concurrently.
+"""What background work is started with: anything with a nursery's `start_soon`; `for_each`, the one
+way a long list of calls runs concurrently; and `STEP`, how work tells whoever waits for it that it moves.
 
 A trio nursery is one; so is the supervisor's `TaskGuard` (vidfs.daemon.supervisor), which a mount gives
 the block cache, `VideoFS` and the listing cache so that a failure of their background work is logged and
@@ -10,11 +10,29 @@ daemon that runs them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
 import trio
 
 T = TypeVar("T")
+
+
+# Told of each step of the work running in this context (an HTTP answer: `HttpClient` calls `stepped`). A
+# listing fetch sets it for its provider's call, so a FUSE request waiting for a listing that is slow but
+# moving keeps moving its deadline (a Pixop project of 1,000 videos is 1,000 detail calls, and with 100
+# projects sharing the API window one was still arriving after the 30 s request timeout: EIO). Tasks a
+# provider starts inside its call inherit it; a stuck listing still fails one request timeout after its
+# last step.
+Progress = Callable[[], None]  # told of each step of a wait that is not stuck
+STEP: ContextVar[Progress | None] = ContextVar("vidfs_step", default=None)
+
+
+def stepped() -> None:
+    """Tell whoever waits for the work running here that it made a step."""
+    hook = STEP.get()
+    if hook is not None:
+        hook()
 
 
 class Spawner(Protocol):

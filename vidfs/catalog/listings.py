@@ -49,7 +49,7 @@ from vidfs.errors import AuthError, NotFoundError, RemoteIOError, RemoteTimeoutE
 from vidfs.model import Folder, Listing
 from vidfs.providers.base import Provider
 from vidfs.stats import Stats
-from vidfs.tasks import Spawner
+from vidfs.tasks import STEP, Progress, Spawner
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,11 @@ class _Fetch:
     error: BaseException | None = None
     runner: Callable[[], Awaitable[None]] | None = None
     urgent: trio.Event = field(default_factory=trio.Event)  # someone waits: skip the instance's queue
+    watchers: list[Progress] = field(default_factory=list)  # waiters told of each step (`vidfs.tasks.STEP`)
+
+    def stepped(self) -> None:
+        for watcher in self.watchers:
+            watcher()
 
 
 @dataclass(slots=True, eq=False)
@@ -166,16 +171,24 @@ class ListingCache:
         *,
         max_age: float | None = None,
         urgent: bool = True,
+        progress: Progress | None = None,
     ) -> Listing:
         """The folder's listing (see the essay). `urgent` False (directory readahead): a fetch it waits for
-        keeps its place in the instance's queue; anyone else's wait lets that fetch go first."""
+        keeps its place in the instance's queue; anyone else's wait lets that fetch go first. `progress` is
+        called for each step (an HTTP answer) of the fetch waited for."""
         answer = self.listing_now(instance, provider, folder, max_age=max_age)
         if isinstance(answer, Listing):
             return answer
         fetch, entry = answer
         if urgent:
             fetch.urgent.set()
-        return await self._wait(fetch, entry)
+        if progress is None:
+            return await self._wait(fetch, entry)
+        fetch.watchers.append(progress)
+        try:
+            return await self._wait(fetch, entry)
+        finally:
+            fetch.watchers.remove(progress)
 
     def listing_now(
         self, instance: str, provider: Provider, folder: Folder, *, max_age: float | None = None
@@ -249,6 +262,9 @@ class ListingCache:
         self, key: Key, entry: _Entry, fetch: _Fetch, provider: Provider, folder: Folder, probe: bool
     ) -> None:
         health = self._instance(key[0])
+        # What the provider asks tells the waiters (reset after: without a background nursery this runs
+        # in a waiter's own task).
+        step = STEP.set(fetch.stepped)
         try:
             async with self._turn(health, fetch):
                 if health.down() and not probe and health.last_error is not None:
@@ -270,6 +286,7 @@ class ListingCache:
         finally:
             entry.fetch, entry.dropped = None, False
             fetch.done.set()
+            STEP.reset(step)
 
     @asynccontextmanager
     async def _turn(self, health: _Health, fetch: _Fetch) -> AsyncIterator[None]:

@@ -19,8 +19,8 @@ import pyfuse3
 import trio
 
 from vidfs.errors import VidfsError, leaf_error, log_level, to_errno
-from vidfs.fs.tree import Progress
 from vidfs.fs.videofs import Attributes, VideoFS
+from vidfs.tasks import Progress
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +60,11 @@ class VidfsOperations(pyfuse3.Operations):
     @asynccontextmanager
     async def _answer(self, what: str) -> AsyncIterator[Progress]:
         """For a handler that may wait (on a listing, a fetch): bounded by `request_timeout`. Work that
-        reports its steps (a directory whose sizes are being learned, a HEAD each) is given the callable
-        this yields: `request_timeout` then runs from the last step, not from the start, up to
-        PROGRESS_TIMEOUTS of them in all. A flat directory of 10,000 videos that needs a HEAD each takes
-        longer than one `request_timeout` on a slow machine, and a walker got EIO while it was nearly done;
-        a stuck one still fails after `request_timeout`."""
+        reports its steps (a listing, an API answer each; a directory whose sizes are being learned, a HEAD
+        each) is given the callable this yields: `request_timeout` then runs from the last step, not from
+        the start, up to PROGRESS_TIMEOUTS of them in all. A flat directory of 10,000 videos that needs a
+        HEAD each takes longer than one `request_timeout` on a slow machine, and a walker got EIO while it
+        was nearly done; a stuck one still fails after `request_timeout`."""
         timeout = self.request_timeout
         try:
             with trio.fail_after(timeout) as scope:

@@ -23,7 +23,7 @@ import functools
 import logging
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import trio
@@ -35,7 +35,7 @@ from vidfs.catalog.probes import SizeProbes
 from vidfs.errors import IsDirectoryError, NotDirectoryError, NotFoundError, RemoteIOError, VidfsError
 from vidfs.model import Entry, Folder, HiddenItem, Listing, Video
 from vidfs.providers.base import Provider
-from vidfs.tasks import Spawner, for_each
+from vidfs.tasks import Progress, Spawner, for_each
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,6 @@ PROBE_WORKERS = 80  # size probes of one directory asked at once, at most (above
 WARM_DIRECTORIES = 4096  # directories built ahead that no one has looked up yet, at most
 FILE_MODE = stat.S_IFREG | 0o444
 DIR_MODE = stat.S_IFDIR | 0o555
-
-Progress = Callable[[], None]  # told of each step of a wait that is not stuck (see _Build)
 
 
 def stable_inode(instance: str, kind: str, remote_id: str, salt: int = 0) -> int:
@@ -335,7 +333,8 @@ class Tree:
     ) -> _Directory:
         """The directory of `node`, built from a current listing. `ahead`: for directory readahead, whose
         listings wait their turn; any other caller's listing goes before those (ListingCache.listing).
-        `progress` is called for each size the build learns while the caller waits."""
+        `progress` is called for each step of the listing (an HTTP answer) and each size the build learns
+        while the caller waits."""
         inode = node.inode
         if node.instance is None:
             return self._dirs[ROOT_INODE]
@@ -343,7 +342,7 @@ class Tree:
         provider = self.providers[node.instance]
         while True:
             listing = await self.listings.listing(
-                node.instance, provider, folder, max_age=max_age, urgent=not ahead
+                node.instance, provider, folder, max_age=max_age, urgent=not ahead, progress=progress
             )
             directory = self._dirs.get(inode)
             if directory is not None and directory.current(listing):

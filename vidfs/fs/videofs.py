@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from vidfs.errors import NotFoundError, StaleError, VidfsError
-from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Progress, Tree
+from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
 from vidfs.http.client import HttpClient
 from vidfs.io.block_cache import BlockCache, BlockStore
 from vidfs.io.leases import Resolver
 from vidfs.io.readahead import Readahead
 from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.stats import Stats
-from vidfs.tasks import Spawner
+from vidfs.tasks import Progress, Spawner
 
 log = logging.getLogger(__name__)
 

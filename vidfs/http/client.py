@@ -66,6 +66,7 @@ from vidfs.http.policy import (
     retry_after_seconds,
 )
 from vidfs.stats import Stats
+from vidfs.tasks import stepped
 
 log = logging.getLogger(__name__)
 
@@ -412,6 +413,7 @@ class HttpClient:
                 if idempotent and is_temp_failure(exc):
                     raise TempFailure(describe(exc)) from exc
                 raise from_httpx(exc, method, url) from exc
+            stepped()  # an answer, whatever it says: the work that asked is not stuck
             self.note_reachable(url)
             if is_temp_status(answer.status_code, method):
                 raise TempFailure(
