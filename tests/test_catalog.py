@@ -553,7 +553,22 @@ async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed
     learn(108, 2)
     await keeper.save()
     assert written == [100, 5, 110]
-    assert keeper.read()["fake"].probes == {f"v{i}": Probe(1000 + i, None, "fp") for i in range(110)}
+    loaded = keeper.read()["fake"].probes
+    assert loaded == {f"v{i}": Probe(1000 + i, None, "fp") for i in range(110)}
+    assert len({id(probe.fingerprint) for probe in loaded.values()}) == 1  # one string, not one each
+
+
+def test_answers_of_one_fingerprint_keep_one_string() -> None:
+    """Videos listed without size or ETag at one mtime (Hour One's first-seen second) have equal
+    fingerprints: their answers share one string, however many strings the keys brought."""
+    stats = Stats()
+    probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
+    videos = [Video(f"v{i}", f"{i}.mp4", mtime=1796284524.0) for i in range(50)]
+    for video in videos:
+        probes.learn(("fake", video.remote_id, video.fingerprint), Probe(1000, None))
+    answers = [probes.known("fake", video) for video in videos]
+    assert all(answer is not None and answer.size == 1000 for answer in answers)
+    assert len({id(answer.fingerprint) for answer in answers if answer is not None}) == 1
 
 
 def test_metadata_values_that_repeat_are_one_string_and_unique_ones_are_not_tracked() -> None:

@@ -298,10 +298,12 @@ def _load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]
         }
         for instance, found in loaded.items()
     }
+    last = ""  # one string for a run of equal fingerprints (as `SizeProbes.learn` keeps them)
     for instance, remote_id, fingerprint, size, etag in db.execute("SELECT * FROM probes"):
         if instance in loaded:
             rid = str(remote_id)
-            loaded[instance].probes[ids[instance].get(rid, rid)] = Probe(int(size), etag, str(fingerprint))
+            last = last if fingerprint == last else str(fingerprint)
+            loaded[instance].probes[ids[instance].get(rid, rid)] = Probe(int(size), etag, last)
     return loaded
 
 
