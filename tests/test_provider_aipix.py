@@ -210,6 +210,31 @@ async def test_device_id_is_made_once_kept_0600_and_reused(site: AipixSite, tmp_
     assert sent == {device}
 
 
+async def test_a_walk_slower_than_scan_cache_still_costs_one_scan(site: AipixSite, tmp_path: Path) -> None:
+    """A directory no scan has answered takes its listing from the current scan while it is younger than
+    ten times `scan_cache` (a walk's first visit, after minutes of HEADs in a big directory); a directory
+    listed before wants fresh data after `scan_cache`; past ten times, even a first visit scans again."""
+
+    def scans() -> int:
+        return sum(
+            "page=1&" in e["path"] or e["path"].endswith("page=1") for e in site.log.entries(path="downloads")
+        )
+
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
+        provider = _provider(site, tmp_path, http, scan_cache="60s")
+        cameras = (await provider.list(provider.root())).entries
+        assert len(cameras) >= 2 and scans() == 1
+        assert provider._scan is not None
+        provider._scan.finished -= 5 * 60  # five minutes of a walk's HEADs later
+        await provider.list(cameras[0])  # never listed: from the same scan
+        assert scans() == 1
+        await provider.list(provider.root())  # listed before: fresh data
+        assert scans() == 2
+        provider._scan.finished -= 11 * 60
+        await provider.list(cameras[1])  # never listed, but the scan is older than ten times scan_cache
+        assert scans() == 3
+
+
 async def test_a_refused_token_logs_in_again_once(site: AipixSite, tmp_path: Path) -> None:
     async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
         provider = _provider(site, tmp_path, http)
