@@ -454,11 +454,10 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         )
 
     def _usable(self, scan: _Scan | None, folder_id: str) -> bool:
-        """Whether `scan` may answer the first listing of `folder_id` it gets: while it is younger than
-        `scan_cache`, or ten times that for a directory no scan has answered yet (a walk's first visit: it
-        wants no fresher data than its siblings got from this scan, and a walk of 100,000 archives that
-        spent 80 s on their sizes before the next directory started a second scan of the whole archive,
-        1,000 more requests and 135 MiB more at the daemon's peak)."""
+        """Whether `scan` may answer its first listing of `folder_id`: while younger than `scan_cache`, or
+        ten times that for a directory no scan answered yet (a walk's first visit wants no fresher data than
+        its siblings got; a walk of 100,000 archives that spent 80 s on sizes before the next directory
+        scanned all again: 1,000 more requests, 135 MiB more at the daemon's peak)."""
         if scan is None or folder_id in scan.served:
             return False
         limit = self._scan_ttl if folder_id in self._listed else self._scan_ttl * FIRST_VISIT_AGES
