@@ -201,7 +201,7 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
             raise NotFoundError(f"{self.instance}: Hour One has no folder {folder.name!r}")
         # The list is one JSON array (no pages): its items are decoded as the body arrives, and only what
         # an entry needs of each is kept (100,000 decoded at once made a listing's peak RSS 600 MiB; the
-        # body and its whole text side by side, 340 MiB; the body alone, 252 MiB).
+        # body and its whole text side by side, 340 MiB; now the catalog after the walk is the peak).
         sinks: list[tuple[_VideoList, JsonArraySink]] = []
         what = f"{self.instance}: listing videos"
 
