@@ -312,7 +312,7 @@ class LeanPool:
                     response = event
                     sink = sink_for(event.status_code, list(event.headers)) if sink_for else None
                 elif isinstance(event, h11.Data):
-                    (sink or body_read).write(event.data)
+                    (sink if sink is not None else body_read).write(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     break
                 elif isinstance(event, h11.ConnectionClosed):
