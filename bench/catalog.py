@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import Cleanup, run, say, stop_pid, vm_hwm_mib, wait_for
+from bench.common import Cleanup, run, say, stolen_seconds, stop_pid, vm_hwm_mib, wait_for
 from bench.delay import Delay, start_delay
 from bench.netns import Netns
 from bench.options import Options
@@ -191,7 +191,8 @@ class CatalogFigures:
     dirs: int | None = None
     cold_s: float | None = None
     cold_complete: bool | None = None
-    cold_cpu_s: float | None = None
+    cold_cpu_s: float | None = None  # the daemon's
+    cold_stolen_s: float | None = None  # CPU time taken by the hypervisor meanwhile (`stolen_seconds`)
     api_requests: int | None = None
     storage_heads: int | None = None
     storage_other: int | None = None
@@ -298,10 +299,12 @@ def _cold_and_warm(
 ) -> Walk:
     mount = _mount(stage, config, base)
     try:
-        cpu_before = mount.cpu_s()
+        cpu_before, stolen_before = mount.cpu_s(), stolen_seconds()
         cold = _walk_mount(stage, mount, fig, "cold")
-        cpu_after = mount.cpu_s()
+        cpu_after, stolen_after = mount.cpu_s(), stolen_seconds()
         fig.cold_cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+        if stolen_before is not None and stolen_after is not None:
+            fig.cold_stolen_s = stolen_after - stolen_before
         fig.cold_s, fig.cold_complete = cold.seconds, cold.complete and not cold.hung
         fig.files, fig.dirs, fig.duplicates = cold.files, cold.dirs, cold.duplicates
         fig.zero_size, fig.failures = cold.zero_size, cold.failures
@@ -406,7 +409,8 @@ def brief(fig: CatalogFigures) -> str:
         return "—" if value is None else f"{value:.{digits}f}"
 
     text = (
-        f"{fig.files} files, cold {n(fig.cold_s)} s ({fig.api_requests} API, {fig.storage_heads} HEADs),"
+        f"{fig.files} files, cold {n(fig.cold_s)} s ({fig.api_requests} API, {fig.storage_heads} HEADs,"
+        f" {n(fig.cold_cpu_s)} s CPU, {n(fig.cold_stolen_s)} s stolen),"
         f" warm {n(fig.warm_s, 2)} s ({fig.warm_requests} req), remount {n(fig.remount_first_answer_s, 2)} s"
         f" ({fig.remount_requests_before} req before, {fig.remount_changed} changed),"
         f" RSS {n(fig.rss_mib)} MiB"

@@ -19,6 +19,7 @@ import trio
 
 from tests.asgi_server import Receive, Send, lifespan, running
 from vidfs.config.types import HttpSettings
+from vidfs.http.adaptive import AdaptiveLimit
 from vidfs.http.client import HttpClient
 
 DEADLINE = 120.0
@@ -114,3 +115,28 @@ async def test_429_answers_halve_the_window_and_every_call_is_answered() -> None
             assert window < 8, f"three 429 answers left the window at {window}"
         finally:
             await http.aclose()
+
+
+def test_a_burst_of_slow_answers_shrinks_the_window_once() -> None:
+    """A pause of the daemon slows every answer in flight at once: one shrink for them, not one each; the
+    answers after them (sent under the new limit) may shrink it again."""
+    window = AdaptiveLimit(start=40, lowest=1, highest=64, steady=8)
+    for _ in range(40):
+        window.answered(0.02)  # a window's worth at the fastest pace: grows by one
+    assert window.limit == 41
+    for _ in range(41):
+        window.answered(0.02)
+    assert window.limit == 42
+    for _ in range(42):  # the pause: every answer in flight three times slower and more
+        window.answered(0.5)
+    assert window.limit == 31, "shrunk by a quarter, once"
+    window.answered(0.5)  # a call sent under the new limit, slow still: a new signal
+    assert window.limit == 23
+    for _ in range(30):  # the others in flight under 31
+        window.answered(0.5)
+    assert window.limit == 23
+    window.answered(0.5)
+    assert window.limit == 17
+    for _ in range(200):  # slowness alone never goes below steady
+        window.answered(0.5)
+    assert window.limit == 8

@@ -161,7 +161,7 @@ class SizeProbes:
         origin = origin_of(url)
         limit = self._limits.get(origin)
         if limit is None:
-            limit = self._limits[origin] = AdaptiveLimit(highest=HIGHEST)
+            limit = self._limits[origin] = AdaptiveLimit(highest=HIGHEST, steady=START)
         return limit
 
     # ------------------------------------------------------------------------------------- asking

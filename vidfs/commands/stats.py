@@ -78,6 +78,7 @@ def render_stats(document: dict[str, Any]) -> None:
         ),
         ("URL refreshed after refusal", str(counters.get("leases.refreshed_after_refusal", 0))),
         ("HTTP retries / errors", f"{counters.get('http.retries', 0)} / {counters.get('http.errors', 0)}"),
+        ("requests at once: API window / size probes", _windows(document)),
         *_extra_rows(counters, document.get("services") or {}),
     ]
     summary += shared_rows(document.get("shared"))  # the fleet's shared tier, when configured
@@ -91,6 +92,11 @@ def render_stats(document: dict[str, Any]) -> None:
         print_table(
             ("SERVICE", "KIND", "RUNNING", "STARTS", "FAILURES", "LAST ERROR"), _service_rows(services)
         )
+
+
+def _windows(document: dict[str, Any]) -> str:
+    api = document.get("http", {}).get("api_window", 0)
+    return f"{api} / {document.get('probes', {}).get('concurrency', 0)}"
 
 
 def _listed(values: dict[str, int]) -> str:

@@ -275,6 +275,16 @@ def _catalog(document: Document, counters: Mapping[str, int]) -> Iterator[Metric
         "vidfs_listing_directories", "Directories whose listing is cached", listings.get("directories", 0)
     )
     yield _gauge(
+        "vidfs_api_window",
+        "API calls of one origin allowed in flight at once (the widest adaptive window)",
+        document.get("http", {}).get("api_window", 0),
+    )
+    yield _gauge(
+        "vidfs_probe_window",
+        "Size probes of one storage origin allowed in flight at once (the widest adaptive window)",
+        document.get("probes", {}).get("concurrency", 0),
+    )
+    yield _gauge(
         "vidfs_providers_down",
         "Provider instances whose listings fail to connect",
         listings.get("instances_down", 0),

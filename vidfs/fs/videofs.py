@@ -279,6 +279,7 @@ class VideoFS:
         document["tree"] = self.tree.statistics()
         document["listings"] = self.tree.listings.statistics()
         document["probes"] = self.tree.probes.statistics()
+        document["http"] = self.http.statistics()
         return document
 
     def statfs(self) -> dict[str, int]:

@@ -6,9 +6,12 @@ at 20 ms, 8 requests in flight are at most 400 a second, and the CPU of this dae
 that. So the window:
 - starts at `start` and grows by one each time a window's worth of requests answered no slower than twice
   the fastest answer seen (more in flight costs nothing while the server keeps up), up to `highest`;
-- shrinks by a quarter when answers slow down to three times the fastest, never below `steady` by slowness
-  alone (API calls differ in cost: a page of records takes longer than a token refresh, and must not drive
-  the window below what a fixed limit would have allowed);
+- shrinks by a quarter when answers slow down to three times the fastest, at most once per window's worth
+  of answers (as TCP halves once per round trip, not per lost segment): a pause of this daemon (a snapshot
+  save holding the GIL for a moment) slows every answer in flight at once, and shrinking on each of them took
+  the HEAD window of a 10,000-video walk from 50 to 12 in one such pause, and the walk's rate with it; and
+  never below `steady` by slowness alone (API calls differ in cost: a page of records takes longer than a
+  token refresh, and must not drive the window below what a fixed limit would have allowed);
 - halves on a 429 or 503, down to `lowest`, and pauses the origin for the server's `Retry-After` (else a
   doubling backoff), both capped as the retry policy caps them (`MAX_RETRY_AFTER`): a server that says
   "too many" gets fewer at once, and none until it said it is ready.
@@ -38,6 +41,7 @@ class AdaptiveLimit:
         self.limiter = trio.CapacityLimiter(max(lowest, min(start, self.highest)))
         self.fastest = math.inf
         self.calm = 0  # fast answers since the limit last changed
+        self.held = 0  # answers still to come from calls sent before the last shrink
         self.paused_until = 0.0
         self.congestions = 0
 
@@ -51,8 +55,12 @@ class AdaptiveLimit:
 
     def answered(self, seconds: float) -> None:
         self.fastest = min(self.fastest, seconds)
+        # Answers to calls sent before the last shrink (the others in flight then) tell nothing of the limit
+        # it set.
+        held, self.held = self.held > 0, max(0, self.held - 1)
         if seconds > SLOWER * self.fastest:
-            if self.limit > self.steady:
+            if self.limit > self.steady and not held:
+                self.held = self.limit - 1
                 self._set(max(self.steady, self.limit * 3 // 4))
         elif seconds <= SLOW * self.fastest:
             self.calm += 1
