@@ -571,6 +571,27 @@ def test_answers_of_one_fingerprint_keep_one_string() -> None:
     assert len({id(answer.fingerprint) for answer in answers if answer is not None}) == 1
 
 
+def test_a_fingerprint_is_what_its_fields_format_to_whatever_came_before() -> None:
+    """The last fingerprint is kept for the next video with the same size and mtime: never for values
+    that compare equal but format apart (5 and 5.0, 0.0 and -0.0, 1 and True)."""
+    values: list[tuple[Any, Any]] = [
+        (None, 1796284524.0),
+        (None, 1796284524),
+        (1, 5.0),
+        (True, 5.0),
+        (1, 5),
+        (None, 0.0),
+        (None, -0.0),
+        (None, math.nan),
+        (None, None),
+        (0, None),
+    ]
+    for first, second in [(a, b) for a in values for b in values]:
+        for size, mtime in (first, second):
+            assert Video("v", "v.mp4", size, mtime).fingerprint == f"sm:{size}:{mtime}"
+    assert Video("v", "v.mp4", 1, 5.0, etag='"e1"').fingerprint == 'etag:"e1"'
+
+
 def test_metadata_values_that_repeat_are_one_string_and_unique_ones_are_not_tracked() -> None:
     # New string objects each time, as every JSON document makes its own.
     def fresh(text: str) -> str:

@@ -169,7 +169,24 @@ class Video:
     def fingerprint(self) -> str:
         if self.etag:
             return f"etag:{self.etag}"
-        return f"sm:{self.size}:{self.mtime}"
+        global _last_fingerprint
+        # Formatting the float mtime is most of the cost, and the videos of a listing often share one (Hour
+        # One's, listed at one first-seen second): the last one is kept. By type too, and never for a zero
+        # mtime, so the string is exactly the one formatting gives (5 and 5.0, 0.0 and -0.0, 1 and True).
+        mtime, size = self.mtime, self.size
+        key = (size, mtime, type(size), type(mtime))
+        known_key, known = _last_fingerprint
+        if key == known_key and mtime:
+            return known
+        made = f"sm:{size}:{mtime}"
+        _last_fingerprint = (key, made)  # one tuple: read and written whole, from any thread
+        return made
+
+
+_last_fingerprint: tuple[tuple[int | None, float | None, type, type], str] = (
+    (None, None, type(None), type(None)),
+    "",
+)
 
 
 Entry = Folder | Video
