@@ -313,7 +313,7 @@ class HttpClient:
         return self._client
 
     def retry_policy(self, *, retry: bool = True, attempts: int | None = None) -> RetryPolicy:
-        policy = RetryPolicy.from_settings(self.settings, retry=retry)
+        policy = self._retry_policies[retry]
         return policy if attempts is None else replace(policy, attempts=attempts)
 
     def slot(self, url: str, kind: str = "data") -> trio.CapacityLimiter:
@@ -455,7 +455,7 @@ class HttpClient:
             return answer
 
         try:
-            return await self._retry_policies[retry].run(
+            return await self.retry_policy(retry=retry).run(
                 once, what=where, on_retry=functools.partial(self._retrying, where)
             )
         except RemoteError as exc:

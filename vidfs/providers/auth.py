@@ -49,6 +49,16 @@ def jwt_expiry(token: str) -> float | None:
     return float(exp) if isinstance(exp, int | float) else None
 
 
+def utc_seconds(found: re.Match[str]) -> float | None:
+    """Epoch seconds of a date matched as six groups (year, month, day, hour, minute, second), UTC; None
+    when they are no date (month 13). Faster than `strptime` for the one format a vendor sends."""
+    year, month, day, hour, minute, second = map(int, found.groups())
+    try:
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
 _AMZ_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z")
 
 
@@ -56,11 +66,7 @@ def _amz_time(value: str) -> float | None:
     """`20250506T101112Z` as epoch seconds (`strptime` only for what the pattern does not take)."""
     found = _AMZ_TIME.fullmatch(value)
     if found is not None:
-        try:
-            year, month, day, hour, minute, second = map(int, found.groups())
-            return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
-        except ValueError:
-            return None
+        return utc_seconds(found)
     try:
         return datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
     except ValueError:

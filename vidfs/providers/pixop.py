@@ -35,7 +35,7 @@ from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
 from vidfs.http.client import dig, json_object, same_origin
 from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
-from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry
+from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry, utc_seconds
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.paging import Page, numbered_pages
 from vidfs.tasks import for_each
@@ -55,11 +55,7 @@ def parse_time(value: object) -> float | None:
         return None
     found = _TIME.fullmatch(value[:-1] if value[10:11] == "T" and value.endswith("Z") else value)
     if found is not None:
-        year, month, day, hour, minute, second = map(int, found.groups())
-        try:
-            return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
-        except ValueError:
-            return None
+        return utc_seconds(found)
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ"):
         try:
             return datetime.strptime(value, fmt).replace(tzinfo=UTC).timestamp()
