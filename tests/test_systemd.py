@@ -120,18 +120,37 @@ pixop = emulator_fixture("pixop")
 
 @pytest.fixture(scope="module")
 def system_vidfs() -> Iterator[Path]:
-    """/usr/local/bin/vidfs, the system unit's ExecStart program: CI links it, else it is linked here."""
-    if SYSTEM_VIDFS.exists():
+    """/usr/local/bin/vidfs, the system unit's ExecStart program, running this checkout's vidfs.
+
+    CI links it. Otherwise it is linked here for the module and put back as it was after: a link left by
+    another checkout (dangling once that checkout is gone, so `exists()` is false but the name is taken)
+    is replaced, not trusted. An installed program (a regular file) is used as it is."""
+    if SYSTEM_VIDFS.exists() and not SYSTEM_VIDFS.is_symlink():
+        yield SYSTEM_VIDFS
+        return
+    if SYSTEM_VIDFS.is_symlink() and SYSTEM_VIDFS.resolve() == VENV_VIDFS.resolve():
         yield SYSTEM_VIDFS
         return
     if os.geteuid() != 0:
-        pytest.skip(f"{SYSTEM_VIDFS} is missing (CI links it to the venv's vidfs; that needs root)")
-    SYSTEM_VIDFS.parent.mkdir(parents=True, exist_ok=True)
-    SYSTEM_VIDFS.symlink_to(VENV_VIDFS)
+        pytest.skip(f"{SYSTEM_VIDFS} is not this checkout's vidfs (linking it there needs root)")
+    previous = os.readlink(SYSTEM_VIDFS) if SYSTEM_VIDFS.is_symlink() else None
+    _link(SYSTEM_VIDFS, VENV_VIDFS)
     try:
         yield SYSTEM_VIDFS
     finally:
-        SYSTEM_VIDFS.unlink(missing_ok=True)
+        if previous is None:
+            SYSTEM_VIDFS.unlink(missing_ok=True)
+        else:
+            _link(SYSTEM_VIDFS, Path(previous))
+
+
+def _link(name: Path, target: Path) -> None:
+    """Make `name` a link to `target` in one step (a new link renamed over whatever `name` was)."""
+    name.parent.mkdir(parents=True, exist_ok=True)
+    fresh = name.with_name(f".{name.name}.{os.getpid()}")
+    fresh.unlink(missing_ok=True)
+    fresh.symlink_to(target)
+    os.replace(fresh, name)
 
 
 @pytest.fixture
