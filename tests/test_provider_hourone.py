@@ -228,6 +228,31 @@ async def test_resolve_never_sends_the_key_and_renews_once_after_a_refusal(
         assert response.status_code == 200
 
 
+async def test_a_listed_url_is_handed_out_once_and_a_relisting_keeps_only_new_ones(
+    site: HourOneSite, tmp_path: Path
+) -> None:
+    """The listing's URLs serve the first resolve of each video (the size probe) and are then let go (the
+    resolver keeps its leases); a re-listing keeps URLs only for videos new to it."""
+    async with aclosing(HttpClient()) as http:
+        provider = _provider(site, http, tmp_path / "state")
+        listing = await provider.list(provider.root())
+        first, second = [v for v in listing.entries if isinstance(v, Video)][:2]
+        calls = _api_calls(http)
+        await provider.resolve(first)
+        assert _api_calls(http) == calls  # the listing's URL
+        await provider.resolve(first)
+        assert _api_calls(http) == calls + 1  # handed out before: GET /videos/{id}
+        appearing = next(h for h in listing.hidden if h.status == "processing")
+        site.mutate({"action": "set_status", "video_id": appearing.remote_id, "status": "ready"})
+        relisted = await provider.list(provider.root())
+        new = next(v for v in relisted.entries if isinstance(v, Video) and v.remote_id == appearing.remote_id)
+        calls = _api_calls(http)
+        await provider.resolve(new)
+        assert _api_calls(http) == calls  # new to this listing: its URL was kept
+        await provider.resolve(second)
+        assert _api_calls(http) == calls + 1  # listed twice, never asked: its URL was not kept
+
+
 async def test_opaque_url_lease_has_no_expiry(site: HourOneSite, tmp_path: Path) -> None:
     site.update_settings({"url_style": "opaque"})
     async with aclosing(HttpClient()) as http:

@@ -424,6 +424,27 @@ def test_resolve_gives_the_distribution_url_and_its_jwt_expiry(
     assert video.name == record["videos"][0]["display_name"]
 
 
+def test_the_listed_url_serves_one_resolve(site: ValtSite, tmp_path: Path) -> None:
+    """Listing a record asks each video's URL (for its name); the first resolve (the size probe) takes it,
+    a later one asks again (the resolver keeps the leases it handed out): the store keeps no URL for good."""
+    record = catalog_record(site, "Lecture 1")
+
+    async def body(provider: ValtProvider) -> list[int]:
+        def api_calls() -> int:  # counted as sent (the emulator logs a request after answering it)
+            return sum(n for (tag, _), n in provider._http.stats.requests.items() if tag == provider._tag)
+
+        (video,) = (await provider.list(Folder(str(record["id"]), record["name"]))).entries
+        assert isinstance(video, Video)
+        listed = api_calls()
+        await provider.resolve(video)
+        first = api_calls()
+        await provider.resolve(video)
+        return [first - listed, api_calls() - first]
+
+    assert run_provider(site, tmp_path, body) == [0, 1]
+    wait_until(lambda: site.log.count(path=r"^/api/v3/records/download/") == 2, "two download calls logged")
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -12,9 +12,10 @@ only ever to the `base_url` origin. There is no login and nothing to renew: 401/
 
 Downloads: `download_url` points at another origin (signed storage). The lease carries no headers at all,
 so the api-key never reaches storage. The URL is kept in memory only (never in `Video.handle`, which the
-engine persists in its listing snapshot): whether it expires is undocumented, so its expiry is read from
-the URL when it says (`Expires=`, `X-Amz-*`, ...) and is otherwise None. When storage refuses it
-(401/403/410) the engine calls `resolve(previous=...)` and we fetch `GET /videos/{id}` once for a fresh URL.
+engine persists in its listing snapshot), and only until it is handed out once
+(`vidfs.providers.listed_urls`). Whether it expires is undocumented, so its expiry is read from the URL
+when it says (`Expires=`, `X-Amz-*`, ...) and is otherwise None. When storage refuses it (401/403/410) the
+engine calls `resolve(previous=...)` and we fetch `GET /videos/{id}` once for a fresh URL.
 
 Quirks handled:
 - The API has no timestamps at all. The mtime is *when this vidfs cache first saw the video as a file*,
@@ -56,6 +57,7 @@ from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import expiry_from_url, still_fresh
 from vidfs.providers.base import BASE_URL, OptionSpec, ProviderBase, ProviderContext, ProviderSpec
+from vidfs.providers.listed_urls import ListedUrls
 from vidfs.providers.state import FirstSeen
 from vidfs.tasks import for_each
 
@@ -148,16 +150,6 @@ class _VideoList:
             self.hidden.append(HiddenItem(video_id, display_name(item), _hidden_status(item)))
 
 
-@dataclass(frozen=True, slots=True)
-class _Url:
-    url: str
-    obtained_at: float
-
-    def fresh(self, now: float) -> bool:
-        # Nothing in the URL says it expires: used until storage refuses it (then resolved again).
-        return still_fresh(self.obtained_at, expiry_from_url(self.url), now)
-
-
 class HourOneProvider(ProviderBase, root_id=ROOT_ID):
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
         super().__init__(config, context)
@@ -171,7 +163,7 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         self._headers = headers
         concurrency = options.get("metadata_concurrency")
         self._metadata_concurrency = METADATA_CONCURRENCY if concurrency is None else int(concurrency)
-        self._urls: dict[str, _Url] = {}
+        self._urls = ListedUrls()  # the listing's download URLs, until each is handed out once
         self._durations: dict[str, str] = {}
         self.first_seen = FirstSeen(context.state_dir / STATE_FILE, context.log)
 
@@ -216,20 +208,13 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         videos, sink = sinks.pop()  # the answer's: an attempt that failed had its own
         sinks.clear()
         sink.close()
-        now = time.time()
-        for video_id, url in videos.urls:
-            self._remember_url(video_id, url, now)
+        self._urls.remember(ROOT_ID, videos.urls, time.time())
         files, hidden = videos.files, videos.hidden
         del videos
         first_seen = await self.first_seen.stamp(item.video_id for item in files)
         await self._fetch_durations([item.video_id for item in files])
         entries = tuple(self._video(item, first_seen[item.video_id]) for item in files)
         return Listing(entries, tuple(hidden))
-
-    def _remember_url(self, video_id: str, url: str, now: float) -> None:
-        known = self._urls.get(video_id)
-        if known is None or known.url != url:
-            self._urls[video_id] = _Url(url, now)
 
     def _video(self, item: _Item, mtime: int) -> Video:
         extra = frozen_extra({**item.extra, "duration": self._durations.get(item.video_id)})
@@ -266,11 +251,14 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
 
     # ----------------------------------------------------------------------------------------- resolve
     async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
-        known = self._urls.get(video.remote_id)
+        known = self._urls.take(video.remote_id)
         now = time.time()
-        if known is not None and known.fresh(now) and (previous is None or known.url != previous.url):
+        # Nothing in the URL may say it expires: then used until storage refuses it (resolved again).
+        fresh = known is not None and still_fresh(known.obtained_at, expiry_from_url(known.url), now)
+        if known is not None and fresh and (previous is None or known.url != previous.url):
             return self._lease(known.url, now)
-        # Expired, refused by storage, or never seen by this process (e.g. a listing from the snapshot).
+        # Expired, refused by storage, handed out before (the resolver keeps its leases), or never listed
+        # by this process (e.g. a listing from the snapshot).
         item = await self._api(f"/videos/{video.remote_id}", f"video {video.remote_id}")
         if not isinstance(item, dict):
             raise InvalidRemoteData(f"{self.instance}: video {video.remote_id}: expected a JSON object")
@@ -280,7 +268,6 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
             )
         url = str(item["download_url"]).strip()
         now = time.time()
-        self._urls[video.remote_id] = _Url(url, now)
         if previous is not None and url == previous.url:
             self._log.info(
                 "%s: Hour One gave the same download URL again for %s", self.instance, video.remote_id

@@ -35,7 +35,7 @@ API quirks handled:
   once more on a 401. Nothing of ours is ever sent there: the URL is used exactly as the API gave it.
 - No sizes anywhere: videos are listed with `size=None`; the engine HEADs the signed URL (bounded
   concurrency) and keeps the size for the mount's life. Listing a record resolves each video's URL (for its
-  name); those URLs are reused by the HEAD and the first reads while fresh.
+  name); each is handed out once more, to the HEAD, while fresh (`vidfs.providers.listed_urls`).
 - 404 is `application/problem+json` `{"detail":"Not Found"}`: a vanished record or video is ENOENT.
 """
 
@@ -44,7 +44,6 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit
 
@@ -58,6 +57,7 @@ from vidfs.http.policy import raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
+from vidfs.providers.listed_urls import ListedUrl, ListedUrls
 from vidfs.providers.paging import offset_pages
 
 ROOT_ID = "valt:root"
@@ -168,18 +168,13 @@ def record_extra(record: Mapping[str, Any]) -> dict[str, object | None]:
     }
 
 
-@dataclass(frozen=True, slots=True)
-class _Url:
-    url: str
-    expires_at: float | None
-    obtained_at: float
-
-    def reusable(self, now: float) -> bool:
-        """Fresh enough to hand out as a new lease: half its lifetime (at most a minute) still ahead."""
-        if self.expires_at is None:
-            return now - self.obtained_at < 60.0
-        lifetime = max(0.0, self.expires_at - self.obtained_at)
-        return now < self.expires_at - min(60.0, 0.5 * lifetime)
+def reusable(listed: ListedUrl, now: float) -> bool:
+    """A listed URL fresh enough to hand out as a new lease: half its lifetime (at most a minute) ahead."""
+    expires_at = expiry_from_url(listed.url)
+    if expires_at is None:
+        return now - listed.obtained_at < 60.0
+    lifetime = max(0.0, expires_at - listed.obtained_at)
+    return now < expires_at - min(60.0, 0.5 * lifetime)
 
 
 class ValtProvider(ProviderBase, root_id=ROOT_ID):
@@ -197,7 +192,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         self._by_room: tuple[list[dict[str, Any]], RecordsByRoom] | None = None
         self._records_at = 0.0
         self._records_reuse = RECORDS_REUSE
-        self._urls: dict[str, _Url] = {}
+        self._urls = ListedUrls()  # the listings' download URLs, until each is handed out once
 
     # -------------------------------------------------------------------------------------------- auth
     async def _login(self) -> Token:
@@ -371,6 +366,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         for video_id in ready:
             url = urls[video_id]
             raw_names.append((video_id, display_name_from_url(url) or record_name + url_extension(url)))
+        self._urls.remember(record_id, ((f"{record_id}/{i}", urls[i]) for i in ready), time.time())
         mtime = _epoch(details.get("created")) or folder.mtime
         markers = details.get("markers")
         marker_count = len(markers) if isinstance(markers, list) else None
@@ -417,13 +413,12 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         url = urljoin(self._base + "/", url.strip())
         if urlsplit(url).scheme not in ("http", "https"):
             raise InvalidRemoteData(f"{self.instance}: download URL {redact_url(url)} is not http(s)")
-        self._urls[f"{record_id}/{video_id}"] = _Url(url, expiry_from_url(url), time.time())
         return url
 
     async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
-        cached = self._urls.get(video.remote_id)
-        if previous is None and cached is not None and cached.reusable(time.time()):
-            return StreamLease(url=cached.url, expires_at=cached.expires_at)
+        cached = self._urls.take(video.remote_id)
+        if previous is None and cached is not None and reusable(cached, time.time()):
+            return StreamLease(url=cached.url, expires_at=expiry_from_url(cached.url))
         record_id = video.handle.get("record")
         video_id = video.handle.get("video")
         if not record_id or not video_id:

@@ -1,0 +1,26 @@
+"""ListedUrls: a listing's download URLs, each kept until handed out once; a folder's re-listing keeps only
+its new videos' URLs, and never touches another folder's."""
+
+from __future__ import annotations
+
+from vidfs.providers.listed_urls import ListedUrl, ListedUrls
+
+
+def test_a_url_is_taken_once() -> None:
+    urls = ListedUrls()
+    urls.remember("room", [("a", "https://s/a"), ("b", "https://s/b")], 10.0)
+    assert urls.take("a") == ListedUrl("https://s/a", 10.0)
+    assert urls.take("a") is None
+    assert urls.statistics() == {"urls": 1, "folders": 1}
+
+
+def test_a_relisting_keeps_only_new_videos_and_drops_what_was_never_asked() -> None:
+    urls = ListedUrls()
+    urls.remember("room", [("a", "https://s/a1"), ("b", "https://s/b1")], 10.0)
+    urls.remember("hall", [("h", "https://s/h1")], 10.0)
+    urls.remember("room", [("a", "https://s/a2"), ("c", "https://s/c2")], 20.0)
+    assert urls.take("a") is None  # listed before: its size is known, an open asks the API
+    assert urls.take("b") is None  # gone from the listing, and never asked for
+    assert urls.take("c") == ListedUrl("https://s/c2", 20.0)  # new: its size is still to be probed
+    assert urls.take("h") == ListedUrl("https://s/h1", 10.0)  # another folder's: untouched
+    assert urls.statistics() == {"urls": 0, "folders": 2}

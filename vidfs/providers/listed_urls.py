@@ -1,0 +1,53 @@
+"""Download URLs a listing brought, each kept until it is handed out once.
+
+Hour One lists every video with its signed download URL; VALT asks one per video while listing (its file
+name is in the URL). The first use of those URLs is the size probe that `stat` makes right after the
+listing: keeping them saves an API call per video then. Keeping them *after* was the cost: 100,000 Hour
+One URLs of 180 characters, each with its record and dict slot, were about 33 MiB of a 250 MiB daemon,
+held for the life of the mount though none was used again (the resolver keeps the leases it handed out,
+`vidfs.io.leases`, for as long as they are fresh and in its LRU).
+
+So a URL leaves this store when it is handed out (`take`), and a listing of a folder keeps only the URLs
+of videos that folder's previous listing did not have: new videos, whose sizes are not known yet. A URL
+that was not asked for during a whole listing period is dropped at the next listing of its folder. What
+is asked after that (an open, much later) costs the provider one API call, as after a remount.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ListedUrl:
+    url: str
+    obtained_at: float  # time.time() when the listing brought it
+
+
+class ListedUrls:
+    """Per provider instance: video id → the URL its folder's latest listing brought, until taken."""
+
+    def __init__(self) -> None:
+        self._urls: dict[str, ListedUrl] = {}
+        self._listed: dict[str, tuple[str, ...]] = {}  # folder id → the video ids its last listing had
+
+    def remember(self, folder_id: str, urls: Iterable[tuple[str, str]], now: float) -> None:
+        """The listing of `folder_id` brought these (video id, URL) pairs."""
+        previous = self._listed.get(folder_id)
+        for video_id in previous or ():  # not asked for since that listing: not worth keeping
+            self._urls.pop(video_id, None)
+        known = frozenset(previous) if previous is not None else None
+        listed: list[str] = []
+        for video_id, url in urls:
+            listed.append(video_id)
+            if known is None or video_id not in known:
+                self._urls[video_id] = ListedUrl(url, now)
+        self._listed[folder_id] = tuple(listed)
+
+    def take(self, video_id: str) -> ListedUrl | None:
+        """The URL listed for `video_id`, if still here; it is not kept any longer."""
+        return self._urls.pop(video_id, None)
+
+    def statistics(self) -> dict[str, int]:
+        return {"urls": len(self._urls), "folders": len(self._listed)}
