@@ -519,6 +519,18 @@ async def test_a_damaged_snapshot_or_one_of_an_older_format_is_removed_and_writt
         db.execute("UPDATE listings SET entries = 3")
     assert keeper.read()["fake"].listings == {}
 
+    # so is one with a row that is more than one JSON value, or less
+    def change(sql: str) -> None:
+        with contextlib.closing(sqlite3.connect(keeper.path)) as db, db:
+            db.execute(sql)
+
+    change("UPDATE listings SET entries = 2")
+    assert len(keeper.read()["fake"].listings["f"][0].entries) == 2
+    for damage in ("row || '[]'", "substr(row, 1, length(row) - 1)", "'x' || row", "''"):
+        change(f"UPDATE rows SET row = {damage} WHERE position = 0")
+        assert keeper.read()["fake"].listings == {}, damage
+        change("UPDATE rows SET row = (SELECT row FROM rows WHERE position = 1) WHERE position = 0")
+
 
 async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
