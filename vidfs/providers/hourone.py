@@ -204,11 +204,12 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
             sinks.append((videos, JsonArraySink(videos.take, what, encoding=charset_of(fields))))
             return sinks[-1][1]
 
+        asked_at = time.time()  # before any URL was given: their age is never underestimated
         await self._get("/videos", "listing videos", sink_for=sink_for)
         videos, sink = sinks.pop()  # the answer's: an attempt that failed had its own
         sinks.clear()
         sink.close()
-        self._urls.remember(ROOT_ID, videos.urls, time.time())
+        self._urls.remember(ROOT_ID, videos.urls, asked_at)
         files, hidden = videos.files, videos.hidden
         del videos
         first_seen = await self.first_seen.stamp(item.video_id for item in files)

@@ -355,6 +355,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
                     failures.append(exc)
 
         limiter = trio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
+        asked_at = time.time()  # before any URL was given: their age is never underestimated
         async with trio.open_nursery() as nursery:
             for video_id in ids:
                 nursery.start_soon(fetch, video_id, limiter)
@@ -366,7 +367,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         for video_id in ready:
             url = urls[video_id]
             raw_names.append((video_id, display_name_from_url(url) or record_name + url_extension(url)))
-        self._urls.remember(record_id, ((f"{record_id}/{i}", urls[i]) for i in ready), time.time())
+        self._urls.remember(record_id, ((f"{record_id}/{i}", urls[i]) for i in ready), asked_at)
         mtime = _epoch(details.get("created")) or folder.mtime
         markers = details.get("markers")
         marker_count = len(markers) if isinstance(markers, list) else None
