@@ -35,7 +35,7 @@ from vidfs.fs.operations import VidfsOperations
 from vidfs.fs.tree import Node, Tree, stable_inode
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
-from vidfs.model import DISTINCT_LIMIT, Folder, FrozenMap, Listing, StreamLease, Video
+from vidfs.model import Folder, FrozenMap, Listing, StreamLease, Video
 from vidfs.stats import Stats
 
 
@@ -604,22 +604,27 @@ def test_a_fingerprint_is_what_its_fields_format_to_whatever_came_before() -> No
     assert Video("v", "v.mp4", 1, 5.0, etag='"e1"').fingerprint == 'etag:"e1"'
 
 
-def test_metadata_values_that_repeat_are_one_string_and_unique_ones_are_not_tracked() -> None:
-    # New string objects each time, as every JSON document makes its own.
-    def fresh(text: str) -> str:
-        return "".join(list(text))
-
-    keys = ("test_dedupe_id", "test_dedupe_state")
-    count = 2 * DISTINCT_LIMIT  # columns are judged every so many maps
-    maps = [FrozenMap.of(keys, (fresh(f"id-{i}"), fresh("ready"))) for i in range(count)]
-    assert len({id(m["test_dedupe_state"]) for m in maps}) == 1
-    assert [m["test_dedupe_id"] for m in maps] == [f"id-{i}" for i in range(count)]
-    # The id column was judged unique: no table of its values is kept any more; the state's still is.
-    assert FrozenMap._key_sets[keys].tables == [None, {"ready": "ready"}]
-    # Values past the judgement still come out right, the repeated ones still one string.
-    later = [FrozenMap.of(keys, (fresh(f"later-{i}"), fresh("ready"))) for i in range(3)]
-    assert [m["test_dedupe_id"] for m in later] == ["later-0", "later-1", "later-2"]
-    assert all(m["test_dedupe_state"] is maps[0]["test_dedupe_state"] for m in later)
+def test_a_maps_values_are_one_string_unless_one_holds_the_separator() -> None:
+    keys = ("a", "b", "c")
+    plain = FrozenMap.of(keys, ("1", "", "three"))
+    assert plain._values == "1\0\0three"  # one string: no object per value
+    assert dict(plain) == {"a": "1", "b": "", "c": "three"} and plain.columns() == (keys, ("1", "", "three"))
+    awkward = FrozenMap.of(keys, ("x\0y", "", "\0"))  # JSON may carry a NUL: the tuple form keeps it exact
+    assert awkward._values == ("x\0y", "", "\0")
+    assert dict(awkward) == {"a": "x\0y", "b": "", "c": "\0"}
+    one = FrozenMap.of(("url",), ("https://s/a",))
+    assert (
+        one._values == "https://s/a" and one["url"] == "https://s/a" and dict(one) == {"url": "https://s/a"}
+    )
+    assert dict(FrozenMap.of(("k",), ("",))) == {"k": ""} and dict(FrozenMap()) == {}
+    assert FrozenMap().columns() == ((), ())
+    # Built either way, equal maps are equal and hash alike, also to a dict of the same items.
+    again = FrozenMap([("c", "three"), ("a", "1"), ("b", "")])
+    assert again == plain and hash(again) == hash(plain) and plain == {"a": "1", "b": "", "c": "three"}
+    assert plain != FrozenMap.of(keys, ("1", "", "3")) and plain != awkward
+    assert again._keys is plain._keys  # one key tuple for every map with these keys
+    with pytest.raises(ValueError):
+        FrozenMap.of(keys, ("1", "2"))
 
 
 def test_a_video_keeps_one_probe_answer_and_a_changed_one_replaces_it() -> None:

@@ -4,67 +4,35 @@ Everything here is a small frozen value. Providers build them; the tree, the cac
 them. Nothing in this module knows about FUSE, inodes or HTTP.
 
 A catalog may hold 100,000 videos, so a video is kept small: a slotted frozen dataclass whose metadata
-(`extra`, `handle`) is a `FrozenMap`, two tuples of which the key tuple is shared by every map with the
-same keys (a provider's entries all have the same few), about a third of a dict plus its proxy.
+(`extra`, `handle`) is a `FrozenMap`: a key tuple shared by every map with the same keys (a provider's
+entries all have the same few) and the values joined into one string, NUL between them.
 
-Values are deduplicated per key, not interned. A catalog repeats most values of some keys (a state, a camera
-model, the capture each of 100,000 Cupix videos belongs to): each JSON document the API or the snapshot
-gave made its own copies (a listing of 100,000 Cupix videos held 71.6 MiB, 41.9 deduplicated). Other keys
-are unique per video (an archive's start and end time, its URL): `sys.intern` put each of those in the
-interpreter's table of interned strings, for nothing: 14.7 MiB for 100,000 AIPIX archives (five such values
-each). So each column of a key set keeps its own table of values seen, and stops once it has seen
-`DISTINCT_LIMIT` distinct values and more than half of its values were new (judged every 1,024 maps). A
-snapshot of 100,000 AIPIX archives loads in 1.34 CPU s this way, 1.45 with `sys.intern`.
+One string, not a tuple of strings: a value's own object costs 49 bytes before its first character, and the
+tuple 8 more per value. An AIPIX archive's 10 xattr values (four of them timestamps unique to it) took 408
+bytes as a tuple of strings, even with the values that repeat across a catalog deduplicated by column (one
+object per distinct state, camera, capture, as this module did before); joined, 181. For 100,000 videos
+(their snapshot's values, `sys.getsizeof`): AIPIX xattrs 38.9 → 17.3 MiB and its handles (one URL each)
+17.1 → 12.5; Cupix xattrs 17.3 → 12.1, though Cupix repeats most of its values (the capture of each video).
+Reading a value splits the string: that is a getxattr or a snapshot save, never a read of file data. A map
+with a value that holds a NUL itself (JSON can say `\u0000`) keeps its values as a tuple.
 """
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import ClassVar
 
 MAX_SHARED_KEY_SETS = 4096
-DISTINCT_LIMIT = 4096  # distinct values a column may have before it is judged by its share of repeats
-_NOTHING: MappingProxyType[str, str] = MappingProxyType({})
-_PASS = _NOTHING.get  # (value, value) → value, storing nothing: a column judged unique
-
-
-class _KeySet:
-    """One set of keys, shared by every map that has exactly these keys, and the values seen in each column
-    while they repeat (see the module's essay). `takers` holds per column what a value is passed through:
-    its table's `setdefault` (a value seen before comes back as the first copy) or `_PASS`; a map's values go
-    through them with `map(operator.call, ...)`, no Python code per value (100,000 AIPIX archives, eleven
-    values each: a Python loop over them cost a remount's load 0.2 CPU s more)."""
-
-    __slots__ = ("keys", "maps", "tables", "takers")
-
-    def __init__(self, keys: tuple[str, ...]) -> None:
-        self.keys = keys
-        self.maps = 0
-        self.tables: list[dict[str, str] | None] = [{} for _ in keys]
-        self.takers = tuple(table.setdefault for table in self.tables if table is not None)
-
-    def deduplicated(self, values: tuple[str, ...]) -> tuple[str, ...]:
-        self.maps += 1
-        if self.maps % 1024 == 0:
-            self._judge()
-        return tuple(map(operator.call, self.takers, values, values))
-
-    def _judge(self) -> None:
-        """Columns of mostly unique values (more than half new, past `DISTINCT_LIMIT`) stop being kept."""
-        for index, table in enumerate(self.tables):
-            if table is not None and len(table) >= DISTINCT_LIMIT and len(table) * 2 > self.maps:
-                self.tables[index] = None  # the table given back; the values kept are the maps'
-        self.takers = tuple(_PASS if table is None else table.setdefault for table in self.tables)
+SEPARATOR = "\0"  # between a map's values in its one string (see the module's essay)
 
 
 class FrozenMap(Mapping[str, str]):
-    """A small immutable str → str mapping: sorted keys (a shared tuple) and their values."""
+    """A small immutable str → str mapping: sorted keys (a shared tuple) and their values, joined into one
+    string (a tuple when a value holds the separator)."""
 
     __slots__ = ("_keys", "_values")
-    _key_sets: ClassVar[dict[tuple[str, ...], _KeySet]] = {}
+    _key_sets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         pairs = sorted(items)
@@ -80,26 +48,38 @@ class FrozenMap(Mapping[str, str]):
         return made
 
     @staticmethod
-    def _made(keys: tuple[str, ...], values: Iterable[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The shared key tuple and the values, deduplicated by column."""
-        key_set = FrozenMap._key_sets.get(keys)
-        if key_set is None:
-            if len(FrozenMap._key_sets) >= MAX_SHARED_KEY_SETS:
-                return keys, tuple(values)
-            key_set = FrozenMap._key_sets[keys] = _KeySet(keys)
+    def _made(keys: tuple[str, ...], values: Iterable[str]) -> tuple[tuple[str, ...], str | tuple[str, ...]]:
+        """The shared key tuple and the values, joined unless one holds the separator."""
+        shared = FrozenMap._key_sets.get(keys)
+        if shared is None:
+            shared = keys
+            if len(FrozenMap._key_sets) < MAX_SHARED_KEY_SETS:
+                FrozenMap._key_sets[keys] = keys
         values = tuple(values)
         if len(values) != len(keys):
             raise ValueError(f"{len(keys)} keys but {len(values)} values")
-        return key_set.keys, key_set.deduplicated(values)
+        joined = SEPARATOR.join(values)
+        if joined.count(SEPARATOR) != max(0, len(values) - 1):
+            return shared, values
+        return shared, joined
+
+    def _value_tuple(self) -> tuple[str, ...]:
+        values = self._values
+        if not isinstance(values, str):
+            return values
+        return tuple(values.split(SEPARATOR)) if self._keys else ()
 
     def columns(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(sorted keys, their values): what `of` takes back."""
-        return self._keys, self._values
+        return self._keys, self._value_tuple()
 
     def __getitem__(self, key: str) -> str:
         for index, known in enumerate(self._keys):  # a handful of keys: a scan beats hashing
             if known == key:
-                return self._values[index]
+                values = self._values
+                if isinstance(values, str):
+                    return values if len(self._keys) == 1 else values.split(SEPARATOR)[index]
+                return values[index]
         raise KeyError(key)
 
     def __iter__(self) -> Iterator[str]:
@@ -108,11 +88,16 @@ class FrozenMap(Mapping[str, str]):
     def __len__(self) -> int:
         return len(self._keys)
 
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._keys == other._keys and self._value_tuple() == other._value_tuple()
+        return super().__eq__(other)
+
     def __hash__(self) -> int:
-        return hash((self._keys, self._values))
+        return hash((self._keys, self._value_tuple()))
 
     def __repr__(self) -> str:
-        return f"FrozenMap({dict(zip(self._keys, self._values, strict=True))!r})"
+        return f"FrozenMap({dict(zip(self._keys, self._value_tuple(), strict=True))!r})"
 
 
 _EMPTY: Mapping[str, str] = FrozenMap()

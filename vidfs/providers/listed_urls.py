@@ -5,7 +5,7 @@ name is in the URL). The first use of those URLs is the size probe that `stat` m
 listing: keeping them saves an API call per video then. Keeping them *after* was the cost: 100,000 Hour
 One URLs of 180 characters, each with its record and dict slot, held for the life of the mount though
 none was used again (the resolver keeps the leases it handed out, `vidfs.io.leases`, while fresh and in its
-LRU). Letting them go took the peak RSS of a cold walk of 100,000 Hour One videos from 253.5 to 227.3 MiB.
+LRU). Letting them go took the peak RSS of a cold walk of 100,000 Hour One videos from 247.6 to 222.0 MiB.
 
 So a URL leaves this store when it is handed out (`take`), and a listing of a folder keeps only the URLs
 of videos that folder's previous listing did not have: new videos, whose sizes are not known yet. A URL
