@@ -19,7 +19,7 @@ with a value that holds a NUL itself (JSON can say `\u0000`) keeps its values as
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -85,6 +85,11 @@ class FrozenMap(Mapping[str, str]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 
+    def items(self) -> ItemsView[str, str]:
+        # Mapping's own would look each key up, splitting the values once per key: `getfattr -d` (or
+        # `rsync -X`) builds a file's xattrs whole for each name asked, so that was n splits n times.
+        return _Items(self)
+
     def __len__(self) -> int:
         return len(self._keys)
 
@@ -98,6 +103,15 @@ class FrozenMap(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"FrozenMap({dict(zip(self._keys, self._value_tuple(), strict=True))!r})"
+
+
+class _Items(ItemsView[str, str]):
+    """A FrozenMap's (key, value) pairs, its values split once."""
+
+    _mapping: FrozenMap
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return zip(*self._mapping.columns(), strict=True)
 
 
 _EMPTY: Mapping[str, str] = FrozenMap()

@@ -112,7 +112,7 @@ class Node:
     def xattrs(self) -> Mapping[str, str]:
         if self.entry is None:
             return {}
-        values = dict(self.entry.extra)
+        values = dict(self.entry.extra.items())  # not dict(extra): one lookup per key
         values["remote_id"] = self.entry.remote_id
         if self.instance:
             values["provider"] = self.instance
