@@ -428,7 +428,7 @@ class CupixProvider(ProviderBase, root_id=ROOT_ID):
                 redact_url(target),
             )
             expires = now + PAST_EXPIRY_GRACE
-        return StreamLease(url=target, headers={}, expires_at=expires)
+        return StreamLease(url=target, expires_at=expires)
 
 
 def _explain(response: Any) -> str:
