@@ -3,6 +3,8 @@ its new videos' URLs, and never touches another folder's."""
 
 from __future__ import annotations
 
+import sys
+
 from vidfs.providers.listed_urls import ListedUrl, ListedUrls
 
 
@@ -24,3 +26,18 @@ def test_a_relisting_keeps_only_new_videos_and_drops_what_was_never_asked() -> N
     assert urls.take("c") == ListedUrl("https://s/c2", 20.0)  # new: its size is still to be probed
     assert urls.take("h") == ListedUrl("https://s/h1", 10.0)  # another folder's: untouched
     assert urls.statistics() == {"urls": 0, "folders": 2}
+
+
+def test_the_table_is_made_small_again_as_urls_are_taken() -> None:
+    """A dict keeps its size as items are popped: 100,000 taken URLs left a 5 MiB table behind."""
+    urls = ListedUrls()
+    urls.remember("all", [(f"v{i}", f"https://s/{i}") for i in range(10_000)], 10.0)
+    full = sys.getsizeof(urls._urls)
+    for i in range(9_990):
+        assert urls.take(f"v{i}") == ListedUrl(f"https://s/{i}", 10.0)
+    assert sys.getsizeof(urls._urls) * 50 < full
+    # What was not taken is all still there, once each.
+    assert [urls.take(f"v{i}") for i in range(9_990, 10_000)] == [
+        ListedUrl(f"https://s/{i}", 10.0) for i in range(9_990, 10_000)
+    ]
+    assert urls.statistics() == {"urls": 0, "folders": 1}

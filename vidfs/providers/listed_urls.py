@@ -6,6 +6,8 @@ listing: keeping them saves an API call per video then. Keeping them *after* was
 One URLs of 180 characters, each with its record and dict slot, held for the life of the mount though
 none was used again (the resolver keeps the leases it handed out, `vidfs.io.leases`, while fresh and in its
 LRU). Letting them go took the peak RSS of a cold walk of 100,000 Hour One videos from 247.6 to 222.0 MiB.
+A dict never shrinks as its items are popped, so once most URLs are taken the table is copied to its size
+(the emptied table of 100,000 slots was 5 MiB).
 
 So a URL leaves this store when it is handed out (`take`), and a listing of a folder keeps only the URLs
 of videos that folder's previous listing did not have: new videos, whose sizes are not known yet. A URL
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+SHRINK_BELOW = 8  # the table is copied once it holds less than an eighth of what it held
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +34,7 @@ class ListedUrls:
 
     def __init__(self) -> None:
         self._urls: dict[str, ListedUrl] = {}
+        self._high = 0  # the most URLs held since the table was last copied to its size
         self._listed: dict[str, tuple[str, ...]] = {}  # folder id → the video ids its last listing had
 
     def remember(self, folder_id: str, urls: Iterable[tuple[str, str]], now: float) -> None:
@@ -44,10 +49,15 @@ class ListedUrls:
             if known is None or video_id not in known:
                 self._urls[video_id] = ListedUrl(url, now)
         self._listed[folder_id] = tuple(listed)
+        self._high = max(self._high, len(self._urls))
 
     def take(self, video_id: str) -> ListedUrl | None:
         """The URL listed for `video_id`, if still here; it is not kept any longer."""
-        return self._urls.pop(video_id, None)
+        listed = self._urls.pop(video_id, None)
+        if listed is not None and len(self._urls) * SHRINK_BELOW < self._high:
+            self._urls = dict(self._urls)  # O(n) once per n / SHRINK_BELOW * (SHRINK_BELOW - 1) takes
+            self._high = len(self._urls)
+        return listed
 
     def statistics(self) -> dict[str, int]:
         return {"urls": len(self._urls), "folders": len(self._listed)}
