@@ -197,8 +197,10 @@ async def test_durations_are_fetched_once_per_video(site: HourOneSite, tmp_path:
         files = len(_visible(site.catalog()))
         assert _api_calls(http) == 1 + files  # GET /videos, then one metadata call per file
         wait_until(lambda: site.log.count(path=r"/metadata$") == files, "the metadata calls are logged")
-        await provider.list(provider.root())
+        again = await provider.list(provider.root())
         assert _api_calls(http) == 2 + files  # only GET /videos again
+        # ... and the durations come from the previous listing's entries.
+        assert sum("duration" in v.extra for v in again.entries if isinstance(v, Video)) == files
 
 
 async def test_resolve_never_sends_the_key_and_renews_once_after_a_refusal(
