@@ -66,7 +66,9 @@ class SizeProbes:
         self._in_flight: dict[ProbeKey, _InFlight] = {}
         self._limits: dict[tuple[str, str, int], AdaptiveLimit] = {}
         self.version = 0  # bumped on every new answer (the snapshot writer watches it)
-        self._unsaved: list[ProbeKey] = []  # answers learned since the snapshot writer last took them
+        # The ids answered since the snapshot writer last took them, by instance (ids, not keys: a walk of
+        # 100,000 videos can end with most of them unsaved, and a key tuple each was 6 MiB of its peak).
+        self._unsaved: dict[str, list[str]] = {}
         self._last_fingerprint = ""  # the one string kept for the next answers of the same fingerprint
         self.changed = trio.Event()
 
@@ -117,7 +119,7 @@ class SizeProbes:
         if probe.fingerprint != fingerprint:
             probe = replace(probe, fingerprint=fingerprint)
         self._known.setdefault(instance, {})[remote_id] = probe
-        self._unsaved.append(key)
+        self._unsaved.setdefault(instance, []).append(remote_id)
         self.version += 1
         self.changed.set()
 
@@ -137,11 +139,13 @@ class SizeProbes:
         """The answers learned since the last call, by instance (for the snapshot writer, which writes only
         those: all 100,000 answers of a big camera written again at every save were most of its work)."""
         taken: dict[str, dict[tuple[str, str], Probe]] = {}
-        for key in self._unsaved:
-            probe = self._answer(key)
-            if probe is not None:  # not forgotten or replaced since
-                taken.setdefault(key[0], {})[(key[1], key[2])] = probe
-        self._unsaved = []
+        for instance, remote_ids in self._unsaved.items():
+            answers = self._known.get(instance, {})
+            for remote_id in remote_ids:
+                probe = answers.get(remote_id)  # the latest answer, unless forgotten since
+                if probe is not None:
+                    taken.setdefault(instance, {})[(remote_id, probe.fingerprint)] = probe
+        self._unsaved = {}
         return taken
 
     def seed(self, instance: str, remote_id: str, probe: Probe) -> None:
