@@ -26,7 +26,7 @@ from tests.inprocess import make_provider, site_fixtures, walk
 from tests.providers import CASES
 from vidfs.config.types import HttpSettings
 from vidfs.emulator.aipix import DEFAULT_LOGIN, DEFAULT_PASSWORD, AipixSite
-from vidfs.errors import AuthError, ConfigError, RemoteIOError
+from vidfs.errors import AuthError, ConfigError, NotFoundError, RemoteIOError
 from vidfs.http.client import HttpClient
 from vidfs.model import Video
 from vidfs.providers.aipix import DEVICE_FILE, AipixProvider, file_url
@@ -287,6 +287,21 @@ async def test_credentials_go_to_the_api_origin_only(site: AipixSite, tmp_path: 
             "GET", lease.url, tag="t", headers={**lease.headers, "Range": "bytes=0-3"}
         )
         assert response.status_code == 206
+
+
+async def test_a_refused_storage_url_is_looked_up_in_a_new_scan(site: AipixSite, tmp_path: Path) -> None:
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
+        provider = _provider(site, tmp_path, http)
+        videos = await _walk(provider)
+        kept, deleted = videos["City , st. Street 1/low/6414"], videos["camera-4/low/6422"]
+        leases = [await provider.resolve(kept), await provider.resolve(deleted)]
+        scans = site.log.count(path=r"/downloads")
+        site.mutate({"action": "delete_file", "id": 6422})
+        again = await provider.resolve(kept, previous=leases[0])
+        assert again.url == leases[0].url  # still listed: its URL, from the new scan
+        with pytest.raises(NotFoundError, match="6422 is gone"):
+            await provider.resolve(deleted, previous=leases[1])
+        assert site.log.count(path=r"/downloads") > scans  # each refusal looked again
 
 
 async def test_xattrs_and_mtime_come_from_the_item(site: AipixSite, tmp_path: Path) -> None:

@@ -138,13 +138,26 @@ class _Scan:
     """One scan of the archive, as listings per folder id."""
 
     listings: dict[str, Listing]
-    videos: dict[str, Video]
+    files: int
     gone: set[str]
     started: float = 0.0
     finished: float = 0.0
     pages: int = 0
     items: int = 0
     served: set[str] = field(default_factory=set)  # folder ids already answered from this scan
+    _by_id: dict[str, Video] | None = None
+
+    def video(self, remote_id: str) -> Video | None:
+        """A file of this scan by its id. The table is made on the first call (a storage refusal), not with
+        the scan: kept for the mount's life, it was 5 MiB of a 100,000-archive camera, mostly never used."""
+        if self._by_id is None:
+            self._by_id = {
+                entry.remote_id: entry
+                for listing in self.listings.values()
+                for entry in listing.entries
+                if isinstance(entry, Video)
+            }
+        return self._by_id.get(remote_id)
 
 
 class AipixProvider(ProviderBase, root_id=ROOT_ID):
@@ -345,7 +358,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
             "%s: scanned the AIPIX archive: %d items (%d files) in %d pages, %d cameras, %.2fs",
             self.instance,
             len(items),
-            len(scan.videos),
+            scan.files,
             pages,
             len(camera_ids),
             time.monotonic() - started,
@@ -358,7 +371,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         return _Archive(str(item["id"]), camera_id, _stream_key(item), entry)
 
     def _build(self, items: list[_Archive], camera_names: Mapping[str, str]) -> _Scan:
-        videos: dict[str, Video] = {}
+        file_count = 0
         gone: set[str] = set()
         tree: dict[str, dict[str, list[Video]]] = {}
         hidden: dict[str, list[HiddenItem]] = {}
@@ -366,7 +379,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
             camera_id, stream_type = archive.camera_id, archive.stream_type
             entry = archive.entry
             if isinstance(entry, Video):
-                videos[entry.remote_id] = entry
+                file_count += 1
                 tree.setdefault(camera_id, {}).setdefault(stream_type, []).append(entry)
             else:
                 gone.add(entry.remote_id)
@@ -412,7 +425,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
                 HiddenItem(h.remote_id, f"{camera}/{stream_type}/{h.name}", h.status) for h in items_hidden
             ]
         listings[ROOT_ID] = Listing(tuple(root_entries), tuple(root_hidden))
-        return _Scan(listings, videos, gone)
+        return _Scan(listings, file_count, gone)
 
     def _entry(self, item: Mapping[str, Any], camera: str) -> Video | HiddenItem:
         remote_id = str(item["id"])
@@ -500,7 +513,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         if previous is not None and not same_origin(url, self._base):
             # The storage refused a plain URL: the archive may be gone or have moved. Look again.
             scan = await self._scan_for(None)
-            fresh = scan.videos.get(video.remote_id)
+            fresh = scan.video(video.remote_id)
             if fresh is None:
                 raise NotFoundError(
                     f"{self.instance}: archive {video.remote_id} is gone from {redact_url(url)}"
