@@ -139,25 +139,17 @@ class _Scan:
 
     listings: dict[str, Listing]
     files: int
-    gone: set[str]
     started: float = 0.0
     finished: float = 0.0
     pages: int = 0
     items: int = 0
     served: set[str] = field(default_factory=set)  # folder ids already answered from this scan
-    _by_id: dict[str, Video] | None = None
 
     def video(self, remote_id: str) -> Video | None:
-        """A file of this scan by its id. The table is made on the first call (a storage refusal), not with
-        the scan: kept for the mount's life, it was 5 MiB of a 100,000-archive camera, mostly never used."""
-        if self._by_id is None:
-            self._by_id = {
-                entry.remote_id: entry
-                for listing in self.listings.values()
-                for entry in listing.entries
-                if isinstance(entry, Video)
-            }
-        return self._by_id.get(remote_id)
+        """A file of this scan by its id, looked up when a storage refusal asks (a table made with every
+        scan was 5 MiB of a 100,000-archive camera, kept for the mount's life and mostly unused)."""
+        found = (e for listing in self.listings.values() for e in listing.entries if e.remote_id == remote_id)
+        return next((e for e in found if isinstance(e, Video)), None)
 
 
 class AipixProvider(ProviderBase, root_id=ROOT_ID):
@@ -351,18 +343,10 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
         camera_ids = names.keys() - {UNKNOWN_CAMERA}
         self._camera_names.update((camera_id, names[camera_id]) for camera_id in camera_ids)
         scan = self._build(items, names)
-        scan.started, scan.finished = started, time.monotonic()
-        scan.pages = pages
-        scan.items = len(items)
-        self._log.info(
-            "%s: scanned the AIPIX archive: %d items (%d files) in %d pages, %d cameras, %.2fs",
-            self.instance,
-            len(items),
-            scan.files,
-            pages,
-            len(camera_ids),
-            time.monotonic() - started,
-        )
+        scan.started, scan.finished, scan.pages, scan.items = started, time.monotonic(), pages, len(items)
+        took = scan.finished - started
+        what = f"{len(items)} items ({scan.files} files) in {pages} pages, {len(camera_ids)} cameras"
+        self._log.info("%s: scanned the AIPIX archive: %s, %.2fs", self.instance, what, took)
         return scan
 
     def _archive(self, item: dict[str, Any], camera_names: Mapping[str, str]) -> _Archive:
@@ -372,7 +356,6 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
 
     def _build(self, items: list[_Archive], camera_names: Mapping[str, str]) -> _Scan:
         file_count = 0
-        gone: set[str] = set()
         tree: dict[str, dict[str, list[Video]]] = {}
         hidden: dict[str, list[HiddenItem]] = {}
         for archive in items:
@@ -382,7 +365,6 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
                 file_count += 1
                 tree.setdefault(camera_id, {}).setdefault(stream_type, []).append(entry)
             else:
-                gone.add(entry.remote_id)
                 hidden.setdefault(f"{camera_id}/{stream_type}", []).append(entry)
         listings: dict[str, Listing] = {}
         root_entries: list[Folder] = []
@@ -425,7 +407,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
                 HiddenItem(h.remote_id, f"{camera}/{stream_type}/{h.name}", h.status) for h in items_hidden
             ]
         listings[ROOT_ID] = Listing(tuple(root_entries), tuple(root_hidden))
-        return _Scan(listings, file_count, gone)
+        return _Scan(listings, file_count)
 
     def _entry(self, item: Mapping[str, Any], camera: str) -> Video | HiddenItem:
         remote_id = str(item["id"])
