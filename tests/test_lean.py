@@ -291,7 +291,8 @@ async def test_congested_head() -> None:
 def api_app(seen: Seen, arrived: trio.Event | None = None) -> Any:
     """/api/items?page=N: JSON telling the page and the Authorization seen; /api/login (POST): the JSON body
     back; /api/big: a gzip-encoded JSON answer; /api/list: a JSON array in many pieces, the last one sent
-    only once `arrived` is set; /api/gone: 404 with a JSON error; anything else: a file of SIZE bytes
+    only once `arrived` is set; /api/half: SIZE bytes with their length, the second half sent only then;
+    /api/gone: 404 with a JSON error; anything else: a file of SIZE bytes
     (ranged GETs too)."""
 
     async def app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -315,6 +316,18 @@ def api_app(seen: Seen, arrived: trio.Event | None = None) -> Any:
                     await arrived.wait()  # the client must have had the pieces before it
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
+            return
+        if path == "/api/half" and arrived is not None:  # a known length, its second half held back
+            content = bytes(i % 251 for i in range(SIZE))
+            start = {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", b"%d" % SIZE)],
+            }
+            await send(start)
+            await send({"type": "http.response.body", "body": content[: SIZE // 2], "more_body": True})
+            await arrived.wait()
+            await send({"type": "http.response.body", "body": content[SIZE // 2 :]})
             return
         if path == "/api/gone":
             status, content = 404, b'{"detail": "no such thing"}'
@@ -441,7 +454,8 @@ async def test_api_calls_over_tls(tmp_path: Path) -> None:
     assert len(ports) <= 16 and http.statistics()["opened"] == len(ports)  # the second round reused them
 
 
-async def test_ranged_reads_over_tls(tmp_path: Path) -> None:
+async def test_ranged_reads_over_tls_share_one_kept_connection(tmp_path: Path) -> None:
+    """Ranged reads go on the lean pool too: a body read to its end gives its connection back."""
     ca, cert, key = make_certificates(tmp_path)
     seen = Seen()
     async with running(api_app(seen), certificate=(cert, key)) as base:
@@ -449,15 +463,56 @@ async def test_ranged_reads_over_tls(tmp_path: Path) -> None:
         try:
             with trio.fail_after(DEADLINE):
                 for start in (0, 40_000, SIZE - 10):
-                    headers = {"Range": f"bytes={start}-{start + 9_999}"}
+                    headers = {"Range": f"bytes={start}-{start + 99_999}"}
                     async with http.stream("GET", f"{base}/video.mp4", tag="t:storage", headers=headers) as r:
                         body = b"".join([chunk async for chunk in r.aiter_raw()])
-                        assert r.status_code == 206 and r.http_version == "HTTP/1.1"
-                        assert body == bytes((start + i) % 251 for i in range(len(body)))
+                        assert r.status_code == 206
+                        assert r.headers["content-range"] == f"bytes {start}-{start + len(body) - 1}/{SIZE}"
+                    assert body == bytes((start + i) % 251 for i in range(min(100_000, SIZE - start)))
         finally:
             await http.aclose()
-    assert http.statistics()["opened"] == 0  # not the lean pool: httpx's own, for byte transfers
-    assert len(seen.requests) == 3
+    assert {version for _m, _p, version, _port, _a in seen.requests} == {"1.1"}
+    assert len({port for *_rest, port, _a in seen.requests}) == 1
+    assert http.statistics()["opened"] == 1 and http.statistics()["reused"] == 2
+
+
+async def test_a_body_left_half_read_closes_its_connection() -> None:
+    """Bytes still on their way must never reach the next request: that connection is not used again."""
+    seen, arrived = Seen(), trio.Event()
+    async with running(api_app(seen, arrived)) as base:
+        http = HttpClient()
+        try:
+            with trio.fail_after(DEADLINE):
+                async with http.stream("GET", f"{base}/api/half", tag="t") as r:
+                    first = await anext(r.aiter_raw())  # and no more of it
+                arrived.set()
+                headers = {"Range": "bytes=5-14"}
+                async with http.stream("GET", f"{base}/video.mp4", tag="t", headers=headers) as r:
+                    small = b"".join([chunk async for chunk in r.aiter_raw()])
+        finally:
+            await http.aclose()
+    assert 0 < len(first) <= SIZE // 2 and first == bytes(i % 251 for i in range(len(first)))
+    assert small == bytes((5 + i) % 251 for i in range(10))
+    assert http.statistics()["opened"] == 2 and len({port for *_r, port, _a in seen.requests}) == 2
+
+
+async def test_a_chunked_body_streams_whole_and_keeps_its_connection() -> None:
+    """Without a length the body still goes through h11: every piece, in order, and the connection kept."""
+    arrived = trio.Event()
+    arrived.set()
+    async with running(api_app(Seen(), arrived)) as base:
+        http = HttpClient()
+        bodies = []
+        try:
+            with trio.fail_after(DEADLINE):
+                for _round in range(2):
+                    async with http.stream("GET", f"{base}/api/list", tag="t") as r:
+                        assert "content-length" not in r.headers
+                        bodies.append(b"".join([chunk async for chunk in r.aiter_raw()]))
+        finally:
+            await http.aclose()
+    assert bodies == [b"".join(LIST_PIECES)] * 2
+    assert http.statistics()["opened"] == 1
 
 
 # ------------------------------------------------------------------------------------- many at once

@@ -40,6 +40,7 @@ import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager as AsyncContextManager
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
@@ -65,6 +66,7 @@ from vidfs.http.policy import (
     is_temp_status,
     retry_after_seconds,
 )
+from vidfs.http.streamed import Streamed, httpx_stream
 from vidfs.stats import Stats
 from vidfs.tasks import stepped
 
@@ -560,7 +562,7 @@ class HttpClient:
         tag: str,
         headers: Mapping[str, str] | None = None,
         slot_held: bool = False,
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[Streamed]:
         """A streamed request (for ranged reads). Redirects are followed by us, credentials kept on the
         first origin only (off it, only the range headers go); no retries here: the range reader resumes
         from the bytes it has. The caller may already hold the origin's data slot (`slot_held`)."""
@@ -571,21 +573,24 @@ class HttpClient:
                 if not same_origin(first_url, url):
                     send_headers = {k: v for k, v in send_headers.items() if k.lower() in RANGE_HEADERS}
                 self.check_reachable(url)
-                try:
-                    request = self._client.client.build_request(method, url, headers=send_headers)
-                    response = await self._client.client.send(request, stream=True)
-                except HTTPX_ERRORS as exc:
-                    raise from_httpx(exc, method, url) from exc
-                self.note_reachable(url)
-                self.stats.count_request(tag, response.status_code)
-                location = response.headers.get("Location")
-                if response.status_code in REDIRECT_STATUSES and location:
-                    await response.aclose()
-                    url = urljoin(str(response.url), location)
-                    continue
-                try:
+                async with contextlib.AsyncExitStack() as answer:
+                    try:
+                        response = await answer.enter_async_context(self._open(method, url, send_headers))
+                    except HTTPX_ERRORS as exc:
+                        raise from_httpx(exc, method, url) from exc
+                    self.note_reachable(url)
+                    self.stats.count_request(tag, response.status_code)
+                    location = response.headers.get("Location")
+                    if response.status_code in REDIRECT_STATUSES and location:
+                        url = urljoin(url, location)
+                        continue
                     yield response
-                finally:
-                    await response.aclose()
-                return
+                    return
         raise RemoteIOError(f"{method} {redact_url(first_url)}: too many redirects")
+
+    def _open(self, method: str, url: str, headers: dict[str, str]) -> AsyncContextManager[Streamed]:
+        """A GET of a plain URL on the lean path (`LeanStream`: its body read straight off the socket), any
+        other request through httpx."""
+        if self._lean is not None and method == "GET" and _PLAIN_URL.fullmatch(url):
+            return self._lean.stream(url, headers)
+        return httpx_stream(self._client.client, method, url, headers)

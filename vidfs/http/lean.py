@@ -11,7 +11,7 @@ fraction of that (64 at once, nginx on loopback, daemon CPU per request):
     HEAD, HTTP/1.1 through httpx      0.97 ms        this path, plain   0.23 ms
     HEAD, HTTP/2 through httpx (TLS)  1.0–1.3 ms     this path, TLS     0.26 ms
 
-Three front doors over one pool:
+Four front doors over one pool:
 - `LeanPool.request` gives an `Answer` (status, headers, body) and no httpx object at all: the size
   probes' HEADs (`HttpClient.head`);
 - API calls (`HttpClient.request`) go on `LeanPool.request` too, their query and JSON body encoded as httpx
@@ -19,7 +19,8 @@ Three front doors over one pool:
   parses of the URL, header merging) was 40% of an API call's CPU (0.51 ms against 0.30, 32 at once);
 - `LeanTransport` is an httpx transport over the same pool, for what httpx must still build: a login's
   auth flow (Basic), and a URL that is not plain ASCII (httpx percent-encodes it).
-Ranged reads keep httpx's own HTTP/1.1 pool: few requests, each of megabytes.
+- `LeanPool.stream`: ranged reads (`HttpClient.stream`), their bodies read straight off the socket
+  (`vidfs.http.streamed.LeanStream`). A URL that is not plain ASCII still goes through httpx's own pool.
 
 What it keeps from httpx, so a request behaves the same either way:
 - the failures are httpx's exception types (ConnectError, ConnectTimeout, ReadTimeout, ReadError,
@@ -48,12 +49,13 @@ windows): this pool opens what they ask for.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import select
 import ssl
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -63,9 +65,11 @@ import h11
 import httpx
 import trio
 
+from vidfs.http.streamed import RECEIVE_SIZE, LeanStream, as_httpx
+
 MAX_IDLE = 128  # idle connections kept per origin
 KEEPALIVE_S = 30.0  # an idle connection older than this is closed, not reused
-RECEIVE_SIZE = 64 * 1024
+MAX_HEAD_EVENTS = 64  # interim (1xx) answers and reads of one answer's head, at most
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 Origin = tuple[str, str, int]  # (scheme, host as sent to DNS, port)
@@ -167,6 +171,13 @@ class LeanPool:
     ) -> Answer:
         """A request to `url` with `headers` besides Host and User-Agent (and Accept: */* unless they name
         one); a `body` is sent with its Content-Length. The answer's body goes where `sink_for` says."""
+        origin, target, fields = self._prepare(url, headers, body)
+        return await self.send(origin, method, target, fields, body, url, sink_for=sink_for)
+
+    def _prepare(
+        self, url: str, headers: Mapping[str, str] | None, body: bytes
+    ) -> tuple[Origin, str, list[tuple[bytes, bytes]]]:
+        """`url`'s origin and request target, and the request's header fields."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https") or not parts.hostname:
@@ -189,8 +200,7 @@ class LeanPool:
             fields = [(name.encode("ascii"), value.encode("latin-1")) for name, value in named]
         except UnicodeEncodeError as exc:
             raise httpx.LocalProtocolError(f"a header that HTTP cannot carry: {exc.reason}") from exc
-        origin = (scheme, parts.hostname.lower(), port)
-        return await self.send(origin, method, target, fields, body, url, sink_for=sink_for)
+        return (scheme, parts.hostname.lower(), port), target, fields
 
     async def send(
         self,
@@ -307,11 +317,8 @@ class LeanPool:
                     event = protocol.next_event()
                     if event is h11.NEED_DATA:
                         waits.deadline = trio.current_time() + timeout
-                        received_data = await connection.stream.receive_some(RECEIVE_SIZE)
-                        if not received_data and not received:
-                            raise _StaleConnection()
+                        await _feed(connection, received)
                         received = True
-                        protocol.receive_data(bytes(received_data))
                     elif isinstance(event, h11.Response):
                         response = event
                         sink = sink_for(event.status_code, list(event.headers)) if sink_for else None
@@ -328,21 +335,84 @@ class LeanPool:
                 fields = list(response.headers)
                 return Answer(response.status_code, fields, body_read.getvalue(), url, sink is not None)
             raise trio.TooSlowError  # only when `waits` caught its own deadline's cancellation
-        except trio.TooSlowError as exc:
-            raise httpx.ReadTimeout(f"no answer within {self._read_timeout:g}s") from exc
-        except h11.RemoteProtocolError as exc:
-            raise httpx.RemoteProtocolError(f"a malformed answer: {exc}") from exc
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(f"cannot send this request: {exc}") from exc
+        except (trio.TooSlowError, h11.ProtocolError) as exc:
+            raise as_httpx(exc, self._read_timeout) from exc
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
             if not received and connection.idle_since:
                 raise _StaleConnection() from exc  # reset while idle: the same as an end of stream
-            raise httpx.ReadError(str(exc.__cause__ or exc) or type(exc).__name__) from exc
+            raise as_httpx(exc, self._read_timeout) from exc
         finally:
             if clean:
                 self._put_back(origin, connection)
             else:
                 _close_now(connection)
+
+    # ------------------------------------------------------------------------------------ streams
+    @contextlib.asynccontextmanager
+    async def stream(self, url: str, headers: Mapping[str, str] | None = None) -> AsyncIterator[LeanStream]:
+        """A GET whose body is read as it arrives (`LeanStream.aiter_raw`). Its connection goes back to the
+        pool when the body was read to its end, and is closed otherwise."""
+        origin, target, fields = self._prepare(url, headers, b"")
+        try:
+            request = h11.Request(method=b"GET", target=target, headers=fields)
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(f"cannot send this request: {exc}") from exc
+        self._in_flight += 1
+        try:
+            connection = self._idle_connection(origin, checked=False)
+            head: h11.Response | None = None
+            if connection is not None:
+                try:
+                    head = await self._head(connection, request)
+                except _StaleConnection:
+                    self._stale += 1  # closed while idle: a GET may go again, on a new connection
+            if head is None:
+                connection = await self._connect(origin)
+                try:
+                    head = await self._head(connection, request)
+                except _StaleConnection as exc:
+                    raise httpx.RemoteProtocolError(
+                        "the server closed the connection without an answer"
+                    ) from exc
+            assert connection is not None
+            answer = LeanStream(connection, head, url, self._read_timeout)
+            try:
+                yield answer
+            finally:
+                if answer.clean:
+                    self._put_back(origin, connection)
+                else:
+                    _close_now(connection)
+        finally:
+            self._in_flight -= 1
+
+    async def _head(self, connection: _Connection, request: h11.Request) -> h11.Response:
+        """Send a request without a body and read its answer's head (a connection that fails is closed)."""
+        protocol = connection.protocol
+        received = False
+        try:
+            with trio.fail_after(self._read_timeout):
+                await connection.stream.send_all(protocol.send(request) + protocol.send(h11.EndOfMessage()))
+            for _ in range(MAX_HEAD_EVENTS):  # 1xx answers first, at most this many
+                event = protocol.next_event()
+                if event is h11.NEED_DATA:
+                    with trio.fail_after(self._read_timeout):
+                        await _feed(connection, received)
+                    received = True
+                elif isinstance(event, h11.Response):
+                    return event
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise httpx.RemoteProtocolError("the server closed the connection mid-answer")
+            raise httpx.RemoteProtocolError(f"no answer after {MAX_HEAD_EVENTS} interim ones")
+        except BaseException as exc:
+            _close_now(connection)
+            if isinstance(exc, (trio.TooSlowError, h11.ProtocolError)):
+                raise as_httpx(exc, self._read_timeout) from exc
+            if isinstance(exc, (trio.BrokenResourceError, trio.ClosedResourceError, OSError)):
+                if not received and connection.idle_since:
+                    raise _StaleConnection() from exc
+                raise as_httpx(exc, self._read_timeout) from exc
+            raise
 
 
 class LeanResponse(httpx.Response):
@@ -422,6 +492,15 @@ def _readable(connection: _Connection) -> bool:
     return bool(poller.poll(0))
 
 
+async def _feed(connection: _Connection, received: bool) -> None:
+    """What arrived, into the connection's h11 state. An end of stream before any byte of the answer
+    (`received` false) is a connection the server closed while it was idle."""
+    data = await connection.stream.receive_some(RECEIVE_SIZE)
+    if not data and not received:
+        raise _StaleConnection()
+    connection.protocol.receive_data(bytes(data))
+
+
 def _close_now(connection: _Connection) -> None:
     """Close without waiting: a plain socket closes at once; a TLS stream skips its close_notify (what
     trio's aclose_forcefully does too), which no server here needs."""
@@ -435,4 +514,4 @@ async def _discard(stream: trio.abc.Stream | None) -> None:
         await trio.aclose_forcefully(stream)
 
 
-__all__ = ["Answer", "LeanPool", "LeanResponse", "LeanTransport"]
+__all__ = ["Answer", "LeanPool", "LeanResponse", "LeanStream", "LeanTransport"]

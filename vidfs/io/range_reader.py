@@ -31,6 +31,7 @@ from vidfs.http.policy import (
     is_temp_status,
     renews_lease,
 )
+from vidfs.http.streamed import Streamed
 from vidfs.model import StreamLease
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
@@ -194,7 +195,7 @@ def _changed_size(lease: StreamLease, size: int | None, total: int | str | None)
     return StaleError(f"{redact_url(lease.url)} changed size ({size} → {total})")
 
 
-def _past_the_end(response: httpx.Response, lease: StreamLease, position: int, known: _Known) -> bool:
+def _past_the_end(response: Streamed, lease: StreamLease, position: int, known: _Known) -> bool:
     """416: the end of the file when we asked from (or past) its known end, else the file shrank."""
     total = (parse_content_range(response.headers.get("Content-Range")) or (0, 0, None))[2]
     if total is not None and known.size is not None and total != known.size:
@@ -205,7 +206,7 @@ def _past_the_end(response: httpx.Response, lease: StreamLease, position: int, k
 
 
 async def _partial(
-    response: httpx.Response, lease: StreamLease, position: int, end: int, receiver: _Receiver, known: _Known
+    response: Streamed, lease: StreamLease, position: int, end: int, receiver: _Receiver, known: _Known
 ) -> bool:
     """206: the bytes from `position`, when Content-Range proves they are."""
     parsed = parse_content_range(response.headers.get("Content-Range"))
@@ -224,7 +225,7 @@ async def _partial(
 
 
 async def _whole(
-    response: httpx.Response, lease: StreamLease, position: int, end: int, receiver: _Receiver, known: _Known
+    response: Streamed, lease: StreamLease, position: int, end: int, receiver: _Receiver, known: _Known
 ) -> bool:
     """200: Range ignored; the whole file comes, the wanted slice is cut out of it."""
     length = response.headers.get("Content-Length")
@@ -237,7 +238,7 @@ async def _whole(
     return True
 
 
-async def _read_body(response: httpx.Response, buffer: _Receiver, *, skip: int, wanted: int) -> None:
+async def _read_body(response: Streamed, buffer: _Receiver, *, skip: int, wanted: int) -> None:
     """Append up to `wanted` bytes after skipping `skip`; short bodies keep what arrived.
 
     The body is read to its end when only a little is left (a 206 that is exactly the range asked for):
