@@ -55,9 +55,9 @@ import os
 import select
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import certifi
@@ -71,6 +71,7 @@ MAX_IDLE = 128  # idle connections kept per origin
 KEEPALIVE_S = 30.0  # an idle connection older than this is closed, not reused
 MAX_HEAD_EVENTS = 64  # interim (1xx) answers and reads of one answer's head, at most
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+T = TypeVar("T")
 
 Origin = tuple[str, str, int]  # (scheme, host as sent to DNS, port)
 Fields = Iterable[tuple[bytes, bytes]]
@@ -220,23 +221,34 @@ class LeanPool:
             raise httpx.LocalProtocolError(f"cannot send this request: {exc}") from exc
         self._in_flight += 1
         try:
-            connection = self._idle_connection(origin, checked=request.method not in IDEMPOTENT)
-            if connection is not None:
-                try:
-                    return await self._exchange(origin, connection, request, body, url, sink_for)
-                except _StaleConnection as exc:
-                    self._stale += 1  # closed while idle: once more on a new connection, if that is safe
-                    if request.method not in IDEMPOTENT:
-                        raise httpx.RemoteProtocolError("the server closed a kept-alive connection") from exc
-            connection = await self._connect(origin)
-            try:
+
+            async def exchange(connection: _Connection) -> Answer:
                 return await self._exchange(origin, connection, request, body, url, sink_for)
-            except _StaleConnection as exc:
-                raise httpx.RemoteProtocolError("the server closed the connection without an answer") from exc
+
+            return await self._on_a_connection(origin, request.method in IDEMPOTENT, exchange)
         finally:
             self._in_flight -= 1
 
     # -------------------------------------------------------------------------------- connections
+    async def _on_a_connection(
+        self, origin: Origin, idempotent: bool, attempt: Callable[[_Connection], Awaitable[T]]
+    ) -> T:
+        """`attempt` on the most recently used idle connection of `origin`, else on a new one; once more on a
+        new one when the idle one turns out closed while idle (`_StaleConnection`), if that is safe."""
+        connection = self._idle_connection(origin, checked=not idempotent)
+        if connection is not None:
+            try:
+                return await attempt(connection)
+            except _StaleConnection as exc:
+                self._stale += 1
+                if not idempotent:
+                    raise httpx.RemoteProtocolError("the server closed a kept-alive connection") from exc
+        connection = await self._connect(origin)
+        try:
+            return await attempt(connection)
+        except _StaleConnection as exc:
+            raise httpx.RemoteProtocolError("the server closed the connection without an answer") from exc
+
     def _idle_connection(self, origin: Origin, *, checked: bool) -> _Connection | None:
         """The most recently used idle connection of `origin`. `checked`, for a request that may not be sent
         twice: one the server has said anything on since (its close, mostly) is not taken."""
@@ -359,23 +371,12 @@ class LeanPool:
             raise httpx.LocalProtocolError(f"cannot send this request: {exc}") from exc
         self._in_flight += 1
         try:
-            connection = self._idle_connection(origin, checked=False)
-            head: h11.Response | None = None
-            if connection is not None:
-                try:
-                    head = await self._head(connection, request)
-                except _StaleConnection:
-                    self._stale += 1  # closed while idle: a GET may go again, on a new connection
-            if head is None:
-                connection = await self._connect(origin)
-                try:
-                    head = await self._head(connection, request)
-                except _StaleConnection as exc:
-                    raise httpx.RemoteProtocolError(
-                        "the server closed the connection without an answer"
-                    ) from exc
-            assert connection is not None
-            answer = LeanStream(connection, head, url, self._read_timeout)
+
+            async def opened(connection: _Connection) -> tuple[_Connection, h11.Response]:
+                return connection, await self._head(connection, request)
+
+            connection, head = await self._on_a_connection(origin, True, opened)
+            answer = LeanStream(connection, head, self._read_timeout)
             try:
                 yield answer
             finally:

@@ -38,12 +38,11 @@ class LeanStream:
     goes through h11. A cold `dd` of 512 MiB through a mount over nginx on loopback: 375-403 MB/s at
     1.6-1.9 user CPU s/GB with 64 KiB reads, 509-629 MB/s at 0.84-1.04 with these."""
 
-    __slots__ = ("_connection", "_left", "_timeout", "clean", "headers", "status_code", "url")
+    __slots__ = ("_connection", "_left", "_timeout", "clean", "headers", "status_code")
 
-    def __init__(self, connection: Connection, head: h11.Response, url: str, timeout: float) -> None:
+    def __init__(self, connection: Connection, head: h11.Response, timeout: float) -> None:
         self.status_code = head.status_code
         self.headers = httpx.Headers(list(head.headers))
-        self.url = url
         self.clean = False  # the body was read to its end: the connection can serve another request
         self._connection = connection
         self._timeout = timeout
