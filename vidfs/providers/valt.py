@@ -59,6 +59,7 @@ from vidfs.providers.auth import Token, TokenKeeper, expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.listed_urls import ListedUrl, ListedUrls
 from vidfs.providers.paging import offset_pages
+from vidfs.tasks import for_each
 
 ROOT_ID = "valt:root"
 ROOM_PREFIX = "room:"
@@ -345,20 +346,16 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         hidden: list[HiddenItem] = []
         failures: list[VidfsError] = []
 
-        async def fetch(video_id: str, limiter: trio.CapacityLimiter) -> None:
-            async with limiter:
-                try:
-                    urls[video_id] = await self._download_url(record_id, video_id)
-                except NotFoundError as exc:
-                    hidden.append(HiddenItem(f"{record_id}/{video_id}", video_id, f"no download: {exc}"))
-                except VidfsError as exc:  # raised below: a nursery would wrap it in an ExceptionGroup
-                    failures.append(exc)
+        async def fetch(video_id: str) -> None:
+            try:
+                urls[video_id] = await self._download_url(record_id, video_id)
+            except NotFoundError as exc:
+                hidden.append(HiddenItem(f"{record_id}/{video_id}", video_id, f"no download: {exc}"))
+            except VidfsError as exc:  # raised below: a nursery would wrap it in an ExceptionGroup
+                failures.append(exc)
 
-        limiter = trio.CapacityLimiter(DOWNLOAD_CONCURRENCY)
         asked_at = time.time()  # before any URL was given: their age is never underestimated
-        async with trio.open_nursery() as nursery:
-            for video_id in ids:
-                nursery.start_soon(fetch, video_id, limiter)
+        await for_each(ids, fetch, workers=min(DOWNLOAD_CONCURRENCY, len(ids)))
         if failures:
             raise failures[0]
         record_name = str(details.get("name") or folder.name or record_id)
