@@ -113,6 +113,18 @@ async def test_put_get_roundtrip(tmp_path: Path) -> None:
     assert allocated(path) < SIZE // 4
 
 
+async def test_runs_put_one_read_at_a_time_are_written_in_one_batch(tmp_path: Path) -> None:
+    """Random reads put a block or two each: the writer gathers them into one batch (one index transaction,
+    one thread hop), not one batch per read, even when it may run between the puts."""
+    async with opened(tmp_path) as store:
+        for first in range(0, 10, 2):
+            await store.put_run(key(), first, [block(first), block(first + 1)], SIZE)
+            await trio.lowlevel.checkpoint()  # the writer may run here, as it may between two reads
+        await store.drain()
+        assert store.statistics()["batches"] == 1
+        assert await read(store, key(), 0, 10) == expected(0, 10)
+
+
 async def test_survives_a_new_store_on_the_same_root(tmp_path: Path) -> None:
     async with opened(tmp_path) as store:
         await fill(store, key("a"), 0, 100, "a")
