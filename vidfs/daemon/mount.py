@@ -44,7 +44,6 @@ import trio
 
 from vidfs.config.types import Config
 from vidfs.daemon.control import ControlServer, socket_path
-from vidfs.daemon.memory import tune_malloc
 from vidfs.daemon.mountpoint import claim_mountpoint, tune_readahead
 from vidfs.daemon.supervisor import ServiceNursery, Supervisor
 from vidfs.engine import Engine, open_engine
@@ -96,7 +95,6 @@ def fsname(config: Config) -> str:
 
 async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = None) -> None:
     """Mount `request` and serve it until unmounted or stopped by a signal (see the module's essay)."""
-    tune_malloc()  # a steady reader must not ask the kernel for fresh pages all the time (its essay)
     stats = Stats()
     supervisor = Supervisor(stats)
     stats.add_section("services", supervisor.statistics)
