@@ -24,15 +24,15 @@ did not move (7.66 against 7.58, median of 3). Assembling blocks straight into p
 (no staging copy) is no way around it either: CPython copies a view assigned into a view through a
 temporary (35 µs per 64 KiB, against 2-5 µs into the `bytearray` itself).
 
-What that copy costs is mostly where its pages come from (`WriteBehind`). On these VMs (Firecracker, free
-page reporting) a page the guest has not used lately costs about 10 µs the first time it is written, so a
-write into the page cache costs 1.2-2.7 system CPU s/GB when its pages come cold, and 0.2 s/GB when they
-are pages freed a moment before (512 MiB written in 8 MiB batches, 64 KiB blocks: 0.63-1.40 s against
-0.10-0.12). The cache's data file pages are a second copy of what the kernel holds for the mounted file anyway.
-So the writer starts each run's writeback as soon as it is written and, 32 MiB of writes later, gives its
-pages back (`POSIX_FADV_DONTNEED`, which drops only clean pages and never waits): the next batches are
-written into those same pages. The same 512 MiB cost 0.22-0.42 s then. A disk too slow to keep up makes
-the kicks themselves wait; then they pause for a while and the kernel's own writeback does the work.
+What that copy costs is mostly where its pages come from (`WriteBehind`). On these VMs (Firecracker, free page
+reporting) a page the guest has not used lately costs about 10 µs the first time it is written, so a write
+into the page cache costs 1.2-2.7 system CPU s/GB when its pages come cold, and 0.2 s/GB when they are pages
+freed a moment before (512 MiB written in 8 MiB batches, 64 KiB blocks: 0.63-1.40 s against 0.10-0.12). The
+cache's data file pages are a second copy of what the kernel holds for the mounted file anyway. So the writer
+starts each run's writeback as soon as it is written and, 32 MiB of writes later, gives its pages back
+(`POSIX_FADV_DONTNEED`, which drops only clean pages and never waits): the next batches are written into those
+same pages. The same 512 MiB cost 0.22-0.42 s then. A disk too slow to keep up makes the kicks themselves
+wait; then they pause for a while and the kernel's own writeback does the work.
 """
 
 from __future__ import annotations
