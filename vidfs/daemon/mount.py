@@ -44,6 +44,7 @@ import trio
 
 from vidfs.config.types import Config
 from vidfs.daemon.control import ControlServer, socket_path
+from vidfs.daemon.memory import one_arena
 from vidfs.daemon.mountpoint import claim_mountpoint, tune_readahead
 from vidfs.daemon.supervisor import ServiceNursery, Supervisor
 from vidfs.engine import Engine, open_engine
@@ -95,6 +96,7 @@ def fsname(config: Config) -> str:
 
 async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = None) -> None:
     """Mount `request` and serve it until unmounted or stopped by a signal (see the module's essay)."""
+    one_arena()  # before any worker thread: blocks freed by the LRU are reused by the next reads (its essay)
     stats = Stats()
     supervisor = Supervisor(stats)
     stats.add_section("services", supervisor.statistics)

@@ -185,7 +185,8 @@ class VidfsOperations(pyfuse3.Operations):
             fh, keep_cache = await self.fs.open(inode)
             return pyfuse3.FileInfo(fh=fh, keep_cache=keep_cache, direct_io=False)
 
-    async def read(self, fh: int, off: int, size: int) -> bytes:
+    async def read(self, fh: int, off: int, size: int) -> bytes | memoryview:  # type: ignore[override]
+        # A view is as good as bytes to pyfuse3 (it takes any contiguous buffer): see `vidfs.io.reply_buffer`.
         async with self._answer("read"), self.fs.stats.timed("fuse.read"):
             return await self.fs.read(fh, off, size)
 

@@ -198,7 +198,8 @@ class VideoFS:
         self.stats.incr("files.opened")
         return fh, keep_cache
 
-    async def read(self, fh: int, offset: int, size: int) -> bytes:
+    async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
+        """A FUSE read's reply (see `BlockCache.read_reply`: valid until pyfuse3 has sent it)."""
         handle = self._handles.get(fh)
         if handle is None:
             raise NotFoundError("stale file handle")
@@ -211,7 +212,7 @@ class VideoFS:
             # Ahead of a read that misses: one request for both (the read's blocks join that fetch).
             self.cache.prefetch(file, min(start, offset) if start <= offset + size else start, end)
         try:
-            data = await self.cache.read(file, offset, size)
+            data = await self.cache.read_reply(file, offset, size)
         except (StaleError, NotFoundError):
             # The file changed or vanished: forget what we knew (listing, size, URL) so the next open
             # starts afresh; this handle keeps failing rather than mixing old and new bytes.

@@ -40,6 +40,7 @@ import trio
 
 from vidfs.errors import StaleError, VidfsError
 from vidfs.io.remote_file import FileKey, RemoteFile
+from vidfs.io.reply_buffer import ReplyBuffer
 from vidfs.io.streams import StreamPlanner
 from vidfs.stats import Stats
 from vidfs.tasks import Spawner
@@ -137,27 +138,47 @@ class BlockCache:
         )
         self._prefetch_in_flight = 0
         self._last_scheduled = 0
+        self._reply = ReplyBuffer()
 
     # ----------------------------------------------------------------------------------------- reads
     async def read(self, file: RemoteFile, offset: int, size: int, *, reader: bool = True) -> bytes:
         """`[offset, offset+size)` of `file`; counted as served to a reader unless `reader` is False (the
         daemon's own reads, such as a container warm-up)."""
+        blocks, start, stop = await self._blocks(file, offset, size, reader=reader)
+        if len(blocks) <= 1:
+            return blocks[0][start:stop] if blocks else b""
+        # Cut the first and last blocks as views and join once: one copy per read.
+        tail = stop - self.block_size * (len(blocks) - 1)
+        return b"".join([memoryview(blocks[0])[start:], *blocks[1:-1], memoryview(blocks[-1])[:tail]])
+
+    async def read_reply(self, file: RemoteFile, offset: int, size: int) -> bytes | memoryview:
+        """`read` for a FUSE reply, sent before anything else runs: a block itself or a view of it when the
+        read lies within one block, else the blocks copied into the one resident reply buffer
+        (`vidfs.io.reply_buffer`: no fresh 1 MiB of pages per read)."""
+        blocks, start, stop = await self._blocks(file, offset, size, reader=True)
+        if len(blocks) > 1:
+            return self._reply.assemble(blocks, start, stop)
+        if not blocks:
+            return b""
+        block = blocks[0]
+        return block if start == 0 and stop == len(block) else memoryview(block)[start:stop]
+
+    async def _blocks(
+        self, file: RemoteFile, offset: int, size: int, *, reader: bool
+    ) -> tuple[list[bytes], int, int]:
+        """The blocks `[offset, offset+size)` lies in (none past the end of the file), and where it starts
+        and stops in their concatenation."""
         end = min(offset + size, file.size)
         if end <= offset:
-            return b""
+            return [], 0, 0
         first = offset // self.block_size
         last = (end - 1) // self.block_size
         items = self._ensure(file, first, last, prefetch=False)
-        parts = [item if isinstance(item, bytes) else await item.wait() for item in items]
+        blocks = [item if isinstance(item, bytes) else await item.wait() for item in items]
         base = first * self.block_size
         if reader:
             self._count_served(items, offset, end, base)
-        if len(parts) == 1:
-            return parts[0][offset - base : end - base]
-        # Cut the first and last blocks as views and join once: one copy per read (this runs per 128 KiB).
-        head = memoryview(parts[0])[offset - base :]
-        tail = memoryview(parts[-1])[: end - (last * self.block_size)]
-        return b"".join([head, *parts[1:-1], tail])
+        return blocks, offset - base, end - base
 
     def _count_served(self, items: list[bytes | _Pending], offset: int, end: int, base: int) -> None:
         """Bytes served by source (`bytes.served.<source>`): "memory" for blocks found in the LRU when the
@@ -390,6 +411,7 @@ class BlockCache:
             "memory_blocks": len(self._memory),
             "in_flight_blocks": len(self._pending),
             "prefetch_in_flight_bytes": self._prefetch_in_flight,
+            **{f"reply_{name}": value for name, value in self._reply.statistics().items()},
             **self.streams.statistics(),
         }
 
