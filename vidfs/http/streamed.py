@@ -36,9 +36,20 @@ class LeanStream:
     themselves, up to 1 MiB each and never past the body, and the connection, at a message boundary again,
     gets a fresh h11 state for its next request. A chunked body, or one that ends with the connection, still
     goes through h11. A cold `dd` of 512 MiB through a mount over nginx on loopback: 375-403 MB/s at
-    1.6-1.9 user CPU s/GB with 64 KiB reads, 509-629 MB/s at 0.84-1.04 with these."""
+    1.6-1.9 user CPU s/GB with 64 KiB reads, 509-629 MB/s at 0.84-1.04 with these. On a plain connection
+    `receive_into` goes one step further: the body lands in the caller's buffers (the block cache's blocks)
+    with one `recvmsg_into` each, no `bytes` made per read and none cut into blocks afterwards."""
 
-    __slots__ = ("_connection", "_left", "_timeout", "clean", "headers", "status_code")
+    __slots__ = (
+        "_connection",
+        "_head_bytes",
+        "_left",
+        "_spoiled",
+        "_timeout",
+        "clean",
+        "headers",
+        "status_code",
+    )
 
     def __init__(self, connection: Connection, head: h11.Response, timeout: float) -> None:
         self.status_code = head.status_code
@@ -52,29 +63,84 @@ class LeanStream:
             self._left = 0
         elif length is not None and length.isdigit() and "transfer-encoding" not in self.headers:
             self._left = int(length)
+        self._head_bytes: bytes | None = None  # body bytes that came with the head, not yet taken
+        self._spoiled = False  # more came than the body: the connection is not used again
 
     def aiter_raw(self) -> AsyncIterator[bytes]:
-        return self._body() if self._left is None else self._counted(self._left)
+        return self._body() if self._left is None else self._counted()
 
-    async def _counted(self, left: int) -> AsyncIterator[bytes]:
-        buffered = self._connection.protocol.trailing_data[0]  # what arrived with the head
-        if len(buffered) > left:  # more than the body: not a connection to use again
-            yield buffered[:left]
-            return
-        if buffered:
-            left -= len(buffered)
-            if not left:
-                self._ready_again()
-            yield buffered
-        while left > 0:
+    @property
+    def can_receive_into(self) -> bool:
+        """Whether `receive_into` works: a body of known length on a plain socket (TLS has no receive into
+        buffers of ours)."""
+        return self._left is not None and isinstance(self._connection.stream, trio.SocketStream)
+
+    async def receive_into(self, rooms: list[memoryview]) -> int:
+        """Receive the body's next bytes straight into `rooms`, in order (one `recvmsg_into` for all of
+        them), never past the body's end: how many, at least one."""
+        left = self._left
+        assert left is not None
+        if not left:
+            raise httpx.RemoteProtocolError("no body bytes left to receive")
+        room = sum(map(len, rooms))
+        head = self._take_head_bytes(min(room, left))
+        if head:
+            return _spread(head, rooms)
+        if room > left:
+            rooms = _clip(rooms, left)
+        stream = self._connection.stream
+        assert isinstance(stream, trio.SocketStream)
+        try:
+            with trio.move_on_after(self._timeout) as waited:
+                count = (await stream.socket.recvmsg_into(rooms))[0]
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            raise as_httpx(exc, self._timeout) from exc
+        if waited.cancelled_caught:
+            raise httpx.ReadTimeout(f"no data within {self._timeout:g}s")
+        if not count:
+            raise httpx.RemoteProtocolError(f"the connection ended {left} bytes before the body's end")
+        self._consumed(count)
+        return count
+
+    def _take_head_bytes(self, limit: int) -> bytes:
+        """Up to `limit` of the body bytes that arrived with the head."""
+        if self._head_bytes is None:
+            buffered = self._connection.protocol.trailing_data[0]
+            assert self._left is not None
+            if len(buffered) > self._left:
+                self._spoiled = True
+                buffered = buffered[: self._left]
+            self._head_bytes = buffered
+        taken = self._head_bytes
+        if len(taken) > limit:
+            taken, self._head_bytes = taken[:limit], taken[limit:]
+        else:
+            self._head_bytes = b""
+        self._consumed(len(taken))
+        return taken
+
+    def _consumed(self, count: int) -> None:
+        assert self._left is not None
+        self._left -= count
+        if not self._left and not self._spoiled:
+            self._ready_again()  # before the last bytes go: a reader may stop once it has them
+
+    async def _counted(self) -> AsyncIterator[bytes]:
+        assert self._left is not None
+        head = self._take_head_bytes(self._left)
+        if head:
+            yield head
+        for _ in range(MAX_BODY_EVENTS):
+            left = self._left
+            if left <= 0:
+                break
             data = await self._receive(min(BODY_RECEIVE_SIZE, left))
             if not data:
                 raise httpx.RemoteProtocolError(f"the connection ended {left} bytes before the body's end")
-            left -= len(data)
-            if not left:
-                self._ready_again()  # before the last bytes go: a reader may stop once it has them
+            self._consumed(len(data))
             yield data
-        self._ready_again()  # a body of no bytes at all (204, 304, a length of 0)
+        if not self._spoiled:
+            self._ready_again()  # a body of no bytes at all (204, 304, a length of 0)
 
     def _ready_again(self) -> None:
         """The body was read to its end, and not a byte more: the connection is at a message boundary."""
@@ -112,6 +178,30 @@ class LeanStream:
         if waited.cancelled_caught:
             raise httpx.ReadTimeout(f"no data within {self._timeout:g}s")
         return data if type(data) is bytes else bytes(data)
+
+
+def _spread(data: bytes, rooms: list[memoryview]) -> int:
+    """Copy `data` into `rooms` in order (they hold at least as much); its length."""
+    source = memoryview(data)
+    copied = 0
+    for room in rooms:
+        if copied == len(source):
+            break
+        take = min(len(room), len(source) - copied)
+        room[:take] = source[copied : copied + take]
+        copied += take
+    return copied
+
+
+def _clip(rooms: list[memoryview], total: int) -> list[memoryview]:
+    """The first `total` bytes of `rooms`."""
+    clipped = []
+    for room in rooms:
+        if total <= 0:
+            break
+        clipped.append(room[:total])
+        total -= len(clipped[-1])
+    return clipped
 
 
 def as_httpx(exc: BaseException, read_timeout: float) -> Exception:

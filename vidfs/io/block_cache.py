@@ -33,7 +33,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 import cachetools
 import trio
@@ -174,7 +174,7 @@ class BlockCache:
         first = offset // self.block_size
         last = (end - 1) // self.block_size
         items = self._ensure(file, first, last, prefetch=False)
-        blocks = [item if isinstance(item, bytes) else await item.wait() for item in items]
+        blocks = [await item.wait() if isinstance(item, _Pending) else item for item in items]
         base = first * self.block_size
         if reader:
             self._count_served(items, offset, end, base)
@@ -340,7 +340,7 @@ class BlockCache:
         end = min((missing[-1] + 1) * self.block_size, file.size)
         self._stats.incr("cache.misses", len(missing))
         assembler = _Assembler(start, end, self.block_size, lambda i, b: self._complete(file, i, b))
-        await file.fetch(start, end, sink=assembler.add)
+        await file.fetch(start, end, sink=assembler)
         if assembler.position != end:
             raise StaleError(
                 f"{file.instance}: short read ({assembler.position - start} of {end - start} bytes)"
@@ -417,8 +417,15 @@ class BlockCache:
 
 
 class _Assembler:
-    """Cuts a streamed range into blocks and hands each one out the moment it is whole, so the reader of
-    the first block of an 8 MiB request does not wait for the last."""
+    """Receives a streamed range into its blocks and hands each one out the moment it is whole, so the
+    reader of the first block of an 8 MiB request does not wait for the last.
+
+    The blocks are buffers of their own (`bytearray`s, written once, never again) that the answer is
+    received straight into (`rooms`, `filled`: the lean pool's plain connections, with one `recvmsg_into`
+    spread over up to 1 MiB of blocks), so no byte is copied after the kernel put it there. Cutting blocks
+    out of 1 MiB socket reads instead (a fresh `bytes` per read, then a join per block) cost 0.61-0.76 CPU
+    s/GB against 0.15 in a loop over a socketpair. Other answers (TLS, httpx) hand their chunks to `add`,
+    copied into the same blocks."""
 
     def __init__(self, start: int, end: int, block_size: int, on_block: Callable[[int, bytes], None]) -> None:
         self.position = start
@@ -426,24 +433,67 @@ class _Assembler:
         self.block_size = block_size
         self.on_block = on_block
         self.done: list[tuple[int, bytes]] = []
-        self._pieces: list[memoryview] = []  # of the block being assembled; joined (one copy) when whole
+        # The block being received (its first `_fill` bytes hold data), then those the last `rooms` made
+        # ahead of it: kept for the next call, never made twice.
+        self._receiving: list[bytearray] = []
+        self._fill = 0
 
-    def add(self, offset: int, chunk: bytes) -> None:
+    def _expect(self, offset: int) -> None:
         if offset != self.position:  # never happens with read_range; refuse rather than misplace bytes
             raise StaleError(f"bytes arrived at {offset}, expected {self.position}")
+
+    def rooms(self, offset: int, limit: int) -> list[memoryview]:
+        self._expect(offset)
+        rooms: list[memoryview] = []
+        position = self.position
+        stop = min(self.end, position + limit)
+        receiving = self._receiving
+        for count in range(len(receiving) + (stop - position) // self.block_size + 2):  # a bound, never hit
+            if position >= stop:
+                break
+            if count == len(receiving):
+                index = position // self.block_size
+                receiving.append(bytearray(min((index + 1) * self.block_size, self.end) - position))
+            block = receiving[count]
+            first = self._fill if count == 0 else 0
+            take = min(len(block) - first, stop - position)
+            rooms.append(memoryview(block)[first : first + take])
+            position += take
+        return rooms
+
+    def filled(self, offset: int, count: int) -> None:
+        self._expect(offset)
+        receiving = self._receiving
+        while count:
+            if not receiving:
+                raise StaleError(f"{count} bytes more than the buffers given at {self.position}")
+            block = receiving[0]
+            take = min(count, len(block) - self._fill)
+            self._fill += take
+            self.position += take
+            count -= take
+            if self._fill == len(block):
+                del receiving[0]
+                self._fill = 0
+                index = (self.position - 1) // self.block_size
+                # Typed as bytes for its readers: never written again from here on (see the essay).
+                whole = cast(bytes, block)
+                self.done.append((index, whole))
+                self.on_block(index, whole)
+
+    def add(self, offset: int, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
-            index = self.position // self.block_size
-            block_end = min((index + 1) * self.block_size, self.end)
-            take = min(len(view), block_end - self.position)
-            self._pieces.append(view[:take])
-            self.position += take
-            view = view[take:]
-            if self.position == block_end:
-                block = b"".join(self._pieces)
-                self._pieces.clear()
-                self.done.append((index, block))
-                self.on_block(index, block)
+            rooms = self.rooms(offset, len(view))
+            copied = 0
+            for room in rooms:
+                room[:] = view[copied : copied + len(room)]
+                copied += len(room)
+            if not copied:
+                raise StaleError(f"bytes arrived past the end of the range at {offset}")
+            self.filled(offset, copied)
+            offset += copied
+            view = view[copied:]
 
 
 def _wrap(exc: BaseException) -> VidfsError:

@@ -15,8 +15,8 @@ accepts an answer only when it is provably the bytes asked for:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 
@@ -31,7 +31,7 @@ from vidfs.http.policy import (
     is_temp_status,
     renews_lease,
 )
-from vidfs.http.streamed import Streamed
+from vidfs.http.streamed import BODY_RECEIVE_SIZE, LeanStream, Streamed
 from vidfs.model import StreamLease
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.I)
@@ -55,12 +55,24 @@ class RangeResult:
     received: int = 0
 
 
-Sink = Callable[[int, bytes], None]
+class Sink(Protocol):
+    """Where a ranged body goes, in order, as it arrives: handed over (`add`), or received straight into
+    buffers the sink gives (`rooms`, then `filled`) when the answer can (`LeanStream.receive_into`)."""
+
+    def add(self, offset: int, chunk: bytes) -> None: ...
+
+    def rooms(self, offset: int, limit: int) -> list[memoryview]:
+        """Buffers for the bytes from `offset` on, in order, at most `limit` bytes in all."""
+        ...
+
+    def filled(self, offset: int, count: int) -> None:
+        """The first `count` bytes of the last `rooms` now hold the bytes from `offset` on."""
+        ...
 
 
 class _Receiver:
-    """Where a body goes as it arrives: a buffer, or a sink called with (file offset, bytes) so the caller
-    can hand out the first blocks of a large request before the last ones have arrived."""
+    """Where a body goes as it arrives: a buffer, or a sink that gets each byte at its file offset, so the
+    caller can hand out the first blocks of a large request before the last ones have arrived."""
 
     __slots__ = ("buffer", "count", "sink", "start")
 
@@ -72,10 +84,19 @@ class _Receiver:
 
     def add(self, chunk: bytes) -> None:
         if self.sink is not None:
-            self.sink(self.start + self.count, chunk)
+            self.sink.add(self.start + self.count, chunk)
         else:
             self.buffer += chunk
         self.count += len(chunk)
+
+    def rooms(self, limit: int) -> list[memoryview]:
+        assert self.sink is not None
+        return self.sink.rooms(self.start + self.count, limit)
+
+    def filled(self, count: int) -> None:
+        assert self.sink is not None
+        self.sink.filled(self.start + self.count, count)
+        self.count += count
 
 
 def _strong(etag: str | None) -> str | None:
@@ -247,6 +268,17 @@ async def _read_body(response: Streamed, buffer: _Receiver, *, skip: int, wanted
     taken = 0
     surplus = 0
     try:
+        if (
+            isinstance(response, LeanStream)
+            and response.can_receive_into
+            and buffer.sink is not None
+            and not skip
+        ):
+            # Straight into the sink's buffers; what the answer has beyond `wanted` is drained below.
+            while taken < wanted:  # each turn receives at least one byte, or raises
+                count = await response.receive_into(buffer.rooms(min(wanted - taken, BODY_RECEIVE_SIZE)))
+                buffer.filled(count)
+                taken += count
         # No chunk size: httpx would re-chunk (copy) every network read; the block assembler cuts anyway.
         async for chunk in response.aiter_raw():
             if taken >= wanted:

@@ -50,13 +50,7 @@ class RemoteFile:
         end = min(end, self.size)
         if end <= start:
             return b""
-        received = 0
-
-        def counted(offset: int, chunk: bytes) -> None:
-            nonlocal received
-            received += len(chunk)
-            assert sink is not None
-            sink(offset, chunk)
+        counted = _Counted(sink) if sink is not None else None
 
         lease = await self._resolver.lease(self.instance, self.provider, self.video)
         # Take the lease again once we hold a connection slot: waiting for the slot may outlast a short-lived
@@ -64,17 +58,18 @@ class RemoteFile:
         async with self._http.slot(lease.url, "data"):
             lease = await self._resolver.lease(self.instance, self.provider, self.video)
             for attempt in range(2):
+                resume = start + (counted.received if counted is not None else 0)  # after a refused lease
                 try:
                     result = await read_range(
                         self._http,
                         lease,
-                        start + received,  # after a refused lease, go on from what already arrived
+                        resume,
                         end,
                         tag=self._tag,
                         etag=self.etag,
                         size=self.size,
                         slot_held=True,
-                        sink=counted if sink is not None else None,
+                        sink=counted,
                     )
                 except LeaseRefused as refused:
                     # Storage refused the lease (the failure policy's 401/403/404/410): ask the provider once
@@ -93,3 +88,24 @@ class RemoteFile:
                     self.etag = result.etag
                 return result.data
         raise AssertionError("unreachable")
+
+
+class _Counted:
+    """A sink that counts what reached it (a fresh lease goes on from there)."""
+
+    __slots__ = ("received", "sink")
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.received = 0
+
+    def add(self, offset: int, chunk: bytes) -> None:
+        self.sink.add(offset, chunk)
+        self.received += len(chunk)
+
+    def rooms(self, offset: int, limit: int) -> list[memoryview]:
+        return self.sink.rooms(offset, limit)
+
+    def filled(self, offset: int, count: int) -> None:
+        self.sink.filled(offset, count)
+        self.received += count
