@@ -85,7 +85,7 @@ class LeanStream:
         room = sum(map(len, rooms))
         head = self._take_head_bytes(min(room, left))
         if head:
-            return _spread(head, rooms)
+            return spread(head, rooms)
         if room > left:
             rooms = _clip(rooms, left)
         stream = self._connection.stream
@@ -180,8 +180,8 @@ class LeanStream:
         return data if type(data) is bytes else bytes(data)
 
 
-def _spread(data: bytes, rooms: list[memoryview]) -> int:
-    """Copy `data` into `rooms` in order (they hold at least as much); its length."""
+def spread(data: bytes | memoryview, rooms: list[memoryview]) -> int:
+    """Copy `data` into `rooms` in order, as much as they hold: the bytes copied."""
     source = memoryview(data)
     copied = 0
     for room in rooms:

@@ -39,6 +39,7 @@ import cachetools
 import trio
 
 from vidfs.errors import StaleError, VidfsError
+from vidfs.http.streamed import spread
 from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.io.reply_buffer import ReplyBuffer
 from vidfs.io.streams import StreamPlanner
@@ -484,11 +485,7 @@ class _Assembler:
     def add(self, offset: int, chunk: bytes) -> None:
         view = memoryview(chunk)
         while view:
-            rooms = self.rooms(offset, len(view))
-            copied = 0
-            for room in rooms:
-                room[:] = view[copied : copied + len(room)]
-                copied += len(room)
+            copied = spread(view, self.rooms(offset, len(view)))
             if not copied:
                 raise StaleError(f"bytes arrived past the end of the range at {offset}")
             self.filled(offset, copied)

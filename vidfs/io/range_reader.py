@@ -279,7 +279,7 @@ async def _read_body(response: Streamed, buffer: _Receiver, *, skip: int, wanted
                 count = await response.receive_into(buffer.rooms(min(wanted - taken, BODY_RECEIVE_SIZE)))
                 buffer.filled(count)
                 taken += count
-        # No chunk size: httpx would re-chunk (copy) every network read; the block assembler cuts anyway.
+        # No chunk size: httpx would re-chunk (copy) every network read; the sink places the bytes anyway.
         async for chunk in response.aiter_raw():
             if taken >= wanted:
                 surplus += len(chunk)
