@@ -30,7 +30,7 @@ from tests.conftest import (
 INSTANCE = "site"
 BIG = "big reel.mp4"
 READ_ONLY_LINE = "cannot be written"
-FULL_LINE = "is full"
+FULL_LINE = "blocks are not stored until there is room again"  # the store's line, not sqlite's
 RESUMED_LINE = "writing again"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts and tmpfs need root")
