@@ -88,6 +88,14 @@ class Cached:
             return os.pread(handle.fileno(), length, index * self.block_size)
 
 
+def indexed_blocks(cache_dir: Path) -> int:
+    """Blocks the store's index names now (0 while it cannot be read)."""
+    try:
+        return Cached(cache_dir).count()
+    except sqlite3.Error:
+        return 0
+
+
 def cached_bytes(cache_dir: Path) -> int:
     """Bytes the store's data files hold on disk (holes not counted)."""
     total = 0
@@ -190,7 +198,11 @@ def test_kill_9_during_reads_then_torn_blocks_are_refetched_and_intact_ones_are_
         ),
     ]
     try:
-        wait_until(lambda: cached_bytes(cache_dir) >= 10 << 20, "10 MiB of blocks in the disk cache", 120)
+        wait_until(
+            lambda: cached_bytes(cache_dir) >= 10 << 20 and indexed_blocks(cache_dir) >= 100,
+            "10 MiB of blocks in the disk cache, 100 of them in its index",
+            120,
+        )
         assert any(reader.poll() is None for reader in readers), "the readers finished before the kill"
         os.kill(mount.pid, signal.SIGKILL)
         wait_until(lambda: not alive(mount.pid), "the daemon to die", 120)
