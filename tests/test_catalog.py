@@ -27,15 +27,16 @@ import trio.lowlevel
 import trio.testing
 
 from vidfs.catalog import snapshot as snapshot_module
+from vidfs.catalog.extras import Place
 from vidfs.catalog.listings import ListingCache
-from vidfs.catalog.probes import Probe, SizeProbes
+from vidfs.catalog.probes import Answers, Probe, SizeProbes, basis_of
 from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, UnreachableError, to_errno
 from vidfs.fs.operations import VidfsOperations
 from vidfs.fs.tree import Node, Tree, stable_inode
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
-from vidfs.model import Folder, FrozenMap, Listing, StreamLease, Video
+from vidfs.model import Folder, FrozenMap, Listing, StreamLease, Video, frozen_extra
 from vidfs.stats import Stats
 
 
@@ -532,6 +533,76 @@ async def test_a_damaged_snapshot_or_one_of_an_older_format_is_removed_and_writt
         change("UPDATE rows SET row = (SELECT row FROM rows WHERE position = 1) WHERE position = 0")
 
 
+def described(count: int, prefix: str = "v", note: str = "n") -> list[Folder | Video]:
+    """Videos with xattr values, one of them without any."""
+    made: list[Folder | Video] = [
+        Video(f"{prefix}{i}", f"{prefix}{i}.mp4", 10, 1.0, extra=frozen_extra({"note": f"{note}{i}"}))
+        for i in range(count - 1)
+    ]
+    return [*made, Video(f"{prefix}bare", f"{prefix}bare.mp4", size=10, mtime=1.0)]
+
+
+async def test_saved_xattrs_rest_on_disk_and_read_back_the_same_across_a_remount(tmp_path: Path) -> None:
+    """Once saved, a served listing's videos keep their xattr values in the snapshot database (one object
+    for the listing in memory, not a map and its string each), read back equal when asked, after a remount
+    too; a listing replaced before its save keeps them in memory; a rewrite keeps the values of videos
+    still listed and drops the others'; a lost database leaves those videos without xattrs, counted, never
+    another's."""
+    stats, listings, keeper = make_keeper(tmp_path / "meta")
+    provider = FakeProvider({"f": described(4), "g": described(3, prefix="w")})
+    first = await listings.listing("fake", provider, Folder("f", "f"))
+    await keeper.save()
+    f_videos = [entry for entry in first.entries if isinstance(entry, Video)]
+    assert all(video.extra is f_videos[0].extra for video in f_videos[:-1])
+    assert isinstance(f_videos[0].extra, Place)
+    assert isinstance(f_videos[-1].extra, FrozenMap) and not f_videos[-1].extra  # nothing to keep
+    assert [dict(video.xattrs) for video in f_videos] == [{"note": "n0"}, {"note": "n1"}, {"note": "n2"}, {}]
+    assert f_videos[1].xattrs["note"] == "n1" and list(f_videos[2].xattrs.items()) == [("note", "n2")]
+
+    listed = await listings.listing("fake", provider, Folder("g", "g"))
+    provider.folders["g"] = described(3, prefix="w", note="changed")
+    listings.invalidate("fake", "g")
+    replaced = await listings.listing("fake", provider, Folder("g", "g"))
+    assert replaced is not listed
+    await keeper.save()
+    assert all(isinstance(e.extra, FrozenMap) for e in listed.entries if isinstance(e, Video))  # not served
+    assert [dict(e.xattrs) for e in replaced.entries if isinstance(e, Video)] == [
+        {"note": "changed0"},
+        {"note": "changed1"},
+        {},
+    ]
+
+    # A remount: the values stay on disk until asked, and are the same.
+    _stats, fresh, other = make_keeper(tmp_path / "meta")
+    assert other.install(await trio.to_thread.run_sync(other.read)) == 2
+    loaded = fresh.get("fake", "f")
+    assert loaded is not None and isinstance(loaded.entries[0], Video)
+    assert isinstance(loaded.entries[0].extra, Place)
+    assert [dict(e.xattrs) for e in loaded.entries if isinstance(e, Video)] == [
+        {"note": "n0"},
+        {"note": "n1"},
+        {"note": "n2"},
+        {},
+    ]
+
+    # The same listing written again keeps the values of its videos at rest; one that left takes its own.
+    provider.folders["f"] = [f_videos[0], f_videos[2], *described(2, prefix="new")]
+    listings.invalidate("fake", "f")
+    await listings.listing("fake", provider, Folder("f", "f"))
+    await keeper.save()
+    with contextlib.closing(sqlite3.connect(keeper.path)) as db:
+        held = sorted(rid for (rid,) in db.execute("SELECT remote_id FROM extras WHERE listing = 1"))
+    assert held == ["new0", "v0", "v2"]
+    assert dict(f_videos[0].xattrs) == {"note": "n0"} and dict(f_videos[2].xattrs) == {"note": "n2"}
+    assert "extras_missing" not in str(stats.counters)
+
+    # The database lost: those videos show no xattrs (counted), and nothing else.
+    keeper.extras.close()
+    snapshot_module._remove_database(keeper.path)
+    assert dict(f_videos[0].xattrs) == {}
+    assert stats.counters["snapshot.extras_missing"] == 1
+
+
 async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -542,11 +613,11 @@ async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed
     disk_full = False
     original = snapshot_module.write_probes
 
-    def counting(db: sqlite3.Connection, instance: str, rows: list[list[Any]], *, whole: bool) -> None:
+    def counting(db: sqlite3.Connection, instance: str, answers: Answers, *, whole: bool) -> None:
         if disk_full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        written.append(len(rows))
-        original(db, instance, rows, whole=whole)
+        written.append(len(answers))
+        original(db, instance, answers, whole=whole)
 
     def learn(first: int, count: int) -> None:
         for i in range(first, first + count):
@@ -566,13 +637,34 @@ async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed
     await keeper.save()
     assert written == [100, 5, 110]
     loaded = keeper.read()["fake"].probes
-    assert loaded == {f"v{i}": Probe(1000 + i, None, "fp") for i in range(110)}
-    assert len({id(probe.fingerprint) for probe in loaded.values()}) == 1  # one string, not one each
+    assert loaded == {f"v{i}": Probe(1000 + i, None, basis_of("fp")) for i in range(110)}
+    assert len({id(probe.basis) for probe in loaded.values()}) == 1  # one number, not one each
 
 
-def test_answers_of_one_fingerprint_keep_one_string() -> None:
+def test_a_snapshot_answer_holds_for_its_own_fingerprint_whichever_way_it_was_written(tmp_path: Path) -> None:
+    """Probe rows keep the basis (a number) of the fingerprint they hold for; a row written before that,
+    with the fingerprint itself, is read as that fingerprint's basis. Either way the answer is used for
+    its own version of the video only."""
+    _stats, _listings, keeper = make_keeper(tmp_path / "meta")
+    same, changed = Video("v1", "a.mp4", mtime=5.0), Video("v1", "a.mp4", mtime=6.0)
+    for column in (same.fingerprint, str(basis_of(same.fingerprint))):
+        db = snapshot_module._connect(keeper.path)
+        try:
+            with db:
+                db.execute("BEGIN")
+                db.execute("DELETE FROM probes")
+                db.execute("INSERT INTO probes VALUES ('fake', 'v1', ?, 1234, '\"e\"')", (column,))
+        finally:
+            db.close()
+        _stats, _listings, fresh = make_keeper(tmp_path / "meta")
+        fresh.install(fresh.read())
+        assert fresh.probes.known("fake", same) == Probe(1234, '"e"', basis_of(same.fingerprint))
+        assert fresh.probes.known("fake", changed) is None
+
+
+def test_answers_of_one_fingerprint_keep_one_number() -> None:
     """Videos listed without size or ETag at one mtime (Hour One's first-seen second) have equal
-    fingerprints: their answers share one string, however many strings the keys brought."""
+    fingerprints: their answers share one number, however many strings the keys brought."""
     stats = Stats()
     probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
     videos = [Video(f"v{i}", f"{i}.mp4", mtime=1796284524.0) for i in range(50)]
@@ -580,7 +672,7 @@ def test_answers_of_one_fingerprint_keep_one_string() -> None:
         probes.learn(("fake", video.remote_id, video.fingerprint), Probe(1000, None))
     answers = [probes.known("fake", video) for video in videos]
     assert all(answer is not None and answer.size == 1000 for answer in answers)
-    assert len({id(answer.fingerprint) for answer in answers if answer is not None}) == 1
+    assert len({id(answer.basis) for answer in answers if answer is not None}) == 1
 
 
 def test_a_fingerprint_is_what_its_fields_format_to_whatever_came_before() -> None:
@@ -632,15 +724,17 @@ def test_a_video_keeps_one_probe_answer_and_a_changed_one_replaces_it() -> None:
     probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
     old, new = Video("v1", "a.mp4", etag="e1"), Video("v1", "a.mp4", etag="e2")
     probes.learn(("fake", "v1", old.fingerprint), Probe(100, "e1"))
-    assert probes.known("fake", old) == Probe(100, "e1", old.fingerprint)
+    assert probes.known("fake", old) == Probe(100, "e1", basis_of(old.fingerprint))
     assert probes.known("fake", new) is None
     probes.learn(("fake", "v1", new.fingerprint), Probe(200, "e2"))
     assert probes.known("fake", old) is None
-    assert probes.known("fake", new) == Probe(200, "e2", new.fingerprint)
+    assert probes.known("fake", new) == Probe(200, "e2", basis_of(new.fingerprint))
     assert probes.statistics()["known"] == 1
     # Only the answer that still holds is written; a stale seed from a snapshot does not replace it.
-    assert probes.take_unsaved() == {"fake": {("v1", new.fingerprint): Probe(200, "e2", new.fingerprint)}}
-    probes.seed("fake", "v1", Probe(100, "e1", old.fingerprint))
-    assert probes.known("fake", new) == Probe(200, "e2", new.fingerprint)
+    answer = Probe(200, "e2", basis_of(new.fingerprint))
+    taken = probes.take_unsaved()
+    assert list(taken) == ["fake"] and list(taken["fake"]) == [("v1", answer)]
+    probes.seed("fake", "v1", Probe(100, "e1", basis_of(old.fingerprint)))
+    assert probes.known("fake", new) == answer
     probes.forget("fake", new)
     assert probes.known("fake", new) is None and probes.statistics()["known"] == 0

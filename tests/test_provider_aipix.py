@@ -24,12 +24,13 @@ import pytest
 from tests.conftest import Emulator, emulator_fixture, most_in_flight, unmount, vidfs_cmd
 from tests.inprocess import make_provider, site_fixtures, walk
 from tests.providers import CASES
+from vidfs.catalog.snapshot import listing_from_json, listing_to_json
 from vidfs.config.types import HttpSettings
 from vidfs.emulator.aipix import DEFAULT_LOGIN, DEFAULT_PASSWORD, AipixSite
 from vidfs.errors import AuthError, ConfigError, NotFoundError, RemoteIOError
 from vidfs.http.client import HttpClient
-from vidfs.model import Video
-from vidfs.providers.aipix import DEVICE_FILE, AipixProvider, file_url
+from vidfs.model import Listing, Video
+from vidfs.providers.aipix import DEVICE_FILE, AipixProvider, download_url, file_url
 
 INSTANCE = "cctv"
 SEED_NAME_0924 = "City , st. Street 1, file.20190924-130316-131213.mp4"
@@ -289,6 +290,28 @@ async def test_credentials_go_to_the_api_origin_only(site: AipixSite, tmp_path: 
         assert response.status_code == 206
 
 
+async def test_archives_under_one_storage_base_share_one_handle_and_each_reads_its_own_file(
+    site: AipixSite, tmp_path: Path
+) -> None:
+    """A `url` ending in `/` is kept once per base, not joined with each name (memory at 100,000
+    archives), in the provider's listing and again when a listing is read back; each archive still
+    resolves to its own file, which storage serves."""
+    async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
+        provider = _provider(site, tmp_path, http)
+        videos = list((await _walk(provider)).values())
+        based = [video for video in videos if video.handle.get("base") == f"{site.storage.url}/storage/"]
+        assert len(based) >= 3 and len({id(video.handle) for video in based}) == 1
+        _, listing = listing_from_json(listing_to_json("f", Listing(tuple(videos))))
+        again = [video for video in listing.entries if isinstance(video, Video) and "base" in video.handle]
+        assert len(again) == len(based) and len({id(video.handle) for video in again}) == 1
+        assert [download_url(video) for video in again] == [download_url(video) for video in based]
+        for video in again:
+            lease = await provider.resolve(video)
+            assert lease.url == file_url(f"{site.storage.url}/storage/", video.name)
+            response = await http.request("GET", lease.url, tag="t", headers={"Range": "bytes=0-3"})
+            assert response.status_code == 206 and len(response.content) == 4
+
+
 async def test_a_refused_storage_url_is_looked_up_in_a_new_scan(site: AipixSite, tmp_path: Path) -> None:
     async with aclosing(HttpClient(HttpSettings(retries=0))) as http:
         provider = _provider(site, tmp_path, http)
@@ -421,6 +444,28 @@ def test_shared_names_both_show_and_keep_their_names_across_a_remount_with_one_d
     device = (tmp_path / "cache" / "state" / INSTANCE / DEVICE_FILE).read_text().strip()
     assert {r["headers"].get("x-uuid") for r in api} == {device}
     assert {r["headers"].get("x-client") for r in api} == {"web"}
+
+
+def test_xattrs_after_a_remount_are_read_back_from_the_snapshot_unchanged(
+    small: Emulator, make_config: Any, mounts: Any
+) -> None:
+    """The second mount answers from the snapshot without asking the VMS, and its files' xattrs (kept on
+    disk until asked: `vidfs.catalog.extras`) are what the first mount showed."""
+    config = make_config({INSTANCE: small.config("aipix")})
+    shown: list[dict[str, dict[str, bytes]]] = []
+    for name in ("first", "second"):
+        mount = mounts(config, name=name)
+        directory = mount.path / INSTANCE / "City , st. Street 1" / "low"
+        shown.append(
+            {path.name: {a: os.getxattr(path, a) for a in os.listxattr(path)} for path in directory.iterdir()}
+        )
+        unmount(mount)
+        if name == "first":
+            small.post("aipix", "requests/clear", {})
+    assert shown[0] == shown[1] and len(shown[0]) >= 2
+    keys = ("from", "to", "camera")
+    assert all(values[f"user.vidfs.{key}"] for values in shown[0].values() for key in keys)
+    assert not [r for r in small.requests("aipix") if r["path"].startswith("/api/v1/downloads")]
 
 
 def test_archives_whose_file_is_gone_are_absent(small: Emulator, make_config: Any, mounts: Any) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 MAX_SHARED_KEY_SETS = 4096
 SEPARATOR = "\0"  # between a map's values in its one string (see the module's essay)
@@ -146,6 +146,13 @@ class Folder:
     extra: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False)
 
 
+class ValuesAtRest(Protocol):
+    """Where the xattr values of a saved listing's videos are kept instead of in memory, one for the whole
+    listing (`vidfs.catalog.extras.Place`): `Video.xattrs` asks it for a video's."""
+
+    def values_of(self, remote_id: str) -> Mapping[str, str]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Video:
     """A file of a provider: one remote video.
@@ -153,6 +160,7 @@ class Video:
     `size` may be None when the API does not tell it; the engine then learns it with a HEAD.
     `etag` (or, lacking it, size + mtime) is the fingerprint every cached block is keyed by.
     `handle` is opaque provider data needed to resolve the download (never shown to users).
+    `extra` is its xattr values, or once its listing is saved where they are kept (read them as `xattrs`).
     """
 
     remote_id: str
@@ -161,8 +169,20 @@ class Video:
     mtime: float | None = None
     etag: str | None = None
     content_type: str | None = None
-    extra: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False)
+    extra: Mapping[str, str] | ValuesAtRest = field(default_factory=lambda: _EMPTY, compare=False)
     handle: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False)
+
+    @property
+    def xattrs(self) -> Mapping[str, str]:
+        """The xattr values, from wherever they are kept."""
+        extra = self.extra
+        return extra if isinstance(extra, Mapping) else extra.values_of(self.remote_id)
+
+    def rest_extra(self, place: ValuesAtRest) -> None:
+        """Keep the xattr values at `place`, which must give back the same items (`vidfs.catalog.extras`:
+        the snapshot database, read when asked). Where they live is the one thing about a video that may
+        change after it was made, never what they are."""
+        object.__setattr__(self, "extra", place)
 
     @property
     def fingerprint(self) -> str:

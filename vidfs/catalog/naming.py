@@ -198,6 +198,8 @@ def name_entries(items: Sequence[tuple[str, str, bool, str | None]]) -> list[str
     final names in the same order. The names depend on the set of items, not on their order.
     """
     bases = [_base_name(raw, rid, is_dir, ctype) for rid, raw, is_dir, ctype in items]
+    if len(set(bases)) == len(bases):  # no name twice, as in most directories: nothing more to make
+        return bases
     counts = Counter(bases)
     names: list[str | None] = [base if counts[base] == 1 else None for base in bases]
     taken = {name for name in names if name is not None}

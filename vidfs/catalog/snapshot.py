@@ -1,12 +1,15 @@
 """The persisted listing snapshot: a remount lists at once, and browsing works while a vendor is down.
 
-Layout (format 3): one SQLite database (WAL) per mount, `<cache dir>/meta/snapshot.sqlite3`:
+Layout (format 4): one SQLite database (WAL) per mount, `<cache dir>/meta/snapshot.sqlite3`:
 
     listings(id, instance, folder, fetched, entries)   one row per directory listing, `fetched` in epoch
                                                        seconds, `entries` its entry count (a check)
     rows(listing, position, row)                       its entries and hidden items, one JSON array each
-                                                       ([kind, id, name, …]), in listing order
-    probes(instance, remote_id, fingerprint, size, etag)  sizes learned from storage
+                                                       ([kind, id, name, …]), in listing order; a video's
+                                                       xattr values are null there when not empty:
+    extras(listing, remote_id, extra)                  they are here, read only when asked (`extras.py`)
+    probes(instance, remote_id, fingerprint, size, etag)  sizes learned from storage, `fingerprint` the
+                                                       basis (`probes.basis_of`) of the one they hold for
 
 Why a database and not a file per listing (format 2): VALT at 10,000 videos is 10,113 directories of one
 or two entries. Writing them as 10,113 files (temp file, rename) took the snapshot writer about 3 s of CPU
@@ -55,15 +58,16 @@ from typing import Any
 
 import trio
 
+from vidfs.catalog.extras import ExtrasReader, Place, encode
 from vidfs.catalog.listings import Key, ListingCache
-from vidfs.catalog.probes import Probe, SizeProbes
+from vidfs.catalog.probes import Answers, Probe, SizeProbes, basis_of
 from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen
 from vidfs.stats import Stats
 
 log = logging.getLogger(__name__)
 
 FORMAT = 2  # of a listing as one JSON document (`listing_to_json`: the fleet's shared listings)
-DB_FORMAT = 3
+DB_FORMAT = 4  # 4: xattr values in their own table (3 had them in the rows)
 DB_NAME = "snapshot.sqlite3"
 _OLD_FORMAT = re.compile(r"^[0-9a-f]{32}(\.json)?$")  # format 1 files and format 2 directories
 DEBOUNCE = 2.0
@@ -82,9 +86,12 @@ def _map(data: list[list[str]]) -> FrozenMap:
     return FrozenMap.of(tuple(keys), values)
 
 
-def _entry_to_json(entry: Folder | Video) -> list[Any]:
+def _entry_to_json(entry: Folder | Video, *, apart: bool = False) -> list[Any]:
+    """An entry as a JSON array. `apart` (the database's rows): a video's xattr values, unless empty, are
+    null in it, as they are kept in the extras table (`_new_extras`)."""
     if isinstance(entry, Folder):
         return ["d", entry.remote_id, entry.name, entry.mtime, _columns(entry.extra)]
+    column: Any = None if apart and _kept_apart(entry) else _columns(entry.xattrs)
     return [
         "f",
         entry.remote_id,
@@ -93,7 +100,7 @@ def _entry_to_json(entry: Folder | Video) -> list[Any]:
         entry.mtime,
         entry.etag,
         entry.content_type,
-        _columns(entry.extra),
+        column,
         _columns(entry.handle),
     ]
 
@@ -102,7 +109,26 @@ _CONTENT_TYPES: dict[str, str] = {}  # one string per content type, not one per 
 MAX_CONTENT_TYPES = 256
 
 
-def _entry_from_json(data: list[Any]) -> Folder | Video:
+# The handles read last, as columns and as their maps: videos that share a handle (AIPIX archives under one
+# storage base, among others with a URL each) get one map again, not one each. A few, newest first, so one
+# video between two of a run does not end the run; a list replaced whole, so any thread may read it.
+_recent_handles: list[tuple[list[list[str]], FrozenMap]] = []
+RECENT_HANDLES = 8
+
+
+def _handle(data: list[list[str]]) -> FrozenMap:
+    global _recent_handles
+    recent = _recent_handles
+    for known_data, known in recent:
+        if known_data == data:
+            return known
+    made = _map(data)
+    _recent_handles = [(data, made), *recent[: RECENT_HANDLES - 1]]
+    return made
+
+
+def _entry_from_json(data: list[Any], place: Place | None = None) -> Folder | Video:
+    """An entry from its JSON array; a video's xattr values null there are at rest in `place`."""
     # Positional and without conversions: this runs for each of 100,000 entries at mount time.
     if data[0] == "d":
         return Folder(data[1], data[2], data[3], _map(data[4]))
@@ -112,7 +138,13 @@ def _entry_from_json(data: list[Any]) -> Folder | Video:
         if shared is None and len(_CONTENT_TYPES) < MAX_CONTENT_TYPES:
             shared = _CONTENT_TYPES[ctype] = ctype
         ctype = shared or ctype
-    return Video(remote_id, name, size, mtime, etag, ctype, _map(extra), _map(handle))
+    if extra is None:
+        if place is None:
+            raise ValueError("xattr values at rest outside the snapshot database")
+        values: Mapping[str, str] | Place = place
+    else:
+        values = _map(extra)
+    return Video(remote_id, name, size, mtime, etag, ctype, values, _handle(handle))
 
 
 def listing_to_json(folder_id: str, listing: Listing) -> dict[str, Any]:
@@ -143,6 +175,9 @@ CREATE TABLE IF NOT EXISTS listings (
 CREATE TABLE IF NOT EXISTS rows (
     listing INTEGER NOT NULL, position INTEGER NOT NULL, row TEXT NOT NULL,
     PRIMARY KEY (listing, position)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS extras (
+    listing INTEGER NOT NULL, remote_id TEXT NOT NULL, extra TEXT NOT NULL,
+    PRIMARY KEY (listing, remote_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS probes (
     instance TEXT NOT NULL, remote_id TEXT NOT NULL, fingerprint TEXT NOT NULL, size INTEGER NOT NULL,
     etag TEXT, PRIMARY KEY (instance, remote_id, fingerprint)) WITHOUT ROWID;
@@ -161,7 +196,7 @@ def _connect(path: Path) -> sqlite3.Connection:
             db.executescript(f"BEGIN;{_SCHEMA}COMMIT;")
             found = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             if found is None or found[0] != str(DB_FORMAT):
-                for table in ("listings", "rows", "probes"):
+                for table in ("listings", "rows", "extras", "probes"):
                     db.execute(f"DELETE FROM {table}")  # fixed names, not input
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(DB_FORMAT),))
     except BaseException:
@@ -181,11 +216,27 @@ def _encoder() -> Any:
 
 
 def _listing_rows(listing: Listing) -> Iterator[str]:
-    encode = _encoder()
+    """The listing's rows, its videos' xattr values apart (see `extras.py`)."""
+    to_json = _encoder()
     for entry in listing.entries:
-        yield encode(_entry_to_json(entry))
+        yield to_json(_entry_to_json(entry, apart=True))
     for h in listing.hidden:
-        yield encode(["h", h.remote_id, h.name, h.status])
+        yield to_json(["h", h.remote_id, h.name, h.status])
+
+
+def _kept_apart(video: Video) -> bool:
+    """Whether a video's xattr values belong in the extras table: at rest there already (never read for
+    this), or not empty."""
+    return isinstance(video.extra, Place) or bool(video.extra)
+
+
+def _new_extras(listing_id: int, listing: Listing) -> Iterator[tuple[int, str, str]]:
+    """The extras rows of a listing's videos whose values are not at rest yet (nor empty)."""
+    for entry in listing.entries:
+        if not isinstance(entry, Video) or isinstance(entry.extra, Place) or not entry.extra:
+            continue
+        values = entry.xattrs
+        yield listing_id, entry.remote_id, encode(values if isinstance(values, FrozenMap) else frozen(values))
 
 
 def write_listing(
@@ -195,11 +246,15 @@ def write_listing(
     found = db.execute(
         "SELECT id FROM listings WHERE instance = ? AND folder = ?", (instance, folder_id)
     ).fetchone()
+    listing_id: int
     if found is None:
-        listing_id = db.execute(
-            "INSERT INTO listings (instance, folder, fetched, entries) VALUES (?, ?, ?, ?)",
-            (instance, folder_id, fetched, len(listing.entries)),
-        ).lastrowid
+        listing_id = int(
+            db.execute(
+                "INSERT INTO listings (instance, folder, fetched, entries) VALUES (?, ?, ?, ?)",
+                (instance, folder_id, fetched, len(listing.entries)),
+            ).lastrowid
+            or 0
+        )
     else:
         listing_id = found[0]
         db.execute("DELETE FROM rows WHERE listing = ?", (listing_id,))
@@ -211,14 +266,26 @@ def write_listing(
         "INSERT INTO rows VALUES (?, ?, ?)",
         ((listing_id, position, row) for position, row in enumerate(_listing_rows(listing))),
     )
+    # Row by row, as the rows: the values of 100,000 videos encoded at once were 30 MB of a walk's peak.
+    db.executemany("INSERT OR REPLACE INTO extras VALUES (?, ?, ?)", _new_extras(listing_id, listing))
+    if found is not None:  # the values of videos no longer in it go (those at rest stay: same listing)
+        now = {entry.remote_id for entry in listing.entries if isinstance(entry, Video)}
+        held = db.execute("SELECT remote_id FROM extras WHERE listing = ?", (listing_id,))
+        gone = [(listing_id, rid) for (rid,) in held if rid not in now]
+        db.executemany("DELETE FROM extras WHERE listing = ? AND remote_id = ?", gone)
 
 
-def write_probes(db: sqlite3.Connection, instance: str, rows: list[list[Any]], *, whole: bool) -> None:
+def write_probes(
+    db: sqlite3.Connection, instance: str, answers: Iterable[tuple[str, Probe]], *, whole: bool
+) -> None:
     """Add or update probe rows; `whole`: they are all of this instance's (the others are removed). A probe
     forgotten (its file changed) keeps its row: it names the old fingerprint, which no video has now."""
     if whole:
         db.execute("DELETE FROM probes WHERE instance = ?", (instance,))
-    db.executemany("INSERT OR REPLACE INTO probes VALUES (?, ?, ?, ?, ?)", ((instance, *row) for row in rows))
+    db.executemany(
+        "INSERT OR REPLACE INTO probes VALUES (?, ?, ?, ?, ?)",
+        ((instance, rid, probe.basis, probe.size, probe.etag) for rid, probe in answers),
+    )
 
 
 @dataclass
@@ -246,9 +313,13 @@ def _row(text: str) -> Any:
     return value
 
 
-def _install(loaded: dict[str, Loaded], head: tuple[Any, ...], texts: Iterable[str]) -> None:
-    """One listing from its rows into `loaded`, unless its rows do not add up to its entry count."""
+def _install(
+    loaded: dict[str, Loaded], head: tuple[Any, ...], texts: Iterable[str], reader: ExtrasReader | None
+) -> None:
+    """One listing from its rows into `loaded`, unless its rows do not add up to its entry count. Its
+    videos' xattr values stay in the database, read through `reader` when asked."""
     instance, folder, fetched, count = head
+    place = None if reader is None else Place(reader, str(instance), str(folder))
     entries: list[Folder | Video] = []
     hidden: list[HiddenItem] = []
     for text in texts:
@@ -257,7 +328,7 @@ def _install(loaded: dict[str, Loaded], head: tuple[Any, ...], texts: Iterable[s
             if row[0] == "h":
                 hidden.append(HiddenItem(str(row[1]), str(row[2]), str(row[3])))
             else:
-                entries.append(_entry_from_json(row))
+                entries.append(_entry_from_json(row, place))
         except (ValueError, KeyError, TypeError, IndexError):
             continue  # counted short: the listing is skipped below
     if len(entries) != count:
@@ -283,13 +354,16 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]:
-    """Every listing and probe of `instances` (blocking). A listing whose rows do not add up is skipped."""
+def load(
+    db: sqlite3.Connection, instances: Iterable[str], reader: ExtrasReader | None = None
+) -> dict[str, Loaded]:
+    """Every listing and probe of `instances` (blocking). A listing whose rows do not add up is skipped, as
+    is one with xattr values at rest when there is no `reader` to read them."""
     with _collector_paused():
-        return _load(db, instances)
+        return _load(db, instances, reader)
 
 
-def _load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]:
+def _load(db: sqlite3.Connection, instances: Iterable[str], reader: ExtrasReader | None) -> dict[str, Loaded]:
     loaded = {instance: Loaded() for instance in instances}
     heads = {
         listing_id: (instance, folder, fetched, count)
@@ -301,9 +375,9 @@ def _load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]
     for listing_id, group in itertools.groupby(rows, key=operator.itemgetter(0)):
         head = heads.pop(listing_id, None)
         if head is not None:
-            _install(loaded, head, (text for _, text in group))
+            _install(loaded, head, (text for _, text in group), reader)
     for head in heads.values():  # no rows: an empty directory, or a damaged listing
-        _install(loaded, head, ())
+        _install(loaded, head, (), reader)
     # A probe's id is the same string as its video's (not a copy per answer: 5.6 MiB at 100,000 videos).
     ids = {
         instance: {
@@ -314,13 +388,21 @@ def _load(db: sqlite3.Connection, instances: Iterable[str]) -> dict[str, Loaded]
         }
         for instance, found in loaded.items()
     }
-    last = ""  # one string for a run of equal fingerprints (as `SizeProbes.learn` keeps them)
+    last_text, last = None, 0  # one number for a run of equal bases (as `SizeProbes.learn` keeps them)
     for instance, remote_id, fingerprint, size, etag in db.execute("SELECT * FROM probes"):
         if instance in loaded:
             rid = str(remote_id)
-            last = last if fingerprint == last else str(fingerprint)
+            if fingerprint != last_text:
+                last_text, last = fingerprint, _basis(fingerprint)
             loaded[instance].probes[ids[instance].get(rid, rid)] = Probe(int(size), etag, last)
     return loaded
+
+
+def _basis(column: object) -> int:
+    """A probe row's `fingerprint` column: its basis in digits (the column is TEXT), or the fingerprint itself
+    as written before answers kept only its hash (`sm:…`, `etag:…`: never all digits)."""
+    text = str(column)
+    return int(text) if text.isascii() and text.isdigit() else basis_of(text)
 
 
 # ------------------------------------------------------------------------------------------ keeper
@@ -329,7 +411,7 @@ class _Pending:
     """What one save writes: copies made in the trio thread."""
 
     listings: dict[Key, tuple[Listing, float | None]] = field(default_factory=dict)
-    probes: dict[str, list[list[Any]]] = field(default_factory=dict)  # by instance
+    probes: dict[str, Answers] = field(default_factory=dict)  # by instance
     whole_probes: bool = False  # `probes` are every answer known (else only those new since the last save)
 
     def __bool__(self) -> bool:
@@ -356,6 +438,7 @@ class SnapshotKeeper:
         self._all_probes = False  # the next save writes every probe answer, not only the new ones
         self._last_cost = 0.0
         self._failures: set[str] = set()  # causes already logged
+        self.extras = ExtrasReader(self.path, stats)  # the xattr values of videos at rest
 
     @property
     def path(self) -> Path:
@@ -370,12 +453,13 @@ class SnapshotKeeper:
         try:
             db = _connect(self.path)
             try:
-                return load(db, self.instances)
+                return load(db, self.instances, self.extras)
             finally:
                 db.close()
         except sqlite3.DatabaseError as exc:
             log.warning("ignoring an unreadable listing snapshot %s: %s", self.path, exc)
             if not isinstance(exc, sqlite3.OperationalError):  # damaged, not busy or unreadable
+                self.extras.close()
                 _remove_database(self.path)
         except OSError as exc:
             log.warning("ignoring an unreadable listing snapshot %s: %s", self.path, exc)
@@ -420,6 +504,7 @@ class SnapshotKeeper:
         finally:
             with trio.CancelScope(shield=True):
                 await self.save()
+            self.extras.close()
 
     async def _changed(self) -> None:
         while not (self.listings.has_dirty() or self.probes.version != self._saved_probe_version):
@@ -445,6 +530,7 @@ class SnapshotKeeper:
             self._stats.incr("snapshot.save_failures")
             self._requeue(pending)
             if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+                self.extras.close()
                 _remove_database(self.path)  # damaged: the next save writes it afresh
                 self._saved_probe_version, self._all_probes = -1, True
             cause = (exc.strerror if isinstance(exc, OSError) else str(exc)) or type(exc).__name__
@@ -458,6 +544,19 @@ class SnapshotKeeper:
         self._failures.clear()
         self._last_cost = time.monotonic() - started
         self._stats.incr("snapshot.saves")
+        self._rest(pending)
+
+    def _rest(self, pending: _Pending) -> None:
+        """The listings just saved that are still the ones served: their videos' xattr values are left in
+        the database, read when asked (`extras.py`)."""
+        self.extras.forget_last()
+        for (instance, folder_id), (listing, _) in pending.listings.items():
+            if self.listings.get(instance, folder_id) is not listing:
+                continue  # replaced meanwhile: the next save writes (and rests) the new one
+            place = Place(self.extras, instance, folder_id)
+            for entry in listing.entries:
+                if isinstance(entry, Video) and not isinstance(entry.extra, Place) and entry.extra:
+                    entry.rest_extra(place)
 
     def _collect(self) -> _Pending:
         pending = _Pending()
@@ -472,10 +571,9 @@ class SnapshotKeeper:
             new = self.probes.take_unsaved()
             pending.whole_probes, self._all_probes = self._all_probes, False
             for instance in self.instances:
-                answers = self.probes.export(instance) if pending.whole_probes else new.get(instance, {})
-                rows = [[r, f, p.size, p.etag] for (r, f), p in answers.items()]
-                if rows or pending.whole_probes:
-                    pending.probes[instance] = rows
+                answers = self.probes.export(instance) if pending.whole_probes else new.get(instance)
+                if answers is not None and (len(answers) or pending.whole_probes):
+                    pending.probes[instance] = answers
         return pending
 
     def _requeue(self, pending: _Pending) -> None:
@@ -492,8 +590,8 @@ class SnapshotKeeper:
                 db.execute("BEGIN")
                 for (instance, folder_id), (listing, fetched) in pending.listings.items():
                     write_listing(db, instance, folder_id, listing, fetched)
-                for instance, rows in pending.probes.items():
-                    write_probes(db, instance, rows, whole=pending.whole_probes)
+                for instance, answers in pending.probes.items():
+                    write_probes(db, instance, answers, whole=pending.whole_probes)
         finally:
             db.close()
 

@@ -141,12 +141,6 @@ def dig(data: Any, *path: str) -> Any:
     return data
 
 
-def one_line(text: object, limit: int = 200) -> str:
-    """A vendor's message as one short line (whitespace folded, cut with an ellipsis)."""
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
 def _encoded(fields: list[tuple[bytes, bytes]]) -> bool:
     """Whether an answer's body comes with a Content-Encoding (gzip, br...) besides identity."""
     return any(

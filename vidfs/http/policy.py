@@ -38,7 +38,7 @@ import email.utils
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -300,3 +300,28 @@ class RetryPolicy:
             status=failure.status,
             retry_after=retry_after_seconds(failure.retry_after),
         ) from cause
+
+
+def laravel_messages(response: httpx.Response) -> str:
+    """A Laravel error body (`{"message", "errors": {"field": ["..."]}}`, AIPIX's) as one line: an
+    `explain` for `raise_for_status`."""
+    try:
+        data = response.json()
+    except ValueError:
+        return f"HTTP {response.status_code}"
+    if not isinstance(data, dict):
+        return f"HTTP {response.status_code}"
+    errors = data.get("errors")
+    parts: list[str] = []
+    if isinstance(errors, Mapping):
+        for key, messages in errors.items():
+            text = " ".join(str(m) for m in messages) if isinstance(messages, list) else str(messages)
+            parts.append(f"{key}: {text}")
+    detail = "; ".join(parts) or str(data.get("message") or "").strip()
+    return f"HTTP {response.status_code}" + (f": {one_line(detail, 400)}" if detail else "")
+
+
+def one_line(text: object, limit: int = 200) -> str:
+    """A vendor's message as one short line (whitespace folded, cut with an ellipsis)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -53,8 +53,8 @@ import trio
 
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import ConfigError, InvalidRemoteData, NotFoundError, redact_url
-from vidfs.http.client import REDIRECT_STATUSES, one_line
-from vidfs.http.policy import raise_for_status
+from vidfs.http.client import REDIRECT_STATUSES
+from vidfs.http.policy import one_line, raise_for_status
 from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen_extra
 from vidfs.providers.auth import expiry_from_url
 from vidfs.providers.base import BASE_URL, OptionSpec, ProviderBase, ProviderContext, ProviderSpec

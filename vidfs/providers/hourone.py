@@ -108,23 +108,27 @@ def _hidden_status(video: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _Item:
-    """What an entry needs of a listed video (the rest of its JSON object is dropped as it is read)."""
+    """What an entry needs of a listed video (the rest of its JSON object is dropped as it is read). Its
+    xattrs are frozen at once, as its entry keeps them: a dict of them per item, with an object per value,
+    was about 28 MiB of a 100,000-video listing's peak, beside the entries being made from them."""
 
     video_id: str
     name: str
     content_type: str
-    extra: dict[str, object]
+    extra: Mapping[str, str]
 
     @classmethod
     def of(cls, video_id: str, item: Mapping[str, Any]) -> _Item:
         raw_name = item.get("name")
-        extra = {
-            "status": str(item.get("status") or "").lower(),
-            "progress": item.get("progress"),
-            "draft_id": item.get("draft_id"),
-            "video_player_url": item.get("video_player_url"),
-            "name": raw_name if isinstance(raw_name, str) else None,
-        }
+        extra = frozen_extra(
+            {
+                "status": str(item.get("status") or "").lower(),
+                "progress": item.get("progress"),
+                "draft_id": item.get("draft_id"),
+                "video_player_url": item.get("video_player_url"),
+                "name": raw_name if isinstance(raw_name, str) else None,
+            }
+        )
         return cls(video_id, display_name(item), content_type_for(str(item["download_url"])), extra)
 
 
@@ -133,7 +137,7 @@ class _VideoList:
 
     def __init__(self) -> None:
         self.files: list[_Item] = []
-        self.urls: list[tuple[str, str]] = []  # (video id, download URL) of each file
+        self.urls: list[str] = []  # the download URL of each file, in step with `files` (no pair each)
         self.hidden: list[HiddenItem] = []
         self._seen: set[str] = set()
 
@@ -146,7 +150,7 @@ class _VideoList:
         self._seen.add(video_id)
         if is_file(item):
             self.files.append(_Item.of(video_id, item))
-            self.urls.append((video_id, str(item["download_url"]).strip()))
+            self.urls.append(str(item["download_url"]).strip())
         else:
             self.hidden.append(HiddenItem(video_id, display_name(item), _hidden_status(item)))
 
@@ -165,7 +169,9 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         concurrency = options.get("metadata_concurrency")
         self._metadata_concurrency = METADATA_CONCURRENCY if concurrency is None else int(concurrency)
         self._urls = ListedUrls()  # the listing's download URLs, until each is handed out once
-        self._listed: tuple[Video, ...] = ()  # the latest listing's entries: their durations are known
+        # The durations the latest listing had, by video id: its entries' xattrs may be at rest on disk
+        # since (`vidfs.catalog.extras`), and are not read back for this.
+        self._durations: dict[str, str] = {}
         self.first_seen = FirstSeen(context.state_dir / STATE_FILE, context.log)
 
     # --------------------------------------------------------------------------------------------- api
@@ -210,11 +216,12 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         videos, sink = sinks.pop()  # the answer's: an attempt that failed had its own
         sinks.clear()
         sink.close()
-        self._urls.remember(ROOT_ID, videos.urls, asked_at)
+        pairs = ((item.video_id, url) for item, url in zip(videos.files, videos.urls, strict=True))
+        self._urls.remember(ROOT_ID, pairs, asked_at)
         files, hidden = videos.files, videos.hidden
         del videos
         first_seen = await self.first_seen.stamp(item.video_id for item in files)
-        durations = {v.remote_id: d for v in self._listed if (d := v.extra.get("duration")) is not None}
+        durations = dict(self._durations)
         await self._fetch_durations([item.video_id for item in files], durations)
         # Videos first seen together share one mtime: one float for them, not one each (2.3 MiB at 100,000).
         mtimes = {seen: float(seen) for seen in set(first_seen.values())}
@@ -222,7 +229,8 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
             self._video(item, mtimes[first_seen[item.video_id]], durations.get(item.video_id))
             for item in files
         )
-        self._listed = entries
+        listed = {item.video_id for item in files}
+        self._durations = {video_id: d for video_id, d in durations.items() if video_id in listed}
         return Listing(entries, tuple(hidden))
 
     @staticmethod
@@ -233,7 +241,7 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
             size=None,  # the API tells no size: the engine HEADs the download URL
             mtime=mtime,
             content_type=item.content_type,
-            extra=frozen_extra({**item.extra, "duration": duration}),
+            extra=item.extra if duration is None else frozen_extra({**item.extra, "duration": duration}),
         )
 
     async def _fetch_durations(self, ids: Sequence[str], durations: dict[str, str]) -> None:

@@ -44,6 +44,9 @@ ROOT_ID = "pixop:root"
 DETAIL_CONCURRENCY = 64  # details of one project asked at once; the API origin's window sends fewer
 DONE = "DONE"
 
+# The two handles a video can have, one map each for every video (not one per video: 10 MiB at 100,000).
+_PROCESSED, _ORIGINAL = frozen({"kind": "processed"}), frozen({"kind": "original"})
+
 
 _TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?: |T)(\d{2}):(\d{2}):(\d{2})")
 
@@ -270,7 +273,7 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
             mtime=parse_time(video.get("timeLastUpdated")) or parse_time(video.get("dateCreated")),
             content_type=upload.get("fileType") if isinstance(upload.get("fileType"), str) else None,
             extra=extra,
-            handle=frozen({"kind": "processed" if processed else "original"}),
+            handle=_PROCESSED if processed else _ORIGINAL,
         )
 
     # ----------------------------------------------------------------------------------------- resolve
