@@ -136,6 +136,21 @@ def frozen_extra(values: Mapping[str, object | None]) -> Mapping[str, str]:
     return FrozenMap(out)
 
 
+_CONTENT_TYPES: dict[str, str] = {}  # one string per content type, not one per video (5.6 MiB at 100,000)
+MAX_CONTENT_TYPES = 256
+
+
+def shared_content_type(value: str | None) -> str | None:
+    """The one string kept for a content type that a catalog gives once per video (a JSON field, a snapshot
+    row): videos of one type share it. Bounded: past that many types, a value is kept as it came."""
+    if value is None:
+        return None
+    shared = _CONTENT_TYPES.get(value)
+    if shared is None and len(_CONTENT_TYPES) < MAX_CONTENT_TYPES:
+        shared = _CONTENT_TYPES[value] = value
+    return shared or value
+
+
 @dataclass(frozen=True, slots=True)
 class Folder:
     """A directory of a provider. `remote_id` is unique within its provider instance."""

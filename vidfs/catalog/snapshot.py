@@ -61,7 +61,7 @@ import trio
 from vidfs.catalog.extras import ExtrasReader, Place, encode
 from vidfs.catalog.listings import Key, ListingCache
 from vidfs.catalog.probes import Answers, Probe, SizeProbes, basis_of
-from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen
+from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen, shared_content_type
 from vidfs.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -105,10 +105,6 @@ def _entry_to_json(entry: Folder | Video, *, apart: bool = False) -> list[Any]:
     ]
 
 
-_CONTENT_TYPES: dict[str, str] = {}  # one string per content type, not one per video (5.6 MiB at 100,000)
-MAX_CONTENT_TYPES = 256
-
-
 # The handles read last, as columns and as their maps: videos that share a handle (AIPIX archives under one
 # storage base, among others with a URL each) get one map again, not one each. A few, newest first, so one
 # video between two of a run does not end the run; a list replaced whole, so any thread may read it.
@@ -133,18 +129,13 @@ def _entry_from_json(data: list[Any], place: Place | None = None) -> Folder | Vi
     if data[0] == "d":
         return Folder(data[1], data[2], data[3], _map(data[4]))
     _, remote_id, name, size, mtime, etag, ctype, extra, handle = data
-    if ctype is not None:
-        shared = _CONTENT_TYPES.get(ctype)
-        if shared is None and len(_CONTENT_TYPES) < MAX_CONTENT_TYPES:
-            shared = _CONTENT_TYPES[ctype] = ctype
-        ctype = shared or ctype
     if extra is None:
         if place is None:
             raise ValueError("xattr values at rest outside the snapshot database")
         values: Mapping[str, str] | Place = place
     else:
         values = _map(extra)
-    return Video(remote_id, name, size, mtime, etag, ctype, values, _handle(handle))
+    return Video(remote_id, name, size, mtime, etag, shared_content_type(ctype), values, _handle(handle))
 
 
 def listing_to_json(folder_id: str, listing: Listing) -> dict[str, Any]:
@@ -246,15 +237,13 @@ def write_listing(
     found = db.execute(
         "SELECT id FROM listings WHERE instance = ? AND folder = ?", (instance, folder_id)
     ).fetchone()
-    listing_id: int
     if found is None:
-        listing_id = int(
-            db.execute(
-                "INSERT INTO listings (instance, folder, fetched, entries) VALUES (?, ?, ?, ?)",
-                (instance, folder_id, fetched, len(listing.entries)),
-            ).lastrowid
-            or 0
+        inserted = db.execute(
+            "INSERT INTO listings (instance, folder, fetched, entries) VALUES (?, ?, ?, ?)",
+            (instance, folder_id, fetched, len(listing.entries)),
         )
+        assert inserted.lastrowid is not None  # an INSERT into a rowid table names its row
+        listing_id = inserted.lastrowid
     else:
         listing_id = found[0]
         db.execute("DELETE FROM rows WHERE listing = ?", (listing_id,))

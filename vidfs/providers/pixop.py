@@ -34,7 +34,16 @@ from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
 from vidfs.http.client import dig, json_object, same_origin
 from vidfs.http.policy import raise_for_status
-from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
+from vidfs.model import (
+    Folder,
+    HiddenItem,
+    Listing,
+    StreamLease,
+    Video,
+    frozen,
+    frozen_extra,
+    shared_content_type,
+)
 from vidfs.providers.auth import Token, TokenKeeper, jwt_expiry, utc_seconds
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.paging import Page, numbered_pages
@@ -266,12 +275,13 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
                 "preset": dig(video, "processing", "processingParameters", "targetVideo", "preset", "name"),
             }
         )
+        file_type = upload.get("fileType")
         return Video(
             remote_id=video_id,
             name=name,
             size=size,
             mtime=parse_time(video.get("timeLastUpdated")) or parse_time(video.get("dateCreated")),
-            content_type=upload.get("fileType") if isinstance(upload.get("fileType"), str) else None,
+            content_type=shared_content_type(file_type if isinstance(file_type, str) else None),
             extra=extra,
             handle=_PROCESSED if processed else _ORIGINAL,
         )
