@@ -8,6 +8,7 @@ remount; archives whose file is gone absent; one X-UUID across mounts sharing a 
 from __future__ import annotations
 
 import calendar
+import errno
 import json
 import os
 import re
@@ -446,6 +447,10 @@ def test_shared_names_both_show_and_keep_their_names_across_a_remount_with_one_d
     assert {r["headers"].get("x-client") for r in api} == {"web"}
 
 
+def _counters(root: Path) -> dict[str, int]:
+    return dict(json.loads(os.getxattr(root, "user.vidfs.stats"))["counters"])
+
+
 def test_xattrs_after_a_remount_are_read_back_from_the_snapshot_unchanged(
     small: Emulator, make_config: Any, mounts: Any
 ) -> None:
@@ -459,6 +464,15 @@ def test_xattrs_after_a_remount_are_read_back_from_the_snapshot_unchanged(
         shown.append(
             {path.name: {a: os.getxattr(path, a) for a in os.listxattr(path)} for path in directory.iterdir()}
         )
+        if name == "second":  # what `ls -l` asks of every file is answered without reading the values
+            reads = _counters(mount.path).get("snapshot.extras_reads", 0)
+            assert reads >= 1
+            path = next(directory.iterdir())
+            for other in ("security.selinux", "system.posix_acl_access"):
+                with pytest.raises(OSError) as refused:
+                    os.getxattr(path, other)
+                assert refused.value.errno == errno.ENODATA
+            assert _counters(mount.path).get("snapshot.extras_reads", 0) == reads
         unmount(mount)
         if name == "first":
             small.post("aipix", "requests/clear", {})

@@ -84,6 +84,7 @@ class ExtrasReader:
             try:
                 if self._db is None:
                     self._db = _open(self.path)
+                self._stats.incr("snapshot.extras_reads")
                 # fetchall: the statement is done at once, so this reader never holds the WAL back
                 rows = self._db.execute(_QUERY, (place.instance, place.folder_id, remote_id)).fetchall()
             except sqlite3.Error as exc:

@@ -211,7 +211,7 @@ class VidfsOperations(pyfuse3.Operations):
     # --------------------------------------------------------------------------------------- xattrs
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
         with self._answer_now("getxattr"):
-            value = self.fs.xattrs(inode).get(os.fsdecode(name))
+            value = self.fs.xattr(inode, os.fsdecode(name))
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
         return value.encode()

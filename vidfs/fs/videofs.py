@@ -258,6 +258,14 @@ class VideoFS:
             log.debug("container warm-up of %s failed: %s", file.key.remote_id, exc)
 
     # ---------------------------------------------------------------------------------------- xattrs
+    def xattr(self, inode: int, name: str) -> str | None:
+        """One xattr's value, None if it has none. A name outside ours is answered without the values: `ls
+        -l` asks for `security.selinux` and `system.posix_acl_access` of every file, and a saved video's
+        values are read from the snapshot when asked (`vidfs.catalog.extras`)."""
+        if not name.startswith(XATTR_PREFIX):
+            return None
+        return self.xattrs(inode).get(name)
+
     def xattrs(self, inode: int) -> Mapping[str, str]:
         node = self.tree.get(self.to_node_inode(inode))
         values = {XATTR_PREFIX + key: value for key, value in node.xattrs.items()}
