@@ -47,6 +47,12 @@ class FrozenMap(Mapping[str, str]):
         made._keys, made._values = cls._made(keys, values)
         return made
 
+    @classmethod
+    def from_columns(cls, data: list[list[str]]) -> FrozenMap:
+        """From what `columns()` gave, read back from JSON (`[keys, values]`)."""
+        keys, values = data
+        return cls.of(tuple(keys), values)
+
     @staticmethod
     def _made(keys: tuple[str, ...], values: Iterable[str]) -> tuple[tuple[str, ...], str | tuple[str, ...]]:
         """The shared key tuple and the values, joined unless one holds the separator."""

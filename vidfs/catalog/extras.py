@@ -46,16 +46,6 @@ _QUERY = (
 _EMPTY = FrozenMap()
 
 
-def encode(values: FrozenMap) -> str:
-    """A map as the extras table keeps it: `[keys, values]` in JSON."""
-    return json.dumps(values.columns(), separators=(",", ":"), ensure_ascii=False)
-
-
-def decode(text: str) -> FrozenMap:
-    keys, values = json.loads(text)
-    return FrozenMap.of(tuple(keys), values)
-
-
 class ExtrasReader:
     """Reads the values of videos at rest, in the trio thread, through a read-only connection of its own
     (WAL: it reads while the writer writes). Opened at the first read, again after an error."""
@@ -97,7 +87,7 @@ class ExtrasReader:
                 self._missing(f"xattrs of some videos are no longer in {self.path}")
                 return _EMPTY
             try:
-                return decode(rows[0][0])
+                return FrozenMap.from_columns(json.loads(rows[0][0]))  # as snapshot.py wrote it
             except (ValueError, TypeError):
                 self._missing(f"damaged xattrs in {self.path}")
                 return _EMPTY

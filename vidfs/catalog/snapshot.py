@@ -58,7 +58,7 @@ from typing import Any
 
 import trio
 
-from vidfs.catalog.extras import ExtrasReader, Place, encode
+from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.listings import Key, ListingCache
 from vidfs.catalog.probes import Answers, Probe, SizeProbes, basis_of
 from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen, shared_content_type
@@ -79,11 +79,6 @@ def _columns(values: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...
     if isinstance(values, FrozenMap):
         return values.columns()
     return frozen(values).columns()
-
-
-def _map(data: list[list[str]]) -> FrozenMap:
-    keys, values = data
-    return FrozenMap.of(tuple(keys), values)
 
 
 def _entry_to_json(entry: Folder | Video, *, apart: bool = False) -> list[Any]:
@@ -118,7 +113,7 @@ def _handle(data: list[list[str]]) -> FrozenMap:
     for known_data, known in recent:
         if known_data == data:
             return known
-    made = _map(data)
+    made = FrozenMap.from_columns(data)
     _recent_handles = [(data, made), *recent[: RECENT_HANDLES - 1]]
     return made
 
@@ -127,14 +122,14 @@ def _entry_from_json(data: list[Any], place: Place | None = None) -> Folder | Vi
     """An entry from its JSON array; a video's xattr values null there are at rest in `place`."""
     # Positional and without conversions: this runs for each of 100,000 entries at mount time.
     if data[0] == "d":
-        return Folder(data[1], data[2], data[3], _map(data[4]))
+        return Folder(data[1], data[2], data[3], FrozenMap.from_columns(data[4]))
     _, remote_id, name, size, mtime, etag, ctype, extra, handle = data
     if extra is None:
         if place is None:
             raise ValueError("xattr values at rest outside the snapshot database")
         values: Mapping[str, str] | Place = place
     else:
-        values = _map(extra)
+        values = FrozenMap.from_columns(extra)
     return Video(remote_id, name, size, mtime, etag, shared_content_type(ctype), values, _handle(handle))
 
 
@@ -223,11 +218,11 @@ def _kept_apart(video: Video) -> bool:
 
 def _new_extras(listing_id: int, listing: Listing) -> Iterator[tuple[int, str, str]]:
     """The extras rows of a listing's videos whose values are not at rest yet (nor empty)."""
+    to_json = _encoder()
     for entry in listing.entries:
         if not isinstance(entry, Video) or isinstance(entry.extra, Place) or not entry.extra:
             continue
-        values = entry.xattrs
-        yield listing_id, entry.remote_id, encode(values if isinstance(values, FrozenMap) else frozen(values))
+        yield listing_id, entry.remote_id, to_json(_columns(entry.xattrs))
 
 
 def write_listing(
