@@ -32,6 +32,7 @@ from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.probes import Answers, Probe, SizeProbes, basis_of
 from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, UnreachableError, to_errno
+from vidfs.fs import tree as tree_module
 from vidfs.fs.operations import VidfsOperations
 from vidfs.fs.tree import Node, Tree, stable_inode
 from vidfs.http.client import HttpClient
@@ -169,7 +170,11 @@ async def test_a_request_waits_for_a_directory_while_its_sizes_keep_arriving(
 
     async def slow_probe(instance: str, provider: Any, video: Video) -> Probe:
         await trio.sleep(math.inf if stuck and video.remote_id == "v999" else 5.0)
-        return Probe(1000, None)
+        answer = Probe(1000, None)
+        learn((instance, video.remote_id, video.fingerprint), answer)  # kept, as a real probe's answer is
+        return answer
+
+    learn = tree.probes.learn
 
     tree.probes.probe = slow_probe  # type: ignore[method-assign]
     children, took = await opendir_in_time(tree)
@@ -179,6 +184,35 @@ async def test_a_request_waits_for_a_directory_while_its_sizes_keep_arriving(
         assert isinstance(children, list) and len(children) == 1000
         assert all(child.size == 1000 for child in children)
         assert took > 30  # longer than one request timeout
+
+
+async def test_a_size_forgotten_while_its_directory_is_built_hides_the_file_until_built_again(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A read that finds a file changed forgets what storage told of it; should that happen between its
+    # probe and the end of its directory's build, the file is hidden (never shown without a size) and the
+    # directory is built again after negative_ttl, when it is probed afresh.
+    entries: list[Folder | Video] = [Video(f"v{i}", f"v{i}.mp4", mtime=1.0) for i in range(3)]
+    tree = make_tree(FakeProvider({"root": entries}), negative_ttl=10.0)
+    asked: list[str] = []
+
+    async def probe(instance: str, provider: Any, video: Video) -> Probe:
+        asked.append(video.remote_id)
+        answer = Probe(1000 + int(video.remote_id[1:]), None)
+        learn((instance, video.remote_id, video.fingerprint), answer)
+        if video.remote_id == "v1" and asked.count("v1") == 1:
+            tree.probes.forget(instance, video)  # the file changed meanwhile
+        return answer
+
+    learn = tree.probes.learn
+    tree.probes.probe = probe  # type: ignore[method-assign]
+    first = {node.name: node.size for node in await tree.children(provider_inode(tree))}
+    assert first == {"v0.mp4": 1000, "v2.mp4": 1002}
+    assert [item.remote_id for item in await tree.hidden(provider_inode(tree))] == ["v1"]
+    await trio.sleep(11)
+    again = {node.name: node.size for node in await tree.children(provider_inode(tree))}
+    assert again == {"v0.mp4": 1000, "v1.mp4": 1001, "v2.mp4": 1002}
+    assert sorted(asked) == ["v0", "v1", "v1", "v2"]  # only the forgotten one asked again
 
 
 class PagedProvider(FakeProvider):
@@ -432,6 +466,41 @@ async def test_inodes_are_stable_across_trees() -> None:
     a = {n.name: n.inode for n in await tree_a.children(provider_inode(tree_a))}
     b = {n.name: n.inode for n in await tree_b.children(provider_inode(tree_b))}
     assert a == b and len(set(a.values())) == 100
+
+
+async def test_items_hashing_alike_get_their_own_inodes_the_same_in_every_tree(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A directory's nodes are checked for two alike only after they are made: force two pairs of ids to
+    # hash alike, and one id listed twice, and every build must still give each item its own number.
+    real = tree_module.stable_inode
+
+    def coarse(instance: str, kind: str, remote_id: str, salt: int = 0) -> int:
+        alias = {"v3": "v1", "v7": "v5"}.get(remote_id, remote_id)
+        return real(instance, kind, alias, salt)
+
+    monkeypatch.setattr(tree_module, "stable_inode", coarse)
+    listed = videos(10)
+    twice = [*listed, listed[4]]  # an API that gives one video twice
+    seen = []
+    for entries in (listed, list(reversed(listed)), twice):
+        tree = make_tree(FakeProvider({"root": entries}))
+        children = await tree.children(provider_inode(tree))
+        by_id: dict[str, set[int]] = {}
+        for node in children:
+            by_id.setdefault(node.video.remote_id, set()).add(node.inode)
+        assert all(len(numbers) == 1 for numbers in by_id.values())  # one number per item...
+        assert len({number for (number,) in by_id.values()}) == 10  # ...its own
+        seen.append({remote_id: number for remote_id, (number,) in by_id.items()})
+    # The later of two alike takes the next number: listed the other way round, the pair swaps them.
+    assert seen[1] == {
+        **seen[0],
+        "v1": seen[0]["v3"],
+        "v3": seen[0]["v1"],
+        "v5": seen[0]["v7"],
+        "v7": seen[0]["v5"],
+    }
+    assert seen[2] == seen[0]
 
 
 # ------------------------------------------------------------------------------------------ snapshot

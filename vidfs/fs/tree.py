@@ -19,12 +19,15 @@ large catalog does not grow with every name ever looked up.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import logging
 import stat
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import overload
 
 import trio
@@ -57,7 +60,8 @@ def stable_inode(instance: str, kind: str, remote_id: str, salt: int = 0) -> int
 
 
 class Node:
-    """One item of the tree. `lookups` is the kernel's count; `opens` the open files holding it."""
+    """One item of the tree. `lookups` is the kernel's count (the open files holding it are counted by the
+    tree, as are the kernel's cached pages by `VideoFS`: a slot each here was 1.6 MiB at 100,000 items)."""
 
     __slots__ = (
         "entry",
@@ -66,8 +70,6 @@ class Node:
         "instance",
         "lookups",
         "name",
-        "opens",
-        "page_cache",
         "parent",
         "size",
     )
@@ -81,8 +83,6 @@ class Node:
         self.size = (entry.size or 0) if isinstance(entry, Video) else 0
         self.etag: str | None = None
         self.lookups = 0
-        self.opens = 0
-        self.page_cache: str | None = None  # what the kernel's cached pages of this inode were read from
 
     @property
     def is_dir(self) -> bool:
@@ -138,14 +138,29 @@ class _Build:
 
 @dataclass(eq=False)
 class _Directory:
-    children: dict[str, Node] = field(default_factory=dict)
-    names: list[str] = field(default_factory=list)  # sorted: the order readdir gives
+    # Sorted by name (the order readdir gives) and found by bisection: a dict of them by name was 3 MiB more
+    # at 100,000. Never changed once built (a listing that changes makes a new _Directory), so an open
+    # directory's handle holds `nodes` itself.
+    names: list[str] = field(default_factory=list)
+    nodes: list[Node] = field(default_factory=list)  # beside `names`
     hidden: tuple[HiddenItem, ...] = ()
     built_from: object = None  # the Listing object these children were built from
     retry_at: float | None = None  # some sizes could not be learned: build again after this instant
 
     def current(self, listing: object) -> bool:
         return self.built_from is listing and (self.retry_at is None or trio.current_time() < self.retry_at)
+
+    @classmethod
+    def of(
+        cls, nodes: list[Node], hidden: tuple[HiddenItem, ...] = (), built_from: object = None
+    ) -> _Directory:
+        """The directory of `nodes` (each name once), which are sorted here."""
+        nodes.sort(key=attrgetter("name"))
+        return cls([node.name for node in nodes], nodes, hidden, built_from)
+
+    def child(self, name: str) -> Node | None:
+        at = bisect.bisect_left(self.names, name)
+        return self.nodes[at] if at < len(self.names) and self.names[at] == name else None
 
 
 class _NamingItems(Sequence[tuple[str, str, bool, str | None]]):
@@ -194,6 +209,7 @@ class Tree:
         self.mounted_at = mounted_at or time.time()
         self.nodes: dict[int, Node] = {}  # what the kernel knows, open files, and the roots
         self._pinned: set[int] = {ROOT_INODE}
+        self._opens: dict[int, int] = {}  # inode → the open files holding it (none: not here)
         self._dirs: dict[int, _Directory] = {}
         self._building: dict[int, _Build] = {}
         self._spawner: Spawner | None = None
@@ -202,14 +218,13 @@ class Tree:
         ] = {}  # directories built ahead of a walker (insertion order: oldest first)
         root = Node(ROOT_INODE, ROOT_INODE, "", None, None)
         self.nodes[ROOT_INODE] = root
-        top = _Directory(built_from="static")
+        tops: list[Node] = []
         for instance, provider in sorted(self.providers.items()):
             node = self._new_node(instance, provider.root(), ROOT_INODE, instance, {})
             self.nodes[node.inode] = node
             self._pinned.add(node.inode)
-            top.children[instance] = node
-        top.names = sorted(top.children)
-        self._dirs[ROOT_INODE] = top
+            tops.append(node)
+        self._dirs[ROOT_INODE] = _Directory.of(tops, built_from="static")
 
     # ------------------------------------------------------------------------------------ inodes
     def _new_node(
@@ -254,15 +269,21 @@ class Tree:
 
     def hold(self, node: Node) -> None:
         """An open file holds `node` (the kernel holds it too, but a forget may race with a release)."""
-        node.opens += 1
+        self._opens[node.inode] = self._opens.get(node.inode, 0) + 1
         self.nodes[node.inode] = node
 
     def release(self, node: Node) -> None:
-        node.opens = max(0, node.opens - 1)
+        opens = self._opens.pop(node.inode, 0) - 1
+        if opens > 0:
+            self._opens[node.inode] = opens
         self._maybe_drop(node)
 
+    def _held(self, node: Node) -> bool:
+        """The kernel, an open file, or the mount (a root) holds `node`."""
+        return bool(node.lookups) or node.inode in self._opens or node.inode in self._pinned
+
     def _maybe_drop(self, node: Node) -> None:
-        if node.lookups or node.opens or node.inode in self._pinned:
+        if self._held(node):
             return
         if self.nodes.get(node.inode) is node:
             del self.nodes[node.inode]
@@ -272,10 +293,10 @@ class Tree:
     # ----------------------------------------------------------------------------------- directories
     async def children(
         self, inode: int, *, max_age: float | None = None, progress: Progress | None = None
-    ) -> list[Node]:
+    ) -> Sequence[Node]:
         return self._listed(await self._directory(inode, max_age=max_age, progress=progress))
 
-    def children_now(self, inode: int) -> list[Node] | None:
+    def children_now(self, inode: int) -> Sequence[Node] | None:
         """The children if they are known without waiting (the listing answers at once and the directory is
         built from it), else None: then `children` waits. The warm walk's `opendir`, without a deadline."""
         node = self.get(inode)
@@ -290,11 +311,11 @@ class Tree:
             directory = found
         return self._listed(directory)
 
-    def _listed(self, directory: _Directory) -> list[Node]:
+    def _listed(self, directory: _Directory) -> Sequence[Node]:
         """A directory's children in name order, for someone who listed it (its subdirectories are read
         ahead)."""
         self._read_ahead(directory)
-        return [directory.children[name] for name in directory.names]
+        return directory.nodes
 
     # ------------------------------------------------------------------------------ directory readahead
     def attach(self, spawner: Spawner) -> None:
@@ -309,8 +330,7 @@ class Tree:
         if self._spawner is None:
             return
         started = 0
-        for name in directory.names:
-            child = directory.children[name]
+        for child in directory.nodes:
             if not child.is_dir or child.inode in self._dirs or child.inode in self._building:
                 continue
             self._warm[child.inode] = None
@@ -331,7 +351,7 @@ class Tree:
     def _forget_warm(self, inode: int) -> None:
         self._warm.pop(inode, None)
         node = self.nodes.get(inode)
-        if node is None or not (node.lookups or node.opens or inode in self._pinned):
+        if node is None or not self._held(node):
             self._dirs.pop(inode, None)
 
     async def hidden(self, inode: int) -> tuple[HiddenItem, ...]:
@@ -339,14 +359,14 @@ class Tree:
 
     async def lookup(self, parent: int, name: str, *, progress: Progress | None = None) -> Node:
         directory = await self._directory(parent, progress=progress)
-        child = directory.children.get(name)
+        child = directory.child(name)
         if child is None and self.get(parent).instance is not None:
             # A name we don't know: the listing may predate the item. Refresh, at most once per negative_ttl.
             node = self.get(parent)
             age = self.listings.age(node.instance or "", node.folder.remote_id)
             if age is not None and age >= self.listings.negative_ttl:
                 directory = await self._directory(parent, max_age=self.listings.negative_ttl)
-                child = directory.children.get(name)
+                child = directory.child(name)
         if child is None:
             raise NotFoundError(f"{name!r} not found")
         return child
@@ -410,7 +430,7 @@ class Tree:
             directory = await self._build(node, provider, listing.entries, listing.hidden, build)
             directory.built_from = listing
             inode = node.inode
-            if inode in self.nodes or node.lookups or node.opens or inode in self._warm:
+            if inode in self.nodes or self._held(node) or inode in self._warm:
                 self._dirs[inode] = directory
             build.directory = directory
         except Exception as exc:
@@ -432,66 +452,94 @@ class Tree:
     ) -> _Directory:
         instance = parent.instance
         assert instance is not None
-        sizes, failed = await self._learn_sizes(instance, provider, entries, build)
-        shown = [
-            e for e in entries if not (isinstance(e, Video) and e.size is None and e.remote_id not in sizes)
-        ]
+        failed = await self._learn_sizes(instance, provider, entries, build)
+        # The answers are read back from the probe table into a list beside the entries shown: a dict of them
+        # by remote id was 5 MiB more at the end of a 100,000-entry directory's build, the daemon's peak.
+        shown: list[Entry] = []
+        answers: list[Probe | None] = []
+        hidden_ids = {item.remote_id for item in failed}
+        for entry in entries:
+            answer = None
+            if isinstance(entry, Video) and entry.size is None:
+                answer = self.probes.known(instance, entry)
+                if answer is None:  # not learned, or forgotten since (the file changed): shown when it is
+                    if entry.remote_id not in hidden_ids:
+                        failed.append(HiddenItem(entry.remote_id, entry.name, "size unknown: it changed"))
+                    continue
+            shown.append(entry)
+            answers.append(answer)
         names = name_entries(_NamingItems(shown))
-        directory = _Directory(hidden=tuple(hidden) + tuple(failed))
+        children = self._children(instance, parent.inode, shown, names, answers, checked=False)
+        if children is None:  # two of them hashed alike (about once in 10⁹ directories of 100,000)
+            children = self._children(instance, parent.inode, shown, names, answers, checked=True)
+        assert children is not None
+        directory = _Directory.of(children, hidden=tuple(hidden) + tuple(failed))
         if failed:  # a transient failure must not hide a file for the whole listing TTL
             directory.retry_at = trio.current_time() + self.listings.negative_ttl
-        taken: dict[int, Node] = {}
-        for entry, name in zip(shown, names, strict=True):
-            node = self._new_node(instance, entry, parent.inode, name, taken)
-            taken[node.inode] = node
-            if isinstance(entry, Video):
-                if entry.remote_id in sizes:
-                    answer = sizes[entry.remote_id]
-                    node.size, node.etag = answer.size, answer.etag
-                elif entry.size is not None:
-                    node.size = entry.size
-                    node.etag = entry.etag
-                    if node.etag is None:  # an earlier HEAD may have told it
-                        probe = self.probes.known(instance, entry)
-                        node.etag = probe.etag if probe else None
-            directory.children[name] = node
-        directory.names = sorted(directory.children)
         return directory
+
+    def _children(
+        self,
+        instance: str,
+        parent: int,
+        shown: list[Entry],
+        names: list[str],
+        answers: list[Probe | None],
+        *,
+        checked: bool,
+    ) -> list[Node] | None:
+        """A directory's nodes. Unless `checked`, the nodes made here are not looked up among each
+        other as they are made (a table of them all was 5 MiB at the peak of a 100,000-entry build): two
+        alike are found afterwards, in a sorted list of their numbers, and then None is returned, for the
+        caller to build them again `checked`, each looked up among those made before it."""
+        taken: dict[int, Node] = {}
+        children: list[Node] = []
+        for entry, name, answer in zip(shown, names, answers, strict=True):
+            node = self._new_node(instance, entry, parent, name, taken)
+            if checked:
+                taken[node.inode] = node
+            if answer is not None:
+                node.size, node.etag = answer.size, answer.etag
+            elif isinstance(entry, Video) and entry.size is not None:
+                node.size = entry.size
+                node.etag = entry.etag
+                if node.etag is None:  # an earlier HEAD may have told it
+                    probe = self.probes.known(instance, entry)
+                    node.etag = probe.etag if probe else None
+            children.append(node)
+        if not checked:
+            numbers = sorted(node.inode for node in children)
+            if any(a == b for a, b in itertools.pairwise(numbers)):
+                return None
+        return children
 
     async def _learn_sizes(
         self, instance: str, provider: Provider, entries: tuple[Entry, ...], build: _Build | None = None
-    ) -> tuple[dict[str, Probe], list[HiddenItem]]:
-        # The answers themselves, not a (size, ETag) pair each: 100,000 pairs were 5.6 MiB more at the end of
-        # a big directory's build, when the daemon's memory peaks.
-        sizes: dict[str, Probe] = {}
+    ) -> list[HiddenItem]:
+        """Learn the sizes the listing lacks (into the probe table); the videos whose size is unknown."""
         failed: list[HiddenItem] = []
 
         async def learn(video: Video) -> None:
             try:
-                probe = await self.probes.probe(instance, provider, video)
+                await self.probes.probe(instance, provider, video)
             except VidfsError as exc:
                 log.warning("%s: %r hidden: its size is unknown (%s)", instance, video.name, exc)
                 failed.append(HiddenItem(video.remote_id, video.name, f"size unknown: {exc}"))
                 return
-            sizes[video.remote_id] = probe
             if build is not None:
                 build.progressed()
 
-        pending: list[Video] = []
-        for entry in entries:
-            if isinstance(entry, Video) and entry.size is None:
-                # Known sizes (the snapshot's, after a remount) are taken here, without a task each: a walk
-                # of VALT's 10,000 one-video records builds 10,000 directories.
-                known = self.probes.known(instance, entry)
-                if known is not None:
-                    sizes[entry.remote_id] = known
-                else:
-                    pending.append(entry)
-        if not pending:
-            return sizes, failed
-        # The probes' own adaptive window bounds what is in flight; the workers only bound the tasks.
-        await for_each(pending, learn, workers=min(PROBE_WORKERS, len(pending)))
-        return sizes, failed
+        # Known sizes (the snapshot's, after a remount) are not asked again, and without a task each: a walk
+        # of VALT's 10,000 one-video records builds 10,000 directories.
+        pending = [
+            entry
+            for entry in entries
+            if isinstance(entry, Video) and entry.size is None and self.probes.known(instance, entry) is None
+        ]
+        if pending:
+            # The probes' own adaptive window bounds what is in flight; the workers only bound the tasks.
+            await for_each(pending, learn, workers=min(PROBE_WORKERS, len(pending)))
+        return failed
 
     async def resolve_path(self, path: str) -> Node:
         """The node at a '/'-separated path below the mount root (for --subtree)."""

@@ -16,9 +16,11 @@ import json
 import logging
 import os
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+from cachetools import LRUCache
 
 from vidfs.errors import NotFoundError, StaleError, VidfsError
 from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
@@ -61,6 +63,9 @@ class OpenFile:
 
 
 WARMED_LIMIT = 4096  # files whose container head was fetched at first open (a bounded memory of it)
+# Inodes whose pages the kernel may cache, with what they were read from. One forgotten here only costs the
+# kernel's cached pages of it at the next open (`keep_cache` false), never wrong bytes.
+PAGE_CACHE_LIMIT = 65536
 
 
 class VideoFS:
@@ -90,9 +95,10 @@ class VideoFS:
         self.uid = os.getuid()
         self.gid = os.getgid()
         self._handles: dict[int, OpenFile] = {}
-        self._dir_handles: dict[int, list[Node]] = {}
+        self._dir_handles: dict[int, Sequence[Node]] = {}
         self._files: dict[FileKey, tuple[RemoteFile, int]] = {}
         self._warmed: dict[FileKey, None] = {}  # insertion-ordered: the oldest is forgotten first
+        self._page_cache: LRUCache[int, str] = LRUCache(maxsize=PAGE_CACHE_LIMIT)
         self._next_fh = itertools.count(1)
 
     # ---------------------------------------------------------------------------------- inode mapping
@@ -138,7 +144,7 @@ class VideoFS:
         children = self.tree.children_now(self.to_node_inode(inode))
         return None if children is None else self._dir_handle(children)
 
-    def _dir_handle(self, children: list[Node]) -> int:
+    def _dir_handle(self, children: Sequence[Node]) -> int:
         fh = next(self._next_fh)
         self._dir_handles[fh] = children
         return fh
@@ -188,8 +194,8 @@ class VideoFS:
         self.tree.hold(node)
         # The kernel's cached pages of this inode are kept only while they are of the same bytes.
         fingerprint = f"{video.fingerprint}|{node.size}|{node.etag}"
-        keep_cache = node.page_cache == fingerprint
-        node.page_cache = fingerprint
+        keep_cache = self._page_cache.get(node.inode) == fingerprint
+        self._page_cache[node.inode] = fingerprint
         if key not in self._warmed and video.name.lower().endswith(VIDEO_CONTAINERS):
             self._warmed[key] = None
             if len(self._warmed) > WARMED_LIMIT:
@@ -225,7 +231,7 @@ class VideoFS:
                 del self._files[file.key]  # new opens get a fresh RemoteFile (new size and ETag)
             # ...and the kernel must drop its cached pages of this inode at the next open, even when the
             # provider's fingerprint cannot tell the change (no ETag, no update time in the API).
-            handle.node.page_cache = None
+            self._page_cache.pop(handle.node.inode, None)
             raise
         self.stats.incr("bytes.read", len(data))
         return data
