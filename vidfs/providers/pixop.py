@@ -135,7 +135,7 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
         embedded = dig(document, "_embedded", key) or []
         if not isinstance(embedded, list):
             raise InvalidRemoteData(f"{self.instance}: {what}: _embedded.{key} is not a list")
-        items = [item for item in embedded if isinstance(item, dict)]
+        items = [_scalars(item) for item in embedded if isinstance(item, dict)]
         total = dig(document, "_embedded", "totalFound")
         total = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
         next_href, last_href = (
@@ -335,6 +335,13 @@ def _with_page(href: str, number: int) -> str:
         (k, str(number) if k == "page" else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _scalars(item: dict[str, Any]) -> dict[str, Any]:
+    """A list item as it is kept until its details arrive: its scalar fields (id, names, times), which the
+    details may lack; not its `_links`, which nothing reads. The summaries of the 32 projects listed at once
+    as a walker goes were most of the daemon's peak at 100,000 videos: 1.2 KB each whole, 0.75 KB so."""
+    return {key: value for key, value in item.items() if not isinstance(value, dict | list)}
 
 
 def _item_id(item: Any) -> str | None:
