@@ -1,7 +1,8 @@
 """The daemon's one malloc arena (`vidfs.daemon.memory`): a worker thread's allocations come from the main
 arena once it is set, so blocks the trio thread frees are reused by the next reads; an operator's own
 `MALLOC_ARENA_MAX` is left alone. Each case runs in a fresh interpreter (a thread keeps its first arena),
-and counts the arenas glibc's `malloc_stats` reports after a thread allocated 1 MiB."""
+and counts the arenas glibc's `malloc_stats` reports after a thread allocated 1 MiB. The heap trimmer gives
+free pages inside the heap back, and only after the catalog's work changed."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import subprocess
 import sys
 
 import pytest
+import trio
+
+from vidfs.daemon.memory import HeapTrimmer
 
 PROBE = """
 import ctypes, sys, threading
@@ -46,3 +50,70 @@ def test_a_worker_thread_allocates_from_the_main_arena(clean_env: dict[str, str]
 
 def test_an_operators_arena_count_is_left_alone(clean_env: dict[str, str]) -> None:
     assert arenas({**clean_env, "MALLOC_ARENA_MAX": "4"}) == ("left", 2)
+
+
+# ------------------------------------------------------------------------------------------ heap trimmer
+TRIM_PROBE = """
+import trio
+from vidfs.daemon.memory import HeapTrimmer, one_arena
+
+def rss_mib():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+one_arena()
+freed = [bytearray(65536) for _ in range(512)]  # 32 MiB in the heap, below glibc's mmap threshold
+kept = bytearray(65536)  # above them: the heap's top stays in use, so free() alone gives nothing back
+del freed
+before = rss_mib()
+
+async def main():
+    work = [0]
+    trimmer = HeapTrimmer(lambda: work[0], interval=0.01)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trimmer.run)
+            work[0] += 1  # the catalog did something
+            while trimmer.statistics()["trims"] == 0:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+
+trio.run(main)
+print(round(before - rss_mib()), flush=True)
+"""
+
+
+def test_the_trimmer_gives_the_heaps_free_pages_back_to_the_kernel(clean_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", TRIM_PROBE],
+        env=clean_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert int(done.stdout) >= 24, done.stdout  # MiB of the 32 freed that left the process
+
+
+async def test_the_heap_is_trimmed_once_per_change_of_the_catalogs_work() -> None:
+    work = [0]
+    trimmer = HeapTrimmer(lambda: work[0], interval=0.01)
+
+    async def after_looks(count: int) -> dict[str, int]:
+        """The statistics once the trimmer looked `count` more times."""
+        target = trimmer.statistics()["looks"] + count
+        while trimmer.statistics()["looks"] < target:
+            await trio.sleep(0.01)
+        return trimmer.statistics()
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trimmer.run)
+            assert (await after_looks(5))["trims"] == 0  # nothing done
+            work[0] += 1
+            assert (await after_looks(2))["trims"] == 1
+            assert (await after_looks(5))["trims"] == 1  # nothing more done
+            work[0] += 1
+            assert (await after_looks(2))["trims"] == 2
+            nursery.cancel_scope.cancel()

@@ -16,6 +16,13 @@ reverted (see the history of this file): the 1 MiB FUSE replies then came from t
 +10 MiB of peak RSS. Replies are now assembled in one resident buffer (`vidfs.io.reply_buffer`) anyway.
 
 An operator's own `MALLOC_ARENA_MAX` wins: nothing is changed then. Not glibc (musl): nothing to set.
+
+Giving back (`HeapTrimmer`): catalog work leaves free pages inside the heap that glibc keeps (it only gives
+back the top): a 100,000-video listing's pages and JSON, the xattr values saved to the snapshot, the old
+tables of dicts that grew. At the end of a cold walk of 100,000 AIPIX archives 10.6 MiB of the heap was free
+and resident; `malloc_trim(0)` hands such pages to the kernel. The trimmer does so twice a second while the
+catalog is at work (requests, saves, new nodes), never because of reads: the LRU's freed blocks are the next
+reads' (above). Peak RSS of that walk: 154 MiB without it, 148 with it, for 65 trims of 6 ms each.
 """
 
 from __future__ import annotations
@@ -24,11 +31,24 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import time
+from collections.abc import Callable, Hashable
+from typing import Any
+
+import trio
 
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # mallopt parameter, from glibc's malloc.h
 OPERATOR_SETTING = "MALLOC_ARENA_MAX"
+TRIM_INTERVAL = 0.5  # seconds between looks at the catalog's work: 1 s left a peak 2.5 MiB higher
+
+
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or None)
+    except OSError:
+        return None
 
 
 def one_arena() -> bool:
@@ -37,11 +57,7 @@ def one_arena() -> bool:
     keeps the arena it was first given."""
     if OPERATOR_SETTING in os.environ:
         return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
-    except OSError:
-        return False
-    mallopt = getattr(libc, "mallopt", None)
+    mallopt = getattr(_libc(), "mallopt", None)
     if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
@@ -50,3 +66,46 @@ def one_arena() -> bool:
     if not done:
         log.debug("malloc arena count not set (mallopt refused it)")
     return done
+
+
+class HeapTrimmer:
+    """A service: after catalog work, the heap's free pages go back to the kernel (the essay above).
+    `work_done()` is any value that changes with that work; it is looked at every `interval` seconds."""
+
+    def __init__(self, work_done: Callable[[], Hashable], interval: float = TRIM_INTERVAL) -> None:
+        self._work_done = work_done
+        self._interval = interval
+        self._trim = getattr(_libc(), "malloc_trim", None)  # None: not glibc, nothing to do
+        if self._trim is not None:
+            self._trim.argtypes = [ctypes.c_size_t]
+            self._trim.restype = ctypes.c_int
+        self._looks = 0
+        self._trims = 0
+        self._seconds = 0.0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        if self._trim is None:
+            return
+        seen = self._work_done()
+        while True:  # for the mount's life, one look a second
+            await trio.sleep(self._interval)
+            now = self._work_done()
+            self._looks += 1
+            if now == seen:
+                continue
+            seen = now
+            started = time.perf_counter()
+            # In a thread: glibc holds the heap's lock meanwhile, and other threads only wait for it if
+            # they allocate, whereas the trio thread would wait the whole trim.
+            await trio.to_thread.run_sync(self._trim, 0)
+            self._trims += 1
+            self._seconds += time.perf_counter() - started
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "looks": self._looks,
+            "trims": self._trims,
+            "seconds": round(self._seconds, 3),
+            "available": self._trim is not None,
+        }

@@ -44,12 +44,13 @@ import trio
 
 from vidfs.config.types import Config
 from vidfs.daemon.control import ControlServer, socket_path
-from vidfs.daemon.memory import one_arena
+from vidfs.daemon.memory import HeapTrimmer, one_arena
 from vidfs.daemon.mountpoint import claim_mountpoint, tune_readahead
 from vidfs.daemon.supervisor import ServiceNursery, Supervisor
 from vidfs.engine import Engine, open_engine
 from vidfs.errors import UsageError, VidfsError
 from vidfs.fs.operations import VidfsOperations
+from vidfs.fs.tree import Tree
 from vidfs.fs.videofs import VideoFS
 from vidfs.io.block_cache import BlockCache
 from vidfs.io.store import DiskStore, running
@@ -113,6 +114,9 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
             control = ControlServer(fs, socket_path(request.config.cache.dir, request.mountpoint), supervisor)
             stats.add_section("control", control.statistics)
             await services.start_service("control", control.serve)
+            trimmer = HeapTrimmer(lambda: _catalog_work(stats, engine.tree))
+            stats.add_section("heap_trimmer", trimmer.statistics)
+            await services.start_service("heap-trimmer", trimmer.run)
             if request.config.metrics.listen is not None:
                 from vidfs.daemon.metrics import MetricsEndpoint  # prometheus_client only when asked for
 
@@ -127,6 +131,18 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
         log.info("unmounted %s", request.mountpoint)
     else:
         log.info("stopped before mounting %s", request.mountpoint)
+
+
+def _catalog_work(stats: Stats, tree: Tree) -> tuple[int, ...]:
+    """What changes with the catalog's work (listings, HEADs, snapshot saves, nodes made): the heap trimmer's
+    cue. Reads change none of it."""
+    counters = stats.counters
+    return (
+        counters["metadata.vendor_calls"],
+        counters["metadata.heads"],
+        counters["snapshot.saves"],
+        len(tree.nodes),
+    )
 
 
 async def _open_disk_store(config: Config, stats: Stats, stack: AsyncExitStack) -> DiskStore | None:
