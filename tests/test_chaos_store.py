@@ -176,6 +176,8 @@ def test_chaos_cache_dir_fills_up_in_the_middle_of_reads(
             fill_up(cache_dir / "filler")  # someone else fills the file system
             assert sha256_fresh(root / BIG) == files[BIG]["sha256"]
             assert sha256_fresh(root / "Café #1.mp4") == files["Café #1.mp4"]["sha256"]
+            # Blocks are written behind the reads: the last of them may meet the full disk after sha256 ends.
+            wait_until(lambda: stats(mount)["disk_cache"]["full"] == 1, "the full disk counted", 60)
             document = stats(mount)
             disk = document["disk_cache"]
             assert disk["full"] == 1 and disk["unwritable"] == 1, disk
