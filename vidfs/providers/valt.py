@@ -44,6 +44,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit
 
@@ -68,7 +69,6 @@ NO_ROOM_NAME = "(no room)"
 RECORDS_REUSE = 2.0  # seconds one POST /records pass serves further listings, at least …
 RECORDS_REUSE_PER_SCAN = 10.0  # … and this many times the pass took (10,000 records: not one per room)
 DOWNLOAD_CONCURRENCY = 8
-RecordsByRoom = dict[str, list[dict[str, Any]]]  # room folder id → its records, in list order
 VIDEO_KEYS = ("videos", "video_ids", "videoIds")
 _EXT_TYPES = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
 
@@ -169,6 +169,58 @@ def record_extra(record: Mapping[str, Any]) -> dict[str, object | None]:
     }
 
 
+@dataclass(frozen=True)
+class RecordsPass:
+    """One pass over POST /records, as the listings use it: the root's listing (the rooms) and each room's
+    records as folders, in list order. The records' JSON is not kept: at 100,000 records it was 115 MiB,
+    held for the mount's life, where these folders are the ones the room listings hold anyway."""
+
+    rooms: Listing
+    by_room: Mapping[str, tuple[Folder, ...]]  # room folder id → its records
+
+    @classmethod
+    def of(cls, records: list[dict[str, Any]]) -> RecordsPass:
+        rooms: dict[str, tuple[str, float | None, int]] = {}
+        by_room: dict[str, list[Folder]] = {}
+        for record in records:
+            key, name = room_key(record)
+            created = _epoch(record.get("created"))
+            _, newest, count = rooms.get(key, (name, None, 0))
+            if created is not None and (newest is None or created > newest):
+                newest = created
+            rooms[key] = (name, newest, count + 1)
+            record_id = _id(record.get("id"))
+            assert record_id is not None  # offset_pages keeps only records with an id (_record_key)
+            folder = Folder(
+                record_id,
+                str(record.get("name") or ""),
+                mtime=created,
+                extra=frozen_extra(record_extra(record)),
+            )
+            by_room.setdefault(key, []).append(folder)
+        root = tuple(
+            Folder(
+                key,
+                name,
+                mtime=newest,
+                extra=frozen_extra(
+                    {"room_id": key.removeprefix(ROOM_PREFIX) if key != NO_ROOM_ID else None, "records": n}
+                ),
+            )
+            for key, (name, newest, n) in rooms.items()
+        )
+        return cls(Listing(root), {key: tuple(folders) for key, folders in by_room.items()})
+
+
+def room_key(record: Mapping[str, Any]) -> tuple[str, str]:
+    """(folder id, room name) of a record's room."""
+    room_id = _id(dig(record, "room", "id"))
+    if room_id is None:
+        return NO_ROOM_ID, NO_ROOM_NAME
+    name = dig(record, "room", "name")
+    return ROOM_PREFIX + room_id, str(name) if name else f"Room {room_id}"
+
+
 def reusable(listed: ListedUrl, now: float) -> bool:
     """A listed URL fresh enough to hand out as a new lease: half its lifetime (at most a minute) ahead."""
     expires_at = expiry_from_url(listed.url)
@@ -189,8 +241,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         # VALT tokens have no known lifetime: used until refused.
         self._tokens = TokenKeeper(self._login, name=self.instance, log=self._log)
         self._records_lock = trio.Lock()
-        self._records: list[dict[str, Any]] | None = None
-        self._by_room: tuple[list[dict[str, Any]], RecordsByRoom] | None = None
+        self._records: RecordsPass | None = None
         self._records_at = 0.0
         self._records_reuse = RECORDS_REUSE
         self._urls = ListedUrls()  # the listings' download URLs, until each is handed out once
@@ -246,9 +297,10 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
             raise InvalidRemoteData(f"{self.instance}: listing records: data.records is not a list")
         return page
 
-    async def _all_records(self) -> list[dict[str, Any]]:
+    async def _all_records(self) -> RecordsPass:
         """Every record (`vidfs.providers.paging.offset_pages`: pages overlapping by one record, asked
-        ahead concurrently, holes left by a moving list filled); reused briefly."""
+        ahead concurrently, holes left by a moving list filled), as the listings use them; reused briefly:
+        one pass serves the root and every room (100 rooms of 10,000 records: not a million looked at)."""
         async with self._records_lock:
             now = time.monotonic()
             if self._records is not None and now - self._records_at < self._records_reuse:
@@ -261,18 +313,10 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
                     paged.requests,
                     paged.again,
                 )
-            self._records, self._records_at = paged.items, time.monotonic()
+            self._records = records = RecordsPass.of(paged.items)
+            self._records_at = time.monotonic()
             self._records_reuse = max(RECORDS_REUSE, RECORDS_REUSE_PER_SCAN * (self._records_at - now))
-            return paged.items
-
-    @staticmethod
-    def _room_key(record: Mapping[str, Any]) -> tuple[str, str]:
-        """(folder id, room name) of a record's room."""
-        room_id = _id(dig(record, "room", "id"))
-        if room_id is None:
-            return NO_ROOM_ID, NO_ROOM_NAME
-        name = dig(record, "room", "name")
-        return ROOM_PREFIX + room_id, str(name) if name else f"Room {room_id}"
+            return records
 
     # ----------------------------------------------------------------------------------------- listing
     async def list(self, folder: Folder) -> Listing:
@@ -283,58 +327,13 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         return await self._list_record(folder)
 
     async def _list_rooms(self) -> Listing:
-        rooms: dict[str, tuple[str, float | None, int]] = {}
-        for record in await self._all_records():
-            key, name = self._room_key(record)
-            created = _epoch(record.get("created"))
-            _, newest, count = rooms.get(key, (name, None, 0))
-            if created is not None and (newest is None or created > newest):
-                newest = created
-            rooms[key] = (name, newest, count + 1)
-        return Listing(
-            tuple(
-                Folder(
-                    key,
-                    name,
-                    mtime=newest,
-                    extra=frozen_extra(
-                        {
-                            "room_id": key.removeprefix(ROOM_PREFIX) if key != NO_ROOM_ID else None,
-                            "records": n,
-                        }
-                    ),
-                )
-                for key, (name, newest, n) in rooms.items()
-            )
-        )
-
-    async def _records_by_room(self) -> RecordsByRoom:
-        """The records grouped by room folder id, once per list of records: each room's listing looked
-        through every record (100 rooms of 10,000 records: a million records looked at)."""
-        records = await self._all_records()
-        if self._by_room is None or self._by_room[0] is not records:
-            grouped: RecordsByRoom = {}
-            for record in records:
-                grouped.setdefault(self._room_key(record)[0], []).append(record)
-            self._by_room = (records, grouped)
-        return self._by_room[1]
+        return (await self._all_records()).rooms
 
     async def _list_room(self, folder: Folder) -> Listing:
-        entries: list[Folder] = []
-        for record in (await self._records_by_room()).get(folder.remote_id, ()):
-            record_id = _id(record.get("id"))
-            assert record_id is not None  # _all_records keeps only records with an id
-            entries.append(
-                Folder(
-                    record_id,
-                    str(record.get("name") or ""),
-                    mtime=_epoch(record.get("created")),
-                    extra=frozen_extra(record_extra(record)),
-                )
-            )
-        if not entries:  # rooms exist only through their records: this one is gone
+        records = (await self._all_records()).by_room.get(folder.remote_id)
+        if not records:  # rooms exist only through their records: this one is gone
             raise NotFoundError(f"{self.instance}: room {folder.name!r} has no records any more")
-        return Listing(tuple(entries))
+        return Listing(records)
 
     async def _list_record(self, folder: Folder) -> Listing:
         record_id = folder.remote_id
