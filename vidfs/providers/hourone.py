@@ -219,7 +219,7 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         pairs = ((item.video_id, url) for item, url in zip(videos.files, videos.urls, strict=True))
         self._urls.remember(ROOT_ID, pairs, asked_at)
         files, hidden = videos.files, videos.hidden
-        del videos
+        del videos, sink  # and their set of the ids seen (4 MiB at 100,000), before the entries are made
         first_seen = await self.first_seen.stamp(item.video_id for item in files)
         durations = dict(self._durations)
         await self._fetch_durations([item.video_id for item in files], durations)
@@ -229,8 +229,9 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
             self._video(item, mtimes[first_seen[item.video_id]], durations.get(item.video_id))
             for item in files
         )
-        listed = {item.video_id for item in files}
-        self._durations = {video_id: d for video_id, d in durations.items() if video_id in listed}
+        self._durations = {
+            item.video_id: durations[item.video_id] for item in files if item.video_id in durations
+        }
         return Listing(entries, tuple(hidden))
 
     @staticmethod
