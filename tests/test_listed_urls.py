@@ -41,3 +41,19 @@ def test_the_table_is_made_small_again_as_urls_are_taken() -> None:
         ListedUrl(f"https://s/{i}", 10.0) for i in range(9_990, 10_000)
     ]
     assert urls.statistics() == {"urls": 0, "folders": 1}
+
+
+def test_each_url_keeps_the_time_of_the_listing_that_brought_it() -> None:
+    """The time is kept once per listing; a URL still here when the next listing comes keeps its own."""
+    urls = ListedUrls()
+    urls.remember("rec-1", [("1/a", "https://s/1a"), ("1/b", "https://s/1b")], 10.0)
+    assert urls.take("1/a") == ListedUrl("https://s/1a", 10.0)
+    urls.remember("rec-2", [("2/a", "https://s/2a")], 20.0)
+    urls.remember("rec-3", [("3/a", "https://s/3a")], 30.0)
+    assert urls.take("2/a") == ListedUrl("https://s/2a", 20.0)
+    assert urls.take("1/b") == ListedUrl("https://s/1b", 10.0)
+    urls.remember("rec-1", [("1/a", "https://s/1a2"), ("1/c", "https://s/1c")], 40.0)
+    assert urls.take("1/c") == ListedUrl("https://s/1c", 40.0)
+    assert urls.take("3/a") == ListedUrl("https://s/3a", 30.0)
+    assert urls.statistics() == {"urls": 0, "folders": 3}
+    assert urls._older == {}  # nothing left behind for URLs gone
