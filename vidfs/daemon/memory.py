@@ -88,7 +88,7 @@ class HeapTrimmer:
         if self._trim is None:
             return
         seen = self._work_done()
-        while True:  # for the mount's life, one look a second
+        while True:  # for the mount's life, a look every interval
             await trio.sleep(self._interval)
             now = self._work_done()
             self._looks += 1
