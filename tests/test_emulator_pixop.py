@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import wait_until
 from tests.inprocess import site_fixtures
 from vidfs.emulator import known_emulators, media
 from vidfs.emulator.pixop import DEFAULT_EMAIL, DEFAULT_PASSWORD, PixopSite
@@ -450,6 +451,25 @@ def test_fault_short_body(site: PixopSite, client: httpx.Client, auth: dict[str,
         client.get(f"/media/v1/download/original/{video['id']}", headers={**auth, "Range": "bytes=0-9999"})
     entry = site.log.entries(path="/media/")[-1]
     assert entry["bytes_sent"] == 9500 and entry["faults"] == ["short_body"]
+
+
+def test_a_request_fires_only_the_rules_in_place_when_it_arrived(
+    site: PixopSite, client: httpx.Client, auth: dict[str, str]
+) -> None:
+    """A request stalled before its headers wakes up after its client left and the next rules were set:
+    it must not take them (the body fault below was meant for the next request, not for it)."""
+    video = by_file(site, "interview.mp4")
+    url = f"/media/v1/download/original/{video['id']}"
+    set_faults(client, {"kind": "stall", "before_headers": True, "seconds": 0.5, "count": 1})
+    with pytest.raises(httpx.ReadTimeout):
+        client.get(url, headers=auth, timeout=0.05)
+    set_faults(client, {"kind": "short_body", "bytes": 500, "count": 1})
+    wait_until(lambda: site.log.entries(path="/media/")[0]["status"] is not None, "the stalled request's end")
+    stalled = site.log.entries(path="/media/")[0]
+    assert stalled["faults"] == ["stall_before_headers"]
+    assert client.get("/_emulator/faults").json()["rules"][0]["fired"] == 0
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(url, headers={**auth, "Range": "bytes=0-9999"})
 
 
 def test_fault_ignore_range_and_wrong_content_range(

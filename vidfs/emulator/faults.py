@@ -14,7 +14,7 @@ A site holds one `Faults` object. Rules are plain JSON-able dicts (``POST /_emul
 
 For each request the first matching rule of a given stage fires (rules are tried in order); a rule that is
 not applicable to a request (e.g. ``ignore_range`` on a request without ``Range``) does not fire and keeps
-its count. Kinds:
+its count. A request fires only rules set before it arrived (not ones set while it was stalled). Kinds:
 
 ``status``               answer ``status`` (default 503) with a short text body (``body`` overrides it),
                          instead of calling the route. Any route.
@@ -149,11 +149,17 @@ class FaultRule:
 
 
 class Faults:
-    """Thread-safe list of fault rules with counters and a seeded RNG."""
+    """Thread-safe list of fault rules with counters and a seeded RNG.
+
+    Every change of the rules starts a new *generation*. A request notes the generation it arrived in and
+    fires only rules of that generation: a request still stalled when a test sets its next rules (its
+    client gone long ago) must not wake up and take them from the request they were meant for.
+    """
 
     def __init__(self, seed: int = 0) -> None:
         self._lock = threading.Lock()
         self._rules: list[FaultRule] = []
+        self._generation = 0
         self._seed = seed
         self._rng = random.Random(seed)
 
@@ -162,6 +168,7 @@ class Faults:
         parsed = [FaultRule.from_dict(raw) for raw in rules]
         with self._lock:
             self._rules = parsed
+            self._generation += 1
             if seed is not None:
                 self._seed = int(seed)
             self._rng = random.Random(self._seed)
@@ -170,6 +177,13 @@ class Faults:
         parsed = FaultRule.from_dict(rule)
         with self._lock:
             self._rules.append(parsed)
+            self._generation += 1
+
+    @property
+    def generation(self) -> int:
+        """The current generation of the rules (see the class)."""
+        with self._lock:
+            return self._generation
 
     def clear(self) -> None:
         self.set_rules([])
@@ -189,14 +203,16 @@ class Faults:
         method: str,
         target: str,
         applicable: Callable[[FaultRule], bool] | None = None,
+        arrived: int | None = None,
     ) -> FaultRule | None:
         """Fire the first rule of one of `kinds` matching this request, or return None.
 
         `target` is the request path with its query. `applicable` can veto rules that would have no effect
-        on this particular request; vetoed rules neither fire nor draw from the RNG.
+        on this particular request; vetoed rules neither fire nor draw from the RNG. `arrived` is the
+        generation the request arrived in: rules set after it never fire for it.
         """
         with self._lock:
-            if not self._rules:
+            if not self._rules or (arrived is not None and arrived != self._generation):
                 return None
             for rule in self._rules:
                 if rule.kind not in kinds or not rule.matches(method, target):

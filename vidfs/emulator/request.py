@@ -118,6 +118,7 @@ class Request(BaseHTTPRequestHandler):
     query: dict[str, list[str]]
     params: dict[str, str]
     faults_fired: list[str]
+    fault_generation: int = 0  # the fault rules' generation when this request arrived
     _status: int = 0
     _bytes: int = 0
     _headers_sent: bool = False
@@ -275,6 +276,7 @@ class Request(BaseHTTPRequestHandler):
         self._body = None
         self._aborted = False
         self.faults_fired = []
+        self.fault_generation = self.site.faults.generation
         self.params = {}
         split = urlsplit(self.path)
         self.path_only = split.path or "/"

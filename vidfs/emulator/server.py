@@ -263,17 +263,19 @@ class Site:
                 self._connections.discard(conn)
 
     def _handle(self, req: Request) -> None:
-        method, target = req.command, req.path
+        method, target, arrived = req.command, req.path, req.fault_generation
         if self.faults:
-            rule = self.faults.take({fault_kinds.LATENCY}, method, target)
+            rule = self.faults.take({fault_kinds.LATENCY}, method, target, arrived=arrived)
             if rule is not None:
                 req.faults_fired.append(rule.kind)
                 self.wait(rule["seconds"])
-            rule = self.faults.take({fault_kinds.STALL}, method, target, lambda r: bool(r["before_headers"]))
+            rule = self.faults.take(
+                {fault_kinds.STALL}, method, target, lambda r: bool(r["before_headers"]), arrived
+            )
             if rule is not None:
                 req.faults_fired.append("stall_before_headers")
                 self.wait(rule["seconds"])
-            rule = self.faults.take(fault_kinds.PRE_RESPONSE_KINDS, method, target)
+            rule = self.faults.take(fault_kinds.PRE_RESPONSE_KINDS, method, target, arrived=arrived)
             if rule is not None:
                 req.faults_fired.append(rule.kind)
                 _answer_fault(req, rule)

@@ -250,7 +250,7 @@ def _body_fault(req: Request, status: int) -> FaultRule | None:
             return method == "GET" and not r["before_headers"]
         return method == "GET"  # reset_after, short_body
 
-    rule = req.site.faults.take(fault_kinds.BODY_KINDS, method, req.path, applicable)
+    rule = req.site.faults.take(fault_kinds.BODY_KINDS, method, req.path, applicable, req.fault_generation)
     if rule is not None:
         req.faults_fired.append(rule.kind)
     return rule
