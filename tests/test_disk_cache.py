@@ -17,7 +17,8 @@ import trio
 import trio.lowlevel
 
 from vidfs.io.remote_file import FileKey
-from vidfs.io.store import DiskStore, running
+from vidfs.io.store import DiskStore, backlog, running
+from vidfs.io.store import service as store_service
 from vidfs.io.store.layout import EXTENT_BLOCKS, Layout, file_name
 from vidfs.stats import Stats
 
@@ -447,7 +448,10 @@ async def test_parallel_puts_and_gets_keep_the_accounting_exact(tmp_path: Path) 
         assert again.statistics()["bytes"] == final["bytes"]
 
 
-async def test_a_full_write_queue_makes_the_putter_wait_and_everything_lands(tmp_path: Path) -> None:
+async def test_a_full_write_queue_makes_the_putter_wait_and_everything_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_service, "GATHER", 0.01)  # a batch never fills here: don't wait for it
     async with opened(tmp_path, capacity=12 * EXTENT) as store:
         store._queue_limit = 4 * BS  # a disk slower than the network, in miniature
         largest = 0
@@ -468,6 +472,61 @@ async def test_a_full_write_queue_makes_the_putter_wait_and_everything_lands(tmp
         assert stats["blocks"] == 3 * 4 * EXTENT_BLOCKS  # nothing skipped
         for name in ("a", "b", "c"):
             assert await read(store, key(name), 0, 4 * EXTENT_BLOCKS) == expected(0, 4 * EXTENT_BLOCKS, name)
+
+
+async def test_downloads_wait_while_the_disk_is_behind_and_everything_lands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What is being downloaded for the disk plus its write queue stays within the backlog limit: the
+    downloads wait before they start, instead of piling their blocks up in front of the queue."""
+    monkeypatch.setattr(store_service, "GATHER", 0.01)
+    async with opened(tmp_path, capacity=12 * EXTENT) as store:
+        store._queue_limit = 4 * BS  # a disk slower than the network, in miniature
+        store._backlog.limit = 8 * BS
+        largest = 0
+
+        async def downloader(name: str) -> None:
+            nonlocal largest
+            for first in range(0, 4 * EXTENT_BLOCKS, 8):
+                async with store.incoming(8 * BS) as storing:
+                    assert storing
+                    now = store.statistics()
+                    largest = max(largest, now["queued_bytes"] + now["incoming_bytes"])
+                    await trio.lowlevel.checkpoint()  # the bytes arriving
+                    blocks = [block(i, name) for i in range(first, first + 8)]
+                    await store.put_run(key(name), first, blocks, SIZE)
+
+        async with trio.open_nursery() as nursery:
+            for name in ("a", "b", "c"):
+                nursery.start_soon(downloader, name)
+        await store.drain()
+        stats = store.statistics()
+    assert stats["backlog_waits"] > 0 and stats["skipped_busy"] == 0
+    assert largest <= 8 * BS  # three downloads at once would be 24 blocks
+    assert stats["incoming_bytes"] == 0
+    assert stats["blocks"] == 3 * 4 * EXTENT_BLOCKS  # nothing skipped
+
+
+async def test_a_stalled_disk_lets_downloads_go_unstored_after_a_while(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk that takes nothing for `backlog.WAIT` must not stall reads: the download goes on, unstored,
+    and is counted; once the disk moves again, downloads are stored again."""
+    monkeypatch.setattr(backlog, "WAIT", 0.2)
+    async with opened(tmp_path, capacity=12 * EXTENT) as store:
+        store._queue_limit = 4 * BS
+        store._backlog.limit = 8 * BS
+        async with store._write_limiter:  # the writer cannot write: a stalled disk
+            await store.put_run(key("a"), 0, [block(i) for i in range(8)], SIZE)
+            assert store.statistics()["queued_bytes"] == 8 * BS
+            async with store.incoming(8 * BS) as storing:
+                assert not storing
+            assert store.statistics()["skipped_busy"] == 8
+        await store.drain()
+        async with store.incoming(8 * BS) as storing:
+            assert storing
+        assert store.statistics()["incoming_bytes"] == 0
+        assert await read(store, key("a"), 0, 8) == expected(0, 8)
 
 
 async def test_a_failed_write_is_not_indexed_and_the_store_goes_on(tmp_path: Path) -> None:

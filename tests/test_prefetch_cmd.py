@@ -70,15 +70,14 @@ def test_prefetch_reads_every_file_then_a_second_run_skips_them(
     total = sum(expected.values())
     assert re.search(rf"prefetched {len(expected)} file\(s\)", first.stdout), first.stdout
     # Every byte went through the daemon (read by us, downloaded once) and into its disk cache; blocks the
-    # disk store let pass while its write queue was full (`skipped_busy`, by design for unpinned files)
-    # are reported by prefetch itself.
+    # disk store let pass (`skipped_busy`: a disk stalled for seconds) are reported by prefetch itself.
     assert storage_bytes(pixop) - before >= total
     document = stats(mount.path)
     assert document["counters"]["bytes.read"] >= total
     disk = document["disk_cache"]
     assert disk["files"] == len(expected), disk
     if disk.get("skipped_busy", 0):
-        assert "write queue was full" in first.stderr
+        assert "could not store" in first.stderr
     else:
         assert disk["bytes"] >= total, disk
     # The resume state lives in the client's cache dir, one record per completed file.

@@ -412,7 +412,7 @@ def run_prefetch(
     if pin:
         _pin_all(skipped, tally, err)
 
-    busy_before = {info.root: disk_stats(info).get("skipped_unwritable", 0) for info in mounts}
+    busy_before = {info.root: _unstored(disk_stats(info)) for info in mounts}
     meter = Progress(sum(i.size for i in to_read), len(to_read), progress and err.isatty(), out=out, err=err)
     started = time.monotonic()
     interrupted = _read_all(
@@ -526,13 +526,19 @@ def _read_all(
 
 def _note_busy_disk_caches(mounts: Iterable[MountInfo], busy_before: dict[Path, int], err: TextIO) -> None:
     for info in mounts:
-        unstored = disk_stats(info).get("skipped_unwritable", 0) - busy_before[info.root]
+        unstored = _unstored(disk_stats(info)) - busy_before[info.root]
         if unstored > 0:
             print(
-                f"vidfs: note: {info.root}: the disk cache could not store {unstored} block(s) (its disk was "
-                "full or read-only); they are fetched again when read. --force reads everything again",
+                f"vidfs: note: {info.root}: the disk cache could not store {unstored} block(s) (its disk "
+                "was full, read-only or stalled); they are fetched again when read. --force reads everything "
+                "again",
                 file=err,
             )
+
+
+def _unstored(disk: dict[str, Any]) -> int:
+    """Blocks the disk store let pass: writes paused (full, read-only), or the disk stalled for seconds."""
+    return disk.get("skipped_unwritable", 0) + disk.get("skipped_busy", 0)
 
 
 def _summary(tally: _Tally, skipped: int, pin: bool, elapsed: float) -> str:

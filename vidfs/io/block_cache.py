@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
@@ -61,6 +62,11 @@ class BlockStore(Protocol):
 
     async def put_run(self, key: FileKey, first: int, blocks: Sequence[bytes], file_size: int) -> None:
         """Store blocks first.. (consecutive). May wait while the disk is behind (backpressure)."""
+        ...
+
+    def incoming(self, nbytes: int) -> AbstractAsyncContextManager[bool]:
+        """Around a download of `nbytes` to be stored: waits while the disk is behind; gives whether to
+        store them (`put_run`) when they came."""
         ...
 
     def invalidate(self, key: FileKey) -> None: ...
@@ -340,6 +346,15 @@ class BlockCache:
         start = missing[0] * self.block_size
         end = min((missing[-1] + 1) * self.block_size, file.size)
         self._stats.incr("cache.misses", len(missing))
+        if self._store is None:
+            await self._download_stretch(file, missing, start, end, storing=False)
+            return
+        async with self._store.incoming(end - start) as storing:  # waits while the disk is behind
+            await self._download_stretch(file, missing, start, end, storing=storing)
+
+    async def _download_stretch(
+        self, file: RemoteFile, missing: list[int], start: int, end: int, *, storing: bool
+    ) -> None:
         assembler = _Assembler(start, end, self.block_size, lambda i, b: self._complete(file, i, b))
         await file.fetch(start, end, sink=assembler)
         if assembler.position != end:
@@ -351,7 +366,7 @@ class BlockCache:
         blocks = [block for _index, block in assembler.done]
         if self._shared is not None:  # the fleet's copy, published in the background
             self._shared.put_run(file, missing[0], blocks)
-        if self._store is not None:  # readers had their blocks as they arrived; now the disk
+        if self._store is not None and storing:  # readers had their blocks as they arrived; now the disk
             try:
                 await self._store.put_run(file.key, missing[0], blocks, file.size)
             except Exception:  # the store never raises; should it, the readers are served already

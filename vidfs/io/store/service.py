@@ -7,12 +7,13 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import trio
 
 from vidfs.io.remote_file import FileKey
+from vidfs.io.store.backlog import Backlog
 from vidfs.io.store.disk import (
     BatchOutcome,
     ReadOutcome,
@@ -36,6 +37,7 @@ log = logging.getLogger("vidfs.io.store")
 
 READ_THREADS = 2
 QUEUE_BYTES = 16 << 20  # accepted blocks waiting for their write (kept in memory meanwhile)
+BACKLOG_BYTES = 2 * QUEUE_BYTES  # downloads to be stored plus the write queue (`Backlog`)
 BATCH_BYTES = 8 << 20  # data per writer-thread call
 # A batch not yet full waits this long for more blocks. A batch per random read (one block or two) was an
 # index transaction, a statfs, an open and a close each, and the writer thread's turns with the GIL came in
@@ -98,6 +100,12 @@ class DiskStore:
         self._ledger = Ledger(self.root, block_size=block_size, capacity=capacity)
         self._layout = self._ledger.layout
         self._queue_limit = max(QUEUE_BYTES, 4 * block_size)
+        self._backlog = Backlog(
+            max(BACKLOG_BYTES, 8 * block_size),
+            block_size,
+            lambda: self._ledger.queued_bytes,
+            self._open_for_writes,
+        )
         self._index: Index | None = None
         self._lock_fd: int | None = None
         self._ready = False
@@ -193,6 +201,7 @@ class DiskStore:
         if self._ready:
             self._closing = True
             self._room.unpark_all()
+            self._backlog.admit()  # every waiting download goes on
             with trio.move_on_after(CLOSE_TIMEOUT) as scope:
                 for _ in range(1000):
                     ledger = self._ledger
@@ -370,6 +379,20 @@ class DiskStore:
             if not await self._load(room):
                 return
 
+    def incoming(self, nbytes: int) -> AbstractAsyncContextManager[bool]:
+        """Around a download of `nbytes` to be stored: waits while the disk is behind (`Backlog`); gives
+        whether to hand them to `put_run`."""
+        return self._backlog.incoming(nbytes)
+
+    def _queued_bytes(self) -> int:
+        return self._ledger.queued_bytes
+
+    def _open_for_writes(self) -> bool:
+        """Ready, not closing, writes not paused (`_accepting` without its count)."""
+        if not self._ready or self._closing:
+            return False
+        return self._condition is None or trio.current_time() >= self._paused_until
+
     def _accepting(self, blocks: int) -> bool:
         if not self._ready or self._closing:
             return False
@@ -481,6 +504,7 @@ class DiskStore:
         self._judge(outcome, wrote)
         self._fit_to(outcome.space)
         self._room.unpark_all()
+        self._backlog.admit()
         self._idle.unpark_all()
         return outcome.index_error is None
 
@@ -553,6 +577,7 @@ class DiskStore:
             "pinned_bytes": ledger.pinned_bytes(),
             "pinned_files": len(ledger.pins),
             "queued_bytes": ledger.queued_bytes,
+            **self._backlog.statistics(),
             "unwritable": int(self._condition is not None),
             "pages_given_back": self._behind.dropped,
             "writeback_pauses": self._behind.pauses,
