@@ -100,12 +100,8 @@ class DiskStore:
         self._ledger = Ledger(self.root, block_size=block_size, capacity=capacity)
         self._layout = self._ledger.layout
         self._queue_limit = max(QUEUE_BYTES, 4 * block_size)
-        self._backlog = Backlog(
-            max(BACKLOG_BYTES, 8 * block_size),
-            block_size,
-            lambda: self._ledger.queued_bytes,
-            self._open_for_writes,
-        )
+        backlog_limit = max(BACKLOG_BYTES, 8 * block_size)
+        self._backlog = Backlog(backlog_limit, block_size, self._queued_bytes, self._open_for_writes)
         self._index: Index | None = None
         self._lock_fd: int | None = None
         self._ready = False
@@ -394,12 +390,11 @@ class DiskStore:
         return self._condition is None or trio.current_time() >= self._paused_until
 
     def _accepting(self, blocks: int) -> bool:
-        if not self._ready or self._closing:
-            return False
-        if self._condition is not None and trio.current_time() < self._paused_until:
+        if self._open_for_writes():
+            return True
+        if self._ready and not self._closing:  # writes paused: these blocks are let pass
             self._counts["skipped_unwritable"] += blocks
-            return False
-        return True
+        return False
 
     async def _wait_for_room(self, nbytes: int) -> None:
         """Backpressure: the disk is behind; the fetching task waits, readers do not."""
