@@ -24,7 +24,10 @@ for whole windows at once.
 
 Backpressure: prefetches only start while the bytes in flight for prefetch stay under half the memory
 budget; otherwise they are skipped (the next read asks again). Demand reads are never refused. Nothing is
-buffered per open file: memory is bounded by the LRU budget plus what is in flight.
+buffered per open file: memory is bounded by the LRU budget plus what is in flight. With a disk store, a
+download (or a run asked of the shared tier) first waits for room in the disk's backlog
+(`vidfs.io.store.backlog`): a source faster than the disk slows the readers instead of piling blocks up
+in front of its write queue.
 """
 
 from __future__ import annotations
@@ -311,7 +314,7 @@ class BlockCache:
         if shared.needs_etag(file):  # its ETag (and so its shared key) comes with its first bytes
             await self._download(file, missing[:1])
             missing = missing[1:]
-        found = await shared.get_run(file, missing) if missing else {}
+        found = await self._from_shared(shared, file, missing) if missing else {}
         stretches: list[list[int]] = [[]]
         for index in missing:
             data = found.get(index)
@@ -319,15 +322,31 @@ class BlockCache:
                 stretches[-1].append(index)
             elif stretches[-1]:
                 stretches.append([])
+        for stretch in stretches:
+            if stretch:
+                await self._download(file, stretch)
+
+    async def _from_shared(
+        self, shared: SharedTier, file: RemoteFile, missing: list[int]
+    ) -> dict[int, bytes]:
+        """Serve what the shared tier has of `missing` and store it on the local disk; the disk's backlog is
+        asked first, as for a download (the shared tier can outrun the disk as well as the origin can)."""
+        if self._store is None:
+            found = await shared.get_run(file, missing)
+            self._serve_shared(file, found)
+            return found
+        async with self._store.incoming(len(missing) * self.block_size) as storing:
+            found = await shared.get_run(file, missing)
+            self._serve_shared(file, found)
+            if found and storing:
+                await self._store_found(file, found)
+        return found
+
+    def _serve_shared(self, file: RemoteFile, found: dict[int, bytes]) -> None:
         if found:
             self._stats.incr("cache.shared_hits", len(found))
             for index in sorted(found):
                 self._complete(file, index, found[index], "shared")
-            if self._store is not None:
-                await self._store_found(file, found)
-        for stretch in stretches:
-            if stretch:
-                await self._download(file, stretch)
 
     async def _store_found(self, file: RemoteFile, found: dict[int, bytes]) -> None:
         assert self._store is not None
