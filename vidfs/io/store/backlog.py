@@ -4,14 +4,14 @@ A block the origin sends is served to its reader at once, then stored: its fetch
 and waits while the write queue is full (`DiskStore.put_run`), so that a file read to its end is entirely in
 the disk cache afterwards. But that wait held nothing back: the reader, served already, asked for more, and
 each new fetch joined the others waiting for the queue with its blocks in memory. With a network faster than
-the disk (the bench's cold read of 512 MiB at 0 ms, nginx on loopback, about 500 MB/s against a disk cache
-written at less) 57-137 MiB of blocks waited so, and the daemon's peak RSS was 119-235 MiB in five runs of
-six, against 76-88 MiB when the disk kept up.
+the disk (a cold `dd` of 512 MiB at 0 ms, nginx on loopback, about 500 MB/s against a disk cache written
+at less) 57-137 MiB of blocks waited so: the daemon's peak RSS was 81-262 MiB in 27 runs, over 100 MiB in
+25 of them (75-88 MiB only in runs that another process slowed down, polling the daemon every 20 ms).
 
 So a download to be stored first asks for room (`Backlog.incoming`): what is being downloaded for the disk
 plus the write queue stays within `limit`. When it is over, the download waits before its request goes out,
 and its readers with it: the network is slowed to the disk's pace instead of memory filling up. Measured on
-that read: peak RSS 78.7-82.6 MiB in six runs, 466-607 MB/s (443-582 before), every block stored.
+that read: peak RSS 76.1-82.6 MiB in seven runs, 466-607 MB/s (443-582 before), every block stored.
 
 Two rules keep this from hurting reads:
 - first come, first in: a waiting download is let in before any later one (`admit` takes the line in
