@@ -23,7 +23,8 @@ LISTED_S_PER_VIDEO = 3.0 / 10_000
 HEAD_S_PER_VIDEO = 10.0 / 10_000
 WARM_S, RSS_MIB, REMOUNT_S = 2.0, 150.0, 3.0
 NUMERIC = (
-    "files", "dirs", "cold_s", "cold_cpu_s", "cold_stolen_s", "api_requests", "storage_heads",
+    "files", "dirs", "cold_s", "cold_cpu_s", "cold_emulator_cpu_s", "cold_stolen_s", "api_requests",
+    "storage_heads",
     "storage_other", "duplicates", "zero_size", "failures", "warm_s", "warm_requests", "remount_ready_s",
     "remount_first_answer_s", "remount_requests_before", "remount_changed", "rss_mib",
 )  # fmt: skip
@@ -91,7 +92,7 @@ def _n(value: Any, digits: int = 1) -> str:
 
 
 COLUMNS = (
-    "shape", "sizes", "N", "files (failed calls)", "cold walk s (daemon CPU s / CPU stolen s)",
+    "shape", "sizes", "N", "files (failed calls)", "cold walk s (CPU s: daemon / emulator / stolen)",
     "API requests", "storage HEADs", "warm walk s (requests)",
     "remount: mounted / first answer s (requests before)", "changed after remount", "peak RSS MiB",
 )  # fmt: skip
@@ -106,7 +107,8 @@ def table(rows_: list[Row]) -> str:
             r.sizes,
             f"{r.n:,}",
             f"{_n(g('files'), 0)} ({_n(g('failures'), 0)})",
-            f"{_n(g('cold_s'), 2)} ({_n(g('cold_cpu_s'))} / {_n(g('cold_stolen_s'))})",
+            f"{_n(g('cold_s'), 2)} ({_n(g('cold_cpu_s'))} / {_n(g('cold_emulator_cpu_s'))}"
+            f" / {_n(g('cold_stolen_s'))})",
             _n(g("api_requests"), 0),
             _n(g("storage_heads"), 0),
             f"{_n(g('warm_s'), 2)} ({_n(g('warm_requests'), 0)})",
