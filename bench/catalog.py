@@ -8,8 +8,9 @@ only by a kernel method: the Python proxy fronts one port and the emulators have
    the way that vendor's accounts grow, besides its small hand-made catalog), started fresh;
 2. vidfs mounted on it with an empty cache dir (`metadata_ttl = "10m"`), its daemon in the namespace;
 3. a cold walk: every directory listed and every entry `lstat`ed, as `ls -lR` or `find` does
-   (seconds, entries, the daemon's CPU seconds); then the emulator's request log (`GET <control_url>/
-   requests`): API requests (the vendor's own origin, HEADs aside), storage HEADs, other storage requests;
+   (seconds, entries, the daemon's and the emulator's CPU seconds); then the emulator's request log
+   (`GET <control_url>/requests`): API requests (the vendor's own origin, HEADs aside), storage HEADs,
+   other storage requests;
 4. a warm walk on the same mount (seconds, requests it caused: 0 is the target);
 5. the mount stopped and started again on the same cache dir: seconds from starting the daemon to the
    end of the first complete walk (remount-to-first-answer), and the requests made before that end;

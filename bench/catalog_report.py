@@ -24,9 +24,8 @@ HEAD_S_PER_VIDEO = 10.0 / 10_000
 WARM_S, RSS_MIB, REMOUNT_S = 2.0, 150.0, 3.0
 NUMERIC = (
     "files", "dirs", "cold_s", "cold_cpu_s", "cold_emulator_cpu_s", "cold_stolen_s", "api_requests",
-    "storage_heads",
-    "storage_other", "duplicates", "zero_size", "failures", "warm_s", "warm_requests", "remount_ready_s",
-    "remount_first_answer_s", "remount_requests_before", "remount_changed", "rss_mib",
+    "storage_heads", "storage_other", "duplicates", "zero_size", "failures", "warm_s", "warm_requests",
+    "remount_ready_s", "remount_first_answer_s", "remount_requests_before", "remount_changed", "rss_mib",
 )  # fmt: skip
 
 
