@@ -7,7 +7,7 @@ file's `FileKey` (provider instance, remote id, fingerprint) and its index, so a
 changes can never be served with blocks of its old content.
 
 A read of `[offset, offset+size)` needs a few consecutive blocks. For each one, in order:
-1. the memory LRU (`cachetools.LRUCache` sized in bytes: one budget for every open file);
+1. the memory LRU (`vidfs.io.block_lru.ByteLRU`, sized in bytes: one budget for every open file);
 2. a fetch already in flight for that block (single flight: N readers of one block → one request);
 3. the disk store, when configured;
 4. otherwise it is *missing*. Consecutive missing blocks are grouped into runs of at most
@@ -39,11 +39,11 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
-import cachetools
 import trio
 
 from vidfs.errors import StaleError, VidfsError
 from vidfs.http.streamed import spread
+from vidfs.io.block_lru import ByteLRU
 from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.io.reply_buffer import ReplyBuffer
 from vidfs.io.streams import StreamPlanner
@@ -130,9 +130,7 @@ class BlockCache:
     ) -> None:
         self.block_size = block_size
         self.max_request_blocks = max(1, max_request // block_size)
-        self._memory: cachetools.LRUCache[BlockId, bytes] = cachetools.LRUCache(
-            maxsize=max(memory_bytes, block_size), getsizeof=len
-        )
+        self._memory: ByteLRU[BlockId] = ByteLRU(max(memory_bytes, block_size))
         self._pending: dict[BlockId, _Pending] = {}
         self._nursery = nursery
         self._stats = stats
@@ -418,10 +416,7 @@ class BlockCache:
 
     def _complete(self, file: RemoteFile, index: int, block: bytes, source: str = "network") -> None:
         block_id = (file.key, index)
-        try:
-            self._memory[block_id] = block
-        except ValueError:
-            pass  # larger than the whole budget: serve it, don't keep it
+        self._memory.put(block_id, block)  # one larger than the whole budget is served, not kept
         pending = self._pending.pop(block_id, None)
         if pending is not None:
             pending.data = block
@@ -435,7 +430,7 @@ class BlockCache:
 
     def invalidate(self, key: FileKey) -> None:
         for block_id in [block_id for block_id in self._memory if block_id[0] == key]:
-            self._memory.pop(block_id, None)
+            self._memory.pop(block_id)
         if self._store is not None:
             self._store.invalidate(key)
 

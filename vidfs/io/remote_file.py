@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
@@ -18,6 +18,15 @@ class FileKey:
     instance: str
     remote_id: str
     fingerprint: str
+    # Hashed once, not at every dict step: a block id (a FileKey and an index) is hashed about 16 times on
+    # its way from the disk to a reader, and the generated `__hash__` builds and hashes a tuple each time.
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_hash", hash((self.instance, self.remote_id, self.fingerprint)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
 
 class RemoteFile:
