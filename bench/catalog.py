@@ -18,6 +18,7 @@ only by a kernel method: the Python proxy fronts one port and the emulators have
 6. the daemon's peak RSS (VmHWM, the larger of the two mounts).
 A table per RTT, issue 16's targets checked, JSON and a PNG (time and memory against N) in
 bench/results/. Walks stop at `--max-walk-seconds` (reported as partial), so a slow shape cannot hang it.
+`--providers valt-rooms` is the VALT emulator mounted with `layout = "rooms"` (no directory per record).
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ SIZE_REQUESTS = {
     "aipix": "a HEAD each",
     "hourone": "a HEAD each",
     "valt": "a HEAD each",
+    "valt-rooms": "a HEAD each",
     "pixop": "a details call each",
 }
+# Shapes that are a vendor's emulator mounted with other provider options (only when asked by name in
+# --providers): VALT with `layout = "rooms"`, no directory per record.
+SHAPE_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"valt-rooms": ("valt", {"layout": "rooms"})}
 
 
 @dataclass(frozen=True)
@@ -356,8 +361,9 @@ def measure_one(stage: CatalogStage, shape: str, n: int, tag: str) -> CatalogFig
     fig = CatalogFigures(shape, n)
     base = stage.work / f"catalog-{shape}-{n}-{tag}"
     base.mkdir()
+    vendor, options = SHAPE_VARIANTS.get(shape, (shape, {}))
     try:
-        emulator = start_emulator(stage.ns, shape, n, base, stage.cleanup)
+        emulator = start_emulator(stage.ns, vendor, n, base, stage.cleanup)
     except Exception as exc:
         fig.errors.append(f"emulator: {exc}")
         say(f"catalog {shape} {n}: {exc}")
@@ -365,7 +371,7 @@ def measure_one(stage: CatalogStage, shape: str, n: int, tag: str) -> CatalogFig
     try:
         config = write_config(
             base / "vidfs.toml",
-            {shape: emulator.config},
+            {shape: {**emulator.config, **options}},
             cache_dir=base / "cache",
             cache={"metadata_ttl": "10m"},
         )

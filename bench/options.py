@@ -95,7 +95,7 @@ def _parser(description: str) -> argparse.ArgumentParser:
     add("--no-chart", action="store_true", help="no PNG chart")
     add("--keep-workdir", action="store_true", help="keep logs and configs (the path is printed)")
     add("--catalog", metavar="N[,N]", help="the catalog run instead (issue 16): N videos per provider shape")
-    add("--providers", help="provider shapes of the catalog run (default: every emulator)")
+    add("--providers", help="provider shapes of the catalog run (default: every emulator; also valt-rooms)")
     add("--max-walk-seconds", type=float, default=900.0, help="stop a catalog walk after this long (900)")
     return p
 
@@ -141,10 +141,12 @@ def parse_args(description: str, argv: Sequence[str] | None = None) -> Options:
 
 
 def _providers(p: argparse.ArgumentParser, text: str | None) -> list[str]:
+    from bench.catalog import SHAPE_VARIANTS
     from vidfs.emulator import known_emulators  # only the catalog run needs vidfs itself here
 
     known = known_emulators()
     names = [name.strip() for name in (text or ",".join(known)).split(",") if name.strip()]
-    if bad := [name for name in names if name not in known]:
-        p.error(f"unknown provider shapes {', '.join(bad)} (the emulators are {', '.join(known)})")
+    if bad := [name for name in names if name not in known and name not in SHAPE_VARIANTS]:
+        shapes = ", ".join([*known, *SHAPE_VARIANTS])
+        p.error(f"unknown provider shapes {', '.join(bad)} (known shapes: {shapes})")
     return names

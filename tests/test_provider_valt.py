@@ -29,7 +29,7 @@ from tests.providers import CASES
 from vidfs.commands.demo import write_config
 from vidfs.config.types import HttpSettings
 from vidfs.emulator.valt import DEFAULT_PASSWORD, DEFAULT_USERNAME, ValtSite
-from vidfs.errors import AuthError, NotFoundError, RemoteIOError
+from vidfs.errors import AuthError, ConfigError, NotFoundError, RemoteIOError
 from vidfs.http.client import HttpClient, same_origin
 from vidfs.model import Folder, Listing, Video
 from vidfs.providers.auth import expiry_from_url, jwt_claims
@@ -388,6 +388,83 @@ def test_tree_groups_records_by_room(site: ValtSite, tmp_path: Path) -> None:
     assert site.log.count(method="POST", path=r"^/api/v3/records\?") <= 2 * 6
 
 
+def test_the_rooms_layout_shows_every_video_of_a_room_in_its_directory(
+    site: ValtSite, tmp_path: Path
+) -> None:
+    def rooms_walk(levels: int) -> Callable[[ValtProvider], Awaitable[list[tuple[str, Video]]]]:
+        """(room name, video) for every video `levels` folders below its room folder."""
+
+        async def body(provider: ValtProvider) -> list[tuple[str, Video]]:
+            found: list[tuple[str, Video]] = []
+
+            async def visit(folder: Folder, room: str, level: int) -> None:
+                for entry in (await provider.list(folder)).entries:
+                    if level < levels:
+                        assert isinstance(entry, Folder)
+                        await visit(entry, room, level + 1)
+                    else:
+                        assert isinstance(entry, Video)
+                        found.append((room, entry))
+
+            for room in (await provider.list(provider.root())).entries:
+                assert isinstance(room, Folder)
+                await visit(room, room.name, 0)
+            return found
+
+        return body
+
+    by_record = run_provider(site, tmp_path, rooms_walk(1))
+    by_room = run_provider(site, tmp_path, rooms_walk(0), layout="rooms")
+    # the same videos (ids, names, sizes unknown alike), each in its record's room, each once
+    assert len(by_room) == sum(len(r["videos"]) for r in site.catalog()["records"])
+    assert sorted(by_room, key=lambda pair: pair[1].remote_id) == sorted(
+        by_record, key=lambda pair: pair[1].remote_id
+    )
+    # two videos of one record with one display name are still told apart by video id
+    intake = catalog_record(site, "Intake exam")
+    assert {(room, v.name) for room, v in by_room if v.remote_id.startswith(f"{intake['id']}/")} == {
+        ("Interview Room 2", f"{v['display_name'][:-4]} [{v['id']}]{v['display_name'][-4:]}")
+        for v in intake["videos"]
+    }
+
+
+def test_the_rooms_layout_leaves_out_a_vanished_record_and_fails_on_a_refusal(
+    site: ValtSite, tmp_path: Path
+) -> None:
+    gone = catalog_record(site, "Skills check", room="Exam Room 3")
+
+    async def exam_room(provider: ValtProvider) -> Listing:
+        rooms = await provider.list(provider.root())
+        (exam,) = [f for f in rooms.entries if f.name == "Exam Room 3"]
+        assert isinstance(exam, Folder)
+        return await provider.list(exam)
+
+    site.faults.set_rules([{"kind": "status", "status": 404, "path": f"^/api/v3/records/{gone['id']}\\?"}])
+    listing = run_provider(site, tmp_path, exam_room, layout="rooms")
+    shown = {str(v.remote_id).split("/")[0] for v in listing.entries}
+    assert shown == {"101", "102", "103"} - {str(gone["id"])}
+    assert [(h.remote_id, h.name) for h in listing.hidden] == [(str(gone["id"]), "Skills check")]
+    # any other failure of one record is the room's, as one plain error (no ExceptionGroup)
+    site.faults.set_rules([{"kind": "status", "status": 503, "path": f"^/api/v3/records/{gone['id']}\\?"}])
+    with pytest.raises(RemoteIOError):
+        run_provider(site, tmp_path, exam_room, layout="rooms")
+
+
+def test_an_unknown_layout_is_one_line_naming_the_key_and_the_file(site: ValtSite, tmp_path: Path) -> None:
+    async def nothing(provider: ValtProvider) -> None:
+        return None
+
+    with pytest.raises(ConfigError) as caught:
+        run_provider(site, tmp_path, nothing, layout="cameras")
+    message = str(caught.value)
+    assert (
+        "\n" not in message
+        and "vidfs.toml" in message
+        and "key 'layout'" in message
+        and "'cameras'" in message
+    )
+
+
 @pytest.mark.parametrize("videos_shape", ["ids", "objects", "mixed"])
 def test_integer_and_uuid_ids_in_both_video_list_shapes(
     site: ValtSite, tmp_path: Path, videos_shape: str
@@ -607,6 +684,20 @@ def test_ls_l_shows_true_sizes_with_one_head_per_video(
     for path in paths:
         assert sum(1 for h in heads if h["path"].startswith(path + "?")) <= 1, path
     assert all(h["origin"] == "valt-distribution" for h in heads)
+
+
+def test_the_rooms_layout_through_a_mount(valt_emulator: Emulator, tmp_path: Path, mounts: Any) -> None:
+    """Every video in its room's directory, with its true size and bytes; no record directories."""
+    mount = mounts(valt_config(valt_emulator, tmp_path, layout="rooms"))
+    expected = expected_files(valt_emulator)
+    root = mount.path / INSTANCE
+    got = []
+    for room in sorted(os.listdir(root)):
+        for name in os.listdir(root / room):
+            path = root / room / name
+            assert path.is_file(), path
+            got.append((room, path.stat().st_size, sha256_file(path)))
+    assert sorted(got) == sorted((rel.split("/")[0], e.size, e.sha256) for rel, e in expected.items())
 
 
 def test_a_read_spanning_the_url_expiry_gives_identical_bytes(
