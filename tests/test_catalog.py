@@ -278,6 +278,45 @@ async def test_a_remounted_snapshot_keeps_the_age_of_its_listings(tmp_path: Path
     assert provider.calls == {"new": 1, "old": 1}  # the fresh one answered without a call
 
 
+async def test_directory_readahead_moves_on_with_the_walker() -> None:
+    # A directory of many subdirectories (VALT rooms in layout "rooms"): listing it reads the first
+    # READ_AHEAD_DIRECTORIES ahead; each one a walker then goes into moves that window on past it.
+    ahead = tree_module.READ_AHEAD_DIRECTORIES
+    count = 3 * ahead
+    folders: dict[str, list[Folder | Video]] = {"root": [Folder(f"d{i}", f"d{i:06d}") for i in range(count)]}
+    folders.update({f"d{i}": videos(1, prefix=f"d{i}v") for i in range(count)})
+    provider = FakeProvider(folders)
+    tree = make_tree(provider)
+
+    def listed() -> set[str]:
+        return set(provider.calls) - {"root"}
+
+    def first(n: int) -> set[str]:
+        return {f"d{i}" for i in range(min(n, count))}
+
+    async def walk_into(node: Node) -> None:
+        tree.remember(node)  # as a readdirplus reply does
+        await tree.children(node.inode)
+        await trio.testing.wait_all_tasks_blocked()
+
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        tree.attach(nursery)
+        subdirectories = list(await tree.children(provider_inode(tree)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert listed() == first(ahead)
+        await tree.children(provider_inode(tree))  # listing it again asks nothing more
+        await trio.testing.wait_all_tasks_blocked()
+        assert listed() == first(ahead)
+        for node in subdirectories[:10]:
+            await walk_into(node)
+        assert listed() == first(10 + ahead)
+        await walk_into(subdirectories[2 * ahead])
+        assert listed() == first(count)
+        nursery.cancel_scope.cancel()
+    assert set(provider.calls.values()) == {1}  # each directory listed once
+
+
 async def test_a_listing_someone_waits_for_goes_before_those_listed_ahead(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
