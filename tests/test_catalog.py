@@ -17,7 +17,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pyfuse3
@@ -213,6 +213,29 @@ async def test_a_size_forgotten_while_its_directory_is_built_hides_the_file_unti
     again = {node.name: node.size for node in await tree.children(provider_inode(tree))}
     assert again == {"v0.mp4": 1000, "v1.mp4": 1001, "v2.mp4": 1002}
     assert sorted(asked) == ["v0", "v1", "v1", "v2"]  # only the forgotten one asked again
+
+
+async def test_a_size_known_before_a_build_and_forgotten_during_it_hides_the_file(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The answers a build found known are not read again, unless one was forgotten while it waited for
+    # the others: a file that changed meanwhile is never shown with the size it had.
+    entries: list[Folder | Video] = [Video(f"v{i}", f"v{i}.mp4", mtime=1.0) for i in range(3)]
+    tree = make_tree(FakeProvider({"root": entries}), negative_ttl=10.0)
+    learn = tree.probes.learn
+    learn(("fake", "v0", entries[0].fingerprint), Probe(1000, None))  # as the snapshot tells after a remount
+
+    async def probe(instance: str, provider: Any, video: Video) -> Probe:
+        answer = Probe(1000 + int(video.remote_id[1:]), None)
+        learn((instance, video.remote_id, video.fingerprint), answer)
+        if video.remote_id == "v1":
+            tree.probes.forget(instance, cast(Video, entries[0]))  # v0 changed meanwhile
+        return answer
+
+    tree.probes.probe = probe  # type: ignore[method-assign]
+    shown = {node.name: node.size for node in await tree.children(provider_inode(tree))}
+    assert shown == {"v1.mp4": 1001, "v2.mp4": 1002}
+    assert [item.remote_id for item in await tree.hidden(provider_inode(tree))] == ["v0"]
 
 
 class PagedProvider(FakeProvider):

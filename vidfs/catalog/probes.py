@@ -93,6 +93,7 @@ class SizeProbes:
         self._in_flight: dict[ProbeKey, _InFlight] = {}
         self._limits: dict[tuple[str, str, int], AdaptiveLimit] = {}
         self.version = 0  # bumped on every new answer (the snapshot writer watches it)
+        self.forgotten = 0  # answers forgotten so far (a directory build being made then reads its again)
         # The ids answered since the snapshot writer last took them, by instance (ids, not keys: a walk of
         # 100,000 videos can end with most of them unsaved, and a key tuple each was 6 MiB of its peak).
         self._unsaved: dict[str, list[str]] = {}
@@ -157,6 +158,7 @@ class SizeProbes:
         probe = answers.get(video.remote_id)
         if probe is not None and probe.basis == basis_of(video.fingerprint):
             del answers[video.remote_id]
+            self.forgotten += 1
 
     def export(self, instance: str) -> Answers:
         """The answers for one instance, copied (for the snapshot writer; call in the trio thread)."""
