@@ -36,8 +36,10 @@ from vidfs.providers.auth import expiry_from_url, jwt_claims
 from vidfs.providers.paging import PAGE_CONCURRENCY
 from vidfs.providers.valt import (
     NO_ROOM_NAME,
+    ListedRecord,
     ValtProvider,
     display_name_from_url,
+    listed_record,
     unique_video_names,
     video_ids,
 )
@@ -316,6 +318,27 @@ def test_display_name_is_decoded_twice() -> None:
     assert display_name_from_url("https://valt.example.com/d/1.mp4?filename=a%252Bb.mp4") == "a+b.mp4"
     assert display_name_from_url("https://valt.example.com/d/1.mp4?access_token=x") is None
     assert display_name_from_url("https://valt.example.com/d/1.mp4?filename=") is None
+
+
+def test_a_records_pass_keeps_folders_not_json_and_pages_keep_their_length(
+    site: ValtSite, tmp_path: Path
+) -> None:
+    rooms: dict[tuple[str, str], tuple[str, str]] = {}
+    one = {"id": 7, "name": "A", "created": 5, "room": {"id": 3, "name": "R"}, "author": {"name": "x"}}
+    two = {"id": "8", "name": "B", "room": {"id": 3, "name": "R"}}
+    made = [listed_record(record, rooms) for record in (one, {"name": "no id"}, two, "junk")]
+    first, none, second, junk = made
+    assert none is None and junk is None  # kept as None: a page's length tells where the list ends
+    assert first is not None and second is not None
+    assert (first.folder.remote_id, first.folder.name, first.folder.mtime) == ("7", "A", 5.0)
+    assert first.folder.extra["author"] == "x" and first.room == ("room:3", "R")
+    assert second.room is first.room  # one tuple per room, not one per record
+
+    async def page(provider: ValtProvider) -> list[Any]:
+        return await provider._records_page(0, 5)
+
+    items = run_provider(site, tmp_path, page)
+    assert len(items) == 5 and all(isinstance(item, ListedRecord) for item in items)
 
 
 def test_video_ids_and_duplicate_names() -> None:
