@@ -93,7 +93,7 @@ class SizeProbes:
         self._in_flight: dict[ProbeKey, _InFlight] = {}
         self._limits: dict[tuple[str, str, int], AdaptiveLimit] = {}
         self.version = 0  # bumped on every new answer (the snapshot writer watches it)
-        self.forgotten = 0  # answers forgotten so far (a directory build being made then reads its again)
+        self.forgotten = 0  # answers forgotten so far: a build that saw it move reads all its answers again
         # The ids answered since the snapshot writer last took them, by instance (ids, not keys: a walk of
         # 100,000 videos can end with most of them unsaved, and a key tuple each was 6 MiB of its peak).
         self._unsaved: dict[str, list[str]] = {}
