@@ -8,6 +8,7 @@ helper module without ``CONTRACT`` (such as ``cupix_model``) is not an emulator.
 
 from __future__ import annotations
 
+import signal
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import httpx
 import pytest
 
 import vidfs.emulator
+from tests.conftest import start_emulator, stop_process
 from tests.providers import Case
 from vidfs.emulator import emulators, known_emulators
 from vidfs.emulator.server import create_site
@@ -94,3 +96,18 @@ def test_a_new_module_is_an_emulator_without_registering_it(throwaway: Path, med
         assert case.wrong_password({"password": "right"}) == {"password": "not-the-password"}
     finally:
         site.close()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_the_emulator_ends_with_status_0_on_a_stop_signal_however_often_it_comes(
+    tmp_path: Path, media_dir: Path, stop_signal: signal.Signals
+) -> None:
+    # Its handler takes no lock: one that did (threading.Event.set) could deadlock with the main thread's
+    # wait, and the emulator then never ended (seen once, with a SIGTERM and then SIGINTs).
+    emulator = start_emulator(tmp_path, ["hourone"], media_dir)
+    try:
+        for _ in range(5):
+            emulator.process.send_signal(stop_signal)
+        assert emulator.process.wait(timeout=30) == 0
+    finally:
+        stop_process(emulator.process)
