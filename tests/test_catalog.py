@@ -362,6 +362,31 @@ async def test_a_listing_someone_waits_for_goes_before_those_listed_ahead(
     assert len(listing.entries) == 2 and provider.calls == {"ahead": 1, "queued": 1}
 
 
+@pytest.mark.parametrize(("listing_calls", "at_once"), [(1, 16), (8, 2), (64, 1)])
+async def test_listings_at_once_count_the_calls_each_asks_at_once(
+    autojump_clock: trio.testing.MockClock, listing_calls: int, at_once: int
+) -> None:
+    # 16 calls' worth of listings: 16 that ask one call at a time, 2 that ask 8 at once (VALT rooms), and
+    # still one that asks more than all. The others wait their turn, and all are listed in the end.
+    provider = FakeProvider({f"d{i}": videos(1) for i in range(20)})
+    provider.listing_calls = listing_calls  # type: ignore[attr-defined]
+    provider.delay = 1.0
+    listings = ListingCache(ttl=300, negative_ttl=10, stats=Stats(), concurrency=16)
+    done: list[str] = []
+
+    async def ahead(name: str) -> None:
+        await listings.listing("fake", provider, Folder(name, name), urgent=False)
+        done.append(name)
+
+    async with trio.open_nursery() as nursery:
+        listings.attach(nursery)
+        for name in provider.folders:
+            nursery.start_soon(ahead, name)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sum(provider.calls.values()) == at_once
+    assert sorted(done) == sorted(provider.folders) and set(provider.calls.values()) == {1}
+
+
 async def test_a_stale_listing_is_served_at_once_while_it_refreshes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -95,7 +95,10 @@ async def open_engine(
             stack.push_async_callback(provider.aclose)
         resolver = Resolver(stats)
         listings = ListingCache(
-            ttl=config.cache.metadata_ttl, negative_ttl=config.cache.negative_ttl, stats=stats
+            ttl=config.cache.metadata_ttl,
+            negative_ttl=config.cache.negative_ttl,
+            stats=stats,
+            concurrency=config.http.max_api_requests_per_host,  # the API window's top (LISTING_CALLS_AT_ONCE)
         )
         probes = SizeProbes(http=http, resolver=resolver, stats=stats)
         tree = Tree(providers, listings, probes)

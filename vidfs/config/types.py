@@ -96,7 +96,7 @@ class HttpSettings:
     read_timeout: float = 20.0
     retries: int = 4
     max_connections_per_host: int = 8
-    max_api_requests_per_host: int = 32  # the API window's top (vidfs.http.adaptive); it starts lower
+    max_api_requests_per_host: int = 64  # the API window's top (vidfs.http.adaptive); it starts lower
     ca_bundle: Path | None = None
     user_agent: str = f"vidfs/{__version__}"
     backoff_base: float = 0.2

@@ -91,6 +91,10 @@ class ProviderBase:
     the class names: `class MyProvider(ProviderBase, root_id="my:root")`)."""
 
     root_id: ClassVar[str] = ""
+    # API calls one listing asks at once (a listing that fans out says so): the listing cache runs fewer
+    # such listings at once, so a walker's readahead does not queue them all on the API window together
+    # (`vidfs.catalog.listings.LISTING_CALLS_AT_ONCE`).
+    listing_calls: int = 1
 
     def __init_subclass__(cls, *, root_id: str = "", **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
