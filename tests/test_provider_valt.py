@@ -38,6 +38,7 @@ from vidfs.providers.valt import (
     NO_ROOM_NAME,
     ListedRecord,
     ValtProvider,
+    _handle,
     display_name_from_url,
     listed_record,
     unique_video_names,
@@ -333,12 +334,20 @@ def test_a_records_pass_keeps_folders_not_json_and_pages_keep_their_length(
     assert (first.folder.remote_id, first.folder.name, first.folder.mtime) == ("7", "A", 5.0)
     assert first.folder.extra["author"] == "x" and first.room == ("room:3", "R")
     assert second.room is first.room  # one tuple per room, not one per record
+    hidden = listed_record(one, rooms, shown=False)  # layout "rooms": no directory, so no xattrs kept
+    assert hidden is not None and hidden.folder == first.folder and not hidden.folder.extra
 
     async def page(provider: ValtProvider) -> list[Any]:
         return await provider._records_page(0, 5)
 
     items = run_provider(site, tmp_path, page)
     assert len(items) == 5 and all(isinstance(item, ListedRecord) for item in items)
+
+
+def test_a_video_keeps_a_handle_only_when_its_remote_id_cannot_be_split_back() -> None:
+    assert not _handle("7/9", "7", "9")  # resolve() splits the remote id
+    assert dict(_handle("a/b/9", "a/b", "9")) == {"record": "a/b", "video": "9"}
+    assert dict(_handle("7/x/y", "7", "x/y")) == {"record": "7", "video": "x/y"}
 
 
 def test_video_ids_and_duplicate_names() -> None:
@@ -443,12 +452,40 @@ def test_the_rooms_layout_shows_every_video_of_a_room_in_its_directory(
     assert sorted(by_room, key=lambda pair: pair[1].remote_id) == sorted(
         by_record, key=lambda pair: pair[1].remote_id
     )
+    # with the same xattrs, record-level ones included (from each record's details, not from the pass)
+    xattrs = {v.remote_id: dict(v.xattrs) for _room, v in by_record}
+    assert {v.remote_id: dict(v.xattrs) for _room, v in by_room} == xattrs
+    assert all(values["record_id"] and values["record"] for values in xattrs.values())
+    assert any(values.get("room") for values in xattrs.values())
     # two videos of one record with one display name are still told apart by video id
     intake = catalog_record(site, "Intake exam")
     assert {(room, v.name) for room, v in by_room if v.remote_id.startswith(f"{intake['id']}/")} == {
         ("Interview Room 2", f"{v['display_name'][:-4]} [{v['id']}]{v['display_name'][-4:]}")
         for v in intake["videos"]
     }
+
+
+def test_the_rooms_layout_lets_go_of_a_listed_rooms_records_and_lists_it_again_from_a_new_pass(
+    site: ValtSite, tmp_path: Path
+) -> None:
+    async def body(provider: ValtProvider) -> tuple[Listing, Listing, bool]:
+        rooms = [f for f in (await provider.list(provider.root())).entries if isinstance(f, Folder)]
+        exam = next(f for f in rooms if f.name == "Exam Room 3")
+        other = next(f for f in rooms if f is not exam)
+        first = await provider.list(exam)
+        # its videos' URLs are kept for their HEADs, as one listing's: the room's, not one per record
+        assert provider._urls.statistics() == {"urls": len(first.entries), "folders": 1}
+        assert all(provider._urls.take(video.remote_id) for video in first.entries)
+        held = provider._records
+        assert held is not None and exam.remote_id not in held.by_room and other.remote_id in held.by_room
+        await provider.list(other)
+        assert provider._records is held  # another room: still from the same pass
+        again = await provider.list(exam)  # its records were given away: from a new pass
+        return first, again, provider._records is not held
+
+    first, again, new_pass = run_provider(site, tmp_path, body, layout="rooms")
+    assert new_pass
+    assert [v.remote_id for v in again.entries] == [v.remote_id for v in first.entries] != []
 
 
 def test_the_rooms_layout_leaves_out_a_vanished_record_and_fails_on_a_refusal(

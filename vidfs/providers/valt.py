@@ -36,7 +36,8 @@ API quirks handled:
   once, and fills the holes a list that moved meanwhile leaves (its essay says how); a first page shorter
   than asked is the end or the cap, and one more page tells which. One pass serves the root and the room
   listings for a couple of seconds, or ten times as long as the pass took (`RECORDS_REUSE`), so `ls -R`
-  costs one pass over the records, not one per room, however many records there are.
+  costs one pass over the records, not one per room, however many records there are. In layout "rooms"
+  it serves each room once, for up to five minutes (`ROOMS_PASS_REUSE`), and lets go of its records.
 - Record ids are integers (VALT 5) or UUIDs (VALT 6); a record's `videos` (key unknown, we also try
   `video_ids`) are ids or objects with `id`.
 - `GET /records/download/{rec}/{vid}` answers `{"data":{"url"}}` (the wiki's table) or `{"url"}` (its
@@ -54,7 +55,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit
 
@@ -65,7 +66,7 @@ from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
 from vidfs.http.client import dig, json_object
 from vidfs.http.policy import raise_for_status
-from vidfs.model import Folder, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
+from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
 from vidfs.providers.auth import Token, TokenKeeper, expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.listed_urls import ListedUrl, ListedUrls
@@ -78,6 +79,10 @@ NO_ROOM_ID = "valt:no-room"
 NO_ROOM_NAME = "(no room)"
 RECORDS_REUSE = 2.0  # seconds one POST /records pass serves further listings, at least …
 RECORDS_REUSE_PER_SCAN = 10.0  # … and this many times the pass took (10,000 records: not one per room)
+# Layout "rooms": a pass serves each room once (`RecordsPass.take`), for this long. A walk of 1,004 rooms
+# (100,000 records) at the pass's usual 30 s made a new pass every 30 s (1,023 POSTs each), and each new
+# one held again the records of all the rooms not listed yet: 90,000 folders still held at the walk's end.
+ROOMS_PASS_REUSE = 300.0
 DOWNLOAD_CONCURRENCY = 8
 RECORDS_AT_ONCE = 8  # records whose details a room listing asks at once (layout "rooms"), each with its URLs
 LAYOUTS = ("records", "rooms")
@@ -190,21 +195,36 @@ class ListedRecord(NamedTuple):
     room: tuple[str, str]  # (room folder id, room name): one tuple per room (`listed_record`)
 
 
-def listed_record(record: Any, rooms: dict[tuple[str, str], tuple[str, str]]) -> ListedRecord | None:
+_NO_HANDLE = FrozenMap()
+UrlPairs = list[tuple[str, str]]  # (remote id, download URL) of a listing's videos
+
+
+def _handle(remote_id: str, record_id: str, video_id: str) -> Mapping[str, str]:
+    """A video's ids are the two halves of its remote id ("<record>/<video>"): no handle (a map of about 180
+    bytes a video, 17 MiB at 100,000) unless an id holds a "/", which VALT's integers and UUIDs never do."""
+    if remote_id.count("/") == 1:
+        return _NO_HANDLE
+    return frozen({"record": record_id, "video": video_id})
+
+
+def listed_record(
+    record: Any, rooms: dict[tuple[str, str], tuple[str, str]], *, shown: bool = True
+) -> ListedRecord | None:
     """A record as a pass keeps it; None without a usable id (it stays in its page as None: the page's
-    length tells offset paging where the list ends). `rooms` gives each room's tuple once."""
+    length tells offset paging where the list ends). `rooms` gives each room's tuple once. A record that
+    is not `shown` as a directory (layout "rooms": its videos take their xattrs from its details) keeps no
+    xattr values."""
     if not isinstance(record, Mapping):
         return None
     record_id = _id(record.get("id"))
     if record_id is None:
         return None
     room = room_key(record)
-    folder = Folder(
-        record_id,
-        str(record.get("name") or ""),
-        mtime=_epoch(record.get("created")),
-        extra=frozen_extra(record_extra(record)),
-    )
+    name, mtime = str(record.get("name") or ""), _epoch(record.get("created"))
+    if shown:
+        folder = Folder(record_id, name, mtime=mtime, extra=frozen_extra(record_extra(record)))
+    else:
+        folder = Folder(record_id, name, mtime=mtime)
     return ListedRecord(folder, rooms.setdefault(room, room))
 
 
@@ -215,7 +235,15 @@ class RecordsPass:
     was 115 MiB, where these folders are the ones the room listings hold anyway (layout "records")."""
 
     rooms: Listing
-    by_room: Mapping[str, tuple[Folder, ...]]  # room folder id → its records
+    by_room: dict[str, tuple[Folder, ...]]  # room folder id → its records
+    taken: set[str] = field(default_factory=set)  # rooms whose records `take` gave away
+
+    def take(self, room: str) -> None:
+        """Layout "rooms": a room listed from this pass no longer needs its records here (their folders
+        are nobody else's: 100,000 were about 25 MiB held until the pass expired, past the walk's end).
+        Listing it again from this pass asks for a new one (`ValtProvider._all_records`)."""
+        self.by_room.pop(room, None)
+        self.taken.add(room)
 
     @classmethod
     def of(cls, records: Sequence[ListedRecord]) -> RecordsPass:
@@ -274,6 +302,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
                 f"{self._where} key 'layout': expected one of {', '.join(LAYOUTS)}, got {layout!r}"
             )
         self._rooms_layout = layout == "rooms"
+        self.listing_calls = RECORDS_AT_ONCE if self._rooms_layout else 1
         # VALT tokens have no known lifetime: used until refused.
         self._tokens = TokenKeeper(self._login, name=self.instance, log=self._log)
         self._records_lock = trio.Lock()
@@ -332,16 +361,20 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
             page = document.get("records", document.get("data"))
         if not isinstance(page, list):
             raise InvalidRemoteData(f"{self.instance}: listing records: data.records is not a list")
-        return [listed_record(record, self._pass_rooms) for record in page]
+        shown = not self._rooms_layout
+        return [listed_record(record, self._pass_rooms, shown=shown) for record in page]
 
-    async def _all_records(self) -> RecordsPass:
+    async def _all_records(self, room: str | None = None) -> RecordsPass:
         """Every record (`vidfs.providers.paging.offset_pages`: pages overlapping by one record, asked
         ahead concurrently, holes left by a moving list filled), as the listings use them; reused briefly:
-        one pass serves the root and every room (100 rooms of 10,000 records: not a million looked at)."""
+        one pass serves the root and every room (100 rooms of 10,000 records: not a million looked at), but
+        not a `room` whose records it gave away (`RecordsPass.take`)."""
         async with self._records_lock:
             now = time.monotonic()
-            if self._records is not None and now - self._records_at < self._records_reuse:
-                return self._records
+            held = self._records
+            reuse = self._records_reuse if room is None else max(self._records_reuse, ROOMS_PASS_REUSE)
+            if held is not None and now - self._records_at < reuse and room not in held.taken:
+                return held
             self._pass_rooms = {}
             try:
                 paged = await offset_pages(self._records_page, size=self._page_size, key=_record_key)
@@ -373,36 +406,49 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         return (await self._all_records()).rooms
 
     async def _list_room(self, folder: Folder) -> Listing:
-        records = (await self._all_records()).by_room.get(folder.remote_id)
-        if not records:  # rooms exist only through their records: this one is gone
+        return Listing(self._records_of(await self._all_records(), folder))
+
+    def _records_of(self, records: RecordsPass, folder: Folder) -> tuple[Folder, ...]:
+        found = records.by_room.get(folder.remote_id)
+        if not found:  # rooms exist only through their records: this one is gone
             raise NotFoundError(f"{self.instance}: room {folder.name!r} has no records any more")
-        return Listing(records)
+        return found
 
     async def _list_room_videos(self, folder: Folder) -> Listing:
         """Layout "rooms": the videos of every record of the room, in the records' list order."""
-        records = (await self._list_room(folder)).entries
+        records_pass = await self._all_records(folder.remote_id)
+        records = self._records_of(records_pass, folder)
         listings: dict[str, Listing] = {}
         gone: list[HiddenItem] = []
         failures: list[VidfsError] = []
+        listed_urls: UrlPairs = []
 
         async def fetch(record: Folder) -> None:
             try:
-                listings[record.remote_id] = await self._list_record(record)
+                listings[record.remote_id] = await self._list_record(record, listed_urls)
             except NotFoundError as exc:  # deleted since the records pass: not a reason to fail the room
                 gone.append(HiddenItem(record.remote_id, record.name, f"record gone: {exc}"))
             except VidfsError as exc:  # raised below: a nursery would wrap it in an ExceptionGroup
                 failures.append(exc)
 
         folders = [record for record in records if isinstance(record, Folder)]
+        asked_at = time.time()  # before any URL was given: their age is never underestimated
         await for_each(folders, fetch, workers=min(RECORDS_AT_ONCE, len(folders)))
         if failures:
             raise failures[0]
+        # The room's URLs as one listing's: what the store keeps to tell a room's new videos at its next
+        # listing is one tuple per room, not one per record (with a key and a string of its own: about 250
+        # bytes a video, 25 MiB at 100,000).
+        self._urls.remember(folder.remote_id, listed_urls, asked_at)
+        records_pass.take(folder.remote_id)
         shown = [listings[record.remote_id] for record in folders if record.remote_id in listings]
         hidden = [item for listing in shown for item in listing.hidden] + gone
         hidden.sort(key=lambda item: item.remote_id)
         return Listing(tuple(entry for listing in shown for entry in listing.entries), tuple(hidden))
 
-    async def _list_record(self, folder: Folder) -> Listing:
+    async def _list_record(self, folder: Folder, listed_urls: UrlPairs | None = None) -> Listing:
+        """A record's videos. Their URLs go to the store as this record's listing, or to `listed_urls` (a
+        room listing's, layout "rooms"), as (remote id, URL): the remote ids the videos hold."""
         record_id = folder.remote_id
         document = await self._api("GET", f"/records/{quote(record_id, safe='')}", what=f"record {record_id}")
         details = document.get("data") if isinstance(document.get("data"), dict) else document
@@ -430,7 +476,6 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         for video_id in ready:
             url = urls[video_id]
             raw_names.append((video_id, display_name_from_url(url) or record_name + url_extension(url)))
-        self._urls.remember(record_id, ((f"{record_id}/{i}", urls[i]) for i in ready), asked_at)
         mtime = _epoch(details.get("created")) or folder.mtime
         markers = details.get("markers")
         marker_count = len(markers) if isinstance(markers, list) else None
@@ -454,9 +499,14 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
                             "markers": marker_count,
                         }
                     ),
-                    handle=frozen({"record": record_id, "video": video_id}),
+                    handle=_handle(remote_id, record_id, video_id),
                 )
             )
+        listed = [(video.remote_id, urls[video_id]) for video, video_id in zip(entries, ready, strict=True)]
+        if listed_urls is None:
+            self._urls.remember(record_id, listed, asked_at)
+        else:
+            listed_urls.extend(listed)
         hidden.sort(key=lambda item: item.remote_id)
         return Listing(tuple(entries), tuple(hidden))
 
@@ -485,7 +535,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
             return StreamLease(url=cached.url, expires_at=expiry_from_url(cached.url))
         record_id = video.handle.get("record")
         video_id = video.handle.get("video")
-        if not record_id or not video_id:
+        if not record_id or not video_id:  # the usual case (`_handle`)
             record_id, _, video_id = video.remote_id.partition("/")
         url = await self._download_url(record_id, video_id)
         return StreamLease(url=url, expires_at=expiry_from_url(url))
