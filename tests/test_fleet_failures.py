@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import Mount, sha256_file, wait_until
 from tests.fleet_origin import Origin
 from tests.redis_cluster import HAVE_REDIS, Cluster, start_plain
-from tests.test_fleet_shared import INSTANCE, fleet_config, publish_file, published, stats
+from tests.test_fleet_shared import INSTANCE, SICK_TIMEOUT, fleet_config, publish_file, published, stats
 
 pytestmark = pytest.mark.skipif(not HAVE_REDIS, reason="redis-server is not installed (.ci/run installs it)")
 
@@ -56,7 +56,7 @@ def test_fleet_a_redis_node_killed_during_a_read(
 ) -> None:
     fresh = origin.add("other.bin", os.urandom(2 << 20))
     _, expected = publish_file(tmp_path, origin, cluster, mounts, SIZE)
-    second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    second = mounts(fleet_config(tmp_path, origin, cluster, "b", timeout=SICK_TIMEOUT), name="b")
     got = read_with(second.path / INSTANCE / "big.bin", 2 << 20, lambda: cluster.kill(1))
     assert got == expected
     redis = redis_stats(second)
@@ -77,7 +77,7 @@ def test_fleet_client_pause_makes_misses_not_waits(
 ) -> None:
     other = origin.add("other.bin", os.urandom(SIZE))
     _, expected = publish_file(tmp_path, origin, cluster, mounts, SIZE)
-    second = mounts(fleet_config(tmp_path, origin, cluster, "b"), name="b")
+    second = mounts(fleet_config(tmp_path, origin, cluster, "b", timeout=SICK_TIMEOUT), name="b")
     # Paused before the mount's client had connected (a loaded machine, -n 4), its lookups were skipped as
     # unconnected, never timed out, and the breaker had nothing to open on: connected first, then paused.
     wait_until(lambda: redis_stats(second)["connected"], "the second mount connected to Redis", 60)
@@ -100,7 +100,7 @@ def test_fleet_mounts_without_redis_and_finds_it_later(
     fresh = origin.add("other.bin", os.urandom(2 << 20))
     for index in range(len(cluster.nodes)):
         cluster.kill(index)
-    mount = mounts(fleet_config(tmp_path, origin, cluster, "a"), name="a")
+    mount = mounts(fleet_config(tmp_path, origin, cluster, "a", timeout=SICK_TIMEOUT), name="a")
     assert sha256_file(mount.path / INSTANCE / "big.bin") == expected
     # The read needs no Redis: it may end before the first attempt to connect has failed (a loaded machine,
     # -n 4), and the breaker opens on that failure. Wait for it, not for a time.

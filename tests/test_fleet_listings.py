@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import Mount, sha256_file, wait_until
 from tests.fleet_origin import Origin
 from tests.redis_cluster import HAVE_REDIS, Cluster
-from tests.test_fleet_shared import INSTANCE, SECRET, published, stats
+from tests.test_fleet_shared import INSTANCE, SECRET, TIMEOUT, published, stats
 from vidfs.commands.demo import write_config
 
 pytestmark = pytest.mark.skipif(not HAVE_REDIS, reason="redis-server is not installed (.ci/run installs it)")
@@ -52,7 +52,7 @@ def config(tmp_path: Path, origin: Origin, cluster: Cluster, name: str, *, ttl: 
         {INSTANCE: table},
         cache_dir=tmp_path / f"cache-{name}",
         cache={"metadata_ttl": ttl},
-        extra=cluster.table(SECRET, timeout="250ms"),
+        extra=cluster.table(SECRET, timeout=TIMEOUT),
     )
 
 

@@ -30,8 +30,15 @@ def stats(mount: Mount) -> dict[str, Any]:
     return json.loads(os.getxattr(mount.path, "user.vidfs.stats"))
 
 
+# A lookup slower than `timeout` is a miss read from the origin, as it should be; but on a loaded machine
+# (-n 4, 2 cores) a host stall made two 250 ms lookups time out and a test that counts the origin's bytes
+# saw 2 MiB more (CI, stop 36). These tests look at sharing, not at stalls: the tests of a sick Redis
+# (test_fleet_failures.py) ask for SICK_TIMEOUT.
+TIMEOUT, SICK_TIMEOUT = "5s", "250ms"
+
+
 def fleet_config(tmp_path: Path, origin: Origin, cluster: Cluster, name: str, **shared: Any) -> Path:
-    table = cluster.table(SECRET, **{"timeout": "250ms", **shared})
+    table = cluster.table(SECRET, **{"timeout": TIMEOUT, **shared})
     return write_config(
         tmp_path / f"{name}.toml",
         {INSTANCE: {"type": "http", "url": origin.url}},
@@ -75,8 +82,8 @@ def test_fleet_two_mounts_one_after_the_other_fetch_the_file_once(
     wait_until(lambda: published(first) >= blocks, "the file published", 60)
     assert sha256_file(second.path / INSTANCE / "big.bin") == expected
     served = origin.bytes_served("big.bin")
-    assert served <= 1.05 * SIZE, served
     shared = stats(second)["shared"]
+    assert served <= 1.05 * SIZE, (served, shared)
     assert shared["blocks"]["hits"] >= blocks - 1, shared
     assert shared["blocks"]["rejected"] == 0
 
