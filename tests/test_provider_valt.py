@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import errno
 import json
+import logging
 import os
 import re
 import subprocess
@@ -22,6 +23,7 @@ import httpx
 import pytest
 import trio
 
+import vidfs.providers.valt as valt_module
 from tests.conftest import Emulator, sha256_file, start_emulator, stop_process, vidfs_cmd, wait_until
 from tests.inprocess import make_provider, site_fixtures
 from tests.inprocess import walk as walk_folders
@@ -486,6 +488,35 @@ def test_the_rooms_layout_lets_go_of_a_listed_rooms_records_and_lists_it_again_f
     first, again, new_pass = run_provider(site, tmp_path, body, layout="rooms")
     assert new_pass
     assert [v.remote_id for v in again.entries] == [v.remote_id for v in first.entries] != []
+
+
+@pytest.mark.parametrize("layout", ["records", "rooms"])
+def test_a_big_records_layout_suggests_the_rooms_layout_once(
+    site: ValtSite,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    layout: str,
+) -> None:
+    records = len(site.records)
+    monkeypatch.setattr(valt_module, "LAYOUT_HINT_RECORDS", records)
+
+    async def two_passes(provider: ValtProvider) -> None:
+        for _ in range(2):
+            provider._records = None  # the next listing makes a new pass
+            await provider.list(provider.root())
+
+    caplog.set_level(logging.INFO)
+    run_provider(site, tmp_path, two_passes, layout=layout)
+    hints = [r.getMessage() for r in caplog.records if 'layout = "rooms"' in r.getMessage()]
+    if layout == "rooms":
+        assert hints == []
+    else:
+        assert hints == [
+            f"site: {records} records, a directory each: every ls -lR, find or rsync asks 4 FUSE requests "
+            f"per directory however warm the cache; {tmp_path / 'vidfs.toml'}: [providers.site] layout = "
+            '"rooms" lists each room\'s videos in it'
+        ]
 
 
 def test_the_rooms_layout_leaves_out_a_vanished_record_and_fails_on_a_refusal(
