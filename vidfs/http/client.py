@@ -16,7 +16,7 @@ Every request of every provider goes through `HttpClient`. It:
 `transport=` takes any httpx transport (in-process tests give an `httpx.MockTransport`).
 
 Two ways to the network. Small requests, the API calls (`pool="api"`) and the size probes' HEADs
-(`head`), go on the lean path (`vidfs.http.lean`: h11 on kept-alive HTTP/1.1 connections, a quarter of
+(`head`), go on the lean path (`vidfs.http.lean`: httptools on kept-alive HTTP/1.1 connections, a quarter of
 httpx's CPU per request or less); API calls still go through an httpx client (over a `LeanTransport`) for
 its request building and login auth flows. Byte transfers (`stream`, the ranged GETs) go through httpx's own
 HTTP/1.1 pool: a few requests of megabytes each, for which a pool's bookkeeping costs nothing worth saving.
@@ -403,7 +403,7 @@ class HttpClient:
             response = await self.request(
                 "HEAD", url, tag=tag, headers=headers, follow_redirects=True, retry=retry, pool=None
             )
-            fields = [(name.lower(), value) for name, value in response.headers.raw]  # as h11 gives them
+            fields = [(name.lower(), value) for name, value in response.headers.raw]  # as the lean path gives them
             return Answer(response.status_code, fields, response.content, str(response.url))
         self.check_reachable(url)
         lean = self._lean

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Protocol
 
-import h11
 import httpx
 import trio
+
+from vidfs.http.wire import Framing, Head, MalformedAnswer, UnsendableRequest
 
 RECEIVE_SIZE = 64 * 1024  # bytes asked of the socket at a time
 # Bytes asked of the socket at a time for a body of known length (the socket gives what has arrived, never
@@ -20,9 +21,8 @@ MAX_BODY_EVENTS = 1 << 40  # bound of a chunked body's loop (each event a read o
 
 
 class Connection(Protocol):
-    """What a body is read from: the connection's stream, and its HTTP/1.1 state (h11)."""
+    """What a body is read from: the connection's stream."""
 
-    protocol: h11.Connection
     stream: trio.abc.Stream
 
 
@@ -33,15 +33,17 @@ class LeanStream:
     httpcore's stream layers and h11, which copies each network read three times (into its receive buffer,
     out of it, and into `bytes`): in a cold read at 20 ms those copies were 6% of the daemon's CPU (perf),
     and the layers' Python more. When the answer says its length, `aiter_raw` gives the socket's reads
-    themselves, up to 1 MiB each and never past the body, and the connection, at a message boundary again,
-    gets a fresh h11 state for its next request. A chunked body, or one that ends with the connection, still
-    goes through h11. A cold `dd` of 512 MiB through a mount over nginx on loopback: 375-403 MB/s at
-    1.6-1.9 user CPU s/GB with 64 KiB reads, 509-629 MB/s at 0.84-1.04 with these. On a plain connection
+    themselves, up to 1 MiB each and never past the body, and the connection is at a message boundary again
+    for its next request. A chunked body goes through the parser that read its head
+    (`vidfs.http.wire.ChunkedBody`); one that ends with the connection is read to that end. A cold `dd` of
+    512 MiB through a mount over nginx on loopback: 375-403 MB/s at 1.6-1.9 user CPU s/GB with 64 KiB reads,
+    509-629 MB/s at 0.84-1.04 with these. On a plain connection
     `receive_into` goes one step further: the body lands in the caller's buffers (the block cache's blocks)
     with one `recvmsg_into` each, no `bytes` made per read and none cut into blocks afterwards."""
 
     __slots__ = (
         "_connection",
+        "_head",
         "_head_bytes",
         "_left",
         "_spoiled",
@@ -51,20 +53,24 @@ class LeanStream:
         "status_code",
     )
 
-    def __init__(self, connection: Connection, head: h11.Response, timeout: float) -> None:
+    def __init__(self, connection: Connection, head: Head, rest: bytes, timeout: float) -> None:
         self.status_code = head.status_code
-        self.headers = httpx.Headers(list(head.headers))
+        self.headers = httpx.Headers(head.fields)
         self.clean = False  # the body was read to its end: the connection can serve another request
         self._connection = connection
         self._timeout = timeout
-        length = self.headers.get("content-length")
+        self._head = head
         self._left: int | None = None  # body bytes still to come, when the length is known
-        if head.status_code in (204, 304):
+        if head.framing is Framing.NONE:
             self._left = 0
-        elif length is not None and length.isdigit() and "transfer-encoding" not in self.headers:
-            self._left = int(length)
-        self._head_bytes: bytes | None = None  # body bytes that came with the head, not yet taken
-        self._spoiled = False  # more came than the body: the connection is not used again
+        elif head.framing is Framing.LENGTH:
+            self._left = head.length
+        # More came than the body, or the answer keeps no connection: the connection is not used again.
+        self._spoiled = not head.keep_alive
+        if self._left is not None and len(rest) > self._left:
+            self._spoiled = True
+            rest = rest[: self._left]
+        self._head_bytes = rest  # body bytes that came with the head, not yet taken
 
     def aiter_raw(self) -> AsyncIterator[bytes]:
         return self._body() if self._left is None else self._counted()
@@ -104,13 +110,6 @@ class LeanStream:
 
     def _take_head_bytes(self, limit: int) -> bytes:
         """Up to `limit` of the body bytes that arrived with the head."""
-        if self._head_bytes is None:
-            buffered = self._connection.protocol.trailing_data[0]
-            assert self._left is not None
-            if len(buffered) > self._left:
-                self._spoiled = True
-                buffered = buffered[: self._left]
-            self._head_bytes = buffered
         taken = self._head_bytes
         if len(taken) > limit:
             taken, self._head_bytes = taken[:limit], taken[limit:]
@@ -123,7 +122,7 @@ class LeanStream:
         assert self._left is not None
         self._left -= count
         if not self._left and not self._spoiled:
-            self._ready_again()  # before the last bytes go: a reader may stop once it has them
+            self.clean = True  # before the last bytes go: a reader may stop once it has them
 
     async def _counted(self) -> AsyncIterator[bytes]:
         assert self._left is not None
@@ -140,32 +139,31 @@ class LeanStream:
             self._consumed(len(data))
             yield data
         if not self._spoiled:
-            self._ready_again()  # a body of no bytes at all (204, 304, a length of 0)
-
-    def _ready_again(self) -> None:
-        """The body was read to its end, and not a byte more: the connection is at a message boundary."""
-        if not self.clean:
-            self._connection.protocol = h11.Connection(h11.CLIENT)
-            self.clean = True
+            self.clean = True  # a body of no bytes at all (204, 304, a length of 0)
 
     async def _body(self) -> AsyncIterator[bytes]:
-        protocol = self._connection.protocol
+        """A body without a known length: chunked, or until the connection ends."""
+        data, self._head_bytes = self._head_bytes, b""
+        chunked = self._head.chunked_body() if self._head.framing is Framing.CHUNKED else None
         for _ in range(MAX_BODY_EVENTS):
-            try:
-                event = protocol.next_event()
-            except h11.ProtocolError as exc:
-                raise as_httpx(exc, self._timeout) from exc
-            if event is h11.NEED_DATA:
-                protocol.receive_data(await self._receive(RECEIVE_SIZE))
-            elif isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                if protocol.our_state is h11.DONE and protocol.their_state is h11.DONE:
-                    protocol.start_next_cycle()
-                    self.clean = True
-                return
-            elif isinstance(event, h11.ConnectionClosed):
-                raise httpx.RemoteProtocolError("the server closed the connection mid-answer")
+            if chunked is None:
+                if data:
+                    yield data
+            else:
+                try:
+                    parts = chunked.feed(data)
+                except MalformedAnswer as exc:
+                    raise as_httpx(exc, self._timeout) from exc
+                for part in parts:
+                    yield part
+                if chunked.complete:
+                    self.clean = not (self._spoiled or chunked.spoiled)
+                    return
+            data = await self._receive(RECEIVE_SIZE)
+            if not data:
+                if chunked is not None:
+                    raise httpx.RemoteProtocolError("the server closed the connection before the last chunk")
+                return  # the body ends with the connection, which is not used again
         raise httpx.RemoteProtocolError(f"a body of more than {MAX_BODY_EVENTS} parts")
 
     async def _receive(self, size: int) -> bytes:
@@ -208,9 +206,9 @@ def as_httpx(exc: BaseException, read_timeout: float) -> Exception:
     """The httpx exception for a failed exchange (the one failure policy classifies and retries those)."""
     if isinstance(exc, trio.TooSlowError):
         return httpx.ReadTimeout(f"no answer within {read_timeout:g}s")
-    if isinstance(exc, h11.RemoteProtocolError):
+    if isinstance(exc, MalformedAnswer):
         return httpx.RemoteProtocolError(f"a malformed answer: {exc}")
-    if isinstance(exc, h11.LocalProtocolError):
+    if isinstance(exc, UnsendableRequest):
         return httpx.LocalProtocolError(f"cannot send this request: {exc}")
     return httpx.ReadError(str(exc.__cause__ or exc) or type(exc).__name__)
 
