@@ -50,3 +50,13 @@ def test_file_keys_hash_and_compare_by_their_fields() -> None:
     lru.put((key, 0), b"x")
     assert lru.get((twin, 0)) == b"x" and lru.get((other, 0)) is None
     assert repr(key) == "FileKey(instance='site', remote_id='video-1', fingerprint='etag-1')"
+
+
+def test_a_demoted_block_is_the_next_to_go() -> None:
+    lru: ByteLRU[str] = ByteLRU(3)
+    for key in "abc":
+        lru.put(key, b"x")
+    lru.demote("c")
+    lru.demote("absent")  # nothing happens
+    lru.put("d", b"x")
+    assert list(lru) == ["a", "b", "d"]

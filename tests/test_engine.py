@@ -18,7 +18,7 @@ from vidfs.http.client import HttpClient
 from vidfs.io.block_cache import BlockCache
 from vidfs.io.leases import Resolver
 from vidfs.io.range_reader import read_range
-from vidfs.io.readahead import Readahead
+from vidfs.io.readahead import ASK_FRACTION, Readahead
 from vidfs.io.remote_file import RemoteFile
 from vidfs.model import Folder, Listing, StreamLease, Video
 from vidfs.providers.auth import expiry_from_url, jwt_expiry
@@ -63,19 +63,26 @@ def test_independent_cursors_do_not_reset_each_other() -> None:
 
 
 def test_prefetch_range_is_issued_in_large_steps() -> None:
+    """Asks are contiguous, fewer than the reads, and once the window is whole each is at least an
+    `ASK_FRACTION` of it, ahead of the reader by nearly the whole window."""
     p = Readahead(block_size=64 * KiB, max_window=8 * MiB, quiet_bytes=0)
     size = 100 * MiB
     issued = []
     offset = 0
-    for _ in range(40):
+    lowest_ahead = size  # the least asked for ahead of the reader once its window is whole
+    for _ in range(200):
         got = p.on_read(offset, 128 * KiB, size)
-        if got:
-            issued.append(got)
         offset += 128 * KiB
-    # Contiguous, non-overlapping, and far fewer requests than reads.
-    for (_, end), (start, _) in itertools.pairwise(issued):
+        if got:
+            issued.append((got, offset))
+        if offset >= 4 * MiB:
+            lowest_ahead = min(lowest_ahead, max(c.ahead for c in p.cursors) - offset)
+    for ((_, end), _), ((start, _), _) in itertools.pairwise(issued):
         assert start >= end
-    assert len(issued) < 20
+    assert len(issued) < 200 // 4
+    whole = [(start, end, at) for (start, end), at in issued if at >= 4 * MiB]  # window 2 × read: whole
+    assert whole and all(end - start >= 8 * MiB // ASK_FRACTION for start, end, _at in whole)
+    assert lowest_ahead >= 6 * MiB  # the window stays nearly full (asking at half of it: 4 MiB)
 
 
 def test_a_prober_gets_only_what_the_kernel_asks_for_until_it_reads_on() -> None:
@@ -176,6 +183,43 @@ async def test_concurrent_readers_of_one_block_cause_one_request(origin: Site, b
     block_one = [g for g in gets if g["headers"].get("range", "").startswith(f"bytes={64 * KiB}-")]
     assert len(block_one) == 1, gets
     assert provider.resolves == 1
+
+
+async def test_blocks_read_whole_leave_the_memory_before_unread_ones(origin: Site, blob: Path) -> None:
+    """A block a reader has had whole goes first (the page cache holds it); prefetched blocks not yet read,
+    and a block read in part, stay. Plain recency would evict blocks 3 and 4 here, read next."""
+    stats = Stats()
+    http = HttpClient(HttpSettings(retries=1), stats)
+    provider = _Provider(origin.url + "/blob")
+    video = Video("v1", "blob.mp4", size=blob.stat().st_size)
+    source = blob.read_bytes()
+    block = 64 * KiB
+    try:
+        async with trio.open_nursery() as nursery:
+            cache = BlockCache(memory_bytes=8 * block, block_size=block, nursery=nursery, stats=stats)
+            file = RemoteFile(
+                instance="t",
+                provider=provider,
+                video=video,
+                size=video.size or 0,
+                http=http,
+                resolver=Resolver(stats),
+            )
+            assert await cache.read(file, 0, 8 * block, reader=False) == source[: 8 * block]  # "prefetched"
+            assert await cache.read(file, 0, 2 * block) == source[: 2 * block]  # blocks 0, 1 whole
+            assert await cache.read(file, 2 * block + 10, 1000) == source[2 * block + 10 : 2 * block + 1010]
+            gets = len(origin.log.entries(method="GET"))
+            assert (
+                await cache.read(file, 8 * block, 2 * block, reader=False) == source[8 * block : 10 * block]
+            )
+            assert len(origin.log.entries(method="GET")) == gets + 1  # blocks 8, 9: two blocks evicted
+            assert await cache.read(file, 2 * block, 6 * block) == source[2 * block : 8 * block]
+            assert len(origin.log.entries(method="GET")) == gets + 1  # 2..7 still in memory
+            assert await cache.read(file, 0, 100) == source[:100]
+            assert len(origin.log.entries(method="GET")) == gets + 2  # block 0 was one of the two
+            nursery.cancel_scope.cancel()
+    finally:
+        await http.aclose()
 
 
 async def test_range_reader_detects_a_changed_file(origin: Site, blob: Path) -> None:

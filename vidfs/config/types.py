@@ -76,7 +76,8 @@ class ApiRate:
 @dataclass(frozen=True)
 class CacheOptions:
     dir: Path
-    # Blocks in RAM (half of it the readahead in flight); the page cache and the disk cache keep the rest.
+    # Blocks in RAM (the readahead window, prefetched blocks first); the page cache and the disk cache keep
+    # the rest.
     # 24 MiB: the bench's `cp` at 20 ms RTT reads as fast as with 32 (172 MB/s, median of 3) and the daemon's
     # peak RSS is 92 MiB instead of 108.
     memory: int = 24 * MiB

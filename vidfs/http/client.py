@@ -403,7 +403,8 @@ class HttpClient:
             response = await self.request(
                 "HEAD", url, tag=tag, headers=headers, follow_redirects=True, retry=retry, pool=None
             )
-            fields = [(name.lower(), value) for name, value in response.headers.raw]  # as the lean path gives them
+            # Lower-case names, as the lean path gives them.
+            fields = [(name.lower(), value) for name, value in response.headers.raw]
             return Answer(response.status_code, fields, response.content, str(response.url))
         self.check_reachable(url)
         lean = self._lean

@@ -12,10 +12,10 @@ advances and its window grows to twice the bytes it has read sequentially, up to
 a new cursor starts with a one-block window, replacing the least recently used one. So a player reading the
 middle of a file and an index reader at its end do not reset each other's windows.
 
-A cursor asks the block cache for `[next_offset, next_offset + window)` only when less than half its window
-is already requested, so requests come in large runs (several blocks per GET, several GETs in parallel)
-instead of one small request per read. A lone random read prefetches nothing: random access costs exactly
-the blocks it touches.
+A cursor asks the block cache for `[next_offset, next_offset + window)` once at least an eighth of its
+window is not yet requested (`ASK_FRACTION`), so requests come in runs of several blocks (several GETs in
+parallel) instead of one small request per read, and the window stays nearly full. A lone random read
+prefetches nothing: random access costs exactly the blocks it touches.
 
 The prefetcher only decides *what* to fetch; the block cache does the fetching under its global budget.
 """
@@ -34,6 +34,11 @@ GROWTH = 2
 # kernel asks for 2.06 MB in 6 requests; prefetching the size of each read on top (the kernel's next ask,
 # it doubles) made it 3.11 MB.
 QUIET_BYTES = 4 << 20
+# A cursor asks for more once this fraction of its window is free. Half (as before) emptied the window to
+# half before it asked again: at 20 ms of round trip a reader waited for runs of several MiB, each a round
+# trip plus its transfer on one connection. An eighth keeps the pipe full with smaller runs on more
+# streams: a cold `dd` of 512 MiB at 20 ms, 24 MiB window, 300-311 MB/s against 222-256 with a quarter.
+ASK_FRACTION = 8
 
 
 @dataclass(slots=True)
@@ -96,7 +101,7 @@ class Readahead:
             return None  # a prober, or a reader just starting: the kernel's readahead asks for it
         cursor.window = max(cursor.window, min(self.max_window, GROWTH * consumed))
         target = min(file_size, cursor.next_offset + cursor.window)
-        if target - cursor.ahead < cursor.window // 2 and target < file_size:
+        if target - cursor.ahead < cursor.window // ASK_FRACTION and target < file_size:
             return None
         if target <= cursor.ahead:
             return None
