@@ -147,6 +147,17 @@ class _Provider:
         return None
 
 
+def blob_file(provider: _Provider, video: Video, http: HttpClient, stats: Stats) -> RemoteFile:
+    return RemoteFile(
+        instance="t",
+        provider=provider,
+        video=video,
+        size=video.size or 0,
+        http=http,
+        resolver=Resolver(stats),
+    )
+
+
 async def test_concurrent_readers_of_one_block_cause_one_request(origin: Site, blob: Path) -> None:
     stats = Stats()
     http = HttpClient(HttpSettings(retries=1), stats)
@@ -156,14 +167,7 @@ async def test_concurrent_readers_of_one_block_cause_one_request(origin: Site, b
     try:
         async with trio.open_nursery() as nursery:
             cache = BlockCache(memory_bytes=8 * MiB, block_size=64 * KiB, nursery=nursery, stats=stats)
-            file = RemoteFile(
-                instance="t",
-                provider=provider,
-                video=video,
-                size=video.size or 0,
-                http=http,
-                resolver=Resolver(stats),
-            )
+            file = blob_file(provider, video, http, stats)
             results: list[bytes] = []
 
             async def reader() -> None:
@@ -197,14 +201,7 @@ async def test_blocks_read_whole_leave_the_memory_before_unread_ones(origin: Sit
     try:
         async with trio.open_nursery() as nursery:
             cache = BlockCache(memory_bytes=8 * block, block_size=block, nursery=nursery, stats=stats)
-            file = RemoteFile(
-                instance="t",
-                provider=provider,
-                video=video,
-                size=video.size or 0,
-                http=http,
-                resolver=Resolver(stats),
-            )
+            file = blob_file(provider, video, http, stats)
             assert await cache.read(file, 0, 8 * block, reader=False) == source[: 8 * block]  # "prefetched"
             assert await cache.read(file, 0, 2 * block) == source[: 2 * block]  # blocks 0, 1 whole
             assert await cache.read(file, 2 * block + 10, 1000) == source[2 * block + 10 : 2 * block + 1010]
