@@ -22,6 +22,7 @@ import trio
 
 from tests.test_lean import raw_server
 from vidfs.http.lean import LeanPool
+from vidfs.http.lean import split_url as lean_split
 from vidfs.http.wire import (
     MAX_HEAD_BYTES,
     Framing,
@@ -284,3 +285,34 @@ async def test_pool_refuses_a_header_value_with_a_line_break_before_connecting()
             await pool.request("GET", f"{base}/x", {"X-Name": "a\r\nInjected: yes"})
         await pool.aclose()
     assert accepted == 0 and pool.statistics()["opened"] == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (
+            "http://example.test:8080/a/b?c=d#frag",
+            (("http", "example.test", 8080), "example.test:8080", "/a/b?c=d"),
+        ),
+        ("https://user:secret@Example.Test/x", (("https", "example.test", 443), "Example.Test", "/x")),
+        ("http://example.test?x=1", (("http", "example.test", 80), "example.test", "/?x=1")),
+        ("http://example.test", (("http", "example.test", 80), "example.test", "/")),
+        ("HTTP://example.test/#only-a-fragment", (("http", "example.test", 80), "example.test", "/")),
+    ],
+)
+def test_a_url_splits_into_origin_host_and_target(url: str, expected: tuple[object, ...]) -> None:
+    assert lean_split(url) == expected
+    assert lean_split(url) == expected  # the second time from what the first parsed
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("ftp://example.test/a", httpx.UnsupportedProtocol),
+        ("http://example.test:99999999/a", httpx.InvalidURL),
+        ("/relative/path", httpx.UnsupportedProtocol),
+    ],
+)
+def test_a_url_that_is_not_http_is_refused(url: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        lean_split(url)

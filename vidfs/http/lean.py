@@ -189,16 +189,8 @@ class LeanPool:
         self, url: str, headers: Mapping[str, str] | None, body: bytes
     ) -> tuple[Origin, str, list[tuple[bytes, bytes]]]:
         """`url`'s origin and request target, and the request's header fields."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise httpx.UnsupportedProtocol(f"not an http(s) URL: {scheme or '(none)'}")
-        try:
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError as exc:
-            raise httpx.InvalidURL(f"bad port in {parts.netloc.rpartition('@')[2]!r}") from exc
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        named = [("Host", parts.netloc.rpartition("@")[2]), ("User-Agent", self._user_agent)]
+        origin, host, target = split_url(url)
+        named = [("Host", host), ("User-Agent", self._user_agent)]
         if headers:
             if not any(name.lower() == "accept" for name in headers):
                 named.append(("Accept", "*/*"))
@@ -211,7 +203,7 @@ class LeanPool:
             fields = [(name.encode("ascii"), value.encode("latin-1")) for name, value in named]
         except UnicodeEncodeError as exc:
             raise httpx.LocalProtocolError(f"a header that HTTP cannot carry: {exc.reason}") from exc
-        return (scheme, parts.hostname.lower(), port), target, fields
+        return origin, target, fields
 
     async def send(
         self,
@@ -520,6 +512,44 @@ def _readable(connection: _Connection) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     return bool(poller.poll(0))
+
+
+_PREFIXES: dict[str, tuple[Origin, str]] = {}  # "scheme://netloc" → (origin, Host field)
+MAX_PREFIXES = 1024
+
+
+def split_url(url: str) -> tuple[Origin, str, str]:
+    """`url`'s origin, its Host field and its request target (path and query, no fragment). The part before
+    the path is parsed once per `scheme://netloc`: every request of an origin shares it, and `urlsplit` of
+    each whole signed URL was 4% of an API call's CPU."""
+    start = url.find("://")
+    end = len(url)
+    for stop in "/?#":
+        found = url.find(stop, start + 3 if start >= 0 else 0, end)
+        if found >= 0:
+            end = found
+    prefix = url[:end]
+    known = _PREFIXES.get(prefix)
+    if known is None:
+        known = _parse_prefix(prefix)
+        if len(_PREFIXES) >= MAX_PREFIXES:
+            _PREFIXES.clear()
+        _PREFIXES[prefix] = known
+    rest = url[end:].partition("#")[0]
+    target = rest if rest.startswith("/") else "/" + rest
+    return known[0], known[1], target
+
+
+def _parse_prefix(prefix: str) -> tuple[Origin, str]:
+    parts = urlsplit(prefix)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise httpx.UnsupportedProtocol(f"not an http(s) URL: {scheme or '(none)'}")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        raise httpx.InvalidURL(f"bad port in {parts.netloc.rpartition('@')[2]!r}") from exc
+    return (scheme, parts.hostname.lower(), port), parts.netloc.rpartition("@")[2]
 
 
 def _encoded(method: bytes, target: str | bytes, fields: Fields, body: bytes) -> bytes:

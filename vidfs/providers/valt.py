@@ -538,9 +538,11 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
             raise InvalidRemoteData(
                 f"{self.instance}: download of record {record_id} video {video_id}: no url in the answer"
             )
-        url = urljoin(self._base + "/", url.strip())
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise InvalidRemoteData(f"{self.instance}: download URL {redact_url(url)} is not http(s)")
+        url = url.strip()
+        if not url.lower().startswith(("http://", "https://")):  # absolute as a rule: nothing to parse
+            url = urljoin(self._base + "/", url)
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise InvalidRemoteData(f"{self.instance}: download URL {redact_url(url)} is not http(s)")
         return url
 
     async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
