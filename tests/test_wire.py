@@ -22,7 +22,6 @@ import trio
 
 from tests.test_lean import raw_server
 from vidfs.http.lean import LeanPool
-from vidfs.http.lean import split_url as lean_split
 from vidfs.http.wire import (
     MAX_HEAD_BYTES,
     Framing,
@@ -30,6 +29,7 @@ from vidfs.http.wire import (
     UnsendableRequest,
     encode_request,
     parse_head,
+    split_url,
 )
 
 DEADLINE = 30.0
@@ -301,8 +301,8 @@ async def test_pool_refuses_a_header_value_with_a_line_break_before_connecting()
     ],
 )
 def test_a_url_splits_into_origin_host_and_target(url: str, expected: tuple[object, ...]) -> None:
-    assert lean_split(url) == expected
-    assert lean_split(url) == expected  # the second time from what the first parsed
+    assert split_url(url) == expected
+    assert split_url(url) == expected  # the second time from what the first parsed
 
 
 @pytest.mark.parametrize(
@@ -315,4 +315,4 @@ def test_a_url_splits_into_origin_host_and_target(url: str, expected: tuple[obje
 )
 def test_a_url_that_is_not_http_is_refused(url: str, error: type[Exception]) -> None:
     with pytest.raises(error):
-        lean_split(url)
+        split_url(url)

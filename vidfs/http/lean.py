@@ -62,14 +62,22 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
 
 import certifi
 import httpx
 import trio
 
 from vidfs.http.streamed import BODY_RECEIVE_SIZE, MAX_BODY_EVENTS, RECEIVE_SIZE, LeanStream, as_httpx
-from vidfs.http.wire import Framing, Head, MalformedAnswer, UnsendableRequest, encode_request, parse_head
+from vidfs.http.wire import (
+    Framing,
+    Head,
+    MalformedAnswer,
+    Origin,
+    UnsendableRequest,
+    encode_request,
+    parse_head,
+    split_url,
+)
 
 MAX_IDLE = 128  # idle connections kept per origin
 KEEPALIVE_S = 30.0  # an idle connection older than this is closed, not reused
@@ -78,7 +86,6 @@ MAX_WAITS = 1024  # wake-ups of one read with nothing to read (spurious ones: ep
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 T = TypeVar("T")
 
-Origin = tuple[str, str, int]  # (scheme, host as sent to DNS, port)
 Fields = Iterable[tuple[bytes, bytes]]
 
 
@@ -512,44 +519,6 @@ def _readable(connection: _Connection) -> bool:
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     return bool(poller.poll(0))
-
-
-_PREFIXES: dict[str, tuple[Origin, str]] = {}  # "scheme://netloc" → (origin, Host field)
-MAX_PREFIXES = 1024
-
-
-def split_url(url: str) -> tuple[Origin, str, str]:
-    """`url`'s origin, its Host field and its request target (path and query, no fragment). The part before
-    the path is parsed once per `scheme://netloc`: every request of an origin shares it, and `urlsplit` of
-    each whole signed URL was 4% of an API call's CPU."""
-    start = url.find("://")
-    end = len(url)
-    for stop in "/?#":
-        found = url.find(stop, start + 3 if start >= 0 else 0, end)
-        if found >= 0:
-            end = found
-    prefix = url[:end]
-    known = _PREFIXES.get(prefix)
-    if known is None:
-        known = _parse_prefix(prefix)
-        if len(_PREFIXES) >= MAX_PREFIXES:
-            _PREFIXES.clear()
-        _PREFIXES[prefix] = known
-    rest = url[end:].partition("#")[0]
-    target = rest if rest.startswith("/") else "/" + rest
-    return known[0], known[1], target
-
-
-def _parse_prefix(prefix: str) -> tuple[Origin, str]:
-    parts = urlsplit(prefix)
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname:
-        raise httpx.UnsupportedProtocol(f"not an http(s) URL: {scheme or '(none)'}")
-    try:
-        port = parts.port or (443 if scheme == "https" else 80)
-    except ValueError as exc:
-        raise httpx.InvalidURL(f"bad port in {parts.netloc.rpartition('@')[2]!r}") from exc
-    return (scheme, parts.hostname.lower(), port), parts.netloc.rpartition("@")[2]
 
 
 def _encoded(method: bytes, target: str | bytes, fields: Fields, body: bytes) -> bytes:
