@@ -67,6 +67,7 @@ from vidfs.http.policy import (
     retry_after_seconds,
 )
 from vidfs.http.streamed import Streamed, httpx_stream
+from vidfs.http.wire import prefix_end
 from vidfs.stats import Stats
 from vidfs.tasks import stepped
 
@@ -93,15 +94,9 @@ def origin_of(url: str) -> tuple[str, str, int]:
     """(scheme, host, port), lower case, the port filled in. An origin depends only on the URL's
     `scheme://netloc`, so it is parsed once per prefix: each request asks it several times (reachability,
     windows, same-origin checks), and parsing each whole signed URL was a twentieth of a HEAD's CPU."""
-    start = url.find("://")
-    if start < 0:
+    if "://" not in url:
         return _parse_origin(url)
-    end = len(url)
-    for stop in "/?#":
-        found = url.find(stop, start + 3, end)
-        if found >= 0:
-            end = found
-    prefix = url[:end]
+    prefix = url[: prefix_end(url)]
     origin = _ORIGINS.get(prefix)
     if origin is None:
         if len(_ORIGINS) >= MAX_ORIGINS:
