@@ -108,7 +108,8 @@ class SharedBlocks:
         self._queue: collections.deque[_Publish] = collections.deque()
         self._queued = 0
         self._deletes: list[bytes] = []
-        self._etag_asked: cachetools.LRUCache[FileKey, None] = cachetools.LRUCache(maxsize=ETAG_ASKED)
+        # Per file whose first block was asked alone: set once that block's answer is in (`etag_learned`).
+        self._etag_asked: cachetools.LRUCache[FileKey, trio.Event] = cachetools.LRUCache(maxsize=ETAG_ASKED)
         self._work = trio.lowlevel.ParkingLot()
         self.counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
@@ -147,13 +148,31 @@ class SharedBlocks:
             or file.key in self._etag_asked  # its origin gave no ETag: not shareable, ask no more
         ):
             return False
-        self._etag_asked[file.key] = None
+        self._etag_asked[file.key] = trio.Event()
         return True
+
+    def etag_learned(self, file: RemoteFile) -> None:
+        """The block asked because of `needs_etag` is in (or failed): runs that wait for the ETag go on."""
+        asked = self._etag_asked.get(file.key)
+        if asked is not None:
+            asked.set()
+
+    async def _etag_settled(self, file: RemoteFile) -> None:
+        """While the file's first block is on its way from the origin (`needs_etag`), wait for it, at most
+        the Redis `timeout`: the kernel reads ahead of a reader at once, and a run that started before the
+        ETag was known went to the origin whole, unshared (16 of 64 blocks, in a CI run under load)."""
+        asked = self._etag_asked.get(file.key)
+        if asked is not None and file.etag is None:
+            with trio.move_on_after(self.redis.timeout):
+                await asked.wait()
 
     # --------------------------------------------------------------------------------------- reading
     async def get_run(self, file: RemoteFile, indices: Sequence[int]) -> dict[int, bytes]:
         """The blocks among `indices` the fleet has (checked), within one `timeout` (see the essay)."""
         file_id = self.file_id(file)
+        if file_id is None and indices:
+            await self._etag_settled(file)
+            file_id = self.file_id(file)
         if file_id is None or not indices:
             self.counts["unshareable"] += len(indices)
             return {}

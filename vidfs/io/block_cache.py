@@ -100,6 +100,10 @@ class SharedTier(Protocol):
         """Shareable once its ETag is known, which one block from the origin will tell."""
         ...
 
+    def etag_learned(self, file: RemoteFile) -> None:
+        """That block is in (or failed)."""
+        ...
+
     async def get_run(self, file: RemoteFile, indices: Sequence[int]) -> dict[int, bytes]:
         """The blocks among `indices` (consecutive) the fleet has, checked, by index."""
         ...
@@ -334,7 +338,10 @@ class BlockCache:
             await self._download(file, missing)
             return
         if shared.needs_etag(file):  # its ETag (and so its shared key) comes with its first bytes
-            await self._download(file, missing[:1])
+            try:
+                await self._download(file, missing[:1])
+            finally:
+                shared.etag_learned(file)
             missing = missing[1:]
         found = await self._from_shared(shared, file, missing) if missing else {}
         stretches: list[list[int]] = [[]]
