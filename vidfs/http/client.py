@@ -53,7 +53,8 @@ import trio
 from vidfs.config.types import HttpSettings
 from vidfs.errors import InvalidRemoteData, RemoteError, RemoteIOError, UnreachableError, redact_url
 from vidfs.http.adaptive import CONGESTED, AdaptiveLimit
-from vidfs.http.lean import Answer, LeanPool, LeanResponse, LeanTransport, SinkFor
+from vidfs.http.lean import Answer, LeanPool, SinkFor
+from vidfs.http.lean_httpx import LeanResponse, LeanTransport
 from vidfs.http.policy import (
     HTTPX_ERRORS,
     IDEMPOTENT,
@@ -67,7 +68,7 @@ from vidfs.http.policy import (
     retry_after_seconds,
 )
 from vidfs.http.streamed import Streamed, httpx_stream
-from vidfs.http.wire import prefix_end
+from vidfs.http.wire import content_coded, prefix_end
 from vidfs.stats import Stats
 from vidfs.tasks import stepped
 
@@ -136,12 +137,24 @@ def dig(data: Any, *path: str) -> Any:
     return data
 
 
-def _encoded(fields: list[tuple[bytes, bytes]]) -> bool:
-    """Whether an answer's body comes with a Content-Encoding (gzip, br...) besides identity."""
-    return any(
-        name.lower() == b"content-encoding" and value.strip().lower() not in (b"", b"identity")
-        for name, value in fields
-    )
+_QUERIES: dict[tuple[str, tuple[tuple[str, Any], ...]], str] = {}  # (URL's query, params) → query
+MAX_QUERIES = 256
+
+
+def _query(query: str, params: Mapping[str, Any]) -> str:
+    """`params` merged into a URL's `query` as httpx encodes them (`httpx.QueryParams`), each pair encoded
+    once: an API's calls repeat the same few (a token, a page size), and encoding them was 2% of a call."""
+    try:
+        key = (query, tuple(params.items()))
+        known = _QUERIES.get(key)
+    except TypeError:  # a list among the values: not hashable, encoded each time
+        return str(httpx.QueryParams(query).merge(params) if query else httpx.QueryParams(params))
+    if known is None:
+        known = str(httpx.QueryParams(query).merge(params) if query else httpx.QueryParams(params))
+        if len(_QUERIES) >= MAX_QUERIES:
+            _QUERIES.clear()
+        _QUERIES[key] = known
+    return known
 
 
 def _into_sink(response: httpx.Response, sink_for: SinkFor | None) -> httpx.Response:
@@ -514,12 +527,7 @@ class HttpClient:
         if home:
             if outgoing.params:
                 base, _, query = url.partition("?")
-                params = (
-                    httpx.QueryParams(query).merge(outgoing.params)
-                    if query
-                    else httpx.QueryParams(outgoing.params)
-                )
-                url = f"{base}?{params}"
+                url = f"{base}?{_query(query, outgoing.params)}"
             if outgoing.headers:
                 headers.update(outgoing.headers)
         body = b""
@@ -538,7 +546,7 @@ class HttpClient:
 
             def sink_for(status: int, fields: list[tuple[bytes, bytes]]) -> Any:
                 # A compressed body is decoded by httpx's decoders first: written to the sink once read.
-                return None if _encoded(fields) else given(status, fields)
+                return None if content_coded(fields) else given(status, fields)
 
         answer = await self._lean.request(outgoing.method, url, headers, body, sink_for=sink_for)
         return LeanResponse(answer, outgoing.method)

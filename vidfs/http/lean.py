@@ -19,10 +19,11 @@ Four front doors over one pool:
 - `LeanPool.request` gives an `Answer` (status, headers, body) and no httpx object at all: the size
   probes' HEADs (`HttpClient.head`);
 - API calls (`HttpClient.request`) go on `LeanPool.request` too, their query and JSON body encoded as httpx
-  would, and come back as a `LeanResponse` (an `httpx.Response`, body read); httpx's request building (two
-  parses of the URL, header merging) was 40% of an API call's CPU (0.51 ms against 0.30, 32 at once);
-- `LeanTransport` is an httpx transport over the same pool, for what httpx must still build: a login's
-  auth flow (Basic), and a URL that is not plain ASCII (httpx percent-encodes it).
+  would, and come back as a `LeanResponse` (`vidfs.http.lean_httpx`: an `httpx.Response`, body read);
+  httpx's request building (two parses of the URL, header merging) was 40% of an API call's CPU (0.51 ms
+  against 0.30, 32 at once);
+- `LeanTransport` (`vidfs.http.lean_httpx`) is an httpx transport over the same pool, for what httpx must
+  still build: a login's auth flow (Basic), and a URL that is not plain ASCII (httpx percent-encodes it).
 - `LeanPool.stream`: ranged reads (`HttpClient.stream`), their bodies read straight off the socket
   (`vidfs.http.streamed.LeanStream`). A URL that is not plain ASCII still goes through httpx's own pool.
 
@@ -444,66 +445,6 @@ class LeanPool:
             raise failure from exc
 
 
-class LeanResponse(httpx.Response):
-    """An `Answer` as an `httpx.Response` for the API's callers, its body read; its `request` (and so its
-    `url`) made only when asked for: parsing the URL again into an `httpx.Request` for every answer was a
-    tenth of an API call's CPU, and only a redirect's Location or an index's base URL needs it."""
-
-    def __init__(self, answer: Answer, method: str) -> None:
-        super().__init__(
-            answer.status_code,
-            headers=answer.fields,
-            content=answer.content,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
-        self._lean_request = (method, answer.url)
-        self.streamed = answer.streamed
-
-    @property
-    def request(self) -> httpx.Request:
-        if self._request is None:
-            self._request = httpx.Request(*self._lean_request)
-        return self._request
-
-    @request.setter
-    def request(self, value: httpx.Request) -> None:
-        self._request = value
-
-
-class LeanTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over a `LeanPool`: the answer comes back as an `httpx.Response`, body read."""
-
-    def __init__(self, pool: LeanPool) -> None:
-        self.pool = pool
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        scheme = url.scheme
-        origin = (
-            scheme,
-            url.raw_host.decode("ascii").lower(),
-            url.port or (443 if scheme == "https" else 80),
-        )
-        body = await request.aread()
-        try:
-            answer = await self.pool.send(
-                origin, request.method.encode(), url.raw_path, request.headers.raw, body, str(url)
-            )
-        except httpx.RequestError as exc:
-            exc.request = request
-            raise
-        return httpx.Response(
-            answer.status_code,
-            headers=answer.fields,
-            content=answer.content,
-            request=request,
-            extensions={"http_version": b"HTTP/1.1"},
-        )
-
-    async def aclose(self) -> None:
-        await self.pool.aclose()
-
-
 def _raw_socket(connection: _Connection) -> trio.socket.SocketType | None:
     stream = connection.stream
     inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
@@ -596,4 +537,4 @@ async def _discard(stream: trio.abc.Stream | None) -> None:
         await trio.aclose_forcefully(stream)
 
 
-__all__ = ["Answer", "LeanPool", "LeanResponse", "LeanStream", "LeanTransport"]
+__all__ = ["Answer", "LeanPool", "LeanStream"]

@@ -41,6 +41,7 @@ HEAD_END = b"\r\n\r\n"
 NO_BODY_STATUSES = frozenset({204, 304})
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # a method or a field name
 _TARGET = re.compile(rb"[\x21-\x7e]+")  # visible ASCII: a URL's path and query, already encoded
+_NETLOC = re.compile(r"[^/?#]*")  # up to where a URL's path, query or fragment starts (one scan, not three)
 _FIELD_VALUE = re.compile(rb"[^\x00-\x08\x0a-\x1f\x7f]*")  # anything but controls (tab allowed)
 
 
@@ -52,13 +53,17 @@ def prefix_end(url: str) -> int:
     """Where `url`'s `scheme://netloc` ends: at the first `/`, `?` or `#` after `://` (or from the start
     when it has none), else at the URL's end."""
     start = url.find("://")
-    begin = start + 3 if start >= 0 else 0
-    end = len(url)
-    for stop in "/?#":
-        found = url.find(stop, begin, end)
-        if found >= 0:
-            end = found
-    return end
+    match = _NETLOC.match(url, start + 3 if start >= 0 else 0)
+    assert match is not None  # the pattern matches the empty string
+    return match.end()
+
+
+def content_coded(fields: list[tuple[bytes, bytes]]) -> bool:
+    """Whether an answer's body comes with a Content-Encoding (gzip, br...) besides identity."""
+    return any(
+        name.lower() == b"content-encoding" and value.strip().lower() not in (b"", b"identity")
+        for name, value in fields
+    )
 
 
 def split_url(url: str) -> tuple[Origin, str, str]:
