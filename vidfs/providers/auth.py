@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote_plus
 
 import httpx
 import trio
@@ -73,12 +73,22 @@ def _amz_time(value: str) -> float | None:
         return None
 
 
+_EXPIRY_PARAMS = re.compile(
+    r"(?:^|(?<=&))(x-amz-expires|x-amz-date|x-goog-expires|x-goog-date|expires|se|access_token|token|jwt|exp)"
+    r"=([^&]*)",
+    re.IGNORECASE,
+)
+
+
 @functools.lru_cache(maxsize=EXPIRY_CACHE)
 def expiry_from_url(url: str) -> float | None:
     """When a signed URL stops working, from its query parameters; None if it does not say. Remembered for
     the last URLs: a lease is made of one URL more than once (a listing, its HEAD, its first read), and
     parsing its query (a JWT or an X-Amz-Date among it) each time was a twentieth of a HEAD's CPU."""
-    params = {k.lower(): v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)}
+    query = url.partition("?")[2].partition("#")[0]
+    # Only the parameters read below, decoded (as `parse_qsl` would, the last of a name winning): a signed
+    # URL's other parameters (a long file name) cost more to decode than all of these.
+    params = {key.lower(): unquote_plus(value) for key, value in _EXPIRY_PARAMS.findall(query)}
     for key in ("x-amz-expires", "x-goog-expires"):
         date_key = key.replace("expires", "date")
         if key in params and date_key in params:
