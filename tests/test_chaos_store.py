@@ -44,10 +44,8 @@ def files_of(emulator: Emulator) -> dict[str, dict[str, Any]]:
     return {f["path"]: f for f in emulator.catalog("http")["files"]}
 
 
-def config_for(make_config: Any, emulator: Emulator) -> Path:
-    path: Path = make_config(
-        {INSTANCE: emulator.config("http")}, cache={"disk": "1GiB", "block_size": "64KiB"}
-    )
+def config_for(make_config: Any, emulator: Emulator, disk: str = "1GiB") -> Path:
+    path: Path = make_config({INSTANCE: emulator.config("http")}, cache={"disk": disk, "block_size": "64KiB"})
     return path
 
 
@@ -167,12 +165,16 @@ def test_chaos_cache_dir_fills_up_in_the_middle_of_reads(
 ) -> None:
     files = files_of(http_site)
     cache_dir = tmp_path / "cache"
+    # A cap well inside the file system: until someone else fills it, the store has all the room it may use
+    # and does not look at the free space between batches (it does every 2 s while it is short of room,
+    # and one such look between the filling and the next write would shrink it in time: no ENOSPC to meet).
     with small_tmpfs(cache_dir, 64):
-        mount = mounts(config_for(make_config, http_site))
+        mount = mounts(config_for(make_config, http_site, disk="24MiB"))
         try:
             root = mount.path / INSTANCE
             assert sha256_fresh(root / "interview.mp4") == files["interview.mp4"]["sha256"]
-            wait_until(lambda: stats(mount)["disk_cache"]["bytes"] > 0, "the first file on disk", 60)
+            first = files["interview.mp4"]["size"]
+            wait_until(lambda: idle_with(stats(mount)["disk_cache"], first), "the first file all on disk", 60)
             fill_up(cache_dir / "filler")  # someone else fills the file system
             assert sha256_fresh(root / BIG) == files[BIG]["sha256"]
             assert sha256_fresh(root / "Café #1.mp4") == files["Café #1.mp4"]["sha256"]
@@ -197,6 +199,11 @@ def test_chaos_cache_dir_fills_up_in_the_middle_of_reads(
             assert stats(mount)["disk_cache"]["bytes"] <= 64 << 20
         finally:
             unmount(mount)  # before the tmpfs under it goes
+
+
+def idle_with(disk: dict[str, Any], size: int) -> bool:
+    """The store holds at least `size` bytes, and nothing waits to be written."""
+    return bool(disk["bytes"] >= size and disk["queued_bytes"] == 0 and disk["incoming_bytes"] == 0)
 
 
 def fill_up(path: Path) -> None:
