@@ -117,3 +117,39 @@ async def test_the_heap_is_trimmed_once_per_change_of_the_catalogs_work() -> Non
             work[0] += 1
             assert (await after_looks(2))["trims"] == 2
             nursery.cancel_scope.cancel()
+
+
+PACING_PROBE = """
+import gc, sys
+from vidfs.daemon.memory import CollectorPacing
+
+pacing = CollectorPacing() if sys.argv[1] == "paced" else None
+full = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and info["generation"] == 2 and full.append(1))
+kept = []
+for index in range(1_500_000):  # a catalog growing: containers that stay, and some that die young
+    kept.append([index])  # a list stays tracked (a dict of atomic values leaves the collector)
+    transient = [index]
+print(len(full), gc.get_threshold()[2], flush=True)
+if pacing is not None:
+    gc.collect()
+    stats = pacing.statistics()
+    print(stats["collections"][2], stats["full_after"], stats["seconds"] >= 0, flush=True)
+"""
+
+
+def test_full_collections_are_paced_and_counted() -> None:
+    """With `CollectorPacing`, a heap that grows by a million and a half containers sets off fewer full
+    collections than Python's default pacing; a full collection is counted in its statistics."""
+
+    def run(mode: str) -> list[str]:
+        command = [sys.executable, "-c", PACING_PROBE, mode]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+        return done.stdout.split()
+
+    default_full, default_after = (int(word) for word in run("default")[:2])
+    paced = run("paced")
+    paced_full, paced_after = int(paced[0]), int(paced[1])
+    assert default_after == 10 and paced_after == 100
+    assert paced_full < default_full, (paced_full, default_full)
+    assert paced[2:] == [str(paced_full + 1), "100", "True"]

@@ -44,7 +44,7 @@ import trio
 
 from vidfs.config.types import Config
 from vidfs.daemon.control import ControlServer, socket_path
-from vidfs.daemon.memory import HeapTrimmer, one_arena
+from vidfs.daemon.memory import CollectorPacing, HeapTrimmer, one_arena
 from vidfs.daemon.mountpoint import claim_mountpoint, tune_readahead
 from vidfs.daemon.supervisor import ServiceNursery, Supervisor
 from vidfs.engine import Engine, open_engine
@@ -101,6 +101,8 @@ async def serve(request: MountRequest, on_ready: Callable[[str], None] | None = 
     stats = Stats()
     supervisor = Supervisor(stats)
     stats.add_section("services", supervisor.statistics)
+    collector = CollectorPacing()
+    stats.add_section("gc", collector.statistics)
     async with watch_stop_signals() as stop, AsyncExitStack() as stack:
         if not request.mountpoint.is_dir():
             raise UsageError(f"mount point {request.mountpoint} is not a directory")
