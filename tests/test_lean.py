@@ -46,7 +46,7 @@ from tests.asgi_server import Receive, Send, lifespan, running
 from tests.certificates import make_certificates
 from vidfs.config.types import HttpSettings
 from vidfs.errors import RemoteIOError, RemoteTimeoutError, UnreachableError
-from vidfs.http.client import HttpClient
+from vidfs.http.client import HttpClient, _query
 
 SIZE = 123_456
 DEADLINE = 60.0
@@ -680,3 +680,15 @@ async def test_api_calls_are_encoded_as_httpx_would() -> None:
     assert sent["body"] == '{"n":[1,"ü"]}' and dict(sent["headers"])["content-type"] == "application/json"
     assert dict(empty.json()["headers"])["content-length"] == "0"  # a POST without a body says so
     assert http.statistics()["opened"] == 1  # all on the lean pool's one kept-alive connection
+
+
+@pytest.mark.parametrize(
+    ("query", "params"),
+    [("", {"a": True}), ("", {"a": 1}), ("x=1", {"b": "c d"}), ("", {"l": [1, 2]}), ("", {"t": None})],
+)
+def test_an_api_call_s_query_is_encoded_as_httpx_encodes_it(query: str, params: dict[str, object]) -> None:
+    """Encoded once per (query, params) and reused: True and 1 stay apart ("true", "1"), lists still work."""
+    expected = str(httpx.QueryParams(query).merge(params) if query else httpx.QueryParams(params))
+    assert _query(query, params) == expected
+    assert _query(query, params) == expected  # the remembered one
+    assert (_query("", {"flag": True}), _query("", {"flag": 1})) == ("flag=true", "flag=1")

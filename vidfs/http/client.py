@@ -137,7 +137,7 @@ def dig(data: Any, *path: str) -> Any:
     return data
 
 
-_QUERIES: dict[tuple[str, tuple[tuple[str, Any], ...]], str] = {}  # (URL's query, params) → query
+_QUERIES: dict[tuple[str, tuple[tuple[str, type, Any], ...]], str] = {}  # (URL's query, params) → query
 MAX_QUERIES = 256
 
 
@@ -145,7 +145,8 @@ def _query(query: str, params: Mapping[str, Any]) -> str:
     """`params` merged into a URL's `query` as httpx encodes them (`httpx.QueryParams`), each pair encoded
     once: an API's calls repeat the same few (a token, a page size), and encoding them was 2% of a call."""
     try:
-        key = (query, tuple(params.items()))
+        # Each value's type in the key: True and 1 are equal keys, and httpx writes "true" and "1".
+        key = (query, tuple((name, type(value), value) for name, value in params.items()))
         known = _QUERIES.get(key)
     except TypeError:  # a list among the values: not hashable, encoded each time
         return str(httpx.QueryParams(query).merge(params) if query else httpx.QueryParams(params))
