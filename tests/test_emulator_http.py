@@ -3,8 +3,8 @@
 Raw sockets against a real emulator site on 127.0.0.1: header fields reach the handlers (any case, the body
 by its Content-Length, several requests on one connection); a bad request line is 400, HTTP/2 is 505, a
 folded field is 400, an overlong line or too many fields is 431; HTTP/1.0 and `Connection: close` end the
-connection after the answer. A small answer's head and body go out in one write, so they are checked
-here as one answer, read to its length.
+connection after the answer; `Expect: 100-continue` gets its 100 first. A small answer's head and body go
+out in one write, so answers are read here as a client reads them, each to its length.
 """
 
 from __future__ import annotations
@@ -137,3 +137,17 @@ def test_http_1_0_keep_alive_keeps_the_connection(site: Site) -> None:
         sock.sendall(b"GET /_emulator/info HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" * 2)
         assert _answer(sock)[0] == 200
         assert _answer(sock)[0] == 200
+
+
+def test_expect_100_continue_gets_its_interim_answer_before_the_body_is_sent(site: Site) -> None:
+    body = json.dumps({"username": "api", "password": "valt-demo-password"}).encode()
+    head = (
+        b"POST /api/v3/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    with _connect(site) as sock:
+        sock.sendall(head)
+        assert _answer(sock)[0] == 100
+        sock.sendall(body)
+        status, _, answer = _answer(sock)
+        assert status == 200 and len(json.loads(answer)["data"]["access_token"]) == 32

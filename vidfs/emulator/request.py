@@ -205,7 +205,8 @@ class Request(BaseHTTPRequestHandler):
             self.close_connection = True
         elif connection == "keep-alive":
             self.close_connection = False
-        if headers.get("Expect", "").lower() == "100-continue" and not self.close_connection:
+        expects = headers.get("Expect", "").lower() == "100-continue"
+        if expects and self.request_version >= "HTTP/1.1":  # an HTTP/1.0 client is not sent a 100
             return self.handle_expect_100()
         return True
 
