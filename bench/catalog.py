@@ -11,11 +11,13 @@ only by a kernel method: the Python proxy fronts one port and the emulators have
    (seconds, entries, the daemon's and the emulator's CPU seconds); then the emulator's request log
    (`GET <control_url>/requests`): API requests (the vendor's own origin, HEADs aside), storage HEADs,
    other storage requests;
-4. a warm walk on the same mount (seconds, requests it caused: 0 is the target);
+4. a warm walk on the same mount, then the program itself, `ls -lR` (seconds, requests they caused: 0 is
+   the target). `ls -l` also asks every entry's SELinux label and ACLs, which the walk does not;
 5. the mount stopped and started again on the same cache dir: seconds from starting the daemon to the
    end of the first complete walk (remount-to-first-answer), and the requests made before that end;
-   the names, inodes and sizes it shows compared with the cold walk's;
-6. the daemon's peak RSS (VmHWM, the larger of the two mounts).
+   the names, inodes and sizes it shows compared with the cold walk's; then once more, with `ls -lR` as
+   the first answer;
+6. the daemon's peak RSS (VmHWM, the largest of the three mounts).
 A table per RTT, issue 16's targets checked, JSON and a PNG (time and memory against N) in
 bench/results/. Walks stop at `--max-walk-seconds` (reported as partial), so a slow shape cannot hang it.
 `--providers valt-rooms` is the VALT emulator mounted with `layout = "rooms"` (no directory per record).
@@ -26,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
 import sys
 import threading
 import time
@@ -189,6 +192,25 @@ def _walk(root: Path, limit_s: float, watchdog: Watchdog) -> Walk:
     )
 
 
+def ls_lr(root: Path, limit_s: float, on_hang: Callable[[], None]) -> float | None:
+    """Seconds of one `ls -lR` of `root` (its output thrown away), None when it failed or ran over
+    `limit_s`. A hung mount is ended as in `walk`: ls waits on a FUSE request through SIGKILL."""
+    began = time.monotonic()
+    process = subprocess.Popen(["ls", "-lR", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        _, err = process.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        say(f"ls -lR {root}: not done within {limit_s:g} s: stopping the mount's daemon")
+        on_hang()
+        process.kill()
+        process.communicate(timeout=60)
+        return None
+    if process.returncode != 0:
+        say(f"ls -lR {root} exited {process.returncode}: {err.decode(errors='replace').strip()[-300:]}")
+        return None
+    return time.monotonic() - began
+
+
 @dataclass
 class CatalogFigures:
     shape: str
@@ -212,11 +234,14 @@ class CatalogFigures:
     warm_s: float | None = None
     warm_requests: int | None = None
     warm_complete: bool | None = None
+    warm_ls_s: float | None = None  # `ls -lR` after the warm walk (its requests are in warm_requests)
     remount_ready_s: float | None = None  # daemon started → mounted
     remount_first_answer_s: float | None = None  # daemon started → first complete walk ended
     remount_requests_before: int | None = None
     remount_complete: bool | None = None
     remount_changed: int | None = None  # entries whose name, inode or size differ from the cold walk
+    remount_ls_s: float | None = None  # another remount: daemon started → its first `ls -lR` ended
+    remount_ls_requests_before: int | None = None
     rss_mib: float | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -304,6 +329,15 @@ def _walk_mount(stage: CatalogStage, mount: Mount, fig: CatalogFigures, name: st
     return result
 
 
+def _ls_mount(stage: CatalogStage, mount: Mount, fig: CatalogFigures, name: str) -> float | None:
+    seconds = ls_lr(mount.path, stage.max_walk_s, lambda: stop_pid(mount.process, grace=5))
+    if seconds is None:
+        fig.errors.append(f"{name} ls -lR: failed or not done within {stage.max_walk_s:g} s")
+    rss = vm_hwm_mib(mount.process.pid)
+    fig.rss_mib = max(x for x in (fig.rss_mib, rss, 0.0) if x is not None)
+    return seconds
+
+
 def _cold_and_warm(
     stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, config: Path, base: Path
 ) -> Walk:
@@ -327,8 +361,10 @@ def _cold_and_warm(
         if not cold.hung:
             emulator.clear()
             warm = _walk_mount(stage, mount, fig, "warm")
-            fig.warm_s, fig.warm_requests = warm.seconds, len(emulator.requests())
-            fig.warm_complete = warm.complete and not warm.hung
+            fig.warm_s, fig.warm_complete = warm.seconds, warm.complete and not warm.hung
+            if not warm.hung:
+                fig.warm_ls_s = _ls_mount(stage, mount, fig, "warm")
+            fig.warm_requests = len(emulator.requests())
     finally:
         mount.stop()
     return cold
@@ -350,6 +386,17 @@ def _remount(
         # Compared only when both walks saw everything: an entry a failed call hid is not a change.
         whole = all(w.complete and not w.hung and not w.failures for w in (cold, first))
         fig.remount_changed = _changed(cold.entries, first.entries) if whole else None
+    finally:
+        mount.stop()
+    emulator.clear()
+    began = time.monotonic()
+    mount = _mount(stage, config, base)
+    try:
+        seconds = _ls_mount(stage, mount, fig, "remount")
+        ended_wall = time.time()
+        if seconds is not None:
+            fig.remount_ls_s = time.monotonic() - began
+            fig.remount_ls_requests_before = sum(e.get("time", 0) < ended_wall for e in emulator.requests())
     finally:
         mount.stop()
 
@@ -427,8 +474,10 @@ def brief(fig: CatalogFigures) -> str:
         f"{fig.files} files, cold {n(fig.cold_s)} s ({fig.api_requests} API, {fig.storage_heads} HEADs,"
         f" {n(fig.cold_cpu_s)} s CPU, emulator {n(fig.cold_emulator_cpu_s)} s,"
         f" {n(fig.cold_stolen_s)} s stolen),"
-        f" warm {n(fig.warm_s, 2)} s ({fig.warm_requests} req), remount {n(fig.remount_first_answer_s, 2)} s"
+        f" warm {n(fig.warm_s, 2)} s, ls -lR {n(fig.warm_ls_s, 2)} s ({fig.warm_requests} req),"
+        f" remount {n(fig.remount_first_answer_s, 2)} s"
         f" ({fig.remount_requests_before} req before, {fig.remount_changed} changed),"
+        f" remount ls -lR {n(fig.remount_ls_s, 2)} s ({fig.remount_ls_requests_before} req before),"
         f" RSS {n(fig.rss_mib)} MiB"
     )
     return text + (f", errors: {'; '.join(fig.errors)}" if fig.errors else "")

@@ -26,6 +26,7 @@ NUMERIC = (
     "files", "dirs", "cold_s", "cold_cpu_s", "cold_emulator_cpu_s", "cold_stolen_s", "api_requests",
     "storage_heads", "storage_other", "duplicates", "zero_size", "failures", "warm_s", "warm_requests",
     "remount_ready_s", "remount_first_answer_s", "remount_requests_before", "remount_changed", "rss_mib",
+    "warm_ls_s", "remount_ls_s", "remount_ls_requests_before",
 )  # fmt: skip
 
 
@@ -92,8 +93,9 @@ def _n(value: Any, digits: int = 1) -> str:
 
 COLUMNS = (
     "shape", "sizes", "N", "files (failed calls)", "cold walk s (CPU s: daemon / emulator / stolen)",
-    "API requests", "storage HEADs", "warm walk s (requests)",
-    "remount: mounted / first answer s (requests before)", "changed after remount", "peak RSS MiB",
+    "API requests", "storage HEADs", "warm: walk / ls -lR s (requests)",
+    "remount: mounted / first walk s (requests before)", "remount: first ls -lR s (requests before)",
+    "changed after remount", "peak RSS MiB",
 )  # fmt: skip
 
 
@@ -110,9 +112,10 @@ def table(rows_: list[Row]) -> str:
             f" / {_n(g('cold_stolen_s'))})",
             _n(g("api_requests"), 0),
             _n(g("storage_heads"), 0),
-            f"{_n(g('warm_s'), 2)} ({_n(g('warm_requests'), 0)})",
+            f"{_n(g('warm_s'), 2)} / {_n(g('warm_ls_s'), 2)} ({_n(g('warm_requests'), 0)})",
             f"{_n(g('remount_ready_s'), 2)} / {_n(g('remount_first_answer_s'), 2)}"
             f" ({_n(g('remount_requests_before'), 0)})",
+            f"{_n(g('remount_ls_s'), 2)} ({_n(g('remount_ls_requests_before'), 0)})",
             _n(g("remount_changed"), 0),
             _n(g("rss_mib")),
         ]
@@ -146,23 +149,26 @@ def targets(r: Row) -> list[tuple[str, bool | None, str]]:
             f"{_n(cold, 2)} s",
         )
     )
-    warm, warm_req = g("warm_s"), g("warm_requests")
+    warm, warm_ls, warm_req = g("warm_s"), g("warm_ls_s"), g("warm_requests")
     ok = (
-        warm_req == 0 and warm <= WARM_S and "warm" not in r.unfinished
-        if _all_known(warm, warm_req)
+        warm_req == 0 and max(warm, warm_ls) <= WARM_S and "warm" not in r.unfinished
+        if _all_known(warm, warm_ls, warm_req)
         else None
     )
-    out.append((f"warm walk 0 requests, ≤ {WARM_S:g} s", ok, f"{_n(warm_req, 0)} requests, {_n(warm, 2)} s"))
+    figures = f"{_n(warm_req, 0)} requests, walk {_n(warm, 2)} s, ls -lR {_n(warm_ls, 2)} s"
+    out.append((f"warm walk and ls -lR 0 requests, ≤ {WARM_S:g} s", ok, figures))
     rss = g("rss_mib")
     out.append((f"peak RSS ≤ {RSS_MIB:g} MiB", None if rss is None else rss <= RSS_MIB, f"{_n(rss)} MiB"))
     first, before = g("remount_first_answer_s"), g("remount_requests_before")
+    first_ls, before_ls = g("remount_ls_s"), g("remount_ls_requests_before")
     ok = (
-        before == 0 and first <= REMOUNT_S and "remount" not in r.unfinished
-        if _all_known(first, before)
+        before == before_ls == 0 and max(first, first_ls) <= REMOUNT_S and "remount" not in r.unfinished
+        if _all_known(first, before, first_ls, before_ls)
         else None
     )
-    what = f"after a remount, first ls -lR with 0 requests before it, ≤ {REMOUNT_S:g} s"
-    out.append((what, ok, f"{_n(before, 0)} requests, {_n(first, 2)} s"))
+    what = f"after a remount, the first walk and ls -lR with 0 requests before them, ≤ {REMOUNT_S:g} s"
+    figures = f"walk {_n(before, 0)} requests, {_n(first, 2)} s; ls -lR {_n(before_ls, 0)} requests"
+    out.append((what, ok, figures + f", {_n(first_ls, 2)} s"))
     dup, zero, files, failed = g("duplicates"), g("zero_size"), g("files"), g("failures")
     ok = (
         dup == 0 and zero == 0 and failed == 0 and files >= r.n

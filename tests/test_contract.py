@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import random
 import re
@@ -28,6 +29,7 @@ from tests.providers import CASES, Case, Expect, case_emulator
 from vidfs.commands.demo import write_config
 
 INSTANCE = "site"
+UNSUPPORTED = "xattr.unsupported"  # the stats counter of xattr names outside `user.`
 
 
 class World:
@@ -172,6 +174,28 @@ def test_xattrs_name_provider_and_id(world: World) -> None:
     names = os.listxattr(world.root / rel)
     assert "user.vidfs.remote_id" in names
     assert os.getxattr(world.root / rel, "user.vidfs.provider") == INSTANCE.encode()
+
+
+def test_ls_l_learns_once_that_labels_and_acls_are_not_supported(world: World) -> None:
+    """`ls -l` asks every entry's `security.selinux` and POSIX ACLs. They are not supported here (EOPNOTSUPP,
+    where an absent `user.` name is ENODATA), and coreutils then stops asking for the whole mount: a
+    `ls -lR` costs a request or two of them, not two or three per entry."""
+    path = world.root / sorted(world.expected)[0]
+    for name in ("security.selinux", "system.posix_acl_access", "system.posix_acl_default", "trusted.x"):
+        with pytest.raises(OSError) as refused:
+            os.getxattr(path, name)
+        assert refused.value.errno == errno.EOPNOTSUPP, name
+    with pytest.raises(OSError) as absent:
+        os.getxattr(path, "user.vidfs.no_such_value")
+    assert absent.value.errno == errno.ENODATA
+
+    def asked() -> int:
+        return int(json.loads(os.getxattr(world.mount.path, "user.vidfs.stats"))["counters"][UNSUPPORTED])
+
+    before = asked()
+    listed = subprocess.run(["ls", "-lR", str(world.root)], capture_output=True, check=True, timeout=120)
+    assert listed.stdout.count(b"\n") > len(world.expected) >= 2
+    assert asked() - before <= 3
 
 
 def test_auth_renewal_mid_read(world: World, tmp_path: Path, media_dir: Path) -> None:

@@ -33,6 +33,11 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_TRUNC | os.O_CREAT
 # its second was over); with 10 s, 11.0 s and 2.1 s. A listing's own freshness is `metadata_ttl`;
 # `vidfs refresh` drops the kernel's copies at once.
 KERNEL_TTL = 10.0
+# The only xattr namespace we have. Another name (`security.selinux`, `system.posix_acl_access`, ...) is
+# "not supported", not "no such attribute": `ls -l` asks both of every file, and coreutils stops asking for
+# a device once one of them answered ENOTSUP. With ENODATA, a warm `ls -lR` of 100,000 videos made 200,000
+# GETXATTR requests (10.1-11.1 s, 8.9 s of the daemon's CPU, where the same walk with lstat took 0.7 s).
+USER_NAMESPACE = b"user."
 # A wait that keeps progressing (see `_answer`) ends after this many request timeouts in all.
 PROGRESS_TIMEOUTS = 10
 
@@ -210,6 +215,9 @@ class VidfsOperations(pyfuse3.Operations):
 
     # --------------------------------------------------------------------------------------- xattrs
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        if not name.startswith(USER_NAMESPACE):
+            self.fs.stats.incr("xattr.unsupported")
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
         with self._answer_now("getxattr"):
             value = self.fs.xattr(inode, os.fsdecode(name))
         if value is None:

@@ -265,9 +265,9 @@ class VideoFS:
 
     # ---------------------------------------------------------------------------------------- xattrs
     def xattr(self, inode: int, name: str) -> str | None:
-        """One xattr's value, None if it has none. A name outside ours is answered without the values: `ls
-        -l` asks for `security.selinux` and `system.posix_acl_access` of every file, and a saved video's
-        values are read from the snapshot when asked (`vidfs.catalog.extras`)."""
+        """One xattr's value, None if it has none. A name outside ours is answered without the values (a
+        saved video's are read from the snapshot when asked: `vidfs.catalog.extras`); one outside the
+        `user.` namespace does not get here (`vidfs.fs.operations.USER_NAMESPACE`)."""
         if not name.startswith(XATTR_PREFIX):
             return None
         return self.xattrs(inode).get(name)
