@@ -137,25 +137,23 @@ def dig(data: Any, *path: str) -> Any:
     return data
 
 
-_QUERIES: dict[tuple[str, tuple[tuple[str, type, Any], ...]], str] = {}  # (URL's query, params) → query
-MAX_QUERIES = 256
-
-
 def _query(query: str, params: Mapping[str, Any]) -> str:
     """`params` merged into a URL's `query` as httpx encodes them (`httpx.QueryParams`), each pair encoded
     once: an API's calls repeat the same few (a token, a page size), and encoding them was 2% of a call."""
     try:
         # Each value's type in the key: True and 1 are equal keys, and httpx writes "true" and "1".
-        key = (query, tuple((name, type(value), value) for name, value in params.items()))
-        known = _QUERIES.get(key)
+        return _known_query(query, tuple((name, type(value), value) for name, value in params.items()))
     except TypeError:  # a list among the values: not hashable, encoded each time
-        return str(httpx.QueryParams(query).merge(params) if query else httpx.QueryParams(params))
-    if known is None:
-        known = str(httpx.QueryParams(query).merge(params) if query else httpx.QueryParams(params))
-        if len(_QUERIES) >= MAX_QUERIES:
-            _QUERIES.clear()
-        _QUERIES[key] = known
-    return known
+        return _encode_query(query, params)
+
+
+@functools.lru_cache(maxsize=256)
+def _known_query(query: str, pairs: tuple[tuple[str, type, Any], ...]) -> str:
+    return _encode_query(query, {name: value for name, _type, value in pairs})
+
+
+def _encode_query(query: str, params: Mapping[str, Any]) -> str:
+    return str(httpx.QueryParams(query).merge(params) if query else httpx.QueryParams(params))
 
 
 def _into_sink(response: httpx.Response, sink_for: SinkFor | None) -> httpx.Response:
