@@ -6,6 +6,10 @@ For every RTT, provider shape and N, in the bench's network namespace (delayed a
 only by a kernel method: the Python proxy fronts one port and the emulators have several):
 1. the vendor's emulator, `python -m vidfs.emulator --provider NAME --scale N` (N synthetic videos spread
    the way that vendor's accounts grow, besides its small hand-made catalog), started fresh;
+   first, on a mount with a cache dir of its own, empty: `ls -R -p` (names only: ls then stats nothing,
+   so no size is needed), its seconds and the API requests and HEADs it caused; then the first 64 KiB of
+   one video of the largest directory read, its seconds and HEADs (sizes are learned when `stat` or
+   `open` needs them: that is one HEAD, not one per video of the directory);
 2. vidfs mounted on it with an empty cache dir (`metadata_ttl = "10m"`), its daemon in the namespace;
 3. a cold walk: every directory listed and every entry `lstat`ed, as `ls -lR` or `find` does
    (seconds, entries, the daemon's and the emulator's CPU seconds); then the emulator's request log
@@ -192,23 +196,46 @@ def _walk(root: Path, limit_s: float, watchdog: Watchdog) -> Walk:
     )
 
 
-def ls_lr(root: Path, limit_s: float, on_hang: Callable[[], None]) -> float | None:
-    """Seconds of one `ls -lR` of `root` (its output thrown away), None when it failed or ran over
-    `limit_s`. A hung mount is ended as in `walk`: ls waits on a FUSE request through SIGKILL."""
-    began = time.monotonic()
-    process = subprocess.Popen(["ls", "-lR", str(root)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _ls(args: list[str], root: Path, limit_s: float, on_hang: Callable[[], None]) -> bytes | None:
+    """`ls ARGS root`'s output, None when it failed or ran over `limit_s`. A hung mount is ended as in
+    `walk`: ls waits on a FUSE request through SIGKILL."""
+    process = subprocess.Popen(["ls", *args, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    what = " ".join(["ls", *args, str(root)])
     try:
-        _, err = process.communicate(timeout=limit_s)
+        out, err = process.communicate(timeout=limit_s)
     except subprocess.TimeoutExpired:
-        say(f"ls -lR {root}: not done within {limit_s:g} s: stopping the mount's daemon")
+        say(f"{what}: not done within {limit_s:g} s: stopping the mount's daemon")
         on_hang()
         process.kill()
         process.communicate(timeout=60)
         return None
     if process.returncode != 0:
-        say(f"ls -lR {root} exited {process.returncode}: {err.decode(errors='replace').strip()[-300:]}")
+        say(f"{what} exited {process.returncode}: {err.decode(errors='replace').strip()[-300:]}")
         return None
-    return time.monotonic() - began
+    return out
+
+
+def ls_names(root: Path, limit_s: float, on_hang: Callable[[], None]) -> dict[str, list[str]] | None:
+    """`ls -R -p` of `root`: each directory's entries (directories with a `/`). Output to a pipe, without
+    -l or colours, ls reads directories and stats nothing: what `ls`, `find -name` and a shell's
+    completion ask of a mount."""
+    out = _ls(["-R", "-p"], root, limit_s, on_hang)
+    if out is None:
+        return None
+    listed: dict[str, list[str]] = {}
+    names: list[str] = []
+    for line in out.decode(errors="surrogateescape").split("\n"):
+        if line.endswith(":") and line.startswith(str(root)):
+            names = listed.setdefault(line[:-1], [])
+        elif line:
+            names.append(line)
+    return listed
+
+
+def ls_lr(root: Path, limit_s: float, on_hang: Callable[[], None]) -> float | None:
+    """Seconds of one `ls -lR` of `root` (its output read and thrown away), None when it failed."""
+    began = time.monotonic()
+    return None if _ls(["-lR"], root, limit_s, on_hang) is None else time.monotonic() - began
 
 
 @dataclass
@@ -243,6 +270,11 @@ class CatalogFigures:
     remount_ls_s: float | None = None  # another remount: daemon started → its first `ls -lR` ended
     remount_ls_requests_before: int | None = None
     rss_mib: float | None = None
+    names_s: float | None = None  # `ls -R` (names only) on a fresh mount and cache
+    names_api: int | None = None
+    names_heads: int | None = None
+    open_one_s: float | None = None  # then one video of the largest directory opened, 64 KiB read
+    open_one_heads: int | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -338,6 +370,40 @@ def _ls_mount(stage: CatalogStage, mount: Mount, fig: CatalogFigures, name: str)
     return seconds
 
 
+def _names_and_one_open(stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, config: Path) -> None:
+    """Step 1's second half (see the module's essay): `ls -R` of a fresh mount, then one video opened."""
+    emulator.clear()
+    mount = _mount(stage, config, config.parent)
+    watchdog = Watchdog(lambda: stop_pid(mount.process, grace=5))
+    try:
+        began = time.monotonic()
+        listed = ls_names(mount.path, stage.max_walk_s, lambda: stop_pid(mount.process, grace=5))
+        if listed is None:
+            fig.errors.append(f"ls -R: failed or not done within {stage.max_walk_s:g} s")
+            return
+        fig.names_s = time.monotonic() - began
+        fig.names_api, fig.names_heads, _ = count_requests(emulator.requests(), emulator.site)
+        files = {d: [n for n in names if not n.endswith("/")] for d, names in listed.items()}
+        directory = max(files, key=lambda d: len(files[d]))
+        if not files[directory]:
+            return
+        emulator.clear()
+        chosen = sorted(files[directory])[len(files[directory]) // 2]
+        began = watchdog.since = time.monotonic()
+        with open(f"{directory}/{chosen}", "rb") as fh:
+            fh.read(64 * 1024)
+        fig.open_one_s = time.monotonic() - began
+        watchdog.since = None
+        fig.open_one_heads = count_requests(emulator.requests(), emulator.site)[1]
+    except OSError as exc:
+        fig.errors.append(f"names and one open: {exc}")
+    finally:
+        watchdog.close()
+        rss = vm_hwm_mib(mount.process.pid)
+        fig.rss_mib = max(x for x in (fig.rss_mib, rss, 0.0) if x is not None)
+        mount.stop()
+
+
 def _cold_and_warm(
     stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, config: Path, base: Path
 ) -> Walk:
@@ -422,6 +488,16 @@ def measure_one(stage: CatalogStage, shape: str, n: int, tag: str) -> CatalogFig
             cache_dir=base / "cache",
             cache={"metadata_ttl": "10m"},
         )
+        first = base / "names"  # step 1's mount: a cache dir of its own
+        first.mkdir()
+        names_config = write_config(
+            first / "vidfs.toml",
+            {shape: {**emulator.config, **options}},
+            cache_dir=first / "cache",
+            cache={"metadata_ttl": "10m"},
+        )
+        _names_and_one_open(stage, fig, emulator, names_config)
+        run(["rm", "-rf", "--one-file-system", str(first / "cache")], check=False)
         emulator.clear()
         cold = _cold_and_warm(stage, fig, emulator, config, base)
         _remount(stage, fig, emulator, config, base, cold)

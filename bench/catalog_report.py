@@ -26,7 +26,8 @@ NUMERIC = (
     "files", "dirs", "cold_s", "cold_cpu_s", "cold_emulator_cpu_s", "cold_stolen_s", "api_requests",
     "storage_heads", "storage_other", "duplicates", "zero_size", "failures", "warm_s", "warm_requests",
     "remount_ready_s", "remount_first_answer_s", "remount_requests_before", "remount_changed", "rss_mib",
-    "warm_ls_s", "remount_ls_s", "remount_ls_requests_before",
+    "warm_ls_s", "remount_ls_s", "remount_ls_requests_before", "names_s", "names_api", "names_heads",
+    "open_one_s", "open_one_heads",
 )  # fmt: skip
 
 
@@ -92,7 +93,9 @@ def _n(value: Any, digits: int = 1) -> str:
 
 
 COLUMNS = (
-    "shape", "sizes", "N", "files (failed calls)", "cold walk s (CPU s: daemon / emulator / stolen)",
+    "shape", "sizes", "N", "cold ls -R, names only: s (API requests / HEADs)",
+    "then one video opened: s (HEADs)", "files (failed calls)",
+    "cold walk s (CPU s: daemon / emulator / stolen)",
     "API requests", "storage HEADs", "warm: walk / ls -lR s (requests)",
     "remount: mounted / first walk s (requests before)", "remount: first ls -lR s (requests before)",
     "changed after remount", "peak RSS MiB",
@@ -107,6 +110,8 @@ def table(rows_: list[Row]) -> str:
             r.shape + ("*" if r.partial else ""),
             r.sizes,
             f"{r.n:,}",
+            f"{_n(g('names_s'), 2)} ({_n(g('names_api'), 0)} / {_n(g('names_heads'), 0)})",
+            f"{_n(g('open_one_s'), 2)} ({_n(g('open_one_heads'), 0)})",
             f"{_n(g('files'), 0)} ({_n(g('failures'), 0)})",
             f"{_n(g('cold_s'), 2)} ({_n(g('cold_cpu_s'))} / {_n(g('cold_emulator_cpu_s'))}"
             f" / {_n(g('cold_stolen_s'))})",

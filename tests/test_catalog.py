@@ -17,7 +17,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import httpx
 import pyfuse3
@@ -35,6 +35,7 @@ from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, Unreac
 from vidfs.fs import tree as tree_module
 from vidfs.fs.operations import VidfsOperations
 from vidfs.fs.tree import Node, Tree, stable_inode
+from vidfs.fs.videofs import Attributes
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
 from vidfs.model import Folder, FrozenMap, Listing, StreamLease, Video, frozen_extra
@@ -114,15 +115,15 @@ async def test_a_listing_slower_than_the_request_is_finished_in_the_background(
 async def test_a_directory_build_slower_than_the_request_is_finished_in_the_background(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Building a directory (names, and sizes the listing lacks) can take longer than a FUSE request may
-    # wait; the build goes on after the request gives up, once, and the next request finds it done.
+    # Building a directory can take longer than a FUSE request may wait (a slow machine, a huge listing);
+    # the build goes on after the request gives up, once, and the next request finds it done.
     provider = FakeProvider({"root": videos(3)})
     tree = make_tree(provider)
     build, builds = tree._build, []
 
     async def slow_build(*args: Any, **kwargs: Any) -> Any:
         builds.append(1)
-        await trio.sleep(90)  # as the size probes of a big directory may
+        await trio.sleep(90)
         return await build(*args, **kwargs)
 
     tree._build = slow_build  # type: ignore[method-assign]
@@ -157,85 +158,170 @@ async def opendir_in_time(tree: Tree) -> tuple[list[Node] | int, float]:
     return result, trio.current_time() - start
 
 
-@pytest.mark.parametrize("stuck", [False, True])
-async def test_a_request_waits_for_a_directory_while_its_sizes_keep_arriving(
-    autojump_clock: trio.testing.MockClock, stuck: bool
-) -> None:
-    """1,000 videos without sizes, 5 s per HEAD (80 at a time): about a minute to build, twice the request
-    timeout, but a size arrives every few hundredths of a second, so `opendir` waits and answers. With the
-    last HEAD stuck, it fails with EIO one request timeout after the last size arrived."""
-    entries: list[Folder | Video] = [Video(f"v{i}", f"v{i:06d}.mp4", mtime=1.0) for i in range(1000)]
-    provider = FakeProvider({"root": entries})
-    tree = make_tree(provider)
-
-    async def slow_probe(instance: str, provider: Any, video: Video) -> Probe:
-        await trio.sleep(math.inf if stuck and video.remote_id == "v999" else 5.0)
-        answer = Probe(1000, None)
-        learn((instance, video.remote_id, video.fingerprint), answer)  # kept, as a real probe's answer is
-        return answer
-
-    learn = tree.probes.learn
-
-    tree.probes.probe = slow_probe  # type: ignore[method-assign]
-    children, took = await opendir_in_time(tree)
-    if stuck:
-        assert children == errno.EIO and 30 + 60 <= took < 30 + 70  # 30 s after the last of 999 sizes
-    else:
-        assert isinstance(children, tuple) and len(children) == 1000
-        assert all(child.size == 1000 for child in children)
-        assert took > 30  # longer than one request timeout
+def unsized(count: int, prefix: str = "v") -> list[Folder | Video]:
+    """Videos whose listing gives no size (AIPIX, Hour One, VALT): a probe each learns it."""
+    return [Video(f"{prefix}{i}", f"{prefix}{i:06d}.mp4", mtime=1.0) for i in range(count)]
 
 
-async def test_a_size_forgotten_while_its_directory_is_built_hides_the_file_until_built_again(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    # A read that finds a file changed forgets what storage told of it; should that happen between its
-    # probe and the end of its directory's build, the file is hidden (never shown without a size) and the
-    # directory is built again after negative_ttl, when it is probed afresh.
-    entries: list[Folder | Video] = [Video(f"v{i}", f"v{i}.mp4", mtime=1.0) for i in range(3)]
-    tree = make_tree(FakeProvider({"root": entries}), negative_ttl=10.0)
+def counting_probe(tree: Tree, seconds: float) -> list[str]:
+    """Make the tree's probes answer `1000 + index` after `seconds` (virtual) instead of asking storage
+    (`SizeProbes` itself still answers concurrent asks of one video with one request, and keeps the
+    answer); returns the list of the ids asked of storage, in order."""
     asked: list[str] = []
 
-    async def probe(instance: str, provider: Any, video: Video) -> Probe:
+    async def ask(instance: str, provider: Any, video: Video) -> Probe:
         asked.append(video.remote_id)
-        answer = Probe(1000 + int(video.remote_id[1:]), None)
-        learn((instance, video.remote_id, video.fingerprint), answer)
-        if video.remote_id == "v1" and asked.count("v1") == 1:
-            tree.probes.forget(instance, video)  # the file changed meanwhile
-        return answer
+        await trio.sleep(seconds)
+        return Probe(1000 + int(video.remote_id.lstrip("dv").split("v")[-1]), None)
 
-    learn = tree.probes.learn
-    tree.probes.probe = probe  # type: ignore[method-assign]
-    first = {node.name: node.size for node in await tree.children(provider_inode(tree))}
-    assert first == {"v0.mp4": 1000, "v2.mp4": 1002}
-    assert [item.remote_id for item in await tree.hidden(provider_inode(tree))] == ["v1"]
-    await trio.sleep(11)
-    again = {node.name: node.size for node in await tree.children(provider_inode(tree))}
-    assert again == {"v0.mp4": 1000, "v1.mp4": 1001, "v2.mp4": 1002}
-    assert sorted(asked) == ["v0", "v1", "v1", "v2"]  # only the forgotten one asked again
+    tree.probes._ask = ask  # type: ignore[method-assign]
+    return asked
 
 
-async def test_a_size_known_before_a_build_and_forgotten_during_it_hides_the_file(
+async def test_a_directory_is_listed_without_its_sizes_and_sizes_only_what_is_asked(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # The answers a build found known are not read again, unless one was forgotten while it waited for
-    # the others: a file that changed meanwhile is never shown with the size it had.
-    entries: list[Folder | Video] = [Video(f"v{i}", f"v{i}.mp4", mtime=1.0) for i in range(3)]
-    tree = make_tree(FakeProvider({"root": entries}), negative_ttl=10.0)
-    learn = tree.probes.learn
-    learn(("fake", "v0", entries[0].fingerprint), Probe(1000, None))  # as the snapshot tells after a remount
+    # 1,000 videos without sizes, 5 s per HEAD: the directory answers at once, none of them asked; one
+    # `stat` asks one; a second one in the same directory (a walker: `ls -l`, rsync) sizes the rest ahead,
+    # each video asked once.
+    tree = make_tree(FakeProvider({"root": unsized(1000)}))
+    asked = counting_probe(tree, 5.0)
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        tree.attach(nursery)
+        with trio.fail_after(1):
+            children = list(await tree.children(provider_inode(tree)))
+        assert len(children) == 1000 and all(child.size == tree_module.UNSIZED for child in children)
+        assert asked == []
+        one = next(child for child in children if child.name == "v000500.mp4")
+        assert (await tree.sized(one)).size == 1500
+        await trio.testing.wait_all_tasks_blocked()
+        assert asked == ["v500"]
+        other = next(child for child in children if child.name == "v000501.mp4")
+        assert (await tree.sized(other)).size == 1501
+        with trio.fail_after(600):
+            while len(asked) < 1000:
+                await trio.sleep(1)
+        await trio.sleep(10)
+        nursery.cancel_scope.cancel()
+    assert sorted(asked) == sorted(f"v{i}" for i in range(1000))  # each once
+    assert asked[:3] == ["v500", "v501", "v502"]  # ahead of the walker, from where it asked
+    assert {child.name: child.size for child in children} == {f"v{i:06d}.mp4": 1000 + i for i in range(1000)}
 
-    async def probe(instance: str, provider: Any, video: Video) -> Probe:
-        answer = Probe(1000 + int(video.remote_id[1:]), None)
-        learn((instance, video.remote_id, video.fingerprint), answer)
-        if video.remote_id == "v1":
-            tree.probes.forget(instance, cast(Video, entries[0]))  # v0 changed meanwhile
-        return answer
 
-    tree.probes.probe = probe  # type: ignore[method-assign]
-    shown = {node.name: node.size for node in await tree.children(provider_inode(tree))}
-    assert shown == {"v1.mp4": 1001, "v2.mp4": 1002}
-    assert [item.remote_id for item in await tree.hidden(provider_inode(tree))] == ["v0"]
+async def test_a_walk_through_directories_of_one_video_each_is_sized_ahead(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # VALT records: a directory per record, one video in each. No directory is asked two sizes, but three
+    # asked within a couple of seconds are a walker: the directories listed ahead of it are sized ahead.
+    count = 40
+    folders: dict[str, list[Folder | Video]] = {"root": [Folder(f"d{i}", f"d{i:06d}") for i in range(count)]}
+    folders.update({f"d{i}": unsized(1, prefix=f"d{i}v") for i in range(count)})
+    tree = make_tree(FakeProvider(folders))
+    asked = counting_probe(tree, 0.05)
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        tree.attach(nursery)
+        records = list(await tree.children(provider_inode(tree)))
+        await trio.testing.wait_all_tasks_blocked()  # listed ahead, none sized
+        assert asked == []
+        for record in records[:3]:
+            tree.remember(record)  # as a readdirplus reply does
+            (video,) = await tree.children(record.inode)
+            await tree.sized(video)
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    assert sorted(asked) == sorted(f"d{i}v0" for i in range(count))  # every one, once
+
+
+async def test_a_size_that_cannot_be_learned_is_that_stat_s_error_and_asked_again_at_the_next(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    tree = make_tree(FakeProvider({"root": unsized(3)}))
+    calls: list[str] = []
+
+    async def gone(instance: str, provider: Any, video: Video) -> Probe:
+        calls.append(video.remote_id)
+        raise NotFoundError(f"{video.name}: gone from storage")
+
+    tree.probes.probe = gone  # type: ignore[method-assign]
+    children = await tree.children(provider_inode(tree))
+    for _ in range(2):
+        with pytest.raises(NotFoundError):
+            await tree.sized(children[0])
+    assert calls == ["v0", "v0"] and children[0].size == tree_module.UNSIZED
+    assert [child.name for child in await tree.children(provider_inode(tree))] == [
+        "v000000.mp4",
+        "v000001.mp4",
+        "v000002.mp4",
+    ]  # still listed: `ls` shows it, `stat` tells why it cannot be read
+
+
+@pytest.mark.parametrize("stuck", [False, True])
+async def test_a_stat_waits_for_its_size_within_the_request_timeout(
+    autojump_clock: trio.testing.MockClock, stuck: bool
+) -> None:
+    """`getattr` of a video not sized yet waits for its HEAD (here 20 s, within the 30 s request timeout);
+    one that never answers is EIO after the request timeout. The kernel got it with size 0 and an attribute
+    timeout of 0 from readdirplus, so no one saw that size."""
+    tree = make_tree(FakeProvider({"root": unsized(2)}))
+    counting_probe(tree, math.inf if stuck else 20.0)
+    children = await tree.children(provider_inode(tree))
+
+    class FS:
+        stats = Stats()
+
+        def getattr(self, inode: int) -> Attributes:
+            return self.attributes(tree.get(inode))
+
+        async def getattr_sized(self, inode: int, *, progress: Any = None) -> Attributes:
+            return self.attributes(await tree.sized(tree.get(inode), progress=progress))
+
+        @staticmethod
+        def attributes(node: Node) -> Attributes:
+            return Attributes(node.inode, 0o100444, node.size, 1.0, 1, 0, 0, 65536)
+
+    operations = VidfsOperations(fs=FS(), request_timeout=30)  # type: ignore[arg-type]
+    listed = operations._entry(FS.attributes(children[0]))  # as readdirplus gives it
+    assert listed.st_size == 0 and listed.attr_timeout == 0 and listed.entry_timeout > 0
+    tree.remember(children[0])
+    start = trio.current_time()
+    if stuck:
+        with pytest.raises(pyfuse3.FUSEError) as failed:
+            await operations.getattr(children[0].inode)
+        assert failed.value.errno == errno.EIO and trio.current_time() - start == pytest.approx(30)
+    else:
+        entry = await operations.getattr(children[0].inode)
+        assert entry.st_size == 1000 and entry.attr_timeout > 0
+        assert trio.current_time() - start == pytest.approx(20)
+
+
+async def test_a_video_that_changed_is_sized_again_and_a_known_size_asks_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # A size storage told for one version of a video (this mount's HEAD, or the snapshot's after a
+    # remount) is shown without asking; a listing that shows the video changed (another fingerprint) makes
+    # it unknown again, and it is asked once more when needed, never shown with the old version's size.
+    entries = unsized(3)
+    provider = FakeProvider({"root": entries})
+    tree = make_tree(provider, ttl=60.0)
+    asked = counting_probe(tree, 1.0)
+    tree.probes.learn(("fake", "v0", entries[0].fingerprint), Probe(1000, None))  # as the snapshot tells
+    children = {node.name: node for node in await tree.children(provider_inode(tree))}
+    assert children["v000000.mp4"].size == 1000 and asked == []
+    for node in children.values():
+        tree.remember(node)
+        await tree.sized(node)
+    assert asked == ["v1", "v2"]
+    provider.folders["root"] = [entries[0], Video("v1", "v000001.mp4", mtime=2.0), entries[2]]  # v1 changed
+    await trio.sleep(61)
+    await tree.children(provider_inode(tree))  # stale: refreshed in the background
+    await trio.testing.wait_all_tasks_blocked()
+    again = {node.name: node for node in await tree.children(provider_inode(tree))}
+    assert again["v000001.mp4"].size == tree_module.UNSIZED
+    assert again["v000000.mp4"].size == 1000 and again["v000002.mp4"].size == 1002
+    assert (await tree.sized(again["v000001.mp4"])).size == 1001
+    assert asked == ["v1", "v2", "v1"]
 
 
 class PagedProvider(FakeProvider):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import random
@@ -196,6 +197,50 @@ def test_ls_l_learns_once_that_labels_and_acls_are_not_supported(world: World) -
     listed = subprocess.run(["ls", "-lR", str(world.root)], capture_output=True, check=True, timeout=120)
     assert listed.stdout.count(b"\n") > len(world.expected) >= 2
     assert asked() - before <= 3
+
+
+def test_names_cost_no_size_request_and_each_size_is_learned_when_needed(
+    world: World, tmp_path: Path
+) -> None:
+    """Sizes a listing lacks (a HEAD each) are learned when `stat` or `open` needs them, not for `ls`: on a
+    fresh mount, reading every directory costs no HEAD; then a `stat` shows the true size (the kernel was
+    told it had none yet), a file opened and read to its end without any `stat` gives every byte, and an
+    `ls -l` after them shows every size."""
+    config = write_config(
+        tmp_path / "vidfs.toml",
+        {INSTANCE: world.emulator.config(world.case.name)},
+        cache_dir=tmp_path / "cache",
+    )
+
+    def heads() -> int:
+        return sum(r["method"] == "HEAD" for r in world.emulator.requests(world.case.name))
+
+    with running_mount(config, tmp_path / "mnt", tmp_path / "mount.log") as mount:
+        root = mount.path / INSTANCE
+        before = heads()
+        names = sorted(
+            str((Path(dirpath) / name).relative_to(root))
+            for dirpath, _dirs, files in os.walk(root)
+            for name in files
+        )  # os.walk reads directories only: the kind of each entry comes with it
+        assert names == sorted(world.expected)
+        assert heads() == before
+        first, *rest = sorted(world.expected.items())
+        assert (root / first[0]).stat().st_size == first[1].size
+        assert heads() - before <= 1
+        if rest:
+            rel, expect = rest[-1]
+            fd = os.open(root / rel, os.O_RDONLY)  # no stat first: its size comes with the read
+            try:
+                chunks = []
+                while chunk := os.read(fd, 1 << 20):
+                    chunks.append(chunk)
+            finally:
+                os.close(fd)
+            assert hashlib.sha256(b"".join(chunks)).hexdigest() == expect.sha256, rel
+        listing = subprocess.run(["ls", "-lR", str(root)], capture_output=True, text=True, check=True).stdout
+        for rel, expect in world.expected.items():
+            assert re.search(rf"\s{expect.size}\s.*{re.escape(Path(rel).name)}$", listing, re.M), rel
 
 
 def test_auth_renewal_mid_read(world: World, tmp_path: Path, media_dir: Path) -> None:

@@ -4,7 +4,8 @@
 refused or answers without a length. Answers are kept per (instance, id, fingerprint) for the life of the
 mount and saved with the listing snapshot, so a second listing, or a remount, does not ask again while the
 fingerprint holds. Concurrent probes of one video are one request (single flight). Nothing is kept per
-video but its answer: the in-flight table empties as probes finish.
+video but its answer: the in-flight table empties as probes finish. Who asks, and when: `Tree.sized`, for
+a `stat` or `open` that needs the size (and ahead of a walker), never for a mere listing.
 
 Answers are kept by instance, then by remote id, each with the fingerprint it holds for: one answer per
 video. A table keyed by (instance, id, fingerprint) tuples cost a tuple and a copy of the id per answer,

@@ -33,15 +33,19 @@ async def run_ls(config_path: Path, path: str) -> int:
         with trio.fail_after(config.mount.request_timeout * 4):
             node = await tree.resolve_path(path)
             if not node.is_dir:
+                node = await tree.sized(node)
                 rows = [_row(node.size, node.mtime, "file", node.name)]
             else:
-                children = await tree.children(node.inode)
+                children, unsized = await tree.sized_children(node.inode)
+                failed = {id(child): exc for child, exc in unsized}
                 rows = [
                     _row(
-                        None if child.is_dir else child.size,
+                        None if child.is_dir or id(child) in failed else child.size,
                         child.mtime,
                         "dir" if child.is_dir else "file",
-                        child.name + ("/" if child.is_dir else ""),
+                        child.name
+                        + ("/" if child.is_dir else "")
+                        + (f"  (size unknown: {failed[id(child)]})" if id(child) in failed else ""),
                     )
                     for child in children
                 ]
@@ -50,6 +54,7 @@ async def run_ls(config_path: Path, path: str) -> int:
                     ("-", "-", item.status.lower(), f"{item.name}  (not a file: {item.status})")
                     for item in hidden
                 ]
+
     print_table(("SIZE", "MODIFIED (UTC)", "KIND", "NAME"), rows)
     return 0
 

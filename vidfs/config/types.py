@@ -41,8 +41,8 @@ class Secret:
 @dataclass(frozen=True)
 class MountOptions:
     allow_other: bool = False
-    # seconds: every FUSE request is answered within it (a directory whose sizes are being learned: within
-    # it of the last size, see VidfsOperations._answer)
+    # seconds: every FUSE request is answered within it (a listing of many API calls: within it of the
+    # last answer, see VidfsOperations._answer)
     request_timeout: float = 30.0
     fsname: str = "vidfs"
 

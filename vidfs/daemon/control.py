@@ -240,7 +240,7 @@ class ControlServer:
             path = request.get("path")
             if not isinstance(path, str):
                 return {"ok": False, "error": "pin and unpin need a path (a string)"}
-            node = await self._node(path)
+            node = await self.fs.tree.sized(await self._node(path))
             video = node.video
             assert node.instance is not None
             key = FileKey(node.instance, video.remote_id, video.fingerprint)

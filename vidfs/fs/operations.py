@@ -65,11 +65,11 @@ class VidfsOperations(pyfuse3.Operations):
     @asynccontextmanager
     async def _answer(self, what: str) -> AsyncIterator[Progress]:
         """For a handler that may wait (on a listing, a fetch): bounded by `request_timeout`. Work that
-        reports its steps (a listing, an API answer each; a directory whose sizes are being learned, a HEAD
-        each) is given the callable this yields: `request_timeout` then runs from the last step, not from
-        the start, up to PROGRESS_TIMEOUTS of them in all. A flat directory of 10,000 videos that needs a
-        HEAD each takes longer than one `request_timeout` on a slow machine, and a walker got EIO while it
-        was nearly done; a stuck one still fails after `request_timeout`."""
+        reports its steps (a listing, an API answer each) is given the callable this yields:
+        `request_timeout` then runs from the last step, not from the start, up to PROGRESS_TIMEOUTS of them
+        in all. A listing of thousands of pages or calls takes longer than one `request_timeout` on a slow
+        machine, and a walker got EIO while it was nearly done; a stuck one still fails after
+        `request_timeout`."""
         timeout = self.request_timeout
         try:
             with trio.fail_after(timeout) as scope:
@@ -137,11 +137,14 @@ class VidfsOperations(pyfuse3.Operations):
         entry.st_uid = attrs.uid
         entry.st_gid = attrs.gid
         entry.st_blksize = attrs.block_size
-        entry.st_blocks = (attrs.size + 511) // 512
         ns = int(attrs.mtime * 1e9)
         entry.st_mtime_ns = entry.st_ctime_ns = entry.st_atime_ns = ns
         entry.generation = 0
         entry.entry_timeout = entry.attr_timeout = KERNEL_TTL
+        if attrs.size < 0:  # not known yet (a readdirplus entry): the kernel asks `getattr` before any use
+            entry.st_size = 0
+            entry.attr_timeout = 0
+        entry.st_blocks = (entry.st_size + 511) // 512
         return entry
 
     # ---------------------------------------------------------------------------------- namespace
@@ -154,7 +157,11 @@ class VidfsOperations(pyfuse3.Operations):
 
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
         with self._answer_now("getattr"):
-            return self._entry(self.fs.getattr(inode))
+            attrs = self.fs.getattr(inode)
+        if attrs.size >= 0:
+            return self._entry(attrs)
+        async with self._answer("getattr") as progress:  # a size to learn from storage first
+            return self._entry(await self.fs.getattr_sized(inode, progress=progress))
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         # No reply to give and nothing may escape: pyfuse3 ends its main loop on any exception but FUSEError.

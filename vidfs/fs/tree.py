@@ -5,9 +5,21 @@ across listings and remounts (rsync and players that remember inodes stay happy)
 hash alike (about one chance in 10⁹ for 100,000 items), the later one is re-hashed with a counter.
 
 Names. A directory's children come from its listing (`vidfs.catalog.listings`); their display names from
-`naming.name_entries`, decided by remote id, not by the order the API lists things in. Sizes the listing
-lacks are learned by `vidfs.catalog.probes` while the directory is built; an item whose size cannot be
-learned just now is hidden, and the directory is built again after `negative_ttl`.
+`naming.name_entries`, decided by remote id, not by the order the API lists things in.
+
+Sizes the listing lacks (AIPIX archives, Hour One videos, VALT recordings: a HEAD each) are learned only when
+something needs them: `stat`, `open`, a lookup by name (`Tree.sized`). A directory is built from its listing
+alone, so `ls`, `find -name` and a shell's completion of a cold directory of 100,000 such videos cost its
+listing and no HEAD, and opening one video in it costs one HEAD, not 100,000 first (with sizes learned while
+building, that open waited 45 s at 20 ms of round trip). A child whose size is not known yet goes to the
+kernel (readdirplus) with size 0 and an attribute timeout of 0, so the kernel asks `getattr` before anyone
+sees that size: `stat`, `fstat`, `lseek(SEEK_END)` and a read past the size it holds all come back for it.
+Whoever asks for a second size in one directory, or a third anywhere within a couple of seconds, is probably
+walking (`ls -l`, `du`, rsync): the rest of that directory is then sized ahead of it, concurrently, in the
+order readdir gave them; and while such a walk goes on (`STAT_WALK_S` since sizing ahead last began), the
+directories listed ahead of the walker are sized ahead too, as they are built. A size that cannot be learned
+is that `stat`'s error (ENOENT for a video that vanished, EIO for a storage fault), asked again at the next
+`stat`.
 
 Memory. A built directory holds one `Node` per child. The table the kernel's requests go through,
 `nodes`, holds only what the kernel knows (its lookup count, from `lookup` and `readdirplus` replies, is
@@ -23,177 +35,50 @@ import bisect
 import functools
 import itertools
 import logging
-import stat
+import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
-from typing import cast, overload
 
 import trio
-from xxhash import xxh3_64_intdigest
 
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.naming import name_entries
 from vidfs.catalog.probes import Probe, SizeProbes
-from vidfs.errors import IsDirectoryError, NotDirectoryError, NotFoundError, RemoteIOError, VidfsError
+from vidfs.errors import NotFoundError, RemoteIOError, VidfsError
+from vidfs.fs.nodes import (
+    DIR_MODE,
+    FILE_MODE,
+    ROOT_INODE,
+    UNSIZED,
+    Directory,
+    NamingItems,
+    Node,
+    stable_inode,
+)
 from vidfs.model import Entry, Folder, HiddenItem, Listing, Video
 from vidfs.providers.base import Provider
 from vidfs.tasks import Progress, Spawner, for_each
 
 log = logging.getLogger(__name__)
 
-ROOT_INODE = 1
 READ_AHEAD_DIRECTORIES = 256  # subdirectories listed ahead when a directory is listed
 PROBE_WORKERS = 80  # size probes of one directory asked at once, at most (above SizeProbes' highest window)
+SIZED_AHEAD_AFTER = 2  # sizes asked in one directory before the rest of it is sized ahead
+WALK_SIZES = 3  # … or sizes asked anywhere within WALK_WINDOW_S: a walker (VALT records, one video each)
+WALK_WINDOW_S = 2.0
+STAT_WALK_S = 10.0  # after sizing a directory ahead began, directories listed ahead are sized ahead too
 WARM_DIRECTORIES = 4096  # directories built ahead that no one has looked up yet, at most
-FILE_MODE = stat.S_IFREG | 0o444
-DIR_MODE = stat.S_IFDIR | 0o555
-
-
-def stable_inode(instance: str, kind: str, remote_id: str, salt: int = 0) -> int:
-    """The same number for the same item in every run (a collision takes the next `salt`). xxh3, not
-    blake2b: this runs for every entry of every directory built, and blake2b with its digest conversion was
-    14% of the daemon's CPU in a remount walk of 100,000 entries. (The numbers changed with it once.)"""
-    value = xxh3_64_intdigest(f"{instance}\0{kind}\0{remote_id}\0{salt}".encode()) & ((1 << 63) - 1)
-    return value if value > ROOT_INODE else value + 2
-
-
-class Node:
-    """One item of the tree. `lookups` is the kernel's count (the open files holding it are counted by the
-    tree, as are the kernel's cached pages by `VideoFS`: a slot each here was 1.6 MiB at 100,000 items)."""
-
-    __slots__ = (
-        "entry",
-        "etag",
-        "inode",
-        "instance",
-        "lookups",
-        "name",
-        "parent",
-        "size",
-    )
-
-    def __init__(self, inode: int, parent: int, name: str, instance: str | None, entry: Entry | None) -> None:
-        self.inode = inode
-        self.parent = parent
-        self.name = name
-        self.instance = instance  # None only for the mount root
-        self.entry = entry  # None only for the mount root
-        self.size = (entry.size or 0) if isinstance(entry, Video) else 0
-        self.etag: str | None = None
-        self.lookups = 0
-
-    @property
-    def is_dir(self) -> bool:
-        return not isinstance(self.entry, Video)
-
-    @property
-    def video(self) -> Video:
-        if not isinstance(self.entry, Video):
-            raise IsDirectoryError(f"{self.name} is a directory")
-        return self.entry
-
-    @property
-    def folder(self) -> Folder:
-        if not isinstance(self.entry, Folder):
-            raise NotDirectoryError(f"{self.name} is not a directory")
-        return self.entry
-
-    @property
-    def key(self) -> tuple[str | None, bool, str]:
-        return (self.instance, self.is_dir, self.entry.remote_id if self.entry is not None else "")
-
-    @property
-    def mtime(self) -> float:
-        mtime = getattr(self.entry, "mtime", None)
-        return float(mtime) if mtime is not None else 0.0
-
-    @property
-    def xattrs(self) -> Mapping[str, str]:
-        if self.entry is None:
-            return {}
-        extra = self.entry.xattrs if isinstance(self.entry, Video) else self.entry.extra
-        values = dict(extra.items())  # not dict(extra): one lookup per key
-        values["remote_id"] = self.entry.remote_id
-        if self.instance:
-            values["provider"] = self.instance
-        return values
 
 
 @dataclass(eq=False)
 class _Build:
-    """A directory being built; its waiters wait on `done`, and hear of each size learned meanwhile
-    (`watchers`: a FUSE request waiting for a big directory moves its deadline on while sizes arrive)."""
+    """A directory being built; its waiters wait on `done`."""
 
     done: trio.Event = field(default_factory=trio.Event)
-    directory: _Directory | None = None
+    directory: Directory | None = None
     error: BaseException | None = None
-    watchers: list[Progress] = field(default_factory=list)
-
-    def progressed(self) -> None:
-        for watcher in self.watchers:
-            watcher()
-
-
-@dataclass(eq=False, slots=True)
-class _Directory:
-    # Sorted by name (the order readdir gives) and found by bisection: a dict of them by name was 3 MiB more
-    # at 100,000. Tuples: never changed once built (a listing that changes makes a new _Directory), so an
-    # open directory's handle holds `nodes` itself; and 60 B less than lists a directory (VALT: 100,000 of
-    # one video each).
-    names: tuple[str, ...] = ()
-    nodes: tuple[Node, ...] = ()  # beside `names`
-    hidden: tuple[HiddenItem, ...] = ()
-    built_from: object = None  # the Listing object these children were built from
-    retry_at: float | None = None  # some sizes could not be learned: build again after this instant
-    ahead_to: int = 0  # children before this position were looked at for directory readahead
-
-    def current(self, listing: object) -> bool:
-        return self.built_from is listing and (self.retry_at is None or trio.current_time() < self.retry_at)
-
-    @classmethod
-    def of(
-        cls, nodes: list[Node], hidden: tuple[HiddenItem, ...] = (), built_from: object = None
-    ) -> _Directory:
-        """The directory of `nodes` (each name once), which are sorted here."""
-        nodes.sort(key=attrgetter("name"))
-        return cls(tuple([node.name for node in nodes]), tuple(nodes), hidden, built_from)
-
-    def child(self, name: str) -> Node | None:
-        at = bisect.bisect_left(self.names, name)
-        return self.nodes[at] if at < len(self.names) and self.names[at] == name else None
-
-
-class _NamingItems(Sequence[tuple[str, str, bool, str | None]]):
-    """Entries as `name_entries` reads them, (id, raw name, is a directory, content type), each made when
-    read: a list of them all was 7 MiB more at the end of a 100,000-entry directory's build."""
-
-    __slots__ = ("_entries",)
-
-    def __init__(self, entries: list[Entry]) -> None:
-        self._entries = entries
-
-    @staticmethod
-    def _item(entry: Entry) -> tuple[str, str, bool, str | None]:
-        return (entry.remote_id, entry.name, isinstance(entry, Folder), getattr(entry, "content_type", None))
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def __iter__(self) -> Iterator[tuple[str, str, bool, str | None]]:
-        return map(self._item, self._entries)
-
-    @overload
-    def __getitem__(self, index: int) -> tuple[str, str, bool, str | None]: ...
-    @overload
-    def __getitem__(self, index: slice) -> list[tuple[str, str, bool, str | None]]: ...
-    def __getitem__(
-        self, index: int | slice
-    ) -> tuple[str, str, bool, str | None] | list[tuple[str, str, bool, str | None]]:
-        if isinstance(index, slice):
-            return [self._item(entry) for entry in self._entries[index]]
-        return self._item(self._entries[index])
 
 
 class Tree:
@@ -212,12 +97,14 @@ class Tree:
         self.nodes: dict[int, Node] = {}  # what the kernel knows, open files, and the roots
         self._pinned: set[int] = {ROOT_INODE}
         self._opens: dict[int, int] = {}  # inode → the open files holding it (none: not here)
-        self._dirs: dict[int, _Directory] = {}
+        self._dirs: dict[int, Directory] = {}
         self._building: dict[int, _Build] = {}
         self._spawner: Spawner | None = None
         self._warm: dict[
             int, None
         ] = {}  # directories built ahead of a walker (insertion order: oldest first)
+        self._stat_walk_until = -math.inf  # a walker that stats is about until then (see the essay)
+        self._sizes_asked: deque[float] = deque(maxlen=WALK_SIZES)  # when the latest sizes were asked
         root = Node(ROOT_INODE, ROOT_INODE, "", None, None)
         self.nodes[ROOT_INODE] = root
         tops: list[Node] = []
@@ -226,7 +113,7 @@ class Tree:
             self.nodes[node.inode] = node
             self._pinned.add(node.inode)
             tops.append(node)
-        self._dirs[ROOT_INODE] = _Directory.of(tops, built_from="static")
+        self._dirs[ROOT_INODE] = Directory.of(tops, built_from="static")
 
     # ------------------------------------------------------------------------------------ inodes
     def _new_node(
@@ -313,7 +200,7 @@ class Tree:
             directory = found
         return self._listed(directory, inode)
 
-    def _listed(self, directory: _Directory, inode: int) -> Sequence[Node]:
+    def _listed(self, directory: Directory, inode: int) -> Sequence[Node]:
         """A directory's children in name order, for someone who listed it: its subdirectories are read
         ahead, and so are those of its parent's after it (a walker goes there next)."""
         self._read_ahead(directory)
@@ -330,7 +217,7 @@ class Tree:
         """List subdirectories ahead of a walker from now on (see `_read_ahead`)."""
         self._spawner = spawner
 
-    def _read_ahead(self, directory: _Directory, *, until: int | None = None) -> None:
+    def _read_ahead(self, directory: Directory, *, until: int | None = None) -> None:
         """Start listing (and sizing) subdirectories of `directory` in the background: its first
         READ_AHEAD_DIRECTORIES when it is listed (once per built directory), and all before position `until`
         when a walker lists one of them. A walker (`ls -R`, `find`, rsync) goes into them one after another,
@@ -360,10 +247,13 @@ class Tree:
 
     async def _warm_up(self, node: Node) -> None:
         try:
-            await self._directory_of(node, ahead=True)
+            directory = await self._directory_of(node, ahead=True)
         except VidfsError as exc:  # the walker gets its own answer when it gets there
             log.debug("%s: listing ahead of %r failed: %s", node.instance, node.name, exc)
             self._forget_warm(node.inode)
+            return
+        if trio.current_time() < self._stat_walk_until:  # the walker stats what it finds: size it ahead
+            self._size_ahead(directory)
 
     def _forget_warm(self, inode: int) -> None:
         self._warm.pop(inode, None)
@@ -390,7 +280,7 @@ class Tree:
 
     async def _directory(
         self, inode: int, *, max_age: float | None = None, progress: Progress | None = None
-    ) -> _Directory:
+    ) -> Directory:
         return await self._directory_of(self.get(inode), max_age=max_age, progress=progress)
 
     async def _directory_of(
@@ -400,11 +290,10 @@ class Tree:
         max_age: float | None = None,
         ahead: bool = False,
         progress: Progress | None = None,
-    ) -> _Directory:
+    ) -> Directory:
         """The directory of `node`, built from a current listing. `ahead`: for directory readahead, whose
         listings wait their turn; any other caller's listing goes before those (ListingCache.listing).
-        `progress` is called for each step of the listing (an HTTP answer) and each size the build learns
-        while the caller waits."""
+        `progress` is called for each step of the listing (an HTTP answer) while the caller waits."""
         inode = node.inode
         if node.instance is None:
             return self._dirs[ROOT_INODE]
@@ -420,31 +309,23 @@ class Tree:
             build = self._building.get(inode)
             if build is None:  # one build at a time per directory
                 build = self._building[inode] = _Build()
-                run = functools.partial(self._run_build, node, provider, listing, build)
+                run = functools.partial(self._run_build, node, listing, build)
                 if self._spawner is not None:
                     self._spawner.start_soon(run)
                 else:
                     await run()
-            if progress is None:
-                await build.done.wait()
-            else:
-                build.watchers.append(progress)
-                try:
-                    await build.done.wait()
-                finally:
-                    build.watchers.remove(progress)
+            await build.done.wait()
             if build.error is not None:
                 raise build.error
             if build.directory is not None and build.directory.current(listing):
                 return build.directory
             # built from an older listing than this caller's: look again
 
-    async def _run_build(self, node: Node, provider: Provider, listing: Listing, build: _Build) -> None:
-        """Build a directory (names, sizes). In the background when serving: a FUSE request that gives up
-        (request_timeout) does not cancel it, so the sizes a big directory needs are all learned and the
-        next `ls` finds it built."""
+    async def _run_build(self, node: Node, listing: Listing, build: _Build) -> None:
+        """Build a directory (names, and the sizes already known). In the background when serving: a FUSE
+        request that gives up (request_timeout) does not cancel it, and the next `ls` finds it built."""
         try:
-            directory = await self._build(node, provider, listing.entries, listing.hidden, build)
+            directory = await self._build(node, listing.entries, listing.hidden)
             directory.built_from = listing
             inode = node.inode
             if inode in self.nodes or self._held(node) or inode in self._warm:
@@ -460,44 +341,25 @@ class Tree:
             build.done.set()
 
     async def _build(
-        self,
-        parent: Node,
-        provider: Provider,
-        entries: tuple[Entry, ...],
-        hidden: tuple[HiddenItem, ...],
-        build: _Build | None = None,
-    ) -> _Directory:
+        self, parent: Node, entries: tuple[Entry, ...], hidden: tuple[HiddenItem, ...]
+    ) -> Directory:
         instance = parent.instance
         assert instance is not None
-        failed, found = await self._learn_sizes(instance, provider, entries, build)
         # The answers are read from the probe table into a list beside the entries: a dict of them by remote
         # id was 5 MiB more at the end of a 100,000-entry directory's build, the daemon's peak.
-        shown: list[Entry] = []
-        answers: list[Probe | None] = []
-        hidden_ids = {item.remote_id for item in failed}
-        for entry, answer in zip(entries, found, strict=True):
-            if answer is None and isinstance(entry, Video) and entry.size is None:
-                # not learned, or forgotten since (the file changed): shown when it is
-                if entry.remote_id not in hidden_ids:
-                    failed.append(HiddenItem(entry.remote_id, entry.name, "size unknown: it changed"))
-                continue
-            shown.append(entry)
-            answers.append(answer)
-        names = name_entries(_NamingItems(shown))
-        children = self._children(instance, parent.inode, shown, names, answers, checked=False)
+        answers = self._known_sizes(instance, entries)
+        names = name_entries(NamingItems(entries))
+        children = self._children(instance, parent.inode, entries, names, answers, checked=False)
         if children is None:  # two of them hashed alike (about once in 10⁹ directories of 100,000)
-            children = self._children(instance, parent.inode, shown, names, answers, checked=True)
+            children = self._children(instance, parent.inode, entries, names, answers, checked=True)
         assert children is not None
-        directory = _Directory.of(children, hidden=tuple(hidden) + tuple(failed))
-        if failed:  # a transient failure must not hide a file for the whole listing TTL
-            directory.retry_at = trio.current_time() + self.listings.negative_ttl
-        return directory
+        return Directory.of(children, hidden=hidden)
 
     def _children(
         self,
         instance: str,
         parent: int,
-        shown: list[Entry],
+        shown: Sequence[Entry],
         names: list[str],
         answers: list[Probe | None],
         *,
@@ -521,6 +383,8 @@ class Tree:
                 if node.etag is None:  # an earlier HEAD may have told it
                     probe = self.probes.known(instance, entry)
                     node.etag = probe.etag if probe else None
+            elif isinstance(entry, Video):  # a node kept from before may hold a size of another version
+                node.size, node.etag = UNSIZED, None
             children.append(node)
         if not checked:
             numbers = sorted(node.inode for node in children)
@@ -528,46 +392,87 @@ class Tree:
                 return None
         return children
 
-    async def _learn_sizes(
-        self, instance: str, provider: Provider, entries: tuple[Entry, ...], build: _Build | None = None
-    ) -> tuple[list[HiddenItem], list[Probe | None]]:
-        """Learn the sizes the listing lacks: the videos whose size is unknown, and each entry's answer (None:
-        a folder, a listed size), read once (read twice, 100,000 were 0.56 of a remount's 1.82 profiled build
-        seconds), again only for those asked meanwhile, or all if one was forgotten meanwhile."""
-        failed: list[HiddenItem] = []
+    def _known_sizes(self, instance: str, entries: Sequence[Entry]) -> list[Probe | None]:
+        """What storage already told of each entry the listing gives no size for (this mount's HEADs, or the
+        snapshot's after a remount), read once; None for the others and those not asked yet."""
+        known = self.probes.known
+        return [
+            known(instance, entry) if isinstance(entry, Video) and entry.size is None else None
+            for entry in entries
+        ]
 
-        async def learn(video: Video) -> None:
+    # ----------------------------------------------------------------------------------------- sizes
+    async def sized(self, node: Node, *, progress: Progress | None = None) -> Node:
+        """`node` with its size learned, if the listing did not give it (see the essay): one probe, and the
+        rest of its directory ahead of a walker. VidfsError when storage cannot tell it (NotFoundError:
+        the video vanished)."""
+        if node.size != UNSIZED:
+            return node
+        directory = self._dirs.get(node.parent)
+        if directory is not None and not directory.sizing_ahead:
+            now = trio.current_time()
+            directory.sizes_asked += 1
+            self._sizes_asked.append(now)
+            asked = self._sizes_asked
+            walking = len(asked) == WALK_SIZES and now - asked[0] < WALK_WINDOW_S
+            if walking or directory.sizes_asked >= SIZED_AHEAD_AFTER or now < self._stat_walk_until:
+                self._size_ahead(directory, node.name)
+        for _ in range(3):  # a listing that changed the video meanwhile: its new version's size
+            video = node.entry
+            if not isinstance(video, Video) or node.instance is None or node.size != UNSIZED:
+                break
+            answer = await self.probes.probe(node.instance, self.providers[node.instance], video)
+            if node.entry is video:
+                node.size, node.etag = answer.size, answer.etag
+            if progress is not None:
+                progress()
+        if node.size == UNSIZED:
+            raise RemoteIOError(f"{node.name}: its size changed while it was learned")
+        return node
+
+    def _size_ahead(self, directory: Directory, name: str | None = None) -> None:
+        """Learn the sizes of `directory`'s videos not sized yet, in the background, from `name` on (the
+        order a walker stats them in), then those before it."""
+        if self._spawner is None or directory.sizing_ahead:
+            return
+        directory.sizing_ahead = True
+        walking = trio.current_time() < self._stat_walk_until
+        self._stat_walk_until = trio.current_time() + STAT_WALK_S
+        if not walking:  # a walk that stats begins: the directories listed ahead of it are sized ahead too
+            for inode in list(self._warm):
+                warm = self._dirs.get(inode)
+                if warm is not None and warm is not directory:
+                    self._size_ahead(warm)
+        nodes = directory.nodes
+        at = 0 if name is None else bisect.bisect_left(directory.names, name)
+        todo = [node for node in itertools.chain(nodes[at:], nodes[:at]) if node.size == UNSIZED]
+        if todo:
+            self._spawner.start_soon(self._size_all, todo)
+
+    async def _size_all(self, nodes: list[Node]) -> None:
+        async def one(node: Node) -> None:
             try:
-                await self.probes.probe(instance, provider, video)
-            except VidfsError as exc:
-                log.warning("%s: %r hidden: its size is unknown (%s)", instance, video.name, exc)
-                failed.append(HiddenItem(video.remote_id, video.name, f"size unknown: {exc}"))
-                return
-            if build is not None:
-                build.progressed()
+                await self.sized(node)
+            except VidfsError as exc:  # the `stat` that needs it gets its own answer
+                log.debug("%s: sizing %r ahead failed: %s", node.instance, node.name, exc)
 
-        # Known sizes (the snapshot's, after a remount) are not asked again, and without a task each: a walk
-        # of VALT's 10,000 one-video records builds 10,000 directories.
-        answers: list[Probe | None] = []
-        pending: list[int] = []
-        for position, entry in enumerate(entries):
-            answer = None
-            if isinstance(entry, Video) and entry.size is None:
-                answer = self.probes.known(instance, entry)
-                if answer is None:
-                    pending.append(position)
-            answers.append(answer)
-        if pending:
-            forgotten = self.probes.forgotten
-            # The probes' own adaptive window bounds what is in flight; the workers only bound the tasks.
-            videos = [cast(Video, entries[position]) for position in pending]
-            await for_each(videos, learn, workers=min(PROBE_WORKERS, len(pending)))
-            again = pending if self.probes.forgotten == forgotten else range(len(entries))
-            for position in again:
-                entry = entries[position]
-                if isinstance(entry, Video) and entry.size is None:
-                    answers[position] = self.probes.known(instance, entry)
-        return failed, answers
+        await for_each(nodes, one, workers=min(PROBE_WORKERS, len(nodes)))
+
+    async def sized_children(self, inode: int) -> tuple[Sequence[Node], list[tuple[Node, VidfsError]]]:
+        """A directory's children, every size learned (`vidfs ls`), and those whose size could not be."""
+        children = await self.children(inode)
+        failed: list[tuple[Node, VidfsError]] = []
+
+        async def one(node: Node) -> None:
+            try:
+                await self.sized(node)
+            except VidfsError as exc:
+                failed.append((node, exc))
+
+        todo = [node for node in children if node.size == UNSIZED]
+        if todo:
+            await for_each(todo, one, workers=min(PROBE_WORKERS, len(todo)))
+        return children, failed
 
     async def resolve_path(self, path: str) -> Node:
         """The node at a '/'-separated path below the mount root (for --subtree)."""
@@ -597,4 +502,4 @@ class Tree:
         }
 
 
-__all__ = ["DIR_MODE", "FILE_MODE", "ROOT_INODE", "Node", "Progress", "Tree", "stable_inode"]
+__all__ = ["DIR_MODE", "FILE_MODE", "ROOT_INODE", "UNSIZED", "Node", "Progress", "Tree", "stable_inode"]

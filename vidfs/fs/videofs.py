@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from cachetools import LRUCache
 
 from vidfs.errors import NotFoundError, StaleError, VidfsError
-from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, Node, Tree
+from vidfs.fs.tree import DIR_MODE, FILE_MODE, ROOT_INODE, UNSIZED, Node, Tree
 from vidfs.http.client import HttpClient
 from vidfs.io.block_cache import BlockCache, BlockStore
 from vidfs.io.leases import Resolver
@@ -47,7 +47,7 @@ class Attributes(NamedTuple):
 
     inode: int
     mode: int
-    size: int
+    size: int  # UNSIZED (-1): not known yet (`vidfs.fs.tree`); the kernel must ask again before using it
     mtime: float
     nlink: int
     uid: int
@@ -125,14 +125,21 @@ class VideoFS:
         if name == "..":
             node = self.tree.get(self.to_node_inode(parent))
             return self.tree.get(node.parent if node.inode != self.root_inode else node.inode)
-        return await self.tree.lookup(self.to_node_inode(parent), name, progress=progress)
+        node = await self.tree.lookup(self.to_node_inode(parent), name, progress=progress)
+        # A name looked up is about to be used (stat, open): its answer carries the size.
+        return await self.tree.sized(node, progress=progress)
 
     def remember(self, node: Node) -> None:
         """The kernel was given `node` (lookup or readdirplus reply): count it."""
         self.tree.remember(node)
 
     def getattr(self, inode: int) -> Attributes:
+        """What `stat` shows, without waiting: its size is UNSIZED if not known yet (then `getattr_sized`)."""
         return self.attributes(self.tree.get(self.to_node_inode(inode)))
+
+    async def getattr_sized(self, inode: int, *, progress: Progress | None = None) -> Attributes:
+        node = self.tree.get(self.to_node_inode(inode))
+        return self.attributes(await self.tree.sized(node, progress=progress))
 
     async def opendir(self, inode: int, *, progress: Progress | None = None) -> int:
         """Snapshot the children; `readdir` pages through it until `releasedir`. `progress`: see
@@ -167,7 +174,7 @@ class VideoFS:
     # ------------------------------------------------------------------------------------ open/read
     async def open(self, inode: int) -> tuple[int, bool]:
         """Open a file; returns (handle, keep_cache)."""
-        node = self.tree.get(self.to_node_inode(inode))
+        node = await self.tree.sized(self.tree.get(self.to_node_inode(inode)))
         video = node.video
         provider = self.tree.provider_of(node)
         assert node.instance is not None
@@ -225,6 +232,8 @@ class VideoFS:
             self.tree.refresh_parent(handle.node)
             if handle.node.instance is not None:
                 self.tree.probes.forget(handle.node.instance, file.video)
+                if file.video.size is None:  # its size was a HEAD's: the next stat or open asks again
+                    handle.node.size = UNSIZED
                 self.resolver.forget(handle.node.instance, file.video.remote_id)
             shared = self._files.get(file.key)
             if shared is not None and shared[0] is file:
