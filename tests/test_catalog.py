@@ -972,10 +972,11 @@ def test_a_video_keeps_one_probe_answer_and_a_changed_one_replaces_it() -> None:
     assert probes.known("fake", old) is None
     assert probes.known("fake", new) == Probe(200, "e2", basis_of(new.fingerprint))
     assert probes.statistics()["known"] == 1
-    # Only the answer that still holds is written; a stale seed from a snapshot does not replace it.
+    # Only the answer that still holds is written (once per time it was learned: a row replaced by the
+    # same row); a stale seed from a snapshot does not replace it.
     answer = Probe(200, "e2", basis_of(new.fingerprint))
     taken = probes.take_unsaved()
-    assert list(taken) == ["fake"] and list(taken["fake"]) == [("v1", answer)]
+    assert list(taken) == ["fake"] and set(taken["fake"]) == {("v1", answer)}
     probes.seed("fake", "v1", Probe(100, "e1", basis_of(old.fingerprint)))
     assert probes.known("fake", new) == answer
     probes.forget("fake", new)

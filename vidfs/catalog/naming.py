@@ -31,7 +31,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections import Counter
 from collections.abc import Sequence
 
 __all__ = [
@@ -200,21 +199,27 @@ def name_entries(items: Sequence[tuple[str, str, bool, str | None]]) -> list[str
     bases = [_base_name(raw, rid, is_dir, ctype) for rid, raw, is_dir, ctype in items]
     if len(set(bases)) == len(bases):  # no name twice, as in most directories: nothing more to make
         return bases
-    counts = Counter(bases)
-    names: list[str | None] = [base if counts[base] == 1 else None for base in bases]
-    taken = {name for name in names if name is not None}
+    # One set of the names and one of those held twice or more: a Counter, a list of the names kept and a
+    # set of them were 10 MiB at once in a directory of 100,000 videos (Hour One's renders share names),
+    # built while its listing was still whole: the peak of a cold walk.
+    taken: set[str] = set()
+    shared: set[str] = set()
+    for base in bases:
+        (shared if base in taken else taken).add(base)
+    taken -= shared  # names held once keep them; every holder of a shared one gets a suffix
     # Holders of duplicated names, in an order that depends on the items only (not on listing order).
     pending = sorted(
-        (i for i, name in enumerate(names) if name is None),
-        key=lambda i: (items[i][0], items[i][1], items[i][2], items[i][3] or "", bases[i]),
+        ((i, bases[i]) for i, base in enumerate(bases) if base in shared),
+        key=lambda held: (*items[held[0]][:3], items[held[0]][3] or "", held[1]),
     )
-    for i in pending:
+    names = bases  # in place: each holder's suffixed name replaces its base (read above, in `pending`)
+    for i, base in pending:
         remote_id, _raw, is_dir, _ctype = items[i]
         level = 1
-        candidate = _suffixed(bases[i], is_dir, remote_id, level)
+        candidate = _suffixed(base, is_dir, remote_id, level)
         while candidate in taken:
             level += 1
-            candidate = _suffixed(bases[i], is_dir, remote_id, level)
+            candidate = _suffixed(base, is_dir, remote_id, level)
         taken.add(candidate)
         names[i] = candidate
-    return [name for name in names if name is not None]
+    return names
