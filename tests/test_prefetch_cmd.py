@@ -14,7 +14,7 @@ import termios
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Emulator, emulator_fixture, vidfs_cmd
+from tests.conftest import Emulator, emulator_fixture, vidfs_cmd, wait_until
 from vidfs.commands.demo import toml_value
 from vidfs.commands.prefetch import Item, MountInfo, State
 
@@ -74,7 +74,15 @@ def test_prefetch_reads_every_file_then_a_second_run_skips_them(
     assert storage_bytes(pixop) - before >= total
     document = stats(mount.path)
     assert document["counters"]["bytes.read"] >= total
-    disk = document["disk_cache"]
+    # The disk store writes behind the reads: its last batches may still be on their way to the disk.
+    wait_until(
+        lambda: (
+            stats(mount.path)["disk_cache"]["bytes"] >= total
+            or stats(mount.path)["disk_cache"].get("skipped_busy", 0)
+        ),
+        "the disk cache to hold every byte read",
+    )
+    disk = stats(mount.path)["disk_cache"]
     assert disk["files"] == len(expected), disk
     if disk.get("skipped_busy", 0):
         assert "could not store" in first.stderr

@@ -15,16 +15,27 @@ object per distinct state, camera, capture, as this module did before); joined, 
 17.1 → 12.5; Cupix xattrs 17.3 → 12.1, though Cupix repeats most of its values (the capture of each video).
 Reading a value splits the string: that is a getxattr or a snapshot save, never a read of file data. A map
 with a value that holds a NUL itself (JSON can say `\u0000`) keeps its values as a tuple.
+
+Values joined to PACK_AT characters or more are kept deflated (zlib), with the first values packed for the
+same keys as the dictionary: the maps of one provider share most of their text (a status, a player URL's
+origin and path, a storage URL's query names), and the rest is ids. Hour One's xattrs (five values, 150
+characters) are 100 bytes so instead of 199; an AIPIX handle (one URL) about half. A video's map is held
+only until its listing is saved (`vidfs.catalog.extras`), but that is during the first walk of a new
+catalog, beside the nodes of its directories: 100,000 Hour One videos 155.1 → 149.2 MiB of peak RSS (0 ms
+of round trip), for about 7 µs per map made and 2.5 µs per map read.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 MAX_SHARED_KEY_SETS = 4096
 SEPARATOR = "\0"  # between a map's values in its one string (see the module's essay)
+PACK_AT = 64  # values joined at least this long are kept deflated (see the module's essay)
+_WBITS = -15  # raw deflate: no header or checksum
 
 
 class FrozenMap(Mapping[str, str]):
@@ -33,6 +44,7 @@ class FrozenMap(Mapping[str, str]):
 
     __slots__ = ("_keys", "_values")
     _key_sets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
+    _dictionaries: ClassVar[dict[tuple[str, ...], bytes]] = {}  # per key set: the first values it packed
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         pairs = sorted(items)
@@ -54,8 +66,11 @@ class FrozenMap(Mapping[str, str]):
         return cls.of(tuple(keys), values)
 
     @staticmethod
-    def _made(keys: tuple[str, ...], values: Iterable[str]) -> tuple[tuple[str, ...], str | tuple[str, ...]]:
-        """The shared key tuple and the values, joined unless one holds the separator."""
+    def _made(
+        keys: tuple[str, ...], values: Iterable[str]
+    ) -> tuple[tuple[str, ...], str | bytes | tuple[str, ...]]:
+        """The shared key tuple and the values, joined unless one holds the separator (and deflated when
+        long)."""
         shared = FrozenMap._key_sets.get(keys)
         if shared is None:
             shared = keys
@@ -67,10 +82,14 @@ class FrozenMap(Mapping[str, str]):
         joined = SEPARATOR.join(values)
         if joined.count(SEPARATOR) != max(0, len(values) - 1):
             return shared, values
-        return shared, joined
+        return shared, (_pack(shared, joined) if len(joined) >= PACK_AT else joined)
+
+    def _joined(self) -> str | tuple[str, ...]:
+        values = self._values
+        return _unpack(self._keys, values) if isinstance(values, bytes) else values
 
     def _value_tuple(self) -> tuple[str, ...]:
-        values = self._values
+        values = self._joined()
         if not isinstance(values, str):
             return values
         return tuple(values.split(SEPARATOR)) if self._keys else ()
@@ -82,7 +101,7 @@ class FrozenMap(Mapping[str, str]):
     def __getitem__(self, key: str) -> str:
         for index, known in enumerate(self._keys):  # a handful of keys: a scan beats hashing
             if known == key:
-                values = self._values
+                values = self._joined()
                 if isinstance(values, str):
                     return values if len(self._keys) == 1 else values.split(SEPARATOR)[index]
                 return values[index]
@@ -109,6 +128,25 @@ class FrozenMap(Mapping[str, str]):
 
     def __repr__(self) -> str:
         return f"FrozenMap({dict(zip(self._keys, self._value_tuple(), strict=True))!r})"
+
+
+def _pack(keys: tuple[str, ...], joined: str) -> bytes | str:
+    """`joined` deflated, the first values packed for the same keys as the dictionary (a provider's maps
+    share their keys and much of their values' text); as it is when no dictionary can be kept."""
+    data = joined.encode("utf-8", "surrogatepass")
+    dictionaries = FrozenMap._dictionaries
+    dictionary = dictionaries.get(keys)
+    if dictionary is None:
+        if len(dictionaries) >= MAX_SHARED_KEY_SETS:
+            return joined
+        dictionary = dictionaries.setdefault(keys, data)  # one wins if two threads race: the one kept
+    packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, zdict=dictionary)
+    return packer.compress(data) + packer.flush()
+
+
+def _unpack(keys: tuple[str, ...], packed: bytes) -> str:
+    unpacker = zlib.decompressobj(_WBITS, zdict=FrozenMap._dictionaries[keys])
+    return (unpacker.decompress(packed) + unpacker.flush()).decode("utf-8", "surrogatepass")
 
 
 class _Items(ItemsView[str, str]):
