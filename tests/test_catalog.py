@@ -228,6 +228,7 @@ async def test_a_walk_through_directories_of_one_video_each_is_sized_ahead(
         for record in records[:3]:
             tree.remember(record)  # as a readdirplus reply does
             (video,) = await tree.children(record.inode)
+            assert video.size == tree_module.UNSIZED  # no walker seen yet: listed without it
             await tree.sized(video)
         await trio.sleep(5)
         nursery.cancel_scope.cancel()

@@ -16,13 +16,14 @@ object per distinct state, camera, capture, as this module did before); joined, 
 Reading a value splits the string: that is a getxattr or a snapshot save, never a read of file data. A map
 with a value that holds a NUL itself (JSON can say `\u0000`) keeps its values as a tuple.
 
-Values joined to PACK_AT characters or more are kept deflated (zlib), with the first values packed for the
-same keys as the dictionary: the maps of one provider share most of their text (a status, a player URL's
-origin and path, a storage URL's query names), and the rest is ids. Hour One's xattrs (five values, 150
-characters) are 100 bytes so instead of 199; an AIPIX handle (one URL) about half. A video's map is held
-only until its listing is saved (`vidfs.catalog.extras`), but that is during the first walk of a new
-catalog, beside the nodes of its directories: 100,000 Hour One videos 155.1 → 149.2 MiB of peak RSS (0 ms
-of round trip), for about 7 µs per map made and 2.5 µs per map read.
+A listing's xattr values (`frozen_extra`) joined to PACK_AT characters or more are kept deflated (zlib),
+with the first values packed for the same keys as the dictionary: the maps of one provider share most of
+their text (a status, a player URL's origin and path), and the rest is ids. Hour One's xattrs (five values,
+150 characters) are about 100 bytes so instead of 199. Such a map is held only until its listing is saved
+(then its values are read from the snapshot when asked: `vidfs.catalog.extras`), but that is during the
+first walk of a new catalog, beside the nodes of its directories: 100,000 Hour One videos 155.1 → 149.2 MiB
+of peak RSS (0 ms of round trip), for about 7 µs per map made and 2.5 µs per map read. Handles and maps
+read back from the snapshot are not packed: a remount loads them all, and keeps them.
 """
 
 from __future__ import annotations
@@ -46,10 +47,11 @@ class FrozenMap(Mapping[str, str]):
     _key_sets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
     _dictionaries: ClassVar[dict[tuple[str, ...], bytes]] = {}  # per key set: the first values it packed
 
-    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+    def __init__(self, items: Iterable[tuple[str, str]] = (), *, pack: bool = False) -> None:
+        """`pack`: keep long values deflated (see the module's essay)."""
         pairs = sorted(items)
         keys, values = (tuple(column) for column in zip(*pairs, strict=True)) if pairs else ((), ())
-        self._keys, self._values = self._made(keys, values)
+        self._keys, self._values = self._made(keys, values, pack)
 
     @classmethod
     def of(cls, keys: tuple[str, ...], values: Iterable[str]) -> FrozenMap:
@@ -67,10 +69,10 @@ class FrozenMap(Mapping[str, str]):
 
     @staticmethod
     def _made(
-        keys: tuple[str, ...], values: Iterable[str]
+        keys: tuple[str, ...], values: Iterable[str], pack: bool = False
     ) -> tuple[tuple[str, ...], str | bytes | tuple[str, ...]]:
         """The shared key tuple and the values, joined unless one holds the separator (and deflated when
-        long)."""
+        long, if `pack`)."""
         shared = FrozenMap._key_sets.get(keys)
         if shared is None:
             shared = keys
@@ -82,7 +84,7 @@ class FrozenMap(Mapping[str, str]):
         joined = SEPARATOR.join(values)
         if joined.count(SEPARATOR) != max(0, len(values) - 1):
             return shared, values
-        return shared, (_pack(shared, joined) if len(joined) >= PACK_AT else joined)
+        return shared, (_pack(shared, joined) if pack and len(joined) >= PACK_AT else joined)
 
     def _joined(self) -> str | tuple[str, ...]:
         values = self._values
@@ -168,7 +170,8 @@ def frozen(values: Mapping[str, object] | Iterable[tuple[str, object]]) -> Froze
 
 
 def frozen_extra(values: Mapping[str, object | None]) -> Mapping[str, str]:
-    """xattr-ready metadata: drop empty values, stringify the rest, freeze."""
+    """xattr-ready metadata: drop empty values, stringify the rest, freeze (long values deflated: they are
+    held only until their listing is saved, see the module's essay)."""
     out: list[tuple[str, str]] = []
     for key, value in values.items():
         if value is None or value == "":
@@ -177,7 +180,7 @@ def frozen_extra(values: Mapping[str, object | None]) -> Mapping[str, str]:
             out.append((key, "true" if value else "false"))
         else:
             out.append((key, str(value)))
-    return FrozenMap(out)
+    return FrozenMap(out, pack=True)
 
 
 _CONTENT_TYPES: dict[str, str] = {}  # one string per content type, not one per video (5.6 MiB at 100,000)

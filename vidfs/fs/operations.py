@@ -160,6 +160,7 @@ class VidfsOperations(pyfuse3.Operations):
             attrs = self.fs.getattr(inode)
         if attrs.size >= 0:
             return self._entry(attrs)
+        self.fs.stats.incr("fuse.getattr_unsized")  # its readdir gave no size: a request per file
         async with self._answer("getattr") as progress:  # a size to learn from storage first
             return self._entry(await self.fs.getattr_sized(inode, progress=progress))
 
