@@ -28,6 +28,7 @@ read back from the snapshot are not packed: a remount loads them all, and keeps 
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections.abc import ItemsView, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ class FrozenMap(Mapping[str, str]):
 
     __slots__ = ("_keys", "_values")
     _key_sets: ClassVar[dict[tuple[str, ...], tuple[str, ...]]] = {}
-    _dictionaries: ClassVar[dict[tuple[str, ...], bytes]] = {}  # per key set: the first values it packed
+    _packers: ClassVar[dict[tuple[str, ...], TextPacker]] = {}  # per key set (see the module's essay)
 
     def __init__(self, items: Iterable[tuple[str, str]] = (), *, pack: bool = False) -> None:
         """`pack`: keep long values deflated (see the module's essay)."""
@@ -88,7 +89,7 @@ class FrozenMap(Mapping[str, str]):
 
     def _joined(self) -> str | tuple[str, ...]:
         values = self._values
-        return _unpack(self._keys, values) if isinstance(values, bytes) else values
+        return FrozenMap._packers[self._keys].unpack(values) if isinstance(values, bytes) else values
 
     def _value_tuple(self) -> tuple[str, ...]:
         values = self._joined()
@@ -133,22 +134,43 @@ class FrozenMap(Mapping[str, str]):
 
 
 def _pack(keys: tuple[str, ...], joined: str) -> bytes | str:
-    """`joined` deflated, the first values packed for the same keys as the dictionary (a provider's maps
-    share their keys and much of their values' text); as it is when no dictionary can be kept."""
-    data = joined.encode("utf-8", "surrogatepass")
-    dictionaries = FrozenMap._dictionaries
-    dictionary = dictionaries.get(keys)
-    if dictionary is None:
-        if len(dictionaries) >= MAX_SHARED_KEY_SETS:
+    """`joined` deflated by the packer of its key set (a provider's maps share their keys and much of their
+    values' text); as it is when no packer can be kept."""
+    packers = FrozenMap._packers
+    packer = packers.get(keys)
+    if packer is None:
+        if len(packers) >= MAX_SHARED_KEY_SETS:
             return joined
-        dictionary = dictionaries.setdefault(keys, data)  # one wins if two threads race: the one kept
-    packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, zdict=dictionary)
-    return packer.compress(data) + packer.flush()
+        packer = packers.setdefault(keys, TextPacker())
+    return packer.pack(joined)
 
 
-def _unpack(keys: tuple[str, ...], packed: bytes) -> str:
-    unpacker = zlib.decompressobj(_WBITS, zdict=FrozenMap._dictionaries[keys])
-    return (unpacker.decompress(packed) + unpacker.flush()).decode("utf-8", "surrogatepass")
+class TextPacker:
+    """Short texts of one kind kept deflated (raw zlib), with the first text packed as the dictionary: such
+    texts share most of their bytes (an origin and path, query or key names) and the rest is ids. Used for
+    a listing's xattr values (`FrozenMap`) and its download URLs (`vidfs.providers.listed_urls`)."""
+
+    __slots__ = ("_dictionary", "_lock")
+
+    def __init__(self) -> None:
+        self._dictionary: bytes | None = None
+        self._lock = threading.Lock()  # the dictionary is set once: what was packed with it must stay
+
+    def pack(self, text: str) -> bytes:
+        data = text.encode("utf-8", "surrogatepass")
+        dictionary = self._dictionary
+        if dictionary is None:
+            with self._lock:
+                if self._dictionary is None:
+                    self._dictionary = data
+                dictionary = self._dictionary
+        packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, zdict=dictionary)
+        return packer.compress(data) + packer.flush()
+
+    def unpack(self, packed: bytes) -> str:
+        assert self._dictionary is not None  # set by the first `pack`
+        unpacker = zlib.decompressobj(_WBITS, zdict=self._dictionary)
+        return (unpacker.decompress(packed) + unpacker.flush()).decode("utf-8", "surrogatepass")
 
 
 class _Items(ItemsView[str, str]):

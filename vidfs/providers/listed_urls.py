@@ -26,12 +26,12 @@ of (URL, time) each was 4.6 MiB of a 100,000-video Hour One listing's peak.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vidfs.model import TextPacker
+
 SHRINK_BELOW = 8  # the table is copied once it holds less than an eighth of what it held
-_WBITS = -15  # raw deflate (no header or checksum: 6 bytes less a URL), the largest window
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class ListedUrls:
 
     def __init__(self) -> None:
         self._urls: dict[str, bytes] = {}  # deflated (see the module's essay)
-        self._zdict: bytes | None = None
+        self._packer = TextPacker()
         self._high = 0  # the most URLs held since the table was last copied to its size
         self._listed: dict[str, tuple[str, ...]] = {}  # folder id → the video ids its last listing had
         self._latest: tuple[float, list[str]] = (0.0, [])  # the last call's time, and the ids it kept
@@ -67,7 +67,7 @@ class ListedUrls:
         for video_id, url in urls:
             listed.append(video_id)
             if known is None or video_id not in known:
-                self._urls[video_id] = self._pack(url)
+                self._urls[video_id] = self._packer.pack(url)
                 self._older.pop(video_id, None)  # listed again by this call (another folder's, moved)
                 kept.append(video_id)
         self._latest = (now, kept)
@@ -79,24 +79,12 @@ class ListedUrls:
         packed = self._urls.pop(video_id, None)
         if packed is None:
             return None
-        url = self._unpack(packed)
+        url = self._packer.unpack(packed)
         if len(self._urls) * SHRINK_BELOW < self._high:
             self._urls = dict(self._urls)  # O(n) once per n / SHRINK_BELOW * (SHRINK_BELOW - 1) takes
             self._high = len(self._urls)
         at = self._older.pop(video_id, None)
         return ListedUrl(url, self._latest[0] if at is None else at)
-
-    def _pack(self, url: str) -> bytes:
-        data = url.encode("utf-8", "surrogatepass")
-        if self._zdict is None:
-            self._zdict = data
-        packer = zlib.compressobj(6, zlib.DEFLATED, _WBITS, zdict=self._zdict)
-        return packer.compress(data) + packer.flush()
-
-    def _unpack(self, packed: bytes) -> str:
-        assert self._zdict is not None  # set by the first `_pack`
-        unpacker = zlib.decompressobj(_WBITS, zdict=self._zdict)
-        return (unpacker.decompress(packed) + unpacker.flush()).decode("utf-8", "surrogatepass")
 
     def statistics(self) -> dict[str, int]:
         return {"urls": len(self._urls), "folders": len(self._listed)}
