@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 import pytest
 
+from vidfs.emulator.request import RequestLog
 from vidfs.emulator.server import Site, create_site
 
 TIMEOUT = 30.0
@@ -151,3 +152,17 @@ def test_expect_100_continue_gets_its_interim_answer_before_the_body_is_sent(sit
         sock.sendall(body)
         status, _, answer = _answer(sock)
         assert status == 200 and len(json.loads(answer)["data"]["access_token"]) == 32
+
+
+def test_request_counts_stay_exact_past_the_bound_of_the_log(site: Site) -> None:
+    site.log = RequestLog(limit=2)  # the entries keep the last two; a walk of 100,000 videos outgrows 200,000
+    missing = b"GET /api/v3/no-such-thing HTTP/1.1\r\nHost: x\r\n\r\n"
+    counts = b"GET /_emulator/requests/counts HTTP/1.1\r\nHost: x\r\n\r\n"
+    with _connect(site) as sock:
+        sock.sendall(_login() * 3 + missing + counts)
+        assert [_answer(sock)[0] for _ in range(4)] == [200, 200, 200, 404]
+        status, _, body = _answer(sock)
+    assert status == 200
+    assert json.loads(body) == {site.name: {"POST": 3, "GET": 1}, **{s.name: {} for s in site.subsites}}
+    assert [entry["method"] for entry in site.log.entries()] == ["POST", "GET"]
+    assert site.log.clear() == 4 and site.log.counts() == {} and site.log.entries() == []

@@ -9,6 +9,8 @@ table (method + regular expression on the path → handler), a request log, a fa
 ``GET  /_emulator/info``                    url, control_url, config (the vidfs TOML table)
 ``GET  /_emulator/requests``                the request log, a JSON list (``?method=HEAD&path=<regex>``);
                                             a parent's includes its subsites' (``origin`` names the site)
+``GET  /_emulator/requests/counts``         ``{origin: {method: n}}``: requests since the last clear,
+                                            exact however many the log's entries (200,000) let go
 ``POST /_emulator/requests/clear``          empty the log (and the subsites' logs)
 ``GET  /_emulator/faults``                  rules with their ``fired`` counters and the RNG seed
 ``POST /_emulator/faults``                  ``{"rules": [...], "seed": 0}`` replaces every rule (subsites too)
@@ -331,6 +333,9 @@ class Site:
                         entries.append(entry)
                 entries.sort(key=lambda e: (e["time"], e["origin"], e["seq"]))
                 req.send_json(200, entries)
+            elif path == "/_emulator/requests/counts" and method == "GET":
+                # Counted as they come, not from the log's entries (bounded): exact at any scale.
+                req.send_json(200, {site.name: site.log.counts() for site in (self, *self.subsites)})
             elif path == "/_emulator/requests/clear" and method == "POST":
                 cleared = sum(site.log.clear() for site in (self, *self.subsites))
                 req.send_json(200, {"cleared": cleared})
