@@ -12,9 +12,9 @@ only by a kernel method: the Python proxy fronts one port and the emulators have
    `open` needs them: that is one HEAD, not one per video of the directory);
 2. vidfs mounted on it with an empty cache dir (`metadata_ttl = "10m"`), its daemon in the namespace;
 3. a cold walk: every directory listed and every entry `lstat`ed, as `ls -lR` or `find` does
-   (seconds, entries, the daemon's and the emulator's CPU seconds); then the emulator's request log
-   (`GET <control_url>/requests`): API requests (the vendor's own origin, HEADs aside), storage HEADs,
-   other storage requests;
+   (seconds, entries, the daemon's and the emulator's CPU seconds); then the emulator's request counts
+   (`GET <control_url>/requests/counts`, exact at any N): API requests (the vendor's own origin, HEADs
+   aside), storage HEADs, other storage requests;
 4. a warm walk on the same mount, then the program itself, `ls -lR` (seconds, requests they caused: 0 is
    the target). `ls -l` also asks every entry's SELinux label and ACLs, which the walk does not;
 5. the mount stopped and started again on the same cache dir: seconds from starting the daemon to the
@@ -296,7 +296,7 @@ class Emulator:
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Requests since the last `clear` by origin and method: exact, where the log's entries are bounded
-        (200,000: a cold walk of 100,000 VALT videos made 200,078 API calls, reported as 200,000)."""
+        (200,000: a cold walk of 100,000 VALT videos made 200,530 API calls, reported as 200,000)."""
         out = run([*self.ns.prefix, "curl", "-s", "-f", self.control_url + "/requests/counts"], timeout=60)
         counts = json.loads(out.stdout)
         return counts if isinstance(counts, dict) else {}
