@@ -148,7 +148,10 @@ def walk(root: Path, limit_s: float, on_hang: Callable[[], None]) -> Walk:
 
 def _walk(root: Path, limit_s: float, watchdog: Watchdog) -> Walk:
     # Paths as strings, not pathlib objects: at 100,000 entries pathlib's joins and relative_to cost the
-    # walker itself seconds, which are not the file system's.
+    # walker itself seconds, which are not the file system's. The order is `os.walk`'s (top-down) and
+    # `find`'s: a directory's entries in readdir order, each `lstat`ed, then its subdirectories in that
+    # order, depth first. (It went through them last first until 2026-12-05: no program walks that way, and
+    # a file system that reads ahead the way walkers go was measured against the one that does not.)
     started = time.monotonic()
     entries: dict[str, tuple[int, int]] = {}
     tally = _Tally()
@@ -161,6 +164,7 @@ def _walk(root: Path, limit_s: float, watchdog: Watchdog) -> Walk:
             complete = False
             break
         directory = todo.pop()
+        subdirectories = []
         for name in _listing(directory, tally, watchdog):
             path = f"{directory}/{name}"
             watchdog.since = time.monotonic()
@@ -174,11 +178,12 @@ def _walk(root: Path, limit_s: float, watchdog: Watchdog) -> Walk:
             entries[path[cut:]] = (st.st_ino, st.st_size)
             if stat.S_ISDIR(st.st_mode):
                 tally.dirs += 1
-                todo.append(path)
+                subdirectories.append(path)
             else:
                 tally.files += 1
                 tally.total += st.st_size
                 tally.zero += st.st_size == 0
+        todo.extend(reversed(subdirectories))  # the first one on top: next to be walked
     t = tally
     seconds = time.monotonic() - started
     return Walk(
