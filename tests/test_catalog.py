@@ -427,6 +427,47 @@ async def test_directory_readahead_moves_on_with_the_walker() -> None:
     assert set(provider.calls.values()) == {1}  # each directory listed once
 
 
+async def test_directory_readahead_goes_on_into_the_directories_after_the_parent() -> None:
+    # VALT's layout "records": rooms of about a hundred records, a directory each. A walker in a room's
+    # records has its readahead go on past the room's end into the next rooms' records (READ_AHEAD_DIRECTORIES
+    # counted from where it stands), instead of waiting at the start of every room.
+    ahead = tree_module.READ_AHEAD_DIRECTORIES
+    per_room, rooms = 100, 5
+    folders: dict[str, list[Folder | Video]] = {"root": [Folder(f"r{i}", f"room{i}") for i in range(rooms)]}
+    for i in range(rooms):
+        folders[f"r{i}"] = [Folder(f"r{i}d{j}", f"rec{j:03d}") for j in range(per_room)]
+        folders.update({f"r{i}d{j}": videos(1, prefix=f"r{i}d{j}v") for j in range(per_room)})
+    provider = FakeProvider(folders)
+    tree = make_tree(provider)
+
+    def records_listed() -> set[str]:
+        return {name for name in provider.calls if "d" in name}
+
+    def first_records(n: int) -> set[str]:  # the first n records in walk order
+        return {f"r{k // per_room}d{k % per_room}" for k in range(min(n, rooms * per_room))}
+
+    async def walk_into(node: Node) -> list[Node]:
+        tree.remember(node)  # as a readdirplus reply does
+        children = list(await tree.children(node.inode))
+        await trio.testing.wait_all_tasks_blocked()
+        return children
+
+    async with trio.open_nursery() as nursery:
+        tree.listings.attach(nursery)
+        tree.attach(nursery)
+        room_nodes = list(await tree.children(provider_inode(tree)))
+        await trio.testing.wait_all_tasks_blocked()
+        assert records_listed() == set()  # the rooms are listed ahead, not yet their records
+        records = await walk_into(room_nodes[0])
+        assert records_listed() == first_records(per_room)  # the room's own, as before
+        await walk_into(records[0])
+        assert records_listed() == first_records(1 + ahead)  # on into rooms 1 and 2
+        await walk_into(records[-1])
+        assert records_listed() == first_records(per_room + ahead)  # into room 3
+        nursery.cancel_scope.cancel()
+    assert set(provider.calls.values()) == {1}  # each directory listed once
+
+
 async def test_a_listing_someone_waits_for_goes_before_those_listed_ahead(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -202,15 +202,42 @@ class Tree:
 
     def _listed(self, directory: Directory, inode: int) -> Sequence[Node]:
         """A directory's children in name order, for someone who listed it: its subdirectories are read
-        ahead, and so are those of its parent's after it (a walker goes there next)."""
+        ahead, and so are those of its parent's after it (a walker goes there next), READ_AHEAD_DIRECTORIES
+        of them, and past the parent's end those of the directories after the parent (`_read_ahead_after`)."""
         self._read_ahead(directory)
         node = self.nodes.get(inode)
         parent = self._dirs.get(node.parent) if node is not None and node.parent != inode else None
-        if node is not None and parent is not None and parent.ahead_to < len(parent.nodes):
-            self._read_ahead(
-                parent, until=bisect.bisect_right(parent.names, node.name) + READ_AHEAD_DIRECTORIES
-            )
+        if node is None or parent is None:
+            return directory.nodes
+        until = bisect.bisect_right(parent.names, node.name) + READ_AHEAD_DIRECTORIES
+        if parent.ahead_to < len(parent.nodes):
+            self._read_ahead(parent, until=until)
+        if until > len(parent.nodes):
+            self._read_ahead_after(node.parent, until - len(parent.nodes))
         return directory.nodes
+
+    def _read_ahead_after(self, inode: int, budget: int) -> None:
+        """A walker is near the end of directory `inode`: read ahead the first `budget` subdirectories of the
+        directories after it in its parent (those built already; the parent's own readahead builds them).
+        Without it the walker's readahead stopped at each parent's end: VALT's layout "records" is about a
+        hundred records a room, so every room began with the walker waiting for its first record's two calls,
+        and a cold `ls -R` of 10,000 records at 20 ms kept about 33 of its 64 calls in flight: 12.0-12.7 s,
+        8.3-8.6 s with this; a cold walk with `lstat` (os.walk's order), 15.2-15.8 s, 9.7-11.2 s with this."""
+        node = self.nodes.get(inode)
+        parent = self._dirs.get(node.parent) if node is not None and node.parent != inode else None
+        if node is None or parent is None:
+            return
+        at = bisect.bisect_right(parent.names, node.name)
+        for sibling in itertools.islice(parent.nodes, at, at + READ_AHEAD_DIRECTORIES):  # bounded per call
+            if budget <= 0:
+                return
+            following = self._dirs.get(sibling.inode) if sibling.is_dir else None
+            if following is None:
+                if sibling.is_dir:
+                    return  # not built yet: nothing after it is read ahead before it
+                continue
+            self._read_ahead(following, until=budget)
+            budget -= len(following.nodes)
 
     # ------------------------------------------------------------------------------ directory readahead
     def attach(self, spawner: Spawner) -> None:
