@@ -7,6 +7,7 @@ free pages inside the heap back, and only after the catalog's work changed."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import re
 import subprocess
@@ -15,7 +16,7 @@ import sys
 import pytest
 import trio
 
-from vidfs.daemon.memory import HeapTrimmer
+from vidfs.daemon.memory import FULL_AFTER, FULL_PAUSE, CollectorPacing, HeapTrimmer
 
 PROBE = """
 import ctypes, sys, threading
@@ -55,7 +56,7 @@ def test_an_operators_arena_count_is_left_alone(clean_env: dict[str, str]) -> No
 # ------------------------------------------------------------------------------------------ heap trimmer
 TRIM_PROBE = """
 import trio
-from vidfs.daemon.memory import HeapTrimmer, one_arena
+from vidfs.daemon.memory import FULL_AFTER, FULL_PAUSE, CollectorPacing, HeapTrimmer, one_arena
 
 def rss_mib():
     for line in open("/proc/self/status"):
@@ -130,7 +131,7 @@ kept = []
 for index in range(1_500_000):  # a catalog growing: containers that stay, and some that die young
     kept.append([index])  # a list stays tracked (a dict of atomic values leaves the collector)
     transient = [index]
-print(len(full), gc.get_threshold()[2], flush=True)
+print(len(full), pacing.statistics()["full_after"] if pacing else gc.get_threshold()[2], flush=True)
 if pacing is not None:
     gc.collect()
     stats = pacing.statistics()
@@ -153,3 +154,31 @@ def test_full_collections_are_paced_and_counted() -> None:
     assert default_after == 10 and paced_after == 100
     assert paced_full < default_full, (paced_full, default_full)
     assert paced[2:] == [str(paced_full + 1), "100", "True"]
+
+
+def test_a_full_collection_pauses_the_next_for_a_multiple_of_its_time() -> None:
+    """After a full collection that took d seconds there is none for FULL_PAUSE * d seconds (the threshold
+    of full collections is out of reach meanwhile), then the usual pacing again. The clock is ours: a full
+    collection takes one second of it (a callback before the pacing's moves it on)."""
+    now = [0.0]
+
+    def one_second_per_full(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            now[0] += 1.0
+
+    gc.callbacks.append(one_second_per_full)
+    pacing = CollectorPacing(clock=lambda: now[0])
+    try:
+        assert gc.get_threshold()[2] == FULL_AFTER
+        gc.collect(2)  # from 0 to 1: paused until 1 + FULL_PAUSE
+        assert gc.get_threshold()[2] > 10**6 and pacing.statistics()["full_paused"]
+        now[0] = 1 + FULL_PAUSE - 0.5
+        gc.collect(0)
+        assert gc.get_threshold()[2] > 10**6 and pacing.statistics()["full_paused"]
+        now[0] = 1 + FULL_PAUSE
+        gc.collect(0)  # the first collection that starts once the pause is over ends it
+        assert gc.get_threshold()[2] == FULL_AFTER and not pacing.statistics()["full_paused"]
+        assert pacing.statistics()["pauses"] == 1 and pacing.statistics()["collections"][2] == 1
+    finally:
+        pacing.close()
+        gc.callbacks.remove(one_second_per_full)
