@@ -205,8 +205,7 @@ class Tree:
         ahead, and so are those of its parent's after it (a walker goes there next), READ_AHEAD_DIRECTORIES
         of them, and past the parent's end those of the directories after the parent (`_read_ahead_after`)."""
         self._read_ahead(directory)
-        node = self.nodes.get(inode)
-        parent = self._dirs.get(node.parent) if node is not None and node.parent != inode else None
+        node, parent = self._with_parent(inode)
         if node is None or parent is None:
             return directory.nodes
         until = bisect.bisect_right(parent.names, node.name) + READ_AHEAD_DIRECTORIES
@@ -216,6 +215,11 @@ class Tree:
             self._read_ahead_after(node.parent, until - len(parent.nodes))
         return directory.nodes
 
+    def _with_parent(self, inode: int) -> tuple[Node | None, Directory | None]:
+        """The node of `inode` and its parent's built directory (None: not known, not built, or the root)."""
+        node = self.nodes.get(inode)
+        return node, self._dirs.get(node.parent) if node is not None and node.parent != inode else None
+
     def _read_ahead_after(self, inode: int, budget: int) -> None:
         """A walker is near the end of directory `inode`: read ahead the first `budget` subdirectories of the
         directories after it in its parent (those built already; the parent's own readahead builds them).
@@ -223,8 +227,7 @@ class Tree:
         hundred records a room, so every room began with the walker waiting for its first record's two calls,
         and a cold `ls -R` of 10,000 records at 20 ms kept about 33 of its 64 calls in flight: 12.0-12.7 s,
         8.3-8.6 s with this; a cold walk with `lstat` (os.walk's order), 15.2-15.8 s, 9.7-11.2 s with this."""
-        node = self.nodes.get(inode)
-        parent = self._dirs.get(node.parent) if node is not None and node.parent != inode else None
+        node, parent = self._with_parent(inode)
         if node is None or parent is None:
             return
         at = bisect.bisect_right(parent.names, node.name)
