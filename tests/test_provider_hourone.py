@@ -4,6 +4,7 @@ renewal mid-read without the api-key ever reaching storage, rsync twice across a
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from vidfs.errors import AuthError
 from vidfs.http.client import HttpClient
 from vidfs.model import Video
 from vidfs.providers.hourone import STATE_FILE, HourOneProvider
+from vidfs.providers.state import FirstSeen
 
 INSTANCE = "site"
 HIDDEN_STATUSES = ("started", "processing", "failed", "not_started", "stopped", "cancelled")
@@ -275,6 +277,48 @@ async def test_first_seen_times_survive_a_new_provider(site: HourOneSite, tmp_pa
         again = {v.remote_id: v.mtime for v in (await two.list(two.root())).entries}
         assert again == first
         assert not list((tmp_path / "state").glob(".*.tmp"))  # written atomically
+
+
+class _Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_first_seen_times_come_from_the_file_each_time(tmp_path: Path) -> None:
+    """Two mounts of one cache dir: what one stamped is the other's too, the first writer's time wins."""
+    path, log = tmp_path / "state" / STATE_FILE, logging.getLogger("test")
+    one_clock, two_clock = _Clock(1000), _Clock(2000)
+    one, two = FirstSeen(path, log, one_clock), FirstSeen(path, log, two_clock)
+    assert dict(await one.stamp(["a"])) == {"a": 1000}
+    assert dict(await two.stamp(["b"])) == {"a": 1000, "b": 2000}
+    one_clock.now = 3000
+    assert dict(await one.stamp(["a", "b", "c"])) == {"a": 1000, "b": 2000, "c": 3000}
+    assert json.loads(path.read_text())["first_seen"] == {"a": 1000, "b": 2000, "c": 3000}
+
+
+async def test_first_seen_times_hold_while_the_state_file_cannot_be_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not persisted: the mount keeps them (mtimes stay put until unmount), and writes them when it can."""
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory goes\n")
+    clock = _Clock(1000)
+    first_seen = FirstSeen(blocker / STATE_FILE, logging.getLogger("test"), clock)
+    with caplog.at_level(logging.WARNING):
+        assert dict(await first_seen.stamp(["a"])) == {"a": 1000}
+        clock.now = 2000
+        assert dict(await first_seen.stamp(["a", "b"])) == {"a": 1000, "b": 2000}
+        clock.now = 3000
+        assert dict(await first_seen.stamp(["b", "a"])) == {"a": 1000, "b": 2000}
+    assert len([r for r in caplog.records if "cannot persist" in r.getMessage()]) == 1
+    assert len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1  # said once
+    blocker.unlink()
+    assert dict(await first_seen.stamp(["c"])) == {"a": 1000, "b": 2000, "c": 3000}
+    document = json.loads((blocker / STATE_FILE).read_text())
+    assert document["first_seen"] == {"a": 1000, "b": 2000, "c": 3000}
 
 
 async def test_wrong_api_key_is_one_clear_auth_error(site: HourOneSite, tmp_path: Path) -> None:

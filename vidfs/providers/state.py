@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 
 import trio
@@ -111,31 +111,37 @@ def device_uuid(path: Path, log: logging.Logger, who: str) -> str:
 class FirstSeen:
     """When this cache first saw each video as a file (epoch seconds), persisted as a small JSON file.
 
-    The file is read once, then rewritten (atomically, under an flock, merged with what is on disk so two
-    mounts sharing a cache dir agree: the first writer wins) whenever new ids show up.
+    The file is read at each `stamp` (a listing) and not kept: the times are only wanted while a listing's
+    entries are made, and 100,000 of them were 3.7 MiB of a cold walk's peak, held for the mount's life.
+    It is rewritten (atomically, under an flock, merged with what is on disk so two mounts sharing a cache
+    dir agree: the first writer wins) whenever new ids show up. Reading it each time also picks up what
+    another mount stamped meanwhile.
     """
 
-    def __init__(self, path: Path, log: logging.Logger) -> None:
+    def __init__(self, path: Path, log: logging.Logger, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._log = log
-        self._times: dict[str, int] = {}
-        self._loaded = False
+        self._clock = clock
+        self._unsaved: dict[str, int] = {}  # stamps the file did not take: kept, so mtimes hold till unmount
         self._lock = trio.Lock()
-        self._warned = False
+        self._warned = self._read_warned = False
 
     async def stamp(self, ids: Iterable[str]) -> Mapping[str, int]:
         """First-seen times, those of `ids` among them: new ids get "now" and are persisted before returning.
         The times of every id known are returned, not a copy of those asked (at 100,000 ids, the copies of
-        them here and in the file's writing were 20 MiB of a listing's peak)."""
+        them here and in the file's writing were 20 MiB of a listing's peak). `ids` is iterated in a worker
+        thread, once."""
         async with self._lock:
-            if not self._loaded:
-                self._times.update(await trio.to_thread.run_sync(self._read))
-                self._loaded = True
-            missing = [i for i in ids if i not in self._times]  # an id twice is stamped twice, alike
-            if missing:
-                now = int(time.time())
-                self._times.update(await trio.to_thread.run_sync(self._merge_and_write, missing, now))
-            return self._times
+            return await trio.to_thread.run_sync(self._stamp, ids, int(self._clock()))
+
+    def _stamp(self, ids: Iterable[str], now: int) -> dict[str, int]:
+        times = self._read()
+        for video_id, seconds in self._unsaved.items():
+            times.setdefault(video_id, seconds)  # the file's win, as in `_merge_and_write`
+        missing = [i for i in ids if i not in times]  # an id twice is stamped twice, alike
+        if missing:
+            times.update(self._merge_and_write(times, missing, now))
+        return times
 
     def _read(self) -> dict[str, int]:
         try:
@@ -143,24 +149,25 @@ class FirstSeen:
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
-            self._log.warning("ignoring an unreadable state file %s: %s", self.path, exc)
+            if not self._read_warned:  # read at every listing: said once
+                self._read_warned = True
+                self._log.warning("ignoring an unreadable state file %s: %s", self.path, exc)
             return {}
         times = document.get("first_seen") if isinstance(document, dict) else None
         if not isinstance(times, dict):
             return {}
         return {str(k): int(v) for k, v in times.items() if isinstance(v, int | float)}
 
-    def _merge_and_write(self, missing: list[str], now: int) -> dict[str, int]:
-        """The times to add: `now` for the ids missing, and the file's (another mount may have written some
-        first: its times win); the file is written with them. In a worker thread: the times are read here,
-        never changed (the caller adds these in its own), so a caller reading them meanwhile is safe."""
+    def _merge_and_write(self, times: Mapping[str, int], missing: list[str], now: int) -> dict[str, int]:
+        """The times to add to `times`: `now` for the ids missing, and the file's (another mount may have
+        written some since `times` was read: its times win); the file is written with them."""
         changes = dict.fromkeys(missing, now)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with open(self.path.parent / f".{self.path.name}.lock", "a") as lock:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
                 changes.update(self._read())
-                replace_atomically(self.path, _first_seen_document(self._times, changes))
+                replace_atomically(self.path, _first_seen_document(times, changes))
         except OSError as exc:
             if not self._warned:
                 self._warned = True
@@ -169,7 +176,9 @@ class FirstSeen:
                     self.path,
                     exc,
                 )
+            self._unsaved.update(dict.fromkeys(missing, now))
             return dict.fromkeys(missing, now)
+        self._unsaved.clear()  # the file has them all now
         return changes
 
 
