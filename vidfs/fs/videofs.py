@@ -203,7 +203,8 @@ class VideoFS:
         fingerprint = f"{video.fingerprint}|{node.size}|{node.etag}"
         keep_cache = self._page_cache.get(node.inode) == fingerprint
         self._page_cache[node.inode] = fingerprint
-        if key not in self._warmed and video.name.lower().endswith(VIDEO_CONTAINERS):
+        # By the name on the mount, which has the extension where the remote name lacks it (Hour One's).
+        if key not in self._warmed and node.name.lower().endswith(VIDEO_CONTAINERS):
             self._warmed[key] = None
             if len(self._warmed) > WARMED_LIMIT:
                 del self._warmed[next(iter(self._warmed))]
