@@ -8,7 +8,7 @@ import unicodedata
 
 import pytest
 
-from vidfs.catalog.naming import MAX_NAME_BYTES, extension_for, name_entries, sanitize, split_ext
+from vidfs.catalog.naming import MAX_NAME_BYTES, extension_for, file_name, name_entries, sanitize, split_ext
 
 
 def nbytes(name: str) -> int:
@@ -170,6 +170,45 @@ def test_extension_for(content_type: str | None, ext: str) -> None:
 )
 def test_extension_from_content_type(raw: str, content_type: str | None, expected: str) -> None:
     assert name_entries([("id-1", raw, False, content_type)]) == [expected]
+
+
+def _fuzzed_names(seed: int, count: int) -> list[str]:
+    rng = random.Random(seed)
+    pool = [
+        "a",
+        "Z",
+        " ",
+        ".",
+        "..",
+        "/",
+        "\x00",
+        "\n",
+        "\x7f",
+        "é",
+        "e\u0301",
+        "日本",
+        "\ud800",
+        ".mp4",
+        ".MOV",
+        "~",
+    ]
+    return [
+        "".join(rng.choice(pool) for _ in range(rng.choice([0, 1, 3, 12, 90, 140]))) for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("content_type", ["video/mp4", "video/quicktime", None])
+def test_a_file_name_given_as_the_name_is_named_the_same(content_type: str | None) -> None:
+    """`file_name` is what a provider may give as the name (Hour One does): naming it again changes
+    nothing, gives back that very string (one string for the video and its node), and a directory of such
+    names gets the names it would have got from the raw ones, duplicates included."""
+    raws = [raw for _id, raw, is_dir, _ct in _mixed_items() if not is_dir] + _fuzzed_names(7, 400)
+    items = [(f"id-{i}", raw, False, content_type) for i, raw in enumerate(raws)]  # an id once, as listed
+    given = [(rid, file_name(raw, rid, ctype), False, ctype) for rid, raw, _d, ctype in items]
+    for rid, name, _d, ctype in given:
+        again = file_name(name, rid, ctype)
+        assert again == name and again is name, (name, again)
+    assert name_entries(given) == name_entries(items)
 
 
 def test_directories_get_no_extension() -> None:

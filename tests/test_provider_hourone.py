@@ -29,6 +29,7 @@ from tests.conftest import (
 )
 from tests.inprocess import make_provider, site_fixtures
 from tests.providers import CASES
+from vidfs.catalog.naming import file_name
 from vidfs.config.types import Secret
 from vidfs.emulator.hourone import DEFAULT_API_KEY, STATUSES, HourOneSite
 from vidfs.errors import AuthError
@@ -183,9 +184,13 @@ async def test_listing_files_hidden_items_and_xattrs(site: HourOneSite, tmp_path
         assert isinstance(video, Video) and video.size is None and video.mtime
         assert video.handle == {}  # the signed URL never lands in the (persisted) listing
         expected = by_id[video.remote_id]
-        assert video.name == (expected["name"] or expected["id"])
+        # The name as it will stand on the mount, its extension from the content type; the API's raw name
+        # is the `name` xattr.
+        assert video.name == file_name(expected["name"] or expected["id"], video.remote_id, "video/mp4")
+        assert video.name.endswith(".mp4")
         assert video.content_type == "video/mp4"
         extra = dict(video.extra)
+        assert extra.get("name") == (expected["name"] or None)
         assert extra["status"] in ("ready", "published") and extra["progress"] == "100"
         assert extra["draft_id"] == expected["draft_id"]
         assert extra["video_player_url"] == expected["video_player_url"]

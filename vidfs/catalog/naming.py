@@ -177,6 +177,13 @@ def _base_name(raw_name: str, remote_id: str, is_dir: bool, content_type: str | 
     return _fit(name, keep_ext=not is_dir)
 
 
+def file_name(raw_name: str, remote_id: str, content_type: str | None) -> str:
+    """The name a file called `raw_name` gets here, before names held twice are told apart (`name_entries`).
+    A provider whose names lack the extension may give this as the video's name: naming is idempotent and
+    gives back that very string, so the video and its node share one (Hour One: 6.3 MiB at 100,000)."""
+    return _base_name(raw_name, remote_id, False, content_type)
+
+
 def _suffixed(base: str, is_dir: bool, remote_id: str, level: int) -> str:
     """`base` with the duplicate suffix of `level` (1: id, 2: id + hash, 3+: id + hash + counter)."""
     stem, ext = ("", "") if is_dir else split_ext(base)

@@ -6,6 +6,8 @@ the instance directory holds every rendered video. A video is a file when its `s
 `not_started`, `stopped`, `cancelled`, or ready without a URL yet) is a hidden item with its status, shown
 by `vidfs ls`. Names come from `name` (optional and not unique: duplicates get ` [<id>]` from the naming
 rules), else the id; the extension comes from the download URL's path (`.mp4`, `.mov`, ...), else `.mp4`.
+A video's name is given as it will stand on the mount (`vidfs.catalog.naming.file_name`), so the video and
+its node share one string (6.3 MiB at 100,000 videos); the raw `name` is the xattr.
 
 Auth: every API call carries the `api-key` header (plus `workspace-id` / `team-id` when configured), and
 only ever to the `base_url` origin. There is no login and nothing to renew: 401/403 is an auth error.
@@ -48,7 +50,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import trio
 
-from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS
+from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS, file_name
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import InvalidRemoteData, NotFoundError, VidfsError, redact_url
 from vidfs.http.client import same_origin
@@ -129,7 +131,8 @@ class _Item:
                 "name": raw_name if isinstance(raw_name, str) else None,
             }
         )
-        return cls(video_id, display_name(item), content_type_for(str(item["download_url"])), extra)
+        content_type = content_type_for(str(item["download_url"]))
+        return cls(video_id, file_name(display_name(item), video_id, content_type), content_type, extra)
 
 
 class _VideoList:
