@@ -292,7 +292,7 @@ class _Clock:
         return self.now
 
 
-async def test_first_seen_times_come_from_the_file_each_time(tmp_path: Path) -> None:
+async def test_first_seen_times_of_two_mounts_of_one_cache_agree(tmp_path: Path) -> None:
     """Two mounts of one cache dir: what one stamped is the other's too, the first writer's time wins."""
     path, log = tmp_path / "state" / STATE_FILE, logging.getLogger("test")
     one_clock, two_clock = _Clock(1000), _Clock(2000)

@@ -138,9 +138,12 @@ class _Item:
 class _VideoList:
     """The listing's videos, taken an item of `GET /videos` at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, listed_before: frozenset[str] = frozenset()) -> None:
         self.files: list[_Item] = []
-        self.urls: list[str] = []  # the download URL of each file, in step with `files` (no pair each)
+        # The download URL of each file, in step with `files` (no pair each); None for the videos of the
+        # previous listing, whose URLs are not kept (`ListedUrls.listed_before`).
+        self.urls: list[str | None] = []
+        self._listed_before = listed_before
         self.hidden: list[HiddenItem] = []
         self._seen: set[str] = set()
 
@@ -153,7 +156,7 @@ class _VideoList:
         self._seen.add(video_id)
         if is_file(item):
             self.files.append(_Item.of(video_id, item))
-            self.urls.append(str(item["download_url"]).strip())
+            self.urls.append(None if video_id in self._listed_before else str(item["download_url"]).strip())
         else:
             self.hidden.append(HiddenItem(video_id, display_name(item), _hidden_status(item)))
 
@@ -206,11 +209,12 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         # body and its whole text side by side, 340 MiB; now the catalog after the walk is the peak).
         sinks: list[tuple[_VideoList, JsonArraySink]] = []
         what = f"{self.instance}: listing videos"
+        listed_before = self._urls.listed_before(ROOT_ID)
 
         def sink_for(status: int, fields: list[tuple[bytes, bytes]]) -> JsonArraySink | None:
             if not 200 <= status < 300:
                 return None  # an error's body is read whole, for its message
-            videos = _VideoList()
+            videos = _VideoList(listed_before)
             sinks.append((videos, JsonArraySink(videos.take, what, encoding=charset_of(fields))))
             return sinks[-1][1]
 
@@ -221,6 +225,7 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         sink.close()
         files, urls, hidden = videos.files, videos.urls, videos.hidden
         del videos, sink  # and their set of the ids seen (4 MiB at 100,000), before the entries are made
+        listed_before = frozenset()  # that of the previous listing too (the closure above holds the name)
         first_seen = await self.first_seen.stamp(item.video_id for item in files)
         durations = dict(self._durations)
         await self._fetch_durations([item.video_id for item in files], durations)
@@ -233,10 +238,9 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         self._durations = {
             item.video_id: durations[item.video_id] for item in files if item.video_id in durations
         }
-        # The URLs are kept once the items and the first-seen times are gone, not beside them and the entries
-        # (100,000 records of them, and their table, were 8 MiB of the listing's peak; the times 3.7 MiB): a
-        # file opened meanwhile asks the API.
-        del files, first_seen, mtimes
+        # The URLs are kept once the items are gone, not beside them and the entries (100,000 records of
+        # them, and their table, were 8 MiB of the listing's peak): a file opened meanwhile asks the API.
+        del files
         self._urls.remember(ROOT_ID, zip((entry.remote_id for entry in entries), urls, strict=True), asked_at)
         return Listing(entries, tuple(hidden))
 
