@@ -29,13 +29,14 @@ from tests.conftest import (
 )
 from tests.inprocess import make_provider, site_fixtures
 from tests.providers import CASES
+from vidfs.catalog import carry
 from vidfs.catalog.naming import file_name
 from vidfs.config.types import Secret
 from vidfs.emulator.hourone import DEFAULT_API_KEY, STATUSES, HourOneSite
 from vidfs.errors import AuthError
 from vidfs.http.client import HttpClient
 from vidfs.model import Video
-from vidfs.providers.hourone import STATE_FILE, HourOneProvider
+from vidfs.providers.hourone import ROOT_ID, STATE_FILE, HourOneProvider
 from vidfs.providers.state import FirstSeen
 
 INSTANCE = "site"
@@ -260,6 +261,45 @@ async def test_a_listed_url_is_handed_out_once_and_a_relisting_keeps_only_new_on
         assert _api_calls(http) == calls  # new to this listing: its URL was kept
         await provider.resolve(second)
         assert _api_calls(http) == calls + 1  # listed twice, never asked: its URL was not kept
+
+
+async def test_a_relisting_keeps_the_videos_that_did_not_change(site: HourOneSite, tmp_path: Path) -> None:
+    """Read against the previous listing (`vidfs.catalog.carry`, as the listing cache does), a re-listing
+    gives back the previous objects of the videos that did not change, and new ones for a renamed video, a
+    progress that moved (an xattr) and a duration learned only now."""
+    async with aclosing(HttpClient()) as http:
+        provider = _provider(site, http, tmp_path / "state")
+        first = await provider.list(provider.root())
+        before = {v.remote_id: v for v in first.entries if isinstance(v, Video)}
+        previous = {ROOT_ID: first}
+        with carry.listing_for(ROOT_ID, previous.get) as carries:
+            again = await provider.list(provider.root())
+        assert all(a is b for a, b in zip(first.entries, again.entries, strict=True))
+        assert carries.carried == len(before)
+
+        renamed, moved = sorted(before)[:2]
+        site.mutate({"action": "rename", "video_id": renamed, "name": "Quarterly review"})
+        site.mutate({"action": "set_status", "video_id": moved, "status": "published", "progress": 99})
+        previous[ROOT_ID] = again
+        with carry.listing_for(ROOT_ID, previous.get) as carries:
+            third = await provider.list(provider.root())
+    after = {v.remote_id: v for v in third.entries if isinstance(v, Video)}
+    assert after[renamed] is not before[renamed] and after[renamed].name == "Quarterly review.mp4"
+    assert after[moved] is not before[moved] and after[moved].xattrs["progress"] == "99"
+    assert after[moved].xattrs["duration"] == before[moved].xattrs["duration"]
+    assert all(after[rid] is before[rid] for rid in before if rid not in (renamed, moved))
+    assert carries.carried == len(before) - 2
+
+    # A duration the previous listing lacked (its metadata call failed) makes the video new too.
+    async with aclosing(HttpClient()) as http:
+        provider = _provider(site, http, tmp_path / "state2", metadata_concurrency=0)
+        bare = await provider.list(provider.root())
+        assert not any("duration" in v.xattrs for v in bare.entries if isinstance(v, Video))
+        provider._metadata_concurrency = 8
+        with carry.listing_for(ROOT_ID, {ROOT_ID: bare}.get) as carries:
+            timed = await provider.list(provider.root())
+    assert carries.carried == 0
+    assert all("duration" in v.xattrs for v in timed.entries if isinstance(v, Video))
 
 
 async def test_opaque_url_lease_has_no_expiry(site: HourOneSite, tmp_path: Path) -> None:

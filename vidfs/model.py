@@ -200,9 +200,9 @@ def frozen(values: Mapping[str, object] | Iterable[tuple[str, object]]) -> Froze
     return FrozenMap((str(key), str(value)) for key, value in pairs)
 
 
-def frozen_extra(values: Mapping[str, object | None]) -> Mapping[str, str]:
-    """xattr-ready metadata: drop empty values, stringify the rest, freeze (long values deflated: they are
-    held only until their listing is saved, see the module's essay)."""
+def frozen_extra(values: Mapping[str, object | None], *, pack: bool = True) -> FrozenMap:
+    """xattr-ready metadata: drop empty values, stringify the rest, freeze (long values deflated unless not
+    `pack`: they are held only until their listing is saved, see the module's essay)."""
     out: list[tuple[str, str]] = []
     for key, value in values.items():
         if value is None or value == "":
@@ -211,7 +211,7 @@ def frozen_extra(values: Mapping[str, object | None]) -> Mapping[str, str]:
             out.append((key, "true" if value else "false"))
         else:
             out.append((key, str(value)))
-    return FrozenMap(out, pack=True)
+    return FrozenMap(out, pack=pack)
 
 
 _CONTENT_TYPES: dict[str, str] = {}  # one string per content type, not one per video (5.6 MiB at 100,000)
@@ -244,6 +244,10 @@ class ValuesAtRest(Protocol):
     listing (`vidfs.catalog.extras.Place`): `Video.xattrs` asks it for a video's."""
 
     def values_of(self, remote_id: str) -> Mapping[str, str]: ...
+
+    def same_values(self, remote_id: str, values: Mapping[str, str]) -> bool:
+        """Whether the video's values kept here are `values` (False when they cannot be read)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

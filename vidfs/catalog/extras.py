@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 from vidfs.model import FrozenMap
@@ -61,7 +62,7 @@ class ExtrasReader:
         last = self._last
         if last is not None and last[0] is place and last[1] == remote_id:
             return last[2]
-        values = self._read(place, remote_id)
+        values = self._read(place, remote_id) or _EMPTY
         self._last = (place, remote_id, values)
         return values
 
@@ -69,28 +70,35 @@ class ExtrasReader:
         """The database changed: what was read last may be stale."""
         self._last = None
 
-    def _read(self, place: Place, remote_id: str) -> FrozenMap:
+    def same(self, place: Place, remote_id: str, values: Mapping[str, str]) -> bool:
+        """Whether the values at rest of `remote_id` are `values`: for a re-listing (`vidfs.catalog.carry`),
+        which makes a new video when they cannot be read, so that is neither counted nor logged here."""
+        return self._read(place, remote_id, quiet=True) == values
+
+    def _read(self, place: Place, remote_id: str, *, quiet: bool = False) -> FrozenMap | None:
+        """The values at rest (None when `quiet` and they cannot be read; else empty, said once)."""
+        missing = (lambda message: None) if quiet else self._missing
         for attempt in range(2):  # a connection to a database since replaced fails once, then reopens
             try:
                 if self._db is None:
                     self._db = _open(self.path)
-                self._stats.incr("snapshot.extras_reads")
+                self._stats.incr("snapshot.extras_compared" if quiet else "snapshot.extras_reads")
                 # fetchall: the statement is done at once, so this reader never holds the WAL back
                 rows = self._db.execute(_QUERY, (place.instance, place.folder_id, remote_id)).fetchall()
             except sqlite3.Error as exc:
                 self.close()
                 if attempt:
-                    self._missing(f"cannot read xattrs from {self.path}: {exc}")
-                    return _EMPTY
+                    missing(f"cannot read xattrs from {self.path}: {exc}")
+                    return None if quiet else _EMPTY
                 continue
             if not rows:
-                self._missing(f"xattrs of some videos are no longer in {self.path}")
-                return _EMPTY
+                missing(f"xattrs of some videos are no longer in {self.path}")
+                return None if quiet else _EMPTY
             try:
                 return FrozenMap.from_columns(json.loads(rows[0][0]))  # as snapshot.py wrote it
             except (ValueError, TypeError):
-                self._missing(f"damaged xattrs in {self.path}")
-                return _EMPTY
+                missing(f"damaged xattrs in {self.path}")
+                return None if quiet else _EMPTY
         return _EMPTY  # pragma: no cover - the loop returns
 
     def _missing(self, message: str) -> None:
@@ -122,6 +130,9 @@ class Place:
 
     def values_of(self, remote_id: str) -> FrozenMap:
         return self.reader.read(self, remote_id)
+
+    def same_values(self, remote_id: str, values: Mapping[str, str]) -> bool:
+        return self.reader.same(self, remote_id, values)
 
     def __repr__(self) -> str:
         return f"Place({self.instance!r}, {self.folder_id!r})"

@@ -29,7 +29,8 @@ as *down*: while it is, no listing of that instance is fetched except one probe 
 listings are served at once. One warning is logged when an instance goes down and one line when it comes
 back, not one per directory. Auth and not-found errors are never hidden by stale data.
 
-Memory: one entry per directory ever listed (the cache itself), nothing per waiter once a fetch is done.
+Memory: one entry per directory ever listed (the cache itself), nothing per waiter once a fetch is done. A
+re-listing keeps the previous listing's objects for what did not change (`vidfs.catalog.carry`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from typing import Protocol
 
 import trio
 
+from vidfs.catalog import carry
 from vidfs.errors import AuthError, NotFoundError, RemoteIOError, RemoteTimeoutError, UnreachableError
 from vidfs.model import Folder, Listing
 from vidfs.providers.base import Provider
@@ -279,12 +281,16 @@ class ListingCache:
             async with self._turn(health, fetch):
                 if health.down() and not probe and health.last_error is not None:
                     raise health.last_error  # it went down while this fetch queued: do not ask
-                with trio.fail_after(self.fetch_timeout):
+                previous = functools.partial(self.get, key[0])
+                with trio.fail_after(self.fetch_timeout), carry.listing_for(key[1], previous) as carries:
                     ask_vendor = functools.partial(self._ask_vendor, provider, folder)
                     if self._shared is None:
                         listing, age = await ask_vendor(), 0.0
                     else:  # the fleet's listing, or the vendor's when this host is the one to ask
                         listing, age = await self._shared.fetch(key[0], key[1], ask_vendor)
+                    listing = carries.of().listing(listing)  # what the provider did not carry itself
+                    if carries.carried:
+                        self._stats.incr("metadata.carried", carries.carried)
         except (Exception, trio.Cancelled) as exc:
             fetch.error = exc if not isinstance(exc, trio.Cancelled) else RemoteIOError("listing cancelled")
             self._failed(key, entry, folder, exc)

@@ -259,6 +259,11 @@ def _catalog(document: Document, counters: Mapping[str, int]) -> Iterator[Metric
         "vidfs_listing_fetches", "Listings asked of the vendors", counters.get("metadata.refreshes", 0)
     )
     yield _counter(
+        "vidfs_listing_videos_carried",
+        "Videos a re-listing found unchanged and kept as they were",
+        counters.get("metadata.carried", 0),
+    )
+    yield _counter(
         "vidfs_listing_fetch_failures",
         "Listings the vendors failed to give",
         counters.get("metadata.fetch_failures", 0),

@@ -55,6 +55,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 import trio
 
+from vidfs.catalog.carry import carried
 from vidfs.config.types import ProviderConfig
 from vidfs.config.units import parse_duration
 from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, NotFoundError, RemoteIOError, redact_url
@@ -430,7 +431,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
                 "camera": camera,
             }
         )
-        return Video(
+        video = Video(
             remote_id=remote_id,
             name=name,
             size=None,
@@ -439,6 +440,7 @@ class AipixProvider(ProviderBase, root_id=ROOT_ID):
             extra=extra,
             handle=self._handle(url),
         )
+        return carried(video, f"{_camera_key(item)}/{_stream_key(item)}")  # a scan lists every directory
 
     def _handle(self, url: str) -> Mapping[str, str]:
         """A video's handle: a storage base (a `url` ending in `/`) as one map shared by every archive under

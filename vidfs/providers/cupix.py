@@ -51,6 +51,7 @@ from urllib.parse import quote, urljoin, urlsplit
 
 import trio
 
+from vidfs.catalog.carry import carried
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import ConfigError, InvalidRemoteData, NotFoundError, redact_url
 from vidfs.http.client import REDIRECT_STATUSES
@@ -370,22 +371,24 @@ class CupixProvider(ProviderBase, root_id=ROOT_ID):
             if state != "done":
                 return HiddenItem(v["id"], name, state)
             camera: dict[str, Any] = v["camera"] if isinstance(v.get("camera"), dict) else {}
-            return Video(
-                remote_id=v["id"],
-                name=name,
-                size=_int_or_none(v.get("filesize")),
-                mtime=parse_time(v.get("updated_at")) or parse_time(v.get("created_at")),
-                extra=frozen_extra(
-                    {
-                        "state": state,
-                        "camera_make": camera.get("make"),
-                        "camera_model": camera.get("model"),
-                        "camera_serial": camera.get("serial_number"),
-                        "capture_id": capture_id,
-                        "record_id": record_id,
-                        "uuid": v.get("uuid"),
-                    }
-                ),
+            return carried(
+                Video(
+                    remote_id=v["id"],
+                    name=name,
+                    size=_int_or_none(v.get("filesize")),
+                    mtime=parse_time(v.get("updated_at")) or parse_time(v.get("created_at")),
+                    extra=frozen_extra(
+                        {
+                            "state": state,
+                            "camera_make": camera.get("make"),
+                            "camera_model": camera.get("model"),
+                            "camera_serial": camera.get("serial_number"),
+                            "capture_id": capture_id,
+                            "record_id": record_id,
+                            "uuid": v.get("uuid"),
+                        }
+                    ),
+                )
             )
 
         videos = await self._converted_pages(

@@ -42,6 +42,7 @@ from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
 import httpx
 
+from vidfs.catalog.carry import carried
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import ConfigError, InvalidRemoteData, redact_url
 from vidfs.http.client import origin_of
@@ -406,7 +407,9 @@ class HttpIndexProvider(ProviderBase, root_id=ROOT_ID):
                 if entry.size_text
                 else FrozenMap.of(_FILE_KEYS, (path, url))
             )
-            yield Video(remote_id=remote_id, name=entry.name, size=entry.size, mtime=entry.mtime, extra=extra)
+            yield carried(
+                Video(remote_id=remote_id, name=entry.name, size=entry.size, mtime=entry.mtime, extra=extra)
+            )
 
     async def resolve(self, video: Video, *, previous: StreamLease | None = None) -> StreamLease:
         return StreamLease(url=self._url(video.remote_id), headers=dict(self._headers))

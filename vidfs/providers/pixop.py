@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+from vidfs.catalog.carry import carried
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, InvalidRemoteData, NotFoundError, VidfsError
 from vidfs.http.client import dig, json_object, same_origin
@@ -281,14 +282,16 @@ class PixopProvider(ProviderBase, root_id=ROOT_ID):
             }
         )
         file_type = upload.get("fileType")
-        return Video(
-            remote_id=video_id,
-            name=name,
-            size=size,
-            mtime=parse_time(video.get("timeLastUpdated")) or parse_time(video.get("dateCreated")),
-            content_type=shared_content_type(file_type if isinstance(file_type, str) else None),
-            extra=extra,
-            handle=_PROCESSED if processed else _ORIGINAL,
+        return carried(
+            Video(
+                remote_id=video_id,
+                name=name,
+                size=size,
+                mtime=parse_time(video.get("timeLastUpdated")) or parse_time(video.get("dateCreated")),
+                content_type=shared_content_type(file_type if isinstance(file_type, str) else None),
+                extra=extra,
+                handle=_PROCESSED if processed else _ORIGINAL,
+            )
         )
 
     # ----------------------------------------------------------------------------------------- resolve

@@ -61,6 +61,7 @@ from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit
 
 import trio
 
+from vidfs.catalog.carry import carried
 from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS, split_ext
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import AuthError, ConfigError, InvalidRemoteData, NotFoundError, VidfsError, redact_url
@@ -500,21 +501,23 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
             remote_id = f"{record_id}/{video_id}"
             ext = split_ext(name)[1].lower() or url_extension(urls[video_id])
             entries.append(
-                Video(
-                    remote_id=remote_id,
-                    name=name,
-                    size=None,  # VALT never tells: the engine HEADs the signed URL
-                    mtime=mtime,
-                    content_type=_EXT_TYPES.get(ext),
-                    extra=frozen_extra(
-                        {
-                            **base_extra,
-                            "record_id": record_id,
-                            "video_id": video_id,
-                            "markers": marker_count,
-                        }
-                    ),
-                    handle=_handle(remote_id, record_id, video_id),
+                carried(  # the folder being listed: this record, or its room (layout "rooms")
+                    Video(
+                        remote_id=remote_id,
+                        name=name,
+                        size=None,  # VALT never tells: the engine HEADs the signed URL
+                        mtime=mtime,
+                        content_type=_EXT_TYPES.get(ext),
+                        extra=frozen_extra(
+                            {
+                                **base_extra,
+                                "record_id": record_id,
+                                "video_id": video_id,
+                                "markers": marker_count,
+                            }
+                        ),
+                        handle=_handle(remote_id, record_id, video_id),
+                    )
                 )
             )
         listed = [(video.remote_id, urls[video_id]) for video, video_id in zip(entries, ready, strict=True)]
