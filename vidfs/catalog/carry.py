@@ -1,15 +1,16 @@
 """Carry-over: a re-listing keeps the previous listing's objects for the videos that did not change.
 
-Why. A directory is listed again when its listing is older than `metadata_ttl` (and served stale meanwhile)
-or after `vidfs refresh`. Until the new listing is stored, the old one is still served and the tree's nodes
-hold its videos, so a re-listing that makes every video again holds two catalogs at once: it was the peak of
-a mount's life. 0 ms of round trip, 100,000 videos in one directory, peak RSS of the cold walk then of two
-re-listings one after the other: Hour One 152 → 202 → 232 MiB (252 after six), AIPIX 145 → 188 → 221,
-Cupix 118 → 145 → 153, an nginx index 132 → 183 → 201, VALT (layout "rooms") 141 → 166 → 171. Most videos
-of a large catalog are the same from one listing to the next: their id, name, size, mtime, content type,
-handle and xattr values. Carried (same runs): Hour One 152 → 164 → 164, AIPIX 146 → 153 → 154, Cupix 118 →
-123 → 123, the nginx index 127 → 154 → 155; VALT "rooms" stays at 166-168 (what it holds then is its pass
-over the records, not videos). Costs: one comparison per video, about 5 µs with the values read back.
+Why. A directory is listed again when its listing is older than `metadata_ttl` (and served stale meanwhile) or
+after `vidfs refresh`. Until the new listing is stored, the old one is still served and the tree's nodes hold
+its videos, so a re-listing that makes every video again holds two catalogs at once: it was the peak of a
+mount's life. 0 ms of round trip, 100,000 videos in one directory, peak RSS of the cold walk then of two re-
+listings one after the other: Hour One 152 → 202 → 232 MiB (252 after six), AIPIX 145 → 188 → 221, Cupix 118 →
+145 → 153, an nginx index 132 → 183 → 201, VALT (layout "rooms") 141 → 166 → 171. Most videos of a large
+catalog are the same from one listing to the next: their id, name, size, mtime, content type, handle and xattr
+values. Carried (same runs): Hour One 152 → 164 → 164, AIPIX 146 → 153 → 154, Cupix 118 → 123 → 123, the nginx
+index 127 → 154 → 155 (117 → 134 → 136 once its listing let go of the page and of the links as written:
+`vidfs.providers.http_index`); VALT "rooms" stays at 166-168 (what it holds then is its pass over the records,
+not videos). Costs: one comparison per video, about 5 µs with the values read back.
 
 How. While a provider lists a folder, the listing cache lets it see the listing that folder had before
 (`listing_for`), and that of any other folder of the instance. A provider passes each video it makes through
