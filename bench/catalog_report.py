@@ -27,7 +27,7 @@ NUMERIC = (
     "storage_heads", "storage_other", "duplicates", "zero_size", "failures", "warm_s", "warm_requests",
     "remount_ready_s", "remount_first_answer_s", "remount_requests_before", "remount_changed", "rss_mib",
     "warm_ls_s", "remount_ls_s", "remount_ls_requests_before", "names_s", "names_api", "names_heads",
-    "open_one_s", "open_one_heads",
+    "open_one_s", "open_one_heads", "relist_s", "relist_requests", "relist_rss_mib",
 )  # fmt: skip
 
 
@@ -38,7 +38,7 @@ class Row:
     shape: str
     n: int
     figures: dict[str, Any]
-    unfinished: frozenset[str]  # the walks ("cold", "warm", "remount") that did not finish in some run
+    unfinished: frozenset[str]  # the walks ("cold", "warm", "re-listing", "remount") not finished in a run
 
     @property
     def partial(self) -> bool:
@@ -81,6 +81,7 @@ def rows(figs: list[CatalogFigures]) -> list[Row]:
                 ("cold", f.cold_complete),
                 ("warm", f.warm_complete),
                 ("remount", f.remount_complete),
+                ("re-listing", f.relist_complete),
             )
             if done is False
         )
@@ -98,7 +99,7 @@ COLUMNS = (
     "cold walk s (CPU s: daemon / emulator / stolen)",
     "API requests", "storage HEADs", "warm: walk / ls -lR s (requests)",
     "remount: mounted / first walk s (requests before)", "remount: first ls -lR s (requests before)",
-    "changed after remount", "peak RSS MiB",
+    "changed after remount", "re-listing: walk s (requests) / peak RSS MiB", "peak RSS MiB",
 )  # fmt: skip
 
 
@@ -122,6 +123,7 @@ def table(rows_: list[Row]) -> str:
             f" ({_n(g('remount_requests_before'), 0)})",
             f"{_n(g('remount_ls_s'), 2)} ({_n(g('remount_ls_requests_before'), 0)})",
             _n(g("remount_changed"), 0),
+            f"{_n(g('relist_s'), 2)} ({_n(g('relist_requests'), 0)}) / {_n(g('relist_rss_mib'))}",
             _n(g("rss_mib")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
