@@ -290,7 +290,8 @@ def _relist(stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, mount:
     relisted = _walk_mount(stage, mount, fig, "re-listing")
     fig.relist_s, fig.relist_complete = relisted.seconds, relisted.complete and not relisted.hung
     fig.relist_requests = sum(count_requests(emulator.counts(), emulator.site))
-    fig.relist_rss_mib = vm_hwm_mib(mount.process.pid)
+    fig.relist_rss_mib = rss = vm_hwm_mib(mount.process.pid)  # it may have grown since the walk's end
+    fig.rss_mib = max(x for x in (fig.rss_mib, rss, 0.0) if x is not None)
 
 
 def _remount(
