@@ -14,6 +14,11 @@ fingerprint an answer holds for is kept as a 60-bit hash of it (`basis_of`), a 3
 69-byte string (`sm:None:<mtime>` for a video listed without size or ETag): 3.5 MiB at 100,000. Two
 fingerprints of one video hashing alike would take a one in 2⁶⁰ chance, per change of that video.
 
+An answer is kept packed (`PackedProbe`): one bytes object of its size, that number and its ETag, the
+usual quoted MD5 hex (`"<32 hex digits>"`) as its 16 bytes. As a `Probe` with its ETag string and two ints
+it was about 210 bytes a video; packed, 72. (The tree's nodes no longer hold the ETag either: it is read
+from here when a file is opened, `Tree.etag_of`.) Answers are unpacked one at a time, when read.
+
 How many at once (a camera with 20,000 archives is 20,000 HEADs): an adaptive window per storage origin
 (`vidfs.http.adaptive`), up to `HIGHEST`. At 20 ms of round trip, 32 probes in flight are 1,600 HEADs a
 second; a storage that says "too many" gets fewer at once, and none until it said it is ready again.
@@ -22,8 +27,10 @@ second; a storage that says "too many" gets fewer at once, and none until it sai
 from __future__ import annotations
 
 import logging
+import re
+import struct
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import trio
 from xxhash import xxh3_64_intdigest
@@ -57,21 +64,65 @@ class Probe:
     basis: int = 0
 
 
+PackedProbe = bytes  # a `Probe` as `pack` makes it
+
+
+# size, basis, then the ETag's form: none, as text (UTF-8), or the 16 bytes of a quoted lower-case MD5 hex
+_PACKED = struct.Struct("<qQB")
+_NO_ETAG, _TEXT_ETAG, _MD5_ETAG = 0, 1, 2
+_MD5_HEX = re.compile(r'"[0-9a-f]{32}"')
+_BASIS_BITS = (1 << 64) - 1  # a basis read from a damaged snapshot may be any number: then it holds for none
+
+
+def pack(probe: Probe) -> PackedProbe:
+    """`probe` as one bytes object (see the module's essay); ValueError for a size beyond 64 bits."""
+    etag = probe.etag
+    form, tail = _TEXT_ETAG, b""
+    if etag is None:
+        form = _NO_ETAG
+    elif _MD5_HEX.fullmatch(etag):
+        form, tail = _MD5_ETAG, bytes.fromhex(etag[1:-1])
+    else:
+        tail = etag.encode("utf-8", "surrogatepass")
+    try:
+        return _PACKED.pack(probe.size, probe.basis & _BASIS_BITS, form) + tail
+    except struct.error as exc:
+        raise ValueError(f"a size of {probe.size} bytes") from exc
+
+
+def unpack(packed: PackedProbe) -> Probe:
+    size, basis, form = _PACKED.unpack_from(packed)
+    rest = packed[_PACKED.size :]
+    if form == _NO_ETAG:
+        return Probe(size, None, basis)
+    if form == _MD5_ETAG:
+        return Probe(size, f'"{rest.hex()}"', basis)
+    return Probe(size, rest.decode("utf-8", "surrogatepass"), basis)
+
+
+def _basis_in(packed: PackedProbe) -> int:
+    return int(_PACKED.unpack_from(packed)[1])
+
+
+def size_in(packed: PackedProbe) -> int:
+    return int(_PACKED.unpack_from(packed)[0])
+
+
 class Answers:
     """Probe answers of one instance for the snapshot writer: (remote id, answer) pairs, kept as two lists
-    of references. A dict keyed by (id, fingerprint) tuples, and a row list each, were about 20 MiB at the
-    end of a walk of 100,000 videos, when its last answers are saved."""
+    of references, each answer unpacked as it is read. A dict keyed by (id, fingerprint) tuples, and a row
+    list each, were about 20 MiB at the end of a walk of 100,000 videos, when its last answers are saved."""
 
-    __slots__ = ("ids", "probes")
+    __slots__ = ("ids", "packed")
 
-    def __init__(self, ids: list[str], probes: list[Probe]) -> None:
-        self.ids, self.probes = ids, probes
+    def __init__(self, ids: list[str], packed: list[PackedProbe]) -> None:
+        self.ids, self.packed = ids, packed
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __iter__(self) -> Iterator[tuple[str, Probe]]:
-        return zip(self.ids, self.probes, strict=True)
+        return zip(self.ids, map(unpack, self.packed), strict=True)
 
 
 @dataclass(slots=True, eq=False)
@@ -90,7 +141,7 @@ class SizeProbes:
         self._http = http
         self._resolver = resolver
         self._stats = stats
-        self._known: dict[str, dict[str, Probe]] = {}  # instance → remote id → its latest answer
+        self._known: dict[str, dict[str, PackedProbe]] = {}  # instance → remote id → its latest answer
         self._in_flight: dict[ProbeKey, _InFlight] = {}
         self._limits: dict[tuple[str, str, int], AdaptiveLimit] = {}
         self.version = 0  # bumped on every new answer (the snapshot writer watches it)
@@ -98,15 +149,21 @@ class SizeProbes:
         # The ids answered since the snapshot writer last took them, by instance (ids, not keys: a walk of
         # 100,000 videos can end with most of them unsaved, and a key tuple each was 6 MiB of its peak).
         self._unsaved: dict[str, list[str]] = {}
-        self._last_basis = 0  # the one number kept for the next answers of the same fingerprint
         self.changed = trio.Event()
 
     def known(self, instance: str, video: Video) -> Probe | None:
+        packed = self.known_packed(instance, video)
+        return None if packed is None else unpack(packed)
+
+    def known_packed(self, instance: str, video: Video) -> PackedProbe | None:
+        """`known`'s answer as kept (no object made: a directory's build reads them all)."""
         answers = self._known.get(instance)
         if not answers:  # sizes listed by the API: nothing probed, and no fingerprint string to build
             return None
-        probe = answers.get(video.remote_id)
-        return probe if probe is not None and probe.basis == basis_of(video.fingerprint) else None
+        packed = answers.get(video.remote_id)
+        if packed is None or _basis_in(packed) != basis_of(video.fingerprint):
+            return None
+        return packed
 
     async def probe(self, instance: str, provider: Provider, video: Video) -> Probe:
         """Size and ETag of a video whose API entry lacks the size."""
@@ -134,21 +191,14 @@ class SizeProbes:
 
     def _answer(self, key: ProbeKey) -> Probe | None:
         instance, remote_id, fingerprint = key
-        probe = self._known.get(instance, {}).get(remote_id)
-        return probe if probe is not None and probe.basis == basis_of(fingerprint) else None
+        packed = self._known.get(instance, {}).get(remote_id)
+        return unpack(packed) if packed is not None and _basis_in(packed) == basis_of(fingerprint) else None
 
     def learn(self, key: ProbeKey, probe: Probe) -> None:
         instance, remote_id, fingerprint = key
-        # Videos listed without a size or ETag have `sm:None:<mtime>`, and Hour One's listed at once share
-        # one mtime: one number for a run of them, not one each.
-        basis = basis_of(fingerprint)
-        if basis == self._last_basis:
-            basis = self._last_basis
-        else:
-            self._last_basis = basis
-        if probe.basis is not basis:
-            probe = replace(probe, basis=basis)
-        self._known.setdefault(instance, {})[remote_id] = probe
+        self._known.setdefault(instance, {})[remote_id] = pack(
+            Probe(probe.size, probe.etag, basis_of(fingerprint))
+        )
         self._unsaved.setdefault(instance, []).append(remote_id)
         self.version += 1
         self.changed.set()
@@ -156,8 +206,8 @@ class SizeProbes:
     def forget(self, instance: str, video: Video) -> None:
         """The file changed: what storage told about it is no longer true."""
         answers = self._known.get(instance, {})
-        probe = answers.get(video.remote_id)
-        if probe is not None and probe.basis == basis_of(video.fingerprint):
+        packed = answers.get(video.remote_id)
+        if packed is not None and _basis_in(packed) == basis_of(video.fingerprint):
             del answers[video.remote_id]
             self.forgotten += 1
 
@@ -173,21 +223,21 @@ class SizeProbes:
         for instance, remote_ids in self._unsaved.items():
             answers = self._known.get(instance, {})
             ids: list[str] = []
-            probes: list[Probe] = []
+            packed: list[PackedProbe] = []
             # An id learned twice is written twice (INSERT OR REPLACE: the same row): a table of them to
             # write each once was 5 MiB more at the save that ends a 100,000-video walk, its RSS peak.
             for remote_id in remote_ids:
-                probe = answers.get(remote_id)  # the latest answer, unless forgotten since
-                if probe is not None:
+                answer = answers.get(remote_id)  # the latest answer, unless forgotten since
+                if answer is not None:
                     ids.append(remote_id)
-                    probes.append(probe)
-            taken[instance] = Answers(ids, probes)
+                    packed.append(answer)
+            taken[instance] = Answers(ids, packed)
         self._unsaved = {}
         return taken
 
-    def seed(self, instance: str, remote_id: str, probe: Probe) -> None:
-        """An answer from the snapshot (`probe.basis` set); one learned since is kept."""
-        self._known.setdefault(instance, {}).setdefault(remote_id, probe)
+    def seed(self, instance: str, remote_id: str, packed: PackedProbe) -> None:
+        """An answer from the snapshot (`pack`ed, its basis set); one learned since is kept."""
+        self._known.setdefault(instance, {}).setdefault(remote_id, packed)
 
     def statistics(self) -> dict[str, int]:
         limits = [limit.limit for limit in self._limits.values()]

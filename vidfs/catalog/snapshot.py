@@ -60,7 +60,7 @@ import trio
 
 from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.listings import Key, ListingCache
-from vidfs.catalog.probes import Answers, Probe, SizeProbes, basis_of
+from vidfs.catalog.probes import Answers, PackedProbe, Probe, SizeProbes, basis_of, pack
 from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen, shared_content_type
 from vidfs.stats import Stats
 
@@ -294,7 +294,7 @@ class Loaded:
     """What one instance's snapshot held."""
 
     listings: dict[str, tuple[Listing, float | None]] = field(default_factory=dict)  # and when fetched
-    probes: dict[str, Probe] = field(default_factory=dict)  # by remote id, the fingerprint in each
+    probes: dict[str, PackedProbe] = field(default_factory=dict)  # by remote id, the fingerprint in each
     skipped: int = 0
 
 
@@ -389,13 +389,13 @@ def _load(db: sqlite3.Connection, instances: Iterable[str], reader: ExtrasReader
         }
         for instance, found in loaded.items()
     }
-    last_text, last = None, 0  # one number for a run of equal bases (as `SizeProbes.learn` keeps them)
     for instance, remote_id, fingerprint, size, etag in db.execute("SELECT * FROM probes"):
+        try:
+            packed = pack(Probe(int(size), None if etag is None else str(etag), _basis(fingerprint)))
+        except ValueError:  # not a row this program writes: that size is asked again
+            continue
         if instance in loaded:
-            rid = str(remote_id)
-            if fingerprint != last_text:
-                last_text, last = fingerprint, _basis(fingerprint)
-            loaded[instance].probes[ids[instance].get(rid, rid)] = Probe(int(size), etag, last)
+            loaded[instance].probes[ids[instance].get(rid := str(remote_id), rid)] = packed
     return loaded
 
 

@@ -39,7 +39,6 @@ class Node:
 
     __slots__ = (
         "entry",
-        "etag",
         "inode",
         "instance",
         "lookups",
@@ -55,7 +54,6 @@ class Node:
         self.instance = instance  # None only for the mount root
         self.entry = entry  # None only for the mount root
         self.size = (UNSIZED if entry.size is None else entry.size) if isinstance(entry, Video) else 0
-        self.etag: str | None = None
         self.lookups = 0
 
     @property

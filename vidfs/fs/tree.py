@@ -45,7 +45,7 @@ import trio
 
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.naming import name_entries
-from vidfs.catalog.probes import Probe, SizeProbes
+from vidfs.catalog.probes import PackedProbe, SizeProbes, size_in
 from vidfs.errors import NotFoundError, RemoteIOError, VidfsError
 from vidfs.fs.nodes import (
     DIR_MODE,
@@ -392,7 +392,7 @@ class Tree:
         parent: int,
         shown: Sequence[Entry],
         names: list[str],
-        answers: list[Probe | None],
+        answers: list[PackedProbe | None],
         *,
         checked: bool,
     ) -> list[Node] | None:
@@ -407,15 +407,9 @@ class Tree:
             if checked:
                 taken[node.inode] = node
             if answer is not None:
-                node.size, node.etag = answer.size, answer.etag
-            elif isinstance(entry, Video) and entry.size is not None:
-                node.size = entry.size
-                node.etag = entry.etag
-                if node.etag is None:  # an earlier HEAD may have told it
-                    probe = self.probes.known(instance, entry)
-                    node.etag = probe.etag if probe else None
+                node.size = size_in(answer)
             elif isinstance(entry, Video):  # a node kept from before may hold a size of another version
-                node.size, node.etag = UNSIZED, None
+                node.size = UNSIZED if entry.size is None else entry.size
             children.append(node)
         if not checked:
             numbers = sorted(node.inode for node in children)
@@ -423,16 +417,29 @@ class Tree:
                 return None
         return children
 
-    def _known_sizes(self, instance: str, entries: Sequence[Entry]) -> list[Probe | None]:
+    def _known_sizes(self, instance: str, entries: Sequence[Entry]) -> list[PackedProbe | None]:
         """What storage already told of each entry the listing gives no size for (this mount's HEADs, or the
         snapshot's after a remount), read once; None for the others and those not asked yet."""
-        known = self.probes.known
+        known = self.probes.known_packed
         return [
             known(instance, entry) if isinstance(entry, Video) and entry.size is None else None
             for entry in entries
         ]
 
     # ----------------------------------------------------------------------------------------- sizes
+    def etag_of(self, node: Node) -> str | None:
+        """The ETag of a sized video's bytes: its listing's, else what storage told with its size (kept by
+        the probes, not by the node: 8 bytes a node, and a string each with them)."""
+        video = node.video
+        if node.size == UNSIZED or node.instance is None:
+            return None
+        if video.size is not None and video.etag is not None:
+            return video.etag
+        probe = self.probes.known(node.instance, video)
+        if probe is not None:
+            return probe.etag
+        return video.etag if video.size is not None else None
+
     async def sized(self, node: Node, *, progress: Progress | None = None) -> Node:
         """`node` with its size learned, if the listing did not give it (see the essay): one probe, and the
         rest of its directory ahead of a walker. VidfsError when storage cannot tell it (NotFoundError:
@@ -454,7 +461,7 @@ class Tree:
                 break
             answer = await self.probes.probe(node.instance, self.providers[node.instance], video)
             if node.entry is video:
-                node.size, node.etag = answer.size, answer.etag
+                node.size = answer.size
             if progress is not None:
                 progress()
         if node.size == UNSIZED:

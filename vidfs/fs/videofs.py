@@ -178,6 +178,7 @@ class VideoFS:
         video = node.video
         provider = self.tree.provider_of(node)
         assert node.instance is not None
+        etag = self.tree.etag_of(node)
         key = FileKey(node.instance, video.remote_id, video.fingerprint)
         shared = self._files.get(key)
         if shared is None:
@@ -188,7 +189,7 @@ class VideoFS:
                 size=node.size,
                 http=self.http,
                 resolver=self.resolver,
-                etag=node.etag,
+                etag=etag,
             )
             self._files[key] = (file, 1)
         else:
@@ -200,7 +201,7 @@ class VideoFS:
         self._handles[fh] = OpenFile(node, file, prefetcher)
         self.tree.hold(node)
         # The kernel's cached pages of this inode are kept only while they are of the same bytes.
-        fingerprint = f"{video.fingerprint}|{node.size}|{node.etag}"
+        fingerprint = f"{video.fingerprint}|{node.size}|{etag}"
         keep_cache = self._page_cache.get(node.inode) == fingerprint
         self._page_cache[node.inode] = fingerprint
         # By the name on the mount, which has the extension where the remote name lacks it (Hour One's).
