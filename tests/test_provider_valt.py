@@ -37,15 +37,13 @@ from vidfs.model import Folder, Listing, Video
 from vidfs.providers.auth import expiry_from_url, jwt_claims
 from vidfs.providers.paging import PAGE_CONCURRENCY
 from vidfs.providers.valt import (
-    NO_ROOM_NAME,
-    ListedRecord,
     ValtProvider,
     _handle,
     display_name_from_url,
-    listed_record,
     unique_video_names,
     video_ids,
 )
+from vidfs.providers.valt_records import NO_ROOM_NAME, ListedRecord, RoomRecord, listed_record
 
 T = TypeVar("T")
 INSTANCE = "site"
@@ -337,7 +335,8 @@ def test_a_records_pass_keeps_folders_not_json_and_pages_keep_their_length(
     assert first.folder.extra["author"] == "x" and first.room == ("room:3", "R")
     assert second.room is first.room  # one tuple per room, not one per record
     hidden = listed_record(one, rooms, shown=False)  # layout "rooms": no directory, so no xattrs kept
-    assert hidden is not None and hidden.folder == first.folder and not hidden.folder.extra
+    assert isinstance(hidden, RoomRecord) and hidden.room is first.room
+    assert hidden.folder == first.folder and not hidden.folder.extra
 
     async def page(provider: ValtProvider) -> list[Any]:
         return await provider._records_page(0, 5)

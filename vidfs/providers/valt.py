@@ -54,9 +54,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any, cast
 from urllib.parse import parse_qsl, quote, unquote_plus, urljoin, urlsplit
 
 import trio
@@ -72,12 +71,21 @@ from vidfs.providers.auth import Token, TokenKeeper, expiry_from_url
 from vidfs.providers.base import OptionSpec, ProviderBase, ProviderContext, ProviderSpec, login_options
 from vidfs.providers.listed_urls import ListedUrl, ListedUrls
 from vidfs.providers.paging import offset_pages
+from vidfs.providers.valt_records import (
+    NO_ROOM_ID,
+    ROOM_PREFIX,
+    ListedRecord,
+    RecordsPass,
+    RoomRecord,
+    epoch,
+    listed_record,
+    record_extra,
+    record_key,
+    valt_id,
+)
 from vidfs.tasks import for_each
 
 ROOT_ID = "valt:root"
-ROOM_PREFIX = "room:"
-NO_ROOM_ID = "valt:no-room"
-NO_ROOM_NAME = "(no room)"
 RECORDS_REUSE = 2.0  # seconds one POST /records pass serves further listings, at least …
 RECORDS_REUSE_PER_SCAN = 10.0  # … and this many times the pass took (10,000 records: not one per room)
 # Layout "rooms": a pass serves each room once (`RecordsPass.take`), for this long. A walk of 1,004 rooms
@@ -94,36 +102,6 @@ RECORDS_AT_ONCE = 8  # records whose details a room listing asks at once (layout
 LAYOUTS = ("records", "rooms")
 VIDEO_KEYS = ("videos", "video_ids", "videoIds")
 _EXT_TYPES = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
-
-
-def _id(value: Any) -> str | None:
-    """An integer (VALT 5) or UUID/string (VALT 6) id as text; None when absent or unusable."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, str) and value.strip() and "/" not in value:
-        return value.strip()
-    return None
-
-
-def _record_key(item: Any) -> str | None:
-    return item.folder.remote_id if isinstance(item, ListedRecord) else None
-
-
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
 
 
 def display_name_from_url(url: str) -> str | None:
@@ -149,7 +127,7 @@ def video_ids(details: Mapping[str, Any]) -> list[str]:
             continue
         ids: list[str] = []
         for item in raw:
-            video_id = _id(item.get("id")) if isinstance(item, Mapping) else _id(item)
+            video_id = valt_id(item.get("id")) if isinstance(item, Mapping) else valt_id(item)
             if video_id is not None and video_id not in ids:
                 ids.append(video_id)
         return ids
@@ -169,38 +147,6 @@ def unique_video_names(items: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def record_extra(record: Mapping[str, Any]) -> dict[str, object | None]:
-    """xattr values of a record (shared by its directory and its videos)."""
-    cameras = record.get("cameras")
-    camera_names: str | None = None
-    if isinstance(cameras, Mapping):
-        camera_names = ", ".join(str(cameras[k]) for k in sorted(cameras, key=str) if cameras[k])
-    elif isinstance(cameras, list):
-        camera_names = ", ".join(
-            str(c.get("name") if isinstance(c, Mapping) else c) for c in cameras if c is not None
-        )
-    author = record.get("author")
-    return {
-        "record_id": _id(record.get("id")),
-        "record": record.get("name"),
-        "room": dig(record, "room", "name"),
-        "room_id": _id(dig(record, "room", "id")),
-        "author": author.get("name") if isinstance(author, Mapping) else author,
-        "cameras": camera_names,
-        "duration": record.get("duration"),
-        "type": record.get("type"),
-    }
-
-
-class ListedRecord(NamedTuple):
-    """A record of POST /records as a pass keeps it, made as its page arrives. Its JSON (about 1.1 KB a
-    record) is not held until the pass ends: 100,000 records made a 149.2 MiB peak that way, in process,
-    against 37.1 MiB kept after; the daemon's RSS never gives such a peak back."""
-
-    folder: Folder
-    room: tuple[str, str]  # (room folder id, room name): one tuple per room (`listed_record`)
-
-
 _NO_HANDLE = FrozenMap()
 UrlPairs = list[tuple[str, str]]  # (remote id, download URL) of a listing's videos
 
@@ -211,78 +157,6 @@ def _handle(remote_id: str, record_id: str, video_id: str) -> Mapping[str, str]:
     if remote_id.count("/") == 1:
         return _NO_HANDLE
     return frozen({"record": record_id, "video": video_id})
-
-
-def listed_record(
-    record: Any, rooms: dict[tuple[str, str], tuple[str, str]], *, shown: bool = True
-) -> ListedRecord | None:
-    """A record as a pass keeps it; None without a usable id (it stays in its page as None: the page's
-    length tells offset paging where the list ends). `rooms` gives each room's tuple once. A record that
-    is not `shown` as a directory (layout "rooms": its videos take their xattrs from its details) keeps no
-    xattr values."""
-    if not isinstance(record, Mapping):
-        return None
-    record_id = _id(record.get("id"))
-    if record_id is None:
-        return None
-    room = room_key(record)
-    name, mtime = str(record.get("name") or ""), _epoch(record.get("created"))
-    if shown:
-        folder = Folder(record_id, name, mtime=mtime, extra=frozen_extra(record_extra(record)))
-    else:
-        folder = Folder(record_id, name, mtime=mtime)
-    return ListedRecord(folder, rooms.setdefault(room, room))
-
-
-@dataclass(frozen=True)
-class RecordsPass:
-    """One pass over POST /records, as the listings use it: the root's listing (the rooms) and each room's
-    records as folders, in list order. The records' JSON is not kept (`ListedRecord`): at 100,000 records it
-    was 115 MiB, where these folders are the ones the room listings hold anyway (layout "records")."""
-
-    rooms: Listing
-    by_room: dict[str, tuple[Folder, ...]]  # room folder id → its records
-    taken: set[str] = field(default_factory=set)  # rooms whose records `take` gave away
-
-    def take(self, room: str) -> None:
-        """Layout "rooms": a room listed from this pass no longer needs its records here (their folders
-        are nobody else's: 100,000 were about 25 MiB held until the pass expired, past the walk's end).
-        Listing it again from this pass asks for a new one (`ValtProvider._all_records`)."""
-        self.by_room.pop(room, None)
-        self.taken.add(room)
-
-    @classmethod
-    def of(cls, records: Sequence[ListedRecord]) -> RecordsPass:
-        rooms: dict[str, tuple[str, float | None, int]] = {}
-        by_room: dict[str, list[Folder]] = {}
-        for folder, (key, name) in records:
-            created = folder.mtime
-            _, newest, count = rooms.get(key, (name, None, 0))
-            if created is not None and (newest is None or created > newest):
-                newest = created
-            rooms[key] = (name, newest, count + 1)
-            by_room.setdefault(key, []).append(folder)
-        root = tuple(
-            Folder(
-                key,
-                name,
-                mtime=newest,
-                extra=frozen_extra(
-                    {"room_id": key.removeprefix(ROOM_PREFIX) if key != NO_ROOM_ID else None, "records": n}
-                ),
-            )
-            for key, (name, newest, n) in rooms.items()
-        )
-        return cls(Listing(root), {key: tuple(folders) for key, folders in by_room.items()})
-
-
-def room_key(record: Mapping[str, Any]) -> tuple[str, str]:
-    """(folder id, room name) of a record's room."""
-    room_id = _id(dig(record, "room", "id"))
-    if room_id is None:
-        return NO_ROOM_ID, NO_ROOM_NAME
-    name = dig(record, "room", "name")
-    return ROOM_PREFIX + room_id, str(name) if name else f"Room {room_id}"
 
 
 def reusable(listed: ListedUrl, now: float) -> bool:
@@ -359,7 +233,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         return json_object(response, f"{self.instance}: {what}")
 
     # ----------------------------------------------------------------------------------------- records
-    async def _records_page(self, offset: int, limit: int) -> list[ListedRecord | None]:
+    async def _records_page(self, offset: int, limit: int) -> list[ListedRecord | RoomRecord | None]:
         document = await self._api(
             "POST", "/records", json={"offset": offset, "limit": limit}, what="listing records"
         )
@@ -384,7 +258,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
                 return held
             self._pass_rooms = {}
             try:
-                paged = await offset_pages(self._records_page, size=self._page_size, key=_record_key)
+                paged = await offset_pages(self._records_page, size=self._page_size, key=record_key)
             finally:
                 self._pass_rooms = {}
             if not paged.settled:
@@ -422,9 +296,10 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         return (await self._all_records()).rooms
 
     async def _list_room(self, folder: Folder) -> Listing:
-        return Listing(self._records_of(await self._all_records(), folder))
+        # Layout "records": its passes keep each record as the Folder its room's listing shows.
+        return Listing(cast(tuple[Folder, ...], self._records_of(await self._all_records(), folder)))
 
-    def _records_of(self, records: RecordsPass, folder: Folder) -> tuple[Folder, ...]:
+    def _records_of(self, records: RecordsPass, folder: Folder) -> tuple[Folder | RoomRecord, ...]:
         found = records.by_room.get(folder.remote_id)
         if not found:  # rooms exist only through their records: this one is gone
             raise NotFoundError(f"{self.instance}: room {folder.name!r} has no records any more")
@@ -447,7 +322,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
             except VidfsError as exc:  # raised below: a nursery would wrap it in an ExceptionGroup
                 failures.append(exc)
 
-        folders = [record for record in records if isinstance(record, Folder)]
+        folders = [record if isinstance(record, Folder) else record.folder for record in records]
         asked_at = time.time()  # before any URL was given: their age is never underestimated
         await for_each(folders, fetch, workers=min(RECORDS_AT_ONCE, len(folders)))
         if failures:
@@ -492,7 +367,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         for video_id in ready:
             url = urls[video_id]
             raw_names.append((video_id, display_name_from_url(url) or record_name + url_extension(url)))
-        mtime = _epoch(details.get("created")) or folder.mtime
+        mtime = epoch(details.get("created")) or folder.mtime
         markers = details.get("markers")
         marker_count = len(markers) if isinstance(markers, list) else None
         base_extra = record_extra(details)
