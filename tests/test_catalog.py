@@ -947,6 +947,26 @@ def test_a_snapshot_answer_holds_for_its_own_fingerprint_whichever_way_it_was_wr
         assert fresh.probes.known("fake", changed) is None
 
 
+def test_a_probe_row_this_program_cannot_have_written_is_skipped(tmp_path: Path) -> None:
+    """A size that is no number, or beyond 64 bits, is not loaded (that video's size is asked again); the
+    rest of the snapshot is."""
+    _stats, _listings, keeper = make_keeper(tmp_path / "meta")
+    videos = [Video(f"v{i}", f"{i}.mp4", mtime=5.0) for i in range(3)]
+    basis = str(basis_of(videos[0].fingerprint))
+    db = snapshot_module._connect(keeper.path)
+    try:
+        with db:
+            db.execute("BEGIN")
+            for remote_id, size in (("v0", "1234"), ("v1", "x"), ("v2", "9" * 30)):
+                db.execute("INSERT INTO probes VALUES ('fake', ?, ?, ?, NULL)", (remote_id, basis, size))
+    finally:
+        db.close()
+    _stats, _listings, fresh = make_keeper(tmp_path / "meta")
+    fresh.install(fresh.read())
+    assert fresh.probes.known("fake", videos[0]) == Probe(1234, None, int(basis))
+    assert fresh.probes.known("fake", videos[1]) is None and fresh.probes.known("fake", videos[2]) is None
+
+
 @pytest.mark.parametrize(
     "etag",
     [
