@@ -36,7 +36,7 @@ from vidfs.emulator.hourone import DEFAULT_API_KEY, STATUSES, HourOneSite
 from vidfs.errors import AuthError
 from vidfs.http.client import HttpClient
 from vidfs.model import Video
-from vidfs.providers.hourone import ROOT_ID, STATE_FILE, HourOneProvider
+from vidfs.providers.hourone import ROOT_ID, STATE_FILE, HourOneProvider, _VideoList
 from vidfs.providers.state import FirstSeen
 
 INSTANCE = "site"
@@ -196,6 +196,30 @@ async def test_listing_files_hidden_items_and_xattrs(site: HourOneSite, tmp_path
         assert extra["draft_id"] == expected["draft_id"]
         assert extra["video_player_url"] == expected["video_player_url"]
         assert float(extra["duration"]) == pytest.approx(expected["duration"], abs=0.01)
+
+
+def test_an_id_listed_twice_keeps_its_first_item() -> None:
+    """Whether its items are files or hidden ones, in whatever order they come."""
+
+    def item(video_id: str, status: str = "ready") -> dict[str, str]:
+        return {
+            "id": video_id,
+            "name": video_id,
+            "status": status,
+            "download_url": f"https://s/{video_id}.mp4",
+        }
+
+    videos = _VideoList()
+    listed = [item("a"), item("b", "processing"), item("a"), item("c"), item("b"), item("c", "failed")]
+    for each in [*listed, item("d", "processing"), item("e"), item("d"), item("d", "failed")]:
+        videos.take(each)
+    videos.without_repeats()
+    assert [file.remote_id for file in videos.files] == ["a", "c", "e"]
+    assert videos.urls == ["https://s/a.mp4", "https://s/c.mp4", "https://s/e.mp4"]
+    assert [(hidden.remote_id, hidden.status) for hidden in videos.hidden] == [
+        ("b", "processing"),
+        ("d", "processing"),
+    ]
 
 
 async def test_durations_are_fetched_once_per_video(site: HourOneSite, tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ API name, when there is one).
 
 from __future__ import annotations
 
+import itertools
 import posixpath
 import time
 from collections.abc import Mapping, Sequence
@@ -142,37 +143,60 @@ class _Item:
 class _VideoList:
     """The listing's videos, taken an item of `GET /videos` at a time."""
 
-    def __init__(
-        self,
-        listed_before: frozenset[str] = frozenset(),
-        carry: Carry | None = None,
-        durations: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, carry: Carry | None = None, durations: Mapping[str, str] | None = None) -> None:
         # An item, or the previous listing's video where the item is that video again (`_kept`).
         self.files: list[_Item | Video] = []
-        # The download URL of each file, in step with `files` (no pair each); None for the videos of the
-        # previous listing, whose URLs are not kept (`ListedUrls.listed_before`).
+        # The download URL of each file, in step with `files` (no pair each); None for a video carried from
+        # the previous listing: its size is known, and `ListedUrls` would not keep its URL (100,000 URL
+        # strings, 23 MiB, beside the old listing at the peak of the mount's life).
         self.urls: list[str | None] = []
-        self._listed_before = listed_before
         self._carry = carry if carry is not None else Carry(None)  # nothing to carry from
         self._durations = durations or {}
         self.hidden: list[HiddenItem] = []
-        self._seen: set[str] = set()
+        self._hidden_at: list[int] = []  # how many files came before each hidden item
 
     def take(self, item: object) -> None:
         if not isinstance(item, dict) or item.get("id") in (None, ""):
             return
         video_id = str(item["id"])
-        if video_id in self._seen:
-            return
-        self._seen.add(video_id)
         if is_file(item):
             carrying = bool(self._carry)
             made = _Item.of(video_id, item, pack=not carrying)
-            self.files.append(self._kept(made) if carrying else made)
-            self.urls.append(None if video_id in self._listed_before else str(item["download_url"]).strip())
+            kept = self._kept(made) if carrying else made
+            self.files.append(kept)
+            self.urls.append(None if isinstance(kept, Video) else str(item["download_url"]).strip())
         else:
+            self._hidden_at.append(len(self.files))
             self.hidden.append(HiddenItem(video_id, display_name(item), _hidden_status(item)))
+
+    def without_repeats(self) -> None:
+        """An id listed twice keeps its first item. The repeated ids are found once the list is read, in a
+        sorted list of them all: a set of every id seen while reading (4 MiB at 100,000) and the new copy of
+        each id it held (5.5 MiB; a carried video has its own) were most of a re-listing's rise."""
+        ids = sorted([item.remote_id for item in self.files] + [item.remote_id for item in self.hidden])
+        repeated = {a for a, b in itertools.pairwise(ids) if a == b}
+        del ids
+        if not repeated:
+            return
+        first: dict[str, tuple[int, int, int]] = {}  # id → its first item's place in the list
+        for at, file in enumerate(self.files):
+            if file.remote_id in repeated:
+                first.setdefault(file.remote_id, (at, 1, 0))
+        for index, (hidden, at) in enumerate(zip(self.hidden, self._hidden_at, strict=True)):
+            if hidden.remote_id in repeated:
+                first[hidden.remote_id] = min(first.get(hidden.remote_id, (at, 0, index)), (at, 0, index))
+        kept = [
+            at
+            for at, file in enumerate(self.files)
+            if file.remote_id not in repeated or first[file.remote_id] == (at, 1, 0)
+        ]
+        self.files = [self.files[at] for at in kept]
+        self.urls = [self.urls[at] for at in kept]
+        self.hidden = [
+            hidden
+            for index, (hidden, at) in enumerate(zip(self.hidden, self._hidden_at, strict=True))
+            if hidden.remote_id not in repeated or first[hidden.remote_id] == (at, 0, index)
+        ]
 
     def _kept(self, item: _Item) -> _Item | Video:
         """`item`, or the previous listing's video in its place when the two agree (`vidfs.catalog.carry`;
@@ -242,13 +266,12 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         # body and its whole text side by side, 340 MiB; now the catalog after the walk is the peak).
         sinks: list[tuple[_VideoList, JsonArraySink]] = []
         what = f"{self.instance}: listing videos"
-        listed_before = self._urls.listed_before(ROOT_ID)
         carry = carry_of()
 
         def sink_for(status: int, fields: list[tuple[bytes, bytes]]) -> JsonArraySink | None:
             if not 200 <= status < 300:
                 return None  # an error's body is read whole, for its message
-            videos = _VideoList(listed_before, carry, self._durations)
+            videos = _VideoList(carry, self._durations)
             sinks.append((videos, JsonArraySink(videos.take, what, encoding=charset_of(fields))))
             return sinks[-1][1]
 
@@ -257,9 +280,9 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         videos, sink = sinks.pop()  # the answer's: an attempt that failed had its own
         sinks.clear()
         sink.close()
+        videos.without_repeats()
         files, urls, hidden = videos.files, videos.urls, videos.hidden
-        del videos, sink  # and their set of the ids seen (4 MiB at 100,000), before the entries are made
-        listed_before = frozenset()  # that of the previous listing too (the closure above holds the name)
+        del videos, sink
         first_seen = await self.first_seen.stamp(item.remote_id for item in files)
         known = self._durations  # added to, not copied (a table of 100,000 is 5 MiB)
         fetched: dict[str, str] = {}

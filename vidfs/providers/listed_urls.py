@@ -51,15 +51,9 @@ class ListedUrls:
         self._latest: tuple[float, list[str]] = (0.0, [])  # the last call's time, and the ids it kept
         self._older: dict[str, float] = {}  # video id → its time, for URLs of earlier calls
 
-    def listed_before(self, folder_id: str) -> frozenset[str]:
-        """The video ids of `folder_id`'s last listing: `remember` will not keep their URLs, so a listing
-        being read need not hold them either (Hour One re-listing 100,000 videos: 23 MiB of URL strings
-        beside the old listing, at the peak of the mount's life)."""
-        return frozenset(self._listed.get(folder_id, ()))
-
     def remember(self, folder_id: str, urls: Iterable[tuple[str, str | None]], now: float) -> None:
-        """The listing of `folder_id` brought these (video id, URL) pairs; None for a URL not kept (of a
-        video `listed_before`)."""
+        """The listing of `folder_id` brought these (video id, URL) pairs; None for a URL its provider did
+        not keep (Hour One: a video carried from the previous listing, whose URL is not kept here either)."""
         previous = self._listed.get(folder_id)
         for video_id in previous or ():  # not asked for since that listing: not worth keeping
             if self._urls.pop(video_id, None) is not None:
