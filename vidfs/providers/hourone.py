@@ -63,6 +63,7 @@ from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, StreamLease, Vid
 from vidfs.providers.auth import expiry_from_url, still_fresh
 from vidfs.providers.base import BASE_URL, OptionSpec, ProviderBase, ProviderContext, ProviderSpec
 from vidfs.providers.listed_urls import ListedUrls
+from vidfs.providers.paging import repeated_keys
 from vidfs.providers.state import FirstSeen
 from vidfs.tasks import for_each
 
@@ -173,9 +174,8 @@ class _VideoList:
         """An id listed twice keeps its first item. The repeated ids are found once the list is read, in a
         sorted list of them all: a set of every id seen while reading (4 MiB at 100,000) and the new copy of
         each id it held (5.5 MiB; a carried video has its own) were most of a re-listing's rise."""
-        ids = sorted([item.remote_id for item in self.files] + [item.remote_id for item in self.hidden])
-        repeated = {a for a, b in itertools.pairwise(ids) if a == b}
-        del ids
+        ids = itertools.chain((f.remote_id for f in self.files), (h.remote_id for h in self.hidden))
+        repeated = repeated_keys(ids)
         if not repeated:
             return
         first: dict[str, tuple[int, int, int]] = {}  # id → its first item's place in the list

@@ -97,6 +97,13 @@ class Paged:
             )
 
 
+def repeated_keys(keys: Iterable[str]) -> set[str]:
+    """The keys met more than once, found in a sorted list of references to them all: 8 bytes a key, where
+    a set of them all (to tell a repeat as it comes) is about 40."""
+    ordered = sorted(keys)
+    return {a for a, b in itertools.pairwise(ordered) if a == b}
+
+
 class _Merge:
     """Items in order, each key once."""
 
@@ -123,9 +130,7 @@ class _Merge:
         sorted list of references to them all, and only those are remembered while merging: a set of every
         key was 4 MiB of a 100,000-record VALT pass's end, the peak of a re-listing."""
         merge = cls(key)
-        keys = sorted(k for group in groups for k in map(key, group) if k is not None)
-        repeated = {a for a, b in itertools.pairwise(keys) if a == b}
-        del keys
+        repeated = repeated_keys(k for group in groups for k in map(key, group) if k is not None)
         seen = merge._seen  # of the repeated keys only
         for group in groups:
             for item in group:
