@@ -436,9 +436,7 @@ class Tree:
         if video.size is not None and video.etag is not None:
             return video.etag
         probe = self.probes.known(node.instance, video)
-        if probe is not None:
-            return probe.etag
-        return video.etag if video.size is not None else None
+        return probe.etag if probe is not None else None
 
     async def sized(self, node: Node, *, progress: Progress | None = None) -> Node:
         """`node` with its size learned, if the listing did not give it (see the essay): one probe, and the
