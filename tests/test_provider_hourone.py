@@ -223,16 +223,23 @@ def test_an_id_listed_twice_keeps_its_first_item() -> None:
 
 
 async def test_durations_are_fetched_once_per_video(site: HourOneSite, tmp_path: Path) -> None:
+    """A re-listing takes each duration from the previous listing's video, also in a new provider (as after
+    a remount, the previous listing read from the snapshot)."""
     async with aclosing(HttpClient()) as http:
         provider = _provider(site, http, tmp_path / "state")
-        await provider.list(provider.root())
+        first = await provider.list(provider.root())
         files = len(_visible(site.catalog()))
         assert _api_calls(http) == 1 + files  # GET /videos, then one metadata call per file
         wait_until(lambda: site.log.count(path=r"/metadata$") == files, "the metadata calls are logged")
-        again = await provider.list(provider.root())
+        with carry.listing_for(ROOT_ID, {ROOT_ID: first}.get):
+            again = await provider.list(provider.root())
         assert _api_calls(http) == 2 + files  # only GET /videos again
-        # ... and the durations come from the previous listing's entries.
-        assert sum("duration" in v.extra for v in again.entries if isinstance(v, Video)) == files
+        remounted = _provider(site, http, tmp_path / "state")
+        with carry.listing_for(ROOT_ID, {ROOT_ID: again}.get) as carries:
+            third = await remounted.list(remounted.root())
+        assert _api_calls(http) == 3 + files
+    assert carries.carried == files
+    assert sum("duration" in v.xattrs for v in third.entries if isinstance(v, Video)) == files
 
 
 async def test_resolve_never_sends_the_key_and_renews_once_after_a_refusal(
@@ -362,10 +369,12 @@ async def test_first_seen_times_of_two_mounts_of_one_cache_agree(tmp_path: Path)
     one_clock, two_clock = _Clock(1000), _Clock(2000)
     one, two = FirstSeen(path, log, one_clock), FirstSeen(path, log, two_clock)
     assert dict(await one.stamp(["a"])) == {"a": 1000}
-    assert dict(await two.stamp(["b"])) == {"a": 1000, "b": 2000}
+    assert dict(await two.stamp(["b"])) == {"b": 2000}
+    assert json.loads(path.read_text())["first_seen"] == {"a": 1000, "b": 2000}
     one_clock.now = 3000
     assert dict(await one.stamp(["a", "b", "c"])) == {"a": 1000, "b": 2000, "c": 3000}
     assert json.loads(path.read_text())["first_seen"] == {"a": 1000, "b": 2000, "c": 3000}
+    assert await one.stamp([]) == {}
 
 
 async def test_first_seen_times_hold_while_the_state_file_cannot_be_written(
@@ -385,9 +394,36 @@ async def test_first_seen_times_hold_while_the_state_file_cannot_be_written(
     assert len([r for r in caplog.records if "cannot persist" in r.getMessage()]) == 1
     assert len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1  # said once
     blocker.unlink()
-    assert dict(await first_seen.stamp(["c"])) == {"a": 1000, "b": 2000, "c": 3000}
+    assert dict(await first_seen.stamp(["c"])) == {"c": 3000}  # and the times held are written with it
     document = json.loads((blocker / STATE_FILE).read_text())
     assert document["first_seen"] == {"a": 1000, "b": 2000, "c": 3000}
+
+
+async def test_the_first_seen_file_is_read_a_line_at_a_time_and_an_earlier_one_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An id a line, as json.dumps writes it (escapes included), read back without decoding the whole file;
+    a file written whole by an earlier version is read and then rewritten a line an id; a damaged line is
+    said once and its file treated as unreadable from there."""
+    path, log = tmp_path / STATE_FILE, logging.getLogger("test")
+    path.write_text(json.dumps({"format": 1, "first_seen": {"old": 500, "x:y": 600.0}}))  # one line
+    first_seen = FirstSeen(path, log, _Clock(1000))
+    odd = 'quote " back \\ colon : été'
+    assert await first_seen.stamp(["old", odd, "x:y"]) == {"old": 500, odd: 1000, "x:y": 600}
+    lines = path.read_text().splitlines()
+    assert lines[0] == '{"format":1,"first_seen":{' and lines[-1] == "}}" and len(lines) == 5
+    assert json.loads(path.read_text())["first_seen"] == {"old": 500, "x:y": 600, odd: 1000}
+    again = FirstSeen(path, log, _Clock(2000))
+    assert await again.stamp([odd, "x:y", "new"]) == {odd: 1000, "x:y": 600, "new": 2000}
+    assert json.loads(path.read_text())["first_seen"] == {"old": 500, "x:y": 600, odd: 1000, "new": 2000}
+
+    path.write_text('{"format":1,"first_seen":{\n"a":10,\nnot a line\n"b":20\n}}\n')
+    damaged = FirstSeen(path, log, _Clock(3000))
+    with caplog.at_level(logging.WARNING):
+        assert await damaged.stamp(["a", "b"]) == {"a": 10, "b": 3000}
+        assert await damaged.stamp(["c"]) == {"c": 3000}
+    assert json.loads(path.read_text())["first_seen"] == {"a": 10, "b": 3000, "c": 3000}
+    assert len([r for r in caplog.records if "unreadable" in r.getMessage()]) == 1
 
 
 async def test_wrong_api_key_is_one_clear_auth_error(site: HourOneSite, tmp_path: Path) -> None:

@@ -245,8 +245,8 @@ class ValuesAtRest(Protocol):
 
     def values_of(self, remote_id: str) -> Mapping[str, str]: ...
 
-    def same_values(self, remote_id: str, values: Mapping[str, str]) -> bool:
-        """Whether the video's values kept here are `values` (False when they cannot be read)."""
+    def readable_values(self, remote_id: str) -> Mapping[str, str] | None:
+        """The video's values kept here; None when they cannot be read (neither counted nor logged)."""
         ...
 
 

@@ -96,10 +96,14 @@ class Carry:
 
 def same_values(old: Video, values: Mapping[str, str]) -> bool:
     """Whether `old`'s xattr values, in memory or at rest, are `values`."""
+    return previous_values(old) == values
+
+
+def previous_values(old: Video) -> Mapping[str, str] | None:
+    """`old`'s xattr values, in memory or read back from rest; None when they cannot be read (for a
+    re-listing, which then makes a new video)."""
     kept = old.extra
-    if isinstance(kept, Mapping):
-        return kept == values
-    return kept.same_values(old.remote_id, values)
+    return kept if isinstance(kept, Mapping) else kept.readable_values(old.remote_id)
 
 
 class Carries:
@@ -154,4 +158,4 @@ def listing_for(folder_id: str, previous: Callable[[str], Listing | None]) -> It
         _CURRENT.reset(token)
 
 
-__all__ = ["Carries", "Carry", "carried", "carry_of", "listing_for", "same_values"]
+__all__ = ["Carries", "Carry", "carried", "carry_of", "listing_for", "previous_values", "same_values"]

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-from collections.abc import Mapping
 from pathlib import Path
 
 from vidfs.model import FrozenMap
@@ -70,10 +69,10 @@ class ExtrasReader:
         """The database changed: what was read last may be stale."""
         self._last = None
 
-    def same(self, place: Place, remote_id: str, values: Mapping[str, str]) -> bool:
-        """Whether the values at rest of `remote_id` are `values`: for a re-listing (`vidfs.catalog.carry`),
-        which makes a new video when they cannot be read, so that is neither counted nor logged here."""
-        return self._read(place, remote_id, quiet=True) == values
+    def readable(self, place: Place, remote_id: str) -> FrozenMap | None:
+        """The values at rest of `remote_id`, None when they cannot be read: for a re-listing
+        (`vidfs.catalog.carry`), which then makes a new video, so that is neither counted nor logged here."""
+        return self._read(place, remote_id, quiet=True)
 
     def _read(self, place: Place, remote_id: str, *, quiet: bool = False) -> FrozenMap | None:
         """The values at rest (None when `quiet` and they cannot be read; else empty, said once)."""
@@ -131,8 +130,8 @@ class Place:
     def values_of(self, remote_id: str) -> FrozenMap:
         return self.reader.read(self, remote_id)
 
-    def same_values(self, remote_id: str, values: Mapping[str, str]) -> bool:
-        return self.reader.same(self, remote_id, values)
+    def readable_values(self, remote_id: str) -> FrozenMap | None:
+        return self.reader.readable(self, remote_id)
 
     def __repr__(self) -> str:
         return f"Place({self.instance!r}, {self.folder_id!r})"

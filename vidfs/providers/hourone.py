@@ -23,13 +23,15 @@ Quirks handled:
 - The API has no timestamps at all. The mtime is *when this vidfs cache first saw the video as a file*,
   in whole seconds, persisted in `<cache dir>/state/<instance>/first_seen.json` (written atomically under
   an flock, merged so concurrent mounts agree, never pruned). A second `rsync -a` therefore copies
-  nothing, also after a remount with the same cache dir. A new cache dir means new mtimes.
+  nothing, also after a remount with the same cache dir. A new cache dir means new mtimes. A re-listing
+  looks up only the videos it does not carry from the previous listing (`vidfs.catalog.carry`), whose
+  mtime is that time already, so the file is neither read nor kept in memory for the others.
 - No sizes either: `Video.size` is None and the engine learns it with a HEAD on the storage URL.
 - `duration` lives at `GET /videos/{id}/metadata`. The engine reads xattrs synchronously from
   `Video.extra`, so durations are fetched during the listing, concurrently (bounded by
   `metadata_concurrency`, within a time budget), only for file videos whose duration is not known yet: a
-  re-listing takes the others from the previous listing's entries (a rendered video's duration does not
-  change; a table of its own was 10 MiB at 100,000 videos, beside the same strings in the entries). A
+  re-listing takes the others from the previous listing's videos, also after a remount (their values
+  read back from the snapshot; a rendered video's duration does not change). A
   failed or slow metadata call never fails the listing: that file just lacks `user.vidfs.duration` until
   the next listing.
 - 422 answers are FastAPI's `{"detail": [{"loc", "msg", "type"}]}`; 401/403 are `{"detail": "..."}`.
@@ -44,14 +46,15 @@ import itertools
 import posixpath
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
 import trio
 
-from vidfs.catalog.carry import Carry, carry_of, same_values
+from vidfs.catalog.carry import Carry, carry_of, previous_values
+from vidfs.catalog.keys import repeated_keys
 from vidfs.catalog.naming import CONTENT_TYPE_EXTENSIONS, file_name
 from vidfs.config.types import ProviderConfig
 from vidfs.errors import InvalidRemoteData, NotFoundError, VidfsError, redact_url
@@ -63,7 +66,6 @@ from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, StreamLease, Vid
 from vidfs.providers.auth import expiry_from_url, still_fresh
 from vidfs.providers.base import BASE_URL, OptionSpec, ProviderBase, ProviderContext, ProviderSpec
 from vidfs.providers.listed_urls import ListedUrls
-from vidfs.providers.paging import repeated_keys
 from vidfs.providers.state import FirstSeen
 from vidfs.tasks import for_each
 
@@ -144,15 +146,15 @@ class _Item:
 class _VideoList:
     """The listing's videos, taken an item of `GET /videos` at a time."""
 
-    def __init__(self, carry: Carry | None = None, durations: Mapping[str, str] | None = None) -> None:
+    def __init__(self, carry: Carry | None = None) -> None:
         # An item, or the previous listing's video where the item is that video again (`_kept`).
         self.files: list[_Item | Video] = []
         # The download URL of each file, in step with `files` (no pair each); None for a video carried from
         # the previous listing: its size is known, and `ListedUrls` would not keep its URL (100,000 URL
         # strings, 23 MiB, beside the old listing at the peak of the mount's life).
         self.urls: list[str | None] = []
+        self.timed = bytearray()  # in step with `files`: 1 where the file has its duration
         self._carry = carry if carry is not None else Carry(None)  # nothing to carry from
-        self._durations = durations or {}
         self.hidden: list[HiddenItem] = []
         self._hidden_at: list[int] = []  # how many files came before each hidden item
 
@@ -161,11 +163,13 @@ class _VideoList:
             return
         video_id = str(item["id"])
         if is_file(item):
-            carrying = bool(self._carry)
-            made = _Item.of(video_id, item, pack=not carrying)
-            kept = self._kept(made) if carrying else made
+            if self._carry:
+                kept, timed = self._kept(_Item.of(video_id, item, pack=False))
+            else:
+                kept, timed = _Item.of(video_id, item), False
             self.files.append(kept)
             self.urls.append(None if isinstance(kept, Video) else str(item["download_url"]).strip())
+            self.timed.append(timed)
         else:
             self._hidden_at.append(len(self.files))
             self.hidden.append(HiddenItem(video_id, display_name(item), _hidden_status(item)))
@@ -192,30 +196,43 @@ class _VideoList:
         ]
         self.files = [self.files[at] for at in kept]
         self.urls = [self.urls[at] for at in kept]
+        self.timed = bytearray(self.timed[at] for at in kept)
         self.hidden = [
             hidden
             for index, (hidden, at) in enumerate(zip(self.hidden, self._hidden_at, strict=True))
             if hidden.remote_id not in repeated or first[hidden.remote_id] == (at, 0, index)
         ]
 
-    def _kept(self, item: _Item) -> _Item | Video:
+    def _kept(self, item: _Item) -> tuple[_Item | Video, bool]:
         """`item`, or the previous listing's video in its place when the two agree (`vidfs.catalog.carry`;
-        its mtime, from the first-seen times, and a duration learned only now are checked when the entries
-        are made). A re-listing of 100,000 unchanged videos then holds no second copy of their ids, names
-        and xattr values, nor an item each, while it is read (Hour One, 0 ms: peak 201-246 MiB before)."""
+        its mtime is its first-seen time), and whether it has a duration. A re-listing of 100,000 unchanged
+        videos then holds no second copy of their ids, names and xattr values, nor an item each, while it
+        is read (Hour One, 0 ms: peak 201-246 MiB before). The duration comes from the previous video (a
+        rendered video's does not change), read back with its values: a table of them by id was 10 MiB
+        at 100,000, and was empty after a remount, so every video that had one was made anew."""
         old = self._carry.previous(item.remote_id)
-        if old is not None and old.name == item.name and old.content_type == item.content_type:
-            values = item.extra
-            duration = self._durations.get(item.remote_id)
-            if duration is not None:
-                values = frozen_extra({**values, "duration": duration}, pack=False)
-            if same_values(old, values):
-                return old
-        return _Item(item.remote_id, item.name, item.content_type, FrozenMap(item.extra.items(), pack=True))
+        values = previous_values(old) if old is not None else None
+        duration = values.get("duration") if values is not None else None
+        extra = item.extra
+        if duration is not None:
+            extra = frozen_extra({**extra, "duration": duration}, pack=False)
+        if (
+            old is not None
+            and (old.name, old.content_type) == (item.name, item.content_type)
+            and values == extra
+        ):
+            return old, duration is not None
+        packed = FrozenMap(extra.items(), pack=True)
+        return _Item(item.remote_id, item.name, item.content_type, packed), duration is not None
 
 
 def _with_duration(extra: Mapping[str, str], duration: str | None) -> Mapping[str, str]:
     return extra if duration is None else frozen_extra({**extra, "duration": duration})
+
+
+def _timed(video: Video, duration: str | None) -> Video:
+    """A video carried from the previous listing, with the duration learned only now if there is one."""
+    return video if duration is None else replace(video, extra=_with_duration(video.xattrs, duration))
 
 
 class HourOneProvider(ProviderBase, root_id=ROOT_ID):
@@ -232,9 +249,6 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         concurrency = options.get("metadata_concurrency")
         self._metadata_concurrency = METADATA_CONCURRENCY if concurrency is None else int(concurrency)
         self._urls = ListedUrls()  # the listing's download URLs, until each is handed out once
-        # The durations the latest listing had, by video id: its entries' xattrs may be at rest on disk
-        # since (`vidfs.catalog.extras`), and are not read back for this.
-        self._durations: dict[str, str] = {}
         self.first_seen = FirstSeen(context.state_dir / STATE_FILE, context.log)
 
     # --------------------------------------------------------------------------------------------- api
@@ -271,7 +285,7 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         def sink_for(status: int, fields: list[tuple[bytes, bytes]]) -> JsonArraySink | None:
             if not 200 <= status < 300:
                 return None  # an error's body is read whole, for its message
-            videos = _VideoList(carry, self._durations)
+            videos = _VideoList(carry)
             sinks.append((videos, JsonArraySink(videos.take, what, encoding=charset_of(fields))))
             return sinks[-1][1]
 
@@ -282,45 +296,39 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         sink.close()
         videos.without_repeats()
         files, urls, hidden = videos.files, videos.urls, videos.hidden
+        untimed = [item.remote_id for item, timed in zip(files, videos.timed, strict=True) if not timed]
         del videos, sink
-        first_seen = await self.first_seen.stamp(item.remote_id for item in files)
-        known = self._durations  # added to, not copied (a table of 100,000 is 5 MiB)
-        fetched: dict[str, str] = {}
-        await self._fetch_durations(
-            [item.remote_id for item in files if item.remote_id not in known], fetched
+        # A video carried from the previous listing has its first-seen time as its mtime: only the others
+        # are looked up (and new ones stamped) in the state file.
+        first_seen = await self.first_seen.stamp(
+            item.remote_id for item in files if not isinstance(item, Video)
         )
+        durations: dict[str, str] = {}
+        await self._fetch_durations(untimed, durations)
+        del untimed
         # Videos first seen together share one mtime: one float for them, not one each (2.3 MiB at 100,000).
         mtimes = {seen: float(seen) for seen in set(first_seen.values())}
-        entries = tuple(self._video(item, mtimes[first_seen[item.remote_id]], fetched) for item in files)
+        entries = tuple(
+            self._video(item, durations.get(item.remote_id), mtimes[first_seen[item.remote_id]])
+            if isinstance(item, _Item)
+            else _timed(item, durations.get(item.remote_id))
+            for item in files
+        )
         carry.carried += sum(1 for item, entry in zip(files, entries, strict=True) if entry is item)
-        known.update(fetched)
-        if sum(1 for item in files if item.remote_id in known) < len(known):  # videos gone: their durations
-            self._durations = {
-                item.remote_id: known[item.remote_id] for item in files if item.remote_id in known
-            }
         # The URLs are kept once the items are gone, not beside them and the entries (100,000 records of
         # them, and their table, were 8 MiB of the listing's peak): a file opened meanwhile asks the API.
         del files
         self._urls.remember(ROOT_ID, zip((entry.remote_id for entry in entries), urls, strict=True), asked_at)
         return Listing(entries, tuple(hidden))
 
-    def _video(self, item: _Item | Video, mtime: float, fetched: Mapping[str, str]) -> Video:
-        """The entry of an item, or the previous video found the same (`_kept`) if it still is."""
-        duration = fetched.get(item.remote_id) or self._durations.get(item.remote_id)
-        if isinstance(item, Video):
-            if item.mtime == mtime and item.remote_id not in fetched:
-                return item  # as compared when the item was read
-            # Not quite: its values but the duration are the item's (`_Item.of` gives none).
-            extra: Mapping[str, str] = frozen_extra({k: v for k, v in item.xattrs.items() if k != "duration"})
-        else:
-            extra = item.extra
+    def _video(self, item: _Item, duration: str | None, mtime: float) -> Video:
         return Video(
             remote_id=item.remote_id,
             name=item.name,
             size=None,  # the API tells no size: the engine HEADs the download URL
             mtime=mtime,
             content_type=item.content_type,
-            extra=_with_duration(extra, duration),
+            extra=_with_duration(item.extra, duration),
         )
 
     async def _fetch_durations(self, ids: Sequence[str], durations: dict[str, str]) -> None:

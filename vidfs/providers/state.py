@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import os
@@ -109,64 +110,51 @@ def device_uuid(path: Path, log: logging.Logger, who: str) -> str:
 
 
 class FirstSeen:
-    """When this cache first saw each video as a file (epoch seconds), persisted as a small JSON file.
+    """When this cache first saw each video as a file (epoch seconds), persisted as a JSON file with one id a
+    line, so it is read and rewritten a line at a time.
 
-    The file is read once, then rewritten (atomically, under an flock, merged with what is on disk so two
-    mounts sharing a cache dir agree: the first writer wins) whenever new ids show up. The times stay in
-    memory (3.7 MiB at 100,000 ids on a cold start, their keys the listing's own ids): reading the file at
-    each listing instead took that off a cold walk's peak but put 15 MiB on every re-listing's, which is
-    the higher one (a re-listing of 100,000 Hour One videos peaks at 205-236 MiB, a cold walk at 150).
+    `stamp` gives the times of the ids it is asked: those in the file as they are there, the others "now",
+    added to the file (atomically, under an flock, merged with what is on disk so two mounts sharing a cache
+    dir agree: the first writer wins). The caller asks only for videos it has no time for: Hour One's
+    re-listing takes a carried video's from the previous listing (its mtime, also after a remount, from the
+    snapshot), so a re-listing of an unchanged catalog neither reads nor writes the file. Nothing is kept in
+    memory but the times the file could not take (a read-only cache dir): a table of every id kept beside
+    the listing, its ids read from the file after a remount, plus the whole file decoded at once at the first
+    re-listing, were 15 MiB of the peak of a 100,000-video re-listing.
     """
 
     def __init__(self, path: Path, log: logging.Logger, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self._log = log
         self._clock = clock
-        self._times: dict[str, int] = {}
-        self._loaded = False
+        self._unsaved: dict[str, int] = {}  # times given out that the file does not have yet
         self._lock = trio.Lock()
         self._warned = self._read_warned = False
 
-    async def stamp(self, ids: Iterable[str]) -> Mapping[str, int]:
-        """First-seen times, those of `ids` among them: new ids get "now" and are persisted before returning.
-        The times of every id known are returned, not a copy of those asked (at 100,000 ids, the copies of
-        them here and in the file's writing were 20 MiB of a listing's peak)."""
+    async def stamp(self, ids: Iterable[str]) -> dict[str, int]:
+        """The first-seen times of `ids`: new ids get "now" and are persisted before returning."""
+        asked = list(ids)
+        if not asked:
+            return {}
         async with self._lock:
-            if not self._loaded:
-                self._times.update(await trio.to_thread.run_sync(self._read))
-                self._loaded = True
-            missing = [i for i in ids if i not in self._times]  # an id twice is stamped twice, alike
-            if missing:
-                now = int(self._clock())
-                self._times.update(await trio.to_thread.run_sync(self._merge_and_write, missing, now))
-            return self._times
+            return await trio.to_thread.run_sync(self._stamp, asked, int(self._clock()))
 
-    def _read(self) -> dict[str, int]:
-        try:
-            document = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            if not self._read_warned:  # read at the first listing and at each merge: said once
-                self._read_warned = True
-                self._log.warning("ignoring an unreadable state file %s: %s", self.path, exc)
-            return {}
-        times = document.get("first_seen") if isinstance(document, dict) else None
-        if not isinstance(times, dict):
-            return {}
-        return {str(k): int(v) for k, v in times.items() if isinstance(v, int | float)}
-
-    def _merge_and_write(self, missing: list[str], now: int) -> dict[str, int]:
-        """The times to add: `now` for the ids missing, and the file's (another mount may have written some
-        first: its times win); the file is written with them. In a worker thread: the times are read here,
-        never changed (the caller adds these in its own), so a caller reading them meanwhile is safe."""
-        changes = dict.fromkeys(missing, now)
+    def _stamp(self, asked: list[str], now: int) -> dict[str, int]:
+        """In a worker thread (one at a time): the times of `asked`, the file updated with the new ones.
+        One table of them: at 100,000 new ids, a table each of those wanted, added and returned were 12 MiB
+        of a cold listing's peak."""
+        held = bool(self._unsaved)
+        times = dict.fromkeys(asked, now)
+        times.update(self._unsaved)  # written with the next new ids (also those not asked now)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             with open(self.path.parent / f".{self.path.name}.lock", "a") as lock:
                 fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-                changes.update(self._read())
-                replace_atomically(self.path, _first_seen_document(self._times, changes))
+                found = self._read(times)
+                if len(found) < len(times):
+                    added = ((i, t) for i, t in times.items() if i not in found)
+                    replace_atomically(self.path, _first_seen_document(self._entries(quiet=True), added))
+            self._unsaved.clear()
         except OSError as exc:
             if not self._warned:
                 self._warned = True
@@ -175,18 +163,66 @@ class FirstSeen:
                     self.path,
                     exc,
                 )
-            return dict.fromkeys(missing, now)
-        return changes
+            found = self._read(times)
+            self._unsaved.update((i, t) for i, t in times.items() if i not in found)
+        times.update(found)
+        return {i: times[i] for i in asked} if held else times
+
+    def _read(self, wanted: Mapping[str, int]) -> dict[str, int]:
+        """The file's times of the ids in `wanted` (none when it is missing or unreadable)."""
+        return {video_id: seconds for video_id, seconds in self._entries() if video_id in wanted}
+
+    def _entries(self, *, quiet: bool = False) -> Iterator[tuple[str, int]]:
+        """The file's (id, seconds), read a line at a time; an unreadable file ends them (said once)."""
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                first = handle.readline()
+                if first.rstrip("\n") != _FIRST_LINE:  # not written a line an id: read whole
+                    yield from _entries_of(json.loads(first + handle.read()))
+                    return
+                for line in handle:  # bounded by the file
+                    if line.rstrip("\n") == _LAST_LINE:
+                        return
+                    yield _entry_of(line)
+                raise ValueError("the file ends before its JSON document does")
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            if not self._read_warned and not quiet:  # read at every lookup: said once
+                self._read_warned = True
+                self._log.warning("ignoring an unreadable state file %s: %s", self.path, exc)
 
 
-def _first_seen_document(times: Mapping[str, int], changes: Mapping[str, int]) -> Iterator[str]:
-    """The state file's JSON (`{"format": 1, "first_seen": {id: seconds}}`) of `times` with `changes`, an
-    id at a time, sorted: the whole document as one string, from a dict and a sorted list of pairs, was
-    16 MiB at 100,000 ids."""
-    yield f'{{"format":{FIRST_SEEN_FORMAT},"first_seen":{{'
-    separator = ""
-    for video_id in sorted(times.keys() | changes.keys()):
-        seconds = changes[video_id] if video_id in changes else times[video_id]
+_FIRST_LINE = f'{{"format":{FIRST_SEEN_FORMAT},"first_seen":{{'
+_LAST_LINE = "}}"
+
+
+def _entry_of(line: str) -> tuple[str, int]:
+    """One `"<id>":<seconds>` line (a comma after it but the last)."""
+    key, colon, seconds = line.rstrip("\n").removesuffix(",").rpartition(":")  # an id's ':' come before
+    if not colon or len(key) < 2 or key[0] != '"' or key[-1] != '"':
+        raise ValueError(f"not an id and a time: {line[:80]!r}")
+    video_id = json.loads(key) if "\\" in key else key[1:-1]  # escaped: as json.dumps wrote it
+    return str(video_id), int(seconds)
+
+
+def _entries_of(document: object) -> Iterator[tuple[str, int]]:
+    """The entries of a state file written whole (by an earlier version)."""
+    times = document.get("first_seen") if isinstance(document, dict) else None
+    if not isinstance(times, dict):
+        raise ValueError("no first_seen table")
+    for video_id, seconds in times.items():
+        if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+            yield str(video_id), int(seconds)
+
+
+def _first_seen_document(kept: Iterable[tuple[str, int]], added: Iterable[tuple[str, int]]) -> Iterator[str]:
+    """The state file's JSON (`{"format": 1, "first_seen": {id: seconds}}`), an id a line: the file's own
+    entries as they are read (`kept`), then those `added`. Never the whole document as one string, nor a
+    table of every id (16 MiB at 100,000 ids)."""
+    yield _FIRST_LINE
+    separator = "\n"
+    for video_id, seconds in itertools.chain(kept, added):
         yield f"{separator}{json.dumps(video_id)}:{int(seconds)}"
-        separator = ","
-    yield "}}"
+        separator = ",\n"
+    yield f"\n{_LAST_LINE}\n"
