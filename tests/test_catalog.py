@@ -633,6 +633,29 @@ async def test_forgotten_nodes_leave_the_table() -> None:
     assert tree.statistics()["directories"] == 2  # the mount root's and the provider's, not big's
 
 
+async def test_a_directory_built_again_keeps_the_nodes_of_its_previous_build() -> None:
+    """A re-listing after `vidfs refresh`, when the kernel has forgotten the children: the new build takes
+    the previous build's node of each entry still there under its name (a second set of 100,000 nodes
+    beside the first was 15 MiB), with the entry and size of now; a renamed video gets a new node under
+    the same inode, a new video a node of its own."""
+    folders: dict[str, list[Folder | Video]] = {"root": [Folder("big", "big")], "big": videos(1000)}
+    tree = make_tree(FakeProvider(folders))
+    (big,) = await tree.children(provider_inode(tree))
+    tree.remember(big)
+    before = {node.name: node for node in await tree.children(big.inode)}
+    changed = [*videos(1000)[:998], Video("v998", "renamed.mp4", size=7, mtime=1.0)]
+    changed[3] = Video("v3", "v000003.mp4", size=3333, mtime=2.0)  # a new version of it
+    folders["big"] = [*changed, Video("new", "new.mp4", size=5, mtime=1.0)]  # v999 gone
+    tree.listings.invalidate("fake", "big")
+    after = {node.name: node for node in await tree.children(big.inode)}
+    assert set(after) == (set(before) - {"v000998.mp4", "v000999.mp4"}) | {"renamed.mp4", "new.mp4"}
+    assert all(after[name] is before[name] for name in after if name in before)
+    assert after["v000003.mp4"].size == 3333 and after["v000003.mp4"].entry is changed[3]
+    assert after["renamed.mp4"] is not before["v000998.mp4"]
+    assert after["renamed.mp4"].inode == before["v000998.mp4"].inode
+    assert after["new.mp4"].inode not in {node.inode for node in before.values()}
+
+
 async def test_chaos_nodes_of_a_churning_catalog_are_freed() -> None:
     """Ten rounds of 10,000 names never seen before, each looked up and forgotten: the inode table and
     the memory held return to where they were (the old tree kept every node it ever made)."""
