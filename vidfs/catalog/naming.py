@@ -33,6 +33,8 @@ import hashlib
 import re
 from collections.abc import Sequence
 
+from vidfs.catalog.keys import repeated_keys
+
 __all__ = [
     "CONTENT_TYPE_EXTENSIONS",
     "MAX_NAME_BYTES",
@@ -204,7 +206,7 @@ def name_entries(items: Sequence[tuple[str, str, bool, str | None]]) -> list[str
     final names in the same order. The names depend on the set of items, not on their order.
     """
     bases = [_base_name(raw, rid, is_dir, ctype) for rid, raw, is_dir, ctype in items]
-    if len(set(bases)) == len(bases):  # no name twice, as in most directories: nothing more to make
+    if not repeated_keys(bases):  # no name twice, as in most directories: nothing more to make
         return bases
     # One set of the names and one of those held twice or more: a Counter, a list of the names kept and a
     # set of them were 10 MiB at once in a directory of 100,000 videos (Hour One's renders share names),

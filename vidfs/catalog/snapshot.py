@@ -59,6 +59,7 @@ from typing import Any
 import trio
 
 from vidfs.catalog.extras import ExtrasReader, Place
+from vidfs.catalog.keys import SortedKeys
 from vidfs.catalog.listings import Key, ListingCache
 from vidfs.catalog.probes import Answers, PackedProbe, Probe, SizeProbes, basis_of, pack
 from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen, shared_content_type
@@ -251,11 +252,10 @@ def write_listing(
         "INSERT INTO rows",
         ((listing_id, position, row) for position, row in enumerate(_listing_rows(listing))),
     )
-    # Encoded as they are inserted, as the rows: the values of 100,000 videos encoded at once were 30 MB of
-    # a walk's peak.
+    # Encoded as inserted, as the rows: the values of 100,000 videos encoded at once were 30 MB of a peak.
     _insert(db, "INSERT OR REPLACE INTO extras", _new_extras(listing_id, listing))
     if found is not None:  # the values of videos no longer in it go (those at rest stay: same listing)
-        now = {entry.remote_id for entry in listing.entries if isinstance(entry, Video)}
+        now = SortedKeys(entry.remote_id for entry in listing.entries if isinstance(entry, Video))
         held = db.execute("SELECT remote_id FROM extras WHERE listing = ?", (listing_id,))
         gone = [(listing_id, rid) for (rid,) in held if rid not in now]
         db.executemany("DELETE FROM extras WHERE listing = ? AND remote_id = ?", gone)

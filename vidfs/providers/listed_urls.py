@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from vidfs.catalog.keys import SortedKeys
 from vidfs.model import TextPacker
 
 SHRINK_BELOW = 8  # the table is copied once it holds less than an eighth of what it held
@@ -62,15 +63,22 @@ class ListedUrls:
         for video_id in kept:  # the last call's URLs still here are told their time from now on
             if video_id in self._urls:
                 self._older[video_id] = at
-        known = frozenset(previous) if previous is not None else None
+        # The previous listing's ids, sorted at the first URL to check against them (`vidfs.catalog.keys`):
+        # a re-listing of Hour One has hardly any URL to keep (new videos').
+        known: SortedKeys | None = None
         listed: list[str] = []
         kept = []
         for video_id, url in urls:
             listed.append(video_id)
-            if url is not None and (known is None or video_id not in known):
-                self._urls[video_id] = self._packer.pack(url)
-                self._older.pop(video_id, None)  # listed again by this call (another folder's, moved)
-                kept.append(video_id)
+            if url is None:
+                continue
+            if previous:
+                known = SortedKeys(previous) if known is None else known
+                if video_id in known:
+                    continue
+            self._urls[video_id] = self._packer.pack(url)
+            self._older.pop(video_id, None)  # listed again by this call (another folder's, moved)
+            kept.append(video_id)
         self._latest = (now, kept)
         self._listed[folder_id] = tuple(listed)
         self._high = max(self._high, len(self._urls))

@@ -44,13 +44,14 @@ pages one by one, while each answer says another follows (or, when it does not s
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
+
+from vidfs.catalog.keys import repeated_keys
 
 PAGE_CONCURRENCY = 8  # pages of one listing in flight at once
 MAX_ROUNDS = 6  # rounds of asking again what a change moved
@@ -95,13 +96,6 @@ class Paged:
                 self.requests,
                 self.again,
             )
-
-
-def repeated_keys(keys: Iterable[str]) -> set[str]:
-    """The keys met more than once, found in a sorted list of references to them all: 8 bytes a key, where
-    a set of them all (to tell a repeat as it comes) is about 40."""
-    ordered = sorted(keys)
-    return {a for a, b in itertools.pairwise(ordered) if a == b}
 
 
 class _Merge:
