@@ -206,15 +206,13 @@ def name_entries(items: Sequence[tuple[str, str, bool, str | None]]) -> list[str
     final names in the same order. The names depend on the set of items, not on their order.
     """
     bases = [_base_name(raw, rid, is_dir, ctype) for rid, raw, is_dir, ctype in items]
-    if not repeated_keys(bases):  # no name twice, as in most directories: nothing more to make
+    shared = repeated_keys(bases)  # the names held twice or more (sorted references, not a set of all)
+    if not shared:  # no name twice, as in most directories: nothing more to make
         return bases
-    # One set of the names and one of those held twice or more: a Counter, a list of the names kept and a
-    # set of them were 10 MiB at once in a directory of 100,000 videos (Hour One's renders share names),
-    # built while its listing was still whole: the peak of a cold walk.
-    taken: set[str] = set()
-    shared: set[str] = set()
-    for base in bases:
-        (shared if base in taken else taken).add(base)
+    # A set of the names held once and one of those held twice or more: a Counter, a list of the names kept
+    # and a set of them were 10 MiB at once in a directory of 100,000 videos (Hour One's renders share
+    # names), built while its listing was still whole: the peak of a cold walk.
+    taken = set(bases)
     taken -= shared  # names held once keep them; every holder of a shared one gets a suffix
     # Holders of duplicated names, in an order that depends on the items only (not on listing order).
     pending = sorted(
