@@ -141,7 +141,7 @@ class Tree:
                 known = found if found is not None and found.inode == inode else None
             if known is None:
                 return Node(inode, parent, name, instance, entry)
-            if known.key == key:  # the kernel (or this build) knows it: keep one object per item
+            if known.key == key:  # the kernel, this build or the last knows it: one object per item
                 known.parent, known.name, known.entry = parent, name, entry
                 return known
             salt += 1
@@ -395,16 +395,16 @@ class Tree:
         answers = self._known_sizes(instance, entries)
         names = name_entries(NamingItems(entries))
         previous = self._dirs.get(parent.inode)
-        children = self._children(instance, parent, entries, names, answers, previous, checked=False)
+        children = self._children(instance, parent.inode, entries, names, answers, previous, checked=False)
         if children is None:  # two of them hashed alike (about once in 10⁹ directories of 100,000)
-            children = self._children(instance, parent, entries, names, answers, previous, checked=True)
+            children = self._children(instance, parent.inode, entries, names, answers, previous, checked=True)
         assert children is not None
         return Directory.of(children, hidden=hidden)
 
     def _children(
         self,
         instance: str,
-        parent: Node,
+        parent: int,
         shown: Sequence[Entry],
         names: list[str],
         answers: list[PackedProbe | None],
@@ -419,7 +419,7 @@ class Tree:
         taken: dict[int, Node] = {}
         children: list[Node] = []
         for entry, name, answer in zip(shown, names, answers, strict=True):
-            node = self._new_node(instance, entry, parent.inode, name, taken, previous)
+            node = self._new_node(instance, entry, parent, name, taken, previous)
             if checked:
                 taken[node.inode] = node
             if answer is not None:
