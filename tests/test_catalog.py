@@ -14,6 +14,7 @@ import math
 import sqlite3
 import time
 import tracemalloc
+from array import array
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,9 +28,10 @@ import trio.lowlevel
 import trio.testing
 
 from vidfs.catalog import snapshot as snapshot_module
+from vidfs.catalog.answers import Answers, AnswerTable, Probe
 from vidfs.catalog.extras import Place
 from vidfs.catalog.listings import ListingCache
-from vidfs.catalog.probes import Answers, Probe, SizeProbes, basis_of, pack, unpack
+from vidfs.catalog.probes import SizeProbes, basis_of
 from vidfs.catalog.snapshot import SnapshotKeeper
 from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, UnreachableError, to_errno
 from vidfs.fs import tree as tree_module
@@ -944,7 +946,7 @@ async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed
     await keeper.save()
     assert written == [100, 5, 110]
     loaded = keeper.read()["fake"].probes
-    assert {rid: unpack(packed) for rid, packed in loaded.items()} == {
+    assert dict(Answers(loaded, loaded.rows())) == {
         f"v{i}": Probe(1000 + i, None, basis_of("fp")) for i in range(110)
     }
 
@@ -1001,21 +1003,23 @@ def test_a_probe_row_this_program_cannot_have_written_is_skipped(tmp_path: Path)
         "",
     ],
 )
-def test_an_answer_is_kept_packed_and_read_back_as_it_was(etag: str | None) -> None:
-    """Every ETag comes back as it was told, and the usual quoted MD5 hex takes its 16 bytes: an answer
-    kept for each of 100,000 videos is one small bytes object, not an object, a string and two numbers."""
+def test_an_answer_is_kept_in_a_row_and_read_back_as_it_was(etag: str | None) -> None:
+    """Every ETag comes back as it was told, and the usual quoted MD5 hex takes its row's 16 bytes (no
+    string kept beside the row); a size beyond 64 bits is refused."""
     probe = Probe(5 * 2**40, etag, basis_of("etag:x"))
-    packed = pack(probe)
-    assert unpack(packed) == probe
-    if etag == '"0123456789abcdef0123456789abcdef"':
-        assert len(packed) == 17 + 16
+    table = AnswerTable()
+    table.put("v1", probe)
+    assert table.get("v1") == probe and table.get("v1", probe.basis) == probe
+    assert table.get("v1", probe.basis + 1) is None and table.size("v1", probe.basis) == probe.size
+    assert bool(table._texts) == (etag is not None and etag != '"0123456789abcdef0123456789abcdef"')
     stats = Stats()
     probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
     video = Video("v1", "1.mp4", mtime=1796284524.0)
     probes.learn(("fake", "v1", video.fingerprint), Probe(1000, etag))
     assert probes.known("fake", video) == Probe(1000, etag, basis_of(video.fingerprint))
     with pytest.raises(ValueError):
-        pack(Probe(2**64, etag))
+        table.put("v2", Probe(2**64, etag))
+    assert table.get("v2") is None and len(table) == 1
 
 
 def test_a_fingerprint_is_what_its_fields_format_to_whatever_came_before() -> None:
@@ -1078,7 +1082,42 @@ def test_a_video_keeps_one_probe_answer_and_a_changed_one_replaces_it() -> None:
     answer = Probe(200, "e2", basis_of(new.fingerprint))
     taken = probes.take_unsaved()
     assert list(taken) == ["fake"] and set(taken["fake"]) == {("v1", answer)}
-    probes.seed("fake", "v1", pack(Probe(100, "e1", basis_of(old.fingerprint))))
+    stale = AnswerTable()
+    stale.put("v1", Probe(100, "e1", basis_of(old.fingerprint)))
+    probes.seed("fake", stale)
     assert probes.known("fake", new) == answer
     probes.forget("fake", new)
     assert probes.known("fake", new) is None and probes.statistics()["known"] == 0
+    # Forgotten, it is not written; a stale seed now fills the gap (it holds for the old version only).
+    assert list(Answers(stale, stale.rows())) == [("v1", Probe(100, "e1", basis_of(old.fingerprint)))]
+    probes.learn(("fake", "v1", new.fingerprint), answer)
+    probes.forget("fake", new)
+    assert list(probes.take_unsaved()["fake"]) == []
+    probes.seed("fake", stale)
+    assert probes.known("fake", old) == Probe(100, "e1", basis_of(old.fingerprint))
+
+
+def test_a_table_of_answers_finds_each_of_many_ids_through_growth_forgets_and_new_versions() -> None:
+    """Rows are found by id through every growth of the index (ids that share a slot included), a new
+    answer for an id overwrites its row, a forgotten row is skipped until learned again, and the snapshot
+    writer's view of some rows reads each as it is when read."""
+    table = AnswerTable()
+    ids = [f"cam/{i:05d}" for i in range(5000)]
+    rows = [table.put(rid, Probe(i, f'"{i:032x}"' if i % 3 else f"text-{i}", i)) for i, rid in enumerate(ids)]
+    assert rows == list(range(5000)) and len(table) == 5000 and len(table._index) >= 2 * 5000
+    assert all(
+        table.get(rid, i) == Probe(i, f'"{i:032x}"' if i % 3 else f"text-{i}", i) for i, rid in enumerate(ids)
+    )
+    assert table.get("cam/absent") is None and table.size("cam/absent", 0) is None
+    view = Answers(table, array("i", [1, 2, 3]))
+    assert table.put("cam/00002", Probe(7, None, 99)) == 2  # a new version: the same row
+    assert (
+        table.forget("cam/00003", 3) and not table.forget("cam/00003", 3) and not table.forget("cam/00001", 9)
+    )
+    assert list(view) == [("cam/00001", Probe(1, f'"{1:032x}"', 1)), ("cam/00002", Probe(7, None, 99))]
+    assert len(table) == 4999 and len(table.rows()) == 4999 and 3 not in table.rows()
+    table.setdefault("cam/00003", Probe(30, None, 30))  # dead: taken
+    table.setdefault("cam/00002", Probe(20, None, 20))  # live: kept
+    assert table.get("cam/00003") == Probe(30, None, 30) and table.get("cam/00002") == Probe(7, None, 99)
+    assert len(table) == 5000 and len(table._ids) == 5000 and "cam/00000" in table._texts
+    assert "cam/00002" not in table._texts  # its text ETag went with its version

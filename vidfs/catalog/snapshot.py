@@ -58,10 +58,11 @@ from typing import Any
 
 import trio
 
+from vidfs.catalog.answers import Answers, AnswerTable, Probe
 from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.keys import SortedKeys
 from vidfs.catalog.listings import Key, ListingCache
-from vidfs.catalog.probes import Answers, PackedProbe, Probe, SizeProbes, basis_of, pack
+from vidfs.catalog.probes import SizeProbes, basis_of
 from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen, shared_content_type
 from vidfs.stats import Stats
 
@@ -294,7 +295,7 @@ class Loaded:
     """What one instance's snapshot held."""
 
     listings: dict[str, tuple[Listing, float | None]] = field(default_factory=dict)  # and when fetched
-    probes: dict[str, PackedProbe] = field(default_factory=dict)  # by remote id, the fingerprint in each
+    probes: AnswerTable = field(default_factory=AnswerTable)  # by remote id, with the basis of each
     skipped: int = 0
 
 
@@ -390,12 +391,11 @@ def _load(db: sqlite3.Connection, instances: Iterable[str], reader: ExtrasReader
         for instance, found in loaded.items()
     }
     for instance, remote_id, fingerprint, size, etag in db.execute("SELECT * FROM probes"):
-        try:
-            packed = pack(Probe(int(size), None if etag is None else str(etag), _basis(fingerprint)))
-        except ValueError:  # not a row this program writes: that size is asked again
+        if instance not in loaded:
             continue
-        if instance in loaded:
-            loaded[instance].probes[ids[instance].get(rid := str(remote_id), rid)] = packed
+        with contextlib.suppress(ValueError):  # not a row this program writes: that size is asked again
+            probe = Probe(int(size), None if etag is None else str(etag), _basis(fingerprint))
+            loaded[instance].probes.put(ids[instance].get(rid := str(remote_id), rid), probe)
     return loaded
 
 
@@ -476,8 +476,7 @@ class SnapshotKeeper:
                 age = None if fetched is None else max(0.0, time.time() - fetched)
                 self.listings.seed(instance, folder_id, listing, age=age)
                 count += 1
-            for remote_id, probe in found.probes.items():
-                self.probes.seed(instance, remote_id, probe)
+            self.probes.seed(instance, found.probes)
         self.listings.take_dirty()  # what was just loaded need not be written back
         self._saved_probe_version = self.probes.version
         return count

@@ -45,7 +45,7 @@ import trio
 
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.naming import name_entries
-from vidfs.catalog.probes import PackedProbe, SizeProbes, size_in
+from vidfs.catalog.probes import SizeProbes
 from vidfs.errors import NotFoundError, RemoteIOError, VidfsError
 from vidfs.fs.nodes import (
     DIR_MODE,
@@ -392,12 +392,12 @@ class Tree:
         assert instance is not None
         # The answers are read from the probe table into a list beside the entries: a dict of them by remote
         # id was 5 MiB more at the end of a 100,000-entry directory's build, the daemon's peak.
-        answers = self._known_sizes(instance, entries)
+        sizes = self._known_sizes(instance, entries)
         names = name_entries(NamingItems(entries))
         previous = self._dirs.get(parent.inode)
-        children = self._children(instance, parent.inode, entries, names, answers, previous, checked=False)
+        children = self._children(instance, parent.inode, entries, names, sizes, previous, checked=False)
         if children is None:  # two of them hashed alike (about once in 10⁹ directories of 100,000)
-            children = self._children(instance, parent.inode, entries, names, answers, previous, checked=True)
+            children = self._children(instance, parent.inode, entries, names, sizes, previous, checked=True)
         assert children is not None
         return Directory.of(children, hidden=hidden)
 
@@ -407,7 +407,7 @@ class Tree:
         parent: int,
         shown: Sequence[Entry],
         names: list[str],
-        answers: list[PackedProbe | None],
+        sizes: list[int | None],
         previous: Directory | None,
         *,
         checked: bool,
@@ -418,16 +418,14 @@ class Tree:
         caller to build them again `checked`, each looked up among those made before it."""
         taken: dict[int, Node] = {}
         children: list[Node] = []
-        for entry, name, answer in zip(shown, names, answers, strict=True):
+        for entry, name, size in zip(shown, names, sizes, strict=True):
             node = self._new_node(instance, entry, parent, name, taken, previous)
             if checked:
                 taken[node.inode] = node
-            if answer is not None:
-                size = size_in(answer)
-                if node.size != size:  # a node kept keeps its int
-                    node.size = size
-            elif isinstance(entry, Video):  # a node kept from before may hold a size of another version
+            if size is None and isinstance(entry, Video):  # a node kept may hold another version's size
                 node.size = UNSIZED if entry.size is None else entry.size
+            elif size is not None and node.size != size:  # a node kept keeps its int
+                node.size = size
             children.append(node)
         if not checked:
             numbers = sorted(node.inode for node in children)
@@ -435,10 +433,10 @@ class Tree:
                 return None
         return children
 
-    def _known_sizes(self, instance: str, entries: Sequence[Entry]) -> list[PackedProbe | None]:
+    def _known_sizes(self, instance: str, entries: Sequence[Entry]) -> list[int | None]:
         """What storage already told of each entry the listing gives no size for (this mount's HEADs, or the
         snapshot's after a remount), read once; None for the others and those not asked yet."""
-        known = self.probes.known_packed
+        known = self.probes.known_size
         return [
             known(instance, entry) if isinstance(entry, Video) and entry.size is None else None
             for entry in entries
