@@ -16,6 +16,16 @@ def test_a_url_is_taken_once() -> None:
     assert urls.statistics() == {"urls": 1, "folders": 1}
 
 
+def test_a_url_packed_by_the_listing_is_taken_as_the_text_it_was() -> None:
+    """A listing may hand its URLs over packed as it read them (`pack`), or as text: the same either way."""
+    urls = ListedUrls()
+    packed = urls.pack("https://s/a?sig=é")
+    assert isinstance(packed, bytes)
+    urls.remember("room", [("a", packed), ("b", "https://s/b?sig=2")], 10.0)
+    assert urls.take("a") == ListedUrl("https://s/a?sig=é", 10.0)
+    assert urls.take("b") == ListedUrl("https://s/b?sig=2", 10.0)
+
+
 def test_a_relisting_keeps_only_new_videos_and_drops_what_was_never_asked() -> None:
     urls = ListedUrls()
     urls.remember("room", [("a", "https://s/a1"), ("b", "https://s/b1")], 10.0)

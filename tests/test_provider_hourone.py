@@ -209,13 +209,13 @@ def test_an_id_listed_twice_keeps_its_first_item() -> None:
             "download_url": f"https://s/{video_id}.mp4",
         }
 
-    videos = _VideoList()
+    videos = _VideoList(str.encode)
     listed = [item("a"), item("b", "processing"), item("a"), item("c"), item("b"), item("c", "failed")]
     for each in [*listed, item("d", "processing"), item("e"), item("d"), item("d", "failed")]:
         videos.take(each)
     videos.without_repeats()
     assert [file.remote_id for file in videos.files] == ["a", "c", "e"]
-    assert videos.urls == ["https://s/a.mp4", "https://s/c.mp4", "https://s/e.mp4"]
+    assert videos.urls == [b"https://s/a.mp4", b"https://s/c.mp4", b"https://s/e.mp4"]
     assert [(hidden.remote_id, hidden.status) for hidden in videos.hidden] == [
         ("b", "processing"),
         ("d", "processing"),

@@ -18,10 +18,12 @@ A URL is kept deflated (zlib), with the first URL this store was given as the di
 storage share their origin, path and query names, and the rest is ids and a signature. 100,000 Hour One
 URLs of 189 characters were 22.9 MiB as strings, and are 12.8 MiB so (98 bytes each), for 0.7 s of CPU
 per 100,000 listed; with sizes learned when `stat` needs them, they are alive while the directory's nodes
-are built, the peak of a cold walk. The time it was listed at, which every URL of one `remember` shares,
-is that call's: kept once for the latest call, and for each URL of an earlier call still here when the
-next call comes (VALT lists a record at a time, and its URLs are taken by the HEADs right after). A record
-of (URL, time) each was 4.6 MiB of a 100,000-video Hour One listing's peak.
+are built, the peak of a cold walk. Hour One packs each URL as it reads the list (`pack`): the strings of
+100,000 were 23 MiB held until `remember`, beside their packed copies. The time it was listed at, which
+every URL of one `remember` shares, is that call's: kept once for the latest call, and for each URL of an
+earlier call still here when the next call comes (VALT lists a record at a time, and its URLs are taken by
+the HEADs right after). A record of (URL, time) each was 4.6 MiB of a 100,000-video Hour One listing's
+peak.
 """
 
 from __future__ import annotations
@@ -52,9 +54,15 @@ class ListedUrls:
         self._latest: tuple[float, list[str]] = (0.0, [])  # the last call's time, and the ids it kept
         self._older: dict[str, float] = {}  # video id → its time, for URLs of earlier calls
 
-    def remember(self, folder_id: str, urls: Iterable[tuple[str, str | None]], now: float) -> None:
-        """The listing of `folder_id` brought these (video id, URL) pairs; None for a URL its provider did
-        not keep (Hour One: a video carried from the previous listing, whose URL is not kept here either)."""
+    def pack(self, url: str) -> bytes:
+        """`url` as this store keeps it, for a listing to hold its URLs so until it hands them to `remember`
+        (not a string each meanwhile, and a packed copy at the end)."""
+        return self._packer.pack(url)
+
+    def remember(self, folder_id: str, urls: Iterable[tuple[str, str | bytes | None]], now: float) -> None:
+        """The listing of `folder_id` brought these (video id, URL) pairs, each URL as text or `pack`ed; None
+        for a URL its provider did not keep (Hour One: a video carried from the previous listing, whose URL
+        is not kept here either)."""
         previous = self._listed.get(folder_id)
         for video_id in previous or ():  # not asked for since that listing: not worth keeping
             if self._urls.pop(video_id, None) is not None:
@@ -76,7 +84,7 @@ class ListedUrls:
                 known = SortedKeys(previous) if known is None else known
                 if video_id in known:
                     continue
-            self._urls[video_id] = self._packer.pack(url)
+            self._urls[video_id] = url if isinstance(url, bytes) else self._packer.pack(url)
             self._older.pop(video_id, None)  # listed again by this call (another folder's, moved)
             kept.append(video_id)
         self._latest = (now, kept)
