@@ -151,8 +151,9 @@ class _VideoList:
         self.files: list[_Item | Video] = []
         # The download URL of each file, in step with `files` (no pair each), packed as it is read for the
         # `ListedUrls` that keeps it: 100,000 URL strings were 23 MiB until the listing was done, and their
-        # packed copies 13 more at its end, the cold walk's peak (packed here: 136 -> 123 MiB at 20 ms). None
-        # for a video carried from the previous listing: its size is known, and its URL would not be kept.
+        # packed copies 13 more at its end, the top of the cold walk's process (bench, 20 ms: its peak RSS
+        # 150.3-152.0 -> 142.7 MiB). None for a video carried from the previous listing: its size is known,
+        # and its URL would not be kept.
         self._pack_url = pack_url
         self.urls: list[bytes | None] = []
         self.timed = bytearray()  # in step with `files`: 1 where the file has its duration
