@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 _ROW = struct.Struct("<qQB16s")  # size, basis, the ETag's form, an MD5's 16 bytes (else zeros)
+_FORM_AT = 16  # the form's byte in a row (after size and basis)
 _NO_ETAG, _TEXT_ETAG, _MD5_ETAG, _DEAD = 0, 1, 2, 3
 _NO_MD5 = bytes(16)
 _MD5_HEX = re.compile(r'"[0-9a-f]{32}"')
@@ -93,7 +94,7 @@ class AnswerTable:
         return array("i", (row for row in range(len(self._ids)) if self._form(row) != _DEAD))
 
     def _form(self, row: int) -> int:
-        return self._rows[row * _ROW.size + 16]
+        return self._rows[row * _ROW.size + _FORM_AT]
 
     def _find(self, remote_id: str) -> tuple[int, int]:
         """(the row of `remote_id` or -1, the slot of the index that holds it or would)."""
@@ -150,7 +151,7 @@ class AnswerTable:
         row = self._find(remote_id)[0]
         if row < 0 or self._probe(row, basis) is None:
             return False
-        self._rows[row * _ROW.size + 16] = _DEAD
+        self._rows[row * _ROW.size + _FORM_AT] = _DEAD
         self._texts.pop(remote_id, None)
         self.live -= 1
         return True
