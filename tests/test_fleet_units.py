@@ -3,14 +3,18 @@ and listings, the circuit breaker, the local share of the API budget."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
+from tests.redis_cluster import HAVE_REDIS, Cluster, start_plain
 from vidfs.config.loader import config_from_dict
 from vidfs.errors import ConfigError
+from vidfs.fleet import Fleet
 from vidfs.fleet.breaker import Breaker, State
 from vidfs.fleet.budget import ApiBudget
 from vidfs.fleet.sealing import FleetKeys
@@ -173,3 +177,34 @@ async def test_without_redis_the_api_budget_is_a_local_bucket(autojump_clock: tr
     elapsed = trio.current_time() - start
     assert elapsed == pytest.approx((30 - 10) / 10.0, abs=0.01)  # a burst of 10, then 10 per second
     assert budget.statistics()["site"]["local_requests"] == 30
+
+
+@pytest.fixture
+def plain_redis(tmp_path: Path) -> Iterator[Cluster]:
+    if not HAVE_REDIS:
+        pytest.skip("redis-server is not installed (.ci/run installs it)")
+    plain = start_plain(tmp_path / "redis")
+    try:
+        yield plain
+    finally:
+        plain.stop()
+
+
+async def test_a_mount_just_started_asks_redis_for_its_first_api_requests(plain_redis: Cluster) -> None:
+    """The first requests come while the connection is still being made: they wait for it rather than go
+    at the whole rate alone (each host of a fleet started together did)."""
+    shared = {"nodes": plain_redis.addresses, "secret": "fleet-units-secret", "timeout": "5s"}
+    config: Any = load({"shared": shared}, {**PROVIDER, "api_rate": "4/s"})
+    fleet = Fleet(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fleet.run)
+        async with trio.open_nursery() as requests:
+            for _ in range(8):
+                requests.start_soon(fleet.budget.take, "site:api")
+        nursery.cancel_scope.cancel()
+    assert fleet.redis is not None and fleet.redis.counts["connects"] == 1
+    budget = fleet.budget.statistics()
+    assert (budget["site"]["requests"], budget["site"]["local_requests"]) == (8, 0), budget
+    # Reserved in Redis together: a burst of 4, then one each 0.25 s (0.25 + 0.5 + 0.75 + 1.0 s waited).
+    assert budget["site"]["waited_s"] > 2.0, budget
+    assert budget["members"] == 1, budget  # the heartbeat counted this host once connected

@@ -60,6 +60,7 @@ class FleetRedis:
         self._client: Client | None = None
         self._rebuild = trio.Event()
         self._down_logged = False
+        self._first_attempt = trio.Event()  # set once the first connection attempt succeeded or failed
         self.cluster = False
         self.counts: dict[str, int] = dict.fromkeys(
             ("calls", "errors", "timeouts", "cut_short", "skipped", "busy", "connects", "connect_failures"), 0
@@ -78,6 +79,7 @@ class FleetRedis:
                 self.counts["connect_failures"] += 1
                 self.breaker.trip()
                 self._went_down(f"cannot connect ({_describe(exc)})")
+                self._first_attempt.set()
             finally:
                 self._client = None
             await trio.sleep(random.uniform(delay / 2, delay))
@@ -86,12 +88,13 @@ class FleetRedis:
     async def _connect_and_serve(self) -> None:
         client = await self._open_client()
         async with client:
-            with trio.fail_after(max(self.timeout, CONNECT_TIMEOUT)):
+            with trio.fail_after(self.connect_step):
                 await client.ping()
             self._rebuild = trio.Event()
             self._client = client
             self.counts["connects"] += 1
             self.breaker.success(probe=True)
+            self._first_attempt.set()
             if self._down_logged or self.counts["connects"] == 1:
                 kind = "Redis Cluster" if self.cluster else "Redis"
                 log.warning("shared cache: connected to %s (%d node(s) given)", kind, len(self.options.nodes))
@@ -120,7 +123,7 @@ class FleetRedis:
         for host, port in self.options.nodes:
             try:
                 probe = coredis.Redis(host=host, port=port, **self._client_options())
-                with trio.fail_after(max(self.timeout, CONNECT_TIMEOUT)):
+                with trio.fail_after(self.connect_step):
                     async with probe:
                         info = await probe.info("cluster")
             except Exception as exc:
@@ -151,6 +154,16 @@ class FleetRedis:
     @property
     def connected(self) -> bool:
         return self._client is not None
+
+    async def first_attempt(self) -> None:
+        """Returns once the first connection attempt is over, connected or not (each of its steps is bounded
+        by `connect_step`; a refused node fails at once)."""
+        await self._first_attempt.wait()
+
+    @property
+    def connect_step(self) -> float:
+        """The bound of each step of connecting: a node's `INFO` (is it a cluster?), then the `PING`."""
+        return max(self.timeout, CONNECT_TIMEOUT)
 
     async def call(self, fn: Callable[[Client], Awaitable[T]], *, timeout: float | None = None) -> T:
         """``fn(client)`` within `timeout` (default: the configured one), or `Unavailable`."""
