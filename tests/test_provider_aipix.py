@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import Emulator, emulator_fixture, most_in_flight, unmount, vidfs_cmd
 from tests.inprocess import make_provider, site_fixtures, walk
 from tests.providers import CASES
-from vidfs.catalog.snapshot import listing_from_json, listing_to_json
+from vidfs.catalog.snapshot_codec import listing_from_json, listing_to_json
 from vidfs.config.types import HttpSettings
 from vidfs.emulator.aipix import DEFAULT_LOGIN, DEFAULT_PASSWORD, AipixSite
 from vidfs.errors import AuthError, ConfigError, NotFoundError, RemoteIOError

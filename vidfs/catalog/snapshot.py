@@ -5,7 +5,7 @@ Layout (format 4): one SQLite database (WAL) per mount, `<cache dir>/meta/snapsh
     listings(id, instance, folder, fetched, entries)   one row per directory listing, `fetched` in epoch
                                                        seconds, `entries` its entry count (a check)
     rows(listing, position, row)                       its entries and hidden items, one JSON array each
-                                                       ([kind, id, name, …]), in listing order; a video's
+                                                       (`snapshot_codec.py`), in listing order; a video's
                                                        xattr values are null there when not empty:
     extras(listing, remote_id, extra)                  they are here, read only when asked (`extras.py`)
     probes(instance, remote_id, fingerprint, size, etag)  sizes learned from storage, `fingerprint` the
@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import json
 import logging
 import math
 import operator
@@ -51,7 +50,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,95 +62,17 @@ from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.keys import SortedKeys
 from vidfs.catalog.listings import Key, ListingCache
 from vidfs.catalog.probes import SizeProbes, basis_of
-from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, Video, frozen, shared_content_type
+from vidfs.catalog.snapshot_codec import entry_from_json, listing_rows, new_extras, row_value
+from vidfs.model import Folder, HiddenItem, Listing, Video
 from vidfs.stats import Stats
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # of a listing as one JSON document (`listing_to_json`: the fleet's shared listings)
 DB_FORMAT = 4  # 4: xattr values in their own table (3 had them in the rows)
 DB_NAME = "snapshot.sqlite3"
 _OLD_FORMAT = re.compile(r"^[0-9a-f]{32}(\.json)?$")  # format 1 files and format 2 directories
 DEBOUNCE = 2.0
 SAVE_COST_FACTOR = 5.0  # wait at least this many times the last save's duration between saves
-
-
-# ----------------------------------------------------------------------------------------- encoding
-def _columns(values: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    if isinstance(values, FrozenMap):
-        return values.columns()
-    return frozen(values).columns()
-
-
-def _entry_to_json(entry: Folder | Video, *, apart: bool = False) -> list[Any]:
-    """An entry as a JSON array. `apart` (the database's rows): a video's xattr values, unless empty, are
-    null in it, as they are kept in the extras table (`_new_extras`)."""
-    if isinstance(entry, Folder):
-        return ["d", entry.remote_id, entry.name, entry.mtime, _columns(entry.extra)]
-    column: Any = None if apart and _kept_apart(entry) else _columns(entry.xattrs)
-    return [
-        "f",
-        entry.remote_id,
-        entry.name,
-        entry.size,
-        entry.mtime,
-        entry.etag,
-        entry.content_type,
-        column,
-        _columns(entry.handle),
-    ]
-
-
-# The handles read last, as columns and as their maps: videos that share a handle (AIPIX archives under one
-# storage base, among others with a URL each) get one map again, not one each. A few, newest first, so one
-# video between two of a run does not end the run; a list replaced whole, so any thread may read it.
-_recent_handles: list[tuple[list[list[str]], FrozenMap]] = []
-RECENT_HANDLES = 8
-
-
-def _handle(data: list[list[str]]) -> FrozenMap:
-    global _recent_handles
-    recent = _recent_handles
-    for known_data, known in recent:
-        if known_data == data:
-            return known
-    made = FrozenMap.from_columns(data)
-    _recent_handles = [(data, made), *recent[: RECENT_HANDLES - 1]]
-    return made
-
-
-def _entry_from_json(data: list[Any], place: Place | None = None) -> Folder | Video:
-    """An entry from its JSON array; a video's xattr values null there are at rest in `place`."""
-    # Positional and without conversions: this runs for each of 100,000 entries at mount time.
-    if data[0] == "d":
-        return Folder(data[1], data[2], data[3], FrozenMap.from_columns(data[4]))
-    _, remote_id, name, size, mtime, etag, ctype, extra, handle = data
-    if extra is None:
-        if place is None:
-            raise ValueError("xattr values at rest outside the snapshot database")
-        values: Mapping[str, str] | Place = place
-    else:
-        values = FrozenMap.from_columns(extra)
-    return Video(remote_id, name, size, mtime, etag, shared_content_type(ctype), values, _handle(handle))
-
-
-def listing_to_json(folder_id: str, listing: Listing) -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "folder": folder_id,
-        "entries": [_entry_to_json(e) for e in listing.entries],
-        "hidden": [[h.remote_id, h.name, h.status] for h in listing.hidden],
-    }
-
-
-def listing_from_json(data: Mapping[str, Any]) -> tuple[str, Listing]:
-    if data.get("format") != FORMAT:
-        raise ValueError(f"format {data.get('format')!r}")
-    listing = Listing(
-        tuple(_entry_from_json(e) for e in data["entries"]),
-        tuple(HiddenItem(str(r), str(n), str(s)) for r, n, s in data.get("hidden", [])),
-    )
-    return str(data["folder"]), listing
 
 
 # ---------------------------------------------------------------------------------------- database
@@ -199,34 +120,6 @@ def _remove_database(path: Path) -> None:
             os.unlink(f"{path}{suffix}")
 
 
-def _encoder() -> Any:
-    return json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def _listing_rows(listing: Listing) -> Iterator[str]:
-    """The listing's rows, its videos' xattr values apart (see `extras.py`)."""
-    to_json = _encoder()
-    for entry in listing.entries:
-        yield to_json(_entry_to_json(entry, apart=True))
-    for h in listing.hidden:
-        yield to_json(["h", h.remote_id, h.name, h.status])
-
-
-def _kept_apart(video: Video) -> bool:
-    """Whether a video's xattr values belong in the extras table: at rest there already (never read for
-    this), or not empty."""
-    return isinstance(video.extra, Place) or bool(video.extra)
-
-
-def _new_extras(listing_id: int, listing: Listing) -> Iterator[tuple[int, str, str]]:
-    """The extras rows of a listing's videos whose values are not at rest yet (nor empty)."""
-    to_json = _encoder()
-    for entry in listing.entries:
-        if not isinstance(entry, Video) or isinstance(entry.extra, Place) or not entry.extra:
-            continue
-        yield listing_id, entry.remote_id, to_json(_columns(entry.xattrs))
-
-
 def write_listing(
     db: sqlite3.Connection, instance: str, folder_id: str, listing: Listing, fetched: float | None
 ) -> None:
@@ -251,10 +144,10 @@ def write_listing(
     _insert(
         db,
         "INSERT INTO rows",
-        ((listing_id, position, row) for position, row in enumerate(_listing_rows(listing))),
+        ((listing_id, position, row) for position, row in enumerate(listing_rows(listing))),
     )
     # Encoded as inserted, as the rows: the values of 100,000 videos encoded at once were 30 MB of a peak.
-    _insert(db, "INSERT OR REPLACE INTO extras", _new_extras(listing_id, listing))
+    _insert(db, "INSERT OR REPLACE INTO extras", new_extras(listing_id, listing))
     if found is not None:  # the values of videos no longer in it go (those at rest stay: same listing)
         now = SortedKeys(entry.remote_id for entry in listing.entries if isinstance(entry, Video))
         held = db.execute("SELECT remote_id FROM extras WHERE listing = ?", (listing_id,))
@@ -299,22 +192,6 @@ class Loaded:
     skipped: int = 0
 
 
-# The C scanner under json.loads, without its Python layers (typeshed does not know the attribute).
-_scan_value: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
-
-
-def _row(text: str) -> Any:
-    """One row's JSON value; ValueError unless the whole text is exactly one value. (json.loads adds a
-    Python call, two regex matches and a check per row: 0.30 CPU s for 100,000 rows, 0.20 without.)"""
-    try:
-        value, end = _scan_value(text, 0)
-    except StopIteration as exc:  # the scanner's way of saying no value starts at 0
-        raise ValueError("no JSON value") from exc
-    if end != len(text):
-        raise ValueError("text after the JSON value")
-    return value
-
-
 def _install(
     loaded: dict[str, Loaded], head: tuple[Any, ...], texts: Iterable[str], reader: ExtrasReader | None
 ) -> None:
@@ -326,11 +203,11 @@ def _install(
     hidden: list[HiddenItem] = []
     for text in texts:
         try:
-            row = _row(text)
+            row = row_value(text)
             if row[0] == "h":
                 hidden.append(HiddenItem(str(row[1]), str(row[2]), str(row[3])))
             else:
-                entries.append(_entry_from_json(row, place))
+                entries.append(entry_from_json(row, place))
         except (ValueError, KeyError, TypeError, IndexError):
             continue  # counted short: the listing is skipped below
     if len(entries) != count:
@@ -596,4 +473,4 @@ class SnapshotKeeper:
             db.close()
 
 
-__all__ = ["Key", "Loaded", "SnapshotKeeper", "listing_from_json", "listing_to_json", "load"]
+__all__ = ["Key", "Loaded", "SnapshotKeeper", "load"]

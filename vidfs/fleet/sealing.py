@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from vidfs.catalog.snapshot import listing_from_json, listing_to_json
+from vidfs.catalog.snapshot_codec import listing_from_json, listing_to_json
 from vidfs.model import Listing
 
 BLOCK_MAGIC = b"vfb1"
