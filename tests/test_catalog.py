@@ -29,7 +29,7 @@ import trio.testing
 
 from vidfs.catalog import snapshot as snapshot_module
 from vidfs.catalog.answers import Answers, AnswerTable, Probe
-from vidfs.catalog.extras import Place
+from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.probes import SizeProbes, basis_of
 from vidfs.catalog.snapshot import SnapshotKeeper
@@ -40,7 +40,7 @@ from vidfs.fs.tree import Node, Tree, stable_inode
 from vidfs.fs.videofs import Attributes
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
-from vidfs.model import Folder, FrozenMap, Listing, StreamLease, Video, frozen_extra
+from vidfs.model import Folder, FrozenMap, Listing, StreamLease, Video, frozen, frozen_extra
 from vidfs.stats import Stats
 
 
@@ -949,6 +949,53 @@ async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed
     assert dict(Answers(loaded, loaded.rows())) == {
         f"v{i}": Probe(1000 + i, None, basis_of("fp")) for i in range(110)
     }
+
+
+def test_new_listings_go_in_together_and_known_ones_are_replaced_and_each_reads_back(tmp_path: Path) -> None:
+    """A save of many listings new to the database (a walk's records) writes them a few statements for all,
+    across batches; one already there is replaced (its gone videos' xattr values go). Each reads back as
+    it was written last, its xattr values at rest."""
+
+    def listing(record: int, count: int) -> Listing:
+        return Listing(
+            tuple(
+                Video(
+                    f"r{record}/v{n}",
+                    f"{record}-{n}.mp4",
+                    size=n,
+                    mtime=5.0,
+                    extra=frozen({"camera": str(n)}),
+                )
+                for n in range(count)
+            )
+        )
+
+    first = [("valt", f"rec:{i}", listing(i, 2), 100.0 + i) for i in range(600)]
+    second = [("valt", f"rec:{i}", listing(i, 1), 200.0) for i in range(0, 600, 7)]
+    second += [("valt", f"rec:{i}", listing(i, 3), 300.0) for i in range(600, 1000)]
+    path = tmp_path / "snapshot.sqlite3"
+    db = snapshot_module._connect(path)
+    reader = ExtrasReader(path, Stats())
+    try:
+        for items in (first, second):
+            with db:
+                db.execute("BEGIN")
+                snapshot_module.write_listings(db, items)
+        loaded = snapshot_module.load(db, ["valt"], reader)["valt"].listings
+        expected = {folder: (written, fetched) for _, folder, written, fetched in first + second}  # last wins
+
+        def shown(listing: Listing) -> list[tuple[Any, ...]]:
+            return [(e.remote_id, e.name, e.size, dict(e.xattrs)) for e in listing.entries]
+
+        assert sorted(loaded) == sorted(expected)
+        for folder, (written, fetched) in expected.items():
+            assert (shown(loaded[folder][0]), loaded[folder][1]) == (shown(written), fetched), folder
+        videos = sum(len(written.entries) for written, _ in expected.values())
+        assert db.execute("SELECT count(*) FROM extras").fetchone()[0] == videos
+        assert db.execute("SELECT count(DISTINCT id) FROM listings").fetchone()[0] == 1000
+    finally:
+        reader.close()
+        db.close()
 
 
 def test_a_snapshot_answer_holds_for_its_own_fingerprint_whichever_way_it_was_written(tmp_path: Path) -> None:

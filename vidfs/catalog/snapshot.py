@@ -50,7 +50,7 @@ import re
 import shutil
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,39 +120,78 @@ def _remove_database(path: Path) -> None:
             os.unlink(f"{path}{suffix}")
 
 
-def write_listing(
-    db: sqlite3.Connection, instance: str, folder_id: str, listing: Listing, fetched: float | None
+# One listing to write: its instance, folder id, the listing, when it was fetched.
+ListingToWrite = tuple[str, str, Listing, float | None]
+
+
+def write_listings(db: sqlite3.Connection, items: Sequence[ListingToWrite]) -> None:
+    """Replace these listings' rows (inside the caller's transaction).
+
+    The listings new to the database are written together, INSERT_BATCH rows to a statement across them
+    (ids numbered from the largest so far): a cold walk of VALT's records saves thousands of listings of one
+    video each, and with four statements each (its id looked up, its head, its row, its xattr values) the
+    writer thread let go of the GIL and asked for it back 40,000 times for 10,000 records, behind a trio
+    thread busy with the walk. A listing already there is replaced on its own (`_replace_listing`)."""
+    known = _listing_ids(db, [(instance, folder_id) for instance, folder_id, _, _ in items])
+    new: list[ListingToWrite] = []
+    for item in items:
+        listing_id = known.get((item[0], item[1]))
+        if listing_id is None:
+            new.append(item)
+        else:
+            _replace_listing(db, listing_id, item[2], item[3])
+    if not new:
+        return
+    first = int(db.execute("SELECT coalesce(max(id), 0) + 1 FROM listings").fetchone()[0])
+    numbered = list(zip(itertools.count(first), new))
+    heads = (
+        (lid, instance, folder, fetched, len(lst.entries))
+        for lid, (instance, folder, lst, fetched) in numbered
+    )
+    _insert(db, "INSERT INTO listings (id, instance, folder, fetched, entries)", heads)
+    rows = (
+        (lid, position, row) for lid, item in numbered for position, row in enumerate(listing_rows(item[2]))
+    )
+    _insert(db, "INSERT INTO rows", rows)
+    # Encoded as inserted, as the rows: the values of 100,000 videos encoded at once were 30 MB of a peak.
+    _insert(
+        db,
+        "INSERT OR REPLACE INTO extras",
+        (row for lid, item in numbered for row in new_extras(lid, item[2])),
+    )
+
+
+def _listing_ids(db: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The ids of the listings of `keys` (instance, folder id) the database holds."""
+    found: dict[tuple[str, str], int] = {}
+    it = iter(keys)
+    while batch := list(itertools.islice(it, INSERT_BATCH)):
+        pairs = ", ".join(["(?, ?)"] * len(batch))
+        query = f"SELECT instance, folder, id FROM listings WHERE (instance, folder) IN (VALUES {pairs})"
+        for instance, folder, listing_id in db.execute(query, [value for key in batch for value in key]):
+            found[(instance, folder)] = listing_id
+    return found
+
+
+def _replace_listing(
+    db: sqlite3.Connection, listing_id: int, listing: Listing, fetched: float | None
 ) -> None:
-    """Replace one listing's rows (inside the caller's transaction)."""
-    found = db.execute(
-        "SELECT id FROM listings WHERE instance = ? AND folder = ?", (instance, folder_id)
-    ).fetchone()
-    if found is None:
-        inserted = db.execute(
-            "INSERT INTO listings (instance, folder, fetched, entries) VALUES (?, ?, ?, ?)",
-            (instance, folder_id, fetched, len(listing.entries)),
-        )
-        assert inserted.lastrowid is not None  # an INSERT into a rowid table names its row
-        listing_id = inserted.lastrowid
-    else:
-        listing_id = found[0]
-        db.execute("DELETE FROM rows WHERE listing = ?", (listing_id,))
-        db.execute(
-            "UPDATE listings SET fetched = ?, entries = ? WHERE id = ?",
-            (fetched, len(listing.entries), listing_id),
-        )
+    db.execute("DELETE FROM rows WHERE listing = ?", (listing_id,))
+    db.execute(
+        "UPDATE listings SET fetched = ?, entries = ? WHERE id = ?",
+        (fetched, len(listing.entries), listing_id),
+    )
     _insert(
         db,
         "INSERT INTO rows",
         ((listing_id, position, row) for position, row in enumerate(listing_rows(listing))),
     )
-    # Encoded as inserted, as the rows: the values of 100,000 videos encoded at once were 30 MB of a peak.
     _insert(db, "INSERT OR REPLACE INTO extras", new_extras(listing_id, listing))
-    if found is not None:  # the values of videos no longer in it go (those at rest stay: same listing)
-        now = SortedKeys(entry.remote_id for entry in listing.entries if isinstance(entry, Video))
-        held = db.execute("SELECT remote_id FROM extras WHERE listing = ?", (listing_id,))
-        gone = [(listing_id, rid) for (rid,) in held if rid not in now]
-        db.executemany("DELETE FROM extras WHERE listing = ? AND remote_id = ?", gone)
+    # The values of videos no longer in it go (those at rest stay: same listing).
+    now = SortedKeys(entry.remote_id for entry in listing.entries if isinstance(entry, Video))
+    held = db.execute("SELECT remote_id FROM extras WHERE listing = ?", (listing_id,))
+    gone = [(listing_id, rid) for (rid,) in held if rid not in now]
+    db.executemany("DELETE FROM extras WHERE listing = ? AND remote_id = ?", gone)
 
 
 def write_probes(
@@ -465,8 +504,10 @@ class SnapshotKeeper:
         try:
             with db:  # one transaction: every listing of this save, or none
                 db.execute("BEGIN")
-                for (instance, folder_id), (listing, fetched) in pending.listings.items():
-                    write_listing(db, instance, folder_id, listing, fetched)
+                items = [
+                    (key[0], key[1], listing, fetched) for key, (listing, fetched) in pending.listings.items()
+                ]
+                write_listings(db, items)
                 for instance, answers in pending.probes.items():
                     write_probes(db, instance, answers, whole=pending.whole_probes)
         finally:
