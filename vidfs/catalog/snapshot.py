@@ -163,13 +163,20 @@ def write_listings(db: sqlite3.Connection, items: Sequence[ListingToWrite]) -> N
 
 def _listing_ids(db: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
     """The ids of the listings of `keys` (instance, folder id) the database holds."""
+    by_instance: dict[str, list[str]] = {}
+    for instance, folder_id in keys:
+        by_instance.setdefault(instance, []).append(folder_id)
     found: dict[tuple[str, str], int] = {}
-    it = iter(keys)
-    while batch := list(itertools.islice(it, INSERT_BATCH)):
-        pairs = ", ".join(["(?, ?)"] * len(batch))
-        query = f"SELECT instance, folder, id FROM listings WHERE (instance, folder) IN (VALUES {pairs})"
-        for instance, folder, listing_id in db.execute(query, [value for key in batch for value in key]):
-            found[(instance, folder)] = listing_id
+    for instance, folders in by_instance.items():
+        it = iter(folders)
+        while batch := list(itertools.islice(it, INSERT_BATCH)):
+            # `instance = ? AND folder IN (…)`, which the UNIQUE index answers; a row value `(instance,
+            # folder) IN (VALUES …)` was a scan of the whole table for each batch (100,000 VALT records:
+            # 5% of a cold walk's CPU).
+            marks = ", ".join("?" * len(batch))
+            query = f"SELECT folder, id FROM listings WHERE instance = ? AND folder IN ({marks})"
+            for folder_id, listing_id in db.execute(query, [instance, *batch]):
+                found[(instance, folder_id)] = listing_id
     return found
 
 
