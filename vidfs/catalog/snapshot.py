@@ -183,6 +183,7 @@ def _listing_ids(db: sqlite3.Connection, keys: Iterable[tuple[str, str]]) -> dic
 def _replace_listing(
     db: sqlite3.Connection, listing_id: int, listing: Listing, fetched: float | None
 ) -> None:
+    """Listing `listing_id`'s rows replaced by `listing`'s (a re-listing of a directory saved before)."""
     db.execute("DELETE FROM rows WHERE listing = ?", (listing_id,))
     db.execute(
         "UPDATE listings SET fetched = ?, entries = ? WHERE id = ?",

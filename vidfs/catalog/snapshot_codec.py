@@ -1,5 +1,5 @@
 """How a listing is written as JSON: the snapshot database's rows (`snapshot.py`) and the fleet's shared
-listings (`vidfs.fleet.listings`, one document per listing).
+listings (sealed by `vidfs.fleet.sealing`, one document per listing).
 
 An entry is one JSON array, positional: ``["d", id, name, mtime, extra]`` for a folder, ``["f", id, name,
 size, mtime, etag, content type, extra, handle]`` for a video, ``["h", id, name, status]`` for a hidden

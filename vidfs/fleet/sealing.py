@@ -16,7 +16,7 @@ per use, so no key serves two purposes:
 - the *listing* key: a listing holds file names, and no file name may be stored in Redis, so a listing
   value is AES-256-GCM ciphertext (a fresh 96-bit nonce per value, the Redis key name as associated data,
   so it cannot be moved to another directory's key either) of the compressed JSON the snapshot also
-  writes (`vidfs.catalog.snapshot.listing_to_json`), plus the wall-clock time of the fetch.
+  writes (`vidfs.catalog.snapshot_codec.listing_to_json`), plus the wall-clock time of the fetch.
 """
 
 from __future__ import annotations
