@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from tests.redis_cluster import HAVE_REDIS, Cluster, start_plain
+from tests.redis_cluster import HAVE_REDIS, Cluster, free_ports, start_plain
 from vidfs.config.loader import config_from_dict
 from vidfs.errors import ConfigError
 from vidfs.fleet import Fleet
@@ -208,3 +208,22 @@ async def test_a_mount_just_started_asks_redis_for_its_first_api_requests(plain_
     # Reserved in Redis together: a burst of 4, then one each 0.25 s (0.25 + 0.5 + 0.75 + 1.0 s waited).
     assert budget["site"]["waited_s"] > 2.0, budget
     assert budget["members"] == 1, budget  # the heartbeat counted this host once connected
+
+
+async def test_a_mount_whose_redis_is_down_at_start_takes_its_share_locally_at_once() -> None:
+    """Nothing listens where Redis should be: the first connection attempt fails at once, and the first
+    API requests go by the local bucket (the whole rate: no other host was ever seen), not after a wait."""
+    shared = {"nodes": [f"127.0.0.1:{free_ports(1)[0]}"], "secret": "fleet-units-secret", "timeout": "5s"}
+    config: Any = load({"shared": shared}, {**PROVIDER, "api_rate": "4/s"})
+    fleet = Fleet(config)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(fleet.run)
+        async with trio.open_nursery() as requests:
+            for _ in range(8):
+                requests.start_soon(fleet.budget.take, "site:api")
+        nursery.cancel_scope.cancel()
+    assert fleet.redis is not None and fleet.redis.counts["connect_failures"] >= 1
+    budget = fleet.budget.statistics()
+    assert (budget["site"]["requests"], budget["site"]["local_requests"]) == (8, 8), budget
+    # A burst of 4, then one each 0.25 s: this host's bucket held them (0.25 + 0.5 + 0.75 + 1.0 s waited).
+    assert budget["site"]["waited_s"] > 2.0, budget

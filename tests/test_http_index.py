@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import trio
 
 from tests.conftest import Emulator, sha256_file, start_emulator, stop_process
 from tests.providers import CASES
@@ -263,12 +262,10 @@ async def test_credentials_stay_on_the_base_origin() -> None:
             assert isinstance(moved, Folder)
             inner = (await provider.list(moved)).entries
             assert [e.name for e in inner] == ["inner.mp4"]
-            # The redirect reached B, without the credentials (a site logs a request once it answered it).
-            with trio.fail_after(10):
-                while not sites["b"].log.entries():
-                    await trio.sleep(0.01)
+            # The redirect reached B, without the credentials (a site logs a request from its start, so an
+            # answered one is in the log).
             got = sites["b"].log.entries()
-            assert all("authorization" not in entry["headers"] for entry in got)
+            assert got and all("authorization" not in entry["headers"] for entry in got)
             assert all("authorization" in entry["headers"] for entry in sites["a"].log.entries())
         finally:
             await http.aclose()
