@@ -190,10 +190,10 @@ def plain_redis(tmp_path: Path) -> Iterator[Cluster]:
         plain.stop()
 
 
-async def test_a_mount_just_started_asks_redis_for_its_first_api_requests(plain_redis: Cluster) -> None:
-    """The first requests come while the connection is still being made: they wait for it rather than go
-    at the whole rate alone (each host of a fleet started together did)."""
-    shared = {"nodes": plain_redis.addresses, "secret": "fleet-units-secret", "timeout": "5s"}
+async def eight_requests_at_start(nodes: list[str]) -> tuple[Fleet, dict[str, Any]]:
+    """A fleet at 4 API requests a second whose shared tier is at `nodes`: 8 requests at once as soon as it
+    started (its connection still being made), then its budget's statistics."""
+    shared = {"nodes": nodes, "secret": "fleet-units-secret", "timeout": "5s"}
     config: Any = load({"shared": shared}, {**PROVIDER, "api_rate": "4/s"})
     fleet = Fleet(config)
     async with trio.open_nursery() as nursery:
@@ -202,8 +202,15 @@ async def test_a_mount_just_started_asks_redis_for_its_first_api_requests(plain_
             for _ in range(8):
                 requests.start_soon(fleet.budget.take, "site:api")
         nursery.cancel_scope.cancel()
+    assert fleet.redis is not None
+    return fleet, fleet.budget.statistics()
+
+
+async def test_a_mount_just_started_asks_redis_for_its_first_api_requests(plain_redis: Cluster) -> None:
+    """The first requests come while the connection is still being made: they wait for it rather than go
+    at the whole rate alone (each host of a fleet started together did)."""
+    fleet, budget = await eight_requests_at_start(plain_redis.addresses)
     assert fleet.redis is not None and fleet.redis.counts["connects"] == 1
-    budget = fleet.budget.statistics()
     assert (budget["site"]["requests"], budget["site"]["local_requests"]) == (8, 0), budget
     # Reserved in Redis together: a burst of 4, then one each 0.25 s (0.25 + 0.5 + 0.75 + 1.0 s waited).
     assert budget["site"]["waited_s"] > 2.0, budget
@@ -213,17 +220,8 @@ async def test_a_mount_just_started_asks_redis_for_its_first_api_requests(plain_
 async def test_a_mount_whose_redis_is_down_at_start_takes_its_share_locally_at_once() -> None:
     """Nothing listens where Redis should be: the first connection attempt fails at once, and the first
     API requests go by the local bucket (the whole rate: no other host was ever seen), not after a wait."""
-    shared = {"nodes": [f"127.0.0.1:{free_ports(1)[0]}"], "secret": "fleet-units-secret", "timeout": "5s"}
-    config: Any = load({"shared": shared}, {**PROVIDER, "api_rate": "4/s"})
-    fleet = Fleet(config)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(fleet.run)
-        async with trio.open_nursery() as requests:
-            for _ in range(8):
-                requests.start_soon(fleet.budget.take, "site:api")
-        nursery.cancel_scope.cancel()
+    fleet, budget = await eight_requests_at_start([f"127.0.0.1:{free_ports(1)[0]}"])
     assert fleet.redis is not None and fleet.redis.counts["connect_failures"] >= 1
-    budget = fleet.budget.statistics()
     assert (budget["site"]["requests"], budget["site"]["local_requests"]) == (8, 8), budget
     # A burst of 4, then one each 0.25 s: this host's bucket held them (0.25 + 0.5 + 0.75 + 1.0 s waited).
     assert budget["site"]["waited_s"] > 2.0, budget
