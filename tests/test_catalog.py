@@ -15,7 +15,7 @@ import sqlite3
 import time
 import tracemalloc
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -114,32 +114,35 @@ async def test_a_listing_slower_than_the_request_is_finished_in_the_background(
     assert provider.calls == {"root": 1}  # no second slow call
 
 
-async def test_a_directory_build_slower_than_the_request_is_finished_in_the_background(
+async def test_waiters_of_one_slow_listing_share_one_build_of_its_directory(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Building a directory can take longer than a FUSE request may wait (a slow machine, a huge listing);
-    # the build goes on after the request gives up, once, and the next request finds it done.
+    # Three requests wait for one directory while its listing is fetched: one build serves all three (a
+    # build has no pause, so none can start a second one meanwhile or leave one half done).
     provider = FakeProvider({"root": videos(3)})
+    provider.delay = 5.0
     tree = make_tree(provider)
     build, builds = tree._build, []
 
-    async def slow_build(*args: Any, **kwargs: Any) -> Any:
+    def counted_build(*args: Any, **kwargs: Any) -> Any:
         builds.append(1)
-        await trio.sleep(90)
-        return await build(*args, **kwargs)
+        return build(*args, **kwargs)
 
-    tree._build = slow_build  # type: ignore[method-assign]
+    tree._build = counted_build  # type: ignore[method-assign]
+    answers: list[Sequence[Node]] = []
+
+    async def ask() -> None:
+        answers.append(await tree.children(provider_inode(tree)))
+
     async with trio.open_nursery() as nursery:
         tree.listings.attach(nursery)
         tree.attach(nursery)
-        for _ in range(2):  # two requests give up while one build runs
-            with pytest.raises(trio.TooSlowError), trio.fail_after(30):
-                await tree.children(provider_inode(tree))
-        await trio.sleep(31)
-        with trio.fail_after(1):
-            names = [n.name for n in await tree.children(provider_inode(tree))]
+        async with trio.open_nursery() as waiters:
+            for _ in range(3):
+                waiters.start_soon(ask)
         nursery.cancel_scope.cancel()
-    assert names == ["v000000.mp4", "v000001.mp4", "v000002.mp4"] and builds == [1]
+    assert [n.name for n in answers[0]] == ["v000000.mp4", "v000001.mp4", "v000002.mp4"]
+    assert all(answer is answers[0] for answer in answers) and builds == [1] and provider.calls == {"root": 1}
 
 
 async def opendir_in_time(tree: Tree) -> tuple[list[Node] | int, float]:
