@@ -355,9 +355,7 @@ class Tree:
             self._dirs[inode] = directory
         return directory
 
-    def _build(
-        self, parent: Node, entries: tuple[Entry, ...], hidden: tuple[HiddenItem, ...]
-    ) -> Directory:
+    def _build(self, parent: Node, entries: tuple[Entry, ...], hidden: tuple[HiddenItem, ...]) -> Directory:
         instance = parent.instance
         assert instance is not None
         # The answers are read from the probe table into a list beside the entries: a dict of them by remote
