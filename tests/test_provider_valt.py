@@ -10,11 +10,13 @@ import base64
 import errno
 import json
 import logging
+import math
 import os
 import re
 import subprocess
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import aclosing
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -343,6 +345,40 @@ def test_a_records_pass_keeps_folders_not_json_and_pages_keep_their_length(
 
     items = run_provider(site, tmp_path, page)
     assert len(items) == 5 and all(isinstance(item, ListedRecord) for item in items)
+
+
+def test_a_new_records_pass_keeps_the_folders_of_records_that_did_not_change(
+    site: ValtSite, tmp_path: Path
+) -> None:
+    # The rooms listed from the previous pass hold its folders; a new pass that made its own for the same
+    # records held them all twice (layout "records"). A changed name, or only a changed xattr value (the
+    # author: Folder's equality leaves those out), makes a new folder.
+    renamed, reauthored = sorted(site.records)[:2]
+
+    async def body(provider: ValtProvider) -> tuple[dict[str, Folder], dict[str, Folder]]:
+        def by_id() -> dict[str, Folder]:
+            held = provider._records
+            assert held is not None
+            return held.folders()
+
+        await provider.list(provider.root())
+        first = by_id()
+        site.records[renamed] = replace(site.records[renamed], name="Renamed")
+        site.records[reauthored] = replace(site.records[reauthored], author=("99", "Someone Else"))
+        provider._records_at = -math.inf  # the next listing makes a new pass
+        await provider.list(provider.root())
+        return first, by_id()
+
+    originals = dict(site.records)  # the site is the module's: what this test changes is put back
+    try:
+        first, second = run_provider(site, tmp_path, body)
+    finally:
+        site.records.clear()
+        site.records.update(originals)
+    assert first.keys() == second.keys() and len(first) == len(site.records) > 2
+    kept = {key for key in first if second[key] is first[key]}
+    assert kept == first.keys() - {renamed, reauthored}
+    assert second[renamed].name == "Renamed" and second[reauthored].extra["author"] == "Someone Else"
 
 
 def test_a_video_keeps_a_handle_only_when_its_remote_id_cannot_be_split_back() -> None:

@@ -191,6 +191,7 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         self._records_reuse = RECORDS_REUSE
         self._layout_hinted = False
         self._pass_rooms: dict[tuple[str, str], tuple[str, str]] = {}  # during a pass (`listed_record`)
+        self._pass_kept: dict[str, Folder] = {}  # during a pass: the previous pass's folders
         self._urls = ListedUrls()  # the listings' download URLs, until each is handed out once
 
     # -------------------------------------------------------------------------------------------- auth
@@ -243,7 +244,8 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
         if not isinstance(page, list):
             raise InvalidRemoteData(f"{self.instance}: listing records: data.records is not a list")
         shown = not self._rooms_layout
-        return [listed_record(record, self._pass_rooms, shown=shown) for record in page]
+        kept = self._pass_kept
+        return [listed_record(record, self._pass_rooms, shown=shown, previous=kept) for record in page]
 
     async def _all_records(self, room: str | None = None) -> RecordsPass:
         """Every record (`vidfs.providers.paging.offset_pages`: pages overlapping by one record, asked
@@ -257,10 +259,11 @@ class ValtProvider(ProviderBase, root_id=ROOT_ID):
             if held is not None and now - self._records_at < reuse and room not in held.taken:
                 return held
             self._pass_rooms = {}
+            self._pass_kept = held.folders() if held is not None and not self._rooms_layout else {}
             try:
                 paged = await offset_pages(self._records_page, size=self._page_size, key=record_key)
             finally:
-                self._pass_rooms = {}
+                self._pass_rooms, self._pass_kept = {}, {}
             if not paged.settled:
                 self._log.warning(
                     "%s: the records kept changing while they were read (%d pages, %d asked again)",
