@@ -17,8 +17,7 @@ from collections.abc import Iterable
 
 def repeated_keys(keys: Iterable[str]) -> set[str]:
     """The keys met more than once."""
-    ordered = sorted(keys)
-    return {a for a, b in itertools.pairwise(ordered) if a == b}
+    return SortedKeys(keys).repeated()
 
 
 class SortedKeys:
@@ -38,6 +37,10 @@ class SortedKeys:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def repeated(self) -> set[str]:
+        """The keys met more than once."""
+        return {a for a, b in itertools.pairwise(self._keys) if a == b}
 
 
 __all__ = ["SortedKeys", "repeated_keys"]

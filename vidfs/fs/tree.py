@@ -36,6 +36,7 @@ import itertools
 import logging
 import math
 import time
+from array import array
 from collections import deque
 from collections.abc import Mapping, Sequence
 
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 
 READ_AHEAD_DIRECTORIES = 256  # subdirectories listed ahead when a directory is listed
 PROBE_WORKERS = 80  # size probes of one directory asked at once, at most (above SizeProbes' highest window)
+NOT_KNOWN = -1  # a size storage has not told (yet), in the array a directory's build reads
 SIZED_AHEAD_AFTER = 2  # sizes asked in one directory before the rest of it is sized ahead
 WALK_SIZES = 3  # … or sizes asked anywhere within WALK_WINDOW_S: a walker (VALT records, one video each)
 WALK_WINDOW_S = 2.0
@@ -375,7 +377,7 @@ class Tree:
         parent: int,
         shown: Sequence[Entry],
         names: list[str],
-        sizes: list[int | None],
+        sizes: array[int],
         previous: Directory | None,
         *,
         checked: bool,
@@ -390,9 +392,10 @@ class Tree:
             node = self._new_node(instance, entry, parent, name, taken, previous)
             if checked:
                 taken[node.inode] = node
-            if size is None and isinstance(entry, Video):  # a node kept may hold another version's size
+            # A node kept may hold another version's size, and keeps its int when the size is the same.
+            if size == NOT_KNOWN and isinstance(entry, Video):
                 node.size = UNSIZED if entry.size is None else entry.size
-            elif size is not None and node.size != size:  # a node kept keeps its int
+            elif size != NOT_KNOWN and node.size != size:
                 node.size = size
             children.append(node)
         if not checked:
@@ -401,14 +404,18 @@ class Tree:
                 return None
         return children
 
-    def _known_sizes(self, instance: str, entries: Sequence[Entry]) -> list[int | None]:
+    def _known_sizes(self, instance: str, entries: Sequence[Entry]) -> array[int]:
         """What storage already told of each entry the listing gives no size for (this mount's HEADs, or the
-        snapshot's after a remount), read once; None for the others and those not asked yet."""
+        snapshot's after a remount), read once; NOT_KNOWN for the others and those not asked yet. In an
+        array: a list held an int object each beside the nodes' own (3.8 MiB at 100,000, at the peak of a
+        re-listing of Hour One's videos, whose nodes keep theirs)."""
         known = self.probes.known_size
-        return [
-            known(instance, entry) if isinstance(entry, Video) and entry.size is None else None
-            for entry in entries
-        ]
+
+        def size(entry: Entry) -> int:
+            found = known(instance, entry) if isinstance(entry, Video) and entry.size is None else None
+            return NOT_KNOWN if found is None else found
+
+        return array("q", map(size, entries))
 
     # ----------------------------------------------------------------------------------------- sizes
     def etag_of(self, node: Node) -> str | None:
