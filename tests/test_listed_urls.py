@@ -80,3 +80,18 @@ def test_each_url_keeps_the_time_of_the_listing_that_brought_it() -> None:
     assert urls.take("3/a") == ListedUrl("https://s/3a", 30.0)
     assert urls.statistics() == {"urls": 0, "folders": 3}
     assert urls._older == {}  # nothing left behind for URLs gone
+
+
+def test_a_folder_of_one_video_listed_again_keeps_no_url_of_it() -> None:
+    """A VALT record lists one video (its id is then kept as it is, not in a tuple of one): listed again, the
+    URL its first listing brought and nobody asked for is dropped, and the new one is not kept either."""
+    urls = ListedUrls()
+    urls.remember("rec-1", [("1/a", "https://s/1a")], 10.0)
+    urls.remember("rec-1", [("1/a", "https://s/1a2")], 20.0)
+    assert urls.take("1/a") is None
+    urls.remember("rec-2", [("2/a", "https://s/2a")], 30.0)
+    urls.remember("rec-2", [("2/a", "https://s/2a2"), ("2/b", "https://s/2b")], 40.0)
+    taken = urls.take("2/b")
+    assert taken is not None and taken.url == "https://s/2b"
+    assert urls.take("2/a") is None
+    assert urls.statistics() == {"urls": 0, "folders": 2}

@@ -50,7 +50,9 @@ class ListedUrls:
         self._urls: dict[str, bytes] = {}  # deflated (see the module's essay)
         self._packer = TextPacker()
         self._high = 0  # the most URLs held since the table was last copied to its size
-        self._listed: dict[str, tuple[str, ...]] = {}  # folder id → the video ids its last listing had
+        # folder id → the video ids its last listing had: the id itself when it had one (a VALT record: a
+        # tuple of one each was 4.6 MiB at 100,000 records)
+        self._listed: dict[str, str | tuple[str, ...]] = {}
         self._latest: tuple[float, list[str]] = (0.0, [])  # the last call's time, and the ids it kept
         self._older: dict[str, float] = {}  # video id → its time, for URLs of earlier calls
 
@@ -63,7 +65,8 @@ class ListedUrls:
         """The listing of `folder_id` brought these (video id, URL) pairs, each URL as text or `pack`ed; None
         for a URL its provider did not keep (Hour One: a video carried from the previous listing, whose URL
         is not kept here either)."""
-        previous = self._listed.get(folder_id)
+        held = self._listed.get(folder_id)
+        previous = (held,) if isinstance(held, str) else held
         for video_id in previous or ():  # not asked for since that listing: not worth keeping
             if self._urls.pop(video_id, None) is not None:
                 self._older.pop(video_id, None)
@@ -88,7 +91,7 @@ class ListedUrls:
             self._older.pop(video_id, None)  # listed again by this call (another folder's, moved)
             kept.append(video_id)
         self._latest = (now, kept)
-        self._listed[folder_id] = tuple(listed)
+        self._listed[folder_id] = listed[0] if len(listed) == 1 else tuple(listed)
         self._high = max(self._high, len(self._urls))
 
     def take(self, video_id: str) -> ListedUrl | None:
