@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import sys
 
+import pytest
+
+from vidfs.providers import listed_urls
 from vidfs.providers.listed_urls import ListedUrl, ListedUrls
 
 
@@ -95,3 +98,27 @@ def test_a_folder_of_one_video_listed_again_keeps_no_url_of_it() -> None:
     assert taken is not None and taken.url == "https://s/2b"
     assert urls.take("2/a") is None
     assert urls.statistics() == {"urls": 0, "folders": 2}
+
+
+def test_a_few_urls_are_kept_as_text_and_the_rest_packed_each_taken_as_it_was(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Up to TEXTS_HELD URLs given as text stay so (no deflating for VALT's, taken a moment later); past
+    that they are packed; listing one again, dropping or taking one keeps the count of texts right."""
+    monkeypatch.setattr(listed_urls, "TEXTS_HELD", 2)
+    urls = ListedUrls()
+    urls.remember("rec-1", [("1/a", "https://s/1a"), ("1/b", "https://s/1b"), ("1/c", "https://s/1c")], 10.0)
+    assert [type(urls._urls[key]) for key in ("1/a", "1/b", "1/c")] == [str, str, bytes]
+    urls.remember("rec-2", [("1/a", "https://s/1a2")], 20.0)  # moved to another record: still one text
+    assert urls._texts == 2 and isinstance(urls._urls["1/a"], str)
+    assert urls.take("1/b") == ListedUrl("https://s/1b", 10.0)
+    urls.remember("rec-3", [("3/a", "https://s/3a")], 30.0)  # a text again: one was taken
+    assert isinstance(urls._urls["3/a"], str)
+    urls.remember("rec-3", [("3/b", "https://s/3b")], 40.0)  # 3/a dropped (never asked for): a text left
+    assert urls.take("3/a") is None and isinstance(urls._urls["3/b"], str)
+    assert [urls.take(key) for key in ("1/a", "1/c", "3/b")] == [
+        ListedUrl("https://s/1a2", 20.0),
+        ListedUrl("https://s/1c", 10.0),
+        ListedUrl("https://s/3b", 40.0),
+    ]
+    assert urls._texts == 0 and urls.statistics() == {"urls": 0, "folders": 3}

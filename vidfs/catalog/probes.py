@@ -42,6 +42,7 @@ from vidfs.io.range_reader import parse_content_range
 from vidfs.model import StreamLease, Video
 from vidfs.providers.base import Provider
 from vidfs.stats import Stats
+from vidfs.tasks import Holding
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ class SizeProbes:
         lease = await self._resolver.lease(instance, provider, video)
         limit = self.limit_for(lease.url)
         for attempt in range(ATTEMPTS):
-            async with limit.limiter:
+            async with Holding(limit.limiter):
                 await limit.wait_if_paused()  # checked with a slot held: queued probes must not rush in
                 # As for ranged reads: the lease is taken again once a slot is held, so a short-lived URL
                 # cannot expire while the HEAD waits its turn.

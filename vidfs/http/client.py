@@ -70,7 +70,7 @@ from vidfs.http.policy import (
 from vidfs.http.streamed import Streamed, httpx_stream
 from vidfs.http.wire import content_coded, prefix_end
 from vidfs.stats import Stats
-from vidfs.tasks import stepped
+from vidfs.tasks import Holding, stepped
 
 log = logging.getLogger(__name__)
 
@@ -479,7 +479,7 @@ class HttpClient:
             channel = self._client_for(outgoing.method, pool)
             window = self.api_window(outgoing.url) if pool == "api" else None
             # pool None: the caller already holds a slot of this origin (see RemoteFile.fetch).
-            async with contextlib.nullcontext() if pool is None else self.slot(outgoing.url, pool):
+            async with contextlib.nullcontext() if pool is None else Holding(self.slot(outgoing.url, pool)):
                 if window is not None:
                     await window.wait_if_paused()  # with a slot held: queued calls must not rush in
                 started = trio.current_time()

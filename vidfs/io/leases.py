@@ -14,10 +14,8 @@ the usual signature parameters.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import cachetools
@@ -46,6 +44,42 @@ class _Entry:
 MAX_LEASES = 4096
 
 
+class _KeyLock:
+    """`async with`: the lock of one key, made when first needed and dropped when no one holds or waits for
+    it; taken without a wait when free (as `vidfs.tasks.Holding`: a size probe takes it once per video)."""
+
+    __slots__ = ("_key", "_lock", "_locks")
+
+    def __init__(self, locks: dict[tuple[str, str], trio.Lock], key: tuple[str, str]) -> None:
+        self._locks, self._key = locks, key
+        lock = locks.get(key)
+        if lock is None:
+            lock = locks[key] = trio.Lock()
+        self._lock = lock
+
+    async def __aenter__(self) -> None:
+        try:
+            self._lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self._acquire()
+
+    async def _acquire(self) -> None:
+        try:
+            await self._lock.acquire()
+        except BaseException:  # cancelled while waiting
+            self._drop_if_unused()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+        self._drop_if_unused()
+
+    def _drop_if_unused(self) -> None:
+        lock = self._lock
+        if not lock.locked() and not lock.statistics().tasks_waiting and self._locks.get(self._key) is lock:
+            del self._locks[self._key]
+
+
 class Resolver:
     """One lease per (provider instance, video id), renewed ahead of expiry, resolved once at a time.
 
@@ -57,17 +91,8 @@ class Resolver:
         self._entries: cachetools.LRUCache[tuple[str, str], _Entry] = cachetools.LRUCache(max_leases)
         self._locks: dict[tuple[str, str], trio.Lock] = {}
 
-    @contextlib.asynccontextmanager
-    async def _lock(self, key: tuple[str, str]) -> AsyncIterator[None]:
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = trio.Lock()
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and not lock.statistics().tasks_waiting and self._locks.get(key) is lock:
-                del self._locks[key]
+    def _lock(self, key: tuple[str, str]) -> _KeyLock:
+        return _KeyLock(self._locks, key)
 
     async def lease(self, instance: str, provider: Provider, video: Video) -> StreamLease:
         key = (instance, video.remote_id)

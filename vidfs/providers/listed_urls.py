@@ -14,7 +14,7 @@ of videos that folder's previous listing did not have: new videos, whose sizes a
 that was not asked for during a whole listing period is dropped at the next listing of its folder. What
 is asked after that (an open, much later) costs the provider one API call, as after a remount.
 
-A URL is kept deflated (zlib), with the first URL this store was given as the dictionary: the URLs of one
+A URL is kept deflated (zlib) once many are held, with the first URL packed as the dictionary: the URLs of one
 storage share their origin, path and query names, and the rest is ids and a signature. 100,000 Hour One
 URLs of 189 characters were 22.9 MiB as strings, and are 12.8 MiB so (98 bytes each), for 0.7 s of CPU
 per 100,000 listed; with sizes learned when `stat` needs them, they are alive while the directory's nodes
@@ -23,7 +23,10 @@ are built, the peak of a cold walk. Hour One packs each URL as it reads the list
 every URL of one `remember` shares, is that call's: kept once for the latest call, and for each URL of an
 earlier call still here when the next call comes (VALT lists a record at a time, and its URLs are taken by
 the HEADs right after). A record of (URL, time) each was 4.6 MiB of a 100,000-video Hour One listing's
-peak.
+peak. Up to TEXTS_HELD URLs given as text are kept as they are: VALT's come one record at a time and are
+taken by the HEADs a moment later, and deflating each and inflating it back was, with their xattr values
+deflated alike (`vidfs.providers.valt`), 6% of the daemon's CPU in a cold walk of 10,000 records (0 ms,
+3 runs each: 6.80 -> 6.39 s). TEXTS_HELD of them are at most 1 MiB.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from vidfs.catalog.keys import SortedKeys
 from vidfs.model import TextPacker
 
 SHRINK_BELOW = 8  # the table is copied once it holds less than an eighth of what it held
+TEXTS_HELD = 2048  # URLs given as text kept so, not deflated, at most (see the module's essay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +51,8 @@ class ListedUrls:
     """Per provider instance: video id → the URL its folder's latest listing brought, until taken."""
 
     def __init__(self) -> None:
-        self._urls: dict[str, bytes] = {}  # deflated (see the module's essay)
+        self._urls: dict[str, bytes | str] = {}  # deflated, but for up to TEXTS_HELD (the module's essay)
+        self._texts = 0  # the values of `_urls` that are text
         self._packer = TextPacker()
         self._high = 0  # the most URLs held since the table was last copied to its size
         # folder id → the video ids its last listing had: the id itself when it had one (a VALT record: a
@@ -68,7 +73,7 @@ class ListedUrls:
         held = self._listed.get(folder_id)
         previous = (held,) if isinstance(held, str) else held
         for video_id in previous or ():  # not asked for since that listing: not worth keeping
-            if self._urls.pop(video_id, None) is not None:
+            if self._pop(video_id) is not None:
                 self._older.pop(video_id, None)
         at, kept = self._latest
         for video_id in kept:  # the last call's URLs still here are told their time from now on
@@ -87,8 +92,14 @@ class ListedUrls:
                 known = SortedKeys(previous) if known is None else known
                 if video_id in known:
                     continue
-            self._urls[video_id] = url if isinstance(url, bytes) else self._packer.pack(url)
-            self._older.pop(video_id, None)  # listed again by this call (another folder's, moved)
+            self._pop(video_id)  # listed again by this call (another folder's, moved)
+            self._older.pop(video_id, None)
+            if isinstance(url, str):
+                if self._texts < TEXTS_HELD:
+                    self._texts += 1
+                else:
+                    url = self._packer.pack(url)
+            self._urls[video_id] = url
             kept.append(video_id)
         self._latest = (now, kept)
         self._listed[folder_id] = listed[0] if len(listed) == 1 else tuple(listed)
@@ -96,15 +107,21 @@ class ListedUrls:
 
     def take(self, video_id: str) -> ListedUrl | None:
         """The URL listed for `video_id`, if still here; it is not kept any longer."""
-        packed = self._urls.pop(video_id, None)
-        if packed is None:
+        held = self._pop(video_id)
+        if held is None:
             return None
-        url = self._packer.unpack(packed)
+        url = held if isinstance(held, str) else self._packer.unpack(held)
         if len(self._urls) * SHRINK_BELOW < self._high:
             self._urls = dict(self._urls)  # O(n) once per n / SHRINK_BELOW * (SHRINK_BELOW - 1) takes
             self._high = len(self._urls)
         at = self._older.pop(video_id, None)
         return ListedUrl(url, self._latest[0] if at is None else at)
+
+    def _pop(self, video_id: str) -> bytes | str | None:
+        held = self._urls.pop(video_id, None)
+        if isinstance(held, str):
+            self._texts -= 1
+        return held
 
     def statistics(self) -> dict[str, int]:
         return {"urls": len(self._urls), "folders": len(self._listed)}
