@@ -191,6 +191,33 @@ async def test_silent_server_times_out() -> None:
     assert http.stats.counters.get("http.retries", 0) == 1
 
 
+async def test_an_answer_slower_in_all_than_the_read_timeout_arrives_whole() -> None:
+    """The read timeout is for each wait, not the whole answer: a body that comes in parts, each well within
+    it, 2.4 read timeouts in all, is read whole; the same server stalling past it is a timeout."""
+    parts = [b"a" * 10, b"b" * 10, b"c" * 10, b"d" * 10]
+    pause = {"s": 0.3}
+
+    async def trickling(stream: trio.SocketStream) -> None:
+        buffer = bytearray()
+        while await read_request(stream, buffer):
+            await stream.send_all(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+            for part in parts:
+                await trio.sleep(pause["s"])  # the server's pace, the point of the test
+                await stream.send_all(part)
+
+    async with raw_server(trickling) as base:
+        http = HttpClient(HttpSettings(read_timeout=0.5, retries=0))
+        try:
+            with trio.fail_after(DEADLINE):
+                response = await http.request("GET", f"{base}/slow.json", tag="t")
+                assert response.content == b"".join(parts)
+                pause["s"] = 0.8
+                with pytest.raises(RemoteTimeoutError):
+                    await http.request("GET", f"{base}/slow.json", tag="t")
+        finally:
+            await http.aclose()
+
+
 async def test_refused_connection() -> None:
     listener = trio.socket.socket()
     await listener.bind(("127.0.0.1", 0))

@@ -34,7 +34,9 @@ What it keeps from httpx, so a request behaves the same either way:
 - TLS with verification, from the same CA bundle (`[http] ca_bundle`, else certifi's, as httpx uses);
   HTTP/1.1 only (ALPN says so): one request per connection at a time, the connection kept for the next;
 - the same timeouts: `connect_timeout` for connecting and the handshake, `read_timeout` for each wait on
-  the server (sending, and each read of the answer);
+  the server (sending, and each read of the answer), give or take a hundredth of it: a wait moves the
+  deadline only when that is later by more (`_wait_ahead`; moving a scope's deadline is a generator context
+  manager inside trio, and the second wait of an exchange is microseconds after the first);
 - no proxy (the client has `trust_env=False` too); redirects are followed by `HttpClient`.
 
 This replaced HTTP/2 for HEADs and API calls, which issue 16 first asked for: one TLS connection per origin
@@ -321,7 +323,7 @@ class LeanPool:
         # One cancel scope whose deadline each wait moves (to `read_timeout` ahead, as httpx's: a large answer
         # may take longer in all), not a `fail_after` per wait (a generator context manager and a scope each:
         # a tenth of a HEAD's Python calls).
-        waits = trio.CancelScope()
+        waits = trio.CancelScope(deadline=trio.current_time() + self._read_timeout)
         try:
             with waits:
                 head, rest = await self._answer_head(connection, request, answers_head, waits)
@@ -348,13 +350,13 @@ class LeanPool:
         """Send `request`, then read up to the end of its answer's final head (interim 1xx heads skipped):
         that head, and the bytes that came after it."""
         connection.heard = False
-        waits.deadline = trio.current_time() + self._read_timeout
+        _wait_ahead(waits, self._read_timeout)
         await _send(connection, request)
         buffer = b""
         for _ in range(MAX_HEAD_EVENTS):
             parsed = parse_head(buffer, answers_head=answers_head) if buffer else None
             if parsed is None:
-                waits.deadline = trio.current_time() + self._read_timeout
+                _wait_ahead(waits, self._read_timeout)
                 buffer += await _receive(connection, RECEIVE_SIZE)
                 continue
             head, buffer = parsed
@@ -380,7 +382,7 @@ class LeanPool:
             for _ in range(MAX_BODY_EVENTS):
                 if not left:
                     return whole
-                waits.deadline = trio.current_time() + self._read_timeout
+                _wait_ahead(waits, self._read_timeout)
                 ended = f"{left} bytes before the body's end"
                 data = await _receive(connection, min(BODY_RECEIVE_SIZE, left), ended=ended)
                 out.write(data)
@@ -393,13 +395,13 @@ class LeanPool:
                     out.write(part)
                 if chunked.complete:
                     return not chunked.spoiled
-                waits.deadline = trio.current_time() + self._read_timeout
+                _wait_ahead(waits, self._read_timeout)
                 data = await _receive(connection, RECEIVE_SIZE, ended="before its last chunk")
         else:  # until the connection ends: never kept
             data = rest
             for _ in range(MAX_BODY_EVENTS):
                 out.write(data)
-                waits.deadline = trio.current_time() + self._read_timeout
+                _wait_ahead(waits, self._read_timeout)
                 data = await _receive(connection, RECEIVE_SIZE, ended=None)
                 if not data:
                     return False
@@ -432,7 +434,7 @@ class LeanPool:
 
     async def _head(self, connection: _Connection, request: bytes) -> tuple[Head, bytes]:
         """Send a request without a body and read its answer's head (a connection that fails is closed)."""
-        waits = trio.CancelScope()
+        waits = trio.CancelScope(deadline=trio.current_time() + self._read_timeout)
         try:
             with waits:
                 return await self._answer_head(connection, request, False, waits)
@@ -469,6 +471,16 @@ def _encoded(method: bytes, target: str | bytes, fields: Fields, body: bytes) ->
         return encode_request(method, raw_target, list(fields), body)
     except (UnsendableRequest, UnicodeEncodeError) as exc:
         raise httpx.LocalProtocolError(f"cannot send this request: {exc}") from exc
+
+
+DEADLINE_SLACK = 0.01  # of `read_timeout`: how much later a wait's deadline must be to be moved
+
+
+def _wait_ahead(waits: trio.CancelScope, read_timeout: float) -> None:
+    """`waits` ends `read_timeout` from now, or up to DEADLINE_SLACK of it sooner (see the module's essay)."""
+    deadline = trio.current_time() + read_timeout
+    if deadline - waits.deadline > read_timeout * DEADLINE_SLACK:
+        waits.deadline = deadline
 
 
 async def _receive(connection: _Connection, size: int, *, ended: str | None = "mid-answer") -> bytes:
