@@ -3,6 +3,9 @@ run first, a held one is waited for, and a waiter cancelled meanwhile leaves not
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
@@ -14,7 +17,7 @@ from vidfs.tasks import Holding
 
 
 @pytest.mark.parametrize("make", [trio.Lock, lambda: trio.CapacityLimiter(1)], ids=["lock", "limiter"])
-async def test_a_free_one_is_taken_before_any_other_task_runs(make) -> None:  # type: ignore[no-untyped-def]
+async def test_a_free_one_is_taken_before_any_other_task_runs(make: Callable[[], Any]) -> None:
     sync = make()
     order: list[str] = []
 
@@ -32,7 +35,7 @@ async def test_a_free_one_is_taken_before_any_other_task_runs(make) -> None:  # 
 
 
 @pytest.mark.parametrize("make", [trio.Lock, lambda: trio.CapacityLimiter(1)], ids=["lock", "limiter"])
-async def test_a_held_one_is_waited_for_and_given_back_after_an_error(make) -> None:  # type: ignore[no-untyped-def]
+async def test_a_held_one_is_waited_for_and_given_back_after_an_error(make: Callable[[], Any]) -> None:
     sync = make()
     order: list[str] = []
     release = trio.Event()
