@@ -9,7 +9,8 @@ after the refresh fails: the kernel's entry was dropped, not left to its 1 s tim
 1. PATH: the folder itself;
 2. `--recursive` from the provider's root (a plain refresh of the root does not reach the folder);
 3. no PATH: everything;
-4. refusals: a file, a missing path, a directory that is not a vidfs mount: one line, exit 2.
+4. refusals: a file, a missing path, a directory that is not a vidfs mount: one line, exit 2;
+5. more names than the daemon hands the kernel at once (`FORGET_BATCH`): the last ones are dropped too.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from tests.conftest import Emulator, Mount, emulator_fixture, vidfs_cmd
 from tests.providers import CASES, Expect
 from vidfs.commands.demo import write_config
 from vidfs.commands.process import control_call
+from vidfs.daemon.control import FORGET_BATCH
 from vidfs.fs.videofs import CONTROL_XATTR
 
 INSTANCE = "a"
 
 
 pixop = emulator_fixture("pixop")
+pixop_scaled = emulator_fixture("pixop", extra=("--scale", "2500"))  # projects of 1,000, 1,000 and 500
 
 
 @pytest.fixture
@@ -178,3 +181,37 @@ def test_refresh_of_everything_in_a_subtree_mount(tmp_path: Path, pixop: Emulato
     assert result.returncode == 0, result.stderr
     assert result.stdout == "vidfs: refreshed everything: 1 cached listing(s) dropped\n"
     assert rel.name not in os.listdir(mount.path) and not path.exists()
+
+
+def test_refresh_of_everything_drops_names_past_the_first_batch(
+    tmp_path: Path, pixop_scaled: Emulator, mounts: Any
+) -> None:
+    config = write_config(
+        tmp_path / "vidfs.toml",
+        {INSTANCE: pixop_scaled.config("pixop")},
+        cache_dir=tmp_path / "cache",
+        cache={"metadata_ttl": "1h", "negative_ttl": "1h", "disk": "0"},
+    )
+    mount: Mount = mounts(config)
+    videos = current(pixop_scaled)
+    assert len(videos) > 2 * FORGET_BATCH
+    walked: list[Path] = []  # every name looked up, so the kernel holds them all, in this order
+    for folder in sorted({Path(path).parent for path in videos}):
+        for name in sorted(os.listdir(mount.path / folder)):
+            os.lstat(mount.path / folder / name)
+            walked.append(folder / name)
+    assert len(walked) >= len(videos)
+    # The last one looked up is the tree's last node: in the refresh's last batch.
+    gone = [walked[0], walked[len(walked) // 2], walked[-1]]
+    for rel in gone:
+        delete_at_vendor(pixop_scaled, videos[rel.as_posix()])
+    # The cached listings still show them, and these lookups renew the kernel's entries (1 s): the names it
+    # held longer ago are gone from its cache already (FUSE lets an expired entry go when it is last used).
+    assert all((mount.path / rel).exists() for rel in gone)
+
+    socket_path = os.getxattr(mount.path, CONTROL_XATTR).decode()
+    answer = control_call(socket_path, {"op": "refresh", "path": ""})
+    assert answer["ok"] and answer["listings"] >= 4 and answer["entries"] >= len(gone), answer
+    assert not any((mount.path / rel).exists() for rel in gone)
+    for rel in gone:
+        assert rel.name not in os.listdir(mount.path / rel.parent)

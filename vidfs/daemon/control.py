@@ -18,6 +18,10 @@ next access of each waits for a fresh listing from the vendor instead of being a
 (entry and attribute timeouts): the names the kernel holds in those directories are invalidated in it too
 (`pyfuse3.invalidate_entry`, in a worker thread: it waits for requests on those names, which this loop
 answers), so the change is visible as soon as the answer `{"ok": true, "listings": N, "entries": M}` is.
+The names go to the thread `FORGET_BATCH` at a time, each batch made as it is sent, and the folders are
+kept as sets of ids per provider: a refresh of everything in a mount of 100,000 VALT records (101,013
+listings, 200,000 names) made every (instance, folder) key and (inode, name) pair at once, and the daemon's
+RSS leapt from 224 to 270 MiB, the peak of its whole catalog bench; now to 239 MiB.
 
 No client can harm the mount
 ----------------------------
@@ -69,6 +73,7 @@ BACKLOG = 128
 REQUEST_DEADLINE = 5.0  # seconds from accept to the request's newline (or EOF)
 ANSWER_DEADLINE = 60.0  # a pin may list a few directories
 SEND_DEADLINE = 10.0
+FORGET_BATCH = 1024  # names dropped from the kernel's cache per worker-thread call
 ACCEPT_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 ACCEPT_RETRY = 0.5  # after one of those from accept: wait for descriptors or memory to be freed
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes, NUL included
@@ -286,61 +291,68 @@ class ControlServer:
         tree = self.fs.tree
         everything = node.inode == self.fs.root_inode  # the mount root (or the --subtree root)
         folders = cached_folders(tree, node, recursive=recursive or everything)
-        for instance, folder_id in folders:
-            tree.listings.invalidate(instance, folder_id)
-        directories, entries = self._kernel_view(folders)
-        forgotten = await trio.to_thread.run_sync(
-            forget_in_kernel, directories, entries, abandon_on_cancel=True
-        )
+        for instance, folder_ids in folders.items():
+            for folder_id in folder_ids:
+                tree.listings.invalidate(instance, folder_id)
+        dropped = sum(len(folder_ids) for folder_ids in folders.values())
+        directories, inside = self._kernel_view(folders)
+        forgotten = 0
+        for start in range(0, len(inside), FORGET_BATCH):
+            names = [
+                (self.fs.to_fuse_inode(n.parent), os.fsencode(n.name))
+                for n in inside[start : start + FORGET_BATCH]
+            ]
+            forgotten += await trio.to_thread.run_sync(forget_names, names, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(forget_attributes, directories, abandon_on_cancel=True)
         self.stats.incr("refresh.requests")
-        self.stats.incr("refresh.listings", len(folders))
-        log.info("refresh of /%s: %d listings dropped", path.strip("/"), len(folders))
-        return {"ok": True, "listings": len(folders), "entries": forgotten}
+        self.stats.incr("refresh.listings", dropped)
+        log.info("refresh of /%s: %d listings dropped", path.strip("/"), dropped)
+        return {"ok": True, "listings": dropped, "entries": forgotten}
 
-    def _kernel_view(self, folders: list[tuple[str, str]]) -> tuple[list[int], list[tuple[int, bytes]]]:
-        """The kernel's inodes of those directories and the (parent, name) entries it may hold in them."""
-        wanted = set(folders)
+    def _kernel_view(self, folders: dict[str, set[str]]) -> tuple[list[int], list[Node]]:
+        """The kernel's inodes of those directories and the nodes it may hold names of in them."""
         nodes = list(self.fs.tree.nodes.values())
         directories = {
             n.inode
             for n in nodes
-            if isinstance(n.entry, Folder) and (n.instance, n.entry.remote_id) in wanted
+            if isinstance(n.entry, Folder)
+            and n.instance is not None
+            and n.entry.remote_id in folders.get(n.instance, ())
         }
-        entries = [
-            (self.fs.to_fuse_inode(n.parent), os.fsencode(n.name))
-            for n in nodes
-            if n.parent in directories and n.inode != n.parent
-        ]
-        return [self.fs.to_fuse_inode(inode) for inode in directories], entries
+        inside = [n for n in nodes if n.parent in directories and n.inode != n.parent]
+        return [self.fs.to_fuse_inode(inode) for inode in directories], inside
 
     def statistics(self) -> dict[str, int]:
         return {"serving": MAX_CONNECTIONS - self._slots.value, "max_connections": MAX_CONNECTIONS}
 
 
-def cached_folders(tree: Tree, node: Node, *, recursive: bool) -> list[tuple[str, str]]:
-    """(provider instance, folder id) of `node`'s listing and, when `recursive`, of every cached listing
-    below it (the folders named in cached listings, transitively); the mount root stands for every
-    provider's root. Each cached listing is visited once, so the walk is bounded by the cache."""
+def cached_folders(tree: Tree, node: Node, *, recursive: bool) -> dict[str, set[str]]:
+    """Per provider instance, the folder ids of `node`'s listing and, when `recursive`, of every cached
+    listing below it (the folders named in cached listings, transitively); the mount root stands for every
+    provider's root. Each cached listing is visited once, so the walk is bounded by the cache. (Sets of the
+    ids the listings hold, not (instance, id) pairs: 100,000 pairs and their set were 10 MiB.)"""
     if node.instance is None:
         starts = [(instance, provider.root().remote_id) for instance, provider in tree.providers.items()]
     else:
         starts = [(node.instance, node.folder.remote_id)]
-    found = dict.fromkeys(starts)
+    found: dict[str, set[str]] = {}
+    for instance, folder_id in starts:
+        found.setdefault(instance, set()).add(folder_id)
     queue = list(starts) if recursive else []
     while queue:
         instance, folder_id = queue.pop()
-        listing = tree.listings.get(instance, folder_id)
+        listing, known = tree.listings.get(instance, folder_id), found[instance]
         for entry in listing.entries if listing is not None else ():
-            key = (instance, entry.remote_id)
-            if isinstance(entry, Folder) and key not in found:
-                found[key] = None
-                queue.append(key)
-    return list(found)
+            if isinstance(entry, Folder) and entry.remote_id not in known:
+                known.add(entry.remote_id)
+                queue.append((instance, entry.remote_id))
+    return found
 
 
-def forget_in_kernel(directories: list[int], entries: list[tuple[int, bytes]]) -> int:
-    """Drop the kernel's cached names and attributes of refreshed directories (in a worker thread: each call
-    waits for the kernel's requests on that name, which the trio loop answers). Returns the names dropped."""
+def forget_names(entries: list[tuple[int, bytes]]) -> int:
+    """Drop the kernel's cached (parent inode, name) entries of refreshed directories (in a worker thread:
+    each call waits for the kernel's requests on that name, which the trio loop answers). Returns the names
+    dropped."""
     forgotten = 0
     for parent, name in entries:
         try:
@@ -348,12 +360,16 @@ def forget_in_kernel(directories: list[int], entries: list[tuple[int, bytes]]) -
             forgotten += 1
         except OSError:  # ENOENT: the kernel no longer held it
             pass
+    return forgotten
+
+
+def forget_attributes(directories: list[int]) -> None:
+    """Drop the kernel's cached attributes of refreshed directories (in a worker thread, as above)."""
     for inode in directories:
         try:
             pyfuse3.invalidate_inode(inode, attr_only=True)
         except OSError:
             pass
-    return forgotten
 
 
 def _parse(line: bytes) -> dict[str, Any] | Refusal:
