@@ -37,16 +37,21 @@ pixop = emulator_fixture("pixop")
 pixop_scaled = emulator_fixture("pixop", extra=("--scale", "2500"))  # projects of 1,000, 1,000 and 500
 
 
-@pytest.fixture
-def mount(tmp_path: Path, pixop: Emulator, mounts: Any) -> Mount:
+def mount_of(pixop: Emulator, tmp_path: Path, mounts: Any, *args: str) -> Mount:
+    """A mount of `pixop` whose listings are cached for an hour."""
     config = write_config(
         tmp_path / "vidfs.toml",
         {INSTANCE: pixop.config("pixop")},
         cache_dir=tmp_path / "cache",
         cache={"metadata_ttl": "1h", "negative_ttl": "1h", "disk": "0"},
     )
-    mounted: Mount = mounts(config)
+    mounted: Mount = mounts(config, *args)
     return mounted
+
+
+@pytest.fixture
+def mount(tmp_path: Path, pixop: Emulator, mounts: Any) -> Mount:
+    return mount_of(pixop, tmp_path, mounts)
 
 
 def current(pixop: Emulator) -> dict[str, Expect]:
@@ -166,13 +171,7 @@ def test_refusals_are_one_line(mount: Mount, pixop: Emulator, tmp_path: Path) ->
 
 def test_refresh_of_everything_in_a_subtree_mount(tmp_path: Path, pixop: Emulator, mounts: Any) -> None:
     rel, video = a_video(pixop)
-    config = write_config(
-        tmp_path / "vidfs.toml",
-        {INSTANCE: pixop.config("pixop")},
-        cache_dir=tmp_path / "cache",
-        cache={"metadata_ttl": "1h", "negative_ttl": "1h", "disk": "0"},
-    )
-    mount: Mount = mounts(config, "--subtree", rel.parent.as_posix())
+    mount = mount_of(pixop, tmp_path, mounts, "--subtree", rel.parent.as_posix())
     path = mount.path / rel.name
     assert os.stat(path).st_size == video.size
     delete_at_vendor(pixop, video)
@@ -186,13 +185,7 @@ def test_refresh_of_everything_in_a_subtree_mount(tmp_path: Path, pixop: Emulato
 def test_refresh_of_everything_drops_names_past_the_first_batch(
     tmp_path: Path, pixop_scaled: Emulator, mounts: Any
 ) -> None:
-    config = write_config(
-        tmp_path / "vidfs.toml",
-        {INSTANCE: pixop_scaled.config("pixop")},
-        cache_dir=tmp_path / "cache",
-        cache={"metadata_ttl": "1h", "negative_ttl": "1h", "disk": "0"},
-    )
-    mount: Mount = mounts(config)
+    mount = mount_of(pixop_scaled, tmp_path, mounts)
     videos = current(pixop_scaled)
     assert len(videos) > 2 * FORGET_BATCH
     walked: list[Path] = []  # every name looked up, so the kernel holds them all, in this order
