@@ -94,7 +94,7 @@ RECORDS_REUSE_PER_SCAN = 10.0  # … and this many times the pass took (10,000 r
 ROOMS_PASS_REUSE = 300.0
 # Layout "records" is a directory per record, and every walk pays 4 FUSE requests for each however warm
 # the cache (OPENDIR, two READDIRPLUS, RELEASEDIR: pyfuse3 cannot let the kernel keep a listing; 100,000
-# records at 20 ms: 16.7 s warm and 270 MiB, against 0.75 s and 140 MiB in layout "rooms"). A pass this big
+# records at 20 ms: 16.0 s warm and 244 MiB, against 0.71 s and 140 MiB in layout "rooms"). A pass this big
 # says so.
 LAYOUT_HINT_RECORDS = 20_000
 DOWNLOAD_CONCURRENCY = 8
