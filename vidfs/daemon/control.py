@@ -330,7 +330,8 @@ def cached_folders(tree: Tree, node: Node, *, recursive: bool) -> dict[str, set[
     """Per provider instance, the folder ids of `node`'s listing and, when `recursive`, of every cached
     listing below it (the folders named in cached listings, transitively); the mount root stands for every
     provider's root. Each cached listing is visited once, so the walk is bounded by the cache. (Sets of the
-    ids the listings hold, not (instance, id) pairs: 100,000 pairs and their set were 10 MiB.)"""
+    ids the listings hold, not (instance, id) pairs and a set of them: with those, a refresh of everything
+    at 100,000 VALT records peaked 7.5 MiB higher.)"""
     if node.instance is None:
         starts = [(instance, provider.root().remote_id) for instance, provider in tree.providers.items()]
     else:
