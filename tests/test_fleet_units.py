@@ -139,14 +139,14 @@ async def test_the_breaker_opens_after_failures_probes_after_its_backoff_and_clo
     assert breaker.state is State.OPEN and breaker.allow() is None
     breaker.success()  # a call that started before it opened: says nothing
     assert breaker.state is State.OPEN
-    await trio.sleep(1.0)
+    autojump_clock.jump(1.0)  # virtual time: the first backoff is over
     assert breaker.allow() is True  # the probe
     assert breaker.allow() is None  # only one
     breaker.failure(probe=True)  # a failed probe: open again, a longer backoff
     assert breaker.state is State.OPEN and breaker.probes == 1
-    await trio.sleep(0.9)  # the second backoff is drawn between 1 and 2 s
+    autojump_clock.jump(0.9)  # the second backoff is drawn between 1 and 2 s
     assert breaker.allow() is None
-    await trio.sleep(1.2)
+    autojump_clock.jump(1.2)
     assert breaker.allow() is True
     breaker.success(probe=True)
     assert breaker.state is State.CLOSED
