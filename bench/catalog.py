@@ -2,7 +2,9 @@
 
     sudo bench/run.sh --catalog 10000,100000 [--rtt-ms 20,0] [--providers cupix,aipix,...]
 
-For every RTT, provider shape and N, in the bench's network namespace (delayed as in the read run, but
+First, once, the machine's FUSE floor (`bench.floor`): what listing a directory costs through a pyfuse3
+filesystem that does no work; each row's warm walk is printed next to its floor (its directories × that).
+Then for every RTT, provider shape and N, in the bench's network namespace (delayed as in the read run, but
 only by a kernel method: the Python proxy fronts one port and the emulators have several):
 1. the vendor's emulator, `python -m vidfs.emulator --provider NAME --scale N` (N synthetic videos spread
    the way that vendor's accounts grow, besides its small hand-made catalog), started fresh;
@@ -41,6 +43,7 @@ from typing import Any
 
 from bench.common import Cleanup, cpu_seconds, run, say, stolen_seconds, stop_pid, vm_hwm_mib, wait_for
 from bench.delay import Delay, start_delay
+from bench.floor import measure as measure_floor
 from bench.netns import Netns
 from bench.options import Options
 from bench.peers import Mount
@@ -423,10 +426,13 @@ def run_catalog(opts: Options, work: Path, cleanup: Cleanup) -> int:
     if opts.delay == "proxy":
         say("the catalog run delays with netem or nfqueue only (the proxy fronts a single port)")
         return 2
+    floor = measure_floor(work, cleanup)  # before any namespace or delay: the machine alone
+    if floor is not None:
+        say(f"FUSE floor: {floor.describe()}")
     ns = Netns(cleanup, tag="c")
     _probe_server(ns, work, cleanup)
     stage = CatalogStage(ns, work, opts, cleanup, opts.max_walk_seconds)
-    results = CatalogResults(opts)
+    results = CatalogResults(opts, floor)
     for rtt_ms in opts.rtts_ms:
         try:
             delay = start_delay(

@@ -14,6 +14,7 @@ from bench.catalog import SIZE_REQUESTS, CatalogFigures
 from bench.chart import pyplot
 from bench.common import say
 from bench.delay import Delay
+from bench.floor import Floor
 from bench.options import Options
 from bench.tools import versions
 
@@ -130,8 +131,14 @@ def table(rows_: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def _targets_json(r: Row) -> list[dict[str, Any]]:
-    return [{"target": what, "met": ok, "figures": figures} for what, ok, figures in targets(r)]
+def _row_json(r: Row, floor: Floor | None) -> dict[str, Any]:
+    dirs = r.get("dirs")
+    return asdict(r) | {
+        "targets": [
+            {"target": what, "met": ok, "figures": figures} for what, ok, figures in targets(r, floor)
+        ],
+        "warm_floor_s": None if floor is None or dirs is None else floor.walk_s(int(dirs)),
+    }
 
 
 def _mark(ok: bool | None) -> str:
@@ -142,8 +149,9 @@ def _all_known(*values: Any) -> bool:
     return all(v is not None for v in values)
 
 
-def targets(r: Row) -> list[tuple[str, bool | None, str]]:
-    """Issue 16's targets for one row: (what, met or None when a figure is missing, figures)."""
+def targets(r: Row, floor: Floor | None = None) -> list[tuple[str, bool | None, str]]:
+    """Issue 16's targets for one row: (what, met or None when a figure is missing, figures); `floor`, the
+    machine's FUSE floor, adds the least its warm walk could take here to the warm walk's figures."""
     g = r.get
     budget = r.n * (HEAD_S_PER_VIDEO if r.request_each else LISTED_S_PER_VIDEO)
     out: list[tuple[str, bool | None, str]] = []
@@ -163,6 +171,8 @@ def targets(r: Row) -> list[tuple[str, bool | None, str]]:
         else None
     )
     figures = f"{_n(warm_req, 0)} requests, walk {_n(warm, 2)} s, ls -lR {_n(warm_ls, 2)} s"
+    if floor is not None and g("dirs") is not None:
+        figures += f"; floor {floor.walk_s(int(g('dirs'))):.2f} s ({_n(g('dirs'), 0)} directory listings)"
     out.append((f"warm walk and ls -lR 0 requests, ≤ {WARM_S:g} s", ok, figures))
     rss = g("rss_mib")
     out.append((f"peak RSS ≤ {RSS_MIB:g} MiB", None if rss is None else rss <= RSS_MIB, f"{_n(rss)} MiB"))
@@ -238,8 +248,9 @@ def chart(path: Path, tables: list[dict[str, Any]]) -> str | None:
 class CatalogResults:
     """bench/results/catalog-<time>.json, written again after every RTT, and its chart."""
 
-    def __init__(self, opts: Options) -> None:
+    def __init__(self, opts: Options, floor: Floor | None = None) -> None:
         self.opts = opts
+        self.floor = floor
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         self.base = opts.results_dir / f"catalog-{stamp}"
         self.tables: list[dict[str, Any]] = []
@@ -247,6 +258,7 @@ class CatalogResults:
             "started": stamp,
             "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(opts).items()},
             "versions": versions(),
+            "fuse_floor": None if floor is None else asdict(floor) | {"request_us": floor.request_us},
             "tables": self.tables,
         }
 
@@ -268,9 +280,11 @@ class CatalogResults:
             if any(r.partial for r in made)
             else ""
         )
-        print(f"\n{header}\n\n{text}\n{partial}\nissue 16's targets at {delay.rtt_ms:g} ms:\n")
+        floor = "" if self.floor is None else f"\nFUSE floor on this machine: {self.floor.describe()}\n"
+        print(f"\n{header}\n\n{text}\n{partial}{floor}\nissue 16's targets at {delay.rtt_ms:g} ms:\n")
         for r in made:
-            marks = "; ".join(f"{what}: **{_mark(ok)}** ({figures})" for what, ok, figures in targets(r))
+            marked = targets(r, self.floor)
+            marks = "; ".join(f"{what}: **{_mark(ok)}** ({figures})" for what, ok, figures in marked)
             print(f"- {r.shape}, {r.n:,}: {marks}" + (f"; errors: {'; '.join(r.errors)}" if r.errors else ""))
         print(flush=True)
         described = {"method": delay.method, "description": delay.description}
@@ -280,7 +294,7 @@ class CatalogResults:
                 "delay": described | {"measured_rtt_ms": delay.measured_rtt_ms},
                 "header": header,
                 "table_markdown": text,
-                "rows": [asdict(r) | {"targets": _targets_json(r)} for r in made],
+                "rows": [_row_json(r, self.floor) for r in made],
                 "runs": [asdict(f) for f in figs],
             }
         )
