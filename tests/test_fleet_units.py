@@ -157,12 +157,12 @@ async def test_calls_in_flight_together_fail_as_one_failure(autojump_clock: trio
     # A stall of the host times out every call in flight at once: that is one failure, not eight.
     breaker = Breaker(failures_to_open=3, first=1.0, longest=4.0)
     began = trio.current_time()
-    await trio.sleep(0.1)
+    autojump_clock.jump(0.1)
     assert not any(breaker.failure(started=began) for _ in range(8))
     assert breaker.state is State.CLOSED
     for _ in range(2):  # failures of calls begun after the last counted one: in a row
         began = trio.current_time()
-        await trio.sleep(0.1)
+        autojump_clock.jump(0.1)
         opened = breaker.failure(started=began)
     assert opened and breaker.state is State.OPEN
 
