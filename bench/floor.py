@@ -23,6 +23,7 @@ import errno
 import json
 import os
 import stat
+import statistics
 import subprocess
 import sys
 import time
@@ -44,8 +45,8 @@ TTL_S = 60.0
 class Floor:
     """One listing of a one-file directory through a no-op pyfuse3 filesystem."""
 
-    listing_us: float  # wall time of one `os.listdir`, in the bench process
-    listing_cpu_us: float | None  # the no-op daemon's CPU for it
+    listing_us: float  # wall time of one `os.listdir`, in the bench process (the median)
+    listing_cpu_us: float | None  # the no-op daemon's CPU for one (the mean)
     requests_per_listing: float  # FUSE requests it answered per listing (4 expected)
     listings: int
 
@@ -61,8 +62,8 @@ class Floor:
         cpu = "—" if self.listing_cpu_us is None else f"{self.listing_cpu_us:.0f}"
         return (
             f"a listing of a one-file directory through a no-op pyfuse3 filesystem: {self.listing_us:.0f} µs"
-            f" ({self.requests_per_listing:.2f} FUSE requests, {self.request_us:.0f} µs each; daemon CPU"
-            f" {cpu} µs), median of {self.listings:,} listings in one run"
+            f" ({self.requests_per_listing:.2f} FUSE requests, {self.request_us:.0f} µs each), the median of"
+            f" {self.listings:,} listings in one run; the daemon's CPU, {cpu} µs a listing on average"
         )
 
 
@@ -130,7 +131,13 @@ def measure(work: Path, cleanup: Cleanup) -> Floor | None:
         )
     stop_now = cleanup.push("floor filesystem", lambda: _stop(process, mountpoint))
     try:
-        wait_for(lambda: process.poll() is None and is_mounted(mountpoint), MOUNT_WAIT_S, "floor filesystem")
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"the no-op filesystem exited with status {process.returncode}")
+            return is_mounted(mountpoint)
+
+        wait_for(up, MOUNT_WAIT_S, "floor filesystem")
         directory = str(mountpoint / "d")
         for _ in range(WARM_UP):
             os.listdir(directory)
@@ -153,9 +160,8 @@ def measure(work: Path, cleanup: Cleanup) -> Floor | None:
         return None
     listed = LISTINGS + WARM_UP
     asked = sum(counts[op] for op in ("opendir", "readdir", "releasedir"))
-    times.sort()
     cpu = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / LISTINGS * 1e6
-    return Floor(times[len(times) // 2] * 1e6, cpu, asked / listed, LISTINGS)
+    return Floor(statistics.median(times) * 1e6, cpu, asked / listed, LISTINGS)
 
 
 def _stop(process: subprocess.Popen[Any], mountpoint: Path) -> None:
