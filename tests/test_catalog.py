@@ -1072,6 +1072,39 @@ def test_an_answer_is_kept_in_a_row_and_read_back_as_it_was(etag: str | None) ->
     assert table.get("v2") is None and len(table) == 1
 
 
+def test_a_table_loaded_at_once_answers_as_one_filled_answer_by_answer() -> None:
+    """`AnswerTable.load` (a remount's snapshot) gives the same answers as `put` one at a time: an id given
+    twice keeps its last answer (whatever its ETag's form), a size beyond 64 bits is left out, and the
+    table then takes, overwrites, forgets and grows as any other."""
+    md5 = '"0123456789abcdef0123456789abcdef"'
+    etags = [None, md5, 'W/"weak"', "plain"]
+    answers = [(f"v{i}", i * 1000, etags[i % 4], basis_of(f"etag:{i}")) for i in range(300)]
+    answers += [("v7", 7, None, 7), ("v9", 9, md5, 9), ("v10", 10, "text again", 10), ("v11", 11, None, 11)]
+    answers += [("huge", 2**64, None, 1), ("v12", 2**64, None, 12)]  # v12 keeps its first answer
+    one_by_one, loaded = AnswerTable(), AnswerTable()
+    for remote_id, size, etag, basis in answers:
+        with contextlib.suppress(ValueError):
+            one_by_one.put(remote_id, Probe(size, etag, basis))
+    loaded.load(answers)
+    ids = {remote_id for remote_id, *_ in answers}
+    assert {i: loaded.get(i) for i in ids} == {i: one_by_one.get(i) for i in ids}
+    assert loaded.get("v9") == Probe(9, md5, 9) and loaded.get("v11") == Probe(11, None, 11)
+    assert loaded.get("huge") is None and len(loaded) == len(one_by_one) == 300
+    assert loaded.get("v10") == Probe(10, "text again", 10) and "v11" not in loaded._texts
+    assert sorted(dict(Answers(loaded, loaded.rows()))) == sorted(
+        dict(Answers(one_by_one, one_by_one.rows()))
+    )
+    loaded.put("v1", Probe(1, None, 1))
+    assert loaded.forget("v2", basis_of("etag:2")) and loaded.get("v2") is None and len(loaded) == 299
+    for i in range(300, 1000):  # grows past the size it was loaded at
+        loaded.put(f"v{i}", Probe(i, None, i))
+    assert all(loaded.size(f"v{i}", i) == i for i in range(300, 1000)) and loaded.get("v1") == Probe(
+        1, None, 1
+    )
+    with pytest.raises(ValueError):
+        loaded.load([("late", 1, None, 1)])
+
+
 def test_a_fingerprint_is_what_its_fields_format_to_whatever_came_before() -> None:
     """The last fingerprint is kept for the next video with the same size and mtime: never for values
     that compare equal but format apart (5 and 5.0, 0.0 and -0.0, 1 and True)."""

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 _ROW = struct.Struct("<qQB16s")  # size, basis, the ETag's form, an MD5's 16 bytes (else zeros)
@@ -139,6 +139,55 @@ class AnswerTable:
         else:
             self._texts.pop(remote_id, None)
         return row
+
+    def load(self, answers: Iterable[tuple[str, int, str | None, int]]) -> None:
+        """`put` of every (remote id, size, ETag, basis) into this empty table, in one go: a remount reads
+        100,000 of them from the snapshot before it mounts. No `Probe` is made, the rows are joined once and
+        the index is sized once (one at a time, those were 0.3-0.5 s of a 1.5-1.8 s snapshot load of
+        100,000 AIPIX archives here, with 12 rebuilds of the index). An id given twice keeps its last
+        answer, as `put` would; one with a size beyond 64 bits is left out (asked again)."""
+        if self._ids:
+            raise ValueError("load() fills an empty table")
+        ids, parts, texts = self._ids, [], self._texts
+        pack, md5_etag, no_md5 = _ROW.pack, _MD5_HEX.fullmatch, _NO_MD5
+        for remote_id, size, etag, basis in answers:
+            if etag is None:
+                form, md5 = _NO_ETAG, no_md5
+            elif md5_etag(etag):
+                form, md5 = _MD5_ETAG, bytes.fromhex(etag[1:-1])
+            else:
+                form, md5 = _TEXT_ETAG, no_md5
+            try:
+                parts.append(pack(size, basis & BASIS_BITS, form, md5))
+            except struct.error:
+                continue
+            ids.append(remote_id)
+            if form == _TEXT_ETAG:
+                texts[remote_id] = etag  # type: ignore[assignment]  # not None: form says so
+            elif texts and remote_id in texts:  # an earlier answer for this id had one
+                del texts[remote_id]
+        self._rows = bytearray(b"".join(parts))
+        del parts
+        slots = _FIRST_SLOTS
+        while slots < 2 * len(ids):
+            slots *= 2
+        self._index = index = array("i", bytes(4 * slots))
+        mask = slots - 1
+        self.live = len(ids)
+        for row, remote_id in enumerate(ids):
+            slot = hash(remote_id) & mask
+            for _ in range(slots):  # at most half full: an empty slot comes within a few
+                held = index[slot] - 1
+                if held < 0:
+                    index[slot] = row + 1
+                    break
+                if ids[held] == remote_id:  # given twice: the later answer in the earlier row, this one dead
+                    rows, at, size = self._rows, row * _ROW.size, _ROW.size
+                    rows[held * size : (held + 1) * size] = rows[at : at + size]
+                    rows[at + _FORM_AT] = _DEAD
+                    self.live -= 1
+                    break
+                slot = (slot + 1) & mask
 
     def setdefault(self, remote_id: str, probe: Probe) -> None:
         """`put`, unless `remote_id` has a live answer already (one learned since a snapshot was read)."""
