@@ -18,6 +18,7 @@ import trio.lowlevel
 
 from vidfs.io.remote_file import FileKey
 from vidfs.io.store import DiskStore, backlog, running
+from vidfs.io.store import disk as store_disk
 from vidfs.io.store import service as store_service
 from vidfs.io.store.layout import EXTENT_BLOCKS, Layout, file_name
 from vidfs.stats import Stats
@@ -93,8 +94,31 @@ def corrupt(path: Path, offset: int, how: str) -> None:
             handle.write(bytes(BS // 2))
 
 
+@pytest.fixture(params=["direct", "buffered"])
+def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test reads its blocks both ways (`disk.DIRECT_READS`); direct reads in 16-block pieces, so a
+    stretch takes several."""
+    monkeypatch.setattr(store_disk, "DIRECT_READS", request.param == "direct")
+    monkeypatch.setattr(store_disk, "_BUFFERS", store_disk._Buffers(16 * BS, keep=1))
+    return str(request.param)
+
+
+def takes_direct_io(directory: Path) -> bool:
+    """Whether the file system under `directory` opens files with O_DIRECT (else the store reads them
+    buffered: tmpfs before Linux 6.6, for one)."""
+    probe = directory / "direct-probe"
+    probe.write_bytes(bytes(BS))
+    try:
+        os.close(os.open(probe, os.O_RDONLY | os.O_DIRECT))
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+    return True
+
+
 # ------------------------------------------------------------------------------------------- basics
-async def test_put_get_roundtrip(tmp_path: Path) -> None:
+async def test_put_get_roundtrip(tmp_path: Path, reads: str) -> None:
     last = (SIZE - 1) // BS
     async with opened(tmp_path) as store:
         await store.put_run(key(), 0, [block(0), block(1), block(2)], SIZE)
@@ -108,6 +132,9 @@ async def test_put_get_roundtrip(tmp_path: Path) -> None:
         stats = store.statistics()
         assert (stats["bytes"], stats["blocks"], stats["files"]) == (4 * BS - 100, 4, 1)
         assert (stats["hits"], stats["misses"]) == (7, 4)
+        assert stats["reads_direct"] == (
+            stats["reads"] if reads == "direct" and takes_direct_io(tmp_path) else 0
+        )
         assert index_totals(tmp_path) == (4 * BS - 100, 4)
     path = data_path(tmp_path, key())
     assert path.stat().st_size == SIZE  # block i at offset i × block size, holes between
@@ -263,7 +290,9 @@ async def test_a_block_that_cannot_fit_beside_pinned_data_is_not_stored(tmp_path
 
 # ------------------------------------------------------------------------------------- damaged data
 @pytest.mark.parametrize("how", ["flip", "half"])
-async def test_a_damaged_block_in_the_middle_of_an_extent_is_never_served(tmp_path: Path, how: str) -> None:
+async def test_a_damaged_block_in_the_middle_of_an_extent_is_never_served(
+    tmp_path: Path, how: str, reads: str
+) -> None:
     stats = Stats()
     async with opened(tmp_path, stats=stats) as store:
         await fill(store, key(), 0, 2 * EXTENT_BLOCKS)
@@ -282,7 +311,7 @@ async def test_a_damaged_block_in_the_middle_of_an_extent_is_never_served(tmp_pa
         assert await read(store, key(), damaged, 1) == expected(damaged, 1)
 
 
-async def test_a_torn_extent_is_detected_and_stored_again(tmp_path: Path) -> None:
+async def test_a_torn_extent_is_detected_and_stored_again(tmp_path: Path, reads: str) -> None:
     async with opened(tmp_path) as store:
         await fill(store, key(), 0, 2 * EXTENT_BLOCKS)
     cut = EXTENT_BLOCKS + 10  # the data file ends in the middle of block 74 (extent 1)
@@ -296,7 +325,7 @@ async def test_a_torn_extent_is_detected_and_stored_again(tmp_path: Path) -> Non
         assert await read(again, key(), 0, 2 * EXTENT_BLOCKS) == expected(0, 2 * EXTENT_BLOCKS)
 
 
-async def test_blocks_in_the_wrong_place_are_not_served(tmp_path: Path) -> None:
+async def test_blocks_in_the_wrong_place_are_not_served(tmp_path: Path, reads: str) -> None:
     async with opened(tmp_path) as store:
         await fill(store, key("a"), 0, 2, "a")
         await fill(store, key("b"), 0, 2, "b")

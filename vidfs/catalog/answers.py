@@ -13,6 +13,7 @@ heap around it after the HEADs were gone. Here they are:
 
 About 5 MiB at 100,000, in a few large blocks. A video keeps one row: a new answer (its file changed)
 overwrites the row in place, and a forgotten one is marked dead (`_DEAD`) until it is learned again.
+A remount fills its tables from the snapshot with `load`, all rows at once and the index sized once.
 
 The snapshot writer reads rows from its thread while the trio thread adds and overwrites others (`Answers`):
 every write of a row and every read of one is a single C call made with the GIL held (a slice assignment,

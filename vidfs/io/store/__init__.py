@@ -5,8 +5,8 @@ What it is for
 `BlockCache` asks it for a run of blocks on a memory miss before it downloads (`get_run`), and hands it
 every run it fetched (`put_run`). A block read once is then served from local disk for as long as it stays
 in the budget (`[cache] disk`), across remounts and reboots, and while the remote is down. It has to be
-faster than the network and cheap in CPU: reading it back is one worker-thread hop per run of blocks, and
-writing it is one `pwritev` per run.
+faster than the network and cheap in CPU: reading it back is one worker-thread hop per run of blocks (read
+with O_DIRECT: `disk.py`), and writing it is one `pwritev` per run.
 
 Layout on disk
 --------------

@@ -1,12 +1,18 @@
 """The store's blocking file work, run in worker threads: read and verify stretches of blocks, and apply a
 batch of operations (write, punch, delete; then one index transaction).
 
-Reading: one `os.pread` per block of a stretch, each straight into the `bytes` object that is served.
-Measured here on 512 MiB, from the page cache and from disk: one 8 MiB `pread` per stretch, cut into
-blocks, costs 1.1 CPU s (a fresh 8 MiB buffer per call is 2048 page faults, then a copy per block);
-per-block preads cost 0.14 CPU s and read at the same speed, because the kernel's readahead sees one
-sequential reader either way. (`POSIX_FADV_WILLNEED` on a whole stretch first made it slower: the call
-waits while it submits the I/O.)
+Reading: O_DIRECT, a stretch in reads of up to 1 MiB straight into one of a few reused page-aligned buffers,
+each block checked there and copied out into the `bytes` that is served. Buffered reads (one `os.pread` per
+block, as before) need page-cache pages for what they read, and on these VMs a page the guest has not used
+lately costs a fault in the host the first time (see writing, below): after the bench drops the page cache,
+512 MiB read from a data file cost 0.07-0.71 CPU s buffered, 0.09-0.11 direct (four runs each). The bench's
+(f), a re-read after a remount (vidfs alone, 0 ms, six runs each): daemon system CPU 0.50-1.61 s against
+0.23-0.26, 1.66-3.78 CPU s/GB against 1.27-1.49, and 296-641 against 523-658 MB/s: no readahead is lost,
+because the block cache asks for whole windows ahead. A direct read waits for the disk in its worker
+thread, never in the trio thread. A file system that refuses O_DIRECT (EINVAL: tmpfs before Linux 6.6, some
+FUSE ones), or a block size that is not a multiple of 4 KiB, is read buffered. (Earlier, buffered: one
+8 MiB `pread` per stretch cost 1.1 CPU s for 512 MiB, a fresh buffer each time being 2048 page faults;
+`POSIX_FADV_WILLNEED` on a stretch first made it slower, the call waiting while it submits the I/O.)
 Writing: one `os.pwritev` per run (up to IOV_MAX blocks), the checksums computed on the way.
 
 Why buffered writes and not O_DIRECT (tried, measured, not kept). The buffered copy into the page cache
@@ -42,8 +48,10 @@ import ctypes
 import ctypes.util
 import errno
 import logging
+import mmap
 import os
 import sqlite3
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -73,6 +81,9 @@ SLOW_KICKS = 0.05  # seconds a batch's writeback kicks may take before they paus
 KICKS_PAUSE = 30.0  # seconds they pause then
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
+DIRECT_READS = True  # read blocks with O_DIRECT where the file system takes it (see the module's essay)
+DIRECT_ALIGN = 4096  # offsets, lengths and buffers of direct reads are multiples of this
+DIRECT_READ_SIZE = 1 << 20  # bytes a direct read asks for at most (one reused buffer per reading thread)
 
 
 # ----------------------------------------------------------------------------------------- reading
@@ -83,34 +94,120 @@ class ReadOutcome:
 
     blocks: list[list[bytes | None]]
     error: OSError | None = None
+    direct: bool = False  # read with O_DIRECT
+
+
+class _Buffers:
+    """Page-aligned buffers for direct reads, kept for the next read: a fresh one would cost a page fault
+    per 4 KiB again (the very cost direct reads avoid). At most READ_THREADS of them are in use at once."""
+
+    def __init__(self, size: int, keep: int) -> None:
+        self.size, self._keep = size, keep
+        self._free: list[mmap.mmap] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def one(self) -> Iterator[memoryview]:
+        with self._lock:
+            buffer = self._free.pop() if self._free else mmap.mmap(-1, self.size)
+        view = memoryview(buffer)
+        try:
+            yield view
+        finally:
+            view.release()
+            with self._lock:
+                if len(self._free) < self._keep:
+                    self._free.append(buffer)
+
+
+_BUFFERS = _Buffers(DIRECT_READ_SIZE, keep=4)
 
 
 def read_stretches(path: str, block_size: int, seed: int, stretches: list[Stretch]) -> ReadOutcome:
+    """The blocks of `stretches`, each checked against its checksum (see the module's essay: read with
+    O_DIRECT where the file system takes it, else buffered)."""
+    direct = DIRECT_READS and block_size % DIRECT_ALIGN == 0 and block_size <= _BUFFERS.size
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_for_reading(path, direct)
     except OSError as exc:
-        return ReadOutcome([], exc)
+        if not direct or exc.errno != errno.EINVAL:
+            return ReadOutcome([], exc)
+        direct = False  # a file system without O_DIRECT (tmpfs before Linux 6.6, some FUSE ones)
+        try:
+            fd = _open_for_reading(path, direct)
+        except OSError as again:
+            return ReadOutcome([], again)
     out: list[list[bytes | None]] = []
     try:
-        for stretch in stretches:
-            offset = stretch.first * block_size
-            got: list[bytes | None] = []
-            index = stretch.first
-            for length, expected in zip(stretch.lengths, stretch.sums, strict=True):
-                data = os.pread(fd, length, offset)  # `checksum`, inlined: this loop runs per block
-                ok = (
-                    len(data) == length
-                    and xxh3_64_intdigest(data, (seed ^ (index * GOLDEN)) & MASK64) == expected
-                )
-                got.append(data if ok else None)
-                offset += block_size
-                index += 1
-            out.append(got)
+        if direct:
+            with _BUFFERS.one() as buffer:
+                for stretch in stretches:
+                    out.append(_read_direct(fd, buffer, block_size, seed, stretch))
+        else:
+            for stretch in stretches:
+                out.append(_read_buffered(fd, block_size, seed, stretch))
     except OSError as exc:
-        return ReadOutcome(out, exc)
+        return ReadOutcome(out, exc, direct)
     finally:
         os.close(fd)
-    return ReadOutcome(out)
+    return ReadOutcome(out, direct=direct)
+
+
+def _open_for_reading(path: str, direct: bool) -> int:
+    return os.open(path, os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECT if direct else 0))
+
+
+def _read_buffered(fd: int, block_size: int, seed: int, stretch: Stretch) -> list[bytes | None]:
+    offset, index = stretch.first * block_size, stretch.first
+    got: list[bytes | None] = []
+    for length, expected in zip(stretch.lengths, stretch.sums, strict=True):
+        data = os.pread(fd, length, offset)  # `checksum`, inlined: this loop runs per block
+        ok = len(data) == length and xxh3_64_intdigest(data, (seed ^ (index * GOLDEN)) & MASK64) == expected
+        got.append(data if ok else None)
+        offset += block_size
+        index += 1
+    return got
+
+
+def _read_direct(
+    fd: int, buffer: memoryview, block_size: int, seed: int, stretch: Stretch
+) -> list[bytes | None]:
+    """A stretch in reads of up to the buffer's size, straight from the disk into it; each block checked
+    there and copied out only when it is whole and right."""
+    per_read = len(buffer) // block_size
+    lengths, sums = stretch.lengths, stretch.sums
+    got: list[bytes | None] = []
+    for start in range(0, len(lengths), per_read):
+        part = lengths[start : start + per_read]
+        span = (len(part) - 1) * block_size + part[-1]
+        filled = _pread_aligned(
+            fd, buffer[: -(-span // DIRECT_ALIGN) * DIRECT_ALIGN], (stretch.first + start) * block_size
+        )
+        index = stretch.first + start
+        for at, length, expected in zip(
+            range(0, len(part) * block_size, block_size), part, sums[start : start + per_read], strict=True
+        ):
+            block = buffer[at : at + length]
+            ok = (
+                at + length <= filled
+                and xxh3_64_intdigest(block, (seed ^ (index * GOLDEN)) & MASK64) == expected
+            )
+            got.append(bytes(block) if ok else None)
+            index += 1
+    return got
+
+
+def _pread_aligned(fd: int, into: memoryview, offset: int) -> int:
+    """Fill `into` from `offset` on (both aligned for O_DIRECT); the bytes read (fewer at the file's end)."""
+    filled = 0
+    while filled < len(into):
+        count = os.preadv(fd, [into[filled:]], offset + filled)
+        if count <= 0:
+            break
+        filled += count
+        if count % DIRECT_ALIGN:  # the end of the file: the next offset would not be aligned
+            break
+    return filled
 
 
 # ------------------------------------------------------------------------------------------ writing

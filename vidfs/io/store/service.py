@@ -55,8 +55,8 @@ LOG_EVERY = 1000  # repeated errors of one kind: logged the first time, then eve
 FULL = "full"
 READ_ONLY = "read_only"
 COUNTERS = (
-    "hits", "misses", "reads", "torn_detected", "rejected", "write_errors", "read_errors", "other_errors",
-    "skipped_unwritable", "waits", "batches", FULL, READ_ONLY,
+    "hits", "misses", "reads", "reads_direct", "torn_detected", "rejected", "write_errors", "read_errors",
+    "other_errors", "skipped_unwritable", "waits", "batches", FULL, READ_ONLY,
 )  # fmt: skip
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -260,6 +260,7 @@ class DiskStore:
                 limiter=self._read_limiter,
             )
             self._counts["reads"] += 1
+            self._counts["reads_direct"] += outcome.direct
             self._take_reads(entry, plan, outcome)
         if found:
             ledger.touch(entry, first, last)
