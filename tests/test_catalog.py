@@ -10,6 +10,7 @@ import contextlib
 import errno
 import functools
 import gc
+import json
 import math
 import sqlite3
 import time
@@ -33,6 +34,7 @@ from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.probes import SizeProbes, basis_of
 from vidfs.catalog.snapshot import SnapshotKeeper
+from vidfs.catalog.snapshot_codec import ROW_ENTRIES
 from vidfs.errors import NotDirectoryError, NotFoundError, RemoteIOError, UnreachableError, to_errno
 from vidfs.fs import tree as tree_module
 from vidfs.fs.operations import VidfsOperations
@@ -40,7 +42,7 @@ from vidfs.fs.tree import Node, Tree, stable_inode
 from vidfs.fs.videofs import Attributes
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
-from vidfs.model import Folder, FrozenMap, Listing, StreamLease, Video, frozen, frozen_extra
+from vidfs.model import Folder, FrozenMap, HiddenItem, Listing, StreamLease, Video, frozen, frozen_extra
 from vidfs.stats import Stats
 
 
@@ -832,17 +834,45 @@ async def test_a_damaged_snapshot_or_one_of_an_older_format_is_removed_and_writt
         db.execute("UPDATE listings SET entries = 3")
     assert keeper.read()["fake"].listings == {}
 
-    # so is one with a row that is more than one JSON value, or less
-    def change(sql: str) -> None:
+    # so is one with a row that is more than one JSON value, or less, or an entry that is not one
+    def change(sql: str, *values: object) -> None:
         with contextlib.closing(sqlite3.connect(keeper.path)) as db, db:
-            db.execute(sql)
+            db.execute(sql, values)
 
     change("UPDATE listings SET entries = 2")
-    assert len(keeper.read()["fake"].listings["f"][0].entries) == 2
-    for damage in ("row || '[]'", "substr(row, 1, length(row) - 1)", "'x' || row", "''"):
-        change(f"UPDATE rows SET row = {damage} WHERE position = 0")
+    saved = keeper.read()["fake"].listings["f"][0]
+    assert len(saved.entries) == 2
+    with contextlib.closing(sqlite3.connect(keeper.path)) as db:
+        (listing_id, whole), *more = db.execute("SELECT listing, row FROM rows").fetchall()
+    assert not more  # both entries in one row
+    first, second = json.loads(whole)
+    damages = ("row || '[]'", "substr(row, 1, length(row) - 1)", "'x' || row", "''", "'[]'", "'[[]]'")
+    for damage in (*damages, f"'[{json.dumps(first)}, \"x\"]'"):
+        change(f"UPDATE rows SET row = {damage}")
         assert keeper.read()["fake"].listings == {}, damage
-        change("UPDATE rows SET row = (SELECT row FROM rows WHERE position = 1) WHERE position = 0")
+        change("UPDATE rows SET row = ?", whole)
+    # rows of one entry each, as written before a row held several, read the same
+    change("DELETE FROM rows")
+    for position, entry in enumerate((first, second)):
+        change("INSERT INTO rows VALUES (?, ?, ?)", listing_id, position, json.dumps(entry))
+    assert keeper.read()["fake"].listings["f"][0] == saved
+
+
+def test_a_big_listing_is_saved_a_few_hundred_entries_to_a_row_and_read_back_whole(tmp_path: Path) -> None:
+    """A listing of more entries than a row holds, hidden items after them, and a listing of none: rows of
+    ROW_ENTRIES, read back in order, equal."""
+    count = 2 * ROW_ENTRIES + 3
+    big = Listing(
+        (Folder("sub", "sub"), *videos(count - 1)),
+        tuple(HiddenItem(f"h{i}", f"rendering {i}", "processing") for i in range(3)),
+    )
+    db = snapshot_module._connect(tmp_path / "snapshot.sqlite3")
+    with db:
+        snapshot_module.write_listings(db, [("fake", "f", big, 5.0), ("fake", "empty", Listing((), ()), 6.0)])
+    assert db.execute("SELECT count(*) FROM rows").fetchone()[0] == 3  # 515 entries and 3 hidden items
+    loaded = snapshot_module.load(db, ["fake"])["fake"].listings
+    assert loaded == {"f": (big, 5.0), "empty": (Listing((), ()), 6.0)}
+    db.close()
 
 
 def described(count: int, prefix: str = "v", note: str = "n") -> list[Folder | Video]:

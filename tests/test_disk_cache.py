@@ -3,6 +3,7 @@ served, leftovers and old formats, backpressure instead of skipped blocks."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -99,7 +100,7 @@ def reads(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> st
     """The test reads its blocks both ways (`disk.DIRECT_READS`); direct reads in 16-block pieces, so a
     stretch takes several."""
     monkeypatch.setattr(store_disk, "DIRECT_READS", request.param == "direct")
-    monkeypatch.setattr(store_disk, "_BUFFERS", store_disk._Buffers(16 * BS, keep=1))
+    monkeypatch.setattr(store_disk, "_DIRECT", store_disk._DirectReads(16 * BS, keep=1))
     return str(request.param)
 
 
@@ -139,6 +140,34 @@ async def test_put_get_roundtrip(tmp_path: Path, reads: str) -> None:
     path = data_path(tmp_path, key())
     assert path.stat().st_size == SIZE  # block i at offset i × block size, holes between
     assert allocated(path) < SIZE // 4
+
+
+async def test_a_file_system_that_refuses_direct_reads_is_read_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """O_DIRECT refused (EINVAL, as tmpfs before Linux 6.6 answers the open): the blocks are read buffered,
+    then and from then on, and nothing is dropped or counted as a read error."""
+    real_open = store_disk._open_for_reading
+
+    def refusing(path: str, direct: bool) -> int:
+        if direct:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, direct)
+
+    monkeypatch.setattr(store_disk, "_open_for_reading", refusing)
+    monkeypatch.setattr(store_disk, "_DIRECT", store_disk._DirectReads(16 * BS, keep=1))
+    async with opened(tmp_path) as store:
+        await fill(store, key(), 0, 20)
+        assert await read(store, key(), 0, 20) == expected(0, 20)
+        assert store_disk._DIRECT.refused
+        assert await read(store, key(), 0, 20) == expected(0, 20)
+        stats = store.statistics()
+        assert (stats["reads"], stats["reads_direct"], stats["read_errors"], stats["torn_detected"]) == (
+            2,
+            0,
+            0,
+            0,
+        )
 
 
 async def test_runs_put_one_read_at_a_time_are_written_in_one_batch(tmp_path: Path) -> None:

@@ -183,8 +183,8 @@ class AnswerTable:
                     index[slot] = row + 1
                     break
                 if ids[held] == remote_id:  # given twice: the later answer in the earlier row, this one dead
-                    rows, at, size = self._rows, row * _ROW.size, _ROW.size
-                    rows[held * size : (held + 1) * size] = rows[at : at + size]
+                    rows, at, width = self._rows, row * _ROW.size, _ROW.size
+                    rows[held * width : (held + 1) * width] = rows[at : at + width]
                     rows[at + _FORM_AT] = _DEAD
                     self.live -= 1
                     break

@@ -62,7 +62,7 @@ from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.keys import SortedKeys
 from vidfs.catalog.listings import Key, ListingCache
 from vidfs.catalog.probes import SizeProbes, basis_of
-from vidfs.catalog.snapshot_codec import entry_from_json, listing_rows, new_extras, row_value
+from vidfs.catalog.snapshot_codec import entry_from_json, listing_rows, new_extras, row_entries
 from vidfs.model import Folder, HiddenItem, Listing, Video
 from vidfs.stats import Stats
 
@@ -250,13 +250,17 @@ def _install(
     hidden: list[HiddenItem] = []
     for text in texts:
         try:
-            row = row_value(text)
-            if row[0] == "h":
-                hidden.append(HiddenItem(str(row[1]), str(row[2]), str(row[3])))
-            else:
-                entries.append(entry_from_json(row, place))
-        except (ValueError, KeyError, TypeError, IndexError):
+            rows = row_entries(text)
+        except ValueError:
             continue  # counted short: the listing is skipped below
+        for row in rows:
+            try:
+                if row[0] == "h":
+                    hidden.append(HiddenItem(str(row[1]), str(row[2]), str(row[3])))
+                else:
+                    entries.append(entry_from_json(row, place))
+            except (ValueError, KeyError, TypeError, IndexError):
+                continue  # counted short, as above
     if len(entries) != count:
         loaded[instance].skipped += 1
         log.warning("ignoring a damaged listing in the snapshot: %d of %d entries", len(entries), count)

@@ -97,17 +97,19 @@ class ReadOutcome:
     direct: bool = False  # read with O_DIRECT
 
 
-class _Buffers:
+class _DirectReads:
     """Page-aligned buffers for direct reads, kept for the next read: a fresh one would cost a page fault
-    per 4 KiB again (the very cost direct reads avoid). At most READ_THREADS of them are in use at once."""
+    per 4 KiB again (the very cost direct reads avoid). At most READ_THREADS of them are in use at once.
+    `refused`: the file system refused a direct read (EINVAL): buffered from then on."""
 
     def __init__(self, size: int, keep: int) -> None:
         self.size, self._keep = size, keep
+        self.refused = False
         self._free: list[mmap.mmap] = []
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def one(self) -> Iterator[memoryview]:
+    def buffer(self) -> Iterator[memoryview]:
         with self._lock:
             buffer = self._free.pop() if self._free else mmap.mmap(-1, self.size)
         view = memoryview(buffer)
@@ -120,27 +122,31 @@ class _Buffers:
                     self._free.append(buffer)
 
 
-_BUFFERS = _Buffers(DIRECT_READ_SIZE, keep=4)
+_DIRECT = _DirectReads(DIRECT_READ_SIZE, keep=4)
 
 
 def read_stretches(path: str, block_size: int, seed: int, stretches: list[Stretch]) -> ReadOutcome:
     """The blocks of `stretches`, each checked against its checksum (see the module's essay: read with
     O_DIRECT where the file system takes it, else buffered)."""
-    direct = DIRECT_READS and block_size % DIRECT_ALIGN == 0 and block_size <= _BUFFERS.size
+    if DIRECT_READS and not _DIRECT.refused and block_size % DIRECT_ALIGN == 0 and block_size <= _DIRECT.size:
+        outcome = _read(path, block_size, seed, stretches, direct=True)
+        if outcome.error is None or outcome.error.errno != errno.EINVAL:
+            return outcome
+        # A file system without O_DIRECT (tmpfs before Linux 6.6, some FUSE ones), or a device that wants
+        # more alignment: not an error of the data, which is read again, buffered, now and from now on.
+        _DIRECT.refused = True
+    return _read(path, block_size, seed, stretches, direct=False)
+
+
+def _read(path: str, block_size: int, seed: int, stretches: list[Stretch], *, direct: bool) -> ReadOutcome:
     try:
         fd = _open_for_reading(path, direct)
     except OSError as exc:
-        if not direct or exc.errno != errno.EINVAL:
-            return ReadOutcome([], exc)
-        direct = False  # a file system without O_DIRECT (tmpfs before Linux 6.6, some FUSE ones)
-        try:
-            fd = _open_for_reading(path, direct)
-        except OSError as again:
-            return ReadOutcome([], again)
+        return ReadOutcome([], exc, direct)
     out: list[list[bytes | None]] = []
     try:
         if direct:
-            with _BUFFERS.one() as buffer:
+            with _DIRECT.buffer() as buffer:
                 for stretch in stretches:
                     out.append(_read_direct(fd, buffer, block_size, seed, stretch))
         else:
