@@ -220,14 +220,29 @@ def write_probes(
 # busy trio thread (a walk's HEADs): one statement per row, a 100,000-video listing's first save (200,000
 # rows) took 19 s in such a walk against 2 s alone, and held its videos' xattr values all that time.
 INSERT_BATCH = 256
+INSERT_TEXT = 1 << 18
 
 
 def _insert(db: sqlite3.Connection, insert: str, rows: Iterable[tuple[Any, ...]]) -> None:
-    """`insert` ("INSERT INTO table") of every row, INSERT_BATCH rows to a statement, encoded as they go."""
-    it = iter(rows)
-    while batch := list(itertools.islice(it, INSERT_BATCH)):
-        marks = "(" + ", ".join("?" * len(batch[0])) + ")"
-        db.execute(f"{insert} VALUES {', '.join([marks] * len(batch))}", [v for row in batch for v in row])
+    """`insert` ("INSERT INTO table") of every row, encoded as they go, INSERT_BATCH rows to a statement or
+    fewer, so that a statement holds at most about INSERT_TEXT characters: a listing's rows hold ROW_ENTRIES
+    entries each, and 256 of them to a statement were 65,536 entries' text at once (and SQLite's copy of it),
+    13 MiB more at the peak of a cold walk of 100,000 Cupix videos."""
+    batch: list[tuple[Any, ...]] = []
+    text = 0
+    for row in rows:
+        batch.append(row)
+        text += sum(len(value) for value in row if isinstance(value, str))
+        if len(batch) == INSERT_BATCH or text >= INSERT_TEXT:
+            _insert_batch(db, insert, batch)
+            batch, text = [], 0
+    if batch:
+        _insert_batch(db, insert, batch)
+
+
+def _insert_batch(db: sqlite3.Connection, insert: str, batch: list[tuple[Any, ...]]) -> None:
+    marks = "(" + ", ".join("?" * len(batch[0])) + ")"
+    db.execute(f"{insert} VALUES {', '.join([marks] * len(batch))}", [v for row in batch for v in row])
 
 
 @dataclass
