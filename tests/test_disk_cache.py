@@ -162,12 +162,8 @@ async def test_a_file_system_that_refuses_direct_reads_is_read_buffered(
         assert store_disk._DIRECT.refused
         assert await read(store, key(), 0, 20) == expected(0, 20)
         stats = store.statistics()
-        assert (stats["reads"], stats["reads_direct"], stats["read_errors"], stats["torn_detected"]) == (
-            2,
-            0,
-            0,
-            0,
-        )
+        counted = ("reads", "reads_direct", "read_errors", "torn_detected")
+        assert [stats[name] for name in counted] == [2, 0, 0, 0]
 
 
 async def test_runs_put_one_read_at_a_time_are_written_in_one_batch(tmp_path: Path) -> None:

@@ -227,7 +227,7 @@ def _insert(db: sqlite3.Connection, insert: str, rows: Iterable[tuple[Any, ...]]
     """`insert` ("INSERT INTO table") of every row, encoded as they go, INSERT_BATCH rows to a statement or
     fewer, so that a statement holds at most about INSERT_TEXT characters: a listing's rows hold ROW_ENTRIES
     entries each, and 256 of them to a statement were 65,536 entries' text at once (and SQLite's copy of it),
-    13 MiB more at the peak of a cold walk of 100,000 Cupix videos."""
+    12 MiB more at the peak of a cold walk of 100,000 Cupix videos."""
     batch: list[tuple[Any, ...]] = []
     text = 0
     for row in rows:
