@@ -47,6 +47,15 @@ class Probe:
     basis: int = 0
 
 
+def _etag_form(etag: str | None) -> tuple[int, bytes]:
+    """How a row keeps `etag`: its form, and the MD5's 16 bytes when it is the usual quoted MD5 hex."""
+    if etag is None:
+        return _NO_ETAG, _NO_MD5
+    if _MD5_HEX.fullmatch(etag):
+        return _MD5_ETAG, bytes.fromhex(etag[1:-1])
+    return _TEXT_ETAG, _NO_MD5
+
+
 class AnswerTable:
     """One instance's probe answers by remote id (see the module's essay)."""
 
@@ -113,11 +122,8 @@ class AnswerTable:
     def put(self, remote_id: str, probe: Probe) -> int:
         """Keep `probe` (its basis set) as the answer for `remote_id`, and return its row number; ValueError
         for a size beyond 64 bits."""
-        etag, form, md5 = probe.etag, _TEXT_ETAG, _NO_MD5
-        if etag is None:
-            form = _NO_ETAG
-        elif _MD5_HEX.fullmatch(etag):
-            form, md5 = _MD5_ETAG, bytes.fromhex(etag[1:-1])
+        etag = probe.etag
+        form, md5 = _etag_form(etag)
         try:
             packed = _ROW.pack(probe.size, probe.basis & BASIS_BITS, form, md5)
         except struct.error as exc:
@@ -149,15 +155,9 @@ class AnswerTable:
         answer, as `put` would; one with a size beyond 64 bits is left out (asked again)."""
         if self._ids:
             raise ValueError("load() fills an empty table")
-        ids, parts, texts = self._ids, [], self._texts
-        pack, md5_etag, no_md5 = _ROW.pack, _MD5_HEX.fullmatch, _NO_MD5
+        ids, parts, texts, pack = self._ids, [], self._texts, _ROW.pack
         for remote_id, size, etag, basis in answers:
-            if etag is None:
-                form, md5 = _NO_ETAG, no_md5
-            elif md5_etag(etag):
-                form, md5 = _MD5_ETAG, bytes.fromhex(etag[1:-1])
-            else:
-                form, md5 = _TEXT_ETAG, no_md5
+            form, md5 = _etag_form(etag)
             try:
                 parts.append(pack(size, basis & BASIS_BITS, form, md5))
             except struct.error:
