@@ -169,26 +169,11 @@ class AnswerTable:
                 del texts[remote_id]
         self._rows = bytearray(b"".join(parts))
         del parts
+        self.live = len(ids)
         slots = _FIRST_SLOTS
         while slots < 2 * len(ids):
             slots *= 2
-        self._index = index = array("i", bytes(4 * slots))
-        mask = slots - 1
-        self.live = len(ids)
-        for row, remote_id in enumerate(ids):
-            slot = hash(remote_id) & mask
-            for _ in range(slots):  # at most half full: an empty slot comes within a few
-                held = index[slot] - 1
-                if held < 0:
-                    index[slot] = row + 1
-                    break
-                if ids[held] == remote_id:  # given twice: the later answer in the earlier row, this one dead
-                    rows, at, width = self._rows, row * _ROW.size, _ROW.size
-                    rows[held * width : (held + 1) * width] = rows[at : at + width]
-                    rows[at + _FORM_AT] = _DEAD
-                    self.live -= 1
-                    break
-                slot = (slot + 1) & mask
+        self._reindex(slots)
 
     def setdefault(self, remote_id: str, probe: Probe) -> None:
         """`put`, unless `remote_id` has a live answer already (one learned since a snapshot was read)."""
@@ -207,16 +192,29 @@ class AnswerTable:
         return True
 
     def _grow(self) -> None:
-        index = array("i", bytes(8 * len(self._index)))
-        mask = len(index) - 1
-        for row, remote_id in enumerate(self._ids):
+        self._reindex(2 * len(self._index))
+
+    def _reindex(self, slots: int) -> None:
+        """The index made anew with `slots` slots (a power of two, at least twice the rows). A live row whose
+        id an earlier row has (only `load` makes those) gives that row its answer and is marked dead; once
+        dead, it is left out of the index again when the index grows."""
+        self._index = index = array("i", bytes(4 * slots))
+        ids, rows, width, mask = self._ids, self._rows, _ROW.size, slots - 1
+        for row, remote_id in enumerate(ids):
             slot = hash(remote_id) & mask
-            for _ in range(len(index)):  # a quarter full at most: an empty slot comes within a few
-                if not index[slot]:
+            for _ in range(slots):  # at most half full: an empty slot comes within a few
+                held = index[slot] - 1
+                if held < 0:
                     index[slot] = row + 1
                     break
+                if ids[held] == remote_id:
+                    if rows[row * width + _FORM_AT] == _DEAD:
+                        break
+                    rows[held * width : (held + 1) * width] = rows[row * width : (row + 1) * width]
+                    rows[row * width + _FORM_AT] = _DEAD
+                    self.live -= 1
+                    break
                 slot = (slot + 1) & mask
-        self._index = index
 
 
 class Answers:
