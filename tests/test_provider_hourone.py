@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from tests.conftest import (
     Emulator,
@@ -36,6 +37,7 @@ from vidfs.emulator.hourone import DEFAULT_API_KEY, STATUSES, HourOneSite
 from vidfs.errors import AuthError
 from vidfs.http.client import HttpClient
 from vidfs.model import Video
+from vidfs.providers import hourone
 from vidfs.providers.hourone import ROOT_ID, STATE_FILE, HourOneProvider, _VideoList
 from vidfs.providers.state import FirstSeen
 
@@ -241,6 +243,41 @@ async def test_durations_are_fetched_once_per_video(site: HourOneSite, tmp_path:
         assert _api_calls(http) == 3 + files
     assert carries.carried == files
     assert sum("duration" in v.xattrs for v in third.entries if isinstance(v, Video)) == files
+
+
+async def test_a_listing_goes_ahead_of_durations_that_cannot_come_in_time(
+    site: HourOneSite, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While serving (background tasks attached), a listing waits for the durations it lacks only while all
+    can come within the budget; when the first answers say they cannot, it goes ahead with what it has, the
+    calls go on in the background, and what they learn comes with the next listing, never asked again."""
+    monkeypatch.setattr(hourone, "METADATA_BUDGET", 1.0)
+    site.update_settings({"scale": 40})
+    files = len(_visible(site.catalog()))
+    timed = lambda listing: {v.remote_id for v in listing.entries if "duration" in v.xattrs}  # noqa: E731
+    async with aclosing(HttpClient()) as http:
+        provider = _provider(site, http, tmp_path / "state", metadata_concurrency=2)
+        async with trio.open_nursery() as background:
+            provider.attach(background)
+            assert len(timed(await provider.list(provider.root()))) == files  # quick: waited for all
+
+        fresh = _provider(site, http, tmp_path / "state2", metadata_concurrency=2)
+        # 2 calls at a time, 0.15 s each: about 3 s for all, beyond twice the budget after the first two.
+        site.faults.set_rules([{"kind": "latency", "path": "/metadata$", "seconds": 0.15}])
+        async with trio.open_nursery() as background:
+            fresh.attach(background)
+            first = await fresh.list(fresh.root())
+            assert len(timed(first)) < files
+        # The nursery has waited for the background calls (the budget at most).
+        site.faults.set_rules([])
+        calls = _api_calls(http)
+        async with trio.open_nursery() as background:
+            fresh.attach(background)
+            with carry.listing_for(ROOT_ID, {ROOT_ID: first}.get):
+                second = await fresh.list(fresh.root())
+        asked = _api_calls(http) - calls - 1  # GET /videos, then the metadata calls
+    assert len(timed(second)) == files
+    assert asked < files - len(timed(first))  # those learned in the background were not asked again
 
 
 async def test_resolve_never_sends_the_key_and_renews_once_after_a_refusal(

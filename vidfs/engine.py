@@ -31,7 +31,7 @@ from vidfs.errors import UsageError
 from vidfs.fs.tree import Tree
 from vidfs.http.client import HttpClient
 from vidfs.io.leases import Resolver
-from vidfs.providers.base import Provider, ProviderContext
+from vidfs.providers.base import Provider, ProviderBase, ProviderContext
 from vidfs.providers.registry import get_spec
 from vidfs.stats import Stats
 
@@ -119,6 +119,10 @@ async def open_engine(
             services = (supervisor or Supervisor(stats)).bind(background)
             listings.attach(services.tasks("listing-refresh"))
             tree.attach(services.tasks("directory-readahead"))
+            provider_tasks = services.tasks("provider-background")
+            for provider in providers.values():
+                if isinstance(provider, ProviderBase):
+                    provider.attach(provider_tasks)
             await services.start_service("snapshot-writer", keeper.run)
             if fleet is not None:  # Redis is a cache: the service starts at once, connects in the background
                 await services.start_service("fleet", fleet.run)

@@ -22,6 +22,7 @@ from vidfs.model import Folder, Listing, StreamLease, Video
 if TYPE_CHECKING:
     from vidfs.config.types import ProviderConfig
     from vidfs.http.client import HttpClient
+    from vidfs.tasks import Spawner
 
 
 class Provider(Protocol):
@@ -107,6 +108,12 @@ class ProviderBase:
         self._tag = f"{self.instance}:api"
         self._where = f"{config.source}: [providers.{config.name}]"
         self._options = config.options
+        self._background: Spawner | None = None
+
+    def attach(self, spawner: Spawner) -> None:
+        """Where work that may outlive the call that began it runs (the engine's supervised tasks, while
+        serving). Without it (tests, one-shot commands) that work is done before the call returns."""
+        self._background = spawner
 
     def _secret(self, key: str) -> str:
         """A secret option's text (a plain string in tests that build configs by hand)."""

@@ -33,7 +33,12 @@ Quirks handled:
   re-listing takes the others from the previous listing's videos, also after a remount (their values
   read back from the snapshot; a rendered video's duration does not change). A
   failed or slow metadata call never fails the listing: that file just lacks `user.vidfs.duration` until
-  the next listing.
+  the next listing. While serving, the listing waits for them only while they can all come within the
+  budget (`_DurationFetch`): when the answers of the first calls say the rest would take more than twice
+  the budget (10,000 new videos at 20 ms of round trip: 25 s), the listing goes ahead at once, the calls go
+  on in the background for the rest of the budget, and what they learn comes with the next listing. So the
+  listing of a big account no longer waits its 2 s for about 8% of the durations (a cold `ls -R` of 10,000
+  videos at 20 ms: 3.30 s, of which that wait was 2 s).
 - 422 answers are FastAPI's `{"detail": [{"loc", "msg", "type"}]}`; 401/403 are `{"detail": "..."}`.
 
 xattrs (`user.vidfs.*`): status, progress, draft_id, video_player_url, duration (seconds), name (the raw
@@ -77,6 +82,7 @@ METADATA_CONCURRENCY = 8
 # are 10,000 metadata calls; at 15 s the listing of such an account outlived every `ls`). Durations not
 # fetched by then come with a later listing.
 METADATA_BUDGET = 2.0
+HOPELESS = 2.0  # the listing goes ahead when its durations project beyond this many budgets (_DurationFetch)
 STATE_FILE = "first_seen.json"
 
 _TYPE_BY_EXTENSION: dict[str, str] = {ext: ctype for ctype, ext in CONTENT_TYPE_EXTENSIONS.items() if ext}
@@ -239,6 +245,33 @@ def _timed(video: Video, duration: str | None) -> Video:
     return video if duration is None else replace(video, extra=_with_duration(video.xattrs, duration))
 
 
+class _DurationFetch:
+    """The metadata calls of one listing's videos without a duration: `found` fills as they answer, for at
+    most METADATA_BUDGET seconds. `settled` is set when the listing need wait no longer: every call answered,
+    the budget spent, or (`hopeless`) the answers so far project more than HOPELESS times the budget for
+    all of them. Projected from the mean time per answer, and only once a round of `workers` calls has come
+    back: the first round pays the connections' setup, hence the margin of HOPELESS, so that a listing that
+    would finish in time (a hundred videos at 100 ms) is not let go for a slow start."""
+
+    def __init__(self, missing: list[str], workers: int) -> None:
+        self.missing, self.workers = missing, workers
+        self.found: dict[str, str] = {}
+        self.settled = trio.Event()
+        self.hopeless = False
+        self.projected_s = 0.0
+        self._answers = 0
+        self._began = trio.current_time()
+
+    def answered(self) -> None:
+        self._answers += 1
+        if self.settled.is_set() or self._answers < self.workers:
+            return
+        self.projected_s = (trio.current_time() - self._began) * len(self.missing) / self._answers
+        if self.projected_s > HOPELESS * METADATA_BUDGET:
+            self.hopeless = True
+            self.settled.set()
+
+
 class HourOneProvider(ProviderBase, root_id=ROOT_ID):
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
         super().__init__(config, context)
@@ -253,6 +286,7 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         concurrency = options.get("metadata_concurrency")
         self._metadata_concurrency = METADATA_CONCURRENCY if concurrency is None else int(concurrency)
         self._urls = ListedUrls()  # the listing's download URLs, until each is handed out once
+        self._learned_durations: dict[str, str] = {}  # by video id, for the next listing (`_DurationFetch`)
         self.first_seen = FirstSeen(context.state_dir / STATE_FILE, context.log)
 
     # --------------------------------------------------------------------------------------------- api
@@ -307,7 +341,10 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         first_seen = await self.first_seen.stamp(
             item.remote_id for item in files if not isinstance(item, Video)
         )
-        durations: dict[str, str] = {}
+        # Durations learned in the background after the last listing went ahead (`_DurationFetch`).
+        learned, self._learned_durations = self._learned_durations, {}
+        durations = {video_id: learned[video_id] for video_id in untimed if video_id in learned}
+        del learned
         await self._fetch_durations(untimed, durations)
         del untimed
         # Videos first seen together share one mtime: one float for them, not one each (2.3 MiB at 100,000).
@@ -336,24 +373,48 @@ class HourOneProvider(ProviderBase, root_id=ROOT_ID):
         )
 
     async def _fetch_durations(self, ids: Sequence[str], durations: dict[str, str]) -> None:
-        """Adds to `durations` those of `ids` it lacks, asked of the API."""
+        """Adds to `durations` those of `ids` it lacks, asked of the API: all it learns within the budget,
+        or, while serving, what it has when the rest could not come in time (the module's essay)."""
         missing = [i for i in ids if i not in durations]
         if not missing or self._metadata_concurrency <= 0:
             return
+        fetch = _DurationFetch(missing, min(self._metadata_concurrency, len(missing)))
+        if self._background is None:
+            await self._learn_durations(fetch)
+        else:
+            self._background.start_soon(self._learn_durations, fetch, name=f"{self.instance}: durations")
+            await fetch.settled.wait()
+        durations.update(fetch.found)
+        if fetch.hopeless:
+            self._log.info(
+                "%s: the durations of %d videos would take about %.0f s: the listing goes ahead with %d,"
+                " the others come with later listings",
+                self.instance,
+                len(missing),
+                fetch.projected_s,
+                len(durations),
+            )
 
+    async def _learn_durations(self, fetch: _DurationFetch) -> None:
         async def one(video_id: str) -> None:
             try:
                 document = await self._api(f"/videos/{video_id}/metadata", f"metadata of {video_id}")
             except VidfsError as exc:
                 self._log.debug("%s: no duration for %s: %s", self.instance, video_id, exc)
-                return
+                document = None
             duration = document.get("duration") if isinstance(document, dict) else None
             if isinstance(duration, int | float) and not isinstance(duration, bool) and duration >= 0:
-                durations[video_id] = f"{float(duration):.3f}"
+                fetch.found[video_id] = f"{float(duration):.3f}"
+            fetch.answered()
 
-        with trio.move_on_after(METADATA_BUDGET) as scope:
-            await for_each(missing, one, workers=min(self._metadata_concurrency, len(missing)))
-        if scope.cancelled_caught:
+        try:
+            with trio.move_on_after(METADATA_BUDGET) as scope:
+                await for_each(fetch.missing, one, workers=fetch.workers)
+        finally:
+            fetch.settled.set()
+        if fetch.hopeless:  # the listing went ahead: what was learned since goes with the next one
+            self._learned_durations.update(fetch.found)
+        elif scope.cancelled_caught:
             self._log.info(
                 "%s: video metadata is slow; some durations come with a later listing", self.instance
             )
