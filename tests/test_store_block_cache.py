@@ -87,21 +87,23 @@ async def eventually(predicate: Callable[[], object], what: str, timeout: float 
             await trio.sleep(0.01)
 
 
+def _remote(origin: Origin, stats: Stats) -> tuple[HttpClient, RemoteFile]:
+    """An http client (closed by the caller) and the origin's blob as a remote file."""
+    http = HttpClient(HttpSettings(retries=1, backoff_base=0.01), stats)
+    size = origin.blob.stat().st_size
+    video = Video("v1", "blob.mp4", size=size)
+    resolver = Resolver(stats)
+    provider = _Provider(origin.site.url + "/blob")
+    file = RemoteFile(instance="t", provider=provider, video=video, size=size, http=http, resolver=resolver)
+    return http, file
+
+
 async def test_a_failed_stretch_does_not_fail_the_readers_of_the_next_one(
     origin: Origin, tmp_path: Path
 ) -> None:
     source = origin.blob.read_bytes()
     stats = Stats()
-    http = HttpClient(HttpSettings(retries=1, backoff_base=0.01), stats)
-    video = Video("v1", "blob.mp4", size=len(source))
-    file = RemoteFile(
-        instance="t",
-        provider=_Provider(origin.site.url + "/blob"),
-        video=video,
-        size=len(source),
-        http=http,
-        resolver=Resolver(stats),
-    )
+    http, file = _remote(origin, stats)
     store = DiskStore(tmp_path / "cache", capacity=64 * BS, block_size=BS, stats=stats)
     got: list[bytes | BaseException] = []
     try:
@@ -131,6 +133,46 @@ async def test_a_failed_stretch_does_not_fail_the_readers_of_the_next_one(
             # ...and gives its budget back once its blocks are handed to the disk store.
             await eventually(lambda: cache.statistics()["prefetch_in_flight_bytes"] == 0, "the budget back")
             assert stats.counters["cache.disk_hits"] == 1
+            nursery.cancel_scope.cancel()
+    finally:
+        await http.aclose()
+
+
+async def test_a_read_of_blocks_all_on_disk_is_read_whole_and_a_damaged_one_fetched_again(
+    origin: Origin, tmp_path: Path
+) -> None:
+    """Several blocks, all on disk and none in memory: one span read from the disk (`vidfs.io.store.spans`),
+    not a prefetch. A byte flipped in a block further on: the span read ahead finds it, and that block comes
+    from the origin when it is read; every reply exact."""
+    source = origin.blob.read_bytes()
+    stats = Stats()
+    http, file = _remote(origin, stats)
+    store = DiskStore(tmp_path / "cache", capacity=64 * BS, block_size=BS, stats=stats)
+    try:
+        async with running(store), trio.open_nursery() as nursery:
+            blocks = [source[i * BS : (i + 1) * BS] for i in range(16)]
+            await store.put_run(file.key, 0, blocks, len(source))
+            await store.drain()
+            if not store.on_disk(file.key, 0, 15, len(source)):
+                pytest.skip("the file system under the test's directory refuses O_DIRECT")
+            data_file = next((tmp_path / "cache").rglob("*.dat"))
+            with open(data_file, "r+b") as handle:  # block 10, a byte in its middle
+                handle.seek(10 * BS + BS // 2)
+                byte = handle.read(1)[0]
+                handle.seek(10 * BS + BS // 2)
+                handle.write(bytes([byte ^ 0x01]))
+            cache = BlockCache(memory_bytes=8 << 20, block_size=BS, nursery=nursery, stats=stats, store=store)
+            assert cache.prefetch(file, 0, 16 * BS) == 0  # read when asked for, not ahead
+            reply = await cache.read_reply(file, BS // 2, 5 * BS)
+            assert bytes(reply) == source[BS // 2 : BS // 2 + 5 * BS]
+            assert store.statistics()["spans"] >= 1
+            assert stats.counters["bytes.served.disk"] == 5 * BS
+            assert "bytes.fetched" not in stats.counters
+
+            reply = await cache.read_reply(file, 9 * BS, 3 * BS)
+            assert bytes(reply) == source[9 * BS : 12 * BS]
+            assert store.statistics()["torn_detected"] == 1
+            assert stats.counters["bytes.fetched"] == BS  # block 10 alone, from the origin
             nursery.cancel_scope.cancel()
     finally:
         await http.aclose()

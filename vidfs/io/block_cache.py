@@ -55,6 +55,7 @@ from vidfs.http.streamed import spread
 from vidfs.io.block_lru import ByteLRU
 from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.io.reply_buffer import ReplyBuffer
+from vidfs.io.store.spans import SPAN_MIN_BLOCKS
 from vidfs.io.streams import StreamPlanner
 from vidfs.stats import Stats
 from vidfs.tasks import Spawner
@@ -74,6 +75,15 @@ class BlockStore(Protocol):
 
     async def put_run(self, key: FileKey, first: int, blocks: Sequence[bytes], file_size: int) -> None:
         """Store blocks first.. (consecutive). May wait while the disk is behind (backpressure)."""
+        ...
+
+    def on_disk(self, key: FileKey, first: int, last: int, file_size: int) -> bool:
+        """Blocks first..last are all there to be read with `read_span` (so not worth prefetching)."""
+        ...
+
+    async def read_span(self, key: FileKey, start: int, stop: int, file_size: int) -> memoryview | None:
+        """`[start, stop)` read whole from the store and checked, as a view valid until the reply is sent;
+        None when that cannot be (then `get_run`)."""
         ...
 
     def incoming(self, nbytes: int) -> AbstractAsyncContextManager[bool]:
@@ -181,6 +191,9 @@ class BlockCache:
         """`read` for a FUSE reply, sent before anything else runs: a block itself or a view of it when the
         read lies within one block, else the blocks copied into the one resident reply buffer
         (`vidfs.io.reply_buffer`: no fresh 1 MiB of pages per read)."""
+        span = await self._from_disk_span(file, offset, size)
+        if span is not None:
+            return span
         blocks, start, stop = await self._blocks(file, offset, size, reader=True)
         if len(blocks) > 1:
             return self._reply.assemble(blocks, start, stop)
@@ -188,6 +201,22 @@ class BlockCache:
             return b""
         block = blocks[0]
         return block if start == 0 and stop == len(block) else memoryview(block)[start:stop]
+
+    async def _from_disk_span(self, file: RemoteFile, offset: int, size: int) -> memoryview | None:
+        """A read of several blocks, all on disk and none in memory or on its way: read whole from the disk,
+        without a block object or a copy (`vidfs.io.store.spans`)."""
+        end = min(offset + size, file.size)
+        first, last = offset // self.block_size, (end - 1) // self.block_size
+        if self._store is None or last - first + 1 < SPAN_MIN_BLOCKS:
+            return None
+        memory, pending, key = self._memory, self._pending, file.key
+        if any((key, index) in memory or (key, index) in pending for index in range(first, last + 1)):
+            return None
+        span = await self._store.read_span(key, offset, end, file.size)
+        if span is not None:
+            self._stats.incr("cache.disk_hits", last - first + 1)
+            self._stats.incr("bytes.served.disk", end - offset)
+        return span
 
     async def _blocks(
         self, file: RemoteFile, offset: int, size: int, *, reader: bool
@@ -240,6 +269,8 @@ class BlockCache:
         first = start // self.block_size
         last = (end - 1) // self.block_size
         self._last_scheduled = 0
+        if self._store is not None and self._store.on_disk(file.key, first, last, file.size):
+            return 0  # read from the disk when asked for: the kernel's readahead runs ahead of it
         self._ensure(file, first, last, prefetch=True)
         return self._last_scheduled
 

@@ -15,7 +15,7 @@ Why one buffer is enough, and why reusing it is safe. pyfuse3 sends the reply (`
 `writev` to /dev/fuse) in the same step that our `read` handler returns in: nothing else runs in the trio
 thread between the last copy into the buffer and the reply. Filling a buffer never waits either, so at most
 one reply is being assembled at any moment. Even so, the buffer is reused only when no view of the last
-reply is alive any more: a `bytearray` refuses to change size while a view exports it, and `_unused` asks
+reply is alive any more: a `bytearray` refuses to change size while a view exports it, and `unexported` asks
 exactly that. A caller that keeps a reply (a test, a future handler that awaits before replying) makes the
 next one go to a new buffer, never overwrites what it holds.
 """
@@ -38,7 +38,7 @@ class ReplyBuffer:
         last), as a view valid until the next call that finds it released."""
         size = stop - start
         buffer = self._buffer
-        if len(buffer) >= size and _unused(buffer):
+        if len(buffer) >= size and unexported(buffer):
             self.reused += 1
         else:
             buffer = self._buffer = bytearray(max(size, len(buffer)))
@@ -53,7 +53,7 @@ class ReplyBuffer:
             position += length
         if position != size:  # never a reply with bytes of an older one in it
             raise ValueError(f"blocks hold {position} of the {size} bytes asked")
-        reply = view[:size]  # holds `buffer` exported (see `_unused`) until pyfuse3 has let go of it
+        reply = view[:size]  # holds `buffer` exported (see `unexported`) until pyfuse3 has let go of it
         view.release()
         return reply
 
@@ -61,7 +61,7 @@ class ReplyBuffer:
         return {"bytes": len(self._buffer), "reused": self.reused, "fresh": self.fresh}
 
 
-def _unused(buffer: bytearray) -> bool:
+def unexported(buffer: bytearray) -> bool:
     """No view of `buffer` is alive: only then may it change size (CPython's export count is not public)."""
     try:
         buffer.append(0)

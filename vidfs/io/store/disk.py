@@ -186,7 +186,7 @@ def _read_direct(
     for start in range(0, len(lengths), per_read):
         part = lengths[start : start + per_read]
         span = (len(part) - 1) * block_size + part[-1]
-        filled = _pread_aligned(
+        filled = pread_aligned(
             fd, buffer[: -(-span // DIRECT_ALIGN) * DIRECT_ALIGN], (stretch.first + start) * block_size
         )
         index = stretch.first + start
@@ -203,7 +203,7 @@ def _read_direct(
     return got
 
 
-def _pread_aligned(fd: int, into: memoryview, offset: int) -> int:
+def pread_aligned(fd: int, into: memoryview, offset: int) -> int:
     """Fill `into` from `offset` on (both aligned for O_DIRECT); the bytes read (fewer at the file's end)."""
     filled = 0
     while filled < len(into):

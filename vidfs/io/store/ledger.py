@@ -158,6 +158,27 @@ class Ledger:
             previous = index
         return Plan(found, stretches, refs)
 
+    def all_on_disk(self, entry: FileEntry, first: int, last: int) -> bool:
+        """Blocks first..last are all on disk, none of them queued for its write (extents loaded). An extent
+        at a time (a mask of its bits), not a block at a time: the prefetcher asks this of whole windows."""
+        extents, pending = entry.extents, entry.pending
+        if extents is None:
+            return False
+        index = first
+        while index <= last:
+            number = index >> EXTENT_SHIFT
+            stop = min(last, (number << EXTENT_SHIFT) | EXTENT_MASK)
+            mask = ((1 << (stop - index + 1)) - 1) << (index & EXTENT_MASK)
+            extent = extents.get(number)
+            if extent is None or extent.on_disk & mask != mask:
+                return False
+            index = stop + 1
+        if not pending:
+            return True
+        if len(pending) < last - first + 1:
+            return not any(first <= queued <= last for queued in pending)
+        return not any(index in pending for index in range(first, last + 1))
+
     def still_damaged(self, entry: FileEntry, extent: Extent, index: int, value: int) -> bool:
         """A block that failed its check is still the one on disk (not evicted or replaced meanwhile)."""
         if not self.current(entry) or entry.extents is None:

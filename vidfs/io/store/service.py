@@ -15,12 +15,12 @@ import trio
 from vidfs.io.remote_file import FileKey
 from vidfs.io.store.backlog import Backlog
 from vidfs.io.store.disk import (
+    DIRECT_ALIGN,
+    DIRECT_READS,
     BatchOutcome,
-    ReadOutcome,
     Space,
     WriteBehind,
     apply_batch,
-    read_stretches,
     space_of,
 )
 from vidfs.io.store.index import Change, Index
@@ -28,9 +28,11 @@ from vidfs.io.store.layout import (
     file_name,
     remove_set_aside,
 )
-from vidfs.io.store.ledger import Ledger, Plan
-from vidfs.io.store.model import Extent, FileEntry, WriteOp
+from vidfs.io.store.ledger import Ledger
+from vidfs.io.store.model import FileEntry, WriteOp
 from vidfs.io.store.opening import Opening, open_blocking
+from vidfs.io.store.reads import SpanAhead, StoreReads, describe
+from vidfs.io.store.spans import SpanBuffers
 from vidfs.stats import Stats
 
 log = logging.getLogger("vidfs.io.store")
@@ -55,8 +57,9 @@ LOG_EVERY = 1000  # repeated errors of one kind: logged the first time, then eve
 FULL = "full"
 READ_ONLY = "read_only"
 COUNTERS = (
-    "hits", "misses", "reads", "reads_direct", "torn_detected", "rejected", "write_errors", "read_errors",
-    "other_errors", "skipped_unwritable", "waits", "batches", FULL, READ_ONLY,
+    "hits", "misses", "reads", "reads_direct", "spans", "spans_ahead",
+    "torn_detected", "rejected", "write_errors",
+    "read_errors", "other_errors", "skipped_unwritable", "waits", "batches", FULL, READ_ONLY,
 )  # fmt: skip
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 _READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
@@ -80,11 +83,7 @@ def condition_of(exc: BaseException) -> str | None:
     return None
 
 
-def describe(exc: BaseException) -> str:
-    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc) or type(exc).__name__
-
-
-class DiskStore:
+class DiskStore(StoreReads):
     """Implements `vidfs.io.block_cache.BlockStore`. Start it with ``await nursery.start(store.run)``: until
     then, and if its directory cannot be used, it stores nothing and finds nothing."""
 
@@ -119,6 +118,10 @@ class DiskStore:
         self._paused_until = 0.0
         self._pause = PAUSE_FIRST
         self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._spans = DIRECT_READS and block_size % DIRECT_ALIGN == 0  # replies read whole from the disk
+        self._span_buffers = SpanBuffers()
+        self._spans_ahead: list[SpanAhead] = []
+        self._nursery: trio.Nursery | None = None
 
     # ---------------------------------------------------------------------------------- the service
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -134,9 +137,12 @@ class DiskStore:
                 state = await self._open()
             if state is Opening.OPEN:
                 async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
                     nursery.start_soon(self._tidy)
                     await self._writer()
         finally:
+            self._nursery = None
+            self._spans_ahead.clear()
             with trio.CancelScope(shield=True):
                 await self._close()
 
@@ -229,118 +235,6 @@ class DiskStore:
         finally:
             self._draining -= 1
 
-    # -------------------------------------------------------------------------------------- reading
-    async def get_run(self, key: FileKey, first: int, last: int, file_size: int) -> dict[int, bytes]:
-        """The blocks first..last of the file that are cached (checked), by index; one worker-thread hop."""
-        count = last - first + 1
-        if not self._ready or count <= 0:
-            return {}
-        ledger = self._ledger
-        entry = ledger.files.get(file_name(key, self.block_size))
-        if entry is not None and entry.size != file_size:  # the same fingerprint, another size: not ours
-            ledger.remove_file(entry)
-            self._work.unpark()
-            entry = None
-        if (
-            entry is None
-            or (entry.extents is None and not await self._load(entry))
-            or not ledger.current(entry)
-        ):
-            self._counts["misses"] += count
-            return {}
-        plan = ledger.plan_read(entry, first, last)
-        found = plan.found
-        if plan.stretches:
-            outcome = await trio.to_thread.run_sync(
-                read_stretches,
-                entry.path,
-                self.block_size,
-                entry.seed,
-                plan.stretches,
-                limiter=self._read_limiter,
-            )
-            self._counts["reads"] += 1
-            self._counts["reads_direct"] += outcome.direct
-            self._take_reads(entry, plan, outcome)
-        if found:
-            ledger.touch(entry, first, last)
-        self._counts["hits"] += len(found)
-        self._counts["misses"] += count - len(found)
-        return found
-
-    def _take_reads(self, entry: FileEntry, plan: Plan, outcome: ReadOutcome) -> None:
-        found, refs = plan.found, plan.refs
-        damaged: list[tuple[Extent, int]] = []
-        position = 0
-        for blocks in outcome.blocks:
-            for data in blocks:
-                extent, index, value = refs[position]
-                position += 1
-                if data is not None:
-                    found[index] = data
-                elif self._ledger.still_damaged(entry, extent, index, value):
-                    damaged.append((extent, index))
-        if damaged:
-            self._drop_damaged(entry, damaged)
-        if outcome.error is not None:
-            self._read_failed(entry, outcome.error, refs[position:])
-
-    def _drop_damaged(self, entry: FileEntry, damaged: list[tuple[Extent, int]]) -> None:
-        self._ledger.drop_blocks(entry, damaged)
-        self._counts["torn_detected"] += len(damaged)
-        self._stats.incr("disk.torn_detected", len(damaged))
-        log.warning(
-            "disk cache: %d damaged block(s) of %s (first: %d) were dropped; fetching them again",
-            len(damaged),
-            entry.key.remote_id,
-            damaged[0][1],
-        )
-        self._work.unpark()
-
-    def _read_failed(self, entry: FileEntry, exc: OSError, unread: list[tuple[Extent, int, int]]) -> None:
-        ledger = self._ledger
-        current = [
-            (extent, index)
-            for extent, index, value in unread
-            if ledger.still_damaged(entry, extent, index, value)
-        ]
-        if not current:
-            return  # evicted meanwhile: nothing to say
-        self._counts["read_errors"] += 1
-        self._stats.incr("disk.read_errors")
-        if exc.errno == errno.ENOENT:
-            log.warning("disk cache: the data of %s is gone; fetching it again", entry.key.remote_id)
-            ledger.remove_file(entry)
-        else:  # EIO and the like: those blocks may sit on a bad spot; store them anew
-            self._log_counted("read_errors", "disk cache: cannot read %s: %s", entry.path, describe(exc))
-            ledger.drop_blocks(entry, current)
-        self._work.unpark()
-
-    async def _load(self, entry: FileEntry) -> bool:
-        """Read a file's extents from the index (once; concurrent callers wait for the first)."""
-        for _ in range(3):
-            if entry.extents is not None:
-                return True
-            if entry.loading is not None:
-                await entry.loading.wait()
-                continue
-            index = self._index
-            if index is None:
-                return False
-            event = entry.loading = trio.Event()
-            try:
-                rows = await trio.to_thread.run_sync(index.extents, entry.name, limiter=self._read_limiter)
-            except (sqlite3.Error, OSError) as exc:
-                self._counts["read_errors"] += 1
-                self._log_counted("read_errors", "disk cache: cannot read the index: %s", describe(exc))
-                return False
-            finally:
-                entry.loading = None
-                event.set()
-            if entry.extents is None:
-                self._ledger.install_extents(entry, rows)
-        return entry.extents is not None
-
     # -------------------------------------------------------------------------------------- writing
     async def put_run(self, key: FileKey, first: int, blocks: Sequence[bytes], file_size: int) -> None:
         """Store blocks first.. of a file. Waits while the write queue is full (the caller is a background
@@ -418,6 +312,7 @@ class DiskStore:
         return room
 
     def invalidate(self, key: FileKey) -> None:
+        self._spans_ahead[:] = [ahead for ahead in self._spans_ahead if ahead.key != key]
         entry = self._ledger.files.get(file_name(key, self.block_size))
         if entry is not None:
             self._ledger.remove_file(entry)
@@ -576,6 +471,7 @@ class DiskStore:
             **self._backlog.statistics(),
             "unwritable": int(self._condition is not None),
             "pages_given_back": self._behind.dropped,
+            "span_buffers_made": self._span_buffers.fresh,
             "writeback_pauses": self._behind.pauses,
             **self._counts,
         }
