@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.test_disk_cache import BS, SIZE, block, corrupt, data_path, fill, key, opened, takes_direct_io
 from vidfs.io.store import disk as store_disk
+from vidfs.io.store import reads as store_reads
 from vidfs.io.store.layout import EXTENT_BLOCKS
 from vidfs.io.store.spans import SpanBuffers
 
@@ -102,3 +104,26 @@ def _address(view: memoryview) -> int:
     import ctypes
 
     return ctypes.addressof(ctypes.c_char.from_buffer(view))
+
+
+async def test_a_failing_read_ahead_never_ends_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real = store_reads.read_span
+
+    def failing_ahead(*args: Any) -> memoryview | list[int]:
+        if args[3].first != 0:  # the stretch read ahead, not the one asked for
+            raise RuntimeError("a bug in reading ahead")
+        return real(*args)
+
+    monkeypatch.setattr(store_reads, "read_span", failing_ahead)
+    count = -(-SIZE // BS)
+    async with opened(tmp_path, capacity=2 * SIZE) as store:
+        await fill(store, key(), 0, count)
+        got = await store.read_span(key(), 0, 4 * BS, SIZE)
+        assert got is not None and bytes(got) == whole()[: 4 * BS]
+        monkeypatch.setattr(store_reads, "read_span", real)
+        following = await store.read_span(key(), 4 * BS, 8 * BS, SIZE)  # read now, the read ahead failed
+        assert following is not None and bytes(following) == whole()[4 * BS : 8 * BS]
+        assert store.statistics()["spans_ahead"] == 0
+    assert "reading ahead" in caplog.text

@@ -8,8 +8,7 @@ from __future__ import annotations
 import errno
 import logging
 import sqlite3
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -42,9 +41,13 @@ class SpanAhead:
         self._done = trio.Event()
         self._got: memoryview | None = None
 
-    async def run(self, reading: Coroutine[Any, Any, memoryview | None]) -> None:
+    async def run(
+        self, read: Callable[[FileEntry, int, int], Awaitable[memoryview | None]], entry: FileEntry
+    ) -> None:
         try:
-            self._got = await reading
+            self._got = await read(entry, self.start, self.stop)
+        except Exception:  # never the store's end: the reader goes the usual way
+            log.exception("disk cache: reading ahead in %s failed", entry.path)
         finally:
             self._done.set()
 
@@ -170,7 +173,7 @@ class StoreReads:
         self._spans_ahead.append(ahead)
         if len(self._spans_ahead) > SPANS_AHEAD:  # a reader that went elsewhere: its span is let go
             del self._spans_ahead[0]
-        nursery.start_soon(ahead.run, self._span_now(entry, start, stop))
+        nursery.start_soon(ahead.run, self._span_now, entry)
 
     async def _span_now(self, entry: FileEntry, start: int, stop: int) -> memoryview | None:
         first, last = start // self.block_size, (stop - 1) // self.block_size
