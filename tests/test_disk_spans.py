@@ -127,3 +127,18 @@ async def test_a_failing_read_ahead_never_ends_the_store(
         assert following is not None and bytes(following) == whole()[4 * BS : 8 * BS]
         assert store.statistics()["spans_ahead"] == 0
     assert "reading ahead" in caplog.text
+
+
+async def test_a_span_whose_blocks_changed_before_its_turn_is_not_read(tmp_path: Path) -> None:
+    """A span read ahead runs later than it was planned: a block of it evicted meanwhile (here the first,
+    then the last) makes it go the usual way, never a reply shifted or cut short."""
+    async with opened(tmp_path) as store:
+        await fill(store, key(), 0, 8)
+        entry = store._ledger.files[next(iter(store._ledger.files))]
+        assert entry.extents is not None
+        extent = entry.extents[0]
+        for index in (0, 7):
+            store._ledger.drop_blocks(entry, [(extent, index)])
+            assert await store._span_now(entry, 0, 8 * BS) is None
+        got = await store._span_now(entry, BS, 7 * BS)
+        assert got is not None and bytes(got) == whole(7)[BS:]

@@ -178,7 +178,9 @@ class StoreReads:
     async def _span_now(self, entry: FileEntry, start: int, stop: int) -> memoryview | None:
         first, last = start // self.block_size, (stop - 1) // self.block_size
         plan = self._ledger.plan_read(entry, first, last)
-        if plan.found or len(plan.stretches) != 1:  # changed while it waited its turn (a read ahead)
+        # A read ahead waits its turn: by then a block may have been evicted, dropped or queued anew. Only one
+        # stretch of all the blocks lines up with `start`.
+        if plan.found or len(plan.stretches) != 1 or len(plan.stretches[0].lengths) != last - first + 1:
             return None
         base, (stretch,) = first * self.block_size, plan.stretches
         try:
