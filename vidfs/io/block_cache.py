@@ -9,7 +9,8 @@ changes can never be served with blocks of its old content.
 A read of `[offset, offset+size)` needs a few consecutive blocks. For each one, in order:
 1. the memory LRU (`vidfs.io.block_lru.ByteLRU`, sized in bytes: one budget for every open file);
 2. a fetch already in flight for that block (single flight: N readers of one block → one request);
-3. the disk store, when configured;
+3. the disk store, when configured (a read of several blocks all on disk, none of them in memory, is read
+   there whole into the reply instead, and not prefetched: `vidfs.io.store.spans`);
 4. otherwise it is *missing*. Consecutive missing blocks are grouped into runs of at most
    `max_request` bytes, and each run becomes one ranged GET.
 
