@@ -130,12 +130,17 @@ def read_stretches(path: str, block_size: int, seed: int, stretches: list[Stretc
     O_DIRECT where the file system takes it, else buffered)."""
     if DIRECT_READS and not _DIRECT.refused and block_size % DIRECT_ALIGN == 0 and block_size <= _DIRECT.size:
         outcome = _read(path, block_size, seed, stretches, direct=True)
-        if outcome.error is None or outcome.error.errno != errno.EINVAL:
+        if outcome.error is None or not direct_refused(outcome.error):
             return outcome
         # A file system without O_DIRECT (tmpfs before Linux 6.6, some FUSE ones), or a device that wants
         # more alignment: not an error of the data, which is read again, buffered, now and from now on.
         _DIRECT.refused = True
     return _read(path, block_size, seed, stretches, direct=False)
+
+
+def direct_refused(exc: OSError) -> bool:
+    """The file system (or the device's alignment) refuses O_DIRECT: not an error of the data."""
+    return exc.errno == errno.EINVAL
 
 
 def _read(path: str, block_size: int, seed: int, stretches: list[Stretch], *, direct: bool) -> ReadOutcome:

@@ -14,12 +14,12 @@ import trio
 
 from vidfs.io.remote_file import FileKey
 from vidfs.io.store import disk
-from vidfs.io.store.disk import ReadOutcome, read_stretches
+from vidfs.io.store.disk import ReadOutcome, direct_refused, read_stretches
 from vidfs.io.store.index import Index
 from vidfs.io.store.layout import file_name
 from vidfs.io.store.ledger import Ledger, Plan
 from vidfs.io.store.model import Extent, FileEntry
-from vidfs.io.store.spans import SpanBuffers, read_span, refused
+from vidfs.io.store.spans import SpanBuffers, read_span
 from vidfs.stats import Stats
 
 log = logging.getLogger("vidfs.io.store")
@@ -189,7 +189,7 @@ class StoreReads:
                 self._span_buffers, limiter=self._read_limiter,
             )  # fmt: skip
         except OSError as exc:
-            if refused(exc):
+            if direct_refused(exc):
                 disk._DIRECT.refused = True
             else:
                 self._read_failed(entry, exc, plan.refs)

@@ -29,7 +29,6 @@ returns in, so a buffer is free again by the next read.
 from __future__ import annotations
 
 import ctypes
-import errno
 import os
 import threading
 
@@ -96,8 +95,3 @@ def read_span(
         return damaged if damaged else view[start:stop]
     finally:
         view.release()  # the reply's own view keeps the buffer exported until pyfuse3 lets go of it
-
-
-def refused(exc: OSError) -> bool:
-    """The file system (or the device's alignment) refuses O_DIRECT: not an error of the data."""
-    return exc.errno == errno.EINVAL
