@@ -15,7 +15,6 @@ import math
 import sqlite3
 import time
 import tracemalloc
-from array import array
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,8 +27,9 @@ import trio
 import trio.lowlevel
 import trio.testing
 
+from vidfs.catalog import answers as answers_module
 from vidfs.catalog import snapshot as snapshot_module
-from vidfs.catalog.answers import Answers, AnswerTable, Probe
+from vidfs.catalog.answers import AnswerTable, Chunk, Probe
 from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.listings import ListingCache
 from vidfs.catalog.probes import SizeProbes, basis_of
@@ -945,43 +945,53 @@ async def test_saved_xattrs_rest_on_disk_and_read_back_the_same_across_a_remount
     assert stats.counters["snapshot.extras_missing"] == 1
 
 
+def _contents(table: AnswerTable) -> dict[str, Probe]:
+    """Every live answer of `table` by id."""
+    found = (table.at(row) for row in table.rows())
+    return {remote_id: probe for remote_id, probe in filter(None, found)}
+
+
 async def test_probe_answers_are_saved_as_they_come_and_all_again_after_a_failed_save(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each save writes the sizes learned since the last one (not every size known again); one that failed
-    leaves the database's content unknown, so the next writes them all."""
+    """Each save writes the chunks of rows with sizes learned since the last one (not every size known
+    again); one that failed leaves the database's content unknown, so the next writes them all. What a
+    remount reads back is every answer, each as it was last learned."""
+    monkeypatch.setattr(answers_module, "CHUNK_ROWS", 64)
     _stats, _listings, keeper = make_keeper(tmp_path / "meta")
-    written: list[int] = []
+    written: list[tuple[list[int], bool]] = []
     disk_full = False
-    original = snapshot_module.write_probes
+    original = snapshot_module.write_answers
 
-    def counting(db: sqlite3.Connection, instance: str, answers: Answers, *, whole: bool) -> None:
+    def counting(db: sqlite3.Connection, instance: str, chunks: list[Chunk], *, whole: bool) -> None:
         if disk_full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        written.append(len(answers))
-        original(db, instance, answers, whole=whole)
+        written.append(([chunk.number for chunk in chunks], whole))
+        original(db, instance, chunks, whole=whole)
 
-    def learn(first: int, count: int) -> None:
+    def learn(first: int, count: int, size: int = 1000) -> None:
         for i in range(first, first + count):
-            keeper.probes.learn(("fake", f"v{i}", "fp"), Probe(1000 + i, None))
+            keeper.probes.learn(("fake", f"v{i}", "fp"), Probe(size + i, None))
 
-    monkeypatch.setattr(snapshot_module, "write_probes", counting)
+    monkeypatch.setattr(snapshot_module, "write_answers", counting)
     learn(0, 100)
     await keeper.save()
     learn(100, 5)
     await keeper.save()
-    assert written == [100, 5]
+    learn(3, 1, size=5000)  # a new answer for an early video: its row, in the first chunk
+    await keeper.save()
+    assert written == [([0, 1], False), ([1], False), ([0], False)]
     learn(105, 3)
     disk_full = True
     await keeper.save()  # failed: what the database holds now is not known
     disk_full = False
-    learn(108, 2)
+    learn(108, 30)
     await keeper.save()
-    assert written == [100, 5, 110]
-    loaded = keeper.read()["fake"].probes
-    assert dict(Answers(loaded, loaded.rows())) == {
-        f"v{i}": Probe(1000 + i, None, basis_of("fp")) for i in range(110)
-    }
+    assert written[3:] == [([0, 1, 2], True)]
+    loaded = keeper.read()["fake"]
+    expected = {f"v{i}": Probe(1000 + i, None, basis_of("fp")) for i in range(138)}
+    expected["v3"] = Probe(5003, None, basis_of("fp"))
+    assert _contents(loaded.probes) == expected and loaded.numbered
 
 
 def test_new_listings_go_in_together_and_known_ones_are_replaced_and_each_reads_back(tmp_path: Path) -> None:
@@ -1031,45 +1041,73 @@ def test_new_listings_go_in_together_and_known_ones_are_replaced_and_each_reads_
         db.close()
 
 
-def test_a_snapshot_answer_holds_for_its_own_fingerprint_whichever_way_it_was_written(tmp_path: Path) -> None:
-    """Probe rows keep the basis (a number) of the fingerprint they hold for; a row written before that,
-    with the fingerprint itself, is read as that fingerprint's basis. Either way the answer is used for
-    its own version of the video only."""
+async def test_a_snapshot_answer_holds_for_its_own_fingerprint_and_an_older_format_is_emptied(
+    tmp_path: Path,
+) -> None:
+    """After a remount an answer is used for its own version of the video only. A database of format 4
+    (a row per answer) is emptied, its table of answers dropped."""
     _stats, _listings, keeper = make_keeper(tmp_path / "meta")
     same, changed = Video("v1", "a.mp4", mtime=5.0), Video("v1", "a.mp4", mtime=6.0)
-    for column in (same.fingerprint, str(basis_of(same.fingerprint))):
-        db = snapshot_module._connect(keeper.path)
-        try:
-            with db:
-                db.execute("BEGIN")
-                db.execute("DELETE FROM probes")
-                db.execute("INSERT INTO probes VALUES ('fake', 'v1', ?, 1234, '\"e\"')", (column,))
-        finally:
-            db.close()
-        _stats, _listings, fresh = make_keeper(tmp_path / "meta")
-        fresh.install(fresh.read())
-        assert fresh.probes.known("fake", same) == Probe(1234, '"e"', basis_of(same.fingerprint))
-        assert fresh.probes.known("fake", changed) is None
-
-
-def test_a_probe_row_this_program_cannot_have_written_is_skipped(tmp_path: Path) -> None:
-    """A size that is no number, or beyond 64 bits, is not loaded (that video's size is asked again); the
-    rest of the snapshot is."""
-    _stats, _listings, keeper = make_keeper(tmp_path / "meta")
-    videos = [Video(f"v{i}", f"{i}.mp4", mtime=5.0) for i in range(3)]
-    basis = str(basis_of(videos[0].fingerprint))
-    db = snapshot_module._connect(keeper.path)
-    try:
-        with db:
-            db.execute("BEGIN")
-            for remote_id, size in (("v0", "1234"), ("v1", "x"), ("v2", "9" * 30)):
-                db.execute("INSERT INTO probes VALUES ('fake', ?, ?, ?, NULL)", (remote_id, basis, size))
-    finally:
-        db.close()
+    keeper.probes.learn(("fake", "v1", same.fingerprint), Probe(1234, '"e"'))
+    await keeper.save()
     _stats, _listings, fresh = make_keeper(tmp_path / "meta")
     fresh.install(fresh.read())
-    assert fresh.probes.known("fake", videos[0]) == Probe(1234, None, int(basis))
-    assert fresh.probes.known("fake", videos[1]) is None and fresh.probes.known("fake", videos[2]) is None
+    assert fresh.probes.known("fake", same) == Probe(1234, '"e"', basis_of(same.fingerprint))
+    assert fresh.probes.known("fake", changed) is None
+
+    with contextlib.closing(sqlite3.connect(keeper.path)) as db, db:
+        db.execute(
+            "CREATE TABLE probes (instance TEXT, remote_id TEXT, fingerprint TEXT, size INT, etag TEXT)"
+        )
+        db.execute("INSERT INTO probes VALUES ('fake', 'v1', ?, 1234, NULL)", (same.fingerprint,))
+        db.execute("UPDATE meta SET value = '4' WHERE key = 'format'")
+    _stats, _listings, older = make_keeper(tmp_path / "meta")
+    older.install(older.read())
+    assert older.probes.known("fake", same) is None
+    with contextlib.closing(sqlite3.connect(keeper.path)) as db:
+        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "probes" not in tables and db.execute("SELECT count(*) FROM answers").fetchone()[0] == 0
+
+
+async def test_a_chunk_of_answers_this_program_cannot_have_written_is_skipped_and_all_written_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk whose rows and ids do not line up, or whose JSON is not a list of ids and a table of ETags,
+    is not loaded (those videos' sizes are asked again); the other chunks are. The rows then have other
+    numbers than the database's chunks, so the next save writes them all, and a remount after it reads
+    the same answers."""
+    monkeypatch.setattr(answers_module, "CHUNK_ROWS", 4)
+    _stats, _listings, keeper = make_keeper(tmp_path / "meta")
+    fp = Video("v", "v.mp4", mtime=5.0).fingerprint
+    for i in range(20):
+        keeper.probes.learn(("fake", f"v{i}", fp), Probe(i, f"text-{i}" if i % 2 else None))
+    await keeper.save()
+    damage = {
+        1: "UPDATE answers SET rows = substr(rows, 2) WHERE chunk = 1",
+        2: "UPDATE answers SET ids = '{\"v8\": 1}' WHERE chunk = 2",
+        3: "UPDATE answers SET texts = '[\"text-13\"]' WHERE chunk = 3",
+    }
+    with contextlib.closing(sqlite3.connect(keeper.path)) as db, db:
+        for statement in damage.values():
+            db.execute(statement)
+    _stats, _listings, fresh = make_keeper(tmp_path / "meta")
+    loaded = fresh.read()["fake"]
+    assert not loaded.numbered
+    expected = {
+        f"v{i}": Probe(i, f"text-{i}" if i % 2 else None, basis_of(fp)) for i in (0, 1, 2, 3, 16, 17, 18, 19)
+    }
+    assert _contents(loaded.probes) == expected
+    fresh.install({"fake": loaded})
+    fresh.probes.learn(("fake", "v4", fp), Probe(4, None))
+    await fresh.save()
+    with contextlib.closing(sqlite3.connect(keeper.path)) as db:
+        assert [n for (n,) in db.execute("SELECT chunk FROM answers ORDER BY chunk")] == [0, 1, 2]
+    _stats, _listings, again = make_keeper(tmp_path / "meta")
+    reloaded = again.read()["fake"]
+    assert reloaded.numbered and _contents(reloaded.probes) == {
+        **expected,
+        "v4": Probe(4, None, basis_of(fp)),
+    }
 
 
 @pytest.mark.parametrize(
@@ -1090,7 +1128,8 @@ def test_an_answer_is_kept_in_a_row_and_read_back_as_it_was(etag: str | None) ->
     table = AnswerTable()
     table.put("v1", probe)
     assert table.get("v1") == probe and table.get("v1", probe.basis) == probe
-    assert table.get("v1", probe.basis + 1) is None and table.size("v1", probe.basis) == probe.size
+    assert table.get("v1", probe.basis + 1) is None
+    assert list(table.sizes([("v1", probe.basis), ("v1", probe.basis + 1), None], -1)) == [probe.size, -1, -1]
     assert bool(table._texts) == (etag is not None and etag != '"0123456789abcdef0123456789abcdef"')
     stats = Stats()
     probes = SizeProbes(http=HttpClient(stats=stats), resolver=Resolver(stats), stats=stats)
@@ -1102,37 +1141,46 @@ def test_an_answer_is_kept_in_a_row_and_read_back_as_it_was(etag: str | None) ->
     assert table.get("v2") is None and len(table) == 1
 
 
-def test_a_table_loaded_at_once_answers_as_one_filled_answer_by_answer() -> None:
-    """`AnswerTable.load` (a remount's snapshot) gives the same answers as `put` one at a time: an id given
-    twice keeps its last answer (whatever its ETag's form), a size beyond 64 bits is left out, and the
-    table then takes, overwrites, forgets and grows as any other."""
+def test_a_table_loaded_from_its_chunks_answers_as_the_one_they_were_taken_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`AnswerTable.load` (a remount's snapshot) of a table's chunks gives its answers, ETags of every form
+    and forgotten rows included; an id given twice keeps its last answer (whatever its ETag's form); and
+    the table then takes, overwrites, forgets and grows as any other."""
+    monkeypatch.setattr(answers_module, "CHUNK_ROWS", 16)
     md5 = '"0123456789abcdef0123456789abcdef"'
     etags = [None, md5, 'W/"weak"', "plain"]
-    answers = [(f"v{i}", i * 1000, etags[i % 4], basis_of(f"etag:{i}")) for i in range(300)]
-    answers += [("v7", 7, None, 7), ("v9", 9, md5, 9), ("v10", 10, "text again", 10), ("v11", 11, None, 11)]
-    answers += [("huge", 2**64, None, 1), ("v12", 2**64, None, 12)]  # v12 keeps its first answer
-    one_by_one, loaded = AnswerTable(), AnswerTable()
-    for remote_id, size, etag, basis in answers:
-        with contextlib.suppress(ValueError):
-            one_by_one.put(remote_id, Probe(size, etag, basis))
-    loaded.load(answers)
-    ids = {remote_id for remote_id, *_ in answers}
-    assert {i: loaded.get(i) for i in ids} == {i: one_by_one.get(i) for i in ids}
-    assert loaded.get("v9") == Probe(9, md5, 9) and loaded.get("v11") == Probe(11, None, 11)
-    assert loaded.get("huge") is None and len(loaded) == len(one_by_one) == 300
-    assert loaded.get("v10") == Probe(10, "text again", 10) and "v11" not in loaded._texts
-    assert sorted(dict(Answers(loaded, loaded.rows()))) == sorted(
-        dict(Answers(one_by_one, one_by_one.rows()))
-    )
+    original = AnswerTable()
+    for i in range(300):
+        original.put(f"v{i}", Probe(i * 1000, etags[i % 4], basis_of(f"etag:{i}")))
+    assert original.forget("v5", basis_of("etag:5"))
+    chunks = [original.chunk(number) for number in range(original.chunk_count())]
+    assert [len(chunk.ids) for chunk in chunks] == [16] * 18 + [12]
+    loaded = AnswerTable()
+    assert loaded.load(chunks)
+    assert _contents(loaded) == _contents(original) and len(loaded) == len(original) == 299
+    assert loaded.get("v5") is None and loaded.get("v2") == Probe(2000, 'W/"weak"', basis_of("etag:2"))
+
+    twice = AnswerTable()  # v7 in a later chunk (a damaged database): its last answer holds
+    later = AnswerTable()
+    for remote_id, probe in (
+        ("v7", Probe(7, None, 7)),
+        ("v9", Probe(9, md5, 9)),
+        ("v1", Probe(1, "text", 1)),
+    ):
+        later.put(remote_id, probe)
+    moved = later.chunk(0)
+    assert not twice.load([*chunks, Chunk(len(chunks), moved.ids, moved.rows, moved.texts)])
+    assert twice.get("v7") == Probe(7, None, 7) and twice.get("v9") == Probe(9, md5, 9)
+    assert twice.get("v1") == Probe(1, "text", 1) and len(twice) == 299 + 0
     loaded.put("v1", Probe(1, None, 1))
-    assert loaded.forget("v2", basis_of("etag:2")) and loaded.get("v2") is None and len(loaded) == 299
+    assert loaded.forget("v2", basis_of("etag:2")) and loaded.get("v2") is None and len(loaded) == 298
     for i in range(300, 1000):  # grows past the size it was loaded at
         loaded.put(f"v{i}", Probe(i, None, i))
-    assert all(loaded.size(f"v{i}", i) == i for i in range(300, 1000)) and loaded.get("v1") == Probe(
-        1, None, 1
-    )
+    assert list(loaded.sizes(((f"v{i}", i) for i in range(300, 1000)), -1)) == list(range(300, 1000))
+    assert loaded.get("v1") == Probe(1, None, 1)
     with pytest.raises(ValueError):
-        loaded.load([("late", 1, None, 1)])
+        loaded.load(chunks)
 
 
 def test_a_fingerprint_is_what_its_fields_format_to_whatever_came_before() -> None:
@@ -1190,22 +1238,26 @@ def test_a_video_keeps_one_probe_answer_and_a_changed_one_replaces_it() -> None:
     assert probes.known("fake", old) is None
     assert probes.known("fake", new) == Probe(200, "e2", basis_of(new.fingerprint))
     assert probes.statistics()["known"] == 1
-    # Only the answer that still holds is written (once per time it was learned: a row replaced by the
-    # same row); a stale seed from a snapshot does not replace it.
+    # Only the answer that still holds is written (its chunk, once); a stale seed from a snapshot does not
+    # replace it, and leaves the rows numbered apart from the snapshot's chunks.
     answer = Probe(200, "e2", basis_of(new.fingerprint))
     taken = probes.take_unsaved()
-    assert list(taken) == ["fake"] and set(taken["fake"]) == {("v1", answer)}
+    assert list(taken) == ["fake"] and [(c.number, c.ids) for c in taken["fake"]] == [(0, ["v1"])]
+    loaded = AnswerTable()
+    loaded.load(taken["fake"])
+    assert _contents(loaded) == {"v1": answer}
     stale = AnswerTable()
     stale.put("v1", Probe(100, "e1", basis_of(old.fingerprint)))
-    probes.seed("fake", stale)
+    assert not probes.seed("fake", stale)
     assert probes.known("fake", new) == answer
     probes.forget("fake", new)
     assert probes.known("fake", new) is None and probes.statistics()["known"] == 0
-    # Forgotten, it is not written; a stale seed now fills the gap (it holds for the old version only).
-    assert list(Answers(stale, stale.rows())) == [("v1", Probe(100, "e1", basis_of(old.fingerprint)))]
+    # Forgotten, it is written dead; a stale seed now fills the gap (it holds for the old version only).
     probes.learn(("fake", "v1", new.fingerprint), answer)
     probes.forget("fake", new)
-    assert list(probes.take_unsaved()["fake"]) == []
+    forgotten = AnswerTable()
+    forgotten.load(probes.take_unsaved()["fake"])
+    assert _contents(forgotten) == {}
     probes.seed("fake", stale)
     assert probes.known("fake", old) == Probe(100, "e1", basis_of(old.fingerprint))
 
@@ -1221,13 +1273,18 @@ def test_a_table_of_answers_finds_each_of_many_ids_through_growth_forgets_and_ne
     assert all(
         table.get(rid, i) == Probe(i, f'"{i:032x}"' if i % 3 else f"text-{i}", i) for i, rid in enumerate(ids)
     )
-    assert table.get("cam/absent") is None and table.size("cam/absent", 0) is None
-    view = Answers(table, array("i", [1, 2, 3]))
+    assert table.get("cam/absent") is None and list(table.sizes([("cam/absent", 0)], -1)) == [-1]
+    assert list(table.sizes([(rid, i) for i, rid in enumerate(ids)], -1)) == list(range(5000))
+    taken = table.chunk(0)  # a copy: what changes afterwards is not in it
     assert table.put("cam/00002", Probe(7, None, 99)) == 2  # a new version: the same row
     assert (
         table.forget("cam/00003", 3) and not table.forget("cam/00003", 3) and not table.forget("cam/00001", 9)
     )
-    assert list(view) == [("cam/00001", Probe(1, f'"{1:032x}"', 1)), ("cam/00002", Probe(7, None, 99))]
+    copy = AnswerTable()
+    copy.load([taken])
+    assert copy.get("cam/00002") == Probe(2, f'"{2:032x}"', 2) and copy.get("cam/00003") == Probe(
+        3, "text-3", 3
+    )
     assert len(table) == 4999 and len(table.rows()) == 4999 and 3 not in table.rows()
     table.setdefault("cam/00003", Probe(30, None, 30))  # dead: taken
     table.setdefault("cam/00002", Probe(20, None, 20))  # live: kept

@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
 from xxhash import xxh3_64_intdigest
 
-from vidfs.catalog.answers import Answers, AnswerTable, Probe
+from vidfs.catalog.answers import AnswerTable, Chunk, Probe, chunk_of
 from vidfs.errors import AuthError, NotFoundError, RemoteIOError, UnreachableError, redact_url
 from vidfs.http.adaptive import CONGESTED, START, AdaptiveLimit
 from vidfs.http.client import HttpClient, origin_of
@@ -75,9 +76,8 @@ class SizeProbes:
         self._limits: dict[tuple[str, str, int], AdaptiveLimit] = {}
         self.version = 0  # bumped on every new answer (the snapshot writer watches it)
         self.forgotten = 0  # answers forgotten so far: a build that saw it move reads all its answers again
-        # The rows answered since the snapshot writer last took them, by instance (row numbers, not keys: a
-        # walk of 100,000 videos can end with most of them unsaved: a key tuple each was 6 MiB of its peak).
-        self._unsaved: dict[str, array[int]] = {}
+        # The chunks of rows answered since the snapshot writer last took them, by instance (`answers.py`).
+        self._unsaved: dict[str, set[int]] = {}
         self.changed = trio.Event()
 
     def known(self, instance: str, video: Video) -> Probe | None:
@@ -86,10 +86,19 @@ class SizeProbes:
             return None
         return table.get(video.remote_id, basis_of(video.fingerprint))
 
-    def known_size(self, instance: str, video: Video) -> int | None:
-        """`known`'s size, no `Probe` made (a directory's build reads them all)."""
+    def known_sizes(self, instance: str, entries: Sequence[object], missing: int) -> array[int]:
+        """`known`'s size of each video in `entries` the listing gives no size for, `missing` for the others
+        and those not asked yet, no `Probe` made (a directory's build reads them all)."""
         table = self._known.get(instance)
-        return None if table is None else table.size(video.remote_id, basis_of(video.fingerprint))
+        if table is None:  # sizes listed by the API: nothing probed, and no fingerprint string to build
+            return array("q", [missing]) * len(entries)
+        wanted = (
+            (entry.remote_id, basis_of(entry.fingerprint))
+            if isinstance(entry, Video) and entry.size is None
+            else None
+            for entry in entries
+        )
+        return table.sizes(wanted, missing)
 
     async def probe(self, instance: str, provider: Provider, video: Video) -> Probe:
         """Size and ETag of a video whose API entry lacks the size."""
@@ -126,9 +135,7 @@ class SizeProbes:
         if table is None:
             table = self._known[instance] = AnswerTable()
         row = table.put(remote_id, Probe(probe.size, probe.etag, basis_of(fingerprint)))
-        # A video learned twice is written twice (INSERT OR REPLACE: the same row): a table of them to write
-        # each once was 5 MiB more at the save that ends a 100,000-video walk, its RSS peak.
-        self._unsaved.setdefault(instance, array("i")).append(row)
+        self._unsaved.setdefault(instance, set()).add(chunk_of(row))
         self.version += 1
         self.changed.set()
 
@@ -138,28 +145,35 @@ class SizeProbes:
         if table is not None and table.forget(video.remote_id, basis_of(video.fingerprint)):
             self.forgotten += 1
 
-    def export(self, instance: str) -> Answers:
-        """The answers for one instance (for the snapshot writer; call in the trio thread)."""
+    def export(self, instance: str) -> list[Chunk]:
+        """Every chunk of one instance's answers, copied for the snapshot writer (in the trio thread)."""
         table = self._known.get(instance, AnswerTable())
-        return Answers(table, table.rows())
+        return [table.chunk(number) for number in range(table.chunk_count())]
 
-    def take_unsaved(self) -> dict[str, Answers]:
-        """The answers learned since the last call, by instance (for the snapshot writer, which writes only
-        those: all 100,000 answers of a big camera written again at every save were most of its work)."""
-        taken = {instance: Answers(self._known[instance], rows) for instance, rows in self._unsaved.items()}
+    def take_unsaved(self) -> dict[str, list[Chunk]]:
+        """The chunks with answers learned since the last call, copied, by instance (for the snapshot writer,
+        which writes only those: all 100,000 answers of a big camera written again at every save were most
+        of its work)."""
+        taken = {
+            instance: [self._known[instance].chunk(number) for number in sorted(numbers)]
+            for instance, numbers in self._unsaved.items()
+        }
         self._unsaved = {}
         return taken
 
-    def seed(self, instance: str, answers: AnswerTable) -> None:
-        """The answers a snapshot held (each with its basis); one learned since is kept."""
+    def seed(self, instance: str, answers: AnswerTable) -> bool:
+        """The answers a snapshot held (each with its basis); one learned since is kept. Whether `answers`
+        became this instance's table as it is (else its rows were added to the one there, under other
+        numbers than the snapshot's chunks have them)."""
         table = self._known.get(instance)
         if table is None:
             self._known[instance] = answers
-            return
+            return True
         for row in answers.rows():
             found = answers.at(row)
             if found is not None:
                 table.setdefault(*found)
+        return False
 
     def statistics(self) -> dict[str, int]:
         limits = [limit.limit for limit in self._limits.values()]

@@ -8,8 +8,9 @@ Layout (format 4): one SQLite database (WAL) per mount, `<cache dir>/meta/snapsh
                                                        (`snapshot_codec.py`), in listing order; a video's
                                                        xattr values are null there when not empty:
     extras(listing, remote_id, extra)                  they are here, read only when asked (`extras.py`)
-    probes(instance, remote_id, fingerprint, size, etag)  sizes learned from storage, `fingerprint` the
-                                                       basis (`probes.basis_of`) of the one they hold for
+    answers(instance, chunk, ids, rows, texts)         sizes learned from storage, as `answers.py` keeps
+                                                       them: CHUNK_ROWS to a row of this table, `rows`
+                                                       their bytes, `ids` and `texts` JSON
 
 Why a database and not a file per listing (format 2): VALT at 10,000 videos is 10,113 directories of one
 or two entries. Writing them as 10,113 files (temp file, rename) took the snapshot writer about 3 s of CPU
@@ -22,11 +23,11 @@ Writing: `SnapshotKeeper.run` is a service. After listings or probes change it w
 and at least a few times as long as the last save took, so a walk of 100,000 entries is not slowed by
 its own snapshot), copies *in the trio thread* what changed (the listing and probe tables are only ever
 touched from the trio thread), and writes it in a worker thread, in one transaction. Only the listings that
-changed are written again, and only the sizes learned since the last save (all of them again after a save
-failed or the database was replaced). A failed write (disk full, read-only cache dir) is logged once per
-distinct cause, counted in stats (`snapshot.save_failures`), and tried again later; it never ends the
-mount. A database that is not one (damaged) is removed with one warning and written afresh. On shutdown
-everything pending is written once more.
+changed are written again, and only the chunks of sizes with answers learned since the last save (all of
+them again after a save failed or the database was replaced). A failed write (disk full, read-only cache
+dir) is logged once per distinct cause, counted in stats (`snapshot.save_failures`), and tried again later;
+it never ends the mount. A database that is not one (damaged) is removed with one warning and written
+afresh. On shutdown everything pending is written once more.
 
 Loading: at mount time the database is read (a worker thread) and installed as *stale* listings and known
 probes: the first `ls` answers from them at once, and a refresh runs in the background (see
@@ -42,6 +43,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import json
 import logging
 import math
 import operator
@@ -57,18 +59,18 @@ from typing import Any
 
 import trio
 
-from vidfs.catalog.answers import Answers, AnswerTable, Probe
+from vidfs.catalog.answers import ROW_SIZE, AnswerTable, Chunk
 from vidfs.catalog.extras import ExtrasReader, Place
 from vidfs.catalog.keys import SortedKeys
 from vidfs.catalog.listings import Key, ListingCache
-from vidfs.catalog.probes import SizeProbes, basis_of
+from vidfs.catalog.probes import SizeProbes
 from vidfs.catalog.snapshot_codec import entry_from_json, listing_rows, new_extras, row_entries
 from vidfs.model import Folder, HiddenItem, Listing, Video
 from vidfs.stats import Stats
 
 log = logging.getLogger(__name__)
 
-DB_FORMAT = 4  # 4: xattr values in their own table (3 had them in the rows)
+DB_FORMAT = 5  # 5: probe answers in chunks (4 had a row each); 4: xattr values in their own table
 DB_NAME = "snapshot.sqlite3"
 _OLD_FORMAT = re.compile(r"^[0-9a-f]{32}(\.json)?$")  # format 1 files and format 2 directories
 DEBOUNCE = 2.0
@@ -87,9 +89,9 @@ CREATE TABLE IF NOT EXISTS rows (
 CREATE TABLE IF NOT EXISTS extras (
     listing INTEGER NOT NULL, remote_id TEXT NOT NULL, extra TEXT NOT NULL,
     PRIMARY KEY (listing, remote_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS probes (
-    instance TEXT NOT NULL, remote_id TEXT NOT NULL, fingerprint TEXT NOT NULL, size INTEGER NOT NULL,
-    etag TEXT, PRIMARY KEY (instance, remote_id, fingerprint)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS answers (
+    instance TEXT NOT NULL, chunk INTEGER NOT NULL, ids TEXT NOT NULL, rows BLOB NOT NULL, texts TEXT,
+    PRIMARY KEY (instance, chunk));
 """
 
 
@@ -105,8 +107,9 @@ def _connect(path: Path) -> sqlite3.Connection:
             db.executescript(f"BEGIN;{_SCHEMA}COMMIT;")
             found = db.execute("SELECT value FROM meta WHERE key = 'format'").fetchone()
             if found is None or found[0] != str(DB_FORMAT):
-                for table in ("listings", "rows", "extras", "probes"):
+                for table in ("listings", "rows", "extras", "answers"):
                     db.execute(f"DELETE FROM {table}")  # fixed names, not input
+                db.execute("DROP TABLE IF EXISTS probes")  # format 4's
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(DB_FORMAT),))
     except BaseException:
         db.close()
@@ -202,17 +205,16 @@ def _replace_listing(
     db.executemany("DELETE FROM extras WHERE listing = ? AND remote_id = ?", gone)
 
 
-def write_probes(
-    db: sqlite3.Connection, instance: str, answers: Iterable[tuple[str, Probe]], *, whole: bool
-) -> None:
-    """Add or update probe rows; `whole`: they are all of this instance's (the others are removed). A probe
-    forgotten (its file changed) keeps its row: it names the old fingerprint, which no video has now."""
+def write_answers(db: sqlite3.Connection, instance: str, chunks: Iterable[Chunk], *, whole: bool) -> None:
+    """Write these chunks of probe answers; `whole`: they are all of this instance's (the others go)."""
     if whole:
-        db.execute("DELETE FROM probes WHERE instance = ?", (instance,))
-    _insert(
-        db,
-        "INSERT OR REPLACE INTO probes",
-        ((instance, rid, probe.basis, probe.size, probe.etag) for rid, probe in answers),
+        db.execute("DELETE FROM answers WHERE instance = ?", (instance,))
+    db.executemany(
+        "INSERT OR REPLACE INTO answers (instance, chunk, ids, rows, texts) VALUES (?, ?, ?, ?, ?)",
+        (
+            (instance, c.number, json.dumps(c.ids), c.rows, json.dumps(c.texts) if c.texts else None)
+            for c in chunks
+        ),
     )
 
 
@@ -251,6 +253,7 @@ class Loaded:
 
     listings: dict[str, tuple[Listing, float | None]] = field(default_factory=dict)  # and when fetched
     probes: AnswerTable = field(default_factory=AnswerTable)  # by remote id, with the basis of each
+    numbered: bool = True  # `probes` has its rows in the chunks the database has them in
     skipped: int = 0
 
 
@@ -324,19 +327,19 @@ def _load(db: sqlite3.Connection, instances: Iterable[str], reader: ExtrasReader
     for head in heads.values():  # no rows: an empty directory, or a damaged listing
         _install(loaded, head, (), reader)
     for instance, found in loaded.items():
-        found.probes.load(_answers(db, instance, found))
+        found.numbered = found.probes.load(_answers(db, instance, found))
     return loaded
 
 
-def _answers(
-    db: sqlite3.Connection, instance: str, found: Loaded
-) -> Iterator[tuple[str, int, str | None, int]]:
-    """One instance's probe rows as `AnswerTable.load` takes them. Each id is its video's own string, not a
-    copy per answer (5.6 MiB at 100,000 videos): the table of them is made at the first row (a catalog that
-    lists its sizes has none, and its 100,000 videos were 0.07 s of a remount's snapshot load)."""
+def _answers(db: sqlite3.Connection, instance: str, found: Loaded) -> Iterator[Chunk]:
+    """One instance's chunks of probe answers as `AnswerTable.load` takes them, each id its video's own
+    string, not a copy per answer (5.6 MiB at 100,000 videos): the table of them is made at the first chunk
+    (a catalog that lists its sizes has none). A chunk that is not what this program writes is left out
+    with one warning (its videos' sizes are asked again)."""
     ids: dict[str, str] | None = None
-    query = "SELECT remote_id, fingerprint, size, etag FROM probes WHERE instance = ?"
-    for remote_id, fingerprint, size, etag in db.execute(query, (instance,)):
+    damaged = 0
+    query = "SELECT chunk, ids, rows, texts FROM answers WHERE instance = ? ORDER BY chunk"
+    for number, ids_text, rows, texts_text in db.execute(query, (instance,)):
         if ids is None:
             ids = {
                 entry.remote_id: entry.remote_id
@@ -344,19 +347,32 @@ def _answers(
                 for entry in listing.entries
                 if isinstance(entry, Video)
             }
+        listed: Any
+        texts: Any  # both checked by `_chunk_fits`
         try:
-            answer = (ids.get(rid := str(remote_id), rid), int(size), None if etag is None else str(etag))
-            basis = _basis(fingerprint)
-        except ValueError:  # not a row this program writes: that size is asked again
+            listed, texts = json.loads(ids_text), {} if texts_text is None else json.loads(texts_text)
+        except (ValueError, TypeError):
+            listed = texts = None
+        if not _chunk_fits(number, listed, rows, texts):
+            damaged += 1
             continue
-        yield (*answer, basis)
+        get = ids.get
+        yield Chunk(number, [get(rid, rid) for rid in listed], rows, texts)
+    if damaged:
+        log.warning("ignoring %d damaged chunk(s) of sizes in the snapshot: those are asked again", damaged)
 
 
-def _basis(column: object) -> int:
-    """A probe row's `fingerprint` column: its basis in digits (the column is TEXT), or the fingerprint itself
-    as written before answers kept only its hash (`sm:…`, `etag:…`: never all digits)."""
-    text = str(column)
-    return int(text) if text.isascii() and text.isdigit() else basis_of(text)
+def _chunk_fits(number: object, ids: object, rows: object, texts: object) -> bool:
+    """Whether a chunk's columns, decoded, are what `write_answers` writes."""
+    return (
+        type(number) is int
+        and isinstance(ids, list)
+        and isinstance(rows, bytes)
+        and len(rows) == len(ids) * ROW_SIZE
+        and all(type(rid) is str for rid in ids)
+        and isinstance(texts, dict)
+        and all(type(key) is str and type(value) is str for key, value in texts.items())
+    )
 
 
 # ------------------------------------------------------------------------------------------ keeper
@@ -365,8 +381,8 @@ class _Pending:
     """What one save writes: copies made in the trio thread."""
 
     listings: dict[Key, tuple[Listing, float | None]] = field(default_factory=dict)
-    probes: dict[str, Answers] = field(default_factory=dict)  # by instance
-    whole_probes: bool = False  # `probes` are every answer known (else only those new since the last save)
+    probes: dict[str, list[Chunk]] = field(default_factory=dict)  # by instance
+    whole_probes: bool = False  # `probes` are every answer known (else only the chunks changed since)
 
     def __bool__(self) -> bool:
         return bool(self.listings or self.probes)
@@ -429,9 +445,12 @@ class SnapshotKeeper:
                 age = None if fetched is None else max(0.0, time.time() - fetched)
                 self.listings.seed(instance, folder_id, listing, age=age)
                 count += 1
-            self.probes.seed(instance, found.probes)
+            if not (self.probes.seed(instance, found.probes) and found.numbered):
+                # The rows are numbered apart from the database's chunks: a chunk written as it changes
+                # would mix the two, so the next save writes them all.
+                self._all_probes = True
         self.listings.take_dirty()  # what was just loaded need not be written back
-        self._saved_probe_version = self.probes.version
+        self._saved_probe_version = -1 if self._all_probes else self.probes.version
         return count
 
     def _remove_old_formats(self) -> None:
@@ -525,7 +544,7 @@ class SnapshotKeeper:
             pending.whole_probes, self._all_probes = self._all_probes, False
             for instance in self.instances:
                 answers = self.probes.export(instance) if pending.whole_probes else new.get(instance)
-                if answers is not None and (len(answers) or pending.whole_probes):
+                if answers is not None and (answers or pending.whole_probes):
                     pending.probes[instance] = answers
         return pending
 
@@ -546,7 +565,7 @@ class SnapshotKeeper:
                 ]
                 write_listings(db, items)
                 for instance, answers in pending.probes.items():
-                    write_probes(db, instance, answers, whole=pending.whole_probes)
+                    write_answers(db, instance, answers, whole=pending.whole_probes)
         finally:
             db.close()
 

@@ -409,13 +409,7 @@ class Tree:
         snapshot's after a remount), read once; NOT_KNOWN for the others and those not asked yet. In an
         array: a list held an int object each beside the nodes' own (3.8 MiB at 100,000, at the peak of a
         re-listing of Hour One's videos, whose nodes keep theirs)."""
-        known = self.probes.known_size
-
-        def size(entry: Entry) -> int:
-            found = known(instance, entry) if isinstance(entry, Video) and entry.size is None else None
-            return NOT_KNOWN if found is None else found
-
-        return array("q", map(size, entries))
+        return self.probes.known_sizes(instance, entries, NOT_KNOWN)
 
     # ----------------------------------------------------------------------------------------- sizes
     def etag_of(self, node: Node) -> str | None:
