@@ -10,15 +10,16 @@ read with 1 MiB blocks: 0.76-0.99). Blocks read from the disk gain nothing in th
 kernel's page cache holds what the reader got, and the disk still holds them.
 
 Such blocks are therefore not prefetched from the disk (`DiskStore.on_disk` tells the block cache which).
-Instead, the store reads the MiB after a span ahead as soon as the span is asked for
-(`vidfs.io.store.reads`): the kernel keeps only a request or two in flight, and a 1 MiB O_DIRECT read here
-takes about 1 ms, so without it the disk sat idle while each reply went out (530-600 MB/s). Measured on
-(f), alternated, six runs each: before 1.19-1.40 CPU s/GB (median 1.33) at 544-680 MB/s; spans 0.86-1.42
-(median 1.13); spans against spans without the read ahead, 0.82-1.19 (median 0.96) at 565-784 MB/s
-(median 710) against 0.93-1.17 (median 1.06) at 550-797 (median 615). Blocks in memory, being fetched or
-queued for their write, a read smaller than `SPAN_MIN_BLOCKS` blocks (a prober coming back for the rest of a
-block), a file system without O_DIRECT, a damaged block: all go the usual way (`get_run`), which drops a
-damaged block and fetches it again. A reply is never made of unchecked bytes.
+Instead, the store reads the next 4 MiB after a span ahead as soon as the span is asked for
+(`vidfs.io.store.reads`, `SPAN_AHEAD_BYTES`): the kernel keeps only a request or two in flight, and a 1 MiB
+O_DIRECT read here takes about 1 ms, so without it the disk sat idle while each reply went out (530-600
+MB/s). Measured on (f), alternated, six runs each: before 1.19-1.40 CPU s/GB (median 1.33) at 544-680 MB/s;
+spans 0.86-1.42 (median 1.13); spans against spans without the read ahead, 0.82-1.19 (median 0.96) at
+565-784 MB/s (median 710) against 0.93-1.17 (median 1.06) at 550-797 (median 615); those read a MiB ahead,
+four at once cost 0.75-0.93 (median 0.77). Blocks in memory, being fetched or queued for their write, a read
+smaller than `SPAN_MIN_BLOCKS` blocks (a prober coming back for the rest of a block), a file system without
+O_DIRECT, a damaged block: all go the usual way (`get_run`), which drops a damaged block and fetches it
+again. A reply is never made of unchecked bytes.
 
 The buffers. A fresh buffer per read would cost a page fault per 4 KiB (what O_DIRECT avoids; see
 `vidfs.io.store.disk`), so a few are kept and reused, each one only once no reply holds a view of it any
