@@ -40,7 +40,7 @@ from vidfs.http.client import HttpClient, origin_of
 from vidfs.http.policy import error_for, renews_lease
 from vidfs.io.leases import Resolver
 from vidfs.io.range_reader import parse_content_range
-from vidfs.model import StreamLease, Video
+from vidfs.model import Entry, StreamLease, Video
 from vidfs.providers.base import Provider
 from vidfs.stats import Stats
 from vidfs.tasks import Holding
@@ -86,7 +86,7 @@ class SizeProbes:
             return None
         return table.get(video.remote_id, basis_of(video.fingerprint))
 
-    def known_sizes(self, instance: str, entries: Sequence[object], missing: int) -> array[int]:
+    def known_sizes(self, instance: str, entries: Sequence[Entry], missing: int) -> array[int]:
         """`known`'s size of each video in `entries` the listing gives no size for, `missing` for the others
         and those not asked yet, no `Probe` made (a directory's build reads them all)."""
         table = self._known.get(instance)

@@ -1,6 +1,6 @@
 """The persisted listing snapshot: a remount lists at once, and browsing works while a vendor is down.
 
-Layout (format 4): one SQLite database (WAL) per mount, `<cache dir>/meta/snapshot.sqlite3`:
+Layout (format 5): one SQLite database (WAL) per mount, `<cache dir>/meta/snapshot.sqlite3`:
 
     listings(id, instance, folder, fetched, entries)   one row per directory listing, `fetched` in epoch
                                                        seconds, `entries` its entry count (a check)
