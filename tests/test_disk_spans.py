@@ -142,3 +142,19 @@ async def test_a_span_whose_blocks_changed_before_its_turn_is_not_read(tmp_path:
             assert await store._span_now(entry, 0, 8 * BS) is None
         got = await store._span_now(entry, BS, 7 * BS)
         assert got is not None and bytes(got) == whole(7)[BS:]
+
+
+async def test_a_sequential_reader_has_the_next_two_spans_read_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two spans are read ahead of a reader (one at a time, the disk read a span while the reader waited);
+    a read within the second is served from it, whole and exact."""
+    monkeypatch.setattr(store_reads, "SPAN_AHEAD_BYTES", 8 * BS)
+    async with opened(tmp_path, capacity=2 * SIZE) as store:
+        await fill(store, key(), 0, BLOCKS)
+        got = await store.read_span(key(), 0, 4 * BS, SIZE)
+        assert got is not None and bytes(got) == whole()[: 4 * BS]
+        assert [(a.start, a.stop) for a in store._spans_ahead] == [(4 * BS, 12 * BS), (12 * BS, 20 * BS)]
+        later = await store.read_span(key(), 12 * BS, 16 * BS, SIZE)
+        assert later is not None and bytes(later) == whole()[12 * BS : 16 * BS]
+        assert store.statistics()["spans_ahead"] == 1

@@ -10,7 +10,7 @@ read with 1 MiB blocks: 0.76-0.99). Blocks read from the disk gain nothing in th
 kernel's page cache holds what the reader got, and the disk still holds them.
 
 Such blocks are therefore not prefetched from the disk (`DiskStore.on_disk` tells the block cache which).
-Instead, the store reads the next 4 MiB after a span ahead as soon as the span is asked for
+Instead, the store reads the next two 4 MiB after a span ahead as soon as the span is asked for
 (`vidfs.io.store.reads`, `SPAN_AHEAD_BYTES`): the kernel keeps only a request or two in flight, and a 1 MiB
 O_DIRECT read here takes about 1 ms, so without it the disk sat idle while each reply went out (530-600
 MB/s). Measured on (f), alternated, six runs each: before 1.19-1.40 CPU s/GB (median 1.33) at 544-680 MB/s;
