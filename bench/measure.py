@@ -182,6 +182,7 @@ def _sequential(stage: Stage, fig: Figures, peer: str, cache: Path) -> None:
         cold, fig.seq_cpu_s_per_gb = _timed_read(stage, mount)
         fig.seq_mbps, fig.seq_partial = cold.mbps, not cold.complete
         fig.seq_ok = matches(cold, stage.truth)
+        fig.note_rss(mount.rss_mib())  # the peak so far: (a) apart from (d) in the samples
         warm = read_file(mount.path / RANDOM_NAME, stage.sink, limit_s=stage.opts.max_read_seconds)
         fig.warm_mbps, fig.warm_partial = warm.mbps, not warm.complete
         fig.warm_ok = matches(warm, stage.truth)
