@@ -1,6 +1,6 @@
 """Replies read whole from the disk store (`vidfs.io.store.spans`): exact bytes, every block checked (a
-damaged one is dropped and never served), the next span read ahead for a sequential reader, a buffer never
-reused while a reply holds it, and the usual way taken whenever a span cannot be read whole."""
+damaged one is dropped and never served), the next two spans read ahead for a sequential reader, a buffer
+never reused while a reply holds it, and the usual way taken whenever a span cannot be read whole."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tests.test_disk_cache import BS, SIZE, block, corrupt, data_path, fill, key
 from vidfs.io.store import disk as store_disk
 from vidfs.io.store import reads as store_reads
 from vidfs.io.store.layout import EXTENT_BLOCKS
+from vidfs.io.store.service import DiskStore
 from vidfs.io.store.spans import SpanBuffers
 
 BLOCKS = 2 * EXTENT_BLOCKS
@@ -30,7 +31,7 @@ def whole(count: int = BLOCKS) -> bytes:
     return b"".join(block(i) for i in range(count))
 
 
-async def settled(store: Any) -> None:
+async def settled(store: DiskStore) -> None:
     """Every span read ahead has been read: the counts no longer depend on how fast the threads were."""
     for ahead in list(store._spans_ahead):
         await ahead.result()
