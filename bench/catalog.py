@@ -25,7 +25,8 @@ only by a kernel method: the Python proxy fronts one port and the emulators have
 5. the mount stopped and started again on the same cache dir: seconds from starting the daemon to the
    end of the first complete walk (remount-to-first-answer), and the requests made before that end;
    the names, inodes and sizes it shows compared with the cold walk's; then once more, with `ls -lR` as
-   the first answer;
+   the first answer, and every listing of the snapshot older than its TTL (`metadata_ttl = "0s"`), as a
+   remount the next day finds them: answered from the snapshot, and listed again once the mount is idle;
 6. the daemon's peak RSS (VmHWM, the largest of the three mounts, re-listing included).
 A table per RTT, issue 16's targets checked, JSON and a PNG (time and memory against N) in
 bench/results/. Walks stop at `--max-walk-seconds` (reported as partial), so a slow shape cannot hang it.
@@ -99,7 +100,7 @@ class CatalogFigures:
     remount_requests_before: int | None = None
     remount_complete: bool | None = None
     remount_changed: int | None = None  # entries whose name, inode or size differ from the cold walk
-    remount_ls_s: float | None = None  # another remount: daemon started → its first `ls -lR` ended
+    remount_ls_s: float | None = None  # another remount, listings stale: daemon started → `ls -lR` ended
     remount_ls_requests_before: int | None = None
     rss_mib: float | None = None
     names_s: float | None = None  # `ls -R` (names only) on a fresh mount and cache
@@ -298,8 +299,15 @@ def _relist(stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, mount:
 
 
 def _remount(
-    stage: CatalogStage, fig: CatalogFigures, emulator: Emulator, config: Path, base: Path, cold: Walk
+    stage: CatalogStage,
+    fig: CatalogFigures,
+    emulator: Emulator,
+    configs: tuple[Path, Path],
+    base: Path,
+    cold: Walk,
 ) -> None:
+    """The walk after a remount (`configs[0]`), then `ls -lR` after another, its listings stale (`[1]`)."""
+    config, stale = configs
     emulator.clear()
     began = time.monotonic()
     mount = _mount(stage, config, base)
@@ -317,7 +325,7 @@ def _remount(
         mount.stop()
     emulator.clear()
     began = time.monotonic()
-    mount = _mount(stage, config, base)
+    mount = _mount(stage, stale, base)
     try:
         seconds = _ls_mount(stage, mount, fig, "remount")
         ended_wall = time.time()
@@ -361,7 +369,13 @@ def measure_one(stage: CatalogStage, shape: str, n: int, tag: str) -> CatalogFig
         run(["rm", "-rf", "--one-file-system", str(first / "cache")], check=False)
         emulator.clear()
         cold = _cold_and_warm(stage, fig, emulator, config, base)
-        _remount(stage, fig, emulator, config, base, cold)
+        stale = write_config(  # the same cache dir, every listing in it older than the TTL
+            base / "vidfs-stale.toml",
+            {shape: {**emulator.config, **options}},
+            cache_dir=base / "cache",
+            cache={"metadata_ttl": "0s"},
+        )
+        _remount(stage, fig, emulator, (config, stale), base, cold)
     except Exception as exc:
         fig.errors.append(f"{type(exc).__name__}: {exc}")
         say(f"catalog {shape} {n}: {exc}")

@@ -51,6 +51,8 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "vidfs_service_failures": ("counter", {"service"}),
     "vidfs_service_running": ("gauge", {"service"}),
     "vidfs_listing_fetches": ("counter", set()),
+    "vidfs_listing_refreshes_deferred": ("counter", set()),
+    "vidfs_listing_refreshes_queued": ("gauge", set()),
     "vidfs_control_connections": ("counter", {"outcome"}),
     "process_cpu_seconds": ("counter", set()),
 }

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import Emulator, emulator_fixture, most_in_flight, unmount, vidfs_cmd
+from tests.conftest import Emulator, emulator_fixture, most_in_flight, unmount, vidfs_cmd, wait_until
 from tests.inprocess import make_provider, site_fixtures, walk
 from tests.providers import CASES
 from vidfs.catalog.snapshot_codec import listing_from_json, listing_to_json
@@ -480,6 +480,34 @@ def test_xattrs_after_a_remount_are_read_back_from_the_snapshot_unchanged(
     keys = ("from", "to", "camera")
     assert all(values[f"user.vidfs.{key}"] for values in shown[0].values() for key in keys)
     assert not [r for r in small.requests("aipix") if r["path"].startswith("/api/v1/downloads")]
+
+
+def test_after_a_remount_stale_listings_are_asked_again_only_once_the_walk_is_over(
+    small: Emulator, make_config: Any, mounts: Any
+) -> None:
+    """Every listing in the snapshot is older than `metadata_ttl` (0 here): the second mount serves them all
+    at once, and asks the VMS again only once the walk is over (`refresh_idle`: 10 s here, so that a host
+    stalling for a second or two cannot let a refresh in), not in the middle of it (`vidfs.tasks.Lull`)."""
+    cache = {"metadata_ttl": "0s", "refresh_idle": "10s"}
+    config = make_config({INSTANCE: small.config("aipix")}, cache=cache)
+    walked: list[dict[str, int]] = []
+    for name in ("first", "second"):
+        mount = mounts(config, name=name)
+        if name == "second":
+            small.post("aipix", "requests/clear", {})
+        walked.append({str(p.relative_to(mount.path)): p.lstat().st_size for p in mount.path.rglob("*")})
+        if name == "second":
+            during = [r["path"] for r in small.requests("aipix") if "/token" not in r["path"]]
+            assert during == []  # nothing asked before the walk's end: the snapshot answered it all
+            assert _counters(mount.path).get("metadata.refreshes_deferred", 0) >= 1
+            wait_until(
+                lambda: any("/token" not in r["path"] for r in small.requests("aipix")),
+                what="the deferred refreshes after the walk",
+                timeout=60,
+                poll=0.5,
+            )
+        unmount(mount)
+    assert walked[0] == walked[1] and len(walked[0]) >= 10
 
 
 def test_archives_whose_file_is_gone_are_absent(small: Emulator, make_config: Any, mounts: Any) -> None:

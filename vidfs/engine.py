@@ -34,6 +34,7 @@ from vidfs.io.leases import Resolver
 from vidfs.providers.base import Provider, ProviderBase, ProviderContext
 from vidfs.providers.registry import get_spec
 from vidfs.stats import Stats
+from vidfs.tasks import Lull
 
 if TYPE_CHECKING:
     from vidfs.fleet import Fleet
@@ -94,11 +95,13 @@ async def open_engine(
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
         resolver = Resolver(stats)
+        lull = Lull(config.cache.refresh_idle)  # served only while serving: refreshes wait for nothing else
         listings = ListingCache(
             ttl=config.cache.metadata_ttl,
             negative_ttl=config.cache.negative_ttl,
             stats=stats,
             concurrency=config.http.max_api_requests_per_host,  # the API window's top (LISTING_CALLS_AT_ONCE)
+            lull=lull,
         )
         probes = SizeProbes(http=http, resolver=resolver, stats=stats)
         tree = Tree(providers, listings, probes)
@@ -117,6 +120,7 @@ async def open_engine(
             gc.freeze()
         async with trio.open_nursery() as background:
             services = (supervisor or Supervisor(stats)).bind(background)
+            await services.start_service("lull", lull.run)
             listings.attach(services.tasks("listing-refresh"))
             tree.attach(services.tasks("directory-readahead"))
             provider_tasks = services.tasks("provider-background")

@@ -1,6 +1,7 @@
 """What background work is started with: anything with a nursery's `start_soon`; `for_each`, the one
 way a long list of calls runs concurrently; `STEP`, how work tells whoever waits for it that it moves; and
-`Holding`, how the hot paths hold a lock or a slot.
+`Holding`, how the hot paths hold a lock or a slot; and `Lull`, how work that can wait lets the kernel's
+requests go first.
 
 A trio nursery is one; so is the supervisor's `TaskGuard` (vidfs.daemon.supervisor), which a mount gives
 the block cache, `VideoFS` and the listing cache so that a failure of their background work is logged and
@@ -10,6 +11,7 @@ daemon that runs them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
@@ -64,6 +66,73 @@ class Holding:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._sync.release()
+
+
+class Lull:
+    """When the file system last answered the kernel (`busy`), and a wait for a pause in that (`wait`).
+
+    Why. A remount serves every listing from its snapshot at once; those older than `metadata_ttl` are also
+    listed again, in the background (`vidfs.catalog.listings`). That background work shares the daemon's
+    one thread with the kernel's requests, so it came in the middle of the first walk: `ls -lR` of 100,000
+    AIPIX videos after a remount took 3.5-3.7 s with a snapshot younger than the TTL, and 10.5-19.7 s with
+    an older one (8.8-17.1 s of the daemon's CPU during it, and requests to the vendor before it ended).
+    Work that can wait (a listing already served) waits for `quiet` seconds without a request, or
+    `longest` at most, so a walker gets its answers first, and the vendor is asked after: that `ls -lR` then
+    took as long with an old snapshot as with a young one (3.3-4.2 s both, alternated). The mount's
+    `quiet` (`refresh_idle`) is 2 s: `ls -lR` reads a directory of 100,000 entries through the daemon, then
+    stats and sorts them from the kernel's cache, about a second without a request; with 0.5 s the
+    refreshes began there, and that `ls -lR` took as long as without a wait.
+
+    How. One service (`run`) watches the clock while anyone waits, and wakes the waiters at the lull, each
+    once. (The listing cache waits with one task for all its queued refreshes: a remount of VALT records
+    a day later queues one per record directory walked.) Without the service running (a `vidfs ls`, no
+    mount) nothing waits."""
+
+    __slots__ = ("_lull", "_running", "_wanted", "last", "quiet")
+
+    MAX_TURNS = 1_000_000  # the service's looks at the clock for one lull (each follows a request)
+
+    def __init__(self, quiet: float) -> None:
+        self.quiet = quiet  # 0: no wait
+        self.last = -math.inf
+        self._running = False
+        self._wanted = trio.Event()  # someone waits for the next lull
+        self._lull = trio.Event()  # set at the next lull
+
+    def busy(self) -> None:
+        """A request of the kernel's is being answered."""
+        self.last = trio.current_time()
+
+    def pending(self) -> bool:
+        """Whether `wait` would wait: the service runs and the last request was less than `quiet` ago."""
+        return self._running and self.last + self.quiet > trio.current_time()
+
+    async def wait(self, longest: float) -> bool:
+        """Until `quiet` seconds without a request, or `longest`; True if there was a wait at all."""
+        if not self.pending():
+            return False
+        self._wanted.set()
+        with trio.move_on_after(longest):
+            await self._lull.wait()
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Wake the waiters at each lull, until cancelled."""
+        self._running = True
+        task_status.started()
+        try:
+            while True:
+                await self._wanted.wait()
+                for _ in range(self.MAX_TURNS):
+                    due = self.last + self.quiet
+                    if due <= trio.current_time():
+                        break
+                    await trio.sleep_until(due)
+                lull, self._lull, self._wanted = self._lull, trio.Event(), trio.Event()
+                lull.set()
+        finally:
+            self._running = False
+            self._lull.set()  # nothing waits for a service that is gone
 
 
 class Spawner(Protocol):

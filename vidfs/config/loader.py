@@ -1,7 +1,7 @@
 """The config file: TOML → frozen dataclasses, with errors that name the file, the table and the key.
 
     [mount]            allow_other, request_timeout, fsname
-    [cache]            dir, memory, disk, block_size, metadata_ttl, negative_ttl, readahead_max
+    [cache]            dir, memory, disk, block_size, metadata_ttl, negative_ttl, refresh_idle, readahead_max
     [cache.shared]     type, nodes, secret, username, password, tls, mode, timeout (vidfs.fleet)
     [http]             connect_timeout, read_timeout, retries, max_connections_per_host,
                        max_api_requests_per_host, ca_bundle, user_agent
@@ -259,7 +259,8 @@ def _default_cache_dir(environ: Mapping[str, str]) -> Path:
 
 def _cache(ctx: LoadContext, table: Mapping[str, Any]) -> CacheOptions:
     t = "cache"
-    keys = ["dir", "memory", "disk", "block_size", "metadata_ttl", "negative_ttl", "readahead_max", "shared"]
+    keys = ["dir", "memory", "disk", "block_size", "metadata_ttl", "negative_ttl", "refresh_idle"]
+    keys += ["readahead_max", "shared"]
     _reject_unknown(ctx, t, table, keys)
     d = CacheOptions(dir=Path())
     block_size = _get_size(ctx, t, table, "block_size", d.block_size)
@@ -290,6 +291,7 @@ def _cache(ctx: LoadContext, table: Mapping[str, Any]) -> CacheOptions:
         block_size=block_size,
         metadata_ttl=_get_duration(ctx, t, table, "metadata_ttl", d.metadata_ttl, positive=False),
         negative_ttl=_get_duration(ctx, t, table, "negative_ttl", d.negative_ttl, positive=False),
+        refresh_idle=_get_duration(ctx, t, table, "refresh_idle", d.refresh_idle, positive=False),
         readahead_max=_get_size(ctx, t, table, "readahead_max", d.readahead_max),
         shared=_shared(ctx, table["shared"]) if "shared" in table else None,
     )

@@ -85,6 +85,9 @@ class CacheOptions:
     block_size: int = 64 * KiB  # a power of two, 64 KiB .. 16 MiB: small so random reads stay cheap
     metadata_ttl: float = 300.0
     negative_ttl: float = 10.0
+    # A listing served stale is listed again once the kernel asked nothing for this long (at most 30 s later:
+    # `vidfs.catalog.listings.REFRESH_DEFERRED_AT_MOST`); 0: at once. See `vidfs.tasks.Lull` for the 2 s.
+    refresh_idle: float = 2.0
     readahead_max: int = 64 * MiB
     shared: SharedCacheOptions | None = None  # `[cache.shared]`; None: no fleet, as before
 

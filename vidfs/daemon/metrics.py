@@ -279,6 +279,16 @@ def _catalog(document: Document, counters: Mapping[str, int]) -> Iterator[Metric
     yield _gauge(
         "vidfs_listing_directories", "Directories whose listing is cached", listings.get("directories", 0)
     )
+    yield _counter(
+        "vidfs_listing_refreshes_deferred",
+        "Refreshes of stale listings that waited for the mount to be idle (refresh_idle)",
+        counters.get("metadata.refreshes_deferred", 0),
+    )
+    yield _gauge(
+        "vidfs_listing_refreshes_queued",
+        "Refreshes of stale listings waiting for the mount to be idle",
+        listings.get("refreshes_queued", 0),
+    )
     yield _gauge(
         "vidfs_api_window",
         "API calls of one origin allowed in flight at once (the widest adaptive window)",

@@ -83,6 +83,7 @@ class VideoFS:
         store: BlockStore | None = None,
     ) -> None:
         self.tree = tree
+        self._busy = tree.listings.lull.busy  # each request: refreshes wait for a lull (`Lull`)
         self.cache = cache
         self.http = http
         self.resolver = resolver
@@ -120,6 +121,7 @@ class VideoFS:
 
     # ------------------------------------------------------------------------------------ namespace
     async def lookup(self, parent: int, name: str, *, progress: Progress | None = None) -> Node:
+        self._busy()
         if name == ".":
             return self.tree.get(self.to_node_inode(parent))
         if name == "..":
@@ -135,6 +137,7 @@ class VideoFS:
 
     def getattr(self, inode: int) -> Attributes:
         """What `stat` shows, without waiting: its size is UNSIZED if not known yet (then `getattr_sized`)."""
+        self._busy()
         return self.attributes(self.tree.get(self.to_node_inode(inode)))
 
     async def getattr_sized(self, inode: int, *, progress: Progress | None = None) -> Attributes:
@@ -144,10 +147,12 @@ class VideoFS:
     async def opendir(self, inode: int, *, progress: Progress | None = None) -> int:
         """Snapshot the children; `readdir` pages through it until `releasedir`. `progress`: see
         `Tree._directory_of`."""
+        self._busy()
         return self._dir_handle(await self.tree.children(self.to_node_inode(inode), progress=progress))
 
     def opendir_now(self, inode: int) -> int | None:
         """`opendir` when it needs no wait, else None."""
+        self._busy()
         children = self.tree.children_now(self.to_node_inode(inode))
         return None if children is None else self._dir_handle(children)
 
@@ -160,6 +165,7 @@ class VideoFS:
         """The snapshot from position `start` on (positions are stable for the life of the handle), taken
         lazily: the kernel asks for a big directory a page of entries at a time, and a copy of the rest at
         each ask made listing 100,000 entries quadratic (10% of a remount walk's daemon samples)."""
+        self._busy()
         children = self._dir_handles.get(fh)
         if children is None:
             raise NotFoundError("stale directory handle")
@@ -215,6 +221,7 @@ class VideoFS:
 
     async def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         """A FUSE read's reply (see `BlockCache.read_reply`: valid until pyfuse3 has sent it)."""
+        self._busy()
         handle = self._handles.get(fh)
         if handle is None:
             raise NotFoundError("stale file handle")
