@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -80,8 +81,11 @@ def wait_until(predicate: Callable[[], object], what: str, timeout: float = 60.0
 
 
 def most_in_flight(entries: list[dict[str, Any]]) -> int:
-    """The most requests an emulator was answering at once, from its log entries' start and duration."""
-    edges = sorted([(e["time"], 1) for e in entries] + [(e["time"] + e["duration"], -1) for e in entries])
+    """The most requests an emulator was answering at once, from its log entries' start and duration. An
+    entry without a duration yet counts as in flight to the end: the emulator completes an entry after the
+    last byte of its answer went out, so a client may have its answer (and its test read the log) first."""
+    ends = [e["time"] + e["duration"] if e["duration"] is not None else math.inf for e in entries]
+    edges = sorted([(e["time"], 1) for e in entries] + [(end, -1) for end in ends])
     current = most = 0
     for _when, step in edges:
         current += step
