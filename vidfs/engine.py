@@ -95,7 +95,7 @@ async def open_engine(
         for provider in providers.values():
             stack.push_async_callback(provider.aclose)
         resolver = Resolver(stats)
-        lull = Lull(config.cache.refresh_idle)  # served only while serving: refreshes wait for nothing else
+        lull = Lull(config.cache.refresh_idle)  # its service runs in a mount only (below); elsewhere no wait
         listings = ListingCache(
             ttl=config.cache.metadata_ttl,
             negative_ttl=config.cache.negative_ttl,
