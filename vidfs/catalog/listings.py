@@ -154,6 +154,10 @@ LISTING_CALLS_AT_ONCE = 64
 # under a mount that is never idle (a player reading, a walk of 100,000 VALT records that takes a minute).
 REFRESH_DEFERRED_AT_MOST = 30.0
 REFRESHES_AT_ONCE = 64  # queued refreshes running at once (each still takes its place in its instance's)
+# ... and while the kernel still asks once the bound is reached: a trickle, so a walk longer than the bound
+# keeps its CPU. A stale remount of 100,000 VALT records (a minute of walk, 101,013 directories) started
+# 64 refreshes at a time 30 s into its `ls -lR`: 182 s instead of 59, and 138,636 requests before its end.
+BUSY_REFRESHES_AT_ONCE = 2
 MAX_QUEUED_ROUNDS = 100_000_000  # rounds of the queue's drain (a refresh each): ends long before
 
 
@@ -173,6 +177,7 @@ class ListingCache:
         self._queued: dict[Key, _Queued] = {}  # refreshes waiting for a lull, oldest first (`_queue`)
         self._draining = False
         self._refresh_slots = trio.Semaphore(REFRESHES_AT_ONCE)
+        self._busy_slots = trio.Semaphore(BUSY_REFRESHES_AT_ONCE)  # those of them started while busy
         self.concurrency = concurrency
         self.negative_ttl = negative_ttl
         self.fetch_timeout = fetch_timeout
@@ -288,10 +293,11 @@ class ListingCache:
     # ------------------------------------------------------------------------- the queue of refreshes
     # A refresh of a listing served meanwhile (stale) waits in a queue while the kernel asks for things
     # (`Lull`). The queue is drained in its order, REFRESHES_AT_ONCE at a time, each at a lull or once the
-    # oldest has waited REFRESH_DEFERRED_AT_MOST. A queued refresh is a key and its folder, nothing more
-    # until it starts (whoever waits for that listing meanwhile starts its fetch at once). A remount of
-    # 10,000 VALT records a day later, walked with `ls -lR`, started a fetch (and its task) per record
-    # directory, 10,000 waiting for their places: the daemon's peak RSS was 187 MiB once they had run,
+    # oldest has waited REFRESH_DEFERRED_AT_MOST (then BUSY_REFRESHES_AT_ONCE at a time while the kernel
+    # keeps asking, REFRESHES_AT_ONCE again from its next lull). A queued refresh is a key and its folder,
+    # nothing more until it starts (whoever waits for that listing meanwhile starts its fetch at once). A
+    # remount of 10,000 VALT records a day later, walked with `ls -lR`, started a fetch (and its task) per
+    # record directory, 10,000 waiting for their places: the daemon's peak RSS was 187 MiB once they had run,
     # against 62 for the same `ls -lR` without refreshes; with this queue 76.
     def _queue(self, key: Key, provider: Provider, folder: Folder) -> bool:
         """Queue a refresh of `key` if the kernel is being answered; False if it is not (then go now)."""
@@ -318,6 +324,9 @@ class ListingCache:
                 waited = trio.current_time() - queued.at
                 if waited < REFRESH_DEFERRED_AT_MOST:
                     await self.lull.wait(REFRESH_DEFERRED_AT_MOST - waited)
+                busy = self.lull.pending()  # past the bound, and the kernel still asks: a trickle
+                if busy:
+                    await self._busy_slots.acquire()
                 await self._refresh_slots.acquire()
                 self._queued.pop(key, None)
                 entry = self._entries[key]
@@ -325,17 +334,22 @@ class ListingCache:
                 if trio.current_time() - entry.fetched_at >= self.ttl and entry.fetch is None:  # still due
                     fetch = self._start(key, entry, queued.provider, queued.folder, trio.current_time())
                 if fetch is None:  # listed meanwhile, or backing off
-                    self._refresh_slots.release()
+                    self._release_slots(busy)
                 else:
-                    nursery.start_soon(self._release_when_done, fetch)
+                    nursery.start_soon(self._release_when_done, fetch, busy)
         finally:
             self._draining = False
 
-    async def _release_when_done(self, fetch: _Fetch) -> None:
+    async def _release_when_done(self, fetch: _Fetch, busy: bool) -> None:
         try:
             await fetch.done.wait()
         finally:
-            self._refresh_slots.release()
+            self._release_slots(busy)
+
+    def _release_slots(self, busy: bool) -> None:
+        self._refresh_slots.release()
+        if busy:
+            self._busy_slots.release()
 
     def _instance(self, instance: str, provider: Provider | None = None) -> _Health:
         health = self._health.get(instance)
