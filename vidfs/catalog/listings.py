@@ -327,7 +327,12 @@ class ListingCache:
                 busy = self.lull.pending()  # past the bound, and the kernel still asks: a trickle
                 if busy:
                     await self._busy_slots.acquire()
-                await self._refresh_slots.acquire()
+                try:
+                    await self._refresh_slots.acquire()
+                except BaseException:  # cancelled: the busy slot is not kept from the next drain
+                    if busy:
+                        self._busy_slots.release()
+                    raise
                 self._queued.pop(key, None)
                 entry = self._entries[key]
                 fetch = None
