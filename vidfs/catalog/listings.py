@@ -157,7 +157,11 @@ REFRESHES_AT_ONCE = 64  # queued refreshes running at once (each still takes its
 # ... and while the kernel still asks once the bound is reached: a trickle, so a walk longer than the bound
 # keeps its CPU. A stale remount of 100,000 VALT records (a minute of walk, 101,013 directories) started
 # 64 refreshes at a time 30 s into its `ls -lR`: 182 s instead of 59, and 138,636 requests before its end.
+# Two at a time was enough at 20 ms of round trip (76.7 s, 3,904 requests), not at 0 ms, where a refresh
+# (two API calls and a HEAD, about 3 ms of the daemon's CPU) ends at once and the next starts: the same
+# `ls -lR` took 159 s, 156 s of the daemon's CPU. So also at most one every BUSY_REFRESH_EVERY seconds.
 BUSY_REFRESHES_AT_ONCE = 2
+BUSY_REFRESH_EVERY = 0.2
 MAX_QUEUED_ROUNDS = 100_000_000  # rounds of the queue's drain (a refresh each): ends long before
 
 
@@ -178,6 +182,7 @@ class ListingCache:
         self._draining = False
         self._refresh_slots = trio.Semaphore(REFRESHES_AT_ONCE)
         self._busy_slots = trio.Semaphore(BUSY_REFRESHES_AT_ONCE)  # those of them started while busy
+        self._busy_turn = -math.inf  # the next one of those may start then (BUSY_REFRESH_EVERY)
         self.concurrency = concurrency
         self.negative_ttl = negative_ttl
         self.fetch_timeout = fetch_timeout
@@ -293,12 +298,13 @@ class ListingCache:
     # ------------------------------------------------------------------------- the queue of refreshes
     # A refresh of a listing served meanwhile (stale) waits in a queue while the kernel asks for things
     # (`Lull`). The queue is drained in its order, REFRESHES_AT_ONCE at a time, each at a lull or once the
-    # oldest has waited REFRESH_DEFERRED_AT_MOST (then BUSY_REFRESHES_AT_ONCE at a time while the kernel
-    # keeps asking, REFRESHES_AT_ONCE again from its next lull). A queued refresh is a key and its folder,
-    # nothing more until it starts (whoever waits for that listing meanwhile starts its fetch at once). A
-    # remount of 10,000 VALT records a day later, walked with `ls -lR`, started a fetch (and its task) per
-    # record directory, 10,000 waiting for their places: the daemon's peak RSS was 187 MiB once they had run,
-    # against 62 for the same `ls -lR` without refreshes; with this queue 76.
+    # oldest has waited REFRESH_DEFERRED_AT_MOST (then BUSY_REFRESHES_AT_ONCE at a time and one every
+    # BUSY_REFRESH_EVERY while the kernel keeps asking, REFRESHES_AT_ONCE again from its next lull). A
+    # queued refresh is a key and its folder, nothing more until it starts (whoever waits for that listing
+    # meanwhile starts its fetch at once). A remount of 10,000 VALT records a day later, walked with
+    # `ls -lR`, started a fetch (and its task) per record directory, 10,000 waiting for their places: the
+    # daemon's peak RSS was 187 MiB once they had run, against 62 for the same `ls -lR` without refreshes;
+    # with this queue 76.
     def _queue(self, key: Key, provider: Provider, folder: Folder) -> bool:
         """Queue a refresh of `key` if the kernel is being answered; False if it is not (then go now)."""
         if key in self._queued:
@@ -326,6 +332,8 @@ class ListingCache:
                     await self.lull.wait(REFRESH_DEFERRED_AT_MOST - waited)
                 busy = self.lull.pending()  # past the bound, and the kernel still asks: a trickle
                 if busy:
+                    await trio.sleep_until(self._busy_turn)
+                    self._busy_turn = trio.current_time() + BUSY_REFRESH_EVERY
                     await self._busy_slots.acquire()
                 try:
                     await self._refresh_slots.acquire()
