@@ -333,7 +333,6 @@ class ListingCache:
                 busy = self.lull.pending()  # past the bound, and the kernel still asks: a trickle
                 if busy:
                     await trio.sleep_until(self._busy_turn)
-                    self._busy_turn = trio.current_time() + BUSY_REFRESH_EVERY
                     await self._busy_slots.acquire()
                 try:
                     await self._refresh_slots.acquire()
@@ -349,6 +348,8 @@ class ListingCache:
                 if fetch is None:  # listed meanwhile, or backing off
                     self._release_slots(busy)
                 else:
+                    if busy:  # a turn is spent on a fetch started, not on one found done meanwhile
+                        self._busy_turn = trio.current_time() + BUSY_REFRESH_EVERY
                     nursery.start_soon(self._release_when_done, fetch, busy)
         finally:
             self._draining = False
