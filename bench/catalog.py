@@ -23,10 +23,11 @@ only by a kernel method: the Python proxy fronts one port and the emulators have
    for every listing again (seconds, requests, and the daemon's peak RSS during it: the peak is reset
    before, through `/proc/PID/clear_refs`);
 5. the mount stopped and started again on the same cache dir: seconds from starting the daemon to the
-   end of the first complete walk (remount-to-first-answer), and the requests made before that end;
-   the names, inodes and sizes it shows compared with the cold walk's; then once more, with `ls -lR` as
-   the first answer, and every listing of the snapshot older than its TTL (`metadata_ttl = "0s"`), as a
-   remount the next day finds them: answered from the snapshot, and listed again once the mount is idle;
+   end of the first complete walk (remount-to-first-answer), and the requests made before that end, the
+   daemon's CPU seconds and the seconds stolen by the hypervisor meanwhile; the names, inodes and sizes
+   it shows compared with the cold walk's; then once more, with `ls -lR` as the first answer, and every
+   listing of the snapshot older than its TTL (`metadata_ttl = "0s"`), as a remount the next day finds
+   them: answered from the snapshot, and listed again once the mount is idle;
 6. the daemon's peak RSS (VmHWM, the largest of the three mounts, re-listing included).
 A table per RTT, issue 16's targets checked, JSON and a PNG (time and memory against N) in
 bench/results/. Walks stop at `--max-walk-seconds` (reported as partial), so a slow shape cannot hang it.
@@ -102,6 +103,12 @@ class CatalogFigures:
     remount_changed: int | None = None  # entries whose name, inode or size differ from the cold walk
     remount_ls_s: float | None = None  # another remount, listings stale: daemon started → `ls -lR` ended
     remount_ls_requests_before: int | None = None
+    # The daemon's CPU from its start to the end of that walk, and what the hypervisor took meanwhile: at
+    # 100,000 a remount is 2-3 s of per-entry work, and a second stolen shows in it at once.
+    remount_cpu_s: float | None = None
+    remount_stolen_s: float | None = None
+    remount_ls_cpu_s: float | None = None
+    remount_ls_stolen_s: float | None = None
     rss_mib: float | None = None
     names_s: float | None = None  # `ls -R` (names only) on a fresh mount and cache
     names_api: int | None = None
@@ -309,13 +316,14 @@ def _remount(
     """The walk after a remount (`configs[0]`), then `ls -lR` after another, its listings stale (`[1]`)."""
     config, stale = configs
     emulator.clear()
-    began = time.monotonic()
+    began, stolen = time.monotonic(), stolen_seconds()
     mount = _mount(stage, config, base)
     try:
         fig.remount_ready_s = time.monotonic() - began
         first = _walk_mount(stage, mount, fig, "remount")
         ended_wall = time.time()
         fig.remount_first_answer_s = time.monotonic() - began
+        fig.remount_cpu_s, fig.remount_stolen_s = mount.cpu_s(), _since(stolen)
         fig.remount_requests_before = sum(e.get("time", 0) < ended_wall for e in emulator.requests())
         fig.remount_complete = first.complete and not first.hung
         # Compared only when both walks saw everything: an entry a failed call hid is not a change.
@@ -324,16 +332,23 @@ def _remount(
     finally:
         mount.stop()
     emulator.clear()
-    began = time.monotonic()
+    began, stolen = time.monotonic(), stolen_seconds()
     mount = _mount(stage, stale, base)
     try:
         seconds = _ls_mount(stage, mount, fig, "remount")
         ended_wall = time.time()
         if seconds is not None:
             fig.remount_ls_s = time.monotonic() - began
+            fig.remount_ls_cpu_s, fig.remount_ls_stolen_s = mount.cpu_s(), _since(stolen)
             fig.remount_ls_requests_before = sum(e.get("time", 0) < ended_wall for e in emulator.requests())
     finally:
         mount.stop()
+
+
+def _since(stolen: float | None) -> float | None:
+    """Seconds stolen by the hypervisor since `stolen_seconds()` gave `stolen`."""
+    now = stolen_seconds()
+    return None if stolen is None or now is None else now - stolen
 
 
 def measure_one(stage: CatalogStage, shape: str, n: int, tag: str) -> CatalogFigures:
@@ -427,8 +442,10 @@ def brief(fig: CatalogFigures) -> str:
         f" {n(fig.cold_stolen_s)} s stolen),"
         f" warm {n(fig.warm_s, 2)} s, ls -lR {n(fig.warm_ls_s, 2)} s ({fig.warm_requests} req),"
         f" remount {n(fig.remount_first_answer_s, 2)} s"
-        f" ({fig.remount_requests_before} req before, {fig.remount_changed} changed),"
-        f" remount ls -lR {n(fig.remount_ls_s, 2)} s ({fig.remount_ls_requests_before} req before),"
+        f" ({fig.remount_requests_before} req before, {fig.remount_changed} changed,"
+        f" {n(fig.remount_cpu_s)} s CPU, {n(fig.remount_stolen_s)} s stolen),"
+        f" remount ls -lR {n(fig.remount_ls_s, 2)} s ({fig.remount_ls_requests_before} req before,"
+        f" {n(fig.remount_ls_cpu_s)} s CPU, {n(fig.remount_ls_stolen_s)} s stolen),"
         f" RSS {n(fig.rss_mib)} MiB (re-listing {n(fig.relist_s, 2)} s, {n(fig.relist_rss_mib)} MiB)"
     )
     return text + (f", errors: {'; '.join(fig.errors)}" if fig.errors else "")
