@@ -260,13 +260,11 @@ def _cold_and_warm(
         cpu_before, stolen_before = mount.cpu_s(), stolen_seconds()
         vendor_before = cpu_seconds(emulator.process.pid)
         cold = _walk_mount(stage, mount, fig, "cold")
-        cpu_after, stolen_after = mount.cpu_s(), stolen_seconds()
+        cpu_after, fig.cold_stolen_s = mount.cpu_s(), _since(stolen_before)
         vendor_after = cpu_seconds(emulator.process.pid)
         fig.cold_cpu_s = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
         if vendor_before is not None and vendor_after is not None:
             fig.cold_emulator_cpu_s = vendor_after - vendor_before
-        if stolen_before is not None and stolen_after is not None:
-            fig.cold_stolen_s = stolen_after - stolen_before
         fig.cold_s, fig.cold_complete = cold.seconds, cold.complete and not cold.hung
         fig.files, fig.dirs, fig.duplicates = cold.files, cold.dirs, cold.duplicates
         fig.zero_size, fig.failures = cold.zero_size, cold.failures
