@@ -304,6 +304,52 @@ async def test_a_stat_waits_for_its_size_within_the_request_timeout(
         assert trio.current_time() - start == pytest.approx(20)
 
 
+def test_one_readdir_entry_filled_again_keeps_nothing_of_the_one_before() -> None:
+    """readdir fills one EntryAttributes for every child it replies: each child's attributes are all its own
+    (a file after a directory, an unsized file after a sized one), and a folder without a time shows the
+    mount's, the subtree's root the FUSE root's number."""
+    from vidfs.fs import operations as ops
+    from vidfs.fs.nodes import DIR_MODE, FILE_MODE, ROOT_INODE, UNSIZED
+    from vidfs.fs.videofs import VideoFS
+    from vidfs.model import Folder, Video
+
+    fs = SimpleNamespace(root_inode=7, uid=11, gid=12, cache=SimpleNamespace(block_size=65536))
+    fs.tree = SimpleNamespace(mounted_at=1234.5)
+    nodes = [
+        Node(7, 1, "root", "p", Folder("r", "root")),
+        Node(20, 7, "a.mp4", "p", Video("a", "a.mp4", size=1000, mtime=99.25)),
+        Node(21, 7, "b.mp4", "p", Video("b", "b.mp4", size=None, mtime=None)),
+        Node(22, 7, "dir", "p", Folder("d", "dir", mtime=50.0)),
+    ]
+    entry = ops._new_entry()
+    seen = []
+    for node in nodes:
+        ops._fill(entry, VideoFS.attributes(fs, node))  # type: ignore[arg-type]
+        seen.append(
+            (
+                entry.st_ino,
+                entry.st_mode,
+                entry.st_nlink,
+                entry.st_size,
+                entry.st_blocks,
+                entry.st_mtime_ns,
+                entry.attr_timeout,
+                entry.st_uid,
+                entry.st_gid,
+                entry.st_blksize,
+                entry.entry_timeout,
+            )
+        )
+    ttl = ops.KERNEL_TTL
+    assert nodes[2].size == UNSIZED
+    assert seen == [
+        (ROOT_INODE, DIR_MODE, 2, 0, 0, 1_234_500_000_000, ttl, 11, 12, 65536, ttl),
+        (20, FILE_MODE, 1, 1000, 2, 99_250_000_000, ttl, 11, 12, 65536, ttl),
+        (21, FILE_MODE, 1, 0, 0, 0, 0, 11, 12, 65536, ttl),  # asked again with `getattr` before any use
+        (22, DIR_MODE, 2, 0, 0, 50_000_000_000, ttl, 11, 12, 65536, ttl),
+    ]
+
+
 async def test_a_video_that_changed_is_sized_again_and_a_known_size_asks_nothing(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

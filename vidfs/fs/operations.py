@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, NoReturn
@@ -129,22 +130,8 @@ class VidfsOperations(pyfuse3.Operations):
         log.log(level, "%s", message)
 
     def _entry(self, attrs: Attributes) -> pyfuse3.EntryAttributes:
-        entry = pyfuse3.EntryAttributes()
-        entry.st_ino = attrs.inode
-        entry.st_mode = attrs.mode
-        entry.st_nlink = attrs.nlink
-        entry.st_size = attrs.size
-        entry.st_uid = attrs.uid
-        entry.st_gid = attrs.gid
-        entry.st_blksize = attrs.block_size
-        ns = int(attrs.mtime * 1e9)
-        entry.st_mtime_ns = entry.st_ctime_ns = entry.st_atime_ns = ns
-        entry.generation = 0
-        entry.entry_timeout = entry.attr_timeout = KERNEL_TTL
-        if attrs.size < 0:  # not known yet (a readdirplus entry): the kernel asks `getattr` before any use
-            entry.st_size = 0
-            entry.attr_timeout = 0
-        entry.st_blocks = (entry.st_size + 511) // 512
+        entry = _new_entry()
+        _fill(entry, attrs)
         return entry
 
     # ---------------------------------------------------------------------------------- namespace
@@ -179,12 +166,15 @@ class VidfsOperations(pyfuse3.Operations):
             return await self.fs.opendir(inode, progress=progress)
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        # One EntryAttributes for the whole reply: `readdir_reply` copies it into the kernel's buffer.
+        entry = _new_entry()
+        attributes, remember = self.fs.attributes, self.fs.remember
         with self._answer_now("readdir"):
             for position, node in enumerate(self.fs.readdir(fh, start_id), start_id + 1):
-                attrs = self.fs.attributes(node)
-                if not pyfuse3.readdir_reply(token, os.fsencode(node.name), self._entry(attrs), position):
+                _fill(entry, attributes(node))
+                if not pyfuse3.readdir_reply(token, node.name.encode(*_FS_CODEC), entry, position):
                     return
-                self.fs.remember(node)  # readdirplus: the kernel now holds a lookup of it
+                remember(node)  # readdirplus: the kernel now holds a lookup of it
 
     async def releasedir(self, fh: int) -> None:
         with _never_raises("releasedir"):
@@ -258,6 +248,37 @@ class VidfsOperations(pyfuse3.Operations):
 
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         return None
+
+
+# `os.fsencode`'s codec, called directly: it is a Python function of three calls, once per entry of a readdir.
+_FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
+def _new_entry() -> pyfuse3.EntryAttributes:
+    """An entry for `_fill`: what it never sets, set."""
+    entry = pyfuse3.EntryAttributes()
+    entry.generation = 0
+    entry.entry_timeout = KERNEL_TTL
+    return entry
+
+
+def _fill(entry: pyfuse3.EntryAttributes, attrs: Attributes) -> None:
+    """Set what `attrs` says on `entry`; its `generation` and `entry_timeout` are left as they are."""
+    inode, mode, size, mtime, nlink, uid, gid, block_size = attrs
+    entry.st_ino = inode
+    entry.st_mode = mode
+    entry.st_nlink = nlink
+    entry.st_uid = uid
+    entry.st_gid = gid
+    entry.st_blksize = block_size
+    entry.st_mtime_ns = entry.st_ctime_ns = entry.st_atime_ns = int(mtime * 1e9)
+    if size < 0:  # not known yet (a readdirplus entry): the kernel asks `getattr` before any use
+        entry.st_size = entry.st_blocks = 0
+        entry.attr_timeout = 0
+    else:
+        entry.st_size = size
+        entry.st_blocks = (size + 511) // 512
+        entry.attr_timeout = KERNEL_TTL
 
 
 def _stop(exc: BaseException) -> bool:

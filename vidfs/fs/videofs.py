@@ -29,6 +29,7 @@ from vidfs.io.block_cache import BlockCache, BlockStore
 from vidfs.io.leases import Resolver
 from vidfs.io.readahead import Readahead
 from vidfs.io.remote_file import FileKey, RemoteFile
+from vidfs.model import Video
 from vidfs.stats import Stats
 from vidfs.tasks import Progress, Spawner
 
@@ -53,6 +54,9 @@ class Attributes(NamedTuple):
     uid: int
     gid: int
     block_size: int
+
+
+_make_attributes = tuple.__new__
 
 
 @dataclass(eq=False)
@@ -110,14 +114,20 @@ class VideoFS:
         return ROOT_INODE if node_inode == self.root_inode else node_inode
 
     def attributes(self, node: Node) -> Attributes:
-        # A folder the API gives no time for shows the mount time (stable while mounted), never 1970.
-        inode = self.to_fuse_inode(node.inode)
-        if node.is_dir:
-            mtime = node.mtime or self.tree.mounted_at
-            return Attributes(inode, DIR_MODE, 0, mtime, 2, self.uid, self.gid, self.cache.block_size)
-        return Attributes(
-            inode, FILE_MODE, node.size, node.mtime, 1, self.uid, self.gid, self.cache.block_size
-        )
+        """What `stat` shows of `node`. Asked for every entry of every readdir, so written out: the named
+        tuple made by `tuple.__new__` (its own `__new__` is a Python function) and `Node`'s properties read
+        inline."""
+        inode = node.inode
+        if inode == self.root_inode:
+            inode = ROOT_INODE
+        entry = node.entry
+        if isinstance(entry, Video):
+            mtime = entry.mtime
+            fields = (inode, FILE_MODE, node.size, 0.0 if mtime is None else float(mtime), 1)
+        else:
+            # A folder the API gives no time for shows the mount time (stable while mounted), never 1970.
+            fields = (inode, DIR_MODE, 0, node.mtime or self.tree.mounted_at, 2)
+        return _make_attributes(Attributes, (*fields, self.uid, self.gid, self.cache.block_size))
 
     # ------------------------------------------------------------------------------------ namespace
     async def lookup(self, parent: int, name: str, *, progress: Progress | None = None) -> Node:
