@@ -503,6 +503,30 @@ async def test_ranged_reads_over_tls_share_one_kept_connection(tmp_path: Path) -
     assert http.statistics()["opened"] == 1 and http.statistics()["reused"] == 2
 
 
+async def test_a_read_off_the_lean_path_goes_through_httpx_made_when_first_needed(tmp_path: Path) -> None:
+    """A URL the lean path does not carry (here an `@` in its path) is read through httpx's pool, made at that
+    first read, verified against the configured CA; a client that never needed it closes without it."""
+    ca, cert, key = make_certificates(tmp_path)
+    unused = HttpClient(HttpSettings(ca_bundle=ca))
+    await unused.aclose()
+    assert unused._httpx is None
+    seen = Seen()
+    async with running(api_app(seen), certificate=(cert, key)) as base:
+        http = HttpClient(HttpSettings(ca_bundle=ca))
+        assert http._httpx is None
+        try:
+            with trio.fail_after(DEADLINE):
+                headers = {"Range": "bytes=10-109"}
+                async with http.stream("GET", f"{base}/at@home.mp4", tag="t:storage", headers=headers) as r:
+                    body = b"".join([chunk async for chunk in r.aiter_raw()])
+                    assert r.status_code == 206
+            assert body == bytes((10 + i) % 251 for i in range(100))
+            assert http._httpx is not None and http.statistics()["opened"] == 0  # not on the lean pool
+        finally:
+            await http.aclose()
+    assert [path for _m, path, *_rest in seen.requests] == ["/at@home.mp4"]
+
+
 async def test_a_body_left_half_read_closes_its_connection() -> None:
     """Bytes still on their way must never reach the next request: that connection is not used again."""
     seen, arrived = Seen(), trio.Event()
