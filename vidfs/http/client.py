@@ -15,19 +15,19 @@ Every request of every provider goes through `HttpClient`. It:
 
 `transport=` takes any httpx transport (in-process tests give an `httpx.MockTransport`).
 
-Two ways to the network. Small requests, the API calls (`pool="api"`) and the size probes' HEADs
-(`head`), go on the lean path (`vidfs.http.lean`: httptools on kept-alive HTTP/1.1 connections, a quarter of
-httpx's CPU per request or less); API calls still go through an httpx client (over a `LeanTransport`) for
-its request building and login auth flows. Byte transfers (`stream`, the ranged GETs) go through httpx's own
-HTTP/1.1 pool: a few requests of megabytes each, for which a pool's bookkeeping costs nothing worth saving.
-(HTTP/2 for HEADs and API calls, one connection per origin, was dropped for the lean path: four to five
-times the CPU per request; see `vidfs.http.lean`.)
+Two ways to the network. The lean path (`vidfs.http.lean`: httptools on kept-alive HTTP/1.1 connections, a
+quarter of httpx's CPU per request or less) carries the API calls (`pool="api"`), the size probes' HEADs
+(`head`) and the ranged GETs of plain URLs (`stream`, the body read straight off the socket); API calls still
+go through an httpx client (over a `LeanTransport`) for its request building and login auth flows. httpx's
+own HTTP/1.1 pool carries the rest (a URL that is not plain, a streamed request that is not a GET) and is
+made at its first use, if ever: its TLS context and CA bundle were 26-35 ms of every mount's start. (HTTP/2
+for HEADs and API calls, one connection per origin, was dropped for the lean path: four to five times the CPU
+per request; see `vidfs.http.lean`.)
 
-Bodies are read from the socket in pieces of up to `READ_SIZE` (httpcore's HTTP/1.1 connection asks for
-64 KiB at a time otherwise). Every piece costs a trip through httpcore, h11 and trio's socket and timeout
-machinery, so on a sequential read that trip was most of the daemon's CPU: 256 KiB pieces took a cold read
-on loopback from 5.1 to 2.8 CPU s per GB and from 180 to 330 MB/s. httpcore has no option for it; the
-class constant it reads is set once, here.
+On httpx's pool, bodies are read in pieces of up to `READ_SIZE` (httpcore asks for 64 KiB otherwise, and
+each piece is a trip through httpcore, h11 and trio: when ranged reads went that way, 256 KiB pieces took a
+cold read on loopback from 5.1 to 2.8 CPU s per GB). httpcore has no option for it: its class constant is set
+once, here.
 """
 
 from __future__ import annotations
@@ -203,8 +203,7 @@ class _Channel:
     redirect loop, elapsed timers) and the response's decoder layers are none of them needed here (no
     cookies are kept: every request carries its own credentials; redirects are followed by `HttpClient`).
     Measured with py-spy on 10,000 size probes (AIPIX, loopback): 2.5 ms of daemon CPU per HEAD through
-    `AsyncClient.request`, 1.2 ms this way; the cold walk of that catalog went from 31.6 s to 13.7 s. Ranged
-    reads (`stream`) still go through the client: one request per megabytes, not per entry."""
+    `AsyncClient.request`, 1.2 ms this way; the cold walk of that catalog went from 31.6 s to 13.7 s."""
 
     client: httpx.AsyncClient
     transport: httpx.AsyncBaseTransport
@@ -284,9 +283,7 @@ class HttpClient:
             self._api = _Channel(httpx.AsyncClient(**common, transport=lean), lean)
             self._accept_encoding = self._api.client.headers.get("Accept-Encoding", "gzip, deflate")
         self._common = common
-        # httpx's own pool, for what the lean path does not carry: made when first needed, if ever. Its TLS
-        # context (the CA bundle loaded) was a tenth of a mount's start here, 0.10-0.15 s of 0.8-1.0.
-        self._httpx: _Channel | None = None
+        self._httpx: _Channel | None = None  # httpx's own pool, made at its first use (module essay)
         if transport is not None:
             self._httpx = _Channel(httpx.AsyncClient(**common, transport=transport), transport)
         self._limiters: dict[tuple[tuple[str, str, int], str], trio.CapacityLimiter] = {}
@@ -307,19 +304,17 @@ class HttpClient:
     @property
     def _client(self) -> _Channel:
         if self._httpx is None:
-            verify: ssl.SSLContext | bool = True
-            if self.settings.ca_bundle:
-                verify = ssl.create_default_context(cafile=self.settings.ca_bundle)
+            ca = self.settings.ca_bundle
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
             limits = httpx.Limits(max_connections=128, max_keepalive_connections=64, keepalive_expiry=30)
             transport = httpx.AsyncHTTPTransport(verify=verify, limits=limits, trust_env=False)
             self._httpx = _Channel(httpx.AsyncClient(**self._common, transport=transport), transport)
         return self._httpx
 
     async def aclose(self) -> None:
-        if self._httpx is not None:
-            await self._httpx.client.aclose()
-        if self._api is not None:
-            await self._api.client.aclose()  # and the lean pool, through its transport
+        for channel in (self._httpx, self._api):  # the lean pool closes with the second's transport
+            if channel is not None:
+                await channel.client.aclose()
 
     def _client_for(self, method: str, pool: str | None) -> _Channel:
         """The lean path's client for API calls and HEADs, httpx's pool for everything else."""
