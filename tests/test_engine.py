@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from vidfs.stats import Stats
 
 KiB = 1024
 MiB = 1024 * KiB
+BLOCK = 64 * KiB
 
 
 # ------------------------------------------------------------------------------------------ prefetch
@@ -189,34 +191,55 @@ async def test_concurrent_readers_of_one_block_cause_one_request(origin: Site, b
     assert provider.resolves == 1
 
 
-async def test_blocks_read_whole_leave_the_memory_before_unread_ones(origin: Site, blob: Path) -> None:
-    """A block a reader has had whole goes first (the page cache holds it); prefetched blocks not yet read,
-    and a block read in part, stay. Plain recency would evict blocks 3 and 4 here, read next."""
+@contextlib.asynccontextmanager
+async def cached_blob(
+    origin: Site, blob: Path, memory_blocks: int
+) -> AsyncIterator[tuple[BlockCache, RemoteFile]]:
+    """A block cache of `memory_blocks` 64 KiB blocks, and the origin's blob as a file to read through it."""
     stats = Stats()
     http = HttpClient(HttpSettings(retries=1), stats)
-    provider = _Provider(origin.url + "/blob")
     video = Video("v1", "blob.mp4", size=blob.stat().st_size)
-    source = blob.read_bytes()
-    block = 64 * KiB
     try:
         async with trio.open_nursery() as nursery:
-            cache = BlockCache(memory_bytes=8 * block, block_size=block, nursery=nursery, stats=stats)
-            file = blob_file(provider, video, http, stats)
-            assert await cache.read(file, 0, 8 * block, reader=False) == source[: 8 * block]  # "prefetched"
-            assert await cache.read(file, 0, 2 * block) == source[: 2 * block]  # blocks 0, 1 whole
-            assert await cache.read(file, 2 * block + 10, 1000) == source[2 * block + 10 : 2 * block + 1010]
-            gets = len(origin.log.entries(method="GET"))
-            assert (
-                await cache.read(file, 8 * block, 2 * block, reader=False) == source[8 * block : 10 * block]
+            cache = BlockCache(
+                memory_bytes=memory_blocks * BLOCK, block_size=BLOCK, nursery=nursery, stats=stats
             )
-            assert len(origin.log.entries(method="GET")) == gets + 1  # blocks 8, 9: two blocks evicted
-            assert await cache.read(file, 2 * block, 6 * block) == source[2 * block : 8 * block]
-            assert len(origin.log.entries(method="GET")) == gets + 1  # 2..7 still in memory
-            assert await cache.read(file, 0, 100) == source[:100]
-            assert len(origin.log.entries(method="GET")) == gets + 2  # block 0 was one of the two
+            yield cache, blob_file(_Provider(origin.url + "/blob"), video, http, stats)
             nursery.cancel_scope.cancel()
     finally:
         await http.aclose()
+
+
+async def test_blocks_read_whole_leave_the_memory_before_unread_ones(origin: Site, blob: Path) -> None:
+    """A block a reader has had whole goes first (the page cache holds it); prefetched blocks not yet read,
+    and a block read in part, stay. Plain recency would evict blocks 3 and 4 here, read next."""
+    source, block = blob.read_bytes(), BLOCK
+    async with cached_blob(origin, blob, 8) as (cache, file):
+        assert await cache.read(file, 0, 8 * block, reader=False) == source[: 8 * block]  # "prefetched"
+        assert await cache.read(file, 0, 2 * block) == source[: 2 * block]  # blocks 0, 1 whole
+        assert await cache.read(file, 2 * block + 10, 1000) == source[2 * block + 10 : 2 * block + 1010]
+        gets = len(origin.log.entries(method="GET"))
+        assert await cache.read(file, 8 * block, 2 * block, reader=False) == source[8 * block : 10 * block]
+        assert len(origin.log.entries(method="GET")) == gets + 1  # blocks 8, 9: two blocks evicted
+        assert await cache.read(file, 2 * block, 6 * block) == source[2 * block : 8 * block]
+        assert len(origin.log.entries(method="GET")) == gets + 1  # 2..7 still in memory
+        assert await cache.read(file, 0, 100) == source[:100]
+        assert len(origin.log.entries(method="GET")) == gets + 2  # block 0 was one of the two
+
+
+async def test_a_block_still_held_is_never_received_into_again(origin: Site, blob: Path) -> None:
+    """Blocks the memory lets go are received into again (`vidfs.io.block_pool`), but only those nothing
+    else holds: two blocks a reply still holds (here, the test) keep their bytes while the whole file goes
+    through a memory of four blocks, and every read gets the file's bytes."""
+    source, block = blob.read_bytes(), BLOCK
+    async with cached_blob(origin, blob, 4) as (cache, file):
+        held = [await cache.read_reply(file, index * block, block) for index in (0, 1)]  # the blocks
+        for offset in range(2 * block, len(source), 2 * block):  # not read whole: the two go first
+            got = await cache.read(file, offset, 2 * block, reader=False)
+            assert got == source[offset : offset + 2 * block]
+        assert not cache.available(file.key, 0) and not cache.available(file.key, 1)
+        assert [bytes(reply) for reply in held] == [source[:block], source[block : 2 * block]]
+        assert cache.statistics()["pool_reused"] > 0
 
 
 async def test_range_reader_detects_a_changed_file(origin: Site, blob: Path) -> None:

@@ -29,7 +29,7 @@ from vidfs.config.types import HttpSettings
 from vidfs.errors import StaleError
 from vidfs.http.client import HttpClient
 from vidfs.http.streamed import LeanStream
-from vidfs.io.block_cache import _Assembler
+from vidfs.io.assembler import Assembler
 from vidfs.io.range_reader import read_range
 from vidfs.model import StreamLease
 
@@ -42,9 +42,9 @@ def content(start: int, length: int) -> bytes:
     return bytes((start + i) % 251 for i in range(length))
 
 
-def collect(start: int, end: int) -> tuple[_Assembler, list[tuple[int, bytes]]]:
+def collect(start: int, end: int) -> tuple[Assembler, list[tuple[int, bytes]]]:
     handed: list[tuple[int, bytes]] = []
-    return _Assembler(start, end, BLOCK, lambda index, block: handed.append((index, bytes(block)))), handed
+    return Assembler(start, end, BLOCK, lambda index, block: handed.append((index, bytes(block)))), handed
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -22,7 +22,7 @@ from vidfs.errors import VidfsError
 from vidfs.http.client import HttpClient
 from vidfs.io.block_cache import BlockCache
 from vidfs.io.leases import Resolver
-from vidfs.io.remote_file import RemoteFile
+from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.io.store import DiskStore, running
 from vidfs.model import Folder, Listing, StreamLease, Video
 from vidfs.stats import Stats
@@ -176,3 +176,19 @@ async def test_a_read_of_blocks_all_on_disk_is_read_whole_and_a_damaged_one_fetc
             nursery.cancel_scope.cancel()
     finally:
         await http.aclose()
+
+
+async def test_the_disk_store_hands_back_each_block_it_has_written(tmp_path: Path) -> None:
+    """Once written, each block of a run goes to the block cache's pool (`hand_back_to`), once, and the list
+    it came in is the caller's still."""
+    store = DiskStore(tmp_path / "cache", capacity=64 * BS, block_size=BS, stats=Stats())
+    key = FileKey("t", "v1", "sm:3:1.0")
+    handed: list[bytes] = []
+    blocks = [bytearray(os.urandom(BS)) for _ in range(3)]
+    async with running(store):
+        store.hand_back_to(handed.append)
+        await store.put_run(key, 0, blocks, 3 * BS)
+        await store.drain()
+        assert sorted(map(id, handed)) == sorted(map(id, blocks)) and len(blocks) == 3
+        got = await store.get_run(key, 0, 2, 3 * BS)
+    assert [got[index] for index in range(3)] == blocks

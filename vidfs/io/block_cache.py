@@ -47,13 +47,14 @@ import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Protocol
 
 import trio
 
 from vidfs.errors import StaleError, VidfsError
-from vidfs.http.streamed import spread
+from vidfs.io.assembler import Assembler
 from vidfs.io.block_lru import ByteLRU
+from vidfs.io.block_pool import BlockPool
 from vidfs.io.remote_file import FileKey, RemoteFile
 from vidfs.io.reply_buffer import ReplyBuffer
 from vidfs.io.store.spans import SPAN_MIN_BLOCKS
@@ -95,6 +96,10 @@ class BlockStore(Protocol):
     def invalidate(self, key: FileKey) -> None: ...
 
     def pin(self, key: FileKey) -> None: ...
+
+    def hand_back_to(self, written: Callable[[bytes], None]) -> None:
+        """Hand each block given to `put_run` to `written` once done with it (none is written to after)."""
+        ...
 
     def unpin(self, key: FileKey) -> None: ...
 
@@ -154,7 +159,11 @@ class BlockCache:
     ) -> None:
         self.block_size = block_size
         self.max_request_blocks = max(1, max_request // block_size)
-        self._memory: ByteLRU[BlockId] = ByteLRU(max(memory_bytes, block_size))
+        # Blocks the LRU evicts are received into again when nothing holds them (`vidfs.io.block_pool`).
+        self._pool = BlockPool(block_size)
+        self._memory: ByteLRU[BlockId] = ByteLRU(max(memory_bytes, block_size), self._pool.give)
+        if store is not None:
+            store.hand_back_to(self._pool.give)  # and those the disk store has written
         self._pending: dict[BlockId, _Pending] = {}
         self._nursery = nursery
         self._stats = stats
@@ -435,7 +444,9 @@ class BlockCache:
     async def _download_stretch(
         self, file: RemoteFile, missing: list[int], start: int, end: int, *, storing: bool
     ) -> None:
-        assembler = _Assembler(start, end, self.block_size, lambda i, b: self._complete(file, i, b))
+        assembler = Assembler(
+            start, end, self.block_size, lambda i, b: self._complete(file, i, b), self._pool.take
+        )
         await file.fetch(start, end, sink=assembler)
         if assembler.position != end:
             raise StaleError(
@@ -505,84 +516,9 @@ class BlockCache:
             "in_flight_blocks": len(self._pending),
             "prefetch_in_flight_bytes": self._prefetch_in_flight,
             **{f"reply_{name}": value for name, value in self._reply.statistics().items()},
+            **self._pool.statistics(),
             **self.streams.statistics(),
         }
-
-
-class _Assembler:
-    """Receives a streamed range into its blocks and hands each one out the moment it is whole, so the
-    reader of the first block of an 8 MiB request does not wait for the last.
-
-    The blocks are buffers of their own (`bytearray`s, written once, never again) that the answer is
-    received straight into (`rooms`, `filled`: the lean pool's plain connections, with one `recvmsg_into`
-    spread over up to 1 MiB of blocks), so no byte is copied after the kernel put it there. Cutting blocks
-    out of 1 MiB socket reads instead (a fresh `bytes` per read, then a join per block) cost 0.61-0.76 CPU
-    s/GB against 0.15 in a loop over a socketpair. Other answers (TLS, httpx) hand their chunks to `add`,
-    copied into the same blocks."""
-
-    def __init__(self, start: int, end: int, block_size: int, on_block: Callable[[int, bytes], None]) -> None:
-        self.position = start
-        self.end = end
-        self.block_size = block_size
-        self.on_block = on_block
-        self.done: list[tuple[int, bytes]] = []
-        # The block being received (its first `_fill` bytes hold data), then those the last `rooms` made
-        # ahead of it: kept for the next call, never made twice.
-        self._receiving: list[bytearray] = []
-        self._fill = 0
-
-    def _expect(self, offset: int) -> None:
-        if offset != self.position:  # never happens with read_range; refuse rather than misplace bytes
-            raise StaleError(f"bytes arrived at {offset}, expected {self.position}")
-
-    def rooms(self, offset: int, limit: int) -> list[memoryview]:
-        self._expect(offset)
-        rooms: list[memoryview] = []
-        position = self.position
-        stop = min(self.end, position + limit)
-        receiving = self._receiving
-        for count in range(len(receiving) + (stop - position) // self.block_size + 2):  # a bound, never hit
-            if position >= stop:
-                break
-            if count == len(receiving):
-                index = position // self.block_size
-                receiving.append(bytearray(min((index + 1) * self.block_size, self.end) - position))
-            block = receiving[count]
-            first = self._fill if count == 0 else 0
-            take = min(len(block) - first, stop - position)
-            rooms.append(memoryview(block)[first : first + take])
-            position += take
-        return rooms
-
-    def filled(self, offset: int, count: int) -> None:
-        self._expect(offset)
-        receiving = self._receiving
-        while count:
-            if not receiving:
-                raise StaleError(f"{count} bytes more than the buffers given at {self.position}")
-            block = receiving[0]
-            take = min(count, len(block) - self._fill)
-            self._fill += take
-            self.position += take
-            count -= take
-            if self._fill == len(block):
-                del receiving[0]
-                self._fill = 0
-                index = (self.position - 1) // self.block_size
-                # Typed as bytes for its readers: never written again from here on (see the essay).
-                whole = cast(bytes, block)
-                self.done.append((index, whole))
-                self.on_block(index, whole)
-
-    def add(self, offset: int, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while view:
-            copied = spread(view, self.rooms(offset, len(view)))
-            if not copied:
-                raise StaleError(f"bytes arrived past the end of the range at {offset}")
-            self.filled(offset, copied)
-            offset += copied
-            view = view[copied:]
 
 
 def _wrap(exc: BaseException) -> VidfsError:

@@ -8,13 +8,15 @@ each step is one or two C calls. In a loop of the block cache's own steps per bl
 again, evict) that is 1.1 µs per block against 2.0 µs. In the daemon, with `FileKey`'s hash kept as well, a
 re-read of 512 MiB from the disk cache after a remount (the bench's (f), nginx on 127.0.0.1) took 0.22 user
 CPU s against 0.25 (20 runs each, alternated). Only what the block cache uses is here: `get` (which marks
-the block as used), `in` (which does not), `put`, `pop`, `demote`, the keys.
+the block as used), `in` (which does not), `put`, `pop`, `demote`, the keys. A block `put` evicts goes to
+`evicted` (the block cache's `vidfs.io.block_pool.BlockPool`, which keeps it for the next download if
+nothing else holds it), passed as a call's result, held by no name here.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -23,12 +25,13 @@ K = TypeVar("K", bound=Hashable)
 class ByteLRU(Generic[K]):
     """Blocks (anything with a length: `bytes`, `bytearray`) by key, at most `maxsize` bytes in all."""
 
-    __slots__ = ("_blocks", "currsize", "maxsize")
+    __slots__ = ("_blocks", "currsize", "evicted", "maxsize")
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, evicted: Callable[[bytes], None] | None = None) -> None:
         self._blocks: OrderedDict[K, bytes] = OrderedDict()
         self.maxsize = maxsize
         self.currsize = 0
+        self.evicted = evicted or _drop
 
     def get(self, key: K) -> bytes | None:
         """The block, now the most recently used; None when it is not here."""
@@ -49,10 +52,15 @@ class ByteLRU(Generic[K]):
             self.currsize -= len(old)
         # Bounded: each pass removes one block, and the budget holds `block` once the map is empty.
         while self.currsize + size > self.maxsize:
-            self.currsize -= len(blocks.popitem(last=False)[1])
+            self.evicted(self._pop_oldest())
         blocks[key] = block
         self.currsize += size
         return True
+
+    def _pop_oldest(self) -> bytes:
+        block = self._blocks.popitem(last=False)[1]
+        self.currsize -= len(block)
+        return block
 
     def demote(self, key: K) -> None:
         """Make `key` (if here) the least recently used: the next to go (a block a reader has had whole)."""
@@ -74,3 +82,7 @@ class ByteLRU(Generic[K]):
     def __iter__(self) -> Iterator[K]:
         """The keys, least recently used first (iterate over a copy to pop while walking)."""
         return iter(self._blocks)
+
+
+def _drop(block: bytes) -> None:
+    """No pool: an evicted block is freed with its last reference."""

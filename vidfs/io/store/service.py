@@ -6,7 +6,7 @@ import errno
 import logging
 import os
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -118,6 +118,7 @@ class DiskStore(StoreReads):
         self._paused_until = 0.0
         self._pause = PAUSE_FIRST
         self._counts: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._written: Callable[[bytes], None] | None = None  # `hand_back_to`
         self._spans = DIRECT_READS and block_size % DIRECT_ALIGN == 0  # replies read whole from the disk
         self._span_buffers = SpanBuffers()
         self._spans_ahead: list[SpanAhead] = []
@@ -391,6 +392,7 @@ class DiskStore(StoreReads):
             if isinstance(op, WriteOp):
                 ledger.finish_write(op)
                 wrote = True
+                self._hand_back(op)
         self._carried = outcome.carried
         self._judge(outcome, wrote)
         self._fit_to(outcome.space)
@@ -398,6 +400,19 @@ class DiskStore(StoreReads):
         self._backlog.admit()
         self._idle.unpark_all()
         return outcome.index_error is None
+
+    def hand_back_to(self, written: Callable[[bytes], None]) -> None:
+        """Hand each block to `written` once the writer is done with it (`BlockStore`)."""
+        self._written = written
+
+    def _hand_back(self, op: WriteOp) -> None:
+        # Each block taken out of the op as a value no name holds: `BlockPool.give` keeps it only if
+        # nothing else does (the memory LRU may still have it; then it is handed over when evicted).
+        written = self._written
+        if written is not None:
+            for _first, blocks in op.runs:
+                while blocks:
+                    written(blocks.pop())
 
     def _judge(self, outcome: BatchOutcome, wrote: bool) -> None:
         """Count the batch's errors; pause writes on a full or read-only disk, resume when writes work."""
