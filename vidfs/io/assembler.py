@@ -78,7 +78,7 @@ class Assembler:
                 del receiving[0]
                 self._fill = 0
                 index = (self.position - 1) // self.block_size
-                # Typed as bytes for its readers: never written again from here on (see the essay).
+                # Typed as bytes for its readers: not written again while anything holds it (see the essay).
                 whole = cast(bytes, block)
                 self.done.append((index, whole))
                 self.on_block(index, whole)
