@@ -132,10 +132,14 @@ def _parents() -> dict[int, list[int]]:
     return out
 
 
-def _own_ticks(pid: int) -> int | None:
+# After the name: state is index 0, so utime/stime/cutime/cstime (fields 14-17) are 11..14.
+ALL_TICKS = (11, 12, 13, 14)
+SYSTEM_TICKS = (12, 14)  # stime, cstime: the kernel's work for the process (copies, faults, syscalls)
+
+
+def _own_ticks(pid: int, which: tuple[int, ...] = ALL_TICKS) -> int | None:
     fields = _stat_fields(pid)
-    # After the name: state is index 0, so utime/stime/cutime/cstime (fields 14-17) are 11..14.
-    return None if fields is None else sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return None if fields is None else sum(int(fields[i]) for i in which)
 
 
 def stolen_seconds() -> float | None:
@@ -152,9 +156,10 @@ def stolen_seconds() -> float | None:
     return int(fields[8]) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int, *, descendants: bool = True) -> float | None:
-    """utime + stime + cutime + cstime of `pid` (and of its live descendants), in seconds."""
-    ticks = _own_ticks(pid)
+def cpu_seconds(pid: int, *, descendants: bool = True, which: tuple[int, ...] = ALL_TICKS) -> float | None:
+    """utime + stime + cutime + cstime of `pid` (and of its live descendants), in seconds; `which`:
+    SYSTEM_TICKS for the system part alone."""
+    ticks = _own_ticks(pid, which)
     if ticks is None:
         return None
     if descendants:
@@ -164,7 +169,7 @@ def cpu_seconds(pid: int, *, descendants: bool = True) -> float | None:
             if not todo:
                 break
             child = todo.pop()
-            ticks += _own_ticks(child) or 0
+            ticks += _own_ticks(child, which) or 0
             todo += tree.get(child, [])
     return ticks / CLOCK_TICK
 

@@ -12,6 +12,9 @@ For a FUSE peer, on fresh mounts with empty caches:
     persistent cache fetches everything again: its figure is the reference, marked so in the table;
 (e) the peak RSS of the mount daemon (VmHWM) over all of it.
 curl gets (a)-(e) over HTTP (its own CPU in place of a daemon's); (f) is "—" for it: no cache.
+For (a) and (f) the table also gives the system (kernel) part of that CPU and the CPU seconds the host stole
+during the read (`ReadCost`): on these VMs a page the guest has not used lately costs the host a fault the
+first time it is written, so the kernel's copies move from run to run by more than any change of ours.
 
 Sequential reads go into one buffer the size of the file and are hashed after the clock stops: at 0 ms
 a sha256 on the side would take much of a core of the two the peers need (bench/reading.py).
@@ -22,14 +25,26 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import resource
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
-from bench.common import GB, MB, Cleanup, HwmWatcher, MiB, drop_page_cache, run, say, warm_page_cache
+from bench.common import (
+    GB,
+    MB,
+    Cleanup,
+    HwmWatcher,
+    MiB,
+    drop_page_cache,
+    run,
+    say,
+    stolen_seconds,
+    warm_page_cache,
+)
 from bench.data import FFPROBE, MOVIE_NAME, RANDOM_NAME, Truth, ffprobe_signature
 from bench.netns import Netns, Origin
 from bench.options import PEERS, Options
@@ -62,6 +77,8 @@ class Figures:
     seq_ok: bool | None = None
     seq_partial: bool = False  # the read hit --max-read-seconds: the rate of what was read
     seq_cpu_s_per_gb: float | None = None
+    seq_system_s_per_gb: float | None = None  # the kernel's part of it (copies, page faults, syscalls)
+    seq_stolen_s: float | None = None  # CPU seconds the hypervisor gave to other guests during the read
     ffprobe_s: float | None = None  # (b)
     ffprobe_requests: int | None = None
     ffprobe_mb: float | None = None
@@ -78,6 +95,8 @@ class Figures:
     remount_ok: bool | None = None
     remount_partial: bool = False
     remount_cpu_s_per_gb: float | None = None
+    remount_system_s_per_gb: float | None = None
+    remount_stolen_s: float | None = None
     remount_requests: int | None = None
     remount_mb: float | None = None  # served by the origin during (f)
     remount_note: str | None = None  # why (f) is "—"
@@ -167,11 +186,32 @@ def _random(stage: Stage, fig: Figures, peer: str) -> None:
     fig.rand_mb = stage.origin.served_since(start, RANDOM_NAME)[1] / MB
 
 
-def _timed_read(stage: Stage, mount: Mount) -> tuple[ReadResult, float | None]:
-    """A sequential read of the random file and the daemon's CPU seconds per GB for it."""
-    before = mount.cpu_s()
+@dataclass(frozen=True)
+class ReadCost:
+    """What a sequential read cost the daemon, per GB read, and the host's steal meanwhile: on these shared
+    VMs the kernel's part (copies into pages the host must back again, page faults) and the steal move from
+    run to run by more than any change of ours, and say why one run is slower."""
+
+    cpu_s_per_gb: float | None
+    system_s_per_gb: float | None
+    stolen_s: float | None
+
+
+def _timed_read(stage: Stage, mount: Mount) -> tuple[ReadResult, ReadCost]:
+    """A sequential read of the random file and what it cost (`ReadCost`)."""
+    before, system_before, stolen_before = mount.cpu_s(), mount.system_s(), stolen_seconds()
     result = read_file(mount.path / RANDOM_NAME, stage.sink, limit_s=stage.opts.max_read_seconds)
-    return result, _per_gb(before, mount.cpu_settled_s(), result.total)
+    after = mount.cpu_settled_s()  # the work the read left behind (its disk cache's writes) counts too
+    system_after, stolen_after = mount.system_s(), stolen_seconds()
+    return result, ReadCost(
+        _per_gb(before, after, result.total),
+        _per_gb(system_before, system_after, result.total),
+        _since(stolen_before, stolen_after),
+    )
+
+
+def _since(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 def _sequential(stage: Stage, fig: Figures, peer: str, cache: Path) -> None:
@@ -179,7 +219,8 @@ def _sequential(stage: Stage, fig: Figures, peer: str, cache: Path) -> None:
     warm_page_cache(stage.truth.random_path)  # the origin's side is always warm
     with _mount(stage, peer, cache) as mount:
         _look_around(stage, mount)
-        cold, fig.seq_cpu_s_per_gb = _timed_read(stage, mount)
+        cold, cost = _timed_read(stage, mount)
+        fig.seq_cpu_s_per_gb, fig.seq_system_s_per_gb, fig.seq_stolen_s = astuple(cost)
         fig.seq_mbps, fig.seq_partial = cold.mbps, not cold.complete
         fig.seq_ok = matches(cold, stage.truth)
         fig.note_rss(mount.rss_mib())  # the peak so far: (a) apart from (d) in the samples
@@ -196,7 +237,8 @@ def _remount(stage: Stage, fig: Figures, peer: str, cache: Path) -> None:
     with _mount(stage, peer, cache) as mount:
         _look_around(stage, mount)
         start = stage.origin.log_offset()
-        result, fig.remount_cpu_s_per_gb = _timed_read(stage, mount)
+        result, cost = _timed_read(stage, mount)
+        fig.remount_cpu_s_per_gb, fig.remount_system_s_per_gb, fig.remount_stolen_s = astuple(cost)
         fig.remount_mbps, fig.remount_partial = result.mbps, not result.complete
         fig.remount_ok = matches(result, stage.truth)
         fig.note_rss(mount.rss_mib())
@@ -230,8 +272,8 @@ def measure_mount(stage: Stage, peer: str) -> Figures:
 
 
 # ------------------------------------------------------------------------------------------- curl
-def _curl_read(stage: Stage, fig: Figures) -> tuple[ReadResult, float]:
-    """curl's download into a pipe we read from; returns the read and curl's own CPU seconds."""
+def _curl_read(stage: Stage, fig: Figures) -> tuple[ReadResult, resource.struct_rusage]:
+    """curl's download into a pipe we read from; returns the read and curl's own resource usage."""
     cmd = [*stage.ns.prefix, "curl", "-s", "-f", stage.url + RANDOM_NAME]
     process = subprocess.Popen(cmd, stdout=subprocess.PIPE)
     assert process.stdout is not None
@@ -249,7 +291,7 @@ def _curl_read(stage: Stage, fig: Figures) -> tuple[ReadResult, float]:
         fig.note_rss(watcher.peak)
     if process.returncode != 0 and result.complete:
         raise RuntimeError(f"curl exited {process.returncode}")
-    return result, usage.ru_utime + usage.ru_stime
+    return result, usage
 
 
 def _curl_ffprobe(stage: Stage, fig: Figures) -> None:
@@ -285,9 +327,12 @@ def _curl_random(stage: Stage, fig: Figures) -> None:
 
 def _curl_sequential(stage: Stage, fig: Figures) -> None:
     warm_page_cache(stage.truth.random_path)
-    cold, cpu = _curl_read(stage, fig)
+    stolen_before = stolen_seconds()
+    cold, usage = _curl_read(stage, fig)
+    fig.seq_stolen_s = _since(stolen_before, stolen_seconds())
     fig.seq_mbps, fig.seq_partial, fig.seq_ok = cold.mbps, not cold.complete, matches(cold, stage.truth)
-    fig.seq_cpu_s_per_gb = cpu / (cold.total / GB) if cold.total else None
+    fig.seq_cpu_s_per_gb = _per_gb(0.0, usage.ru_utime + usage.ru_stime, cold.total)
+    fig.seq_system_s_per_gb = _per_gb(0.0, usage.ru_stime, cold.total)
     warm, _ = _curl_read(stage, fig)
     fig.warm_mbps, fig.warm_partial, fig.warm_ok = warm.mbps, not warm.complete, matches(warm, stage.truth)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.common import (
     REPO,
+    SYSTEM_TICKS,
     Cleanup,
     cpu_seconds,
     cpu_settled,
@@ -101,6 +102,10 @@ class Mount:
 
     def cpu_s(self) -> float | None:
         return cpu_seconds(self.process.pid)
+
+    def system_s(self) -> float | None:
+        """The system (kernel) part of `cpu_s`."""
+        return cpu_seconds(self.process.pid, which=SYSTEM_TICKS)
 
     def cpu_settled_s(self) -> float | None:
         return cpu_settled(self.process.pid)

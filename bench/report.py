@@ -11,9 +11,10 @@ from bench.measure import Figures
 from bench.options import PEERS
 
 NUMERIC = (
-    "seq_mbps", "seq_cpu_s_per_gb", "ffprobe_s", "ffprobe_requests", "ffprobe_mb",
-    "rand_p50_ms", "rand_p95_ms", "rand_mb", "warm_mbps", "rss_mib",
-    "remount_mbps", "remount_cpu_s_per_gb", "remount_requests", "remount_mb",
+    "seq_mbps", "seq_cpu_s_per_gb", "seq_system_s_per_gb", "seq_stolen_s", "ffprobe_s", "ffprobe_requests",
+    "ffprobe_mb", "rand_p50_ms", "rand_p95_ms", "rand_mb", "warm_mbps", "rss_mib",
+    "remount_mbps", "remount_cpu_s_per_gb", "remount_system_s_per_gb", "remount_stolen_s",
+    "remount_requests", "remount_mb",
 )  # fmt: skip
 CHECKS = ("seq_ok", "warm_ok", "ffprobe_ok", "rand_ok", "remount_ok")
 CHECK_NAMES = {
@@ -69,6 +70,7 @@ def table(summary: dict[str, Summary], status: dict[str, str], peers: list[str],
 
     row("(a) sequential cold, MB/s", lambda s: num(s["seq_mbps"]) + ("*" if s["seq_partial"] else ""))
     row("(a) daemon CPU, s per GB", lambda s: num(s["seq_cpu_s_per_gb"], 2))
+    row("(a) of it the kernel's (system CPU), s per GB", lambda s: num(s["seq_system_s_per_gb"], 2))
     row(
         "(b) ffprobe cold: s / requests / MB served",
         lambda s: f"{num(s['ffprobe_s'], 2)} / {num(s['ffprobe_requests'], 0)} / {num(s['ffprobe_mb'], 2)}",
@@ -81,6 +83,11 @@ def table(summary: dict[str, Summary], status: dict[str, str], peers: list[str],
     row("(e) peak RSS, MiB", lambda s: num(s["rss_mib"]))
     row("(f) after a remount, page cache dropped, MB/s", _remount_cell)
     row("(f) daemon CPU, s per GB", lambda s: num(s["remount_cpu_s_per_gb"], 2))
+    row("(f) of it the kernel's (system CPU), s per GB", lambda s: num(s["remount_system_s_per_gb"], 2))
+    row(
+        "(a) / (f) CPU s the host stole during the read",
+        lambda s: f"{num(s['seq_stolen_s'], 2)} / {num(s['remount_stolen_s'], 2)}",
+    )
     row("checksums / bytes compared", _checks_cell)
     return "\n".join(rows)
 
@@ -101,12 +108,14 @@ def footnotes(summary: dict[str, Summary], max_read_seconds: float) -> list[str]
 def brief(fig: Figures) -> str:
     """One line per peer and run, for the progress output."""
     parts = [
-        f"(a) {num(fig.seq_mbps)} MB/s {num(fig.seq_cpu_s_per_gb, 2)} s/GB",
+        f"(a) {num(fig.seq_mbps)} MB/s {num(fig.seq_cpu_s_per_gb, 2)} s/GB"
+        f" ({num(fig.seq_system_s_per_gb, 2)} system, {num(fig.seq_stolen_s, 2)} s stolen)",
         f"(b) {num(fig.ffprobe_s, 2)} s/{num(fig.ffprobe_requests, 0)} req/{num(fig.ffprobe_mb, 2)} MB",
         f"(c) p50 {num(fig.rand_p50_ms)} ms ({num(fig.rand_mb)} MB)",
         f"(d) {num(fig.warm_mbps)} MB/s",
         f"(e) {num(fig.rss_mib)} MiB",
-        f"(f) {num(fig.remount_mbps)} MB/s {num(fig.remount_cpu_s_per_gb, 2)} s/GB",
+        f"(f) {num(fig.remount_mbps)} MB/s {num(fig.remount_cpu_s_per_gb, 2)} s/GB"
+        f" ({num(fig.remount_system_s_per_gb, 2)} system, {num(fig.remount_stolen_s, 2)} s stolen)",
         f"({num(fig.remount_mb)} MB served)",
     ]
     if fig.errors:
