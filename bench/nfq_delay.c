@@ -4,10 +4,12 @@
  *     nfq_delay --queue 7 --delay-us 10000
  *
  * The bench runs it inside its network namespace next to one iptables rule,
- *     iptables -t mangle -A OUTPUT -p tcp -j NFQUEUE --queue-num 7
- * so every TCP packet on the namespace's loopback passes through here once. Held for RTT/2, a request
- * and its answer cost one RTT, like a link with that delay: the kernels of this machine class have no
- * sch_netem, and a userland proxy costs CPU per byte on the two cores the bench measures.
+ *     iptables -t mangle -A PREROUTING -p tcp -j NFQUEUE --queue-num 7
+ * so every TCP packet on the namespace's loopback passes through here once (PREROUTING, not OUTPUT: a
+ * packet held before the device still counts against its socket's TCP Small Queues; bench/delay.py says
+ * more). Held for RTT/2, a request and its answer cost one RTT, like a link with that delay: the kernels
+ * of this machine class have no sch_netem, and a userland proxy costs CPU per byte on the two cores the
+ * bench measures.
  *
  * Why it is cheap: the kernel keeps the packet; only its metadata (no payload: NFQNL_COPY_META) comes
  * up, and the verdict is one message for a whole run of packets. The delay is the same for every
