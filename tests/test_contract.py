@@ -74,6 +74,22 @@ def test_listing_shows_every_file_with_size_and_mtime(world: World) -> None:
         assert re.search(rf"\s{expect.size}\s.*{re.escape(Path(rel).name)}$", listing, re.M), rel
 
 
+def test_every_directory_lists_dot_and_dotdot_first(world: World) -> None:
+    """`ls -a` shows "." and ".." in every directory, first (`ls -f` keeps the file system's order), with the
+    directory's own inode and its parent's (the instance directory's parent is the mount root), and then
+    every other name once."""
+    for dirpath, _dirs, _files in os.walk(world.root):
+        directory = Path(dirpath)
+        lines = subprocess.run(
+            ["ls", "-f1i", str(directory)], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.splitlines()
+        listed = [line.lstrip().split(" ", 1) for line in lines]
+        assert [name for _inode, name in listed[:2]] == [".", ".."], directory
+        assert int(listed[0][0]) == directory.stat().st_ino, directory
+        assert int(listed[1][0]) == directory.parent.stat().st_ino, directory
+        assert sorted(name for _inode, name in listed[2:]) == sorted(os.listdir(directory)), directory
+
+
 def test_cp_gives_identical_bytes(world: World, tmp_path: Path) -> None:
     for index, (rel, expect) in enumerate(sorted(world.expected.items())):
         target = tmp_path / f"copy-{index}"

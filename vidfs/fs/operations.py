@@ -20,6 +20,7 @@ import pyfuse3
 import trio
 
 from vidfs.errors import VidfsError, leaf_error, log_level, to_errno
+from vidfs.fs.nodes import DIR_MODE
 from vidfs.fs.videofs import Attributes, VideoFS
 from vidfs.tasks import Progress
 
@@ -39,6 +40,10 @@ KERNEL_TTL = 10.0
 # a device once one of them answered ENOTSUP. With ENODATA, a warm `ls -lR` of 100,000 videos made 200,000
 # GETXATTR requests (10.1-11.1 s, 8.9 s of the daemon's CPU, where the same walk with lstat took 0.7 s).
 USER_NAMESPACE = b"user."
+# Every listing starts with these, as on a local file system: `ls -a` shows them, and programs that look for
+# "." in a listing (KDE's KIO once did, to decide whether pasting there is allowed; xfstests generic/401
+# checks for both) find it. rclone's and httpdirfs's mounts list them too.
+DOTS = (b".", b"..")
 # A wait that keeps progressing (see `_answer`) ends after this many request timeouts in all.
 PROGRESS_TIMEOUTS = 10
 
@@ -167,10 +172,14 @@ class VidfsOperations(pyfuse3.Operations):
 
     async def readdir(self, fh: int, start_id: int, token: Any) -> None:
         # One EntryAttributes for the whole reply: `readdir_reply` copies it into the kernel's buffer.
+        # Positions 0 and 1 are "." and ".." (see `DOTS`), the children's start at 2.
         entry = _new_entry()
         attributes, remember = self.fs.attributes, self.fs.remember
         with self._answer_now("readdir"):
-            for position, node in enumerate(self.fs.readdir(fh, start_id), start_id + 1):
+            if start_id < len(DOTS) and not _reply_dots(token, entry, self.fs.dots(fh), start_id):
+                return
+            first = max(start_id, len(DOTS))
+            for position, node in enumerate(self.fs.readdir(fh, first - len(DOTS)), first + 1):
                 _fill(entry, attributes(node))
                 if not pyfuse3.readdir_reply(token, node.name.encode(*_FS_CODEC), entry, position):
                     return
@@ -252,6 +261,18 @@ class VidfsOperations(pyfuse3.Operations):
 
 # `os.fsencode`'s codec, called directly: it is a Python function of three calls, once per entry of a readdir.
 _FS_CODEC = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())
+
+
+def _reply_dots(token: Any, entry: pyfuse3.EntryAttributes, inodes: tuple[int, int], start_id: int) -> bool:
+    """Reply "." and ".." from position `start_id` on; False once the kernel's buffer is full. The kernel
+    reads only their inode and type (`DIR_MODE`) and takes no lookup of them, so they are not remembered."""
+    entry.st_mode = DIR_MODE
+    for position, (name, inode) in enumerate(zip(DOTS, inodes, strict=True), 1):
+        if position > start_id:
+            entry.st_ino = inode
+            if not pyfuse3.readdir_reply(token, name, entry, position):
+                return False
+    return True
 
 
 def _new_entry() -> pyfuse3.EntryAttributes:

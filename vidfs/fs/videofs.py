@@ -66,6 +66,15 @@ class OpenFile:
     prefetcher: Readahead
 
 
+@dataclass(frozen=True, slots=True)
+class OpenDirectory:
+    """A directory from `opendir` to `releasedir`: its children as they were at the open, and the inode
+    numbers its listing gives "." and ".." (itself and its parent; at the mount root, itself twice)."""
+
+    dots: tuple[int, int]
+    children: Sequence[Node]
+
+
 WARMED_LIMIT = 4096  # files whose container head was fetched at first open (a bounded memory of it)
 # Inodes whose pages the kernel may cache, with what they were read from. One forgotten here only costs the
 # kernel's cached pages of it at the next open (`keep_cache` false), never wrong bytes.
@@ -100,7 +109,7 @@ class VideoFS:
         self.uid = os.getuid()
         self.gid = os.getgid()
         self._handles: dict[int, OpenFile] = {}
-        self._dir_handles: dict[int, Sequence[Node]] = {}
+        self._dir_handles: dict[int, OpenDirectory] = {}
         self._files: dict[FileKey, tuple[RemoteFile, int]] = {}
         self._warmed: dict[FileKey, None] = {}  # insertion-ordered: the oldest is forgotten first
         self._page_cache: LRUCache[int, str] = LRUCache(maxsize=PAGE_CACHE_LIMIT)
@@ -158,27 +167,41 @@ class VideoFS:
         """Snapshot the children; `readdir` pages through it until `releasedir`. `progress`: see
         `Tree._directory_of`."""
         self._busy()
-        return self._dir_handle(await self.tree.children(self.to_node_inode(inode), progress=progress))
+        node_inode = self.to_node_inode(inode)
+        return self._dir_handle(node_inode, await self.tree.children(node_inode, progress=progress))
 
     def opendir_now(self, inode: int) -> int | None:
         """`opendir` when it needs no wait, else None."""
         self._busy()
-        children = self.tree.children_now(self.to_node_inode(inode))
-        return None if children is None else self._dir_handle(children)
+        node_inode = self.to_node_inode(inode)
+        children = self.tree.children_now(node_inode)
+        return None if children is None else self._dir_handle(node_inode, children)
 
-    def _dir_handle(self, children: Sequence[Node]) -> int:
+    def _dir_handle(self, node_inode: int, children: Sequence[Node]) -> int:
+        node = self.tree.get(node_inode)
+        parent = node.parent if node_inode != self.root_inode else node_inode  # as `lookup` answers ".."
         fh = next(self._next_fh)
-        self._dir_handles[fh] = children
+        self._dir_handles[fh] = OpenDirectory(
+            (self.to_fuse_inode(node_inode), self.to_fuse_inode(parent)), children
+        )
         return fh
 
+    def _open_directory(self, fh: int) -> OpenDirectory:
+        self._busy()
+        directory = self._dir_handles.get(fh)
+        if directory is None:
+            raise NotFoundError("stale directory handle")
+        return directory
+
+    def dots(self, fh: int) -> tuple[int, int]:
+        """The inode numbers of "." and ".." in the listing of the directory open as `fh`."""
+        return self._open_directory(fh).dots
+
     def readdir(self, fh: int, start: int) -> Iterator[Node]:
-        """The snapshot from position `start` on (positions are stable for the life of the handle), taken
+        """The children from position `start` on (positions are stable for the life of the handle), taken
         lazily: the kernel asks for a big directory a page of entries at a time, and a copy of the rest at
         each ask made listing 100,000 entries quadratic (10% of a remount walk's daemon samples)."""
-        self._busy()
-        children = self._dir_handles.get(fh)
-        if children is None:
-            raise NotFoundError("stale directory handle")
+        children = self._open_directory(fh).children
         return map(children.__getitem__, range(start, len(children)))
 
     def releasedir(self, fh: int) -> None:
