@@ -176,10 +176,11 @@ class VidfsOperations(pyfuse3.Operations):
         entry = _new_entry()
         attributes, remember = self.fs.attributes, self.fs.remember
         with self._answer_now("readdir"):
-            if start_id < len(DOTS) and not _reply_dots(token, entry, self.fs.dots(fh), start_id):
+            directory = self.fs.readdir(fh)
+            if start_id < len(DOTS) and not _reply_dots(token, entry, directory.dots, start_id):
                 return
             first = max(start_id, len(DOTS))
-            for position, node in enumerate(self.fs.readdir(fh, first - len(DOTS)), first + 1):
+            for position, node in enumerate(directory.children_from(first - len(DOTS)), first + 1):
                 _fill(entry, attributes(node))
                 if not pyfuse3.readdir_reply(token, node.name.encode(*_FS_CODEC), entry, position):
                     return
