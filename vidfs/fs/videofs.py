@@ -151,8 +151,7 @@ class VideoFS:
         if name == ".":
             return self.tree.get(self.to_node_inode(parent))
         if name == "..":
-            node = self.tree.get(self.to_node_inode(parent))
-            return self.tree.get(node.parent if node.inode != self.root_inode else node.inode)
+            return self.tree.get(self._parent_of(self.to_node_inode(parent)))
         node = await self.tree.lookup(self.to_node_inode(parent), name, progress=progress)
         # A name looked up is about to be used (stat, open): its answer carries the size.
         return await self.tree.sized(node, progress=progress)
@@ -184,13 +183,14 @@ class VideoFS:
         children = self.tree.children_now(node_inode)
         return None if children is None else self._dir_handle(node_inode, children)
 
+    def _parent_of(self, node_inode: int) -> int:
+        """The node ".." names: the parent, except at the mount root, whose ".." is itself."""
+        return node_inode if node_inode == self.root_inode else self.tree.get(node_inode).parent
+
     def _dir_handle(self, node_inode: int, children: Sequence[Node]) -> int:
-        node = self.tree.get(node_inode)
-        parent = node.parent if node_inode != self.root_inode else node_inode  # as `lookup` answers ".."
         fh = next(self._next_fh)
-        self._dir_handles[fh] = OpenDirectory(
-            (self.to_fuse_inode(node_inode), self.to_fuse_inode(parent)), children
-        )
+        dots = (self.to_fuse_inode(node_inode), self.to_fuse_inode(self._parent_of(node_inode)))
+        self._dir_handles[fh] = OpenDirectory(dots, children)
         return fh
 
     def readdir(self, fh: int) -> OpenDirectory:
